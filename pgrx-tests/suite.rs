@@ -1,0 +1,104 @@
+// In-database suites, run by `cargo pgrx test` inside a transaction that is rolled back.
+// (Everything that COMMITs — procedures, workers — is tested end to end in tests/e2e.)
+use pgrx::prelude::*;
+
+fn error_of(sql: &str) -> String {
+    PgTryBuilder::new(|| {
+        Spi::run(sql).expect("statement");
+        String::from("no error")
+    })
+    .catch_others(|e| match e {
+        pgrx::pg_sys::panic::CaughtError::PostgresError(r) | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => {
+            r.message().to_owned()
+        }
+        pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
+    })
+    .execute()
+}
+
+fn with_connection() {
+    Spi::run(
+        "SELECT qbo.connect('123145', 'cid', 'csecret', 'rtoken', 'sandbox', 'default')",
+    )
+    .expect("connect");
+}
+
+#[pg_test]
+fn entities_view_lists_the_catalog() {
+    let n = Spi::get_one::<i64>("SELECT count(*) FROM qbo.entities").unwrap().unwrap();
+    assert_eq!(n as usize, crate::entities::ENTITIES.len());
+    let t = Spi::get_one::<String>("SELECT raw_table FROM qbo.entities WHERE entity = 'Invoice'").unwrap().unwrap();
+    assert_eq!(t, "raw.qb_invoices");
+    let k = Spi::get_one::<String>("SELECT kind FROM qbo.entities WHERE entity = 'Customer'").unwrap().unwrap();
+    assert_eq!(k, "name-list");
+}
+
+#[pg_test]
+fn bad_input_is_rejected_with_the_value_and_what_is_allowed() {
+    with_connection();
+    let cases = [
+        ("SELECT * FROM qbo.backfill('invoice', '2025-01-01Z', '2025-02-01Z')",
+         "qbo.backfill: unknown entity \"invoice\" (entity names are case-sensitive: did you mean \"Invoice\"?); valid entities are: Account, Attachable, Bill,"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-02-01Z', '2025-01-01Z')",
+         "qbo.backfill: fecha_fin (2025-01-01T00:00:00+00:00) must be later than fecha_inicio (2025-02-01T00:00:00+00:00): the window is [fecha_inicio, fecha_fin)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-01-01Z')",
+         "qbo.backfill: fecha_fin (2025-01-01T00:00:00+00:00) must be later than fecha_inicio"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', chunk_size => 0)",
+         "qbo.backfill: chunk_size must be at least 1 day (got 0)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', page_size => 1001)",
+         "qbo.backfill: page_size must be between 1 and 1000 (got 1001): QBO returns at most 1000 rows per page"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', page_size => 0)",
+         "qbo.backfill: page_size must be between 1 and 1000 (got 0)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', minor_version => 74)",
+         "qbo.backfill: minor_version must be between 75 and 999 (got 74)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', minor_version => 100000)",
+         "qbo.backfill: minor_version must be between 75 and 999 (got 100000)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', connection => 'nope')",
+         "qbo.backfill: unknown connection \"nope\": register it with qbo.connect(...)"),
+        ("SELECT * FROM qbo.backfill(NULL, '2025-01-01Z', '2025-02-01Z')",
+         "qbo.backfill: argument entity must not be NULL"),
+        ("SELECT * FROM qbo.backfill('Invoice', NULL, '2025-02-01Z')",
+         "qbo.backfill: argument fecha_inicio must not be NULL"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', 'infinity')",
+         "qbo.backfill: fecha_fin must be a finite timestamp"),
+        ("SELECT * FROM qbo.backfill('Invoice''; DROP TABLE qbo.runs; --', '2025-01-01Z', '2025-02-01Z')",
+         "qbo.backfill: unknown entity \"Invoice'; DROP TABLE qbo.runs; --\"; valid entities are:"),
+        ("CALL qbo.run_backfill('Invoice', '2025-01-01Z', '2025-02-01Z')",
+         "qbo.run_backfill commits page by page, so it must be run with CALL outside an explicit transaction block"),
+        ("SELECT qbo.connect('12x', 'a', 'b', 'c')",
+         "qbo.connect: invalid realm_id \"12x\": a QuickBooks company id is 1 to 32 digits"),
+        ("SELECT qbo.connect('12', 'a', 'b', 'c', 'prod')",
+         "qbo.connect: invalid environment \"prod\": allowed values are production, sandbox"),
+    ];
+    for (sql, expected) in cases {
+        let got = error_of(sql);
+        assert!(got.starts_with(expected), "\n  sql: {sql}\n  got: {got}\n want: {expected}");
+    }
+    // nothing was written
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM qbo.runs").unwrap(), Some(0));
+}
+
+#[pg_test]
+fn connections_view_never_shows_a_secret() {
+    with_connection();
+    let row = Spi::get_one::<String>("SELECT row_to_json(c)::text FROM qbo.connections c").unwrap().unwrap();
+    assert!(row.contains("123145"), "{row}");
+    for secret in ["csecret", "rtoken"] {
+        assert!(!row.contains(secret), "{row}");
+    }
+    let err = error_of("SELECT qbo.connect('12', 'a', 'supersecret', 'c', 'nope')");
+    assert!(!err.contains("supersecret"), "{err}");
+}
+
+#[pg_test]
+fn sync_token_and_exact_payloads() {
+    assert_eq!(Spi::get_one::<i64>("SELECT qbo._sync_token('{\"SyncToken\":\"12\"}')").unwrap(), Some(12));
+    assert_eq!(Spi::get_one::<i64>("SELECT qbo._sync_token('{\"SyncToken\":\"x\"}')").unwrap(), Some(-1));
+    let kept = Spi::get_one::<String>(&format!(
+        "SELECT '{}'::jsonb::text",
+        crate::jsonb::storable(r#"{"Amount":12.30,"Name":"Café Zoë ✓","Bad":"a\u0000b"}"#)
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(kept, r#"{"Bad": "a�b", "Name": "Café Zoë ✓", "Amount": 12.30}"#);
+}

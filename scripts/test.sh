@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test of pg_qbo on a fresh Debian 12 machine, as root:
+#   1. installs what is needed (scripts/setup.sh),
+#   2. the emulator's unit and HTTP tests, and the third-party Python client against it,
+#   3. the extension's unit tests and in-database suites (cargo pgrx test),
+#   4. end-to-end tests: the extension installed into a real cluster, driven against real
+#      emulator processes (tests/e2e).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+bash scripts/setup.sh
+
+step "emulator: build and test"
+cargo build --release -p qbo-emulator
+cargo test -p qbo-emulator 2>&1 | tee /tmp/pg_qbo-emulator-tests.log
+
+if [ -x tests/python/run.sh ] || [ -f tests/python/run.sh ]; then
+  step "emulator: third-party Python client (python-quickbooks)"
+  bash tests/python/run.sh
+fi
+
+step "extension: unit tests and in-database suites (cargo pgrx test)"
+install -d -o postgres -g postgres /tmp/pgrx-test-pgdata
+cargo pgrx test pg15 --runas postgres --pgdata /tmp/pgrx-test-pgdata 2>&1 | tee /tmp/pg_qbo-pgrx-tests.log
+
+step "extension: install into PostgreSQL 15"
+cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+
+step "end-to-end tests against a real cluster and the emulator"
+export PG_QBO_TEST_DIR=${PG_QBO_TEST_DIR:-/tmp/pg_qbo_e2e}
+export PG_QBO_TEST_PORT=${PG_QBO_TEST_PORT:-54391}
+export QBO_EMULATOR_BIN=$ROOT/target/release/qbo-emulator
+bash scripts/cluster.sh stop "$PG_QBO_TEST_DIR" || true
+rm -rf "$PG_QBO_TEST_DIR"
+bash scripts/cluster.sh start "$PG_QBO_TEST_DIR" "$PG_QBO_TEST_PORT" \
+  "log_statement = 'all'" "log_min_messages = notice" "log_min_error_statement = error"
+trap 'bash scripts/cluster.sh stop "$PG_QBO_TEST_DIR"' EXIT
+cargo test -p pg_qbo_e2e -- --test-threads=2 2>&1 | tee /tmp/pg_qbo-e2e-tests.log
+
+step "summary"
+for f in /tmp/pg_qbo-emulator-tests.log /tmp/pg_qbo-pgrx-tests.log /tmp/pg_qbo-e2e-tests.log; do
+  grep -h '^test result:' "$f" | awk -v f="$(basename "$f" .log)" '{print f": "$0}'
+done

@@ -1,0 +1,327 @@
+-- pg_qbo: the hand-written part of the extension script (schema qbo, created by CREATE EXTENSION
+-- from the control file). Tables in schema "raw" are NOT created here: they are created on first
+-- use by a backfill, outside extension membership, so DROP EXTENSION keeps the data and pg_dump
+-- dumps it like any user table.
+
+-------------------------------------------------------------------------------------------------
+-- Connections and secrets
+-------------------------------------------------------------------------------------------------
+CREATE TABLE qbo._connections (
+    name                     text PRIMARY KEY,
+    realm_id                 text NOT NULL,
+    environment              text NOT NULL,
+    client_id                text NOT NULL,
+    client_secret            text NOT NULL,
+    refresh_token            text NOT NULL,
+    access_token             text,
+    access_token_expires_at  timestamptz,
+    refresh_token_expires_at timestamptz,
+    last_refresh_at          timestamptz,
+    created_at               timestamptz NOT NULL DEFAULT now(),
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT connection_name_ok CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    CONSTRAINT realm_id_ok CHECK (realm_id ~ '^[0-9]{1,32}$'),
+    CONSTRAINT environment_ok CHECK (environment IN ('production', 'sandbox'))
+);
+REVOKE ALL ON qbo._connections FROM PUBLIC;
+COMMENT ON TABLE qbo._connections IS
+    'pg_qbo: registered QuickBooks companies with their OAuth2 secrets. Readable by its owner only; use the view qbo.connections.';
+
+CREATE VIEW qbo.connections AS
+SELECT name, realm_id, environment, access_token_expires_at, refresh_token_expires_at,
+       last_refresh_at, created_at, updated_at
+FROM qbo._connections;
+COMMENT ON VIEW qbo.connections IS
+    'pg_qbo: registered QuickBooks companies (never shows a secret).';
+COMMENT ON COLUMN qbo.connections.name IS 'Connection name passed as the connection argument of qbo.backfill.';
+COMMENT ON COLUMN qbo.connections.realm_id IS 'QuickBooks company id (realmId).';
+COMMENT ON COLUMN qbo.connections.environment IS 'production or sandbox: picks Intuit''s API host.';
+COMMENT ON COLUMN qbo.connections.access_token_expires_at IS 'When the cached access token expires (NULL: none cached).';
+COMMENT ON COLUMN qbo.connections.refresh_token_expires_at IS 'When Intuit says the refresh token expires (rolling, about 100 days).';
+COMMENT ON COLUMN qbo.connections.last_refresh_at IS 'Last successful token refresh.';
+COMMENT ON COLUMN qbo.connections.created_at IS 'When the connection was first registered.';
+COMMENT ON COLUMN qbo.connections.updated_at IS 'Last change of credentials or tokens.';
+
+CREATE FUNCTION qbo.connect(realm_id text, client_id text, client_secret text, refresh_token text,
+                            environment text DEFAULT 'production', name text DEFAULT 'default')
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF realm_id IS NULL OR client_id IS NULL OR client_secret IS NULL OR refresh_token IS NULL
+       OR environment IS NULL OR name IS NULL THEN
+        RAISE EXCEPTION 'qbo.connect: every argument is required (got NULL for %)',
+            concat_ws(', ',
+                CASE WHEN realm_id IS NULL THEN 'realm_id' END,
+                CASE WHEN client_id IS NULL THEN 'client_id' END,
+                CASE WHEN client_secret IS NULL THEN 'client_secret' END,
+                CASE WHEN refresh_token IS NULL THEN 'refresh_token' END,
+                CASE WHEN environment IS NULL THEN 'environment' END,
+                CASE WHEN name IS NULL THEN 'name' END)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF realm_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'qbo.connect: invalid realm_id "%": a QuickBooks company id is 1 to 32 digits',
+            left(realm_id, 40) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF environment NOT IN ('production', 'sandbox') THEN
+        RAISE EXCEPTION 'qbo.connect: invalid environment "%": allowed values are production, sandbox',
+            left(environment, 40) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF name !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
+        RAISE EXCEPTION 'qbo.connect: invalid connection name "%": use 1 to 63 letters, digits, _ . or -',
+            left(name, 70) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF length(client_id) = 0 OR length(client_secret) = 0 OR length(refresh_token) = 0 THEN
+        RAISE EXCEPTION 'qbo.connect: client_id, client_secret and refresh_token must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO qbo._connections AS c (name, realm_id, environment, client_id, client_secret, refresh_token)
+    VALUES (connect.name, connect.realm_id, connect.environment, connect.client_id,
+            connect.client_secret, connect.refresh_token)
+    ON CONFLICT ON CONSTRAINT _connections_pkey DO UPDATE
+        SET realm_id = EXCLUDED.realm_id, environment = EXCLUDED.environment,
+            client_id = EXCLUDED.client_id, client_secret = EXCLUDED.client_secret,
+            refresh_token = EXCLUDED.refresh_token, access_token = NULL,
+            access_token_expires_at = NULL, refresh_token_expires_at = NULL, updated_at = now();
+    RETURN connect.name;
+END
+$fn$;
+REVOKE ALL ON FUNCTION qbo.connect(text, text, text, text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION qbo.connect(text, text, text, text, text, text) IS
+    'pg_qbo: registers or updates a QuickBooks company (realm_id, OAuth2 client_id/client_secret, refresh_token, environment production|sandbox, connection name). Returns the connection name. Secrets are stored in a table only its owner can read and are never echoed. Literal secrets in SQL text can reach the server log (log_statement) and client history: prefer qbo.connect_from_file.';
+
+CREATE FUNCTION qbo.connect_from_file(path text, name text DEFAULT 'default')
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    doc jsonb;
+BEGIN
+    IF path IS NULL OR name IS NULL THEN
+        RAISE EXCEPTION 'qbo.connect_from_file: path and name are required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+        RAISE EXCEPTION 'qbo.connect_from_file: only a superuser may read credential files'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    BEGIN
+        doc := pg_read_file(path)::jsonb;
+    EXCEPTION WHEN OTHERS THEN
+        -- never echo the file's content: it holds secrets
+        RAISE EXCEPTION 'qbo.connect_from_file: cannot read "%" as a JSON object with realm_id, client_id, client_secret, refresh_token[, environment]', path
+            USING ERRCODE = 'invalid_parameter_value';
+    END;
+    IF jsonb_typeof(doc) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'qbo.connect_from_file: "%" is not a JSON object', path USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN qbo.connect(doc->>'realm_id', doc->>'client_id', doc->>'client_secret', doc->>'refresh_token',
+                       coalesce(doc->>'environment', 'production'), name);
+END
+$fn$;
+REVOKE ALL ON FUNCTION qbo.connect_from_file(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION qbo.connect_from_file(text, text) IS
+    'pg_qbo: superuser only. Registers a connection from a server-side JSON file {"realm_id","client_id","client_secret","refresh_token","environment"} so secrets never appear in SQL text, the server log or client history.';
+
+-- Internal: credentials for one connection, for the backfill code only.
+CREATE FUNCTION qbo._connection_secrets(conn text)
+RETURNS TABLE (realm_id text, environment text, client_id text, client_secret text,
+               refresh_token text, access_token text, access_token_expires_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT c.realm_id, c.environment, c.client_id, c.client_secret, c.refresh_token,
+           c.access_token, c.access_token_expires_at
+    FROM qbo._connections c WHERE c.name = conn
+$fn$;
+REVOKE ALL ON FUNCTION qbo._connection_secrets(text) FROM PUBLIC;
+
+-- Internal: stores tokens received from Intuit (called in its own transaction, committed at once).
+CREATE FUNCTION qbo._store_tokens(conn text, new_access_token text, access_expires_at timestamptz,
+                                  new_refresh_token text, refresh_expires_at timestamptz)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+    UPDATE qbo._connections
+       SET access_token = new_access_token,
+           access_token_expires_at = access_expires_at,
+           refresh_token = coalesce(new_refresh_token, refresh_token),
+           refresh_token_expires_at = coalesce(refresh_expires_at, refresh_token_expires_at),
+           last_refresh_at = now(), updated_at = now()
+     WHERE name = conn
+$fn$;
+REVOKE ALL ON FUNCTION qbo._store_tokens(text, text, timestamptz, text, timestamptz) FROM PUBLIC;
+
+-- Internal: forgets a cached access token that QBO rejected (401), so the next call refreshes.
+CREATE FUNCTION qbo._forget_access_token(conn text, rejected text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+    UPDATE qbo._connections SET access_token = NULL, access_token_expires_at = NULL
+     WHERE name = conn AND access_token = rejected
+$fn$;
+REVOKE ALL ON FUNCTION qbo._forget_access_token(text, text) FROM PUBLIC;
+
+-------------------------------------------------------------------------------------------------
+-- The run ledger
+-------------------------------------------------------------------------------------------------
+CREATE TABLE qbo.runs (
+    run_id        bigserial PRIMARY KEY,
+    entity        text NOT NULL,
+    connection    text NOT NULL,
+    realm_id      text NOT NULL,
+    environment   text NOT NULL,
+    fecha_inicio  timestamptz NOT NULL,
+    fecha_fin     timestamptz NOT NULL,
+    chunk_size    int NOT NULL,
+    page_size     int NOT NULL,
+    minor_version int NOT NULL,
+    settings      jsonb NOT NULL,
+    entry_point   text NOT NULL,
+    status        text NOT NULL,
+    run_by        name NOT NULL DEFAULT current_user,
+    pid           int,
+    executions    int NOT NULL DEFAULT 0,
+    chunks_total  int NOT NULL,
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz,
+    error         text,
+    error_sqlstate text,
+    CONSTRAINT status_ok CHECK (status IN ('scheduled', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
+    CONSTRAINT entry_point_ok CHECK (entry_point IN ('call', 'function', 'cron'))
+);
+CREATE INDEX runs_status_idx ON qbo.runs (status) WHERE status IN ('running', 'scheduled');
+COMMENT ON TABLE qbo.runs IS 'pg_qbo: one row per backfill run, committed as the run goes (watch it live).';
+COMMENT ON COLUMN qbo.runs.run_id IS 'Run id: pass it to qbo.resume / qbo.run_resume.';
+COMMENT ON COLUMN qbo.runs.entity IS 'QBO entity (see qbo.entities).';
+COMMENT ON COLUMN qbo.runs.connection IS 'Connection name (see qbo.connections).';
+COMMENT ON COLUMN qbo.runs.realm_id IS 'QuickBooks company id at the time of the run.';
+COMMENT ON COLUMN qbo.runs.environment IS 'production or sandbox.';
+COMMENT ON COLUMN qbo.runs.fecha_inicio IS 'Window start (inclusive), on MetaData.LastUpdatedTime.';
+COMMENT ON COLUMN qbo.runs.fecha_fin IS 'Window end (exclusive).';
+COMMENT ON COLUMN qbo.runs.chunk_size IS 'Days per chunk.';
+COMMENT ON COLUMN qbo.runs.page_size IS 'MAXRESULTS asked per page (1..1000).';
+COMMENT ON COLUMN qbo.runs.minor_version IS 'QBO minorversion sent with every request.';
+COMMENT ON COLUMN qbo.runs.settings IS 'Settings resolved when the run was created (hosts, timeouts, retries, backoff); resume reuses them.';
+COMMENT ON COLUMN qbo.runs.entry_point IS 'call (CALL qbo.run_backfill), function (SELECT qbo.backfill, in a background worker) or cron.';
+COMMENT ON COLUMN qbo.runs.status IS 'scheduled, running, succeeded, failed, cancelled or interrupted (its backend or worker died).';
+COMMENT ON COLUMN qbo.runs.run_by IS 'Role that started the run.';
+COMMENT ON COLUMN qbo.runs.pid IS 'Process id of the backend or worker executing the run (last execution).';
+COMMENT ON COLUMN qbo.runs.executions IS 'How many times the run was executed (1 + resumes).';
+COMMENT ON COLUMN qbo.runs.chunks_total IS 'Number of chunks in the plan (qbo.run_chunks).';
+COMMENT ON COLUMN qbo.runs.started_at IS 'When the run was created.';
+COMMENT ON COLUMN qbo.runs.updated_at IS 'Last progress committed.';
+COMMENT ON COLUMN qbo.runs.finished_at IS 'When the run last stopped (any final status).';
+COMMENT ON COLUMN qbo.runs.error IS 'Error text of a failed, cancelled or interrupted run.';
+COMMENT ON COLUMN qbo.runs.error_sqlstate IS 'SQLSTATE of that error.';
+
+CREATE TABLE qbo.run_chunks (
+    run_id       bigint NOT NULL REFERENCES qbo.runs ON DELETE CASCADE,
+    chunk        int NOT NULL,
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    status       text NOT NULL DEFAULT 'pending',
+    pages        int NOT NULL DEFAULT 0,
+    rows         bigint NOT NULL DEFAULT 0,
+    inserted     bigint NOT NULL DEFAULT 0,
+    updated      bigint NOT NULL DEFAULT 0,
+    skipped      bigint NOT NULL DEFAULT 0,
+    duration     interval NOT NULL DEFAULT '0',
+    attempts     int NOT NULL DEFAULT 0,
+    cursor       jsonb,
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    error        text,
+    PRIMARY KEY (run_id, chunk),
+    CONSTRAINT chunk_status_ok CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted'))
+);
+COMMENT ON TABLE qbo.run_chunks IS 'pg_qbo: the chunk plan of each run (computed in UTC) with per-chunk volumetry, committed page by page.';
+COMMENT ON COLUMN qbo.run_chunks.run_id IS 'Run (qbo.runs).';
+COMMENT ON COLUMN qbo.run_chunks.chunk IS 'Chunk number, 1-based.';
+COMMENT ON COLUMN qbo.run_chunks.window_start IS 'Chunk start (inclusive).';
+COMMENT ON COLUMN qbo.run_chunks.window_end IS 'Chunk end (exclusive).';
+COMMENT ON COLUMN qbo.run_chunks.status IS 'pending, running, succeeded, failed, cancelled or interrupted.';
+COMMENT ON COLUMN qbo.run_chunks.pages IS 'Successful query responses (data pages, including the last short or empty one).';
+COMMENT ON COLUMN qbo.run_chunks.rows IS 'Distinct records accepted = inserted + updated + skipped.';
+COMMENT ON COLUMN qbo.run_chunks.inserted IS 'Records new to the raw table.';
+COMMENT ON COLUMN qbo.run_chunks.updated IS 'Records whose SyncToken was higher than stored, or equal with a different payload.';
+COMMENT ON COLUMN qbo.run_chunks.skipped IS 'Records unchanged or older than stored.';
+COMMENT ON COLUMN qbo.run_chunks.duration IS 'Time spent on the chunk, summed over executions.';
+COMMENT ON COLUMN qbo.run_chunks.attempts IS 'Executions that worked on the chunk.';
+COMMENT ON COLUMN qbo.run_chunks.cursor IS 'Paging cursor after the last committed page (resume continues from it).';
+COMMENT ON COLUMN qbo.run_chunks.started_at IS 'When work on the chunk first started.';
+COMMENT ON COLUMN qbo.run_chunks.finished_at IS 'When the chunk completed.';
+COMMENT ON COLUMN qbo.run_chunks.error IS 'Error that stopped the chunk.';
+
+CREATE TABLE qbo.run_pages (
+    run_id         bigint NOT NULL REFERENCES qbo.runs ON DELETE CASCADE,
+    chunk          int NOT NULL,
+    page           int NOT NULL,
+    start_position int NOT NULL,
+    rows           int NOT NULL,
+    inserted       int NOT NULL,
+    updated        int NOT NULL,
+    skipped        int NOT NULL,
+    refetched      int NOT NULL,
+    seconds        double precision NOT NULL,
+    intuit_tid     text,
+    committed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, chunk, page)
+);
+COMMENT ON TABLE qbo.run_pages IS 'pg_qbo: one row per committed page (the progress log qbo.backfill relays as NOTICEs).';
+COMMENT ON COLUMN qbo.run_pages.run_id IS 'Run (qbo.runs).';
+COMMENT ON COLUMN qbo.run_pages.chunk IS 'Chunk number.';
+COMMENT ON COLUMN qbo.run_pages.page IS 'Page number inside the chunk, 1-based.';
+COMMENT ON COLUMN qbo.run_pages.start_position IS 'STARTPOSITION of the request.';
+COMMENT ON COLUMN qbo.run_pages.rows IS 'Distinct new records accepted from the page.';
+COMMENT ON COLUMN qbo.run_pages.inserted IS 'Of which inserted.';
+COMMENT ON COLUMN qbo.run_pages.updated IS 'Of which updated.';
+COMMENT ON COLUMN qbo.run_pages.skipped IS 'Of which unchanged or stale.';
+COMMENT ON COLUMN qbo.run_pages.refetched IS 'Records already taken at the cursor second, dropped before counting.';
+COMMENT ON COLUMN qbo.run_pages.seconds IS 'Wall time of the page: fetch (with retries) and upsert.';
+COMMENT ON COLUMN qbo.run_pages.intuit_tid IS 'intuit_tid header of the response (Intuit support asks for it).';
+COMMENT ON COLUMN qbo.run_pages.committed_at IS 'Commit time.';
+
+SELECT pg_catalog.pg_extension_config_dump('qbo.runs', '');
+SELECT pg_catalog.pg_extension_config_dump('qbo.runs_run_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('qbo.run_chunks', '');
+SELECT pg_catalog.pg_extension_config_dump('qbo.run_pages', '');
+
+-- Internal: marks runs whose executing backend or worker is gone as interrupted. A live run holds
+-- the session advisory lock (1364414287, run_id) in its database; pg_locks is readable by all.
+CREATE FUNCTION qbo._mark_interrupted()
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n int;
+BEGIN
+    WITH dead AS (
+        UPDATE qbo.runs r
+           SET status = 'interrupted', finished_at = now(), updated_at = now(),
+               error = format('run %s was interrupted: its process (pid %s) ended without finishing; resume it with SELECT * FROM qbo.resume(%s) or CALL qbo.run_resume(%s)',
+                              r.run_id, r.pid, r.run_id, r.run_id)
+         WHERE r.status = 'running'
+           AND NOT EXISTS (
+                SELECT 1 FROM pg_locks l
+                 WHERE l.locktype = 'advisory' AND l.granted
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND l.classid = 1364414287::oid AND l.objid = (r.run_id & 2147483647)::oid AND l.objsubid = 2)
+        RETURNING r.run_id)
+    UPDATE qbo.run_chunks c SET status = 'interrupted'
+      FROM dead WHERE c.run_id = dead.run_id AND c.status = 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION qbo._mark_interrupted() IS
+    'pg_qbo internal: marks running runs whose process is gone as interrupted (called by every entry point).';
+
+-- Internal: a record's SyncToken as a number (-1 when absent or not numeric), for version checks.
+CREATE FUNCTION qbo._sync_token(payload jsonb)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT CASE WHEN (payload->>'SyncToken') ~ '^[0-9]{1,18}$' THEN (payload->>'SyncToken')::bigint ELSE -1 END
+$fn$;
+COMMENT ON FUNCTION qbo._sync_token(jsonb) IS 'pg_qbo internal: SyncToken of a QBO record as bigint (-1 if missing).';

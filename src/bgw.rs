@@ -1,0 +1,350 @@
+//! The background worker behind `SELECT * FROM qbo.backfill(...)` and `qbo.resume(...)`.
+//!
+//! A function cannot COMMIT, so the set-returning entry points hand the run to a dynamic
+//! background worker (no `shared_preload_libraries` needed) and wait for it:
+//! - the leader validates everything first (bad input fails in the caller, nothing written), then
+//!   writes a [`Spec`] (JSON: parameters, resolved settings, its pid, database and role) into a
+//!   dynamic shared memory segment and starts the worker; a session's `SET` does not reach a
+//!   worker, hence the explicit settings;
+//! - the worker connects to the same database as the caller's role, creates the run (or prepares
+//!   the resume), publishes the run id in the segment, and executes it with
+//!   [`crate::executor::execute`] in a non-atomic SPI connection: the very code path of `CALL`;
+//! - the leader relays each committed page from `qbo.run_pages` as a NOTICE, and returns the
+//!   volumetry when the worker stops (or raises the run's error, which names the run id);
+//! - a cancel, `statement_timeout` or termination of the leader sends the worker SIGINT (its own
+//!   query cancel): the worker rolls back the page in flight and marks the run `cancelled`. If the
+//!   leader dies without that, the worker notices within 50 ms that its leader is gone and cancels
+//!   itself the same way.
+
+use crate::executor::{self, raise, Mode};
+use crate::ledger;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker};
+use pgrx::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the worker must do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Job {
+    /// Create a run with these parameters, then execute it.
+    New(crate::api::RunRequest),
+    /// Continue an existing run.
+    Resume(i64),
+}
+
+/// Everything the worker needs, handed over explicitly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub job: Job,
+    pub leader_pid: i32,
+    pub database_oid: u32,
+    pub role_oid: u32,
+}
+
+/// Header of the shared segment, followed by the spec's JSON bytes.
+#[repr(C)]
+struct Shared {
+    /// Run id once created (0 before).
+    run_id: AtomicI64,
+    /// 0 starting, 1 running, 2 finished (the ledger has the outcome), 3 failed before a run existed.
+    state: AtomicI32,
+    spec_len: AtomicI32,
+    /// Error text when state = 3 (NUL-padded).
+    error: [u8; 1024],
+    sqlstate: [u8; 8],
+}
+
+const HEADER: usize = std::mem::size_of::<Shared>();
+
+/// The worker's entry point.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+    let handle = arg.value() as pg_sys::dsm_handle;
+    let seg = unsafe { pg_sys::dsm_attach(handle) };
+    if seg.is_null() {
+        log!("pg_qbo: worker could not attach its shared memory segment; the caller is gone");
+        return;
+    }
+    let shared = unsafe { &*(pg_sys::dsm_segment_address(seg) as *const Shared) };
+    let spec_bytes = unsafe {
+        let p = (pg_sys::dsm_segment_address(seg) as *const u8).add(HEADER);
+        std::slice::from_raw_parts(p, shared.spec_len.load(Ordering::Acquire) as usize).to_vec()
+    };
+    let spec: Spec = match serde_json::from_slice(&spec_bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            fail_early(shared, "XX000", &format!("pg_qbo worker: unreadable job: {e}"));
+            return;
+        }
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(pg_sys::Oid::from(spec.database_oid)),
+        Some(pg_sys::Oid::from(spec.role_oid)),
+    );
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
+    }
+    crate::store::ensure_outer_snapshot();
+    let mode = Mode::Worker { leader_pid: spec.leader_pid };
+    let result = PgTryBuilder::new(|| {
+        let run_id = match &spec.job {
+            Job::New(req) => {
+                let v = crate::api::validate(req).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+                crate::api::create_run(req, &v, "function")
+            }
+            Job::Resume(id) => crate::api::prepare_resume(*id),
+        };
+        crate::store::commit();
+        shared.run_id.store(run_id, Ordering::Release);
+        shared.state.store(1, Ordering::Release);
+        executor::execute(run_id, mode);
+        Ok::<(), (String, String)>(())
+    })
+    .catch_others(|caught| {
+        let (state, msg) = match &caught {
+            pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
+                (executor::unpack_sqlstate(r.sql_error_code()), r.message().to_owned())
+            }
+            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ("XX000".to_owned(), ereport.message().to_owned()),
+        };
+        Err((state, msg))
+    })
+    .execute();
+    if let Err((state, msg)) = &result {
+        if shared.run_id.load(Ordering::Acquire) == 0 {
+            // failed before a run existed: the ledger has nothing, so tell the leader directly
+            fail_early(shared, state, msg);
+        }
+    }
+    crate::store::release_outer_snapshot();
+    unsafe {
+        if pg_sys::SPI_inside_nonatomic_context() {
+            pg_sys::SPI_finish();
+        }
+        if pg_sys::IsTransactionState() {
+            pg_sys::CommitTransactionCommand();
+        }
+    }
+    if shared.state.load(Ordering::Acquire) != 3 {
+        shared.state.store(2, Ordering::Release);
+    }
+    unsafe { pg_sys::dsm_detach(seg) };
+}
+
+fn fail_early(shared: &Shared, sqlstate: &str, msg: &str) {
+    let p = shared as *const Shared as *mut Shared;
+    unsafe {
+        let err = &mut (*p).error;
+        let n = msg.len().min(err.len() - 1);
+        err[..n].copy_from_slice(&msg.as_bytes()[..n]);
+        let st = &mut (*p).sqlstate;
+        let m = sqlstate.len().min(5);
+        st[..m].copy_from_slice(&sqlstate.as_bytes()[..m]);
+    }
+    shared.state.store(3, Ordering::Release);
+}
+
+/// Starts a worker for `job` and waits for it, relaying progress. Returns the run id.
+pub fn run_in_worker(job: Job) -> i64 {
+    unsafe {
+        if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            raise(
+                "25000",
+                "qbo.backfill and qbo.resume need READ COMMITTED (they read the progress their worker commits); use CALL qbo.run_backfill / qbo.run_resume, or run them outside a REPEATABLE READ or SERIALIZABLE transaction",
+            );
+        }
+    }
+    let spec = Spec {
+        job,
+        leader_pid: unsafe { pg_sys::MyProcPid },
+        database_oid: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        role_oid: unsafe { pg_sys::GetUserId() }.to_u32(),
+    };
+    let bytes = serde_json::to_vec(&spec).unwrap_or_default();
+    let seg = unsafe { pg_sys::dsm_create(HEADER + bytes.len(), 0) };
+    let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
+    unsafe {
+        std::ptr::write_bytes(base, 0, HEADER);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(HEADER), bytes.len());
+    }
+    let shared = unsafe { &*(base as *const Shared) };
+    shared.spec_len.store(bytes.len() as i32, Ordering::Release);
+    let handle = unsafe { pg_sys::dsm_segment_handle(seg) };
+
+    let worker = BackgroundWorkerBuilder::new("pg_qbo backfill")
+        .set_type("pg_qbo backfill")
+        .set_library("pg_qbo")
+        .set_function("pg_qbo_worker_main")
+        .enable_spi_access()
+        .set_argument(Some(pg_sys::Datum::from(handle as usize)))
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .set_restart_time(None)
+        .load_dynamic();
+    let worker = match worker {
+        Ok(w) => w,
+        Err(_) => raise(
+            "53400",
+            &format!(
+                "pg_qbo: no free background worker slot (max_worker_processes = {}); run the backfill with CALL qbo.run_backfill(...) instead, or raise max_worker_processes",
+                unsafe { pg_sys::max_worker_processes }
+            ),
+        ),
+    };
+    let _ = worker.wait_for_startup();
+
+    let mut relay = Relay::default();
+    let waited = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        wait_loop(&worker, shared, &mut relay);
+    }))
+    .catch_others(|caught| {
+        stop_worker(&worker, shared);
+        caught.rethrow()
+    })
+    .execute();
+    let () = waited;
+    let run_id = shared.run_id.load(Ordering::Acquire);
+    let early_error = (shared.state.load(Ordering::Acquire) == 3 || run_id == 0).then(|| {
+        (
+            String::from_utf8_lossy(&shared.error).trim_end_matches('\0').to_owned(),
+            String::from_utf8_lossy(&shared.sqlstate).trim_end_matches('\0').to_owned(),
+        )
+    });
+    unsafe { pg_sys::dsm_detach(seg) };
+    if let Some((msg, st)) = early_error {
+        let msg = if msg.is_empty() { "pg_qbo: the background worker stopped before creating the run (see the server log)".to_owned() } else { msg };
+        raise(if st.len() == 5 { &st } else { "XX000" }, &msg);
+    }
+    relay.flush(run_id);
+    match ledger::outcome(run_id) {
+        Ok((status, _, _)) if status == "succeeded" => {
+            if let Ok(t) = ledger::totals(run_id) {
+                notice!("{t}");
+            }
+        }
+        Ok((status, err, st)) => {
+            let msg = err.unwrap_or_else(|| format!("run {run_id} ended with status {status}; see qbo.runs"));
+            let msg = if msg.contains(&format!("run {run_id}")) { msg } else { format!("run {run_id}: {msg}") };
+            raise(st.as_deref().unwrap_or("XX000"), &msg);
+        }
+        Err(e) => raise(&e.sqlstate, &e.message),
+    }
+    run_id
+}
+
+fn wait_loop(worker: &DynamicBackgroundWorker, shared: &Shared, relay: &mut Relay) {
+    loop {
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                100,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pg_sys::check_for_interrupts!();
+        let run_id = shared.run_id.load(Ordering::Acquire);
+        if run_id > 0 {
+            relay.flush(run_id);
+        }
+        match worker.pid() {
+            Ok(_) => {}
+            Err(BackgroundWorkerStatus::NotYetStarted) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Asks the worker to cancel (SIGINT: it marks the run cancelled), waits up to 10 s without
+/// interrupt checks, then terminates it.
+fn stop_worker(worker: &DynamicBackgroundWorker, _shared: &Shared) {
+    if let Ok(pid) = worker.pid() {
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if worker.pid().is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
+/// Relays committed pages and chunks of a run as NOTICEs, each once.
+#[derive(Default)]
+struct Relay {
+    last: (i32, i32),
+    chunks_done: i32,
+}
+
+impl Relay {
+    fn flush(&mut self, run_id: i64) {
+        // Finished chunks first, then pages: a chunk is marked done only after its last page
+        // committed, so every page of a chunk read as done is in the second query.
+        let done: Vec<(i32, String)> = Spi::connect_mut(|c| {
+            let t = c.update(
+                "SELECT c.chunk, format('run %s chunk %s/%s [%s → %s): done: %s pages, %s rows (%s inserted, %s updated, %s skipped) in %s s',
+                        c.run_id, c.chunk, r.chunks_total,
+                        regexp_replace(to_char(c.window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
+                        regexp_replace(to_char(c.window_end AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
+                        c.pages, c.rows, c.inserted, c.updated, c.skipped,
+                        to_char(extract(epoch FROM c.duration), 'FM999999990.00'))
+                   FROM qbo.run_chunks c JOIN qbo.runs r USING (run_id)
+                  WHERE c.run_id = $1 AND c.status = 'succeeded' AND c.chunk > $2 ORDER BY c.chunk",
+                None,
+                &[run_id.into(), self.chunks_done.into()],
+            )?;
+            let mut v = Vec::new();
+            for r in t {
+                v.push((r.get::<i32>(1)?.unwrap_or(0), r.get::<String>(2)?.unwrap_or_default()));
+            }
+            Ok::<_, pgrx::spi::Error>(v)
+        })
+        .unwrap_or_default();
+        let pages: Vec<(i32, i32, String)> = Spi::connect_mut(|c| {
+            let t = c.update(
+                "SELECT p.chunk, p.page,
+                        format('run %s chunk %s/%s [%s → %s): page %s: %s rows in %s s (start=%s)',
+                        p.run_id, p.chunk, r.chunks_total,
+                        regexp_replace(to_char(c.window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
+                        regexp_replace(to_char(c.window_end AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
+                        p.page, p.rows, to_char(p.seconds, 'FM999999990.00'), p.start_position)
+                   FROM qbo.run_pages p JOIN qbo.run_chunks c USING (run_id, chunk) JOIN qbo.runs r USING (run_id)
+                  WHERE p.run_id = $1 AND (p.chunk, p.page) > ($2, $3)
+                  ORDER BY p.chunk, p.page",
+                None,
+                &[run_id.into(), self.last.0.into(), self.last.1.into()],
+            )?;
+            let mut v = Vec::new();
+            for r in t {
+                v.push((
+                    r.get::<i32>(1)?.unwrap_or(0),
+                    r.get::<i32>(2)?.unwrap_or(0),
+                    r.get::<String>(3)?.unwrap_or_default(),
+                ));
+            }
+            Ok::<_, pgrx::spi::Error>(v)
+        })
+        .unwrap_or_default();
+        let mut done = done.into_iter().peekable();
+        for (chunk, page, line) in pages {
+            while let Some((c, l)) = done.next_if(|(c, _)| *c < chunk) {
+                notice!("{l}");
+                self.chunks_done = c;
+            }
+            notice!("{line}");
+            self.last = (chunk, page);
+        }
+        for (c, l) in done {
+            notice!("{l}");
+            self.chunks_done = c;
+        }
+    }
+}
+

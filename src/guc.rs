@@ -1,0 +1,114 @@
+//! Settings (`qbo.*`), registered from `_PG_init`. The `qbo` prefix is reserved, so a misspelled
+//! setting (`SET qbo.max_retrys = 3`) is an error instead of a silent no-op.
+//!
+//! The two host overrides are superuser-only (SUSET): a configurable outbound URL is an SSRF lever.
+//! Everything else is per session, with bounds. A run resolves the settings once, stores them in
+//! `qbo.runs.settings` and hands them to its background worker: a session's `SET` does not reach a
+//! worker, and a resume must behave like the original run.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+
+/// Intuit's production API host.
+pub const PRODUCTION_API: &str = "https://quickbooks.api.intuit.com";
+/// Intuit's sandbox API host.
+pub const SANDBOX_API: &str = "https://sandbox-quickbooks.api.intuit.com";
+/// Intuit's OAuth2 token endpoint (production and sandbox alike).
+pub const TOKEN_URL: &str = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer";
+
+static API_BASE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static TOKEN_URL_GUC: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CONNECT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(120_000);
+static TOKEN_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(15_000);
+static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(6);
+static BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(500);
+static BACKOFF_CAP_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+static RETRY_AFTER_CAP_MS: GucSetting<i32> = GucSetting::<i32>::new(120_000);
+
+/// Registers every setting and reserves the prefix. Called once per backend from `_PG_init`.
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"qbo.api_base_url",
+        c"Overrides Intuit's API host (tests and demos point it at the emulator). Superuser only.",
+        c"Empty means Intuit's production or sandbox host, chosen by the connection's environment.",
+        &API_BASE_URL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"qbo.token_url",
+        c"Overrides Intuit's OAuth2 token endpoint. Superuser only.",
+        c"Empty means https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer.",
+        &TOKEN_URL_GUC,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    int(c"qbo.http_connect_timeout_ms", c"TCP+TLS connect timeout of QBO requests.", &CONNECT_TIMEOUT_MS, 10, 600_000);
+    int(c"qbo.http_timeout_ms", c"Whole-request timeout of QBO query requests (a hang past it is retried).", &HTTP_TIMEOUT_MS, 10, 3_600_000);
+    int(c"qbo.token_timeout_ms", c"Timeout of a token refresh (never abandoned half-way by a cancel).", &TOKEN_TIMEOUT_MS, 100, 120_000);
+    int(c"qbo.max_retries", c"Retries of a request after 429, 5xx, timeouts and resets.", &MAX_RETRIES, 0, 50);
+    int(c"qbo.backoff_base_ms", c"Base of the exponential backoff (full jitter).", &BACKOFF_BASE_MS, 1, 600_000);
+    int(c"qbo.backoff_cap_ms", c"Cap of one backoff sleep.", &BACKOFF_CAP_MS, 1, 3_600_000);
+    int(c"qbo.retry_after_cap_ms", c"Cap applied to a Retry-After header.", &RETRY_AFTER_CAP_MS, 0, 3_600_000);
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"qbo".as_ptr()) };
+}
+
+fn int(name: &'static std::ffi::CStr, desc: &'static std::ffi::CStr, s: &'static GucSetting<i32>, min: i32, max: i32) {
+    GucRegistry::define_int_guc(name, desc, c"", s, min, max, GucContext::Userset, GucFlags::UNIT_MS);
+}
+
+/// Settings resolved for one run: stored in `qbo.runs.settings`, passed to workers, reused by resume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    /// API host override (None: Intuit's host for the environment).
+    pub api_base_url: Option<String>,
+    /// Token endpoint override.
+    pub token_url: Option<String>,
+    pub connect_timeout_ms: u64,
+    pub http_timeout_ms: u64,
+    pub token_timeout_ms: u64,
+    pub max_retries: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    pub retry_after_cap_ms: u64,
+}
+
+fn text(s: &GucSetting<Option<CString>>) -> Option<String> {
+    s.get()
+        .and_then(|c| c.to_str().ok().map(str::to_owned))
+        .map(|v| v.trim().trim_end_matches('/').to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+impl Settings {
+    /// The values in force in this session now.
+    pub fn current() -> Settings {
+        Settings {
+            api_base_url: text(&API_BASE_URL),
+            token_url: text(&TOKEN_URL_GUC),
+            connect_timeout_ms: CONNECT_TIMEOUT_MS.get() as u64,
+            http_timeout_ms: HTTP_TIMEOUT_MS.get() as u64,
+            token_timeout_ms: TOKEN_TIMEOUT_MS.get() as u64,
+            max_retries: MAX_RETRIES.get() as u32,
+            backoff_base_ms: BACKOFF_BASE_MS.get() as u64,
+            backoff_cap_ms: BACKOFF_CAP_MS.get() as u64,
+            retry_after_cap_ms: RETRY_AFTER_CAP_MS.get() as u64,
+        }
+    }
+
+    /// API base for a connection's environment.
+    pub fn api_base(&self, environment: &str) -> String {
+        match &self.api_base_url {
+            Some(url) => url.clone(),
+            None if environment == "sandbox" => SANDBOX_API.to_owned(),
+            None => PRODUCTION_API.to_owned(),
+        }
+    }
+
+    /// Token endpoint.
+    pub fn token_endpoint(&self) -> String {
+        self.token_url.clone().unwrap_or_else(|| TOKEN_URL.to_owned())
+    }
+}

@@ -1,0 +1,381 @@
+//! The run ledger (`qbo.runs`, `qbo.run_chunks`, `qbo.run_pages`): creation, progress, outcome.
+//! Every function here only writes; the caller decides when to commit.
+
+use crate::executor::{short_ts, RunError};
+use crate::plan::Chunk;
+use crate::store::{from_tstz, tstz};
+use chrono::{DateTime, Utc};
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::prelude::*;
+use pgrx::spi::SpiResult;
+use pgrx::JsonB;
+use std::time::Duration;
+
+fn err(e: pgrx::spi::Error) -> RunError {
+    RunError::new("XX000", format!("pg_qbo ledger: {e}"))
+}
+
+/// What a new run is.
+pub struct NewRun<'a> {
+    pub entity: &'a str,
+    pub connection: &'a str,
+    pub realm_id: &'a str,
+    pub environment: &'a str,
+    pub fecha_inicio: DateTime<Utc>,
+    pub fecha_fin: DateTime<Utc>,
+    pub chunk_size: i32,
+    pub page_size: i32,
+    pub minor_version: i32,
+    pub settings: serde_json::Value,
+    pub entry_point: &'a str,
+    pub chunks: &'a [Chunk],
+}
+
+/// Inserts the run and its chunk plan; returns the run id.
+pub fn create_run(r: &NewRun) -> Result<i64, RunError> {
+    let starts: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.start)).collect();
+    let ends: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.end)).collect();
+    Spi::connect_mut(|c| -> SpiResult<i64> {
+        let id = c
+            .update(
+                "INSERT INTO qbo.runs (entity, connection, realm_id, environment, fecha_inicio, fecha_fin,
+                                       chunk_size, page_size, minor_version, settings, entry_point, status,
+                                       chunks_total)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'running', $12) RETURNING run_id",
+                Some(1),
+                &[
+                    r.entity.into(),
+                    r.connection.into(),
+                    r.realm_id.into(),
+                    r.environment.into(),
+                    tstz(r.fecha_inicio).into(),
+                    tstz(r.fecha_fin).into(),
+                    r.chunk_size.into(),
+                    r.page_size.into(),
+                    r.minor_version.into(),
+                    JsonB(r.settings.clone()).into(),
+                    r.entry_point.into(),
+                    (r.chunks.len() as i32).into(),
+                ],
+            )?
+            .first()
+            .get_one::<i64>()?
+            .unwrap_or(0);
+        c.update(
+            "INSERT INTO qbo.run_chunks (run_id, chunk, window_start, window_end)
+             SELECT $1, n::int, s, e FROM unnest($2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS t(s, e, n)",
+            None,
+            &[id.into(), starts.into(), ends.into()],
+        )?;
+        Ok(id)
+    })
+    .map_err(err)
+}
+
+/// A run as stored.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub run_id: i64,
+    pub entity: String,
+    pub connection: String,
+    pub realm_id: String,
+    pub environment: String,
+    pub page_size: i32,
+    pub minor_version: i32,
+    pub chunks_total: i32,
+    pub settings: serde_json::Value,
+    pub status: String,
+}
+
+/// Loads a run; a clear error if it does not exist.
+pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
+    let row = Spi::connect_mut(|c| -> SpiResult<Option<RunRow>> {
+        let t = c.update(
+            "SELECT entity, connection, realm_id, environment, page_size, minor_version, chunks_total, settings, status
+               FROM qbo.runs WHERE run_id = $1",
+            Some(1),
+            &[run_id.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        Ok(Some(RunRow {
+            run_id,
+            entity: r.get::<String>(1)?.unwrap_or_default(),
+            connection: r.get::<String>(2)?.unwrap_or_default(),
+            realm_id: r.get::<String>(3)?.unwrap_or_default(),
+            environment: r.get::<String>(4)?.unwrap_or_default(),
+            page_size: r.get::<i32>(5)?.unwrap_or(1000),
+            minor_version: r.get::<i32>(6)?.unwrap_or(75),
+            chunks_total: r.get::<i32>(7)?.unwrap_or(0),
+            settings: r.get::<JsonB>(8)?.map(|j| j.0).unwrap_or_default(),
+            status: r.get::<String>(9)?.unwrap_or_default(),
+        }))
+    })
+    .map_err(err)?;
+    row.ok_or_else(|| RunError::new("22023", format!("run {run_id} does not exist (see qbo.runs)")))
+}
+
+/// Marks the run running in this process and resets unfinished chunks to pending.
+pub fn start_execution(run_id: i64) -> Result<(), RunError> {
+    Spi::connect_mut(|c| -> SpiResult<()> {
+        c.update(
+            "UPDATE qbo.runs SET status = 'running', pid = pg_backend_pid(), executions = executions + 1,
+                    error = NULL, error_sqlstate = NULL, finished_at = NULL, updated_at = now()
+              WHERE run_id = $1",
+            None,
+            &[run_id.into()],
+        )?;
+        c.update(
+            "UPDATE qbo.run_chunks SET status = 'pending', error = NULL WHERE run_id = $1 AND status <> 'succeeded'",
+            None,
+            &[run_id.into()],
+        )?;
+        Ok(())
+    })
+    .map_err(err)
+}
+
+/// A chunk still to do.
+#[derive(Debug, Clone)]
+pub struct ChunkRow {
+    pub chunk: i32,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub pages: i32,
+    pub cursor: Option<serde_json::Value>,
+}
+
+/// Chunks not yet succeeded, in order.
+pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
+    Spi::connect_mut(|c| -> SpiResult<Vec<ChunkRow>> {
+        let t = c.update(
+            "SELECT chunk, window_start, window_end, pages, cursor FROM qbo.run_chunks
+              WHERE run_id = $1 AND status <> 'succeeded' ORDER BY chunk",
+            None,
+            &[run_id.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push(ChunkRow {
+                chunk: r.get::<i32>(1)?.unwrap_or(0),
+                window_start: r.get::<TimestampWithTimeZone>(2)?.and_then(from_tstz).unwrap_or_default(),
+                window_end: r.get::<TimestampWithTimeZone>(3)?.and_then(from_tstz).unwrap_or_default(),
+                pages: r.get::<i32>(4)?.unwrap_or(0),
+                cursor: r.get::<JsonB>(5)?.map(|j| j.0),
+            });
+        }
+        Ok(out)
+    })
+    .map_err(err)
+}
+
+/// Marks a chunk running.
+pub fn start_chunk(run_id: i64, chunk: i32) -> Result<(), RunError> {
+    crate::store::exec(
+        "UPDATE qbo.run_chunks SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now())
+          WHERE run_id = $1 AND chunk = $2",
+        &[run_id.into(), chunk.into()],
+    )
+    .map_err(err)
+}
+
+/// One committed page.
+pub struct PageDone {
+    pub chunk: i32,
+    pub page: i32,
+    pub start_position: i32,
+    pub rows: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub refetched: i64,
+    pub seconds: f64,
+    pub intuit_tid: Option<String>,
+    pub cursor: serde_json::Value,
+    /// Also bump `qbo.runs.updated_at` (done at most about once a second).
+    pub touch_run: bool,
+}
+
+/// Records a page: chunk counters and cursor, and a `qbo.run_pages` row.
+pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
+    let skipped = p.rows - p.inserted - p.updated;
+    Spi::connect_mut(|c| -> SpiResult<()> {
+        c.update(
+            "UPDATE qbo.run_chunks
+                SET pages = pages + 1, rows = rows + $3, inserted = inserted + $4, updated = updated + $5,
+                    skipped = skipped + $6, cursor = $7, duration = duration + make_interval(secs => $8)
+              WHERE run_id = $1 AND chunk = $2",
+            None,
+            &[
+                run_id.into(),
+                p.chunk.into(),
+                p.rows.into(),
+                p.inserted.into(),
+                p.updated.into(),
+                skipped.into(),
+                JsonB(p.cursor.clone()).into(),
+                p.seconds.into(),
+            ],
+        )?;
+        c.update(
+            "INSERT INTO qbo.run_pages (run_id, chunk, page, start_position, rows, inserted, updated, skipped,
+                                        refetched, seconds, intuit_tid)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (run_id, chunk, page) DO UPDATE SET start_position = EXCLUDED.start_position,
+                 rows = EXCLUDED.rows, inserted = EXCLUDED.inserted, updated = EXCLUDED.updated,
+                 skipped = EXCLUDED.skipped, refetched = EXCLUDED.refetched, seconds = EXCLUDED.seconds,
+                 intuit_tid = EXCLUDED.intuit_tid, committed_at = now()",
+            None,
+            &[
+                run_id.into(),
+                p.chunk.into(),
+                p.page.into(),
+                p.start_position.into(),
+                (p.rows as i32).into(),
+                (p.inserted as i32).into(),
+                (p.updated as i32).into(),
+                (skipped as i32).into(),
+                (p.refetched as i32).into(),
+                p.seconds.into(),
+                p.intuit_tid.clone().into(),
+            ],
+        )?;
+        if p.touch_run {
+            c.update("UPDATE qbo.runs SET updated_at = now() WHERE run_id = $1", None, &[run_id.into()])?;
+        }
+        Ok(())
+    })
+    .map_err(err)
+}
+
+/// Marks a chunk succeeded; returns its summary line (the NOTICE text).
+pub fn finish_chunk(run_id: i64, chunk: i32, _elapsed: Duration) -> Result<String, RunError> {
+    Spi::connect_mut(|c| -> SpiResult<String> {
+        let r = c
+            .update(
+                "UPDATE qbo.run_chunks SET status = 'succeeded', finished_at = now(), error = NULL
+                  WHERE run_id = $1 AND chunk = $2
+                 RETURNING window_start, window_end, pages, rows, inserted, updated, skipped,
+                           extract(epoch FROM duration)::float8,
+                           (SELECT chunks_total FROM qbo.runs WHERE run_id = $1)",
+                Some(1),
+                &[run_id.into(), chunk.into()],
+            )?
+            .first();
+        let s = r.get::<TimestampWithTimeZone>(1)?.and_then(from_tstz).unwrap_or_default();
+        let e = r.get::<TimestampWithTimeZone>(2)?.and_then(from_tstz).unwrap_or_default();
+        Ok(format!(
+            "run {run_id} chunk {chunk}/{} [{} → {}): done: {} pages, {} rows ({} inserted, {} updated, {} skipped) in {:.2} s",
+            r.get::<i32>(9)?.unwrap_or(0),
+            short_ts(s),
+            short_ts(e),
+            r.get::<i32>(3)?.unwrap_or(0),
+            r.get::<i64>(4)?.unwrap_or(0),
+            r.get::<i64>(5)?.unwrap_or(0),
+            r.get::<i64>(6)?.unwrap_or(0),
+            r.get::<i64>(7)?.unwrap_or(0),
+            r.get::<f64>(8)?.unwrap_or(0.0),
+        ))
+    })
+    .map_err(err)
+}
+
+/// Marks the run succeeded.
+pub fn finish_run_ok(run_id: i64) -> Result<(), RunError> {
+    crate::store::exec(
+        "UPDATE qbo.runs SET status = 'succeeded', finished_at = now(), updated_at = now(), error = NULL,
+                error_sqlstate = NULL WHERE run_id = $1",
+        &[run_id.into()],
+    )
+    .map_err(err)
+}
+
+/// Marks the run (and its running chunk) failed or cancelled with the error.
+pub fn finish_run_with_error(run_id: i64, status: &str, sqlstate: &str, message: &str) -> Result<(), RunError> {
+    Spi::connect_mut(|c| -> SpiResult<()> {
+        c.update(
+            "UPDATE qbo.runs SET status = $2, error = $3, error_sqlstate = $4, finished_at = now(), updated_at = now()
+              WHERE run_id = $1",
+            None,
+            &[run_id.into(), status.into(), message.into(), sqlstate.into()],
+        )?;
+        c.update(
+            "UPDATE qbo.run_chunks SET status = $2, error = $3 WHERE run_id = $1 AND status = 'running'",
+            None,
+            &[run_id.into(), status.into(), message.into()],
+        )?;
+        Ok(())
+    })
+    .map_err(err)
+}
+
+/// The final NOTICE: totals of the run.
+pub fn totals(run_id: i64) -> Result<String, RunError> {
+    Spi::connect_mut(|c| -> SpiResult<String> {
+        let r = c
+            .update(
+                "SELECT count(*)::int, coalesce(sum(pages), 0)::bigint, coalesce(sum(rows), 0)::bigint,
+                        coalesce(sum(inserted), 0)::bigint, coalesce(sum(updated), 0)::bigint,
+                        coalesce(sum(skipped), 0)::bigint,
+                        extract(epoch FROM clock_timestamp() - (SELECT started_at FROM qbo.runs WHERE run_id = $1))::float8
+                   FROM qbo.run_chunks WHERE run_id = $1",
+                Some(1),
+                &[run_id.into()],
+            )?
+            .first();
+        Ok(format!(
+            "run {run_id} succeeded: {} chunks, {} pages, {} rows ({} inserted, {} updated, {} skipped) in {:.2} s",
+            r.get::<i32>(1)?.unwrap_or(0),
+            r.get::<i64>(2)?.unwrap_or(0),
+            r.get::<i64>(3)?.unwrap_or(0),
+            r.get::<i64>(4)?.unwrap_or(0),
+            r.get::<i64>(5)?.unwrap_or(0),
+            r.get::<i64>(6)?.unwrap_or(0),
+            r.get::<f64>(7)?.unwrap_or(0.0),
+        ))
+    })
+    .map_err(err)
+}
+
+/// One row of the volumetry returned by `qbo.backfill` / `qbo.resume`.
+pub type VolumetryRow = (i32, TimestampWithTimeZone, TimestampWithTimeZone, i32, i64, i64, i64, i64, Interval);
+
+/// The volumetry of every chunk of a run.
+pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
+    Spi::connect_mut(|c| -> SpiResult<Vec<VolumetryRow>> {
+        let t = c.update(
+            "SELECT chunk, window_start, window_end, pages, rows, inserted, updated, skipped, duration
+               FROM qbo.run_chunks WHERE run_id = $1 ORDER BY chunk",
+            None,
+            &[run_id.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push((
+                r.get::<i32>(1)?.unwrap_or(0),
+                r.get::<TimestampWithTimeZone>(2)?.unwrap_or_else(|| tstz(DateTime::<Utc>::UNIX_EPOCH)),
+                r.get::<TimestampWithTimeZone>(3)?.unwrap_or_else(|| tstz(DateTime::<Utc>::UNIX_EPOCH)),
+                r.get::<i32>(4)?.unwrap_or(0),
+                r.get::<i64>(5)?.unwrap_or(0),
+                r.get::<i64>(6)?.unwrap_or(0),
+                r.get::<i64>(7)?.unwrap_or(0),
+                r.get::<i64>(8)?.unwrap_or(0),
+                r.get::<Interval>(9)?.unwrap_or_else(|| Interval::from_micros(0)),
+            ));
+        }
+        Ok(out)
+    })
+    .map_err(err)
+}
+
+/// Status, error and SQLSTATE of a run (read with a fresh snapshot).
+pub fn outcome(run_id: i64) -> Result<(String, Option<String>, Option<String>), RunError> {
+    Spi::connect_mut(|c| -> SpiResult<(String, Option<String>, Option<String>)> {
+        let r = c
+            .update("SELECT status, error, error_sqlstate FROM qbo.runs WHERE run_id = $1", Some(1), &[run_id.into()])?
+            .first();
+        Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?, r.get::<String>(3)?))
+    })
+    .map_err(err)
+}

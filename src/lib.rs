@@ -1,0 +1,55 @@
+//! pg_qbo: backfill QuickBooks Online data into PostgreSQL from inside the database.
+//!
+//! Plain-Rust modules (tested without Postgres): `entities` (catalog), `plan` (chunk planner),
+//! `query` (QBO query text), `pager` (time-cursor paging of one chunk), `fault` (error bodies),
+//! `retry` (backoff policy), `qbo` (HTTP client), `oauth` (token refresh), `error`, `jsonb`,
+//! `runtime` (interruptible async inside a backend).
+//! Postgres-facing modules: `guc` (settings), `store` (raw tables, upserts, tokens),
+//! `ledger` (qbo.runs / run_chunks / run_pages), `tokens` (token cache and refresh),
+//! `executor` (one run, one code path), `bgw` (the background worker of the SRF entry points),
+//! `api` (the SQL surface).
+
+::pgrx::pg_module_magic!(name, version);
+
+pub mod entities;
+pub mod error;
+pub mod fault;
+pub mod jsonb;
+pub mod oauth;
+pub mod pager;
+pub mod plan;
+pub mod qbo;
+pub mod query;
+pub mod retry;
+pub mod runtime;
+
+mod api;
+mod bgw;
+mod executor;
+mod guc;
+mod ledger;
+mod store;
+mod tokens;
+
+/// Registers the settings when the library is loaded.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    include!("../pgrx-tests/suite.rs");
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

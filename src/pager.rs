@@ -1,0 +1,1358 @@
+//! The paging state machine for ONE chunk: pure logic, no I/O.
+//!
+//! The caller loops: [`Pager::next_request`] says what to fetch (a query text and its parameters),
+//! the caller fetches it and feeds the answer back with [`Pager::accept`] (a page of records) or
+//! [`Pager::accept_count`] (a `count(*)`), stores the returned records, persists
+//! [`Pager::state`], and asks again until `next_request` returns `None`.
+//!
+//! # Why a time cursor
+//! QBO gives no order among records with the same `LastUpdatedTime` (bulk imports put thousands in
+//! one second, and the order of ties may change from one request to the next), and a record
+//! updated while we page moves to a later second and shifts every later offset. So STARTPOSITION
+//! over the whole window loses and duplicates records. Instead:
+//!
+//! - **Window mode**: fetch `LastUpdatedTime >= cursor AND < chunk end ORDERBY LastUpdatedTime
+//!   STARTPOSITION 1`. Records whose Id was already taken at the cursor second (with the same or
+//!   a lower SyncToken) are skipped and counted as `refetched`; the cursor moves to the latest
+//!   second of the page, and the remembered Ids become those at the new cursor second only (so
+//!   memory is bounded by one second's records). A page shorter than the size actually served
+//!   (`min(page_size, 1000)`) ends the chunk.
+//! - **Second mode**: a full page entirely in one second (the cursor second) means that second
+//!   alone holds a page or more, which a time cursor cannot get past. Then the pager takes
+//!   `count(*)` of that second and pages `LastUpdatedTime = second` by STARTPOSITION (1, 1+size,
+//!   ...) until a short page ends the pass, collecting distinct Ids. The second is complete when,
+//!   at the end of a pass, the distinct Ids seen in this try equal the count. If they do not (ties
+//!   reordered between requests, records moving), further passes keep collecting: with ties
+//!   shuffled per request each pass sees every record with probability about 1 - 1/e, so the try
+//!   allows `ceil(ln n) + 8` passes before it gives up (a stable order needs exactly one). More
+//!   distinct Ids than the count means the count is stale: the try ends at once. A try that fails
+//!   retakes the count; after [`DEFAULT_SECOND_TRIES`] tries the pager fails with
+//!   [`QboError::UnstableSecond`]. After the second, window mode resumes from `second + 1 s`.
+//!
+//! # What is counted
+//! - `accepted`: records handed to the caller. Inside one page, duplicate Ids are reduced to the
+//!   highest SyncToken first (counted as `duplicates`).
+//! - `refetched`: records skipped because their Id (at that SyncToken or higher) was already taken
+//!   at the cursor second.
+//! - A record updated while the chunk pages moves to a later second; if that second is still in
+//!   the chunk it is fetched and accepted again with its higher SyncToken (a newer version, which
+//!   the store must apply). The pager cannot tell this apart from a new record without
+//!   remembering every Id of the chunk, so such a record counts twice in `accepted`; the store can
+//!   recognise it (the row was written by the same chunk) if it needs distinct Ids.
+//!
+//! Seen Ids remember their SyncToken: a record updated twice within the same second comes back
+//! with a higher SyncToken and is accepted again rather than skipped.
+//!
+//! # Resuming
+//! [`PagerState`] (cursor, Ids at the cursor second with their SyncTokens, mode) is serializable:
+//! persisted with each committed page, it lets [`Pager::resume`] continue mid-chunk without
+//! losing or re-storing records.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::QboError;
+use crate::plan::Chunk;
+use crate::query::{
+    ceil_second, floor_second, is_valid_entity_name, literal, second_count_query,
+    second_page_query, window_query, MAX_PAGE,
+};
+
+/// Tries (each with a fresh `count(*)`) allowed to read a second completely.
+pub const DEFAULT_SECOND_TRIES: u32 = 3;
+
+/// One record of a page: the keys the pager needs, and the record text exactly as QBO sent it.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// `Id` (unique within realm and entity).
+    pub id: String,
+    /// `SyncToken`, the record's version, parsed from its string.
+    pub sync_token: i64,
+    /// `MetaData.LastUpdatedTime`, converted to UTC.
+    pub last_updated: DateTime<Utc>,
+    /// The record's JSON text, byte for byte as received (`12.30` stays `12.30`).
+    pub json: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RecordKeys<'a> {
+    #[serde(rename = "Id", borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "SyncToken", borrow, default)]
+    sync_token: Option<&'a RawValue>,
+    #[serde(rename = "MetaData", borrow, default)]
+    meta: Option<MetaKeys<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MetaKeys<'a> {
+    #[serde(rename = "LastUpdatedTime", borrow, default)]
+    last_updated: Option<Cow<'a, str>>,
+}
+
+/// A JSON string or number as text.
+fn scalar_text(raw: &RawValue) -> Option<String> {
+    let t = raw.get();
+    if t.starts_with('"') {
+        serde_json::from_str::<String>(t).ok()
+    } else if t.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        Some(t.to_string())
+    } else {
+        None
+    }
+}
+
+impl RawRecord {
+    /// Extracts `Id`, `SyncToken` and `MetaData.LastUpdatedTime` from one record's JSON text
+    /// without re-encoding it. Errors are [`QboError::BadResponse`].
+    pub fn from_json(json: Box<RawValue>) -> Result<RawRecord, QboError> {
+        if !json.get().trim_start().starts_with('{') {
+            return Err(QboError::BadResponse(
+                "a record is not a JSON object".into(),
+            ));
+        }
+        let keys: RecordKeys<'_> = serde_json::from_str(json.get()).map_err(|e| {
+            QboError::BadResponse(format!(
+                "a record is not a JSON object with the expected keys: {e}"
+            ))
+        })?;
+        let id = keys
+            .id
+            .and_then(scalar_text)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| QboError::BadResponse("a record has no Id".into()))?;
+        let tok_text = keys
+            .sync_token
+            .and_then(scalar_text)
+            .ok_or_else(|| QboError::BadResponse(format!("record Id {id} has no SyncToken")))?;
+        let sync_token = if !tok_text.is_empty() && tok_text.bytes().all(|b| b.is_ascii_digit()) {
+            tok_text.parse::<i64>().ok()
+        } else {
+            None
+        }
+        .ok_or_else(|| {
+            QboError::BadResponse(format!(
+                "record Id {id} has a non-numeric SyncToken {:?}",
+                crate::error::truncate_chars(&tok_text, 40)
+            ))
+        })?;
+        let lut = keys.meta.and_then(|m| m.last_updated).ok_or_else(|| {
+            QboError::BadResponse(format!("record Id {id} has no MetaData.LastUpdatedTime"))
+        })?;
+        let last_updated = DateTime::parse_from_rfc3339(&lut)
+            .map_err(|e| {
+                QboError::BadResponse(format!(
+                    "record Id {id} has an invalid MetaData.LastUpdatedTime {:?}: {e}",
+                    crate::error::truncate_chars(&lut, 60)
+                ))
+            })?
+            .with_timezone(&Utc);
+        Ok(RawRecord {
+            id,
+            sync_token,
+            last_updated,
+            json,
+        })
+    }
+}
+
+/// What the pager is doing, persisted in [`PagerState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum PagerMode {
+    /// Paging the window from the cursor.
+    Window,
+    /// About to take `count(*)` of the cursor second, for try `second_try` (1-based).
+    SecondCount {
+        /// 1-based try number.
+        second_try: u32,
+    },
+    /// Paging the cursor second by STARTPOSITION.
+    SecondPages {
+        /// 1-based try number.
+        second_try: u32,
+        /// `count(*)` taken at the start of this try.
+        expected: u64,
+        /// STARTPOSITION of the next page.
+        next_start: u32,
+        /// Passes completed in this try.
+        passes: u32,
+        /// Distinct Ids seen in this try.
+        seen_in_try: BTreeSet<String>,
+    },
+    /// The chunk is complete.
+    Done,
+    /// The cursor second could not be read completely; `next_request` returns the error.
+    Failed {
+        /// Last count.
+        expected: u64,
+        /// Distinct Ids seen in the last try.
+        seen: u64,
+        /// Tries made.
+        attempts: u32,
+    },
+}
+
+/// The resumable state of a [`Pager`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PagerState {
+    /// The second from which the window is read (always a whole second, UTC).
+    pub cursor: DateTime<Utc>,
+    /// Ids already taken whose `LastUpdatedTime` second is the cursor, with their SyncToken.
+    pub seen_at_cursor: BTreeMap<String, i64>,
+    /// Current mode.
+    pub mode: PagerMode,
+}
+
+/// What kind of request [`Pager::next_request`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// A page of the window `[from, to)`; answer with [`Pager::accept`].
+    Window,
+    /// `count(*)` of the second `from`; answer with [`Pager::accept_count`].
+    SecondCount,
+    /// A page of the second `from`; answer with [`Pager::accept`].
+    SecondPage,
+}
+
+/// One request to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// What it is.
+    pub kind: RequestKind,
+    /// The query text to send.
+    pub query: String,
+    /// Lower bound (inclusive) of `LastUpdatedTime`; for second requests, the second.
+    pub from: DateTime<Utc>,
+    /// Upper bound (exclusive); for second requests, `from + 1 s`.
+    pub to: DateTime<Utc>,
+    /// STARTPOSITION (1-based; 0 for counts).
+    pub start_position: u32,
+    /// MAXRESULTS (0 for counts).
+    pub max_results: u32,
+}
+
+/// The result of feeding one page.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Records to store, in page order: new Ids, or known Ids with a higher SyncToken.
+    pub records: Vec<RawRecord>,
+    /// Records skipped because already taken at the cursor second.
+    pub refetched: u64,
+    /// Records dropped because the same Id appeared in the page with a higher SyncToken.
+    pub duplicates: u64,
+    /// True when the chunk is complete.
+    pub done: bool,
+}
+
+/// Running totals of one pager (not persisted: the store keeps its own counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PagerStats {
+    /// Pages accepted.
+    pub pages: u64,
+    /// Counts accepted.
+    pub counts: u64,
+    /// Records handed to the caller.
+    pub accepted: u64,
+    /// Records skipped as already taken.
+    pub refetched: u64,
+    /// In-page duplicates dropped.
+    pub duplicates: u64,
+    /// Second-mode tries started.
+    pub second_tries: u64,
+}
+
+/// The paging state machine of one chunk.
+#[derive(Debug)]
+pub struct Pager {
+    entity: String,
+    name_list: bool,
+    chunk: Chunk,
+    /// Page size actually served: `min(page_size, 1000)`.
+    size: u32,
+    second_tries: u32,
+    /// Exclusive end as whole second.
+    end: DateTime<Utc>,
+    state: PagerState,
+    stats: PagerStats,
+}
+
+fn one_second() -> TimeDelta {
+    TimeDelta::seconds(1)
+}
+
+fn max_passes(expected: u64) -> u32 {
+    // ceil(ln n) + 8: under per-request shuffling of ties, the chance to miss a record after k
+    // passes is about n * e^-k, so this leaves about e^-8 per try.
+    let n = expected.max(1) as f64;
+    let ln = n.ln().ceil();
+    let ln = if ln.is_finite() && ln > 0.0 {
+        ln as u32
+    } else {
+        0
+    };
+    ln.saturating_add(8)
+}
+
+impl Pager {
+    /// A pager at the start of `chunk`. `page_size` must be in 1..=1000.
+    pub fn new(
+        entity: &str,
+        name_list: bool,
+        chunk: Chunk,
+        page_size: u32,
+    ) -> Result<Pager, QboError> {
+        let cursor = ceil_second(chunk.start);
+        let state = PagerState {
+            cursor,
+            seen_at_cursor: BTreeMap::new(),
+            mode: PagerMode::Window,
+        };
+        Pager::resume(entity, name_list, chunk, page_size, state)
+    }
+
+    /// A pager continuing from a persisted `state` of the same chunk.
+    pub fn resume(
+        entity: &str,
+        name_list: bool,
+        chunk: Chunk,
+        page_size: u32,
+        state: PagerState,
+    ) -> Result<Pager, QboError> {
+        if !is_valid_entity_name(entity) {
+            return Err(QboError::InvalidParameter(format!(
+                "entity {entity:?} is not a valid QBO entity name (letters only)"
+            )));
+        }
+        if page_size == 0 || page_size > MAX_PAGE {
+            return Err(QboError::InvalidParameter(format!(
+                "page_size must be between 1 and {MAX_PAGE}, got {page_size}"
+            )));
+        }
+        if chunk.end <= chunk.start {
+            return Err(QboError::InvalidParameter(
+                "chunk end must be later than its start".into(),
+            ));
+        }
+        let end = ceil_second(chunk.end);
+        let start = ceil_second(chunk.start);
+        if state.cursor < start || state.cursor > end || floor_second(state.cursor) != state.cursor
+        {
+            return Err(QboError::InvalidParameter(format!(
+                "saved pager cursor {} is outside chunk {} [{}, {})",
+                literal(state.cursor),
+                chunk.index,
+                literal(chunk.start),
+                literal(chunk.end)
+            )));
+        }
+        Ok(Pager {
+            entity: entity.to_string(),
+            name_list,
+            chunk,
+            size: page_size,
+            second_tries: DEFAULT_SECOND_TRIES,
+            end,
+            state,
+            stats: PagerStats::default(),
+        })
+    }
+
+    /// Changes the number of tries allowed per second (at least 1).
+    pub fn with_second_tries(mut self, tries: u32) -> Pager {
+        self.second_tries = tries.max(1);
+        self
+    }
+
+    /// The current state, to persist after each committed page.
+    pub fn state(&self) -> &PagerState {
+        &self.state
+    }
+
+    /// Running totals.
+    pub fn stats(&self) -> PagerStats {
+        self.stats
+    }
+
+    /// The chunk being paged.
+    pub fn chunk(&self) -> &Chunk {
+        &self.chunk
+    }
+
+    /// True when the chunk is complete.
+    pub fn is_done(&self) -> bool {
+        self.state.mode == PagerMode::Done
+    }
+
+    /// What to fetch next; `Ok(None)` when the chunk is complete; an error when a second could
+    /// not be read completely ([`QboError::UnstableSecond`]).
+    pub fn next_request(&self) -> Result<Option<Request>, QboError> {
+        let c = self.state.cursor;
+        let (e, nl, size) = (self.entity.as_str(), self.name_list, self.size);
+        let next_sec = c.checked_add_signed(one_second()).unwrap_or(c);
+        Ok(Some(match &self.state.mode {
+            PagerMode::Done => return Ok(None),
+            PagerMode::Failed {
+                expected,
+                seen,
+                attempts,
+            } => {
+                return Err(QboError::UnstableSecond {
+                    entity: self.entity.clone(),
+                    second: c,
+                    expected: *expected,
+                    seen: *seen,
+                    attempts: *attempts,
+                })
+            }
+            PagerMode::Window => Request {
+                kind: RequestKind::Window,
+                query: window_query(e, nl, c, self.end, 1, size),
+                from: c,
+                to: self.end,
+                start_position: 1,
+                max_results: size,
+            },
+            PagerMode::SecondCount { .. } => Request {
+                kind: RequestKind::SecondCount,
+                query: second_count_query(e, nl, c),
+                from: c,
+                to: next_sec,
+                start_position: 0,
+                max_results: 0,
+            },
+            PagerMode::SecondPages { next_start, .. } => Request {
+                kind: RequestKind::SecondPage,
+                query: second_page_query(e, nl, c, *next_start, size),
+                from: c,
+                to: next_sec,
+                start_position: *next_start,
+                max_results: size,
+            },
+        }))
+    }
+
+    /// Feeds the answer to a [`RequestKind::SecondCount`] request.
+    pub fn accept_count(&mut self, count: u64) -> Result<(), QboError> {
+        let PagerMode::SecondCount { second_try } = self.state.mode else {
+            return Err(QboError::InvalidParameter(
+                "pager: a count was fed but no count was asked".into(),
+            ));
+        };
+        self.stats.counts += 1;
+        self.stats.second_tries += 1;
+        self.state.mode = PagerMode::SecondPages {
+            second_try,
+            expected: count,
+            next_start: 1,
+            passes: 0,
+            seen_in_try: BTreeSet::new(),
+        };
+        Ok(())
+    }
+
+    /// Feeds the records of a page answering a [`RequestKind::Window`] or
+    /// [`RequestKind::SecondPage`] request; returns the records to store.
+    ///
+    /// Errors: [`QboError::BadResponse`] when a record lies outside what was asked (the state is
+    /// unchanged, so the same request can be retried).
+    pub fn accept(&mut self, page: Vec<RawRecord>) -> Result<Accepted, QboError> {
+        let served = page.len();
+        let full = served >= self.size as usize;
+        let cursor = self.state.cursor;
+        let next_sec = cursor.checked_add_signed(one_second()).unwrap_or(cursor);
+        let (lo, hi) = match &self.state.mode {
+            PagerMode::Window => (cursor, self.end),
+            PagerMode::SecondPages { .. } => (cursor, next_sec),
+            _ => {
+                return Err(QboError::InvalidParameter(
+                    "pager: a page was fed but no page was asked".into(),
+                ))
+            }
+        };
+        if let Some(bad) = page
+            .iter()
+            .find(|r| r.last_updated < lo || r.last_updated >= hi)
+        {
+            return Err(QboError::BadResponse(format!(
+                "{} record Id {} has LastUpdatedTime {} outside the requested range [{}, {})",
+                self.entity,
+                bad.id,
+                crate::query::literal_exact(bad.last_updated),
+                literal(lo),
+                literal(hi)
+            )));
+        }
+        let (records, duplicates) = dedupe(page);
+        self.stats.pages += 1;
+        self.stats.duplicates += duplicates;
+
+        // Take or skip against the Ids remembered at the cursor second.
+        let mut out = Vec::with_capacity(records.len());
+        let mut refetched = 0u64;
+        let mut page_max = cursor;
+        let mut all_at_cursor_sec = true;
+        let first_sec = records.first().map(|r| floor_second(r.last_updated));
+        for r in &records {
+            let sec = floor_second(r.last_updated);
+            page_max = page_max.max(sec);
+            if Some(sec) != first_sec {
+                all_at_cursor_sec = false;
+            }
+        }
+        if let PagerMode::SecondPages { seen_in_try, .. } = &mut self.state.mode {
+            for r in &records {
+                seen_in_try.insert(r.id.clone());
+            }
+        }
+        // Ids remembered at the (possibly new) cursor second.
+        let moved = page_max > cursor;
+        let mut new_seen: BTreeMap<String, i64> = BTreeMap::new();
+        for r in records {
+            let sec = floor_second(r.last_updated);
+            let known = if sec == cursor {
+                self.state.seen_at_cursor.get(&r.id).copied()
+            } else {
+                None
+            };
+            let take = known.is_none_or(|tok| r.sync_token > tok);
+            if sec == page_max {
+                let e = new_seen.entry(r.id.clone()).or_insert(r.sync_token);
+                *e = (*e).max(r.sync_token);
+            }
+            if take {
+                out.push(r);
+            } else {
+                refetched += 1;
+            }
+        }
+        if moved {
+            self.state.cursor = page_max;
+            self.state.seen_at_cursor = new_seen;
+        } else {
+            for (id, tok) in new_seen {
+                let e = self.state.seen_at_cursor.entry(id).or_insert(tok);
+                *e = (*e).max(tok);
+            }
+        }
+        self.stats.accepted += out.len() as u64;
+        self.stats.refetched += refetched;
+
+        // Decide the next step.
+        let new_ids = !out.is_empty();
+        let next_mode = match std::mem::replace(&mut self.state.mode, PagerMode::Done) {
+            PagerMode::Window => {
+                if !full {
+                    PagerMode::Done
+                } else if all_at_cursor_sec || (!moved && !new_ids) {
+                    // A second holding a full page or more: only offsets inside it can get past it.
+                    PagerMode::SecondCount { second_try: 1 }
+                } else {
+                    PagerMode::Window
+                }
+            }
+            PagerMode::SecondPages {
+                second_try,
+                expected,
+                next_start,
+                passes,
+                seen_in_try,
+            } => {
+                let seen = seen_in_try.len() as u64;
+                if seen > expected {
+                    self.fail_try(second_try, expected, seen)
+                } else if full {
+                    PagerMode::SecondPages {
+                        second_try,
+                        expected,
+                        next_start: next_start.saturating_add(self.size),
+                        passes,
+                        seen_in_try,
+                    }
+                } else {
+                    let passes = passes + 1;
+                    if seen == expected {
+                        self.finish_second()
+                    } else if passes >= max_passes(expected) {
+                        self.fail_try(second_try, expected, seen)
+                    } else {
+                        PagerMode::SecondPages {
+                            second_try,
+                            expected,
+                            next_start: 1,
+                            passes,
+                            seen_in_try,
+                        }
+                    }
+                }
+            }
+            other => other,
+        };
+        self.state.mode = next_mode;
+        Ok(Accepted {
+            records: out,
+            refetched,
+            duplicates,
+            done: self.state.mode == PagerMode::Done,
+        })
+    }
+
+    fn fail_try(&self, second_try: u32, expected: u64, seen: u64) -> PagerMode {
+        if second_try >= self.second_tries {
+            PagerMode::Failed {
+                expected,
+                seen,
+                attempts: second_try,
+            }
+        } else {
+            PagerMode::SecondCount {
+                second_try: second_try + 1,
+            }
+        }
+    }
+
+    fn finish_second(&mut self) -> PagerMode {
+        let next = self.state.cursor.checked_add_signed(one_second());
+        self.state.seen_at_cursor.clear();
+        match next {
+            Some(n) if n < self.end => {
+                self.state.cursor = n;
+                PagerMode::Window
+            }
+            Some(n) => {
+                self.state.cursor = n.min(self.end);
+                PagerMode::Done
+            }
+            None => PagerMode::Done,
+        }
+    }
+}
+
+/// Keeps one record per Id (the highest SyncToken; on a tie, the first), in first-seen order.
+fn dedupe(page: Vec<RawRecord>) -> (Vec<RawRecord>, u64) {
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(page.len());
+    let mut out: Vec<RawRecord> = Vec::with_capacity(page.len());
+    let mut dups = 0u64;
+    for r in page {
+        match index.get(&r.id) {
+            Some(&i) => {
+                dups += 1;
+                if r.sync_token > out[i].sync_token {
+                    out[i] = r;
+                }
+            }
+            None => {
+                index.insert(r.id.clone(), out.len());
+                out.push(r);
+            }
+        }
+    }
+    (out, dups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use rand::rngs::StdRng;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashSet;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).single().unwrap()
+    }
+    fn sec(n: i64) -> DateTime<Utc> {
+        t0() + TimeDelta::seconds(n)
+    }
+
+    /// The record text the fake serves: company offset -07:00, an amount that must stay `12.30`.
+    fn rec_json(id: &str, token: i64, t: DateTime<Utc>) -> Box<RawValue> {
+        let local = t.with_timezone(&chrono::FixedOffset::west_opt(7 * 3600).unwrap());
+        let text = format!(
+            r#"{{"Id":"{id}","SyncToken":"{token}","MetaData":{{"CreateTime":"2020-01-01T00:00:00-07:00","LastUpdatedTime":"{}"}},"TotalAmt":12.30}}"#,
+            local.to_rfc3339()
+        );
+        RawValue::from_string(text).unwrap()
+    }
+
+    fn raw(id: &str, token: i64, t: DateTime<Utc>) -> RawRecord {
+        RawRecord::from_json(rec_json(id, token, t)).unwrap()
+    }
+
+    #[derive(Clone, Debug)]
+    struct FakeRec {
+        id: String,
+        token: i64,
+        t: DateTime<Utc>,
+    }
+
+    /// An in-memory QBO: ties shuffled per request (or stable), records moving between requests.
+    struct Fake {
+        recs: Vec<FakeRec>,
+        rng: StdRng,
+        shuffle: bool,
+        move_prob: f64,
+        move_span: i64,
+        /// Latest second served so far ("now" is after it).
+        high_water: DateTime<Utc>,
+        /// Every (id, token, t) that ever existed.
+        versions: HashSet<(String, i64, DateTime<Utc>)>,
+        moved_ids: HashSet<String>,
+        requests: Vec<RequestKind>,
+    }
+
+    impl Fake {
+        fn new(recs: Vec<FakeRec>, seed: u64, shuffle: bool, move_prob: f64) -> Fake {
+            let versions = recs.iter().map(|r| (r.id.clone(), r.token, r.t)).collect();
+            Fake {
+                recs,
+                rng: StdRng::seed_from_u64(seed),
+                shuffle,
+                move_prob,
+                move_span: 5,
+                high_water: DateTime::<Utc>::MIN_UTC,
+                versions,
+                moved_ids: HashSet::new(),
+                requests: Vec::new(),
+            }
+        }
+
+        fn maybe_move(&mut self) {
+            if self.recs.is_empty() || !self.rng.random_bool(self.move_prob) {
+                return;
+            }
+            let i = self.rng.random_range(0..self.recs.len());
+            let base = self.recs[i].t.max(self.high_water);
+            let nt = base + TimeDelta::seconds(self.rng.random_range(1..=self.move_span));
+            let r = &mut self.recs[i];
+            r.token += 1;
+            r.t = nt;
+            self.versions.insert((r.id.clone(), r.token, r.t));
+            self.moved_ids.insert(r.id.clone());
+        }
+
+        fn ordered(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<FakeRec> {
+            let mut v: Vec<FakeRec> = self
+                .recs
+                .iter()
+                .filter(|r| r.t >= from && r.t < to)
+                .cloned()
+                .collect();
+            if self.shuffle {
+                v.shuffle(&mut self.rng);
+            } else {
+                v.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            v.sort_by_key(|r| r.t); // stable: ties keep the shuffled order
+            v
+        }
+
+        fn serve(&mut self, req: &Request) -> Served {
+            self.maybe_move();
+            self.requests.push(req.kind);
+            match req.kind {
+                RequestKind::SecondCount => {
+                    Served::Count(self.recs.iter().filter(|r| r.t == req.from).count() as u64)
+                }
+                RequestKind::Window | RequestKind::SecondPage => {
+                    let v = self.ordered(req.from, req.to);
+                    let start = (req.start_position as usize).saturating_sub(1);
+                    let n = (req.max_results as usize).min(1000);
+                    let page: Vec<FakeRec> = v.into_iter().skip(start).take(n).collect();
+                    if let Some(m) = page.iter().map(|r| r.t).max() {
+                        self.high_water = self.high_water.max(m);
+                    }
+                    Served::Page(page.iter().map(|r| raw(&r.id, r.token, r.t)).collect())
+                }
+            }
+        }
+    }
+
+    enum Served {
+        Count(u64),
+        Page(Vec<RawRecord>),
+    }
+
+    /// Runs one chunk to completion, optionally through a serialize/resume after every page.
+    fn run_chunk(
+        fake: &mut Fake,
+        chunk: Chunk,
+        page_size: u32,
+        resume_each_page: bool,
+    ) -> Result<(Vec<RawRecord>, PagerStats), QboError> {
+        let mut pager = Pager::new("Invoice", false, chunk, page_size)?;
+        let mut got = Vec::new();
+        let mut stats = PagerStats::default();
+        for _ in 0..200_000 {
+            let Some(req) = pager.next_request()? else {
+                let s = pager.stats();
+                stats.accepted += s.accepted;
+                stats.refetched += s.refetched;
+                stats.pages += s.pages;
+                stats.counts += s.counts;
+                stats.duplicates += s.duplicates;
+                stats.second_tries += s.second_tries;
+                return Ok((got, stats));
+            };
+            match fake.serve(&req) {
+                Served::Count(n) => pager.accept_count(n)?,
+                Served::Page(p) => {
+                    let a = pager.accept(p)?;
+                    assert_eq!(a.done, pager.is_done());
+                    got.extend(a.records);
+                }
+            }
+            if resume_each_page {
+                let s = pager.stats();
+                stats.accepted += s.accepted;
+                stats.refetched += s.refetched;
+                stats.pages += s.pages;
+                stats.counts += s.counts;
+                stats.duplicates += s.duplicates;
+                stats.second_tries += s.second_tries;
+                let text = serde_json::to_string(pager.state()).unwrap();
+                let state: PagerState = serde_json::from_str(&text).unwrap();
+                pager = Pager::resume("Invoice", false, chunk, page_size, state)?;
+            }
+        }
+        panic!("pager did not finish");
+    }
+
+    /// Checks the backfill properties over a plan; returns (accepted, re-accepted moved records).
+    fn check_backfill(
+        fake: &mut Fake,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        chunk_days: i32,
+        page_size: u32,
+        resume: bool,
+    ) -> (u64, u64) {
+        let chunks = crate::plan::plan_chunks(start, end, chunk_days).unwrap();
+        let mut all: HashMap<String, Vec<(i64, DateTime<Utc>)>> = HashMap::new();
+        let mut total = 0u64;
+        let mut again = 0u64;
+        for chunk in chunks {
+            let (got, stats) = run_chunk(fake, chunk, page_size, resume).unwrap();
+            assert_eq!(stats.accepted, got.len() as u64);
+            total += got.len() as u64;
+            let mut in_chunk: HashMap<String, i64> = HashMap::new();
+            for r in &got {
+                assert!(
+                    r.last_updated >= chunk.start && r.last_updated < chunk.end,
+                    "{} outside chunk",
+                    r.id
+                );
+                assert!(
+                    fake.versions
+                        .contains(&(r.id.clone(), r.sync_token, r.last_updated)),
+                    "never existed: {r:?}"
+                );
+                assert!(r.json.get().contains(r#""TotalAmt":12.30"#));
+                if let Some(prev) = in_chunk.insert(r.id.clone(), r.sync_token) {
+                    assert!(
+                        r.sync_token > prev,
+                        "Id {} accepted twice at SyncToken {prev}",
+                        r.id
+                    );
+                    assert!(fake.moved_ids.contains(&r.id));
+                    again += 1;
+                }
+                all.entry(r.id.clone())
+                    .or_default()
+                    .push((r.sync_token, r.last_updated));
+            }
+        }
+        // No version accepted twice anywhere.
+        for (id, v) in &all {
+            let distinct: HashSet<i64> = v.iter().map(|x| x.0).collect();
+            assert_eq!(distinct.len(), v.len(), "a version of {id} accepted twice");
+        }
+        // Every record in the window (final state) was accepted at its final version.
+        for r in &fake.recs {
+            if r.t >= start && r.t < end {
+                let v = all.get(&r.id).unwrap_or_else(|| panic!("missed {r:?}"));
+                assert!(
+                    v.contains(&(r.token, r.t)),
+                    "missed final version of {r:?}: {v:?}"
+                );
+            }
+        }
+        (total, again)
+    }
+
+    fn dataset(rng: &mut StdRng, n: usize, seconds: i64) -> Vec<FakeRec> {
+        (0..n)
+            .map(|i| FakeRec {
+                id: (i + 1).to_string(),
+                token: rng.random_range(0..3),
+                t: sec(rng.random_range(0..seconds)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_datasets_heavy_ties_shuffled() {
+        for seed in 0..12u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let page_size = [3u32, 10, 50, 1000][seed as usize % 4];
+            let n = if page_size < 10 { 300 } else { 2500 };
+            let mut recs = dataset(&mut rng, n, 3 * 86_400);
+            // Heavy ties: half the records squeezed into a handful of seconds, some on boundaries.
+            for (k, r) in recs.iter_mut().enumerate().filter(|(k, _)| k % 2 == 0) {
+                r.t = sec([0, 86_400, 86_399, 2 * 86_400, 3 * 86_400, 17][k % 6]);
+            }
+            let mut fake = Fake::new(recs, seed, true, 0.0);
+            let (total, again) = check_backfill(
+                &mut fake,
+                t0(),
+                sec(3 * 86_400),
+                1,
+                page_size,
+                seed % 3 == 0,
+            );
+            assert_eq!(again, 0);
+            let expected = fake.recs.iter().filter(|r| r.t < sec(3 * 86_400)).count() as u64;
+            assert_eq!(total, expected, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn records_moving_while_paging() {
+        let (mut moved, mut reaccepted) = (0usize, 0u64);
+        for seed in 100..112u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let page_size = [7u32, 100, 1000][seed as usize % 3];
+            let mut recs = dataset(&mut rng, 1500, 2 * 86_400);
+            for r in recs.iter_mut().take(400) {
+                r.t = sec(86_400); // a tie exactly on the chunk boundary
+            }
+            let mut fake = Fake::new(recs, seed, true, if page_size < 10 { 0.02 } else { 0.2 });
+            fake.move_span = 40_000;
+            let (_total, again) = check_backfill(
+                &mut fake,
+                t0(),
+                sec(2 * 86_400),
+                1,
+                page_size,
+                seed % 2 == 0,
+            );
+            // Re-accepted records are moved ones (asserted inside).
+            assert!(again <= fake.moved_ids.len() as u64);
+            moved += fake.moved_ids.len();
+            reaccepted += again;
+        }
+        // The runs did exercise moves, including moves inside the chunk being paged.
+        assert!(moved > 50, "{moved}");
+        assert!(reaccepted > 5, "{reaccepted}");
+    }
+
+    #[test]
+    fn big_single_second_stable_order_exact_requests() {
+        let mut recs: Vec<FakeRec> = (0..2500)
+            .map(|i| FakeRec {
+                id: format!("{i:05}"),
+                token: 0,
+                t: sec(10),
+            })
+            .collect();
+        recs.push(FakeRec {
+            id: "late".into(),
+            token: 4,
+            t: sec(11),
+        });
+        recs.push(FakeRec {
+            id: "early".into(),
+            token: 1,
+            t: sec(5),
+        });
+        let mut fake = Fake::new(recs, 1, false, 0.0);
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(60),
+        };
+        let (got, stats) = run_chunk(&mut fake, chunk, 1000, false).unwrap();
+        assert_eq!(got.len(), 2502);
+        assert_eq!(stats.accepted, 2502);
+        // Page 1 has "early" + 999 of the second; window from 10 s gives 1000 at 10 s -> second mode.
+        use RequestKind::*;
+        assert_eq!(
+            fake.requests,
+            vec![
+                Window,
+                Window,
+                SecondCount,
+                SecondPage,
+                SecondPage,
+                SecondPage,
+                Window
+            ]
+        );
+        // 999 taken on page 1, 1000 refetched on page 2 (999 of them already taken), then the
+        // second pass re-reads all 2500 of which 1000 were taken.
+        assert_eq!(stats.refetched, 999 + 1000);
+        assert_eq!(stats.counts, 1);
+        let ids: HashSet<&str> = got.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids.len(), 2502);
+    }
+
+    #[test]
+    fn big_single_second_shuffled_ties() {
+        let recs: Vec<FakeRec> = (0..2600)
+            .map(|i| FakeRec {
+                id: format!("{i}"),
+                token: 0,
+                t: sec(30),
+            })
+            .collect();
+        let mut fake = Fake::new(recs, 9, true, 0.0);
+        let (total, _) = check_backfill(&mut fake, t0(), sec(31), 1, 1000, true);
+        assert_eq!(total, 2600);
+        assert_eq!(
+            fake.requests
+                .iter()
+                .filter(|k| **k == RequestKind::SecondCount)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn boundaries_are_half_open() {
+        let recs = vec![
+            FakeRec {
+                id: "at-start".into(),
+                token: 0,
+                t: sec(0),
+            },
+            FakeRec {
+                id: "before".into(),
+                token: 0,
+                t: sec(-1),
+            },
+            FakeRec {
+                id: "at-mid".into(),
+                token: 0,
+                t: sec(86_400),
+            },
+            FakeRec {
+                id: "at-end".into(),
+                token: 0,
+                t: sec(2 * 86_400),
+            },
+            FakeRec {
+                id: "last-in".into(),
+                token: 0,
+                t: sec(2 * 86_400 - 1),
+            },
+        ];
+        let mut fake = Fake::new(recs, 3, true, 0.0);
+        let chunks = crate::plan::plan_chunks(t0(), sec(2 * 86_400), 1).unwrap();
+        let (a, _) = run_chunk(&mut fake, chunks[0], 1000, false).unwrap();
+        let (b, _) = run_chunk(&mut fake, chunks[1], 1000, false).unwrap();
+        let ids = |v: &Vec<RawRecord>| v.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), vec!["at-start"]);
+        assert_eq!(ids(&b), vec!["at-mid", "last-in"]);
+    }
+
+    #[test]
+    fn small_pages_walk_exactly() {
+        let recs = vec![
+            FakeRec {
+                id: "A".into(),
+                token: 0,
+                t: sec(0),
+            },
+            FakeRec {
+                id: "B".into(),
+                token: 0,
+                t: sec(0),
+            },
+            FakeRec {
+                id: "C".into(),
+                token: 0,
+                t: sec(1),
+            },
+            FakeRec {
+                id: "D".into(),
+                token: 0,
+                t: sec(2),
+            },
+            FakeRec {
+                id: "E".into(),
+                token: 0,
+                t: sec(2),
+            },
+            FakeRec {
+                id: "F".into(),
+                token: 0,
+                t: sec(3),
+            },
+        ];
+        let mut fake = Fake::new(recs, 0, false, 0.0);
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(100),
+        };
+        let (got, stats) = run_chunk(&mut fake, chunk, 2, false).unwrap();
+        use RequestKind::*;
+        // [A,B] all at 0 s -> second mode (count 2, [A,B] refetched, [] ends the pass) ->
+        // window from 1 s: [C,D] -> window from 2 s: [D,E] (D refetched), all at 2 s ->
+        // second mode (count 2, [D,E] refetched, []) -> window from 3 s: [F] short -> done.
+        assert_eq!(
+            fake.requests,
+            vec![
+                Window,
+                SecondCount,
+                SecondPage,
+                SecondPage,
+                Window,
+                Window,
+                SecondCount,
+                SecondPage,
+                SecondPage,
+                Window
+            ]
+        );
+        assert_eq!(
+            got.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            vec!["A", "B", "C", "D", "E", "F"]
+        );
+        assert_eq!(stats.accepted, 6);
+        assert_eq!(stats.refetched, 2 + 1 + 2);
+    }
+
+    #[test]
+    fn unstable_second_fails_after_three_tries() {
+        let chunk = Chunk {
+            index: 2,
+            start: t0(),
+            end: sec(100),
+        };
+        let mut p = Pager::new("Customer", true, chunk, 2).unwrap();
+        let r = p.next_request().unwrap().unwrap();
+        assert_eq!(r.query, "SELECT * FROM Customer WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' AND MetaData.LastUpdatedTime < '2025-01-01T00:01:40+00:00' AND Active IN (true,false) ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 2");
+        let a = p
+            .accept(vec![raw("1", 0, sec(5)), raw("2", 0, sec(5))])
+            .unwrap();
+        assert_eq!(a.records.len(), 2);
+        for try_no in 1..=3 {
+            let r = p.next_request().unwrap().unwrap();
+            assert_eq!(r.kind, RequestKind::SecondCount);
+            assert_eq!(r.query, "SELECT count(*) FROM Customer WHERE MetaData.LastUpdatedTime = '2025-01-01T00:00:05+00:00' AND Active IN (true,false)");
+            p.accept_count(3).unwrap(); // but only two ever come back
+            let mut passes = 0;
+            loop {
+                let r = p.next_request().unwrap().unwrap();
+                assert_eq!(r.kind, RequestKind::SecondPage, "try {try_no}");
+                if r.start_position == 1 {
+                    p.accept(vec![raw("2", 0, sec(5)), raw("1", 0, sec(5))])
+                        .unwrap();
+                } else {
+                    p.accept(vec![]).unwrap();
+                    passes += 1;
+                    if !matches!(p.state().mode, PagerMode::SecondPages { .. }) {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(passes, max_passes(3));
+        }
+        let e = p.next_request().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Customer records updated at 2025-01-01T00:00:05+00:00 could not be read completely: count(*) said 3 but 2 distinct Ids were seen, after 3 tries"
+        );
+        assert_eq!(max_passes(3), 10);
+        assert_eq!(max_passes(2500), 16);
+    }
+
+    #[test]
+    fn stale_count_retries_then_succeeds() {
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(100),
+        };
+        let mut p = Pager::new("Invoice", false, chunk, 2).unwrap();
+        p.accept(vec![raw("1", 0, sec(5)), raw("2", 0, sec(5))])
+            .unwrap();
+        p.accept_count(2).unwrap();
+        // A third record appeared in the second: more distinct Ids than the count -> new try.
+        p.accept(vec![raw("3", 0, sec(5)), raw("1", 0, sec(5))])
+            .unwrap();
+        p.accept(vec![raw("2", 0, sec(5))]).unwrap();
+        assert_eq!(p.state().mode, PagerMode::SecondCount { second_try: 2 });
+        p.accept_count(3).unwrap();
+        p.accept(vec![raw("3", 0, sec(5)), raw("1", 0, sec(5))])
+            .unwrap();
+        let a = p.accept(vec![raw("2", 0, sec(5))]).unwrap();
+        assert_eq!(a.refetched, 1);
+        assert_eq!(p.state().mode, PagerMode::Window);
+        assert_eq!(p.state().cursor, sec(6));
+        assert!(p.state().seen_at_cursor.is_empty());
+        assert_eq!(p.stats().accepted, 3);
+    }
+
+    #[test]
+    fn same_second_update_is_taken_again() {
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(100),
+        };
+        let mut p = Pager::new("Invoice", false, chunk, 3).unwrap();
+        let a = p
+            .accept(vec![
+                raw("1", 0, sec(1)),
+                raw("2", 0, sec(2)),
+                raw("3", 0, sec(3)),
+            ])
+            .unwrap();
+        assert_eq!(a.records.len(), 3);
+        assert_eq!(p.state().cursor, sec(3));
+        assert_eq!(
+            p.state().seen_at_cursor,
+            BTreeMap::from([("3".to_string(), 0)])
+        );
+        let a = p
+            .accept(vec![
+                raw("3", 0, sec(3)),
+                raw("3", 1, sec(3)),
+                raw("4", 0, sec(4)),
+            ])
+            .unwrap();
+        assert_eq!(a.duplicates, 1);
+        assert_eq!(a.refetched, 0);
+        assert_eq!(
+            a.records
+                .iter()
+                .map(|r| (r.id.as_str(), r.sync_token))
+                .collect::<Vec<_>>(),
+            vec![("3", 1), ("4", 0)]
+        );
+        assert!(!a.done);
+        assert_eq!(p.state().cursor, sec(4));
+    }
+
+    #[test]
+    fn out_of_range_record_is_rejected_and_state_kept() {
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(100),
+        };
+        let mut p = Pager::new("Invoice", false, chunk, 10).unwrap();
+        let before = p.state().clone();
+        let e = p.accept(vec![raw("1", 0, sec(100))]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unusable response from QuickBooks: Invoice record Id 1 has LastUpdatedTime 2025-01-01T00:01:40+00:00 outside the requested range [2025-01-01T00:00:00+00:00, 2025-01-01T00:01:40+00:00)"
+        );
+        assert_eq!(p.state(), &before);
+        assert!(p.accept_count(1).is_err());
+    }
+
+    #[test]
+    fn fractional_chunk_bounds_round_up() {
+        let chunk = Chunk {
+            index: 1,
+            start: t0() + TimeDelta::milliseconds(500),
+            end: sec(10) + TimeDelta::milliseconds(1),
+        };
+        let p = Pager::new("Invoice", false, chunk, 10).unwrap();
+        let r = p.next_request().unwrap().unwrap();
+        assert_eq!(r.from, sec(1));
+        assert_eq!(r.to, sec(11));
+    }
+
+    #[test]
+    fn validates_inputs() {
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(10),
+        };
+        assert_eq!(
+            Pager::new("Invoice", false, chunk, 0)
+                .unwrap_err()
+                .to_string(),
+            "page_size must be between 1 and 1000, got 0"
+        );
+        assert!(Pager::new("Invoice", false, chunk, 1001).is_err());
+        assert!(Pager::new("Invoice'--", false, chunk, 10).is_err());
+        let st = PagerState {
+            cursor: sec(11),
+            seen_at_cursor: BTreeMap::new(),
+            mode: PagerMode::Window,
+        };
+        assert!(Pager::resume("Invoice", false, chunk, 10, st).is_err());
+    }
+
+    #[test]
+    fn state_serializes_readably() {
+        let st = PagerState {
+            cursor: sec(5),
+            seen_at_cursor: BTreeMap::from([("7".to_string(), 2)]),
+            mode: PagerMode::SecondCount { second_try: 1 },
+        };
+        assert_eq!(
+            serde_json::to_string(&st).unwrap(),
+            r#"{"cursor":"2025-01-01T00:00:05Z","seen_at_cursor":{"7":2},"mode":{"mode":"second_count","second_try":1}}"#
+        );
+    }
+
+    #[test]
+    fn raw_record_parsing() {
+        let r = raw("42", 3, sec(0));
+        assert_eq!(r.id, "42");
+        assert_eq!(r.sync_token, 3);
+        assert_eq!(r.last_updated, t0());
+        assert!(r
+            .json
+            .get()
+            .starts_with(r#"{"Id":"42","SyncToken":"3","MetaData":{"CreateTime""#));
+        let bad = |s: &str| {
+            RawRecord::from_json(RawValue::from_string(s.to_string()).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            bad(r#"{"SyncToken":"0"}"#),
+            "unusable response from QuickBooks: a record has no Id"
+        );
+        assert_eq!(
+            bad(
+                r#"{"Id":"1","SyncToken":"x1","MetaData":{"LastUpdatedTime":"2020-09-29T06:04:21-07:00"}}"#
+            ),
+            "unusable response from QuickBooks: record Id 1 has a non-numeric SyncToken \"x1\""
+        );
+        assert_eq!(
+            bad(r#"{"Id":"1","SyncToken":"1"}"#),
+            "unusable response from QuickBooks: record Id 1 has no MetaData.LastUpdatedTime"
+        );
+        assert!(
+            bad(r#"{"Id":"1","SyncToken":"1","MetaData":{"LastUpdatedTime":"2020-09-29"}}"#)
+                .contains("invalid MetaData.LastUpdatedTime")
+        );
+        assert_eq!(
+            bad("[1]"),
+            "unusable response from QuickBooks: a record is not a JSON object"
+        );
+        let num = RawRecord::from_json(RawValue::from_string(r#"{"Id":7,"SyncToken":2,"MetaData":{"LastUpdatedTime":"2020-09-29T06:04:21-07:00"}}"#.into()).unwrap()).unwrap();
+        assert_eq!((num.id.as_str(), num.sync_token), ("7", 2));
+        assert_eq!(
+            num.last_updated,
+            Utc.with_ymd_and_hms(2020, 9, 29, 13, 4, 21)
+                .single()
+                .unwrap()
+        );
+    }
+}

@@ -1,0 +1,817 @@
+//! The QBO Accounting API HTTP client: one request per call, classified into a [`Page`], a count
+//! or a [`QboError`]. Retry loops, token refresh and cancel checks belong to the caller.
+//!
+//! - One `reqwest::Client` (rustls), connect and request timeouts, redirects disabled (a
+//!   configurable base URL must not become an open door elsewhere, and the OAuth exchange must not
+//!   follow redirects either: the same client serves [`crate::oauth::refresh`]).
+//! - `Authorization: Bearer ...` is marked sensitive; the token never appears in any error text
+//!   (it is also redacted from echoed bodies, and token-like words in Intuit's fault details are
+//!   masked).
+//! - Bodies are read fully, in chunks, up to `max_response_bytes`.
+//! - Record JSON is kept byte-exact with `serde_json::value::RawValue`: nothing goes through
+//!   `Value`/`f64`, so `"Amount":12.30` stays `12.30`.
+//! - Cancel safety: the returned futures own nothing but the in-flight request; dropping one (e.g.
+//!   the losing branch of `tokio::select!` against the cancel check) aborts the request and
+//!   leaves no state behind.
+//!
+//! Tests use `wiremock` (dev-dependency): a maintained async HTTP mock server that runs on
+//! 127.0.0.1, lets each test script exact responses (status, headers, body, delays) and asserts
+//! on the requests received (path, query parameters, headers, form bodies), which is what these
+//! classification tests need; it speaks plain HTTP so no TLS setup is involved.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::{mask_token_like, redact, truncate_chars, QboError, SNIPPET_CHARS};
+use crate::fault::{collapse_ws, is_throttle, parse_fault, FaultInfo};
+use crate::pager::RawRecord;
+use crate::retry::parse_retry_after;
+
+/// Settings of the HTTP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (connect, send, and reading the full body).
+    pub request_timeout: Duration,
+    /// Largest response body accepted, in bytes (default 64 MiB).
+    pub max_response_bytes: usize,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+            max_response_bytes: 64 * 1024 * 1024,
+            user_agent: concat!("pg_qbo/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// One page of a `SELECT *` query.
+#[derive(Debug)]
+pub struct Page {
+    /// The records of `QueryResponse.<Entity>` (an absent key is an empty page).
+    pub entity_records: Vec<RawRecord>,
+    /// `QueryResponse.totalCount`, when present.
+    pub total_count: Option<u64>,
+    /// `QueryResponse.startPosition`, when present.
+    pub start_position: Option<u64>,
+    /// `QueryResponse.maxResults` (rows on this page), when present.
+    pub max_results: Option<u64>,
+    /// Intuit's transaction id.
+    pub intuit_tid: Option<String>,
+    /// Size of the response body in bytes.
+    pub body_bytes: usize,
+}
+
+/// The QBO API client (cheap to clone: the connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct QboClient {
+    http: reqwest::Client,
+    max_response_bytes: usize,
+}
+
+/// Builds the one `reqwest::Client` used for the API and the token endpoint: rustls, timeouts,
+/// no redirects, no proxy from the environment.
+pub fn build_http_client(cfg: &HttpConfig) -> Result<reqwest::Client, QboError> {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(cfg.connect_timeout)
+        .timeout(cfg.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(cfg.user_agent.clone())
+        .build()
+        .map_err(|e| {
+            QboError::InvalidParameter(format!(
+                "cannot build the HTTP client: {}",
+                QboError::from_reqwest(e)
+            ))
+        })
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| truncate_chars(s.trim(), 100))
+        .filter(|s| !s.is_empty())
+}
+
+/// The `intuit_tid` header (also spelled `Intuit-Tid`).
+pub fn intuit_tid(h: &HeaderMap) -> Option<String> {
+    header_str(h, "intuit_tid").or_else(|| header_str(h, "intuit-tid"))
+}
+
+/// A raw HTTP answer.
+struct RawResponse {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "QueryResponse", borrow, default)]
+    query_response: Option<&'a RawValue>,
+    #[serde(rename = "Fault", alias = "fault", borrow, default)]
+    fault: Option<&'a RawValue>,
+}
+
+impl QboClient {
+    /// Builds the client (see [`build_http_client`]).
+    pub fn new(cfg: HttpConfig) -> Result<Self, QboError> {
+        if cfg.max_response_bytes == 0 {
+            return Err(QboError::InvalidParameter(
+                "max_response_bytes must be at least 1".into(),
+            ));
+        }
+        Ok(QboClient {
+            http: build_http_client(&cfg)?,
+            max_response_bytes: cfg.max_response_bytes,
+        })
+    }
+
+    /// The underlying `reqwest::Client`, to share with [`crate::oauth::refresh`].
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Runs one `SELECT *` query (one attempt, no retry) and returns its page.
+    ///
+    /// Classification: 2xx with a `QueryResponse` → `Ok`; 2xx with a Fault or unusable JSON →
+    /// [`QboError::BadResponse`]; 401 → [`QboError::Unauthorized`]; 429 or a throttle fault
+    /// (also on 403) → [`QboError::Throttled`]; 500/502/503/504 → [`QboError::Transient`];
+    /// timeouts and connection errors → [`QboError::Network`]; any other status →
+    /// [`QboError::Http`].
+    pub async fn query(
+        &self,
+        base_url: &str,
+        realm: &str,
+        minor_version: u32,
+        access_token: &str,
+        query: &str,
+    ) -> Result<Page, QboError> {
+        let resp = self
+            .get(base_url, realm, minor_version, access_token, query)
+            .await?;
+        let tid = intuit_tid(&resp.headers);
+        classify_status(&resp, access_token, tid.as_deref())?;
+        parse_page(&resp.body, tid, access_token)
+    }
+
+    /// Runs one `SELECT count(*)` query and returns `totalCount` (absent → 0).
+    pub async fn count(
+        &self,
+        base_url: &str,
+        realm: &str,
+        minor_version: u32,
+        access_token: &str,
+        query: &str,
+    ) -> Result<u64, QboError> {
+        let page = self
+            .query(base_url, realm, minor_version, access_token, query)
+            .await?;
+        Ok(page.total_count.unwrap_or(0))
+    }
+
+    async fn get(
+        &self,
+        base_url: &str,
+        realm: &str,
+        minor_version: u32,
+        access_token: &str,
+        query: &str,
+    ) -> Result<RawResponse, QboError> {
+        if realm.is_empty() || !realm.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(QboError::InvalidParameter(format!(
+                "realm id {:?} is not valid: letters and digits only",
+                truncate_chars(realm, 40)
+            )));
+        }
+        let base = base_url.trim_end_matches('/');
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(QboError::InvalidParameter(format!(
+                "API base URL {:?} must start with https:// (or http:// for a local emulator)",
+                truncate_chars(base, 100)
+            )));
+        }
+        let url = format!(
+            "{base}/v3/company/{realm}/query?query={}&minorversion={minor_version}",
+            encode_component(query)
+        );
+        let mut auth = HeaderValue::from_str(&format!("Bearer {access_token}")).map_err(|_| {
+            QboError::InvalidParameter(
+                "the access token contains characters not allowed in an HTTP header".into(),
+            )
+        })?;
+        auth.set_sensitive(true);
+        let mut resp = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, auth)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(QboError::from_reqwest)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let limit = self.max_response_bytes;
+        let too_large = || QboError::ResponseTooLarge {
+            limit,
+            intuit_tid: intuit_tid(&headers),
+        };
+        if let Some(len) = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > limit as u64 {
+                return Err(too_large());
+            }
+        }
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(QboError::from_reqwest)? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Masks a fault's texts: the access token, and token-like words.
+fn scrub_fault(f: Option<FaultInfo>, secret: &str) -> Option<Box<FaultInfo>> {
+    let s = |x: Option<String>| x.map(|v| redact(&v, &[secret]));
+    f.map(|f| {
+        Box::new(FaultInfo {
+            fault_type: s(f.fault_type),
+            code: s(f.code),
+            message: s(f.message),
+            detail: s(f.detail),
+        })
+    })
+}
+
+fn snippet(body: &[u8], secret: &str) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    truncate_chars(
+        &mask_token_like(&redact(&collapse_ws(&text), &[secret])),
+        SNIPPET_CHARS,
+    )
+}
+
+/// Maps a non-2xx answer to its error; `Ok(())` for 2xx.
+fn classify_status(resp: &RawResponse, secret: &str, tid: Option<&str>) -> Result<(), QboError> {
+    let status = resp.status;
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let ct = resp.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let fault = scrub_fault(parse_fault(ct, &resp.body), secret);
+    let intuit_tid = tid.map(str::to_string);
+    let retry_after = resp
+        .headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let err = if status == 401 {
+        QboError::Unauthorized { fault, intuit_tid }
+    } else if is_throttle(status, fault.as_deref(), &resp.body) {
+        QboError::Throttled {
+            status,
+            retry_after,
+            fault,
+            intuit_tid,
+        }
+    } else if matches!(status, 500 | 502 | 503 | 504) {
+        QboError::Transient {
+            status,
+            retry_after,
+            fault,
+            intuit_tid,
+            body_snippet: snippet(&resp.body, secret),
+        }
+    } else {
+        QboError::Http {
+            status,
+            fault,
+            intuit_tid,
+            body_snippet: snippet(&resp.body, secret),
+        }
+    };
+    Err(err)
+}
+
+fn tid_text(tid: &Option<String>) -> String {
+    match tid {
+        Some(t) => format!(" (intuit_tid {t})"),
+        None => String::new(),
+    }
+}
+
+/// Parses a 2xx query body into a [`Page`].
+fn parse_page(body: &[u8], tid: Option<String>, secret: &str) -> Result<Page, QboError> {
+    let bad = |what: String| QboError::BadResponse(format!("{what}{}", tid_text(&tid)));
+    let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "invalid JSON in a {}-byte query response: {e}",
+            body.len()
+        ))
+    })?;
+    if env.fault.is_some() {
+        let info = scrub_fault(parse_fault(Some("application/json"), body), secret);
+        let text = info.map(|i| i.to_string()).unwrap_or_default();
+        return Err(bad(format!("HTTP 200 carrying a Fault: {text}")));
+    }
+    let qr = env
+        .query_response
+        .ok_or_else(|| bad("no QueryResponse in the answer".into()))?;
+    let map: HashMap<String, &RawValue> = serde_json::from_str(qr.get())
+        .map_err(|e| bad(format!("QueryResponse is not an object: {e}")))?;
+    let num = |key: &str| -> Result<Option<u64>, QboError> {
+        match map.get(key) {
+            None => Ok(None),
+            Some(v) => serde_json::from_str::<u64>(v.get())
+                .map(Some)
+                .map_err(|e| bad(format!("QueryResponse.{key} is not a count: {e}"))),
+        }
+    };
+    let total_count = num("totalCount")?;
+    let start_position = num("startPosition")?;
+    let max_results = num("maxResults")?;
+    let mut lists = map
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "totalCount" | "startPosition" | "maxResults"))
+        .filter(|(_, v)| v.get().starts_with('['));
+    let mut entity_records = Vec::new();
+    if let Some((key, list)) = lists.next() {
+        if let Some((other, _)) = lists.next() {
+            return Err(bad(format!(
+                "QueryResponse has two entity lists ({key}, {other})"
+            )));
+        }
+        let items: Vec<&RawValue> = serde_json::from_str(list.get())
+            .map_err(|e| bad(format!("QueryResponse.{key} is not a list of records: {e}")))?;
+        entity_records.reserve(items.len());
+        for item in items {
+            let rec = RawRecord::from_json(item.to_owned()).map_err(|e| match e {
+                QboError::BadResponse(m) => bad(m),
+                other => other,
+            })?;
+            entity_records.push(rec);
+        }
+    }
+    Ok(Page {
+        entity_records,
+        total_count,
+        start_position,
+        max_results,
+        intuit_tid: tid,
+        body_bytes: body.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::tests::sample;
+    use wiremock::matchers::{header, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const TOKEN: &str = "eyJsecretACCESStoken0123456789abcdefXYZ";
+
+    fn client() -> QboClient {
+        QboClient::new(HttpConfig {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(1500),
+            max_response_bytes: 1024 * 1024,
+            user_agent: "pg_qbo-test".into(),
+        })
+        .unwrap()
+    }
+
+    async fn serve(status: u16, ct: &str, body: Vec<u8>, extra: &[(&str, &str)]) -> MockServer {
+        let server = MockServer::start().await;
+        let mut t = ResponseTemplate::new(status)
+            .set_body_raw(body, ct)
+            .insert_header("intuit_tid", "tid-123");
+        for (k, v) in extra {
+            t = t.insert_header(*k, *v);
+        }
+        Mock::given(method("GET"))
+            .and(path("/v3/company/4620816365/query"))
+            .respond_with(t)
+            .mount(&server)
+            .await;
+        server
+    }
+
+    async fn run(server: &MockServer) -> Result<Page, QboError> {
+        client()
+            .query(
+                &server.uri(),
+                "4620816365",
+                75,
+                TOKEN,
+                "SELECT * FROM Vendor",
+            )
+            .await
+    }
+
+    fn no_secret(e: &QboError) {
+        let s = e.to_string();
+        assert!(!s.contains(TOKEN) && !s.contains("secretACCESS"), "{s}");
+    }
+
+    #[tokio::test]
+    async fn sends_the_right_request_and_parses_a_real_page() {
+        let server = MockServer::start().await;
+        let q = "SELECT * FROM Vendor WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 5";
+        Mock::given(method("GET"))
+            .and(path("/v3/company/4620816365/query"))
+            .and(query_param("query", q))
+            .and(query_param("minorversion", "75"))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .and(header("accept", "application/json"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_raw(
+                        sample("qbo_api/vcr/all/vendors_by_5__1.json"),
+                        "application/json;charset=utf-8",
+                    )
+                    .insert_header("Intuit-Tid", "1-5f7330d5-605cad8e1a4a839ca24702eb"),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let page = client()
+            .query(&format!("{}/", server.uri()), "4620816365", 75, TOKEN, q)
+            .await
+            .unwrap();
+        assert_eq!(page.entity_records.len(), 5);
+        assert_eq!(page.start_position, Some(1));
+        assert_eq!(page.max_results, Some(5));
+        assert_eq!(page.total_count, None);
+        assert_eq!(
+            page.intuit_tid.as_deref(),
+            Some("1-5f7330d5-605cad8e1a4a839ca24702eb")
+        );
+        assert_eq!(page.entity_records[0].id, "56");
+        assert_eq!(page.entity_records[0].sync_token, 0);
+        assert_eq!(
+            page.entity_records[0].last_updated.to_rfc3339(),
+            "2015-10-23T21:28:52+00:00"
+        );
+        assert_eq!(
+            page.body_bytes,
+            sample("qbo_api/vcr/all/vendors_by_5__1.json").len()
+        );
+        // Every record's text is a verbatim slice of the body.
+        let body = String::from_utf8(sample("qbo_api/vcr/all/vendors_by_5__1.json")).unwrap();
+        for r in &page.entity_records {
+            assert!(body.contains(r.json.get()));
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_page_and_count_samples() {
+        let s = serve(
+            200,
+            "application/json",
+            sample("qbo_api/vcr/all/alt_select__4.json"),
+            &[],
+        )
+        .await;
+        let p = run(&s).await.unwrap();
+        assert!(p.entity_records.is_empty());
+        assert_eq!((p.start_position, p.max_results), (None, None));
+        let s = serve(
+            200,
+            "application/json",
+            sample("qbo_api/vcr/all/vendors_by_5__0.json"),
+            &[],
+        )
+        .await;
+        let n = client()
+            .count(
+                &s.uri(),
+                "4620816365",
+                75,
+                TOKEN,
+                "SELECT count(*) FROM Vendor",
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 26);
+    }
+
+    #[tokio::test]
+    async fn record_text_is_byte_exact() {
+        let rec = "{\"Id\":\"9\",\"SyncToken\":\"12\",\"MetaData\":{\"LastUpdatedTime\":\"2025-01-01T00:00:00-07:00\"},\"TotalAmt\":12.30,\"Big\":12345678901234567890.000,\"Note\":\"caf\\u00e9 \u{65e5}\u{672c} \\\"q\\\"\",  \"Line\":[ {\"Amount\": 1e2} ]}";
+        let body = format!("{{\"QueryResponse\":{{\"Invoice\":[{rec}],\"startPosition\":1,\"maxResults\":1}},\"time\":\"x\"}}");
+        let s = serve(200, "application/json", body.into_bytes(), &[]).await;
+        let p = run(&s).await.unwrap();
+        assert_eq!(p.entity_records[0].json.get(), rec);
+        assert_eq!(p.entity_records[0].sync_token, 12);
+    }
+
+    #[tokio::test]
+    async fn unauthorized_sample_hides_token() {
+        let s = serve(
+            401,
+            "application/json",
+            sample("qbo_api/vcr/error/401__0.json"),
+            &[],
+        )
+        .await;
+        let e = run(&s).await.unwrap_err();
+        assert!(matches!(e, QboError::Unauthorized { .. }));
+        assert!(!e.is_retryable());
+        assert_eq!(
+            e.to_string(),
+            "QuickBooks API rejected the access token (HTTP 401): AUTHENTICATION code 3200: message=AuthenticationFailed; errorCode=003200; statusCode=401 (Token expired: [redacted]) (intuit_tid tid-123)"
+        );
+    }
+
+    #[tokio::test]
+    async fn throttles_xml_429_and_legacy_403() {
+        let s = serve(
+            429,
+            "application/xml",
+            sample("quickbooks-ruby/too_many_requests_error.xml"),
+            &[("Retry-After", "7")],
+        )
+        .await;
+        let e = run(&s).await.unwrap_err();
+        match &e {
+            QboError::Throttled {
+                status: 429,
+                retry_after,
+                fault: Some(f),
+                intuit_tid: Some(t),
+            } => {
+                assert_eq!(*retry_after, Some(Duration::from_secs(7)));
+                assert_eq!(f.code.as_deref(), Some("3001"));
+                assert_eq!(t, "tid-123");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        let s = serve(
+            403,
+            "application/json",
+            sample("quickbooks-ruby/throttle_exceeded_error.xml"),
+            &[],
+        )
+        .await;
+        let e = run(&s).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                QboError::Throttled {
+                    status: 403,
+                    retry_after: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // JSON 429 with an HTTP-date far in the past.
+        let s = serve(
+            429,
+            "application/json",
+            br#"{"Fault":{"Error":[{"Message":"x","code":"3001"}],"type":"SERVICE"}}"#.to_vec(),
+            &[("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT")],
+        )
+        .await;
+        assert_eq!(
+            run(&s).await.unwrap_err().retry_after(),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[tokio::test]
+    async fn forbidden_not_throttle_is_final() {
+        let body = br#"{"Fault":{"Error":[{"Message":"message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403","Detail":"","code":"3100"}],"type":"SERVICE"}}"#;
+        let s = serve(403, "application/json", body.to_vec(), &[]).await;
+        let e = run(&s).await.unwrap_err();
+        assert!(matches!(e, QboError::Http { status: 403, .. }));
+        assert!(!e.is_retryable());
+        assert_eq!(e.sqlstate(), "28000");
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_transient() {
+        let html = b"<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center></body></html>";
+        for status in [500u16, 502, 503, 504] {
+            let s = serve(status, "text/html", html.to_vec(), &[("Retry-After", "3")]).await;
+            let e = run(&s).await.unwrap_err();
+            assert!(e.is_retryable());
+            assert_eq!(
+                e.to_string(),
+                format!("QuickBooks API transient error: HTTP {status}, Retry-After 3 s: 503 Service Temporarily Unavailable (intuit_tid tid-123)")
+            );
+        }
+        let s = serve(
+            500,
+            "application/xml",
+            sample("quickbooks-ruby/generic_error.xml"),
+            &[],
+        )
+        .await;
+        let e = run(&s).await.unwrap_err();
+        assert!(e.to_string().contains("SystemFault code 10000"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn bad_request_is_final_with_fault() {
+        let s = serve(
+            400,
+            "application/json",
+            sample("qbo_api/vcr/error/400__1.json"),
+            &[],
+        )
+        .await;
+        let e = run(&s).await.unwrap_err();
+        assert!(!e.is_retryable());
+        assert_eq!(
+            e.to_string(),
+            "QuickBooks API error: HTTP 400: ValidationFault code 4001: Invalid query (QueryValidationError: invalid context declaration: Custmoer) (intuit_tid tid-123)"
+        );
+        let s = serve(404, "text/plain", b"not here".to_vec(), &[]).await;
+        assert_eq!(
+            run(&s).await.unwrap_err().to_string(),
+            "QuickBooks API error: HTTP 404: not here (intuit_tid tid-123)"
+        );
+    }
+
+    #[tokio::test]
+    async fn ok_status_with_unusable_bodies() {
+        let s = serve(
+            200,
+            "application/json",
+            sample("qbo_api/vcr/error/400__1.json"),
+            &[],
+        )
+        .await;
+        let e = run(&s).await.unwrap_err();
+        assert!(e.is_retryable());
+        assert_eq!(
+            e.to_string(),
+            "unusable response from QuickBooks: HTTP 200 carrying a Fault: ValidationFault code 4001: Invalid query (QueryValidationError: invalid context declaration: Custmoer) (intuit_tid tid-123)"
+        );
+        let s = serve(
+            200,
+            "application/json",
+            br#"{"QueryResponse":{"Vendor":[{"Id":"1","#.to_vec(),
+            &[],
+        )
+        .await;
+        let e = run(&s).await.unwrap_err();
+        assert!(matches!(e, QboError::BadResponse(_)) && e.is_retryable());
+        assert!(e.to_string().starts_with("unusable response from QuickBooks: invalid JSON in a 38-byte query response: EOF while parsing"), "{e}");
+        let s = serve(200, "text/html", b"<html>maintenance</html>".to_vec(), &[]).await;
+        assert!(matches!(
+            run(&s).await.unwrap_err(),
+            QboError::BadResponse(_)
+        ));
+        let s = serve(200, "application/json", br#"{"time":"x"}"#.to_vec(), &[]).await;
+        assert_eq!(run(&s).await.unwrap_err().to_string(), "unusable response from QuickBooks: no QueryResponse in the answer (intuit_tid tid-123)");
+        let s = serve(200, "application/json", br#"{"QueryResponse":{"Vendor":[{"Id":"1","SyncToken":"a","MetaData":{"LastUpdatedTime":"2020-09-29T06:04:21-07:00"}}]}}"#.to_vec(), &[]).await;
+        assert_eq!(
+            run(&s).await.unwrap_err().to_string(),
+            "unusable response from QuickBooks: record Id 1 has a non-numeric SyncToken \"a\" (intuit_tid tid-123)"
+        );
+    }
+
+    #[tokio::test]
+    async fn response_size_cap() {
+        let big = format!(
+            "{{\"QueryResponse\":{{}},\"pad\":\"{}\"}}",
+            "x".repeat(2 * 1024 * 1024)
+        );
+        let s = serve(200, "application/json", big.into_bytes(), &[]).await;
+        let e = run(&s).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "QuickBooks response larger than the 1048576-byte cap (intuit_tid tid-123): lower page_size or raise the response size limit"
+        );
+        assert!(!e.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn timeout_is_network_and_retryable() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+            .mount(&server)
+            .await;
+        let e = run(&server).await.unwrap_err();
+        assert!(matches!(e, QboError::Network(_)), "{e:?}");
+        assert!(e.is_retryable());
+        assert!(
+            e.to_string()
+                .starts_with("network error talking to QuickBooks: timed out"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("127.0.0.1"), "{e}");
+        no_secret(&e);
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_network() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = client()
+            .query(
+                &format!("http://127.0.0.1:{port}"),
+                "1",
+                75,
+                TOKEN,
+                "SELECT * FROM Item",
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("network error talking to QuickBooks: could not connect"),
+            "{e}"
+        );
+        assert_eq!(e.sqlstate(), "08006");
+        no_secret(&e);
+    }
+
+    #[tokio::test]
+    async fn token_echoed_in_a_body_is_redacted() {
+        let body = format!("<html><title>bad token {TOKEN}</title></html>");
+        let s = serve(400, "text/html", body.into_bytes(), &[]).await;
+        let e = run(&s).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "QuickBooks API error: HTTP 400: bad token [redacted] (intuit_tid tid-123)"
+        );
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_inputs_before_sending() {
+        let c = client();
+        let e = c
+            .query("http://127.0.0.1:9", "12/../x", 75, TOKEN, "q")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "realm id \"12/../x\" is not valid: letters and digits only"
+        );
+        let e = c.query("ftp://x", "1", 75, TOKEN, "q").await.unwrap_err();
+        assert_eq!(e.sqlstate(), "22023");
+        let e = c
+            .query("http://127.0.0.1:9", "1", 75, "bad\ntoken", "q")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the access token contains characters not allowed in an HTTP header"
+        );
+    }
+
+    #[test]
+    fn encodes_query_like_the_real_clients() {
+        assert_eq!(
+            encode_component("SELECT * FROM Customer WHERE Id IN ('5')"),
+            "SELECT%20%2A%20FROM%20Customer%20WHERE%20Id%20IN%20%28%275%27%29"
+        );
+        assert_eq!(encode_component("a>=b+c"), "a%3E%3Db%2Bc");
+    }
+}

@@ -1,0 +1,185 @@
+//! Builders of QBO query texts (the `query` parameter of `GET /v3/company/{realm}/query`).
+//!
+//! - Datetime literals are always full ISO-8601 in UTC with an explicit offset
+//!   (`'2025-01-01T00:00:00+00:00'`), never a date alone.
+//! - QBO timestamps have whole seconds, so literals have whole seconds too: an instant with a
+//!   fraction is rounded *up* to the next second, which selects exactly the same records
+//!   (`t >= 10:00:00.5` and `t >= 10:00:01` agree on whole-second `t`, and so do `<`), and keeps
+//!   half-open chunk boundaries exact.
+//! - Name-list entities get `AND Active IN (true,false)`, or QBO returns active rows only.
+//! - `MAXRESULTS` is clamped to 1..=1000 (QBO serves at most 1000 whatever is asked) and
+//!   `STARTPOSITION` to at least 1 (it is 1-based).
+//! - Entity names come from the extension's static catalog; they are asserted (in debug builds)
+//!   to be ASCII letters only, so nothing can be injected into the query text.
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+
+/// Largest page QBO serves.
+pub const MAX_PAGE: u32 = 1000;
+
+/// True when `entity` is a plausible QBO entity name (`[A-Za-z]+`).
+pub fn is_valid_entity_name(entity: &str) -> bool {
+    !entity.is_empty() && entity.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+/// Rounds an instant up to a whole second.
+pub fn ceil_second(dt: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_second(dt);
+    if floor == dt {
+        dt
+    } else {
+        floor
+            .checked_add_signed(TimeDelta::seconds(1))
+            .unwrap_or(floor)
+    }
+}
+
+/// Truncates an instant to its whole second.
+pub fn floor_second(dt: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = i64::from(dt.timestamp_subsec_nanos());
+    dt.checked_sub_signed(TimeDelta::nanoseconds(nanos))
+        .unwrap_or(dt)
+}
+
+/// The text of a query datetime literal (without quotes): UTC, whole seconds rounded up, `+00:00`.
+pub fn literal(dt: DateTime<Utc>) -> String {
+    ceil_second(dt).to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// An instant as exact ISO-8601 UTC text (fraction shown only when present), for messages.
+pub fn literal_exact(dt: DateTime<Utc>) -> String {
+    dt.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+fn active_clause(name_list: bool) -> &'static str {
+    if name_list {
+        " AND Active IN (true,false)"
+    } else {
+        ""
+    }
+}
+
+fn paging(start_position: u32, max_results: u32) -> String {
+    format!(
+        " ORDERBY MetaData.LastUpdatedTime STARTPOSITION {} MAXRESULTS {}",
+        start_position.max(1),
+        max_results.clamp(1, MAX_PAGE)
+    )
+}
+
+/// `SELECT * FROM <entity> WHERE MetaData.LastUpdatedTime >= '<from>' AND
+/// MetaData.LastUpdatedTime < '<to>' [AND Active IN (true,false)] ORDERBY
+/// MetaData.LastUpdatedTime STARTPOSITION n MAXRESULTS m`.
+pub fn window_query(
+    entity: &str,
+    name_list: bool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    start_position: u32,
+    max_results: u32,
+) -> String {
+    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    format!(
+        "SELECT * FROM {entity} WHERE MetaData.LastUpdatedTime >= '{}' AND MetaData.LastUpdatedTime < '{}'{}{}",
+        literal(from),
+        literal(to),
+        active_clause(name_list),
+        paging(start_position, max_results)
+    )
+}
+
+/// `SELECT count(*) FROM <entity> WHERE MetaData.LastUpdatedTime = '<second>'
+/// [AND Active IN (true,false)]`.
+pub fn second_count_query(entity: &str, name_list: bool, second: DateTime<Utc>) -> String {
+    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    format!(
+        "SELECT count(*) FROM {entity} WHERE MetaData.LastUpdatedTime = '{}'{}",
+        literal(second),
+        active_clause(name_list)
+    )
+}
+
+/// `SELECT * FROM <entity> WHERE MetaData.LastUpdatedTime = '<second>' [AND Active IN
+/// (true,false)] ORDERBY MetaData.LastUpdatedTime STARTPOSITION n MAXRESULTS m`: one page of the
+/// records updated in one second (`ORDERBY Id` is not reliably supported, so the order key stays).
+pub fn second_page_query(
+    entity: &str,
+    name_list: bool,
+    second: DateTime<Utc>,
+    start_position: u32,
+    max_results: u32,
+) -> String {
+    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    format!(
+        "SELECT * FROM {entity} WHERE MetaData.LastUpdatedTime = '{}'{}{}",
+        literal(second),
+        active_clause(name_list),
+        paging(start_position, max_results)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, mi, s).single().unwrap()
+    }
+
+    #[test]
+    fn window_transaction() {
+        assert_eq!(
+            window_query("Invoice", false, t(2025, 1, 1, 0, 0, 0), t(2025, 1, 8, 0, 0, 0), 1, 1000),
+            "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' AND MetaData.LastUpdatedTime < '2025-01-08T00:00:00+00:00' ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 1000"
+        );
+    }
+
+    #[test]
+    fn window_name_list_and_clamps() {
+        assert_eq!(
+            window_query("Customer", true, t(2025, 1, 1, 0, 0, 0), t(2025, 1, 8, 0, 0, 0), 0, 5000),
+            "SELECT * FROM Customer WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' AND MetaData.LastUpdatedTime < '2025-01-08T00:00:00+00:00' AND Active IN (true,false) ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 1000"
+        );
+        assert!(window_query(
+            "Item",
+            true,
+            t(2025, 1, 1, 0, 0, 0),
+            t(2025, 1, 2, 0, 0, 0),
+            7,
+            0
+        )
+        .ends_with("STARTPOSITION 7 MAXRESULTS 1"));
+    }
+
+    #[test]
+    fn second_queries() {
+        let s = t(2024, 12, 31, 23, 59, 59);
+        assert_eq!(
+            second_count_query("Item", true, s),
+            "SELECT count(*) FROM Item WHERE MetaData.LastUpdatedTime = '2024-12-31T23:59:59+00:00' AND Active IN (true,false)"
+        );
+        assert_eq!(
+            second_page_query("Bill", false, s, 1001, 1000),
+            "SELECT * FROM Bill WHERE MetaData.LastUpdatedTime = '2024-12-31T23:59:59+00:00' ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1001 MAXRESULTS 1000"
+        );
+    }
+
+    #[test]
+    fn fractional_instants_round_up() {
+        let x = t(2025, 1, 1, 0, 0, 0) + TimeDelta::microseconds(1);
+        assert_eq!(literal(x), "2025-01-01T00:00:01+00:00");
+        assert_eq!(literal_exact(x), "2025-01-01T00:00:00.000001+00:00");
+        assert_eq!(floor_second(x), t(2025, 1, 1, 0, 0, 0));
+        assert_eq!(ceil_second(t(2025, 1, 1, 0, 0, 0)), t(2025, 1, 1, 0, 0, 0));
+        assert_eq!(literal(t(2025, 1, 1, 0, 0, 0)), "2025-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn entity_names() {
+        assert!(is_valid_entity_name("JournalEntry"));
+        assert!(!is_valid_entity_name(""));
+        assert!(!is_valid_entity_name("Invoice'; --"));
+        assert!(!is_valid_entity_name("Invoice1"));
+    }
+}

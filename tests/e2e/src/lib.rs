@@ -1,0 +1,276 @@
+//! Harness of the end-to-end tests: a real PostgreSQL cluster (started by `scripts/test.sh`,
+//! found through `PG_QBO_TEST_PORT` / `PG_QBO_TEST_DIR`) with pg_qbo installed, and real
+//! `qbo-emulator` processes (one per test, on a free port).
+//!
+//! Each test gets its own database (so tests run in parallel) whose settings point pg_qbo at its
+//! own emulator, with fast retry settings.
+
+use postgres::{Client, NoTls};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Port of the test cluster.
+pub fn port() -> u16 {
+    std::env::var("PG_QBO_TEST_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .expect("PG_QBO_TEST_PORT is not set: run the tests with scripts/test.sh")
+}
+
+/// Directory of the test cluster (holds server.log).
+pub fn cluster_dir() -> PathBuf {
+    PathBuf::from(std::env::var("PG_QBO_TEST_DIR").expect("PG_QBO_TEST_DIR is not set: run scripts/test.sh"))
+}
+
+/// Connects to `db` as the superuser.
+pub fn connect(db: &str) -> Client {
+    Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname={db}", port()), NoTls)
+        .unwrap_or_else(|e| panic!("cannot connect to {db}: {e}"))
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A running emulator, killed on drop.
+pub struct Emulator {
+    child: Child,
+    pub url: String,
+}
+
+impl Emulator {
+    /// Starts the emulator with extra flags.
+    pub fn start(args: &[&str]) -> Emulator {
+        let bin = std::env::var("QBO_EMULATOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target/release/qbo-emulator"));
+        let mut child = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("emulator output");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected emulator banner: {line:?}"))
+            .to_owned();
+        Emulator { child, url }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        ureq::get(&format!("{}{path}", self.url))
+            .timeout(Duration::from_secs(60))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .into_json()
+            .expect("json")
+    }
+
+    /// POSTs a JSON body to the control API.
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        ureq::post(&format!("{}{path}", self.url))
+            .timeout(Duration::from_secs(60))
+            .send_json(body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+            .into_json()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Ground truth: Id → SyncToken of the live (not deleted) records.
+    pub fn truth(&self, realm: &str, entity: &str) -> BTreeMap<String, i64> {
+        let v = self.get(&format!("/__emulator/truth/{realm}/{entity}"));
+        v.as_array()
+            .expect("truth array")
+            .iter()
+            .filter(|r| !r["deleted"].as_bool().unwrap_or(false))
+            .map(|r| {
+                (
+                    r["Id"].as_str().expect("Id").to_owned(),
+                    r["SyncToken"].as_str().and_then(|s| s.parse().ok()).expect("SyncToken"),
+                )
+            })
+            .collect()
+    }
+
+    /// Full truth rows.
+    pub fn truth_rows(&self, realm: &str, entity: &str) -> Vec<Value> {
+        self.get(&format!("/__emulator/truth/{realm}/{entity}")).as_array().cloned().unwrap_or_default()
+    }
+
+    /// The request log since `seq`.
+    pub fn requests(&self, since: u64) -> Vec<Value> {
+        self.get(&format!("/__emulator/requests?since={since}")).as_array().cloned().unwrap_or_default()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Value {
+        self.get("/__emulator/stats")
+    }
+
+    /// Replaces the fault spec.
+    pub fn faults(&self, spec: &str) {
+        self.post("/__emulator/faults", serde_json::json!({ "spec": spec }));
+    }
+
+    /// Holds the `nth` query request from now until [`Emulator::release`].
+    pub fn hold(&self, nth: u64) {
+        self.post("/__emulator/hold", serde_json::json!({ "nth": nth }));
+    }
+
+    /// Waits until a request is held.
+    pub fn wait_held(&self) -> Value {
+        let v = self.get("/__emulator/held?timeout_ms=60000");
+        assert_eq!(v["held"], Value::Bool(true), "no request was held: {v}");
+        v
+    }
+
+    /// Lets a held request go.
+    pub fn release(&self) {
+        self.post("/__emulator/release", serde_json::json!({}));
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Default realms served by the emulator.
+pub const REALM1: &str = "9341452000000001";
+pub const REALM2: &str = "9341452000000002";
+
+/// A fresh database with pg_qbo, pointed at `emu`, with connections `default` (REALM1) and
+/// `second` (REALM2) registered from a credentials file (secrets never in SQL text).
+pub fn fresh_db(name: &str, emu: &Emulator) -> Client {
+    let mut admin = connect("postgres");
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).expect("create db");
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET qbo.api_base_url = '{u}';
+             ALTER DATABASE {name} SET qbo.token_url = '{u}/oauth2/v1/tokens/bearer';
+             ALTER DATABASE {name} SET qbo.backoff_base_ms = 5;
+             ALTER DATABASE {name} SET qbo.backoff_cap_ms = 40;
+             ALTER DATABASE {name} SET qbo.http_timeout_ms = 3000;",
+            u = emu.url
+        ))
+        .expect("settings");
+    let mut c = connect(name);
+    c.batch_execute("CREATE EXTENSION pg_qbo").expect("create extension");
+    register(&mut c, name, "default", REALM1, "emu-refresh-token-0");
+    c
+}
+
+/// Writes a credentials file and registers it with qbo.connect_from_file.
+pub fn register(c: &mut Client, db: &str, conn: &str, realm: &str, refresh: &str) {
+    let path = cluster_dir().join(format!("creds-{db}-{conn}.json"));
+    std::fs::write(
+        &path,
+        serde_json::json!({
+            "realm_id": realm, "client_id": "emu-client-id", "client_secret": "emu-client-secret",
+            "refresh_token": refresh, "environment": "sandbox"
+        })
+        .to_string(),
+    )
+    .expect("write creds");
+    c.query_one("SELECT qbo.connect_from_file($1, $2)", &[&path.to_string_lossy().as_ref(), &conn]).expect("connect_from_file");
+}
+
+/// The raw table as Id → SyncToken for one realm.
+pub fn raw(c: &mut Client, table: &str, realm: &str) -> BTreeMap<String, i64> {
+    c.query(&format!("SELECT id, (payload->>'SyncToken')::bigint FROM raw.{table} WHERE realm_id = $1"), &[&realm])
+        .expect("raw")
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect()
+}
+
+/// One volumetry row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vol {
+    pub chunks: i64,
+    pub pages: i64,
+    pub rows: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub skipped: i64,
+}
+
+/// Sums the rows returned by qbo.backfill / qbo.resume.
+pub fn sum_rows(rows: &[postgres::Row]) -> Vol {
+    let mut v = Vol::default();
+    for r in rows {
+        v.chunks += 1;
+        v.pages += r.get::<_, i32>("pages") as i64;
+        v.rows += r.get::<_, i64>("rows");
+        v.inserted += r.get::<_, i64>("inserted");
+        v.updated += r.get::<_, i64>("updated");
+        v.skipped += r.get::<_, i64>("skipped");
+    }
+    v
+}
+
+/// The truth restricted to a window on LastUpdatedTime (RFC 3339 bounds, half-open).
+pub fn truth_in_window(emu: &Emulator, realm: &str, entity: &str, from: &str, to: &str) -> BTreeMap<String, i64> {
+    let parse = |s: &str| -> i64 { parse_rfc3339(s) };
+    let (lo, hi) = (parse(from), parse(to));
+    emu.truth_rows(realm, entity)
+        .iter()
+        .filter(|r| !r["deleted"].as_bool().unwrap_or(false))
+        .filter(|r| {
+            let t = parse(r["LastUpdatedTime"].as_str().unwrap_or(""));
+            t >= lo && t < hi
+        })
+        .map(|r| (r["Id"].as_str().unwrap().to_owned(), r["SyncToken"].as_str().unwrap().parse().unwrap()))
+        .collect()
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp with offset (`2025-01-01T00:00:00-07:00`, `...Z`).
+pub fn parse_rfc3339(s: &str) -> i64 {
+    let (date, rest) = s.split_at(10);
+    let mut d = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (y, m, dd) = (d.next().unwrap(), d.next().unwrap(), d.next().unwrap());
+    let time = &rest[1..9];
+    let mut t = time.split(':').map(|p| p.parse::<i64>().unwrap());
+    let (hh, mm, ss) = (t.next().unwrap(), t.next().unwrap(), t.next().unwrap());
+    let mut tz = &rest[9..];
+    if let Some(p) = tz.find(|c| c == 'Z' || c == '+' || c == '-') {
+        tz = &tz[p..];
+    }
+    let off = if tz.starts_with('Z') || tz.is_empty() {
+        0
+    } else {
+        let sign = if tz.starts_with('-') { -1 } else { 1 };
+        let h: i64 = tz[1..3].parse().unwrap();
+        let mi: i64 = tz[4..6].parse().unwrap();
+        sign * (h * 3600 + mi * 60)
+    };
+    // days from civil (Howard Hinnant)
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    days * 86400 + hh * 3600 + mm * 60 + ss - off
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_parsing() {
+        assert_eq!(super::parse_rfc3339("1970-01-01T00:00:00Z"), 0);
+        assert_eq!(super::parse_rfc3339("2025-01-01T00:00:00Z"), 1735689600);
+        assert_eq!(super::parse_rfc3339("2024-12-31T17:00:00-07:00"), 1735689600);
+    }
+}

@@ -1,0 +1,137 @@
+//! Real throttling: per realm, at most `rate_limit` admitted requests in any sliding 60-second
+//! window and at most `max_concurrent` in flight. A [`Slot`] is held until the response body has
+//! been fully written (it travels inside the body), so slow readers count as in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+struct RealmState {
+    admitted: VecDeque<Instant>,
+    in_flight: usize,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Rate,
+    Concurrency,
+}
+
+/// Per-realm rate and concurrency limits.
+#[derive(Debug)]
+pub struct Throttle {
+    rate_limit: usize,
+    max_concurrent: usize,
+    realms: Mutex<HashMap<String, RealmState>>,
+    max_seen: AtomicUsize,
+}
+
+/// An admitted request's place; dropping it frees the concurrency slot.
+#[derive(Debug)]
+pub struct Slot {
+    throttle: Arc<Throttle>,
+    realm: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut realms = self.throttle.realms.lock().unwrap();
+        if let Some(r) = realms.get_mut(&self.realm) {
+            r.in_flight = r.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+impl Throttle {
+    pub fn new(rate_limit: usize, max_concurrent: usize) -> Arc<Self> {
+        Arc::new(Throttle {
+            rate_limit,
+            max_concurrent,
+            realms: Mutex::new(HashMap::new()),
+            max_seen: AtomicUsize::new(0),
+        })
+    }
+
+    /// Admits a request for `realm` now, or says why not.
+    pub fn acquire(self: &Arc<Self>, realm: &str) -> Result<Slot, Refusal> {
+        self.acquire_at(realm, Instant::now())
+    }
+
+    pub fn acquire_at(self: &Arc<Self>, realm: &str, now: Instant) -> Result<Slot, Refusal> {
+        let mut realms = self.realms.lock().unwrap();
+        let r = realms.entry(realm.to_string()).or_default();
+        while r.admitted.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            r.admitted.pop_front();
+        }
+        if r.in_flight >= self.max_concurrent {
+            return Err(Refusal::Concurrency);
+        }
+        if r.admitted.len() >= self.rate_limit {
+            return Err(Refusal::Rate);
+        }
+        r.admitted.push_back(now);
+        r.in_flight += 1;
+        self.max_seen.fetch_max(r.in_flight, Ordering::Relaxed);
+        Ok(Slot {
+            throttle: Arc::clone(self),
+            realm: realm.to_string(),
+        })
+    }
+
+    /// Highest number of concurrent in-flight requests seen on one realm.
+    pub fn max_concurrent_seen(&self) -> usize {
+        self.max_seen.load(Ordering::Relaxed)
+    }
+
+    /// Current in-flight requests per realm.
+    pub fn in_flight(&self) -> HashMap<String, usize> {
+        let realms = self.realms.lock().unwrap();
+        realms.iter().map(|(k, v)| (k.clone(), v.in_flight)).collect()
+    }
+
+    /// Forgets the rate windows (in-flight requests keep their slots).
+    pub fn reset(&self) {
+        let mut realms = self.realms.lock().unwrap();
+        for r in realms.values_mut() {
+            r.admitted.clear();
+        }
+        self.max_seen.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_window() {
+        let t = Throttle::new(3, 100);
+        let t0 = Instant::now();
+        let mut slots = Vec::new();
+        for i in 0..3 {
+            slots.push(t.acquire_at("r", t0 + Duration::from_secs(i)).unwrap());
+        }
+        assert_eq!(t.acquire_at("r", t0 + Duration::from_secs(10)).unwrap_err(), Refusal::Rate);
+        // Other realms are independent.
+        assert!(t.acquire_at("other", t0).is_ok());
+        // The first admission leaves the window after 60 s.
+        assert!(t.acquire_at("r", t0 + Duration::from_secs(60)).is_ok());
+        assert_eq!(t.acquire_at("r", t0 + Duration::from_secs(60)).unwrap_err(), Refusal::Rate);
+    }
+
+    #[test]
+    fn concurrency_slots_free_on_drop() {
+        let t = Throttle::new(100, 2);
+        let a = t.acquire("r").unwrap();
+        let _b = t.acquire("r").unwrap();
+        assert_eq!(t.acquire("r").unwrap_err(), Refusal::Concurrency);
+        drop(a);
+        assert!(t.acquire("r").is_ok());
+        assert_eq!(t.max_concurrent_seen(), 2);
+    }
+}

@@ -1,0 +1,132 @@
+//! Helpers shared by the HTTP-level tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use qbo_emulator::{Config, Server};
+use serde_json::Value;
+
+pub const REALM: &str = "9341452000000001";
+
+pub struct Emu {
+    pub server: Server,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+pub async fn start(args: &[&str]) -> Emu {
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let cfg = Config::from_args(all).expect("valid flags");
+    let server = qbo_emulator::spawn(cfg).await.expect("starts");
+    let base = server.url();
+    Emu {
+        server,
+        base,
+        http: reqwest::Client::builder().build().unwrap(),
+    }
+}
+
+impl Emu {
+    pub async fn token(&self) -> String {
+        let rt = self.control_get("/__emulator/tokens").await["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = self
+            .http
+            .post(format!("{}/oauth2/v1/tokens/bearer", self.base))
+            .basic_auth("emu-client-id", Some("emu-client-secret"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn query_raw(&self, token: &str, realm: &str, q: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/v3/company/{realm}/query", self.base))
+            .query(&[("query", q), ("minorversion", "75")])
+            .bearer_auth(token)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn query(&self, token: &str, q: &str) -> Value {
+        let r = self.query_raw(token, REALM, q).await;
+        assert_eq!(r.status(), 200, "{q}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn control_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn control_post(&self, path: &str, body: Value) -> Value {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn faults(&self, spec: &str) {
+        let v = self.control_post("/__emulator/faults", serde_json::json!({ "spec": spec })).await;
+        assert_eq!(v["spec"], spec, "{v}");
+    }
+
+    pub async fn truth(&self, realm: &str, entity: &str) -> Vec<Value> {
+        self.control_get(&format!("/__emulator/truth/{realm}/{entity}"))
+            .await
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// The shared samples: `$QBO_SAMPLES_DIR`, else `<repo>/../shared/qbo-samples`.
+pub fn samples_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("QBO_SAMPLES_DIR") {
+        return PathBuf::from(d);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/qbo-samples")
+}
+
+pub fn sample_text(rel: &str) -> String {
+    let p = samples_dir().join(rel);
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    s.trim_start_matches('\u{feff}').to_string()
+}
+
+pub fn sample_json(rel: &str) -> Value {
+    serde_json::from_str(&sample_text(rel)).unwrap()
+}
+
+/// Keys of a JSON object, sorted.
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// Recorded response header of a sample interaction.
+pub fn sample_header(rel_meta: &str, name: &str) -> String {
+    let m = sample_json(rel_meta);
+    m["response"]["headers"][name][0].as_str().unwrap().to_string()
+}
