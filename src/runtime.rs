@@ -45,7 +45,8 @@ pub fn block_on_interruptible<F: Future>(
 
 /// Sleeps `d`, interruptibly.
 pub fn sleep_interruptible(rt: &tokio::runtime::Runtime, d: Duration, check: &mut dyn FnMut()) {
-    block_on_interruptible(rt, tokio::time::sleep(d), check)
+    // the timer is created inside the runtime (on first poll), not here
+    block_on_interruptible(rt, async move { tokio::time::sleep(d).await }, check)
 }
 
 #[cfg(test)]

@@ -153,7 +153,8 @@ pub const REALM2: &str = "9341452000000002";
 /// `second` (REALM2) registered from a credentials file (secrets never in SQL text).
 pub fn fresh_db(name: &str, emu: &Emulator) -> Client {
     let mut admin = connect("postgres");
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).expect("create db");
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).expect("drop db");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create db");
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {name} SET qbo.api_base_url = '{u}';

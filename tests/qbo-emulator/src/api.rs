@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 
 use crate::entity::Entity;
 use crate::exec::{self, Outcome};
-use crate::faults::{self, error_answer, json_fault, BodyKind, ErrorAnswer, Kind, RetryAfter, Target, CT_JSON_FAULT, CT_JSON_OK};
+use crate::faults::{
+    self, error_answer, json_fault, BodyKind, ErrorAnswer, Kind, RetryAfter, Target, CT_JSON_FAULT,
+    CT_JSON_OK,
+};
 use crate::query::{self, QueryError};
 use crate::server::{error_response, respond, ConnKill, SlotBody};
 use crate::state::{App, LogEntry};
@@ -47,7 +50,9 @@ pub struct Call {
 
 pub fn bearer(headers: &HeaderMap) -> Option<String> {
     let h = headers.get("authorization")?.to_str().ok()?;
-    let t = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))?;
+    let t = h
+        .strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))?;
     Some(t.trim().to_string())
 }
 
@@ -55,7 +60,14 @@ fn validation(e: &QueryError, app: &App, now: DateTime<Utc>) -> ErrorAnswer {
     ErrorAnswer {
         status: 400,
         content_type: CT_JSON_FAULT,
-        body: json_fault(now, &app.cfg.offset, "ValidationFault", e.code, e.message, &e.detail),
+        body: json_fault(
+            now,
+            &app.cfg.offset,
+            "ValidationFault",
+            e.code,
+            e.message,
+            &e.detail,
+        ),
         headers: vec![],
     }
 }
@@ -78,7 +90,13 @@ pub enum FaultAction {
 }
 
 /// Applies an injected fault rule. Never returns for `reset` and endless `hang`.
-pub async fn apply_fault(app: &App, kind: Kind, kill: Option<&ConnKill>, bearer: Option<&str>, entry: &mut LogEntry) -> FaultAction {
+pub async fn apply_fault(
+    app: &App,
+    kind: Kind,
+    kill: Option<&ConnKill>,
+    bearer: Option<&str>,
+    entry: &mut LogEntry,
+) -> FaultAction {
     let now = Utc::now();
     match kind {
         Kind::Reset => {
@@ -138,7 +156,11 @@ pub async fn pipeline(app: Arc<App>, call: Call, work: Work) -> Response {
         attempt,
     };
     let now = Utc::now();
-    let auth = app.tokens.lock().unwrap().check_access(call.bearer.as_deref());
+    let auth = app
+        .tokens
+        .lock()
+        .unwrap()
+        .check_access(call.bearer.as_deref());
     if let Err(detail) = auth {
         let a = faults::unauthorized(now, &detail);
         entry.status = 401;
@@ -165,7 +187,11 @@ pub async fn pipeline(app: Arc<App>, call: Call, work: Work) -> Response {
     let slot = match app.throttle.acquire(&call.realm) {
         Ok(s) => s,
         Err(_) => {
-            let xml = StableHash::new(app.cfg.seed).str(&key).u64(attempt).finish() % 2 == 0;
+            let xml = StableHash::new(app.cfg.seed)
+                .str(&key)
+                .u64(attempt)
+                .finish()
+                .is_multiple_of(2);
             let body = if xml { BodyKind::Xml } else { BodyKind::Json };
             let a = faults::throttle(now, &app.cfg.offset, body, RetryAfter::None);
             app.count_stat(|s| s.throttled_429 += 1);
@@ -185,15 +211,33 @@ pub async fn pipeline(app: Arc<App>, call: Call, work: Work) -> Response {
         entry.fault = Some(rule.label.clone());
         if matches!(rule.kind, Kind::Hang(None)) {
             drop(slot);
-            apply_fault(&app, rule.kind, call.kill.as_ref(), call.bearer.as_deref(), &mut entry).await;
+            apply_fault(
+                &app,
+                rule.kind,
+                call.kill.as_ref(),
+                call.bearer.as_deref(),
+                &mut entry,
+            )
+            .await;
             unreachable!()
         }
-        match apply_fault(&app, rule.kind, call.kill.as_ref(), call.bearer.as_deref(), &mut entry).await {
+        match apply_fault(
+            &app,
+            rule.kind,
+            call.kill.as_ref(),
+            call.bearer.as_deref(),
+            &mut entry,
+        )
+        .await
+        {
             FaultAction::Answer(r) => return r,
             FaultAction::Proceed(c) => cut = c,
         }
     }
-    let shuffle = StableHash::new(app.cfg.seed).str(&call.realm).str(&call.text).u64(attempt);
+    let shuffle = StableHash::new(app.cfg.seed)
+        .str(&call.realm)
+        .str(&call.text)
+        .u64(attempt);
     match work(&app, shuffle, Utc::now()) {
         Err(a) => {
             entry.status = a.status;
@@ -227,9 +271,12 @@ pub fn render_query(entity: Entity, outcome: Outcome, start: usize, time: &str) 
             format!("{{\"QueryResponse\":{{\"totalCount\":{n}}},\"time\":\"{time}\"}}"),
             0,
         ),
-        Outcome::Page(rows) if rows.is_empty() => (format!("{{\"QueryResponse\":{{}},\"time\":\"{time}\"}}"), 0),
+        Outcome::Page(rows) if rows.is_empty() => {
+            (format!("{{\"QueryResponse\":{{}},\"time\":\"{time}\"}}"), 0)
+        }
         Outcome::Page(rows) => {
-            let mut s = String::with_capacity(rows.iter().map(|r| r.len() + 1).sum::<usize>() + 128);
+            let mut s =
+                String::with_capacity(rows.iter().map(|r| r.len() + 1).sum::<usize>() + 128);
             s.push_str(&render_query_inner(entity, &rows, start));
             let mut out = String::with_capacity(s.len() + 64);
             out.push_str("{\"QueryResponse\":");
@@ -262,7 +309,12 @@ fn render_query_inner(entity: Entity, rows: &[Arc<str>], start: usize) -> String
     s
 }
 
-fn run_query(app: &App, realm: &str, text: &str, shuffle: StableHash) -> Result<(query::Query, Outcome), QueryError> {
+fn run_query(
+    app: &App,
+    realm: &str,
+    text: &str,
+    shuffle: StableHash,
+) -> Result<(query::Query, Outcome), QueryError> {
     let q = query::parse(text, &app.cfg.offset)?;
     let data = app.data.read().unwrap();
     let realm = &data.realms[realm];
@@ -283,7 +335,15 @@ fn check_minor(app: &App, params: &HashMap<String, String>) -> Result<(), ErrorA
     }
 }
 
-fn query_call(app: Arc<App>, method: &Method, realm: String, text: String, headers: &HeaderMap, kill: Option<ConnKill>, params: HashMap<String, String>) -> (Arc<App>, Call, Work) {
+fn query_call(
+    app: Arc<App>,
+    method: &Method,
+    realm: String,
+    text: String,
+    headers: &HeaderMap,
+    kill: Option<ConnKill>,
+    params: HashMap<String, String>,
+) -> (Arc<App>, Call, Work) {
     let call = Call {
         method: method.to_string(),
         endpoint: "query",
@@ -294,7 +354,8 @@ fn query_call(app: Arc<App>, method: &Method, realm: String, text: String, heade
     };
     let work: Work = Box::new(move |app, shuffle, now| {
         check_minor(app, &params)?;
-        let (q, outcome) = run_query(app, &realm, &text, shuffle).map_err(|e| validation(&e, app, now))?;
+        let (q, outcome) =
+            run_query(app, &realm, &text, shuffle).map_err(|e| validation(&e, app, now))?;
         let time = render_time_ms(now, &app.cfg.offset);
         let (body, rows) = render_query(q.entity, outcome, q.start, &time);
         Ok(Page {
@@ -317,7 +378,15 @@ pub async fn query_get(
     kill: Option<Extension<ConnKill>>,
 ) -> Response {
     let text = params.get("query").cloned().unwrap_or_default();
-    let (app, call, work) = query_call(app, &method, realm, text, &headers, kill.map(|k| k.0), params);
+    let (app, call, work) = query_call(
+        app,
+        &method,
+        realm,
+        text,
+        &headers,
+        kill.map(|k| k.0),
+        params,
+    );
     pipeline(app, call, work).await
 }
 
@@ -335,7 +404,15 @@ pub async fn query_post(
     if text.is_empty() {
         text = params.get("query").cloned().unwrap_or_default();
     }
-    let (app, call, work) = query_call(app, &method, realm, text, &headers, kill.map(|k| k.0), params);
+    let (app, call, work) = query_call(
+        app,
+        &method,
+        realm,
+        text,
+        &headers,
+        kill.map(|k| k.0),
+        params,
+    );
     pipeline(app, call, work).await
 }
 
@@ -358,17 +435,34 @@ pub async fn cdc(
         kill: kill.map(|k| k.0),
     };
     let work: Work = Box::new(move |app, _, now| {
-        let bad = |d: &str| bad_request(app, now, "2010", "Request has invalid or unsupported property", d);
-        let since_ms = query::parse_datetime_ms(&since, &app.cfg.offset)
-            .ok_or_else(|| bad(&format!("Property Name:changedSince, invalid value: {since:?}")))?;
+        let bad = |d: &str| {
+            bad_request(
+                app,
+                now,
+                "2010",
+                "Request has invalid or unsupported property",
+                d,
+            )
+        };
+        let since_ms = query::parse_datetime_ms(&since, &app.cfg.offset).ok_or_else(|| {
+            bad(&format!(
+                "Property Name:changedSince, invalid value: {since:?}"
+            ))
+        })?;
         if since_ms < now.timestamp_millis() - 30 * 86_400_000 {
-            return Err(bad("Property Name:changedSince, changedSince is more than 30 days in the past"));
+            return Err(bad(
+                "Property Name:changedSince, changedSince is more than 30 days in the past",
+            ));
         }
         let mut ents = Vec::new();
         for name in entities.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match Entity::from_name_ci(name) {
                 Some(e) if e.cdc_supported() => ents.push(e),
-                _ => return Err(bad(&format!("Property Name:entities, unsupported entity: {name}"))),
+                _ => {
+                    return Err(bad(&format!(
+                        "Property Name:entities, unsupported entity: {name}"
+                    )))
+                }
             }
         }
         if ents.is_empty() {
@@ -396,7 +490,12 @@ pub async fn cdc(
             parts.join(","),
             render_time_ms(now, &app.cfg.offset)
         );
-        Ok(Page { body, rows, start: None, max: None })
+        Ok(Page {
+            body,
+            rows,
+            start: None,
+            max: None,
+        })
     });
     pipeline(app, call, work).await
 }
@@ -419,16 +518,29 @@ pub async fn batch(
         kill: kill.map(|k| k.0),
     };
     let work: Work = Box::new(move |app, shuffle, now| {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| bad_request(app, now, "2010", "Request has invalid or unsupported property", &format!("Invalid JSON: {e}")))?;
-        let items = v["BatchItemRequest"].as_array().cloned().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            bad_request(
+                app,
+                now,
+                "2010",
+                "Request has invalid or unsupported property",
+                &format!("Invalid JSON: {e}"),
+            )
+        })?;
+        let items = v["BatchItemRequest"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if items.len() > BATCH_MAX_ITEMS {
             return Err(bad_request(
                 app,
                 now,
                 "2010",
                 "Request has invalid or unsupported property",
-                &format!("Batch size {} exceeds the limit of {BATCH_MAX_ITEMS}", items.len()),
+                &format!(
+                    "Batch size {} exceeds the limit of {BATCH_MAX_ITEMS}",
+                    items.len()
+                ),
             ));
         }
         let mut out = Vec::new();
@@ -450,7 +562,12 @@ pub async fn batch(
                     }
                     Err(e) => item_fault(&bid, e.code, e.message, &e.detail),
                 },
-                None => item_fault(&bid, "500", "Unsupported Operation", "Operation not supported by the emulator (only Query)"),
+                None => item_fault(
+                    &bid,
+                    "500",
+                    "Unsupported Operation",
+                    "Operation not supported by the emulator (only Query)",
+                ),
             };
             out.push(part);
         }
@@ -459,7 +576,12 @@ pub async fn batch(
             out.join(","),
             render_time_ms(now, &app.cfg.offset)
         );
-        Ok(Page { body, rows, start: None, max: None })
+        Ok(Page {
+            body,
+            rows,
+            start: None,
+            max: None,
+        })
     });
     pipeline(app, call, work).await
 }
@@ -490,7 +612,13 @@ pub async fn company_info(
     };
     let work: Work = Box::new(move |app, _, now| {
         if id != realm && id != "1" {
-            return Err(bad_request(app, now, "2030", "Invalid ID", &format!("Id {id} is not the company id")));
+            return Err(bad_request(
+                app,
+                now,
+                "2030",
+                "Invalid ID",
+                &format!("Id {id} is not the company id"),
+            ));
         }
         let off = &app.cfg.offset;
         let created = crate::util::render_ts(app.cfg.data_from.timestamp() - 86_400 * 30, off);
@@ -498,13 +626,22 @@ pub async fn company_info(
             "{{\"CompanyInfo\":{{\"CompanyName\":\"Emulated Company {realm}\",\"LegalName\":\"Emulated Company {realm} Ltd\",\"CompanyAddr\":{{\"Id\":\"1\",\"Line1\":\"123 Sierra Way\",\"City\":\"San Pablo\",\"CountrySubDivisionCode\":\"CA\",\"PostalCode\":\"87999\"}},\"CustomerCommunicationAddr\":{{\"Id\":\"1\",\"Line1\":\"123 Sierra Way\",\"City\":\"San Pablo\",\"CountrySubDivisionCode\":\"CA\",\"PostalCode\":\"87999\"}},\"PrimaryPhone\":{{}},\"CompanyStartDate\":\"2025-01-01\",\"FiscalYearStartMonth\":\"January\",\"Country\":\"US\",\"Email\":{{\"Address\":\"noreply@example.com\"}},\"WebAddr\":{{}},\"SupportedLanguages\":\"en\",\"NameValue\":[{{\"Name\":\"NeoEnabled\",\"Value\":\"true\"}},{{\"Name\":\"IsQbdtMigrated\",\"Value\":\"false\"}},{{\"Name\":\"SubscriptionStatus\",\"Value\":\"PAID\"}},{{\"Name\":\"OfferingSku\",\"Value\":\"QuickBooks Online Plus\"}}],\"domain\":\"QBO\",\"sparse\":false,\"Id\":\"1\",\"SyncToken\":\"4\",\"MetaData\":{{\"CreateTime\":\"{created}\",\"LastUpdatedTime\":\"{created}\"}}}},\"time\":\"{}\"}}",
             render_time_ms(now, off)
         );
-        Ok(Page { body, rows: 1, start: None, max: None })
+        Ok(Page {
+            body,
+            rows: 1,
+            start: None,
+            max: None,
+        })
     });
     pipeline(app, call, work).await
 }
 
 /// Anything else: 404 with a JSON fault.
-pub async fn not_found(State(app): State<Arc<App>>, method: Method, uri: axum::http::Uri) -> Response {
+pub async fn not_found(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: axum::http::Uri,
+) -> Response {
     let now = Utc::now();
     app.record(LogEntry {
         seq: app.next_seq(),
@@ -521,7 +658,17 @@ pub async fn not_found(State(app): State<Arc<App>>, method: Method, uri: axum::h
     let a = ErrorAnswer {
         status: 404,
         content_type: CT_JSON_FAULT,
-        body: json_fault(now, &app.cfg.offset, "SystemFault", "10000", "An application error has occurred while processing your request", &format!("System Failure Error: Could not find resource for relative : {}", uri.path())),
+        body: json_fault(
+            now,
+            &app.cfg.offset,
+            "SystemFault",
+            "10000",
+            "An application error has occurred while processing your request",
+            &format!(
+                "System Failure Error: Could not find resource for relative : {}",
+                uri.path()
+            ),
+        ),
         headers: vec![],
     };
     error_response(&a, None)

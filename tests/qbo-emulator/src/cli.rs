@@ -205,8 +205,10 @@ impl Cli {
             }
         }
         realms.dedup();
-        let mut records: BTreeMap<Entity, usize> =
-            Entity::ALL.iter().map(|e| (*e, e.default_count())).collect();
+        let mut records: BTreeMap<Entity, usize> = Entity::ALL
+            .iter()
+            .map(|e| (*e, e.default_count()))
+            .collect();
         for (e, n) in self.records {
             records.insert(e, n);
         }

@@ -36,13 +36,24 @@ fn bad(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response()
 }
 
-async fn truth(State(app): State<Arc<App>>, Path((realm, entity)): Path<(String, String)>) -> Response {
+async fn truth(
+    State(app): State<Arc<App>>,
+    Path((realm, entity)): Path<(String, String)>,
+) -> Response {
     let Some(e) = Entity::from_name(&entity) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown entity {entity:?}")}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("unknown entity {entity:?}")})),
+        )
+            .into_response();
     };
     let data = app.data.read().unwrap();
     let Some(r) = data.realms.get(&realm) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown realm {realm:?}")}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("unknown realm {realm:?}")})),
+        )
+            .into_response();
     };
     let rows: Vec<Changed> = r
         .table(e)

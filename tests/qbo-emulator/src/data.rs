@@ -268,8 +268,7 @@ fn is_inactive(seed: u64, realm: &str, entity: Entity, id: u32) -> bool {
         .u64(u64::from(id))
         .u64(7)
         .finish()
-        % 10
-        == 0
+        .is_multiple_of(10)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,8 +318,12 @@ const VENDORS: &[&str] = &[
     "Tania's Nursery",
     "Zoë's Café Supplies ✓",
 ];
-const GIVEN: &[&str] = &["Emily", "John", "Zoë", "José", "Łukasz", "Aiko", "Priya", "Omar"];
-const FAMILY: &[&str] = &["Platt", "Johnson", "Dvořák", "García", "Nowak", "Tanaka", "Patel", "Haddad"];
+const GIVEN: &[&str] = &[
+    "Emily", "John", "Zoë", "José", "Łukasz", "Aiko", "Priya", "Omar",
+];
+const FAMILY: &[&str] = &[
+    "Platt", "Johnson", "Dvořák", "García", "Nowak", "Tanaka", "Patel", "Haddad",
+];
 const ITEMS: &[&str] = &[
     "Services",
     "Design",
@@ -343,18 +346,55 @@ const ITEMS: &[&str] = &[
 const ACCOUNTS: &[(&str, &str, &str, &str)] = &[
     ("Checking", "Bank", "Checking", "Asset"),
     ("Savings", "Bank", "Savings", "Asset"),
-    ("Undeposited Funds", "Other Current Asset", "UndepositedFunds", "Asset"),
-    ("Accounts Receivable (A/R)", "Accounts Receivable", "AccountsReceivable", "Asset"),
-    ("Accounts Payable (A/P)", "Accounts Payable", "AccountsPayable", "Liability"),
+    (
+        "Undeposited Funds",
+        "Other Current Asset",
+        "UndepositedFunds",
+        "Asset",
+    ),
+    (
+        "Accounts Receivable (A/R)",
+        "Accounts Receivable",
+        "AccountsReceivable",
+        "Asset",
+    ),
+    (
+        "Accounts Payable (A/P)",
+        "Accounts Payable",
+        "AccountsPayable",
+        "Liability",
+    ),
     ("Services", "Income", "ServiceFeeIncome", "Revenue"),
-    ("Sales of Product Income", "Income", "SalesOfProductIncome", "Revenue"),
-    ("Advertising", "Expense", "AdvertisingPromotional", "Expense"),
+    (
+        "Sales of Product Income",
+        "Income",
+        "SalesOfProductIncome",
+        "Revenue",
+    ),
+    (
+        "Advertising",
+        "Expense",
+        "AdvertisingPromotional",
+        "Expense",
+    ),
     ("Automobile", "Expense", "Auto", "Expense"),
     ("Utilities", "Expense", "Utilities", "Expense"),
-    ("Office Expenses", "Expense", "OfficeGeneralAdministrativeExpenses", "Expense"),
+    (
+        "Office Expenses",
+        "Expense",
+        "OfficeGeneralAdministrativeExpenses",
+        "Expense",
+    ),
     ("Mastercard", "Credit Card", "CreditCard", "Liability"),
 ];
-const CLASSES: &[&str] = &["Landscaping", "Design", "Maintenance", "Retail", "Wholesale", "Nord/Süd"];
+const CLASSES: &[&str] = &[
+    "Landscaping",
+    "Design",
+    "Maintenance",
+    "Retail",
+    "Wholesale",
+    "Nord/Süd",
+];
 const DEPARTMENTS: &[&str] = &["Headquarters", "East", "West", "North", "South", "Montréal"];
 const TERMS: &[(&str, i64)] = &[
     ("Due on receipt", 0),
@@ -380,7 +420,14 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("Tucson", "AZ", "85719"),
     ("Sunnyvale", "CA", "94086"),
 ];
-const STREETS: &[&str] = &["Finch St.", "Ocean Dr.", "Main St.", "Rue de l'Église", "Elm Ave.", "Boise Ave"];
+const STREETS: &[&str] = &[
+    "Finch St.",
+    "Ocean Dr.",
+    "Main St.",
+    "Rue de l'Église",
+    "Elm Ave.",
+    "Boise Ave",
+];
 const MEMOS: &[&str] = &[
     "Thank you for your business and have a great day!",
     "Merci beaucoup — à bientôt ✓",
@@ -526,7 +573,10 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
     });
     o.str("DocNumber", &format!("{}", 1000 + rec.id));
     let txn_day = rec.txn_day(c.off);
-    o.str("TxnDate", &render_date(txn_day * 86_400, &FixedOffset::east_opt(0).unwrap()));
+    o.str(
+        "TxnDate",
+        &render_date(txn_day * 86_400, &FixedOffset::east_opt(0).unwrap()),
+    );
     o.obj("CurrencyRef", |r| {
         r.str("value", "USD");
         r.str("name", "United States Dollar");
@@ -544,8 +594,15 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
             } else {
                 ((c.r() % 40_000) as i64 + 50, (c.r() % 8) as i64 + 1)
             };
-            let tax = c.r() % 3 == 0;
-            (item, name_of(Entity::Item, item), unit, qty, tax, String::new())
+            let tax = c.r().is_multiple_of(3);
+            (
+                item,
+                name_of(Entity::Item, item),
+                unit,
+                qty,
+                tax,
+                String::new(),
+            )
         })
         .collect();
     o.arr("Line", |a| {
@@ -568,7 +625,9 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
                     });
                     d.raw("UnitPrice", &money(*unit));
                     d.raw("Qty", &qty.to_string());
-                    d.obj("TaxCodeRef", |r| r.str("value", if *tax { "TAX" } else { "NON" }));
+                    d.obj("TaxCodeRef", |r| {
+                        r.str("value", if *tax { "TAX" } else { "NON" })
+                    });
                 });
             });
         }
@@ -582,26 +641,36 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
     let total = subtotal + tax;
     o.obj("TxnTaxDetail", |t| t.raw("TotalTax", &money(tax)));
     c.reference(o, "CustomerRef", Entity::Customer);
-    o.obj("CustomerMemo", |m| m.str("value", MEMOS[(c.rec.variant % 4) as usize]));
+    o.obj("CustomerMemo", |m| {
+        m.str("value", MEMOS[(c.rec.variant % 4) as usize])
+    });
     let r1 = c.r();
     address(o, "BillAddr", r1 % 500 + 2, r1);
     let r2 = c.r();
     address(o, "ShipAddr", r2 % 500 + 2, r2);
     if e == Entity::Invoice {
         c.reference(o, "SalesTermRef", Entity::Term);
-        o.str("DueDate", &render_date((txn_day + 30) * 86_400, &FixedOffset::east_opt(0).unwrap()));
+        o.str(
+            "DueDate",
+            &render_date((txn_day + 30) * 86_400, &FixedOffset::east_opt(0).unwrap()),
+        );
     }
     if e == Entity::Estimate {
-        o.str("TxnStatus", ["Pending", "Accepted", "Closed"][(c.r() % 3) as usize]);
+        o.str(
+            "TxnStatus",
+            ["Pending", "Accepted", "Closed"][(c.r() % 3) as usize],
+        );
     }
     o.raw("TotalAmt", &money(total));
     o.bool("ApplyTaxAfterDiscount", false);
     o.str("PrintStatus", "NeedToPrint");
     o.str("EmailStatus", "NotSet");
-    o.obj("BillEmail", |m| m.str("Address", &format!("billing{}@example.com", c.rec.id)));
+    o.obj("BillEmail", |m| {
+        m.str("Address", &format!("billing{}@example.com", c.rec.id))
+    });
     match e {
         Entity::Invoice => {
-            let paid = c.r() % 3 == 0;
+            let paid = c.r().is_multiple_of(3);
             o.raw("Balance", &money(if paid { 0 } else { total }));
         }
         Entity::SalesReceipt => {
@@ -620,7 +689,10 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
 fn expense_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
     let rec = c.rec;
     header(o, rec, c.off);
-    o.str("DocNumber", &format!("{}-{}", if e == Entity::Bill { "B" } else { "P" }, rec.id));
+    o.str(
+        "DocNumber",
+        &format!("{}-{}", if e == Entity::Bill { "B" } else { "P" }, rec.id),
+    );
     let txn_day = rec.txn_day(c.off);
     let utc = FixedOffset::east_opt(0).unwrap();
     o.str("TxnDate", &render_date(txn_day * 86_400, &utc));
@@ -631,9 +703,17 @@ fn expense_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
     private_note(o, rec);
     let n = 1 + (c.r() % 3) as usize;
     let amounts: Vec<i64> = (0..n)
-        .map(|i| if i == 0 && rec.id % 10 == 3 { 1230 } else { (c.r() % 90_000) as i64 + 10 })
+        .map(|i| {
+            if i == 0 && rec.id % 10 == 3 {
+                1230
+            } else {
+                (c.r() % 90_000) as i64 + 10
+            }
+        })
         .collect();
-    let accts: Vec<u32> = (0..n).map(|_| c.refs.pick(Entity::Account, c.r())).collect();
+    let accts: Vec<u32> = (0..n)
+        .map(|_| c.refs.pick(Entity::Account, c.r()))
+        .collect();
     o.arr("Line", |a| {
         for (i, (amt, acct)) in amounts.iter().zip(&accts).enumerate() {
             a.obj(|l| {
@@ -662,10 +742,16 @@ fn expense_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
         c.reference(o, "SalesTermRef", Entity::Term);
         o.str("DueDate", &render_date((txn_day + 30) * 86_400, &utc));
         o.raw("TotalAmt", &money(total));
-        o.raw("Balance", &money(if c.r() % 2 == 0 { total } else { 0 }));
+        o.raw(
+            "Balance",
+            &money(if c.r().is_multiple_of(2) { total } else { 0 }),
+        );
     } else {
         c.reference(o, "AccountRef", Entity::Account);
-        o.str("PaymentType", ["Cash", "Check", "CreditCard"][(c.r() % 3) as usize]);
+        o.str(
+            "PaymentType",
+            ["Cash", "Check", "CreditCard"][(c.r() % 3) as usize],
+        );
         let v = c.refs.pick(Entity::Vendor, c.r());
         o.obj("EntityRef", |r| {
             r.str("value", &v.to_string());
@@ -703,7 +789,11 @@ fn payment(o: &mut Obj, c: &mut Ctx) {
         r.str("name", "United States Dollar");
     });
     private_note(o, rec);
-    let amt = if rec.id % 10 == 3 { 1230 } else { (c.r() % 200_000) as i64 + 100 };
+    let amt = if rec.id % 10 == 3 {
+        1230
+    } else {
+        (c.r() % 200_000) as i64 + 100
+    };
     let inv = 1 + c.r() % 500;
     o.arr("Line", |a| {
         a.obj(|l| {
@@ -736,7 +826,11 @@ fn journal_entry(o: &mut Obj, c: &mut Ctx) {
         r.str("name", "United States Dollar");
     });
     private_note(o, rec);
-    let amt = if rec.id % 10 == 3 { 1230 } else { (c.r() % 500_000) as i64 + 1 };
+    let amt = if rec.id % 10 == 3 {
+        1230
+    } else {
+        (c.r() % 500_000) as i64 + 1
+    };
     let a1 = c.refs.pick(Entity::Account, c.r());
     let a2 = c.refs.pick(Entity::Account, c.r());
     o.arr("Line", |a| {
@@ -764,7 +858,7 @@ fn party(o: &mut Obj, e: Entity, c: &mut Ctx) {
     let rec = c.rec;
     let name = name_of(e, rec.id);
     if e == Entity::Customer {
-        o.bool("Taxable", c.r() % 2 == 0);
+        o.bool("Taxable", c.r().is_multiple_of(2));
     }
     let r1 = c.r();
     address(o, "BillAddr", r1 % 500 + 2, r1);
@@ -773,13 +867,17 @@ fn party(o: &mut Obj, e: Entity, c: &mut Ctx) {
         o.bool("Job", false);
         o.bool("BillWithParent", false);
     }
-    let bal = if rec.id % 10 == 3 { 1230 } else { (c.r() % 300_000) as i64 };
+    let bal = if rec.id % 10 == 3 {
+        1230
+    } else {
+        (c.r() % 300_000) as i64
+    };
     o.raw("Balance", &money(bal));
     if e == Entity::Customer {
         o.raw("BalanceWithJobs", &money(bal));
         o.str("PreferredDeliveryMethod", "Print");
     } else {
-        o.bool("Vendor1099", c.r() % 5 == 0);
+        o.bool("Vendor1099", c.r().is_multiple_of(5));
     }
     o.obj("CurrencyRef", |r| {
         r.str("value", "USD");
@@ -800,7 +898,10 @@ fn party(o: &mut Obj, e: Entity, c: &mut Ctx) {
         o.str("Notes", &format!("Revision {}", rec.sync));
     }
     o.obj("PrimaryPhone", |p| {
-        p.str("FreeFormNumber", &format!("(650) 555-{:04}", c.rec.id % 10_000))
+        p.str(
+            "FreeFormNumber",
+            &format!("(650) 555-{:04}", c.rec.id % 10_000),
+        )
     });
     o.obj("PrimaryEmailAddr", |p| {
         p.str("Address", &format!("contact{}@example.com", c.rec.id))
@@ -821,7 +922,9 @@ fn employee(o: &mut Obj, c: &mut Ctx) {
     o.str("EmployeeNumber", &format!("E{:05}", rec.id));
     let r = c.r();
     address(o, "PrimaryAddr", r % 500 + 2, r);
-    o.obj("PrimaryPhone", |p| p.str("FreeFormNumber", "(540) 555-9645"));
+    o.obj("PrimaryPhone", |p| {
+        p.str("FreeFormNumber", "(540) 555-9645")
+    });
     o.str("HiredDate", &render_date(rec.create, c.off));
 }
 
@@ -834,10 +937,17 @@ fn simple_list(o: &mut Obj, e: Entity, c: &mut Ctx) {
             o.str("Description", &format!("{name} — standard"));
             o.bool("Active", rec.active);
             o.str("FullyQualifiedName", &name);
-            o.bool("Taxable", c.r() % 2 == 0);
-            let price = if rec.id % 10 == 3 { 1230 } else { (c.r() % 50_000) as i64 };
+            o.bool("Taxable", c.r().is_multiple_of(2));
+            let price = if rec.id % 10 == 3 {
+                1230
+            } else {
+                (c.r() % 50_000) as i64
+            };
             o.raw("UnitPrice", &money(price));
-            o.str("Type", ["Service", "NonInventory", "Inventory"][(c.r() % 3) as usize]);
+            o.str(
+                "Type",
+                ["Service", "NonInventory", "Inventory"][(c.r() % 3) as usize],
+            );
             c.reference(o, "IncomeAccountRef", Entity::Account);
             o.raw("PurchaseCost", "0");
             o.bool("TrackQtyOnHand", false);
@@ -850,7 +960,11 @@ fn simple_list(o: &mut Obj, e: Entity, c: &mut Ctx) {
             o.str("Classification", class);
             o.str("AccountType", ty);
             o.str("AccountSubType", sub);
-            let bal = if rec.id % 10 == 3 { 1230 } else { (c.r() % 1_000_000) as i64 };
+            let bal = if rec.id % 10 == 3 {
+                1230
+            } else {
+                (c.r() % 1_000_000) as i64
+            };
             o.raw("CurrentBalance", &money(bal));
             o.raw("CurrentBalanceWithSubAccounts", &money(bal));
             o.obj("CurrencyRef", |r| {
@@ -859,7 +973,14 @@ fn simple_list(o: &mut Obj, e: Entity, c: &mut Ctx) {
             });
         }
         Entity::Class | Entity::Department => {
-            o.bool(if e == Entity::Class { "SubClass" } else { "SubDepartment" }, false);
+            o.bool(
+                if e == Entity::Class {
+                    "SubClass"
+                } else {
+                    "SubDepartment"
+                },
+                false,
+            );
             o.str("FullyQualifiedName", &name);
             o.bool("Active", rec.active);
         }
@@ -906,7 +1027,10 @@ mod tests {
                 let tb = &rb.tables[e];
                 assert_eq!(ta.recs.len(), tb.recs.len());
                 for (x, y) in ta.recs.iter().zip(&tb.recs) {
-                    assert_eq!((x.id, x.sync, x.create, x.lut, x.active), (y.id, y.sync, y.create, y.lut, y.active));
+                    assert_eq!(
+                        (x.id, x.sync, x.create, x.lut, x.active),
+                        (y.id, y.sync, y.create, y.lut, y.active)
+                    );
                     assert_eq!(ra.payload(*e, x), rb.payload(*e, y));
                 }
             }
@@ -914,8 +1038,18 @@ mod tests {
         // A different seed gives different data.
         let d = Dataset::generate(&cfg(&["--seed", "7"]));
         let r = &c.realms[0];
-        let x: Vec<i64> = a.realms[r].table(Entity::Invoice).recs.iter().map(|r| r.lut).collect();
-        let y: Vec<i64> = d.realms[r].table(Entity::Invoice).recs.iter().map(|r| r.lut).collect();
+        let x: Vec<i64> = a.realms[r]
+            .table(Entity::Invoice)
+            .recs
+            .iter()
+            .map(|r| r.lut)
+            .collect();
+        let y: Vec<i64> = d.realms[r]
+            .table(Entity::Invoice)
+            .recs
+            .iter()
+            .map(|r| r.lut)
+            .collect();
         assert_ne!(x, y);
     }
 
@@ -935,24 +1069,47 @@ mod tests {
                 assert!(r.lut >= from && r.lut < to, "{e} {} lut out of range", r.id);
                 assert!(r.create <= r.lut);
                 let p = realm.payload(*e, r);
-                let v: serde_json::Value = serde_json::from_str(&p).unwrap_or_else(|err| panic!("{e}: {err}: {p}"));
+                let v: serde_json::Value =
+                    serde_json::from_str(&p).unwrap_or_else(|err| panic!("{e}: {err}: {p}"));
                 assert_eq!(v["Id"], r.id.to_string());
-                assert_eq!(v["MetaData"]["LastUpdatedTime"], render_ts(r.lut, &c.offset));
-                assert!(v["MetaData"]["LastUpdatedTime"].as_str().unwrap().ends_with("-07:00"));
+                assert_eq!(
+                    v["MetaData"]["LastUpdatedTime"],
+                    render_ts(r.lut, &c.offset)
+                );
+                assert!(v["MetaData"]["LastUpdatedTime"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("-07:00"));
             }
             if e.is_name_list() {
                 let inactive = t.recs.iter().filter(|r| !r.active).count();
-                assert!(inactive > 0 && inactive < t.recs.len() / 3, "{e}: {inactive} inactive");
+                assert!(
+                    inactive > 0 && inactive < t.recs.len() / 3,
+                    "{e}: {inactive} inactive"
+                );
             }
         }
         // Literal decimals and unicode text.
         let inv = realm.table(Entity::Invoice);
-        let all: String = inv.recs.iter().map(|r| realm.payload(Entity::Invoice, r).to_string()).collect();
+        let all: String = inv
+            .recs
+            .iter()
+            .map(|r| realm.payload(Entity::Invoice, r).to_string())
+            .collect();
         assert!(all.contains("\"Amount\":12.30"));
         let cust = realm.table(Entity::Customer);
-        let all: String = cust.recs.iter().map(|r| realm.payload(Entity::Customer, r).to_string()).collect();
+        let all: String = cust
+            .recs
+            .iter()
+            .map(|r| realm.payload(Entity::Customer, r).to_string())
+            .collect();
         assert!(all.contains("Café Zoë ✓"));
-        let avg = inv.recs.iter().map(|r| realm.payload(Entity::Invoice, r).len()).sum::<usize>() / inv.recs.len();
+        let avg = inv
+            .recs
+            .iter()
+            .map(|r| realm.payload(Entity::Invoice, r).len())
+            .sum::<usize>()
+            / inv.recs.len();
         assert!((900..2200).contains(&avg), "average invoice size {avg}");
     }
 
@@ -964,7 +1121,11 @@ mod tests {
         for realm in d.realms.values() {
             for (e, t) in &realm.tables {
                 let utc_mid = t.recs.iter().filter(|r| r.lut % 86_400 == 0).count();
-                let local_mid = t.recs.iter().filter(|r| (r.lut + off) % 86_400 == 0).count();
+                let local_mid = t
+                    .recs
+                    .iter()
+                    .filter(|r| (r.lut + off) % 86_400 == 0)
+                    .count();
                 assert!(utc_mid >= 1, "{e}: no record on a UTC midnight");
                 assert!(local_mid >= 1, "{e}: no record on a local midnight");
                 // Many records share one second.
@@ -972,7 +1133,10 @@ mod tests {
                 for r in &t.recs {
                     *by_sec.entry(r.lut).or_default() += 1;
                 }
-                assert!(*by_sec.values().max().unwrap() >= 3, "{e}: no shared seconds");
+                assert!(
+                    *by_sec.values().max().unwrap() >= 3,
+                    "{e}: no shared seconds"
+                );
             }
         }
     }
@@ -995,7 +1159,13 @@ mod tests {
     fn index_tracks_updates() {
         let c = cfg(&["--realm", "1"]);
         let mut d = Dataset::generate(&c);
-        let t = d.realms.get_mut("1").unwrap().tables.get_mut(&Entity::Invoice).unwrap();
+        let t = d
+            .realms
+            .get_mut("1")
+            .unwrap()
+            .tables
+            .get_mut(&Entity::Invoice)
+            .unwrap();
         t.set_lut(5, 4_000_000_000);
         assert_eq!(t.by_lut.last(), Some(&(4_000_000_000, 5)));
         assert_eq!(t.by_lut.len(), t.recs.len());

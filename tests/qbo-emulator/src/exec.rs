@@ -88,9 +88,19 @@ pub fn run(realm: &Realm, q: &Query, shuffle: StableHash) -> Outcome {
                 return Outcome::Count(slice.iter().filter_map(|x| live(&x)).count());
             }
             if desc {
-                window(slice.iter().rev().filter_map(|x| live(&x)), start0, q.max, shuffle)
+                window(
+                    slice.iter().rev().filter_map(|x| live(&x)),
+                    start0,
+                    q.max,
+                    shuffle,
+                )
             } else {
-                window(slice.iter().filter_map(|x| live(&x)), start0, q.max, shuffle)
+                window(
+                    slice.iter().filter_map(|x| live(&x)),
+                    start0,
+                    q.max,
+                    shuffle,
+                )
             }
         }
         order => {
@@ -125,9 +135,15 @@ pub fn run(realm: &Realm, q: &Query, shuffle: StableHash) -> Outcome {
 fn lut_bounds(idx: &[(i64, u32)], conds: &[Cond]) -> (usize, usize) {
     let (mut lo, mut hi) = (0, idx.len());
     for c in conds.iter().filter(|c| c.field == Field::LastUpdatedTime) {
-        let Value::Instant(v) = c.values[0] else { continue };
-        let ge = |strict: bool| idx.partition_point(|(l, _)| if strict { l * 1000 <= v } else { l * 1000 < v });
-        let le = |strict: bool| idx.partition_point(|(l, _)| if strict { l * 1000 < v } else { l * 1000 <= v });
+        let Value::Instant(v) = c.values[0] else {
+            continue;
+        };
+        let ge = |strict: bool| {
+            idx.partition_point(|(l, _)| if strict { l * 1000 <= v } else { l * 1000 < v })
+        };
+        let le = |strict: bool| {
+            idx.partition_point(|(l, _)| if strict { l * 1000 < v } else { l * 1000 <= v })
+        };
         match c.op {
             Op::Ge => lo = lo.max(ge(false)),
             Op::Gt => lo = lo.max(ge(true)),
@@ -219,7 +235,12 @@ mod tests {
         match o {
             Outcome::Page(rows) => rows
                 .iter()
-                .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["Id"].as_str().unwrap().to_string())
+                .map(|r| {
+                    serde_json::from_str::<serde_json::Value>(r).unwrap()["Id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
                 .collect(),
             Outcome::Count(_) => panic!("count"),
         }
@@ -234,8 +255,14 @@ mod tests {
         let mut mid = all[1..5].to_vec();
         mid.sort();
         assert_eq!(mid, vec![2, 3, 4, 5]);
-        assert_eq!(window(items.clone().into_iter(), 2, 2, StableHash::new(1)), all[2..4].to_vec());
-        assert_eq!(window(items.into_iter(), 6, 2, StableHash::new(1)), Vec::<u32>::new());
+        assert_eq!(
+            window(items.clone().into_iter(), 2, 2, StableHash::new(1)),
+            all[2..4].to_vec()
+        );
+        assert_eq!(
+            window(items.into_iter(), 6, 2, StableHash::new(1)),
+            Vec::<u32>::new()
+        );
     }
 
     #[test]
@@ -247,10 +274,22 @@ mod tests {
         let active = t.recs.iter().filter(|r| r.active).count();
         let q = parse("SELECT count(*) FROM Customer", &cfg.offset).unwrap();
         assert!(matches!(run(realm, &q, StableHash::new(0)), Outcome::Count(n) if n == active));
-        let q = parse("SELECT count(*) FROM Customer WHERE Active IN (true,false)", &cfg.offset).unwrap();
-        assert!(matches!(run(realm, &q, StableHash::new(0)), Outcome::Count(n) if n == t.recs.len()));
-        let q = parse("SELECT count(*) FROM Customer WHERE Active = false", &cfg.offset).unwrap();
-        assert!(matches!(run(realm, &q, StableHash::new(0)), Outcome::Count(n) if n == t.recs.len() - active));
+        let q = parse(
+            "SELECT count(*) FROM Customer WHERE Active IN (true,false)",
+            &cfg.offset,
+        )
+        .unwrap();
+        assert!(
+            matches!(run(realm, &q, StableHash::new(0)), Outcome::Count(n) if n == t.recs.len())
+        );
+        let q = parse(
+            "SELECT count(*) FROM Customer WHERE Active = false",
+            &cfg.offset,
+        )
+        .unwrap();
+        assert!(
+            matches!(run(realm, &q, StableHash::new(0)), Outcome::Count(n) if n == t.recs.len() - active)
+        );
     }
 
     #[test]
@@ -258,12 +297,27 @@ mod tests {
         let cfg = Config::from_args(["--realm", "1"]).unwrap();
         let d = Dataset::generate(&cfg);
         let realm = &d.realms["1"];
-        let q = parse("SELECT * FROM Invoice WHERE Id IN ('3','5') ORDERBY Id DESC", &cfg.offset).unwrap();
+        let q = parse(
+            "SELECT * FROM Invoice WHERE Id IN ('3','5') ORDERBY Id DESC",
+            &cfg.offset,
+        )
+        .unwrap();
         assert_eq!(ids(run(realm, &q, StableHash::new(0))), vec!["5", "3"]);
-        let q = parse("SELECT * FROM Invoice STARTPOSITION 599 MAXRESULTS 10", &cfg.offset).unwrap();
+        let q = parse(
+            "SELECT * FROM Invoice STARTPOSITION 599 MAXRESULTS 10",
+            &cfg.offset,
+        )
+        .unwrap();
         assert_eq!(ids(run(realm, &q, StableHash::new(0))), vec!["599", "600"]);
-        let q = parse("SELECT * FROM Customer WHERE DisplayName = 'café zoë ✓'", &cfg.offset).unwrap();
-        assert_eq!(ids(run(realm, &q, StableHash::new(0))).len(), usize::from(realm.table(Entity::Customer).get(4).unwrap().active));
+        let q = parse(
+            "SELECT * FROM Customer WHERE DisplayName = 'café zoë ✓'",
+            &cfg.offset,
+        )
+        .unwrap();
+        assert_eq!(
+            ids(run(realm, &q, StableHash::new(0))).len(),
+            usize::from(realm.table(Entity::Customer).get(4).unwrap().active)
+        );
         // LastUpdatedTime range through the index agrees with a scan.
         let t = realm.table(Entity::Invoice);
         let lo = t.by_lut[100].0;

@@ -36,7 +36,10 @@ pub enum RetryAfter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// 429 ThrottleExceeded (code 3001).
-    Throttle429 { body: BodyKind, retry_after: RetryAfter },
+    Throttle429 {
+        body: BodyKind,
+        retry_after: RetryAfter,
+    },
     /// Legacy HTTP 403 ThrottleExceeded, XML.
     Throttle403,
     /// 500/502/503/504 with a JSON, XML or HTML body.
@@ -103,7 +106,14 @@ impl FaultSpec {
     /// `key` is the request's identity (realm + endpoint + query text), `attempt` the 1-based
     /// count of identical requests so far, `nth` the 1-based count of requests on this target
     /// since the spec was set.
-    pub fn decide(&self, target: Target, seed: u64, key: &str, attempt: u64, nth: u64) -> Option<&Rule> {
+    pub fn decide(
+        &self,
+        target: Target,
+        seed: u64,
+        key: &str,
+        attempt: u64,
+        nth: u64,
+    ) -> Option<&Rule> {
         self.rules.iter().enumerate().find_map(|(i, r)| {
             if r.target != target {
                 return None;
@@ -111,11 +121,15 @@ impl FaultSpec {
             if r.nth.is_some_and(|n| n != nth) {
                 return None;
             }
-            if r.every.is_some_and(|e| nth % e != 0) {
+            if r.every.is_some_and(|e| !nth.is_multiple_of(e)) {
                 return None;
             }
             if let Some(p) = r.prob {
-                let u = StableHash::new(seed).str(key).u64(attempt).u64(i as u64).unit();
+                let u = StableHash::new(seed)
+                    .str(key)
+                    .u64(attempt)
+                    .u64(i as u64)
+                    .unit();
                 if u >= p {
                     return None;
                 }
@@ -173,8 +187,14 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
     };
     let status = |code: u16, body: BodyKind| Kind::Status { code, body };
     let kind = match name {
-        "429json" => Kind::Throttle429 { body: BodyKind::Json, retry_after: RetryAfter::None },
-        "429xml" => Kind::Throttle429 { body: BodyKind::Xml, retry_after: RetryAfter::None },
+        "429json" => Kind::Throttle429 {
+            body: BodyKind::Json,
+            retry_after: RetryAfter::None,
+        },
+        "429xml" => Kind::Throttle429 {
+            body: BodyKind::Xml,
+            retry_after: RetryAfter::None,
+        },
         "429json-ra" => Kind::Throttle429 {
             body: BodyKind::Json,
             retry_after: RetryAfter::Secs(arg.unwrap_or(1)),
@@ -218,7 +238,11 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
     };
     let takes_arg = matches!(
         kind,
-        Kind::Hang(_) | Kind::Throttle429 { retry_after: RetryAfter::Secs(_) | RetryAfter::Date(_), .. }
+        Kind::Hang(_)
+            | Kind::Throttle429 {
+                retry_after: RetryAfter::Secs(_) | RetryAfter::Date(_),
+                ..
+            }
     );
     if arg.is_some() && !takes_arg {
         return Err(bad(format!("fault kind {name:?} takes no =ARG")));
@@ -247,7 +271,14 @@ pub const CT_JSON_FAULT: &str = "application/json";
 pub const CT_XML: &str = "application/xml";
 pub const CT_HTML: &str = "text/html";
 
-fn xml_fault(now: DateTime<Utc>, off: &FixedOffset, ftype: &str, code: &str, msg: &str, detail: &str) -> String {
+fn xml_fault(
+    now: DateTime<Utc>,
+    off: &FixedOffset,
+    ftype: &str,
+    code: &str,
+    msg: &str,
+    detail: &str,
+) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<IntuitResponse time=\"{}\" xmlns=\"http://schema.intuit.com/finance/v3\">\n  <Fault type=\"{ftype}\">\n    <Error code=\"{code}\">\n      <Message>{msg}</Message>\n      <Detail>{detail}</Detail>\n    </Error>\n  </Fault>\n</IntuitResponse>",
         render_time_ms(now, off)
@@ -255,7 +286,14 @@ fn xml_fault(now: DateTime<Utc>, off: &FixedOffset, ftype: &str, code: &str, msg
 }
 
 /// The upper-case JSON fault envelope: `{"Fault":{"Error":[...],"type":..},"time":".."}`.
-pub fn json_fault(now: DateTime<Utc>, off: &FixedOffset, ftype: &str, code: &str, msg: &str, detail: &str) -> String {
+pub fn json_fault(
+    now: DateTime<Utc>,
+    off: &FixedOffset,
+    ftype: &str,
+    code: &str,
+    msg: &str,
+    detail: &str,
+) -> String {
     format!(
         "{{\"Fault\":{{\"Error\":[{{\"Message\":{},\"Detail\":{},\"code\":\"{code}\"}}],\"type\":\"{ftype}\"}},\"time\":\"{}\"}}",
         crate::util::json_str(msg),
@@ -265,7 +303,13 @@ pub fn json_fault(now: DateTime<Utc>, off: &FixedOffset, ftype: &str, code: &str
 }
 
 /// The lower-case envelope Intuit's gateway sends (401s, some 500s): epoch-millisecond `time`.
-pub fn lowercase_fault(now: DateTime<Utc>, ftype: &str, code: &str, msg: &str, detail: &str) -> String {
+pub fn lowercase_fault(
+    now: DateTime<Utc>,
+    ftype: &str,
+    code: &str,
+    msg: &str,
+    detail: &str,
+) -> String {
     format!(
         "{{\"warnings\":null,\"intuitObject\":null,\"fault\":{{\"error\":[{{\"message\":{},\"detail\":{},\"code\":\"{code}\",\"element\":null}}],\"type\":\"{ftype}\"}},\"report\":null,\"queryResponse\":null,\"batchItemResponse\":[],\"attachableResponse\":[],\"syncErrorResponse\":null,\"requestId\":null,\"time\":{},\"status\":null,\"cdcresponse\":[]}}",
         crate::util::json_str(msg),
@@ -294,12 +338,20 @@ pub fn unauthorized(now: DateTime<Utc>, detail: &str) -> ErrorAnswer {
 }
 
 /// The throttle answer (real or injected).
-pub fn throttle(now: DateTime<Utc>, off: &FixedOffset, body: BodyKind, retry_after: RetryAfter) -> ErrorAnswer {
+pub fn throttle(
+    now: DateTime<Utc>,
+    off: &FixedOffset,
+    body: BodyKind,
+    retry_after: RetryAfter,
+) -> ErrorAnswer {
     let msg = "message=ThrottleExceeded; errorCode=003001; statusCode=429";
     let detail = "The request limit was reached.  Try again later";
     let (content_type, body) = match body {
         BodyKind::Xml => (CT_XML, xml_fault(now, off, "SERVICE", "3001", msg, detail)),
-        _ => (CT_JSON_FAULT, json_fault(now, off, "SERVICE", "3001", msg, detail)),
+        _ => (
+            CT_JSON_FAULT,
+            json_fault(now, off, "SERVICE", "3001", msg, detail),
+        ),
     };
     let mut headers = Vec::new();
     match retry_after {
@@ -308,7 +360,10 @@ pub fn throttle(now: DateTime<Utc>, off: &FixedOffset, body: BodyKind, retry_aft
         RetryAfter::Date(s) => {
             // HTTP-dates have second precision: round up so the client never retries early.
             let at = now + chrono::Duration::seconds(s as i64 + 1);
-            headers.push(("retry-after", at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()));
+            headers.push((
+                "retry-after",
+                at.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            ));
         }
     }
     ErrorAnswer {
@@ -409,10 +464,32 @@ mod tests {
     #[test]
     fn parses_every_kind() {
         let kinds = [
-            "429json", "429xml", "429json-ra", "429xml-ra", "429-radate", "403throttle", "500json",
-            "500xml", "500html", "502json", "502xml", "502html", "503json", "503xml", "503html",
-            "504json", "504xml", "504html", "reset", "hang", "hang=30000", "truncated",
-            "truncated-conn", "fault200", "401", "429json-ra=5",
+            "429json",
+            "429xml",
+            "429json-ra",
+            "429xml-ra",
+            "429-radate",
+            "403throttle",
+            "500json",
+            "500xml",
+            "500html",
+            "502json",
+            "502xml",
+            "502html",
+            "503json",
+            "503xml",
+            "503html",
+            "504json",
+            "504xml",
+            "504html",
+            "reset",
+            "hang",
+            "hang=30000",
+            "truncated",
+            "truncated-conn",
+            "fault200",
+            "401",
+            "429json-ra=5",
         ];
         let spec = FaultSpec::parse(&kinds.join(",")).unwrap();
         assert_eq!(spec.rules.len(), kinds.len());
@@ -420,7 +497,10 @@ mod tests {
         assert_eq!(spec.rules[20].kind, Kind::Hang(Some(30000)));
         assert_eq!(
             spec.rules[25].kind,
-            Kind::Throttle429 { body: BodyKind::Json, retry_after: RetryAfter::Secs(5) }
+            Kind::Throttle429 {
+                body: BodyKind::Json,
+                retry_after: RetryAfter::Secs(5)
+            }
         );
     }
 
@@ -464,7 +544,8 @@ mod tests {
         // A different attempt number is a different draw.
         let differs = (0..200u64).any(|i| {
             let key = format!("q{i}");
-            s.decide(Target::Api, 42, &key, 1, 1).is_some() != s.decide(Target::Api, 42, &key, 2, 1).is_some()
+            s.decide(Target::Api, 42, &key, 1, 1).is_some()
+                != s.decide(Target::Api, 42, &key, 2, 1).is_some()
         });
         assert!(differs);
     }
@@ -473,8 +554,14 @@ mod tests {
     fn nth_and_every_and_target() {
         let s = FaultSpec::parse("reset@nth=3,token:401").unwrap();
         assert!(s.decide(Target::Api, 1, "q", 1, 2).is_none());
-        assert_eq!(s.decide(Target::Api, 1, "q", 1, 3).unwrap().kind, Kind::Reset);
-        assert_eq!(s.decide(Target::Token, 1, "q", 1, 1).unwrap().kind, Kind::Unauthorized);
+        assert_eq!(
+            s.decide(Target::Api, 1, "q", 1, 3).unwrap().kind,
+            Kind::Reset
+        );
+        assert_eq!(
+            s.decide(Target::Token, 1, "q", 1, 1).unwrap().kind,
+            Kind::Unauthorized
+        );
         let s = FaultSpec::parse("503html/every=2").unwrap();
         assert!(s.decide(Target::Api, 1, "q", 1, 1).is_none());
         assert!(s.decide(Target::Api, 1, "q", 1, 2).is_some());
@@ -506,7 +593,9 @@ mod tests {
                         assert!(v["fault"]["error"][0]["code"].is_string());
                         assert!(v["time"].is_i64());
                     }
-                    BodyKind::Xml => assert!(a.body.starts_with("<?xml") && a.body.contains("<Fault")),
+                    BodyKind::Xml => {
+                        assert!(a.body.starts_with("<?xml") && a.body.contains("<Fault"))
+                    }
                     BodyKind::Html => {
                         assert_eq!(a.content_type, CT_HTML);
                         assert!(a.body.contains(&format!("<h1>{code}")));
@@ -516,11 +605,18 @@ mod tests {
         }
         let a = error_answer(Kind::Unauthorized, now, &off()).unwrap();
         assert_eq!(a.status, 401);
-        assert!(a.body.contains("\"fault\":{\"error\":[{\"message\":\"message=AuthenticationFailed"));
+        assert!(a
+            .body
+            .contains("\"fault\":{\"error\":[{\"message\":\"message=AuthenticationFailed"));
         let a = error_answer(Kind::Fault200, now, &off()).unwrap();
         assert_eq!(a.status, 200);
         assert!(a.body.starts_with("{\"Fault\""));
-        for k in [Kind::Reset, Kind::Hang(None), Kind::Truncated, Kind::TruncatedConn] {
+        for k in [
+            Kind::Reset,
+            Kind::Hang(None),
+            Kind::Truncated,
+            Kind::TruncatedConn,
+        ] {
             assert!(error_answer(k, now, &off()).is_none());
         }
     }

@@ -37,7 +37,9 @@ impl TokenError {
                 "{{\"error_description\":{},\"error\":\"invalid_request\"}}",
                 crate::util::json_str(d)
             ),
-            TokenError::UnsupportedGrantType => "{\"error\":\"unsupported_grant_type\"}".to_string(),
+            TokenError::UnsupportedGrantType => {
+                "{\"error\":\"unsupported_grant_type\"}".to_string()
+            }
         }
     }
 }
@@ -93,12 +95,22 @@ impl Tokens {
     }
 
     /// Checks client credentials given by HTTP Basic (`authorization` header value) or in the body.
-    pub fn check_client(&self, basic: Option<&str>, body_id: Option<&str>, body_secret: Option<&str>) -> bool {
-        if let Some(b) = basic.and_then(|h| h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic "))) {
+    pub fn check_client(
+        &self,
+        basic: Option<&str>,
+        body_id: Option<&str>,
+        body_secret: Option<&str>,
+    ) -> bool {
+        if let Some(b) = basic.and_then(|h| {
+            h.strip_prefix("Basic ")
+                .or_else(|| h.strip_prefix("basic "))
+        }) {
             let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else {
                 return false;
             };
-            let Ok(s) = String::from_utf8(raw) else { return false };
+            let Ok(s) = String::from_utf8(raw) else {
+                return false;
+            };
             return s.split_once(':') == Some((&self.client_id, &self.client_secret));
         }
         body_id == Some(self.client_id.as_str()) && body_secret == Some(self.client_secret.as_str())
@@ -124,14 +136,24 @@ impl Tokens {
         if rotate {
             self.generation += 1;
             self.uses_of_current = 0;
-            let h = StableHash::new(self.seed).str("refresh").u64(self.generation).finish();
+            let h = StableHash::new(self.seed)
+                .str("refresh")
+                .u64(self.generation)
+                .finish();
             self.current_refresh = format!("AB11{:010}emu{h:016x}", self.generation);
         }
         self.issued += 1;
-        let h = StableHash::new(self.seed).str("access").u64(self.issued).finish();
+        let h = StableHash::new(self.seed)
+            .str("access")
+            .u64(self.issued)
+            .finish();
         let h2 = crate::util::mix64(h);
-        let access = format!("eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0..emu{:06}.{h:016x}{h2:016x}", self.issued);
-        self.access.insert(access.clone(), Instant::now() + self.ttl);
+        let access = format!(
+            "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0..emu{:06}.{h:016x}{h2:016x}",
+            self.issued
+        );
+        self.access
+            .insert(access.clone(), Instant::now() + self.ttl);
         Ok(Issued {
             access_token: access,
             refresh_token: self.current_refresh.clone(),
@@ -190,9 +212,15 @@ mod tests {
         assert_eq!(a.refresh_token, "emu-refresh-token-0");
         assert_ne!(a.access_token, b.access_token);
         assert!(t.check_access(Some(&a.access_token)).is_ok());
-        assert!(t.check_access(Some("nope")).unwrap_err().starts_with("Token invalid"));
+        assert!(t
+            .check_access(Some("nope"))
+            .unwrap_err()
+            .starts_with("Token invalid"));
         t.expire(&a.access_token);
-        assert!(t.check_access(Some(&a.access_token)).unwrap_err().starts_with("Token expired"));
+        assert!(t
+            .check_access(Some(&a.access_token))
+            .unwrap_err()
+            .starts_with("Token expired"));
     }
 
     #[test]
@@ -210,7 +238,10 @@ mod tests {
     #[test]
     fn every_n_rotates() {
         let mut t = tokens(&["--rotate-refresh", "every=2"]);
-        assert_eq!(t.refresh("emu-refresh-token-0").unwrap().refresh_token, "emu-refresh-token-0");
+        assert_eq!(
+            t.refresh("emu-refresh-token-0").unwrap().refresh_token,
+            "emu-refresh-token-0"
+        );
         let r = t.refresh("emu-refresh-token-0").unwrap().refresh_token;
         assert_ne!(r, "emu-refresh-token-0");
         assert!(t.refresh("emu-refresh-token-0").is_err());

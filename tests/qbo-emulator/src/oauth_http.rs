@@ -18,7 +18,10 @@ use crate::state::{App, LogEntry};
 fn json(status: u16, body: String) -> Response {
     let mut r = respond(status, CT_JSON_OK, SlotBody::new(Bytes::from(body), None));
     let h = r.headers_mut();
-    h.insert("cache-control", HeaderValue::from_static("no-cache, no-store"));
+    h.insert(
+        "cache-control",
+        HeaderValue::from_static("no-cache, no-store"),
+    );
     h.insert("pragma", HeaderValue::from_static("no-cache"));
     r
 }
@@ -48,8 +51,19 @@ pub async fn token(
     };
     if let Some(rule) = app.decide_fault(Target::Token, &key, attempt) {
         entry.fault = Some(rule.label.clone());
-        if !matches!(rule.kind, Kind::Truncated | Kind::TruncatedConn | Kind::Hang(Some(_))) {
-            match apply_fault(&app, rule.kind, kill.as_ref().map(|k| &k.0), None, &mut entry).await {
+        if !matches!(
+            rule.kind,
+            Kind::Truncated | Kind::TruncatedConn | Kind::Hang(Some(_))
+        ) {
+            match apply_fault(
+                &app,
+                rule.kind,
+                kill.as_ref().map(|k| &k.0),
+                None,
+                &mut entry,
+            )
+            .await
+            {
                 FaultAction::Answer(r) => return r,
                 FaultAction::Proceed(_) => {}
             }
@@ -60,13 +74,17 @@ pub async fn token(
     let basic = headers.get("authorization").and_then(|v| v.to_str().ok());
     let result = {
         let mut tokens = app.tokens.lock().unwrap();
-        if !tokens.check_client(basic, form.get("client_id").map(String::as_str), form.get("client_secret").map(String::as_str)) {
+        if !tokens.check_client(
+            basic,
+            form.get("client_id").map(String::as_str),
+            form.get("client_secret").map(String::as_str),
+        ) {
             Err(TokenError::InvalidClient)
         } else {
             match form.get("grant_type").map(String::as_str) {
-                Some("refresh_token") if rt.is_empty() => {
-                    Err(TokenError::InvalidRequest("refresh_token is required".into()))
-                }
+                Some("refresh_token") if rt.is_empty() => Err(TokenError::InvalidRequest(
+                    "refresh_token is required".into(),
+                )),
                 Some("refresh_token") => tokens.refresh(&rt),
                 None => Err(TokenError::InvalidRequest("grant_type is required".into())),
                 Some(_) => Err(TokenError::UnsupportedGrantType),

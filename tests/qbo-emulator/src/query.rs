@@ -170,12 +170,15 @@ fn tokenize(q: &str) -> Result<Vec<(Tok, usize)>, QueryError> {
             i += 1;
         } else if c.is_alphabetic() || c == '_' {
             let s = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
             {
                 i += 1;
             }
             out.push((Tok::Ident(chars[s..i].iter().collect()), col));
-        } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let s = i;
             i += 1;
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
@@ -189,9 +192,9 @@ fn tokenize(q: &str) -> Result<Vec<(Tok, usize)>, QueryError> {
                 match chars.get(i) {
                     None => {
                         return Err(QueryError::parser(format!(
-                            "Lexical error at line 1, column {}.  Encountered: <EOF> after : \"'{s}\"",
-                            chars.len() + 1
-                        )))
+                        "Lexical error at line 1, column {}.  Encountered: <EOF> after : \"'{s}\"",
+                        chars.len() + 1
+                    )))
                     }
                     Some('\\') if chars.get(i + 1).is_some() => {
                         s.push(chars[i + 1]);
@@ -506,7 +509,12 @@ pub fn parse(q: &str, offset: &FixedOffset) -> Result<Query, QueryError> {
     })
 }
 
-fn typed(field: Field, raw_field: &str, l: &RawLit, offset: &FixedOffset) -> Result<Value, QueryError> {
+fn typed(
+    field: Field,
+    raw_field: &str,
+    l: &RawLit,
+    offset: &FixedOffset,
+) -> Result<Value, QueryError> {
     let bad = || {
         QueryError::validation(format!(
             "value '{}' is not valid for property '{raw_field}'",
@@ -515,10 +523,17 @@ fn typed(field: Field, raw_field: &str, l: &RawLit, offset: &FixedOffset) -> Res
     };
     match field {
         Field::CreateTime | Field::LastUpdatedTime => match l {
-            RawLit::Str(s) => parse_datetime_ms(s, offset).map(Value::Instant).ok_or_else(bad),
+            RawLit::Str(s) => parse_datetime_ms(s, offset)
+                .map(Value::Instant)
+                .ok_or_else(bad),
             _ => Err(bad()),
         },
-        Field::Id => l.text().trim().parse::<i64>().map(Value::Int).map_err(|_| bad()),
+        Field::Id => l
+            .text()
+            .trim()
+            .parse::<i64>()
+            .map(Value::Int)
+            .map_err(|_| bad()),
         Field::Active => match l {
             RawLit::Bool(b) => Ok(Value::Bool(*b)),
             RawLit::Str(s) if s.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
@@ -638,7 +653,8 @@ mod tests {
         let b = p("select * from Customer order by Metadata.LastUpdatedTime asc").unwrap();
         assert_eq!(a.order, Some((Field::LastUpdatedTime, false)));
         assert_eq!(a, b);
-        let c = p("SELECT * FROM Customer WHERE Metadata.CreateTime > '2025-01-01T00:00:00+00:00'").unwrap();
+        let c = p("SELECT * FROM Customer WHERE Metadata.CreateTime > '2025-01-01T00:00:00+00:00'")
+            .unwrap();
         assert_eq!(c.conds[0].field, Field::CreateTime);
     }
 
@@ -652,9 +668,14 @@ mod tests {
 
     #[test]
     fn active_in_and_like_and_txndate() {
-        let q = p("SELECT * FROM Customer WHERE Active IN (true, false) AND DisplayName LIKE 'Caf%'").unwrap();
+        let q =
+            p("SELECT * FROM Customer WHERE Active IN (true, false) AND DisplayName LIKE 'Caf%'")
+                .unwrap();
         assert!(q.filters_active());
-        assert_eq!(q.conds[0].values, vec![Value::Bool(true), Value::Bool(false)]);
+        assert_eq!(
+            q.conds[0].values,
+            vec![Value::Bool(true), Value::Bool(false)]
+        );
         assert_eq!(q.conds[1].op, Op::Like);
         let q = p("SELECT * FROM Invoice WHERE TxnDate = '2025-03-01'").unwrap();
         assert_eq!(q.conds[0].field, Field::TxnDate);
@@ -678,7 +699,10 @@ mod tests {
         let e = p("SELECT * FROM Custmoer").unwrap_err();
         assert_eq!(e.code, "4001");
         assert_eq!(e.message, "Invalid query");
-        assert_eq!(e.detail, "QueryValidationError: invalid context declaration: Custmoer");
+        assert_eq!(
+            e.detail,
+            "QueryValidationError: invalid context declaration: Custmoer"
+        );
         // Entity names are case sensitive.
         assert_eq!(p("SELECT * FROM invoice").unwrap_err().code, "4001");
     }
@@ -687,13 +711,27 @@ mod tests {
     fn field_not_queryable_is_validation_error() {
         let e = p("SELECT * FROM Invoice WHERE Active = true").unwrap_err();
         assert_eq!(e.code, "4001");
-        assert!(e.detail.contains("property 'Active' is not queryable"), "{}", e.detail);
-        assert_eq!(p("SELECT * FROM Invoice ORDERBY Foo").unwrap_err().code, "4001");
+        assert!(
+            e.detail.contains("property 'Active' is not queryable"),
+            "{}",
+            e.detail
+        );
         assert_eq!(
-            p("SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > 'nope'").unwrap_err().code,
+            p("SELECT * FROM Invoice ORDERBY Foo").unwrap_err().code,
             "4001"
         );
-        assert_eq!(p("SELECT * FROM Invoice WHERE Id LIKE '1%'").unwrap_err().code, "4001");
+        assert_eq!(
+            p("SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > 'nope'")
+                .unwrap_err()
+                .code,
+            "4001"
+        );
+        assert_eq!(
+            p("SELECT * FROM Invoice WHERE Id LIKE '1%'")
+                .unwrap_err()
+                .code,
+            "4001"
+        );
     }
 
     #[test]

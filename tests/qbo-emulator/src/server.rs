@@ -2,8 +2,8 @@
 //! switch so a handler can reset its connection), the router, the `intuit_tid` layer, and a
 //! response body that holds the throttle slot until it has been fully written.
 
-use std::net::SocketAddr;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,16 +65,37 @@ impl Drop for Server {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/oauth2/v1/tokens/bearer", post(oauth_http::token))
-        .route("/.well-known/openid-configuration", get(oauth_http::discovery))
-        .route("/.well-known/openid_sandbox_configuration", get(oauth_http::discovery))
-        .route("/.well-known/openid_sandbox_configuration/", get(oauth_http::discovery))
-        .route("/.well-known/openid_configuration", get(oauth_http::discovery))
-        .route("/.well-known/openid_configuration/", get(oauth_http::discovery))
+        .route(
+            "/.well-known/openid-configuration",
+            get(oauth_http::discovery),
+        )
+        .route(
+            "/.well-known/openid_sandbox_configuration",
+            get(oauth_http::discovery),
+        )
+        .route(
+            "/.well-known/openid_sandbox_configuration/",
+            get(oauth_http::discovery),
+        )
+        .route(
+            "/.well-known/openid_configuration",
+            get(oauth_http::discovery),
+        )
+        .route(
+            "/.well-known/openid_configuration/",
+            get(oauth_http::discovery),
+        )
         .route("/v2/oauth2/tokens/revoke", post(oauth_http::revoke))
-        .route("/v3/company/{realm}/query", get(api::query_get).post(api::query_post))
+        .route(
+            "/v3/company/{realm}/query",
+            get(api::query_get).post(api::query_post),
+        )
         .route("/v3/company/{realm}/cdc", get(api::cdc))
         .route("/v3/company/{realm}/batch", post(api::batch))
-        .route("/v3/company/{realm}/companyinfo/{id}", get(api::company_info))
+        .route(
+            "/v3/company/{realm}/companyinfo/{id}",
+            get(api::company_info),
+        )
         .merge(control::routes())
         .fallback(api::not_found)
         .layer(axum::middleware::map_response(add_tid))
@@ -190,15 +211,18 @@ impl http_body::Body for SlotBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         if let Some(d) = self.data.take() {
             return Poll::Ready(Some(Ok(Frame::data(d))));
         }
         self.slot = None;
         if self.fail_after && !self.failed {
-            let pause = self
-                .pause
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(std::time::Duration::from_millis(50))));
+            let pause = self.pause.get_or_insert_with(|| {
+                Box::pin(tokio::time::sleep(std::time::Duration::from_millis(50)))
+            });
             if pause.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
@@ -232,7 +256,11 @@ pub fn respond(status: u16, content_type: &str, body: SlotBody) -> Response {
 
 /// Builds the response of an error answer.
 pub fn error_response(a: &ErrorAnswer, slot: Option<Slot>) -> Response {
-    let mut r = respond(a.status, a.content_type, SlotBody::new(Bytes::from(a.body.clone()), slot));
+    let mut r = respond(
+        a.status,
+        a.content_type,
+        SlotBody::new(Bytes::from(a.body.clone()), slot),
+    );
     for (k, v) in &a.headers {
         if let Ok(v) = HeaderValue::from_str(v) {
             r.headers_mut().insert(*k, v);

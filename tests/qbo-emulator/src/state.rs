@@ -171,7 +171,9 @@ impl App {
         }
         .fetch_add(1, Ordering::SeqCst)
             + 1;
-        let rule = spec.decide(target, self.cfg.seed, key, attempt, nth).cloned();
+        let rule = spec
+            .decide(target, self.cfg.seed, key, attempt, nth)
+            .cloned();
         let mut attempts = self.attempts.lock().unwrap();
         let a = attempts.entry(key.to_string()).or_default();
         match rule {
@@ -275,20 +277,27 @@ impl App {
 
     /// Applies an update or delete; returns what changed.
     pub fn mutate(&self, m: &Mutation) -> Result<Vec<Changed>, String> {
-        let entity = Entity::from_name(&m.entity).ok_or_else(|| format!("unknown entity {:?}", m.entity))?;
+        let entity =
+            Entity::from_name(&m.entity).ok_or_else(|| format!("unknown entity {:?}", m.entity))?;
         let delete = match m.op.as_str() {
             "update" => false,
             "delete" => true,
             o => return Err(format!("unknown op {o:?}: expected update or delete")),
         };
-        let realm_id = m.realm.clone().unwrap_or_else(|| self.cfg.realms[0].clone());
+        let realm_id = m
+            .realm
+            .clone()
+            .unwrap_or_else(|| self.cfg.realms[0].clone());
         let mut data = self.data.write().unwrap();
         let realm = data
             .realms
             .get_mut(&realm_id)
             .ok_or_else(|| format!("unknown realm {realm_id:?}"))?;
         let offset = realm.offset;
-        let table = realm.tables.get_mut(&entity).expect("every entity has a table");
+        let table = realm
+            .tables
+            .get_mut(&entity)
+            .expect("every entity has a table");
         let ids: Vec<u32> = match (&m.ids, m.count) {
             (Some(ids), _) => ids
                 .iter()
@@ -304,7 +313,12 @@ impl App {
                 let mut rng = ChaCha8Rng::seed_from_u64(
                     StableHash::new(self.cfg.seed).str("mutate").u64(k).finish(),
                 );
-                let live: Vec<u32> = table.recs.iter().filter(|r| !r.deleted).map(|r| r.id).collect();
+                let live: Vec<u32> = table
+                    .recs
+                    .iter()
+                    .filter(|r| !r.deleted)
+                    .map(|r| r.id)
+                    .collect();
                 let mut picked = Vec::new();
                 for _ in 0..n.min(live.len()) {
                     let mut id = live[rng.random_range(0..live.len())];

@@ -65,7 +65,11 @@ impl Throttle {
     pub fn acquire_at(self: &Arc<Self>, realm: &str, now: Instant) -> Result<Slot, Refusal> {
         let mut realms = self.realms.lock().unwrap();
         let r = realms.entry(realm.to_string()).or_default();
-        while r.admitted.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+        while r
+            .admitted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+        {
             r.admitted.pop_front();
         }
         if r.in_flight >= self.max_concurrent {
@@ -91,7 +95,10 @@ impl Throttle {
     /// Current in-flight requests per realm.
     pub fn in_flight(&self) -> HashMap<String, usize> {
         let realms = self.realms.lock().unwrap();
-        realms.iter().map(|(k, v)| (k.clone(), v.in_flight)).collect()
+        realms
+            .iter()
+            .map(|(k, v)| (k.clone(), v.in_flight))
+            .collect()
     }
 
     /// Forgets the rate windows (in-flight requests keep their slots).
@@ -116,12 +123,18 @@ mod tests {
         for i in 0..3 {
             slots.push(t.acquire_at("r", t0 + Duration::from_secs(i)).unwrap());
         }
-        assert_eq!(t.acquire_at("r", t0 + Duration::from_secs(10)).unwrap_err(), Refusal::Rate);
+        assert_eq!(
+            t.acquire_at("r", t0 + Duration::from_secs(10)).unwrap_err(),
+            Refusal::Rate
+        );
         // Other realms are independent.
         assert!(t.acquire_at("other", t0).is_ok());
         // The first admission leaves the window after 60 s.
         assert!(t.acquire_at("r", t0 + Duration::from_secs(60)).is_ok());
-        assert_eq!(t.acquire_at("r", t0 + Duration::from_secs(60)).unwrap_err(), Refusal::Rate);
+        assert_eq!(
+            t.acquire_at("r", t0 + Duration::from_secs(60)).unwrap_err(),
+            Refusal::Rate
+        );
     }
 
     #[test]

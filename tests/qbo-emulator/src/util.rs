@@ -41,7 +41,10 @@ impl StableHash {
 
 /// Renders an epoch-second instant as QBO does in payloads: `2025-03-04T05:06:07-07:00`.
 pub fn render_ts(epoch: i64, offset: &FixedOffset) -> String {
-    let dt = offset.timestamp_opt(epoch, 0).single().expect("valid timestamp");
+    let dt = offset
+        .timestamp_opt(epoch, 0)
+        .single()
+        .expect("valid timestamp");
     dt.to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
@@ -53,7 +56,10 @@ pub fn render_time_ms(now: DateTime<Utc>, offset: &FixedOffset) -> String {
 
 /// The date (company-local) of an epoch-second instant, `YYYY-MM-DD`.
 pub fn render_date(epoch: i64, offset: &FixedOffset) -> String {
-    let dt = offset.timestamp_opt(epoch, 0).single().expect("valid timestamp");
+    let dt = offset
+        .timestamp_opt(epoch, 0)
+        .single()
+        .expect("valid timestamp");
     dt.format("%Y-%m-%d").to_string()
 }
 

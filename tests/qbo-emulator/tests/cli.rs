@@ -11,10 +11,26 @@ fn help_documents_every_flag() {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in [
-        "--listen", "--seed", "--realm", "--records", "--data-from", "--data-to", "--company-offset", "--client-id",
-        "--client-secret", "--refresh-token", "--rotate-refresh", "--access-token-ttl", "--latency-ms",
-        "--latency-per-row-us", "--faults", "--rate-limit", "--max-concurrent", "--max-consecutive-faults",
-        "429json-ra", "@nth=N",
+        "--listen",
+        "--seed",
+        "--realm",
+        "--records",
+        "--data-from",
+        "--data-to",
+        "--company-offset",
+        "--client-id",
+        "--client-secret",
+        "--refresh-token",
+        "--rotate-refresh",
+        "--access-token-ttl",
+        "--latency-ms",
+        "--latency-per-row-us",
+        "--faults",
+        "--rate-limit",
+        "--max-concurrent",
+        "--max-consecutive-faults",
+        "429json-ra",
+        "@nth=N",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -48,9 +64,14 @@ fn prints_one_ready_line() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     child.kill().unwrap();
     let _ = child.wait();
-    let addr = line.trim().strip_prefix("listening on http://127.0.0.1:").expect(&line);
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://127.0.0.1:")
+        .expect(&line);
     assert!(addr.parse::<u16>().unwrap() > 0);
 }

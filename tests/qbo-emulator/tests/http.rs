@@ -21,7 +21,10 @@ async fn token_endpoint_shapes_and_errors() {
         .http
         .post(&url)
         .basic_auth("emu-client-id", Some("emu-client-secret"))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", "emu-refresh-token-0")])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "emu-refresh-token-0"),
+        ])
         .send()
         .await
         .unwrap();
@@ -54,12 +57,18 @@ async fn token_endpoint_shapes_and_errors() {
         .http
         .post(&url)
         .basic_auth("emu-client-id", Some("wrong"))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", "emu-refresh-token-0")])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "emu-refresh-token-0"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "invalid_client"}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "invalid_client"})
+    );
     // Unknown refresh token: 400 invalid_grant, in one of Intuit's shapes.
     let sample = sample_json("oauth-jsclient/errorResponse.json");
     assert_eq!(sample["response"]["status"], 400);
@@ -93,7 +102,10 @@ async fn token_rotation_always_and_every_n() {
             let r = http
                 .post(&url)
                 .basic_auth("emu-client-id", Some("emu-client-secret"))
-                .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", rt.as_str()),
+                ])
                 .send()
                 .await
                 .unwrap();
@@ -107,12 +119,22 @@ async fn token_rotation_always_and_every_n() {
     // The superseded token is dead.
     let (s, e) = refresh("emu-refresh-token-0".into()).await;
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")));
-    assert_eq!(emu.control_get("/__emulator/tokens").await["refresh_token"], rt1.as_str());
+    assert_eq!(
+        emu.control_get("/__emulator/tokens").await["refresh_token"],
+        rt1.as_str()
+    );
     // Access tokens expire after the TTL (1 s here).
     let at = a["access_token"].as_str().unwrap();
-    assert_eq!(emu.query_raw(at, REALM, "SELECT count(*) FROM Invoice").await.status(), 200);
+    assert_eq!(
+        emu.query_raw(at, REALM, "SELECT count(*) FROM Invoice")
+            .await
+            .status(),
+        200
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let r = emu.query_raw(at, REALM, "SELECT count(*) FROM Invoice").await;
+    let r = emu
+        .query_raw(at, REALM, "SELECT count(*) FROM Invoice")
+        .await;
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("Token expired"));
 
@@ -123,11 +145,19 @@ async fn token_rotation_always_and_every_n() {
             .http
             .post(format!("{}/oauth2/v1/tokens/bearer", emu.base))
             .basic_auth("emu-client-id", Some("emu-client-secret"))
-            .form(&[("grant_type", "refresh_token"), ("refresh_token", "emu-refresh-token-0")])
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "emu-refresh-token-0"),
+            ])
             .send()
             .await
             .unwrap();
-        rts.push(r.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_string());
+        rts.push(
+            r.json::<Value>().await.unwrap()["refresh_token"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     assert_eq!(rts[0], "emu-refresh-token-0");
     assert_eq!(rts[1], "emu-refresh-token-0");
@@ -146,8 +176,14 @@ async fn discovery_document() {
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("intuit_tid"));
     let v: Value = r.json().await.unwrap();
-    assert_eq!(keys(&v), keys(&sample_json("QuickBooks-V3-DotNET-SDK/discovery.json")));
-    assert_eq!(v["token_endpoint"], format!("{}/oauth2/v1/tokens/bearer", emu.base));
+    assert_eq!(
+        keys(&v),
+        keys(&sample_json("QuickBooks-V3-DotNET-SDK/discovery.json"))
+    );
+    assert_eq!(
+        v["token_endpoint"],
+        format!("{}/oauth2/v1/tokens/bearer", emu.base)
+    );
 }
 
 #[tokio::test]
@@ -160,10 +196,16 @@ async fn query_401_matches_recording() {
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()["www-authenticate"], www.as_str());
         assert!(r.headers().contains_key("intuit_tid"));
-        assert_eq!(ct(&r), sample_header("qbo_api/vcr/error/401__0.meta.json", "Content-Type"));
+        assert_eq!(
+            ct(&r),
+            sample_header("qbo_api/vcr/error/401__0.meta.json", "Content-Type")
+        );
         let v: Value = r.json().await.unwrap();
         assert_eq!(keys(&v), keys(&sample));
-        assert_eq!(keys(&v["fault"]["error"][0]), keys(&sample["fault"]["error"][0]));
+        assert_eq!(
+            keys(&v["fault"]["error"][0]),
+            keys(&sample["fault"]["error"][0])
+        );
         assert_eq!(v["fault"]["error"][0]["code"], "3200");
         assert_eq!(v["fault"]["type"], "AUTHENTICATION");
         assert!(v["time"].is_i64(), "epoch-ms time");
@@ -176,7 +218,13 @@ async fn query_page_count_empty_and_errors_match_recordings() {
     let emu = start(&["--records", "Invoice=1500"]).await;
     let tok = emu.token().await;
     // A page.
-    let r = emu.query_raw(&tok, REALM, "SELECT * FROM Vendor MAXRESULTS 5 STARTPOSITION 6").await;
+    let r = emu
+        .query_raw(
+            &tok,
+            REALM,
+            "SELECT * FROM Vendor MAXRESULTS 5 STARTPOSITION 6",
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert!(ct(&r).starts_with("application/json;charset="));
     assert!(r.headers().contains_key("intuit_tid"));
@@ -189,30 +237,62 @@ async fn query_page_count_empty_and_errors_match_recordings() {
     let time = v["time"].as_str().unwrap();
     assert!(time.ends_with("-07:00") && time.contains('.'), "{time}");
     let vendor = &v["QueryResponse"]["Vendor"][0];
-    for k in ["Id", "SyncToken", "MetaData", "DisplayName", "Active", "domain", "sparse", "Balance"] {
+    for k in [
+        "Id",
+        "SyncToken",
+        "MetaData",
+        "DisplayName",
+        "Active",
+        "domain",
+        "sparse",
+        "Balance",
+    ] {
         assert!(vendor.get(k).is_some(), "Vendor lacks {k}");
     }
     // count(*).
     let v = emu.query(&tok, "SELECT COUNT(*) FROM Vendor").await;
     let sample = sample_json("qbo_api/vcr/all/vendors_by_5__0.json");
     assert_eq!(keys(&v["QueryResponse"]), keys(&sample["QueryResponse"]));
-    let active = emu.truth(REALM, "Vendor").await.iter().filter(|r| r["Active"] == true).count();
+    let active = emu
+        .truth(REALM, "Vendor")
+        .await
+        .iter()
+        .filter(|r| r["Active"] == true)
+        .count();
     assert_eq!(v["QueryResponse"]["totalCount"], active);
     // Empty page: no entity key at all.
-    let v = emu.query(&tok, "SELECT * FROM Customer WHERE Id IN ('100000')").await;
+    let v = emu
+        .query(&tok, "SELECT * FROM Customer WHERE Id IN ('100000')")
+        .await;
     let sample = sample_json("qbo_api/vcr/all/alt_select__4.json");
     assert_eq!(keys(&v), keys(&sample));
     assert_eq!(v["QueryResponse"], json!({}));
     // MAXRESULTS silently capped at 1000; maxResults = rows on this page.
-    let v = emu.query(&tok, "SELECT * FROM Invoice STARTPOSITION 1 MAXRESULTS 5000").await;
-    assert_eq!(v["QueryResponse"]["Invoice"].as_array().unwrap().len(), 1000);
+    let v = emu
+        .query(
+            &tok,
+            "SELECT * FROM Invoice STARTPOSITION 1 MAXRESULTS 5000",
+        )
+        .await;
+    assert_eq!(
+        v["QueryResponse"]["Invoice"].as_array().unwrap().len(),
+        1000
+    );
     assert_eq!(v["QueryResponse"]["maxResults"], 1000);
-    let v = emu.query(&tok, "SELECT * FROM Invoice STARTPOSITION 1001 MAXRESULTS 1000").await;
+    let v = emu
+        .query(
+            &tok,
+            "SELECT * FROM Invoice STARTPOSITION 1001 MAXRESULTS 1000",
+        )
+        .await;
     assert_eq!(v["QueryResponse"]["maxResults"], 500);
     // Unknown entity: the recorded 4001 body, byte for byte except time.
     let r = emu.query_raw(&tok, REALM, "SELECT * FROM Custmoer").await;
     assert_eq!(r.status(), 400);
-    assert_eq!(ct(&r), sample_header("qbo_api/vcr/error/400__1.meta.json", "Content-Type"));
+    assert_eq!(
+        ct(&r),
+        sample_header("qbo_api/vcr/error/400__1.meta.json", "Content-Type")
+    );
     let mut v: Value = r.json().await.unwrap();
     let mut sample = sample_json("qbo_api/vcr/error/400__1.json");
     v["time"] = Value::Null;
@@ -223,14 +303,23 @@ async fn query_page_count_empty_and_errors_match_recordings() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     let sample = sample_json("ExQuickBooks/api/query_error.json");
-    assert_eq!(keys(&v["Fault"]["Error"][0]), keys(&sample["Fault"]["Error"][0]));
+    assert_eq!(
+        keys(&v["Fault"]["Error"][0]),
+        keys(&sample["Fault"]["Error"][0])
+    );
     assert_eq!(v["Fault"]["Error"][0]["code"], "4000");
-    assert_eq!(v["Fault"]["Error"][0]["Message"], sample["Fault"]["Error"][0]["Message"]);
+    assert_eq!(
+        v["Fault"]["Error"][0]["Message"],
+        sample["Fault"]["Error"][0]["Message"]
+    );
     assert_eq!(v["Fault"]["type"], "ValidationFault");
     // POST form with an application/text body.
     let r = emu
         .http
-        .post(format!("{}/v3/company/{REALM}/query?minorversion=75", emu.base))
+        .post(format!(
+            "{}/v3/company/{REALM}/query?minorversion=75",
+            emu.base
+        ))
         .bearer_auth(&tok)
         .header("content-type", "application/text")
         .body("SELECT * FROM Item WHERE Active IN (true,false) MAXRESULTS 3")
@@ -259,12 +348,18 @@ async fn query_page_count_empty_and_errors_match_recordings() {
 async fn payloads_have_decimals_unicode_and_company_offset() {
     let emu = start(&["--company-offset", "+05:30"]).await;
     let tok = emu.token().await;
-    let r = emu.query_raw(&tok, REALM, "SELECT * FROM Invoice MAXRESULTS 1000").await;
+    let r = emu
+        .query_raw(&tok, REALM, "SELECT * FROM Invoice MAXRESULTS 1000")
+        .await;
     let text = r.text().await.unwrap();
     assert!(text.contains("\"Amount\":12.30"));
     assert!(text.contains("+05:30\""));
     let r = emu
-        .query_raw(&tok, REALM, "SELECT * FROM Customer WHERE Active IN (true,false) MAXRESULTS 1000")
+        .query_raw(
+            &tok,
+            REALM,
+            "SELECT * FROM Customer WHERE Active IN (true,false) MAXRESULTS 1000",
+        )
         .await;
     let text = r.text().await.unwrap();
     assert!(text.contains("Café Zoë ✓"));
@@ -280,11 +375,16 @@ async fn cdc_batch_companyinfo_shapes() {
     let emu = start(&["--data-from", &from, "--data-to", &to]).await;
     let tok = emu.token().await;
     // CDC.
-    let since = (now - chrono::Duration::days(5)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let since =
+        (now - chrono::Duration::days(5)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let r = emu
         .http
         .get(format!("{}/v3/company/{REALM}/cdc", emu.base))
-        .query(&[("entities", "estimate,Customer"), ("changedSince", since.as_str()), ("minorversion", "75")])
+        .query(&[
+            ("entities", "estimate,Customer"),
+            ("changedSince", since.as_str()),
+            ("minorversion", "75"),
+        ])
         .bearer_auth(&tok)
         .send()
         .await
@@ -294,18 +394,28 @@ async fn cdc_batch_companyinfo_shapes() {
     let sample = sample_json("qbo_api/vcr/cdc/basic__0.json");
     assert_eq!(keys(&v), keys(&sample));
     let qr = &v["CDCResponse"][0]["QueryResponse"];
-    assert_eq!(keys(&qr[0]), keys(&sample["CDCResponse"][0]["QueryResponse"][0]));
+    assert_eq!(
+        keys(&qr[0]),
+        keys(&sample["CDCResponse"][0]["QueryResponse"][0])
+    );
     let n = qr[0]["Estimate"].as_array().unwrap().len();
     let since_t = chrono::DateTime::parse_from_rfc3339(&since).unwrap();
     let want = emu
         .truth(REALM, "Estimate")
         .await
         .iter()
-        .filter(|r| chrono::DateTime::parse_from_rfc3339(r["LastUpdatedTime"].as_str().unwrap()).unwrap() >= since_t)
+        .filter(|r| {
+            chrono::DateTime::parse_from_rfc3339(r["LastUpdatedTime"].as_str().unwrap()).unwrap()
+                >= since_t
+        })
         .count();
     assert_eq!(n, want);
     // A deleted record comes back minimal.
-    emu.control_post("/__emulator/mutate", json!({"realm": REALM, "entity": "Estimate", "op": "delete", "ids": ["1"]})).await;
+    emu.control_post(
+        "/__emulator/mutate",
+        json!({"realm": REALM, "entity": "Estimate", "op": "delete", "ids": ["1"]}),
+    )
+    .await;
     let v: Value = emu
         .http
         .get(format!("{}/v3/company/{REALM}/cdc", emu.base))
@@ -317,7 +427,9 @@ async fn cdc_batch_companyinfo_shapes() {
         .json()
         .await
         .unwrap();
-    let list = v["CDCResponse"][0]["QueryResponse"][0]["Estimate"].as_array().unwrap();
+    let list = v["CDCResponse"][0]["QueryResponse"][0]["Estimate"]
+        .as_array()
+        .unwrap();
     let del = list.iter().find(|o| o["Id"] == "1").unwrap();
     assert_eq!(del["status"], "Deleted");
     assert!(del["MetaData"]["LastUpdatedTime"].is_string());
@@ -340,7 +452,10 @@ async fn cdc_batch_companyinfo_shapes() {
     ]});
     let r = emu
         .http
-        .post(format!("{}/v3/company/{REALM}/batch?minorversion=75", emu.base))
+        .post(format!(
+            "{}/v3/company/{REALM}/batch?minorversion=75",
+            emu.base
+        ))
         .bearer_auth(&tok)
         .json(&body)
         .send()
@@ -353,16 +468,25 @@ async fn cdc_batch_companyinfo_shapes() {
     let items = v["BatchItemResponse"].as_array().unwrap();
     let s_items = sample["BatchItemResponse"].as_array().unwrap();
     assert_eq!(keys(&items[0]), keys(&s_items[3]));
-    assert_eq!(keys(&items[0]["QueryResponse"]), keys(&s_items[3]["QueryResponse"]));
+    assert_eq!(
+        keys(&items[0]["QueryResponse"]),
+        keys(&s_items[3]["QueryResponse"])
+    );
     assert_eq!(items[0]["QueryResponse"]["maxResults"], 2);
     assert_eq!(keys(&items[1]), keys(&s_items[1]));
-    assert_eq!(keys(&items[1]["Fault"]["Error"][0]), keys(&s_items[1]["Fault"]["Error"][0]));
+    assert_eq!(
+        keys(&items[1]["Fault"]["Error"][0]),
+        keys(&s_items[1]["Fault"]["Error"][0])
+    );
     assert_eq!(items[1]["Fault"]["Error"][0]["code"], "4001");
     assert_eq!(items[2]["bId"], "bid3");
     // companyinfo.
     let r = emu
         .http
-        .get(format!("{}/v3/company/{REALM}/companyinfo/{REALM}", emu.base))
+        .get(format!(
+            "{}/v3/company/{REALM}/companyinfo/{REALM}",
+            emu.base
+        ))
         .bearer_auth(&tok)
         .send()
         .await
@@ -376,7 +500,12 @@ async fn cdc_batch_companyinfo_shapes() {
 async fn fault_once(emu: &Emu, tok: &str, spec: &str) -> reqwest::Response {
     emu.faults(&format!("{spec}@nth=1")).await;
     // A distinct query per spec, so the consecutive-fault cap of one identical request is not hit.
-    emu.query_raw(tok, REALM, &format!("SELECT * FROM Term WHERE Name != '{spec}'")).await
+    emu.query_raw(
+        tok,
+        REALM,
+        &format!("SELECT * FROM Term WHERE Name != '{spec}'"),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -409,7 +538,10 @@ async fn every_http_fault_kind() {
         assert_eq!(r.status(), status, "{spec}");
         assert_eq!(ct(&r), ctype, "{spec}");
         assert!(r.headers().contains_key("intuit_tid"), "{spec}");
-        let ra = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        let ra = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
         match spec {
             "429json-ra" => assert_eq!(ra.as_deref(), Some("1")),
             "429xml-ra=3" => assert_eq!(ra.as_deref(), Some("3")),
@@ -419,8 +551,17 @@ async fn every_http_fault_kind() {
         let body = r.text().await.unwrap();
         if spec.starts_with("429xml") {
             // Same elements as the recorded XML throttle.
-            for needle in ["<IntuitResponse time=", "<Fault type=\"SERVICE\">", "<Error code=\"3001\">", "statusCode=429", "<Detail>"] {
-                assert!(xml_sample.contains(needle) && body.contains(needle), "{needle}");
+            for needle in [
+                "<IntuitResponse time=",
+                "<Fault type=\"SERVICE\">",
+                "<Error code=\"3001\">",
+                "statusCode=429",
+                "<Detail>",
+            ] {
+                assert!(
+                    xml_sample.contains(needle) && body.contains(needle),
+                    "{needle}"
+                );
             }
         }
         if spec == "403throttle" {
@@ -438,7 +579,13 @@ async fn every_http_fault_kind() {
             assert!(body.starts_with("<html>"));
         }
         // The next request is clean.
-        assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Term").await.status(), 200, "{spec}");
+        assert_eq!(
+            emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+                .await
+                .status(),
+            200,
+            "{spec}"
+        );
     }
     let stats = emu.control_get("/__emulator/stats").await;
     assert_eq!(stats["faults_injected"]["503html"], 1);
@@ -450,7 +597,9 @@ async fn connection_level_faults() {
     let emu = start(&[]).await;
     let tok = emu.token().await;
     // reset: no response at all.
-    let r = emu.http.get(format!("{}/v3/company/{REALM}/query", emu.base));
+    let r = emu
+        .http
+        .get(format!("{}/v3/company/{REALM}/query", emu.base));
     let _ = r;
     emu.faults("reset@nth=1").await;
     let e = emu
@@ -493,25 +642,55 @@ async fn connection_level_faults() {
     let r = fault_once(&emu, &tok, "401").await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
-    assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Term").await.status(), 401);
+    assert_eq!(
+        emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+            .await
+            .status(),
+        401
+    );
     let tok = emu.token().await;
-    assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Term").await.status(), 200);
+    assert_eq!(
+        emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+            .await
+            .status(),
+        200
+    );
     // token: prefix targets the token endpoint.
     emu.faults("token:503html@nth=1").await;
     let r = emu
         .http
         .post(format!("{}/oauth2/v1/tokens/bearer", emu.base))
         .basic_auth("emu-client-id", Some("emu-client-secret"))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", "emu-refresh-token-0")])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "emu-refresh-token-0"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("intuit_tid"));
-    assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Term").await.status(), 200);
+    assert_eq!(
+        emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+            .await
+            .status(),
+        200
+    );
     let log = emu.control_get("/__emulator/requests?since=0").await;
-    let faults: Vec<&str> = log.as_array().unwrap().iter().filter_map(|e| e["fault"].as_str()).collect();
-    for k in ["reset", "truncated", "truncated-conn", "hang", "401", "503html"] {
+    let faults: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["fault"].as_str())
+        .collect();
+    for k in [
+        "reset",
+        "truncated",
+        "truncated-conn",
+        "hang",
+        "401",
+        "503html",
+    ] {
         assert!(faults.contains(&k), "{k} not logged: {faults:?}");
     }
 }
@@ -524,7 +703,12 @@ async fn consecutive_fault_cap_and_determinism() {
     emu.faults("503json").await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(emu.query_raw(&tok, REALM, "SELECT * FROM Class").await.status().as_u16());
+        statuses.push(
+            emu.query_raw(&tok, REALM, "SELECT * FROM Class")
+                .await
+                .status()
+                .as_u16(),
+        );
     }
     assert_eq!(statuses, vec![503, 503, 503, 503, 200, 503]);
     // Probabilistic faults depend on (seed, query, attempt), not arrival order.
@@ -538,7 +722,10 @@ async fn consecutive_fault_cap_and_determinism() {
             emu.faults("500json:0.5").await;
             let mut got = vec![0u16; order.len()];
             for i in order {
-                let q = format!("SELECT * FROM Invoice STARTPOSITION {} MAXRESULTS 10", i * 10 + 1);
+                let q = format!(
+                    "SELECT * FROM Invoice STARTPOSITION {} MAXRESULTS 10",
+                    i * 10 + 1
+                );
                 got[i] = emu.query_raw(&tok2, REALM, &q).await.status().as_u16();
             }
             got
@@ -555,14 +742,24 @@ async fn throttling_rate_and_concurrency() {
     let emu = start(&["--rate-limit", "5"]).await;
     let tok = emu.token().await;
     for _ in 0..5 {
-        assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Term").await.status(), 200);
+        assert_eq!(
+            emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+                .await
+                .status(),
+            200
+        );
     }
     let r = emu.query_raw(&tok, REALM, "SELECT * FROM Term").await;
     assert_eq!(r.status(), 429);
     let body = r.text().await.unwrap();
     assert!(body.contains("3001") && body.contains("ThrottleExceeded"));
     // Other realm unaffected.
-    assert_eq!(emu.query_raw(&tok, "9341452000000002", "SELECT * FROM Term").await.status(), 200);
+    assert_eq!(
+        emu.query_raw(&tok, "9341452000000002", "SELECT * FROM Term")
+            .await
+            .status(),
+        200
+    );
     let stats = emu.control_get("/__emulator/stats").await;
     assert_eq!(stats["throttled_429"], 1);
     assert_eq!(stats["requests"]["query"]["429"], 1);
@@ -583,7 +780,12 @@ async fn throttling_rate_and_concurrency() {
     let stats = emu.control_get("/__emulator/stats").await;
     assert_eq!(stats["max_concurrent_seen"], 2);
     // Slots are freed once responses are written.
-    assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Term").await.status(), 200);
+    assert_eq!(
+        emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+            .await
+            .status(),
+        200
+    );
 }
 
 async fn futures_join<F: std::future::Future<Output = u16>>(futs: Vec<F>) -> Vec<u16> {
@@ -620,10 +822,24 @@ async fn futures_join<F: std::future::Future<Output = u16>>(futs: Vec<F>) -> Vec
 async fn barrier_hold_held_release() {
     let emu = start(&[]).await;
     let tok = emu.token().await;
-    emu.control_post("/__emulator/hold", json!({"nth": 2, "match": "FROM Invoice"})).await;
+    emu.control_post(
+        "/__emulator/hold",
+        json!({"nth": 2, "match": "FROM Invoice"}),
+    )
+    .await;
     // Unmatched requests don't count.
-    assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Term").await.status(), 200);
-    assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Invoice MAXRESULTS 1").await.status(), 200);
+    assert_eq!(
+        emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        emu.query_raw(&tok, REALM, "SELECT * FROM Invoice MAXRESULTS 1")
+            .await
+            .status(),
+        200
+    );
     let base = emu.base.clone();
     let http = emu.http.clone();
     let t2 = tok.clone();
@@ -649,7 +865,8 @@ async fn barrier_hold_held_release() {
     let h = emu.control_get("/__emulator/held?timeout_ms=100").await;
     assert_eq!(h["held"], false);
     // A held client that gives up: release copes, server goes on.
-    emu.control_post("/__emulator/hold", json!({"nth": 1})).await;
+    emu.control_post("/__emulator/hold", json!({"nth": 1}))
+        .await;
     let e = emu
         .http
         .get(format!("{}/v3/company/{REALM}/query", emu.base))
@@ -663,7 +880,12 @@ async fn barrier_hold_held_release() {
     let h = emu.control_get("/__emulator/held?timeout_ms=1000").await;
     assert_eq!(h["held"], true);
     emu.control_post("/__emulator/release", json!({})).await;
-    assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Term").await.status(), 200);
+    assert_eq!(
+        emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -672,26 +894,46 @@ async fn mutate_schedule_stats_requests_reset() {
     let tok = emu.token().await;
     let before = emu.truth(REALM, "Invoice").await;
     let r = emu
-        .control_post("/__emulator/mutate", json!({"realm": REALM, "entity": "Invoice", "op": "update", "ids": ["1", "2"]}))
+        .control_post(
+            "/__emulator/mutate",
+            json!({"realm": REALM, "entity": "Invoice", "op": "update", "ids": ["1", "2"]}),
+        )
         .await;
     let changed = r["changed"].as_array().unwrap();
     assert_eq!(changed.len(), 2);
     let after = emu.truth(REALM, "Invoice").await;
-    assert_eq!(keys(&after[0]), vec!["Active", "Id", "LastUpdatedTime", "SyncToken", "deleted"]);
+    assert_eq!(
+        keys(&after[0]),
+        vec!["Active", "Id", "LastUpdatedTime", "SyncToken", "deleted"]
+    );
     let bump = |v: &Value| v["SyncToken"].as_str().unwrap().parse::<u32>().unwrap();
     assert_eq!(bump(&after[0]), bump(&before[0]) + 1);
     assert_ne!(after[0]["LastUpdatedTime"], before[0]["LastUpdatedTime"]);
     assert_eq!(changed[0]["LastUpdatedTime"], after[0]["LastUpdatedTime"]);
     // The query sees the new version.
-    let v = emu.query(&tok, "SELECT * FROM Invoice WHERE Id = '1'").await;
-    assert_eq!(v["QueryResponse"]["Invoice"][0]["SyncToken"], after[0]["SyncToken"]);
+    let v = emu
+        .query(&tok, "SELECT * FROM Invoice WHERE Id = '1'")
+        .await;
+    assert_eq!(
+        v["QueryResponse"]["Invoice"][0]["SyncToken"],
+        after[0]["SyncToken"]
+    );
     // Delete: gone from queries, flagged in truth.
-    emu.control_post("/__emulator/mutate", json!({"realm": REALM, "entity": "Invoice", "op": "delete", "ids": ["3"]})).await;
+    emu.control_post(
+        "/__emulator/mutate",
+        json!({"realm": REALM, "entity": "Invoice", "op": "delete", "ids": ["3"]}),
+    )
+    .await;
     let v = emu.query(&tok, "SELECT count(*) FROM Invoice").await;
     assert_eq!(v["QueryResponse"]["totalCount"], 599);
     assert_eq!(emu.truth(REALM, "Invoice").await[2]["deleted"], true);
     // Random picks by count.
-    let r = emu.control_post("/__emulator/mutate", json!({"realm": REALM, "entity": "Customer", "op": "update", "count": 3})).await;
+    let r = emu
+        .control_post(
+            "/__emulator/mutate",
+            json!({"realm": REALM, "entity": "Customer", "op": "update", "count": 3}),
+        )
+        .await;
     assert_eq!(r["changed"].as_array().unwrap().len(), 3);
     // Schedule.
     let r = emu
@@ -701,33 +943,78 @@ async fn mutate_schedule_stats_requests_reset() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let stats = emu.control_get("/__emulator/stats").await;
     assert_eq!(stats["mutations"], 2 + 1 + 3 + 3);
-    emu.control_post("/__emulator/mutate", json!({"schedule": null})).await;
+    emu.control_post("/__emulator/mutate", json!({"schedule": null}))
+        .await;
     // Stats and request log.
     assert!(stats["requests"]["query"]["200"].as_u64().unwrap() >= 2);
     let log = emu.control_get("/__emulator/requests?since=0").await;
-    let q = log.as_array().unwrap().iter().find(|e| e["endpoint"] == "query").unwrap();
-    for k in ["seq", "method", "endpoint", "realm", "query", "start_position", "max_results", "status", "fault", "attempt"] {
+    let q = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "query")
+        .unwrap();
+    for k in [
+        "seq",
+        "method",
+        "endpoint",
+        "realm",
+        "query",
+        "start_position",
+        "max_results",
+        "status",
+        "fault",
+        "attempt",
+    ] {
         assert!(q.get(k).is_some(), "log entry lacks {k}");
     }
     assert_eq!(q["query"], "SELECT * FROM Invoice WHERE Id = '1'");
-    let last_seq = log.as_array().unwrap().last().unwrap()["seq"].as_u64().unwrap();
-    assert!(emu.control_get(&format!("/__emulator/requests?since={last_seq}")).await.as_array().unwrap().is_empty());
+    let last_seq = log.as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    assert!(emu
+        .control_get(&format!("/__emulator/requests?since={last_seq}"))
+        .await
+        .as_array()
+        .unwrap()
+        .is_empty());
     // Reset restores everything.
     emu.faults("500json").await;
     emu.control_post("/__emulator/reset", json!({})).await;
     assert_eq!(emu.truth(REALM, "Invoice").await, before);
     assert_eq!(emu.control_get("/__emulator/faults").await["spec"], "");
     assert_eq!(emu.control_get("/__emulator/stats").await["mutations"], 0);
-    assert!(emu.control_get("/__emulator/requests?since=0").await.as_array().unwrap().len() <= 1);
+    assert!(
+        emu.control_get("/__emulator/requests?since=0")
+            .await
+            .as_array()
+            .unwrap()
+            .len()
+            <= 1
+    );
     // Old access tokens are gone after reset.
-    assert_eq!(emu.query_raw(&tok, REALM, "SELECT * FROM Term").await.status(), 401);
+    assert_eq!(
+        emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+            .await
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
 async fn intuit_tid_on_every_response() {
     let emu = start(&[]).await;
-    for (m, p) in [("GET", "/nope"), ("GET", "/__emulator/stats"), ("POST", "/oauth2/v1/tokens/bearer")] {
-        let r = emu.http.request(m.parse().unwrap(), format!("{}{p}", emu.base)).send().await.unwrap();
+    for (m, p) in [
+        ("GET", "/nope"),
+        ("GET", "/__emulator/stats"),
+        ("POST", "/oauth2/v1/tokens/bearer"),
+    ] {
+        let r = emu
+            .http
+            .request(m.parse().unwrap(), format!("{}{p}", emu.base))
+            .send()
+            .await
+            .unwrap();
         assert!(r.headers().contains_key("intuit_tid"), "{p}");
     }
 }

@@ -9,11 +9,36 @@ use common::*;
 use serde_json::Value;
 
 const NAME_LISTS: [&str; 10] = [
-    "Account", "Class", "Customer", "Department", "Employee", "Item", "PaymentMethod", "TaxCode", "Term", "Vendor",
+    "Account",
+    "Class",
+    "Customer",
+    "Department",
+    "Employee",
+    "Item",
+    "PaymentMethod",
+    "TaxCode",
+    "Term",
+    "Vendor",
 ];
 const ALL: [&str; 18] = [
-    "Account", "Bill", "Class", "CreditMemo", "Customer", "Department", "Employee", "Estimate", "Invoice", "Item",
-    "JournalEntry", "Payment", "PaymentMethod", "Purchase", "SalesReceipt", "TaxCode", "Term", "Vendor",
+    "Account",
+    "Bill",
+    "Class",
+    "CreditMemo",
+    "Customer",
+    "Department",
+    "Employee",
+    "Estimate",
+    "Invoice",
+    "Item",
+    "JournalEntry",
+    "Payment",
+    "PaymentMethod",
+    "Purchase",
+    "SalesReceipt",
+    "TaxCode",
+    "Term",
+    "Vendor",
 ];
 
 type Row = (String, String, String);
@@ -22,19 +47,29 @@ fn row(v: &Value) -> Row {
     (
         v["Id"].as_str().unwrap().to_string(),
         v["SyncToken"].as_str().unwrap().to_string(),
-        v["MetaData"]["LastUpdatedTime"].as_str().unwrap().to_string(),
+        v["MetaData"]["LastUpdatedTime"]
+            .as_str()
+            .unwrap()
+            .to_string(),
     )
 }
 
 fn rows(v: &Value, entity: &str) -> Vec<Value> {
-    v["QueryResponse"][entity].as_array().cloned().unwrap_or_default()
+    v["QueryResponse"][entity]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// A correct pager: a LastUpdatedTime cursor, pages of `ORDERBY MetaData.LastUpdatedTime
 /// STARTPOSITION 1 MAXRESULTS n`; when a page is full, its last second is re-read completely in
 /// Id order (`WHERE LastUpdatedTime = T ORDERBY Id STARTPOSITION k`), which has no ties.
 async fn page_entity(emu: &Emu, tok: &str, entity: &str, page: usize) -> Vec<Row> {
-    let active = if NAME_LISTS.contains(&entity) { " AND Active IN (true,false)" } else { "" };
+    let active = if NAME_LISTS.contains(&entity) {
+        " AND Active IN (true,false)"
+    } else {
+        ""
+    };
     let mut out = Vec::new();
     let mut cursor = "1970-01-01T00:00:00Z".to_string();
     let mut op = ">=";
@@ -47,8 +82,15 @@ async fn page_entity(emu: &Emu, tok: &str, entity: &str, page: usize) -> Vec<Row
             out.extend(got.iter().map(row));
             return out;
         }
-        let last = got.last().unwrap()["MetaData"]["LastUpdatedTime"].as_str().unwrap().to_string();
-        out.extend(got.iter().filter(|r| r["MetaData"]["LastUpdatedTime"] != last.as_str()).map(row));
+        let last = got.last().unwrap()["MetaData"]["LastUpdatedTime"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        out.extend(
+            got.iter()
+                .filter(|r| r["MetaData"]["LastUpdatedTime"] != last.as_str())
+                .map(row),
+        );
         let mut start = 1;
         loop {
             let q = format!(
@@ -119,9 +161,14 @@ async fn startposition_only_pager_misses_or_duplicates_across_a_big_second() {
     let truth = emu.truth(REALM, "Invoice").await;
     let mut per_sec: BTreeMap<String, usize> = BTreeMap::new();
     for r in &truth {
-        *per_sec.entry(r["LastUpdatedTime"].as_str().unwrap().to_string()).or_default() += 1;
+        *per_sec
+            .entry(r["LastUpdatedTime"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
-    assert!(*per_sec.values().max().unwrap() > 1000, "a second holds more than a page");
+    assert!(
+        *per_sec.values().max().unwrap() > 1000,
+        "a second holds more than a page"
+    );
     let mut seen = Vec::new();
     let mut start = 1;
     loop {
@@ -135,15 +182,24 @@ async fn startposition_only_pager_misses_or_duplicates_across_a_big_second() {
     }
     let distinct: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(seen.len(), truth.len(), "same number of rows served");
-    assert!(distinct.len() < truth.len(), "ties were shuffled per request: some rows missed, others repeated");
+    assert!(
+        distinct.len() < truth.len(),
+        "ties were shuffled per request: some rows missed, others repeated"
+    );
     // The same request twice sees a different order of ties (n-th identical request), yet the
     // whole run is repeatable.
-    let q = "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 1000";
+    let q =
+        "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 1000";
     let a: Vec<Value> = rows(&emu.query(&tok, q).await, "Invoice");
     let b: Vec<Value> = rows(&emu.query(&tok, q).await, "Invoice");
-    let ids = |v: &[Value]| v.iter().map(|r| r["Id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let ids = |v: &[Value]| {
+        v.iter()
+            .map(|r| r["Id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
     assert_ne!(ids(&a), ids(&b));
-    emu.control_post("/__emulator/reset", serde_json::json!({})).await;
+    emu.control_post("/__emulator/reset", serde_json::json!({}))
+        .await;
     let tok = emu.token().await;
     let mut again = Vec::new();
     let mut start = 1;

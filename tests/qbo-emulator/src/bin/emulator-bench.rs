@@ -47,7 +47,11 @@ fn url_encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-async fn get(conn: &mut BufReader<TcpStream>, path: &str, token: &str) -> anyhow::Result<(u16, usize)> {
+async fn get(
+    conn: &mut BufReader<TcpStream>,
+    path: &str,
+    token: &str,
+) -> anyhow::Result<(u16, usize)> {
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\n\r\n");
     conn.get_mut().write_all(req.as_bytes()).await?;
     // Headers.
@@ -61,7 +65,11 @@ async fn get(conn: &mut BufReader<TcpStream>, path: &str, token: &str) -> anyhow
     let status: u16 = head.split(' ').nth(1).unwrap_or("0").parse()?;
     let len: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
         .ok_or_else(|| anyhow::anyhow!("no content-length"))?
         .parse()?;
     let mut body = vec![0u8; len];
@@ -84,15 +92,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ])?;
     let t = Instant::now();
     let server = qbo_emulator::spawn(cfg).await?;
-    eprintln!("generated {} invoices in {:.2?}", args.invoices, t.elapsed());
-    let token = server.app.tokens.lock().unwrap().refresh("emu-refresh-token-0").map_err(|e| anyhow::anyhow!("{e:?}"))?.access_token;
+    eprintln!(
+        "generated {} invoices in {:.2?}",
+        args.invoices,
+        t.elapsed()
+    );
+    let token = server
+        .app
+        .tokens
+        .lock()
+        .unwrap()
+        .refresh("emu-refresh-token-0")
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .access_token;
     let pages = args.invoices.div_ceil(1000);
     let path = |i: usize| {
         let q = format!(
             "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime STARTPOSITION {} MAXRESULTS 1000",
             (i % pages) * 1000 + 1
         );
-        format!("/v3/company/{REALM}/query?query={}&minorversion=75", url_encode(&q))
+        format!(
+            "/v3/company/{REALM}/query?query={}&minorversion=75",
+            url_encode(&q)
+        )
     };
     // Warm-up: render every payload once.
     let t = Instant::now();
@@ -103,7 +125,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::ensure!(s == 200, "warm-up status {s}");
         warm_bytes += n;
     }
-    eprintln!("warm-up (first render) of {pages} pages, {:.1} MB in {:.2?}", warm_bytes as f64 / 1e6, t.elapsed());
+    eprintln!(
+        "warm-up (first render) of {pages} pages, {:.1} MB in {:.2?}",
+        warm_bytes as f64 / 1e6,
+        t.elapsed()
+    );
 
     let done = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));

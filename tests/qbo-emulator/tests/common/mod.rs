@@ -37,7 +37,10 @@ impl Emu {
             .http
             .post(format!("{}/oauth2/v1/tokens/bearer", self.base))
             .basic_auth("emu-client-id", Some("emu-client-secret"))
-            .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt.as_str()),
+            ])
             .send()
             .await
             .unwrap();
@@ -87,7 +90,9 @@ impl Emu {
     }
 
     pub async fn faults(&self, spec: &str) {
-        let v = self.control_post("/__emulator/faults", serde_json::json!({ "spec": spec })).await;
+        let v = self
+            .control_post("/__emulator/faults", serde_json::json!({ "spec": spec }))
+            .await;
         assert_eq!(v["spec"], spec, "{v}");
     }
 
@@ -128,5 +133,8 @@ pub fn keys(v: &Value) -> Vec<String> {
 /// Recorded response header of a sample interaction.
 pub fn sample_header(rel_meta: &str, name: &str) -> String {
     let m = sample_json(rel_meta);
-    m["response"]["headers"][name][0].as_str().unwrap().to_string()
+    m["response"]["headers"][name][0]
+        .as_str()
+        .unwrap()
+        .to_string()
 }

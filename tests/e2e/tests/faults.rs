@@ -1,0 +1,123 @@
+//! End-to-end: transient faults, throttling, token expiry and rotation, exhausted retries and resume.
+
+use pg_qbo_e2e::*;
+use serde_json::Value;
+
+const FROM: &str = "2025-01-01T00:00:00Z";
+const TO: &str = "2025-09-11T00:00:00Z";
+
+fn stat(stats: &Value, key: &str) -> i64 {
+    stats[key].as_i64().unwrap_or(0)
+}
+
+#[test]
+fn transient_faults_and_throttles_end_equal_to_truth() {
+    let emu = Emulator::start(&[
+        "--seed",
+        "5",
+        "--faults",
+        "429json:0.06,429xml-ra=1:0.02,403throttle:0.02,500json:0.03,502xml:0.03,503html:0.04,504html:0.03,reset:0.03,truncated:0.03,fault200:0.02,hang:0.02",
+    ]);
+    let mut c = fresh_db("e2e_faults", &emu);
+    c.batch_execute("SET qbo.http_timeout_ms = 800").unwrap();
+    for (entity, table) in [("Invoice", "qb_invoices"), ("Customer", "qb_customers")] {
+        let truth = truth_in_window(&emu, REALM1, entity, FROM, TO);
+        let rows = c
+            .query(
+                "SELECT * FROM qbo.backfill($1, $2::text::timestamptz, $3::text::timestamptz, chunk_size => 20, page_size => 40)",
+                &[&entity, &FROM, &TO],
+            )
+            .unwrap_or_else(|e| panic!("{entity}: {e:?}"));
+        let v = sum_rows(&rows);
+        assert_eq!(raw(&mut c, table, REALM1), truth, "{entity}");
+        assert_eq!((v.rows, v.inserted), (truth.len() as i64, truth.len() as i64), "{entity}: {v:?}");
+    }
+    let stats = emu.stats();
+    println!("emulator stats: {stats}");
+    let faults: i64 = stats["faults_injected"].as_object().map(|m| m.values().filter_map(Value::as_i64).sum()).unwrap_or(0);
+    assert!(faults >= 10, "the run saw {faults} injected faults; expected many");
+}
+
+#[test]
+fn access_tokens_expiring_and_refresh_tokens_rotating_every_use() {
+    let emu = Emulator::start(&["--seed", "9", "--rotate-refresh", "always", "--faults", "401/every=4"]);
+    let mut c = fresh_db("e2e_tokens", &emu);
+    for (entity, table) in [("Invoice", "qb_invoices"), ("Item", "qb_items")] {
+        let truth = truth_in_window(&emu, REALM1, entity, FROM, TO);
+        c.query(
+            "SELECT * FROM qbo.backfill($1, $2::text::timestamptz, $3::text::timestamptz, chunk_size => 15, page_size => 50)",
+            &[&entity, &FROM, &TO],
+        )
+        .unwrap_or_else(|e| panic!("{entity}: {e}"));
+        assert_eq!(raw(&mut c, table, REALM1), truth);
+    }
+    let _: i64 = c
+        .query_one("CALL qbo.run_backfill('Bill', $1::text::timestamptz, $2::text::timestamptz, 15, 50)", &[&FROM, &TO])
+        .unwrap()
+        .get(0);
+    assert_eq!(raw(&mut c, "qb_bills", REALM1), truth_in_window(&emu, REALM1, "Bill", FROM, TO));
+    let stats = emu.stats();
+    println!("emulator stats: {stats}");
+    assert_eq!(stat(&stats, "invalid_grant"), 0, "a refresh token was lost: {stats}");
+    assert!(stat(&stats, "token_refreshes") >= 3, "{stats}");
+    // the stored refresh token is the one the emulator considers current
+    let tokens: Value = ureq::get(&format!("{}/__emulator/tokens", emu.url)).call().unwrap().into_json().unwrap();
+    let stored: String = c.query_one("SELECT refresh_token FROM qbo._connections WHERE name = 'default'", &[]).unwrap().get(0);
+    assert_eq!(Value::String(stored), tokens["refresh_token"]);
+}
+
+#[test]
+fn exhausted_retries_fail_with_the_full_story_and_resume_refetches_only_the_rest() {
+    let emu = Emulator::start(&["--seed", "13"]);
+    let mut c = fresh_db("e2e_exhaust", &emu);
+    c.batch_execute("SET qbo.max_retries = 1").unwrap();
+    // the 8th and 9th API requests fail: the 8th request and its only retry
+    emu.faults("503html@nth=8,503html@nth=9");
+    let err = c
+        .query_one("CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)", &[&FROM, &TO])
+        .expect_err("retries are exhausted");
+    let db = err.as_db_error().expect("a database error");
+    let msg = db.message().to_owned();
+    println!("error: {msg}");
+    assert!(msg.starts_with("run 1 (Invoice chunk "), "{msg}");
+    assert!(msg.contains("gave up after 2 attempts: QuickBooks API transient error: HTTP 503"), "{msg}");
+    assert!(msg.contains("intuit_tid"), "{msg}");
+    assert!(msg.ends_with("resume with SELECT * FROM qbo.resume(1) or CALL qbo.run_resume(1)"), "{msg}");
+    let (status, error): (String, String) = {
+        let r = c.query_one("SELECT status, error FROM qbo.runs WHERE run_id = 1", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((status.as_str(), error.as_str()), ("failed", msg.as_str()));
+    // completed pages are kept: raw holds exactly the rows of the committed pages
+    let kept: i64 = c.query_one("SELECT count(*) FROM raw.qb_invoices", &[]).unwrap().get(0);
+    let committed: i64 = c.query_one("SELECT coalesce(sum(rows), 0)::bigint FROM qbo.run_pages WHERE run_id = 1", &[]).unwrap().get(0);
+    assert!(kept > 0);
+    assert_eq!(kept, committed);
+    let failed_chunk_start: String = c
+        .query_one(
+            "SELECT to_char(window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') FROM qbo.run_chunks WHERE run_id = 1 AND status = 'failed'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+
+    emu.faults("");
+    let seq = emu.requests(0).last().map(|r| r["seq"].as_u64().unwrap()).unwrap_or(0);
+    let rows = c.query("SELECT * FROM qbo.resume(1)", &[]).unwrap();
+    let v = sum_rows(&rows);
+    let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);
+    assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth);
+    assert_eq!((v.rows, v.inserted, v.updated), (truth.len() as i64, truth.len() as i64, 0), "{v:?}");
+    // resume asked nothing before the failed chunk's start
+    let lo = parse_rfc3339(&format!("{failed_chunk_start}Z"));
+    let resumed: Vec<Value> = emu.requests(seq).into_iter().filter(|r| r["endpoint"] == "query").collect();
+    assert!(!resumed.is_empty());
+    for r in &resumed {
+        let q = r["query"].as_str().unwrap();
+        let lit = q.split('\'').nth(1).unwrap();
+        assert!(parse_rfc3339(lit) >= lo, "resume re-fetched before the failed chunk: {q}");
+    }
+    println!("resume made {} query requests from {failed_chunk_start}", resumed.len());
+    let status: String = c.query_one("SELECT status FROM qbo.runs WHERE run_id = 1", &[]).unwrap().get(0);
+    assert_eq!(status, "succeeded");
+}
