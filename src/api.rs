@@ -50,7 +50,10 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
         )));
     }
     if r.chunk_size < 1 {
-        return Err(bad(format!("chunk_size must be at least 1 day (got {})", r.chunk_size)));
+        return Err(bad(format!(
+            "chunk_size must be at least 1 day (got {})",
+            r.chunk_size
+        )));
     }
     if !(1..=1000).contains(&r.page_size) {
         return Err(bad(format!(
@@ -64,7 +67,8 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
             r.minor_version
         )));
     }
-    let chunks = plan::plan_chunks(r.fecha_inicio, r.fecha_fin, r.chunk_size).map_err(executor::qbo_err)?;
+    let chunks =
+        plan::plan_chunks(r.fecha_inicio, r.fecha_fin, r.chunk_size).map_err(executor::qbo_err)?;
     let conn = match store::load_connection(&r.connection).map_err(|e| RunError::new("XX000", e))? {
         Some(c) => c,
         None => {
@@ -80,14 +84,19 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
             r.connection
         )));
     }
-    Ok(Validated { entity, chunks, realm_id: conn.realm_id, environment: conn.environment })
+    Ok(Validated {
+        entity,
+        chunks,
+        realm_id: conn.realm_id,
+        environment: conn.environment,
+    })
 }
 
 /// Creates the run and its chunk plan (the caller commits).
 pub fn create_run(r: &RunRequest, v: &Validated, entry_point: &str) -> i64 {
     let settings = serde_json::to_value(&r.settings).unwrap_or_default();
     let _ = store::mark_interrupted();
-    ledger::create_run(&NewRun {
+    let run_id = ledger::create_run(&NewRun {
         entity: v.entity.name,
         connection: &r.connection,
         realm_id: &v.realm_id,
@@ -101,7 +110,9 @@ pub fn create_run(r: &RunRequest, v: &Validated, entry_point: &str) -> i64 {
         entry_point,
         chunks: &v.chunks,
     })
-    .unwrap_or_else(|e| raise(&e.sqlstate, &e.message))
+    .unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+    executor::lock_for_execution(run_id);
+    run_id
 }
 
 /// Checks that a run can be resumed (the caller commits; `execute` does the rest).
@@ -116,16 +127,25 @@ pub fn prepare_resume(run_id: i64) -> i64 {
             &format!("run {run_id} is still running; wait for it, or cancel its session (qbo.runs.pid) and resume it then"),
         );
     }
+    executor::lock_for_execution(run_id);
     run_id
 }
 
 fn required<T>(v: Option<T>, name: &str, func: &str) -> T {
-    v.unwrap_or_else(|| raise("22004", &format!("{func}: argument {name} must not be NULL")))
+    v.unwrap_or_else(|| {
+        raise(
+            "22004",
+            &format!("{func}: argument {name} must not be NULL"),
+        )
+    })
 }
 
 fn instant(v: TimestampWithTimeZone, name: &str, func: &str) -> DateTime<Utc> {
     if v.is_infinity() || v.is_neg_infinity() {
-        raise("22023", &format!("{func}: {name} must be a finite timestamp"));
+        raise(
+            "22023",
+            &format!("{func}: {name} must be a finite timestamp"),
+        );
     }
     from_tstz(v).unwrap_or_else(|| raise("22023", &format!("{func}: {name} is out of range")))
 }
@@ -143,7 +163,11 @@ fn request(
 ) -> RunRequest {
     RunRequest {
         entity: required(entity, "entity", func).to_owned(),
-        fecha_inicio: instant(required(fecha_inicio, "fecha_inicio", func), "fecha_inicio", func),
+        fecha_inicio: instant(
+            required(fecha_inicio, "fecha_inicio", func),
+            "fecha_inicio",
+            func,
+        ),
         fecha_fin: instant(required(fecha_fin, "fecha_fin", func), "fecha_fin", func),
         chunk_size: required(chunk_size, "chunk_size", func),
         page_size: required(page_size, "page_size", func),
@@ -198,7 +222,16 @@ fn backfill(
         name!(duration, Interval),
     ),
 > {
-    let req = request("qbo.backfill", entity, fecha_inicio, fecha_fin, chunk_size, page_size, minor_version, connection);
+    let req = request(
+        "qbo.backfill",
+        entity,
+        fecha_inicio,
+        fecha_fin,
+        chunk_size,
+        page_size,
+        minor_version,
+        connection,
+    );
     if let Err(e) = validate(&req) {
         raise(&e.sqlstate, &format!("qbo.backfill: {}", e.message));
     }
@@ -209,7 +242,9 @@ fn backfill(
 /// `SELECT * FROM qbo.resume(run_id)`: continues a run in a background worker, redoing only what
 /// did not complete, with the run's stored plan and settings.
 #[pg_extern(volatile, parallel_unsafe)]
-fn resume(run_id: Option<i64>) -> TableIterator<
+fn resume(
+    run_id: Option<i64>,
+) -> TableIterator<
     'static,
     (
         name!(chunk, i32),
@@ -230,10 +265,16 @@ fn resume(run_id: Option<i64>) -> TableIterator<
 }
 
 fn check_resumable(run_id: i64) {
-    let status: Option<String> =
-        Spi::get_one_with_args("SELECT status FROM qbo.runs WHERE run_id = $1", &[run_id.into()]).unwrap_or(None);
+    let status: Option<String> = Spi::get_one_with_args(
+        "SELECT status FROM qbo.runs WHERE run_id = $1",
+        &[run_id.into()],
+    )
+    .unwrap_or(None);
     if status.is_none() {
-        raise("22023", &format!("run {run_id} does not exist (see qbo.runs)"));
+        raise(
+            "22023",
+            &format!("run {run_id} does not exist (see qbo.runs)"),
+        );
     }
 }
 
@@ -241,13 +282,21 @@ fn check_resumable(run_id: i64) {
 #[pg_extern(immutable, parallel_safe)]
 fn _entities() -> TableIterator<
     'static,
-    (name!(entity, String), name!(raw_table, String), name!(kind, String), name!(cdc, bool)),
+    (
+        name!(entity, String),
+        name!(raw_table, String),
+        name!(kind, String),
+        name!(cdc, bool),
+    ),
 > {
-    TableIterator::new(
-        entities::ENTITIES
-            .iter()
-            .map(|e| (e.name.to_owned(), format!("raw.{}", e.table), e.kind.as_str().to_owned(), e.cdc)),
-    )
+    TableIterator::new(entities::ENTITIES.iter().map(|e| {
+        (
+            e.name.to_owned(),
+            format!("raw.{}", e.table),
+            e.kind.as_str().to_owned(),
+            e.cdc,
+        )
+    }))
 }
 
 unsafe fn require_nonatomic(fcinfo: pg_sys::FunctionCallInfo, name: &str) {
@@ -287,7 +336,9 @@ finfo_v1!(pg_finfo_qbo_run_resume);
 /// returns the run id through its INOUT parameter.
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn qbo_run_backfill(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn qbo_run_backfill(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     require_nonatomic(fcinfo, "qbo.run_backfill");
     let f = "qbo.run_backfill";
     let req = request(
@@ -304,7 +355,13 @@ pub unsafe extern "C-unwind" fn qbo_run_backfill(fcinfo: pg_sys::FunctionCallInf
     pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
     let run_id = create_run(&req, &v, "call");
     store::commit();
-    notice!("run {run_id}: {} [{} → {}) in {} chunks", v.entity.name, req.fecha_inicio.to_rfc3339(), req.fecha_fin.to_rfc3339(), v.chunks.len());
+    notice!(
+        "run {run_id}: {} [{} → {}) in {} chunks",
+        v.entity.name,
+        req.fecha_inicio.to_rfc3339(),
+        req.fecha_fin.to_rfc3339(),
+        v.chunks.len()
+    );
     executor::execute(run_id, Mode::Call);
     pg_sys::SPI_finish();
     result_row(fcinfo, run_id)
@@ -329,7 +386,10 @@ unsafe fn result_row(fcinfo: pg_sys::FunctionCallInfo, run_id: i64) -> pg_sys::D
     let mut tupdesc: pg_sys::TupleDesc = std::ptr::null_mut();
     let class = pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut tupdesc);
     if class != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || tupdesc.is_null() {
-        raise("XX000", "qbo.run_backfill: cannot determine its result row type");
+        raise(
+            "XX000",
+            "qbo.run_backfill: cannot determine its result row type",
+        );
     }
     let tupdesc = pg_sys::BlessTupleDesc(tupdesc);
     let mut values = [pg_sys::Datum::from(run_id)];

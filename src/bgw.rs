@@ -18,7 +18,9 @@
 
 use crate::executor::{self, raise, Mode};
 use crate::ledger;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
+};
 use pgrx::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
@@ -76,7 +78,11 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
     let spec: Spec = match serde_json::from_slice(&spec_bytes) {
         Ok(s) => s,
         Err(e) => {
-            fail_early(shared, "XX000", &format!("pg_qbo worker: unreadable job: {e}"));
+            fail_early(
+                shared,
+                "XX000",
+                &format!("pg_qbo worker: unreadable job: {e}"),
+            );
             return;
         }
     };
@@ -90,11 +96,14 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
     }
     crate::store::ensure_outer_snapshot();
-    let mode = Mode::Worker { leader_pid: spec.leader_pid };
+    let mode = Mode::Worker {
+        leader_pid: spec.leader_pid,
+    };
     let result = PgTryBuilder::new(|| {
         let run_id = match &spec.job {
             Job::New(req) => {
-                let v = crate::api::validate(req).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+                let v =
+                    crate::api::validate(req).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
                 crate::api::create_run(req, &v, "function")
             }
             Job::Resume(id) => crate::api::prepare_resume(*id),
@@ -105,17 +114,13 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         executor::execute(run_id, mode);
         Ok::<(), (String, String)>(())
     })
-    .catch_others(|caught| {
-        let (state, msg) = match &caught {
-            pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
-                (executor::unpack_sqlstate(r.sql_error_code()), r.message().to_owned())
-            }
-            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ("XX000".to_owned(), ereport.message().to_owned()),
-        };
-        Err((state, msg))
-    })
+    .catch_others(|caught| Err(executor::describe(&caught)))
     .execute();
     if let Err((state, msg)) = &result {
+        log!(
+            "pg_qbo: background worker for run {} stopped: {msg} (SQLSTATE {state})",
+            shared.run_id.load(Ordering::Acquire)
+        );
         if shared.run_id.load(Ordering::Acquire) == 0 {
             // failed before a run existed: the ledger has nothing, so tell the leader directly
             fail_early(shared, state, msg);
@@ -203,20 +208,32 @@ pub fn run_in_worker(job: Job) -> i64 {
     }))
     .catch_others(|caught| {
         stop_worker(&worker, shared);
-        caught.rethrow()
+        let (state, msg) = executor::describe(&caught);
+        let run_id = shared.run_id.load(Ordering::Acquire);
+        let msg = if run_id > 0 { format!("{msg} (run {run_id} was stopped; continue it with SELECT * FROM qbo.resume({run_id}))") } else { msg };
+        raise(&state, &msg)
     })
     .execute();
     let () = waited;
     let run_id = shared.run_id.load(Ordering::Acquire);
     let early_error = (shared.state.load(Ordering::Acquire) == 3 || run_id == 0).then(|| {
         (
-            String::from_utf8_lossy(&shared.error).trim_end_matches('\0').to_owned(),
-            String::from_utf8_lossy(&shared.sqlstate).trim_end_matches('\0').to_owned(),
+            String::from_utf8_lossy(&shared.error)
+                .trim_end_matches('\0')
+                .to_owned(),
+            String::from_utf8_lossy(&shared.sqlstate)
+                .trim_end_matches('\0')
+                .to_owned(),
         )
     });
     unsafe { pg_sys::dsm_detach(seg) };
     if let Some((msg, st)) = early_error {
-        let msg = if msg.is_empty() { "pg_qbo: the background worker stopped before creating the run (see the server log)".to_owned() } else { msg };
+        let msg = if msg.is_empty() {
+            "pg_qbo: the background worker stopped before creating the run (see the server log)"
+                .to_owned()
+        } else {
+            msg
+        };
         raise(if st.len() == 5 { &st } else { "XX000" }, &msg);
     }
     relay.flush(run_id);
@@ -227,8 +244,14 @@ pub fn run_in_worker(job: Job) -> i64 {
             }
         }
         Ok((status, err, st)) => {
-            let msg = err.unwrap_or_else(|| format!("run {run_id} ended with status {status}; see qbo.runs"));
-            let msg = if msg.contains(&format!("run {run_id}")) { msg } else { format!("run {run_id}: {msg}") };
+            let msg = err.unwrap_or_else(|| {
+                format!("run {run_id} ended with status {status}; see qbo.runs")
+            });
+            let msg = if msg.contains(&format!("run {run_id}")) {
+                msg
+            } else {
+                format!("run {run_id}: {msg}")
+            };
             raise(st.as_deref().unwrap_or("XX000"), &msg);
         }
         Err(e) => raise(&e.sqlstate, &e.message),
@@ -347,4 +370,3 @@ impl Relay {
         }
     }
 }
-

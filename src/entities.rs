@@ -45,7 +45,13 @@ pub struct Entity {
 
 const fn e(name: &'static str, table: &'static str, kind: Kind, cdc: bool) -> Entity {
     let has_active = matches!(kind, Kind::NameList);
-    Entity { name, table, kind, cdc, has_active }
+    Entity {
+        name,
+        table,
+        kind,
+        cdc,
+        has_active,
+    }
 }
 
 /// Every supported entity, sorted by name.
@@ -64,17 +70,37 @@ pub static ENTITIES: &[Entity] = &[
     e("Estimate", "qb_estimates", Kind::Transaction, true),
     e("Invoice", "qb_invoices", Kind::Transaction, true),
     e("Item", "qb_items", Kind::NameList, true),
-    e("JournalEntry", "qb_journal_entries", Kind::Transaction, true),
+    e(
+        "JournalEntry",
+        "qb_journal_entries",
+        Kind::Transaction,
+        true,
+    ),
     e("Payment", "qb_payments", Kind::Transaction, true),
     e("PaymentMethod", "qb_payment_methods", Kind::NameList, true),
     e("Purchase", "qb_purchases", Kind::Transaction, true),
-    e("PurchaseOrder", "qb_purchase_orders", Kind::Transaction, true),
-    e("RefundReceipt", "qb_refund_receipts", Kind::Transaction, true),
+    e(
+        "PurchaseOrder",
+        "qb_purchase_orders",
+        Kind::Transaction,
+        true,
+    ),
+    e(
+        "RefundReceipt",
+        "qb_refund_receipts",
+        Kind::Transaction,
+        true,
+    ),
     e("SalesReceipt", "qb_sales_receipts", Kind::Transaction, true),
     e("TaxCode", "qb_tax_codes", Kind::NameList, false),
     e("TaxRate", "qb_tax_rates", Kind::NameList, false),
     e("Term", "qb_terms", Kind::NameList, true),
-    e("TimeActivity", "qb_time_activities", Kind::Transaction, false),
+    e(
+        "TimeActivity",
+        "qb_time_activities",
+        Kind::Transaction,
+        false,
+    ),
     e("Transfer", "qb_transfers", Kind::Transaction, true),
     e("Vendor", "qb_vendors", Kind::NameList, true),
     e("VendorCredit", "qb_vendor_credits", Kind::Transaction, true),
@@ -91,7 +117,12 @@ pub fn lookup(name: &str) -> Result<&'static Entity, String> {
     let hint = ENTITIES
         .iter()
         .find(|e| e.name.eq_ignore_ascii_case(name))
-        .map(|e| format!(" (entity names are case-sensitive: did you mean \"{}\"?)", e.name))
+        .map(|e| {
+            format!(
+                " (entity names are case-sensitive: did you mean \"{}\"?)",
+                e.name
+            )
+        })
         .unwrap_or_default();
     let valid: Vec<&str> = ENTITIES.iter().map(|e| e.name).collect();
     Err(format!(
@@ -107,12 +138,25 @@ mod tests {
     #[test]
     fn catalog_is_sorted_unique_and_tables_are_plain_identifiers() {
         for pair in ENTITIES.windows(2) {
-            assert!(pair[0].name < pair[1].name, "{} before {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
         for e in ENTITIES {
-            assert!(e.name.chars().all(|c| c.is_ascii_alphabetic()), "{}", e.name);
+            assert!(
+                e.name.chars().all(|c| c.is_ascii_alphabetic()),
+                "{}",
+                e.name
+            );
             assert!(e.table.starts_with("qb_"));
-            assert!(e.table.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{}", e.table);
+            assert!(
+                e.table.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}",
+                e.table
+            );
         }
     }
 
@@ -136,6 +180,9 @@ mod tests {
             "unknown entity \"invoice\" (entity names are case-sensitive: did you mean \"Invoice\"?); valid entities are: Account, "
         ), "{err}");
         let err = lookup("Invoice'; DROP TABLE x; --").unwrap_err();
-        assert!(err.starts_with("unknown entity \"Invoice'; DROP TABLE x; --\"; valid"), "{err}");
+        assert!(
+            err.starts_with("unknown entity \"Invoice'; DROP TABLE x; --\"; valid"),
+            "{err}"
+        );
     }
 }

@@ -53,7 +53,10 @@ pub struct RunError {
 
 impl RunError {
     pub fn new(sqlstate: &str, message: impl Into<String>) -> Self {
-        RunError { sqlstate: sqlstate.to_owned(), message: message.into() }
+        RunError {
+            sqlstate: sqlstate.to_owned(),
+            message: message.into(),
+        }
     }
     fn internal(message: impl Into<String>) -> Self {
         RunError::new("XX000", message)
@@ -83,15 +86,44 @@ pub fn sqlstate_code(s: &str) -> PgSqlErrorCode {
 /// The 5-character text of a SQLSTATE.
 pub fn unpack_sqlstate(code: PgSqlErrorCode) -> String {
     let v = code as isize as i32;
-    (0..5).map(|i| (((v >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
+    (0..5)
+        .map(|i| (((v >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
 }
 
 /// Executes (or continues) run `run_id`. Requires a non-atomic SPI connection. On error the run is
 /// marked and the error re-raised; returns normally only when the run succeeded.
 pub fn execute(run_id: i64, mode: Mode) {
-    if let Err(e) = store::mark_interrupted() {
-        raise("XX000", &e);
+    // The caller took the run's liveness lock in the transaction that created or reopened it
+    // (see `lock_new_run` / `api::prepare_resume`), so the run is never `running` unlocked.
+    let token_locked: Mutex<Option<String>> = Mutex::new(None);
+    // Err(e): an error returned by the run; a caught ERROR (cancel, statement_timeout, SPI
+    // failure) is turned into one too, so both take the same way out below.
+    let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        run(run_id, mode, &token_locked)
+    }))
+    .catch_others(|caught| {
+        let (sqlstate, message) = describe(&caught);
+        Err(RunError { sqlstate, message })
+    })
+    .execute();
+    match outcome {
+        Ok(()) => {
+            let _ = store::unlock_run(run_id);
+            store::commit();
+        }
+        Err(e) => {
+            // undo the page in flight, record why the run stopped, and raise it (without pgrx's
+            // backtrace detail: the message and SQLSTATE are what a DBA needs)
+            after_error(run_id, &token_locked, &e.sqlstate, &e.message);
+            raise(&e.sqlstate, &e.message);
+        }
     }
+}
+
+/// Takes the liveness lock of a run being created or reopened, in that same transaction; an error
+/// if another process holds it.
+pub fn lock_for_execution(run_id: i64) {
     match store::try_lock_run(run_id) {
         Ok(true) => {}
         Ok(false) => raise(
@@ -100,35 +132,17 @@ pub fn execute(run_id: i64, mode: Mode) {
         ),
         Err(e) => raise("XX000", &e),
     }
-    let token_locked: Mutex<Option<String>> = Mutex::new(None);
-    let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| run(run_id, mode, &token_locked).map_err(Some)))
-        .catch_others(|caught| {
-            // An ERROR (cancel, statement_timeout, SPI failure) unwound to here: undo the page that
-            // was in flight, record why the run stopped, and re-raise.
-            let (state, msg) = describe(&caught);
-            after_error(run_id, &token_locked, &state, &msg);
-            caught.rethrow()
-        })
-        .execute();
-    match outcome {
-        Ok(()) => {
-            let _ = store::unlock_run(run_id);
-            store::commit();
-        }
-        Err(Some(e)) => {
-            after_error(run_id, &token_locked, &e.sqlstate, &e.message);
-            raise(&e.sqlstate, &e.message);
-        }
-        Err(None) => unreachable!(),
-    }
 }
 
-fn describe(caught: &CaughtError) -> (String, String) {
+/// SQLSTATE and message of a caught ERROR.
+pub fn describe(caught: &CaughtError) -> (String, String) {
     match caught {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
             (unpack_sqlstate(r.sql_error_code()), r.message().to_owned())
         }
-        CaughtError::RustPanic { ereport, .. } => ("XX000".to_owned(), ereport.message().to_owned()),
+        CaughtError::RustPanic { ereport, .. } => {
+            ("XX000".to_owned(), ereport.message().to_owned())
+        }
     }
 }
 
@@ -142,7 +156,11 @@ fn after_error(run_id: i64, token_locked: &Mutex<Option<String>>, sqlstate: &str
         }
     }
     store::rollback();
-    let status = if sqlstate == "57014" { "cancelled" } else { "failed" };
+    let status = if sqlstate == "57014" {
+        "cancelled"
+    } else {
+        "failed"
+    };
     let _ = ledger::finish_run_with_error(run_id, status, sqlstate, message);
     if let Some(realm) = token_locked.lock().ok().and_then(|mut g| g.take()) {
         let _ = store::unlock_token(&realm);
@@ -167,8 +185,9 @@ struct Exec<'a> {
 fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<(), RunError> {
     let run = ledger::load_run(run_id)?;
     let entity = entities::lookup(&run.entity).map_err(|m| RunError::new("22023", m))?;
-    let settings: Settings = serde_json::from_value(run.settings.clone())
-        .map_err(|e| RunError::internal(format!("run {run_id}: stored settings unreadable: {e}")))?;
+    let settings: Settings = serde_json::from_value(run.settings.clone()).map_err(|e| {
+        RunError::internal(format!("run {run_id}: stored settings unreadable: {e}"))
+    })?;
     let conn = load_connection(&run.connection)?;
     if conn.realm_id != run.realm_id {
         return Err(RunError::new(
@@ -242,7 +261,10 @@ pub fn check_interrupts(mode: Mode) {
     if let Mode::Worker { leader_pid } = mode {
         let gone = unsafe { pg_sys::BackendPidGetProc(leader_pid).is_null() };
         if gone {
-            raise("57014", "canceling statement because the session that started it ended");
+            raise(
+                "57014",
+                "canceling statement because the session that started it ended",
+            );
         }
     }
 }
@@ -253,22 +275,43 @@ impl Exec<'_> {
         ledger::start_chunk(run_id, chunk.chunk)?;
         store::commit();
         let started = Instant::now();
-        let plan_chunk = crate::plan::Chunk { index: chunk.chunk as u32, start: chunk.window_start, end: chunk.window_end };
+        let plan_chunk = crate::plan::Chunk {
+            index: chunk.chunk as u32,
+            start: chunk.window_start,
+            end: chunk.window_end,
+        };
         let page_size = self.run.page_size as u32;
         let mut pager = match &chunk.cursor {
             Some(v) => {
                 let state: PagerState = serde_json::from_value(v.clone()).map_err(|e| {
-                    RunError::internal(format!("run {run_id} chunk {}: stored cursor unreadable: {e}", chunk.chunk))
+                    RunError::internal(format!(
+                        "run {run_id} chunk {}: stored cursor unreadable: {e}",
+                        chunk.chunk
+                    ))
                 })?;
-                Pager::resume(self.entity.name, self.entity.has_active, plan_chunk, page_size, state)
+                Pager::resume(
+                    self.entity.name,
+                    self.entity.has_active,
+                    plan_chunk,
+                    page_size,
+                    state,
+                )
             }
-            None => Pager::new(self.entity.name, self.entity.has_active, plan_chunk, page_size),
+            None => Pager::new(
+                self.entity.name,
+                self.entity.has_active,
+                plan_chunk,
+                page_size,
+            ),
         }
         .map_err(qbo_err)?;
         let mut page_no = chunk.pages;
         let mut last_mark = Instant::now();
         loop {
-            let Some(req) = pager.next_request().map_err(|e| self.context(chunk.chunk, 0, e))? else {
+            let Some(req) = pager
+                .next_request()
+                .map_err(|e| self.context(chunk.chunk, 0, e))?
+            else {
                 break;
             };
             let query = req.query.clone();
@@ -278,7 +321,13 @@ impl Exec<'_> {
                     let mode = self.mode;
                     let n = self.with_retries(chunk.chunk, 0, |ex, token| {
                         let base = ex.base();
-                        let fut = ex.client.count(&base, &ex.run.realm_id, ex.run.minor_version as u32, token, &query);
+                        let fut = ex.client.count(
+                            &base,
+                            &ex.run.realm_id,
+                            ex.run.minor_version as u32,
+                            token,
+                            &query,
+                        );
                         runtime::block_on_interruptible(&ex.rt, fut, &mut || check_interrupts(mode))
                     })?;
                     pager.accept_count(n).map_err(qbo_err)?;
@@ -286,13 +335,24 @@ impl Exec<'_> {
                 RequestKind::Window | RequestKind::SecondPage => {
                     let t0 = Instant::now();
                     let mode = self.mode;
-                    let page: Page = self.with_retries(chunk.chunk, start_position, |ex, token| {
-                        let base = ex.base();
-                        let fut = ex.client.query(&base, &ex.run.realm_id, ex.run.minor_version as u32, token, &query);
-                        runtime::block_on_interruptible(&ex.rt, fut, &mut || check_interrupts(mode))
-                    })?;
+                    let page: Page =
+                        self.with_retries(chunk.chunk, start_position, |ex, token| {
+                            let base = ex.base();
+                            let fut = ex.client.query(
+                                &base,
+                                &ex.run.realm_id,
+                                ex.run.minor_version as u32,
+                                token,
+                                &query,
+                            );
+                            runtime::block_on_interruptible(&ex.rt, fut, &mut || {
+                                check_interrupts(mode)
+                            })
+                        })?;
                     let tid = page.intuit_tid.clone();
-                    let accepted = pager.accept(page.entity_records).map_err(|e| self.context(chunk.chunk, start_position, e))?;
+                    let accepted = pager
+                        .accept(page.entity_records)
+                        .map_err(|e| self.context(chunk.chunk, start_position, e))?;
                     page_no += 1;
                     let rows = to_page_rows(accepted.records);
                     let n_rows = rows.ids.len() as i64;
@@ -341,7 +401,17 @@ impl Exec<'_> {
                     if self.mode == Mode::Call {
                         notice!(
                             "{}",
-                            page_notice(run_id, chunk.chunk, self.run.chunks_total, chunk.window_start, chunk.window_end, page_no, n_rows, secs, start_position as i64)
+                            page_notice(
+                                run_id,
+                                chunk.chunk,
+                                self.run.chunks_total,
+                                chunk.window_start,
+                                chunk.window_end,
+                                page_no,
+                                n_rows,
+                                secs,
+                                start_position as i64
+                            )
                         );
                     }
                 }
@@ -373,12 +443,17 @@ impl Exec<'_> {
         let mut retries = 0u32;
         let mut refreshed_after_401 = false;
         loop {
-            let token = self.tokens.access_token(&self.rt, mode).map_err(|e| self.context(chunk, start_position, e))?;
+            let token = self
+                .tokens
+                .access_token(&self.rt, mode)
+                .map_err(|e| self.context(chunk, start_position, e))?;
             match attempt_fn(self, &token) {
                 Ok(v) => return Ok(v),
                 Err(QboError::Unauthorized { .. }) if !refreshed_after_401 => {
                     refreshed_after_401 = true;
-                    self.tokens.reject(&token).map_err(|e| self.context(chunk, start_position, e))?;
+                    self.tokens
+                        .reject(&token)
+                        .map_err(|e| self.context(chunk, start_position, e))?;
                 }
                 Err(e) if e.is_retryable() && retries < self.policy.max_retries => {
                     let delay = self.policy.backoff(retries, e.retry_after(), &mut self.rng);
@@ -398,7 +473,10 @@ impl Exec<'_> {
                     runtime::sleep_interruptible(&self.rt, delay, &mut || check_interrupts(mode));
                 }
                 Err(e) if e.is_retryable() => {
-                    let e = QboError::RetriesExhausted { attempts: retries + 1, last: Box::new(e) };
+                    let e = QboError::RetriesExhausted {
+                        attempts: retries + 1,
+                        last: Box::new(e),
+                    };
                     return Err(self.context(chunk, start_position, e));
                 }
                 Err(e) => return Err(self.context(chunk, start_position, e)),
@@ -433,7 +511,8 @@ fn to_page_rows(records: Vec<crate::pager::RawRecord>) -> PageRows {
     let mut records = records;
     records.sort_by(|a, b| a.id.cmp(&b.id));
     for r in records {
-        rows.payloads.push(crate::jsonb::storable(r.json.get()).into_owned());
+        rows.payloads
+            .push(crate::jsonb::storable(r.json.get()).into_owned());
         rows.ids.push(r.id);
         rows.sync_tokens.push(r.sync_token);
     }

@@ -45,18 +45,75 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    int(c"qbo.http_connect_timeout_ms", c"TCP+TLS connect timeout of QBO requests.", &CONNECT_TIMEOUT_MS, 10, 600_000);
-    int(c"qbo.http_timeout_ms", c"Whole-request timeout of QBO query requests (a hang past it is retried).", &HTTP_TIMEOUT_MS, 10, 3_600_000);
-    int(c"qbo.token_timeout_ms", c"Timeout of a token refresh (never abandoned half-way by a cancel).", &TOKEN_TIMEOUT_MS, 100, 120_000);
-    int(c"qbo.max_retries", c"Retries of a request after 429, 5xx, timeouts and resets.", &MAX_RETRIES, 0, 50);
-    int(c"qbo.backoff_base_ms", c"Base of the exponential backoff (full jitter).", &BACKOFF_BASE_MS, 1, 600_000);
-    int(c"qbo.backoff_cap_ms", c"Cap of one backoff sleep.", &BACKOFF_CAP_MS, 1, 3_600_000);
-    int(c"qbo.retry_after_cap_ms", c"Cap applied to a Retry-After header.", &RETRY_AFTER_CAP_MS, 0, 3_600_000);
+    int(
+        c"qbo.http_connect_timeout_ms",
+        c"TCP+TLS connect timeout of QBO requests.",
+        &CONNECT_TIMEOUT_MS,
+        10,
+        600_000,
+    );
+    int(
+        c"qbo.http_timeout_ms",
+        c"Whole-request timeout of QBO query requests (a hang past it is retried).",
+        &HTTP_TIMEOUT_MS,
+        10,
+        3_600_000,
+    );
+    int(
+        c"qbo.token_timeout_ms",
+        c"Timeout of a token refresh (never abandoned half-way by a cancel).",
+        &TOKEN_TIMEOUT_MS,
+        100,
+        120_000,
+    );
+    int(
+        c"qbo.max_retries",
+        c"Retries of a request after 429, 5xx, timeouts and resets.",
+        &MAX_RETRIES,
+        0,
+        50,
+    );
+    int(
+        c"qbo.backoff_base_ms",
+        c"Base of the exponential backoff (full jitter).",
+        &BACKOFF_BASE_MS,
+        1,
+        600_000,
+    );
+    int(
+        c"qbo.backoff_cap_ms",
+        c"Cap of one backoff sleep.",
+        &BACKOFF_CAP_MS,
+        1,
+        3_600_000,
+    );
+    int(
+        c"qbo.retry_after_cap_ms",
+        c"Cap applied to a Retry-After header.",
+        &RETRY_AFTER_CAP_MS,
+        0,
+        3_600_000,
+    );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"qbo".as_ptr()) };
 }
 
-fn int(name: &'static std::ffi::CStr, desc: &'static std::ffi::CStr, s: &'static GucSetting<i32>, min: i32, max: i32) {
-    GucRegistry::define_int_guc(name, desc, c"", s, min, max, GucContext::Userset, GucFlags::UNIT_MS);
+fn int(
+    name: &'static std::ffi::CStr,
+    desc: &'static std::ffi::CStr,
+    s: &'static GucSetting<i32>,
+    min: i32,
+    max: i32,
+) {
+    GucRegistry::define_int_guc(
+        name,
+        desc,
+        c"",
+        s,
+        min,
+        max,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
 }
 
 /// Settings resolved for one run: stored in `qbo.runs.settings`, passed to workers, reused by resume.
@@ -109,6 +166,8 @@ impl Settings {
 
     /// Token endpoint.
     pub fn token_endpoint(&self) -> String {
-        self.token_url.clone().unwrap_or_else(|| TOKEN_URL.to_owned())
+        self.token_url
+            .clone()
+            .unwrap_or_else(|| TOKEN_URL.to_owned())
     }
 }

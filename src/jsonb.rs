@@ -39,9 +39,15 @@ mod tests {
 
     #[test]
     fn nul_escapes_are_replaced_and_nothing_else_changes() {
-        assert_eq!(storable(r#"{"a":"x\u0000y","n":12.30}"#), r#"{"a":"x\ufffdy","n":12.30}"#);
+        assert_eq!(
+            storable(r#"{"a":"x\u0000y","n":12.30}"#),
+            r#"{"a":"x\ufffdy","n":12.30}"#
+        );
         assert_eq!(storable(r#"{"a":"\\u0000"}"#), r#"{"a":"\\u0000"}"#);
         assert_eq!(storable(r#"{"a":"\\\u0000"}"#), r#"{"a":"\\\ufffd"}"#);
-        assert!(matches!(storable(r#"{"a":"Café"}"#), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            storable(r#"{"a":"Café"}"#),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

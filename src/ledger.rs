@@ -114,7 +114,12 @@ pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
         }))
     })
     .map_err(err)?;
-    row.ok_or_else(|| RunError::new("22023", format!("run {run_id} does not exist (see qbo.runs)")))
+    row.ok_or_else(|| {
+        RunError::new(
+            "22023",
+            format!("run {run_id} does not exist (see qbo.runs)"),
+        )
+    })
 }
 
 /// Marks the run running in this process and resets unfinished chunks to pending.
@@ -160,8 +165,14 @@ pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
         for r in t {
             out.push(ChunkRow {
                 chunk: r.get::<i32>(1)?.unwrap_or(0),
-                window_start: r.get::<TimestampWithTimeZone>(2)?.and_then(from_tstz).unwrap_or_default(),
-                window_end: r.get::<TimestampWithTimeZone>(3)?.and_then(from_tstz).unwrap_or_default(),
+                window_start: r
+                    .get::<TimestampWithTimeZone>(2)?
+                    .and_then(from_tstz)
+                    .unwrap_or_default(),
+                window_end: r
+                    .get::<TimestampWithTimeZone>(3)?
+                    .and_then(from_tstz)
+                    .unwrap_or_default(),
                 pages: r.get::<i32>(4)?.unwrap_or(0),
                 cursor: r.get::<JsonB>(5)?.map(|j| j.0),
             });
@@ -292,7 +303,12 @@ pub fn finish_run_ok(run_id: i64) -> Result<(), RunError> {
 }
 
 /// Marks the run (and its running chunk) failed or cancelled with the error.
-pub fn finish_run_with_error(run_id: i64, status: &str, sqlstate: &str, message: &str) -> Result<(), RunError> {
+pub fn finish_run_with_error(
+    run_id: i64,
+    status: &str,
+    sqlstate: &str,
+    message: &str,
+) -> Result<(), RunError> {
     Spi::connect_mut(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.runs SET status = $2, error = $3, error_sqlstate = $4, finished_at = now(), updated_at = now()
@@ -339,7 +355,17 @@ pub fn totals(run_id: i64) -> Result<String, RunError> {
 }
 
 /// One row of the volumetry returned by `qbo.backfill` / `qbo.resume`.
-pub type VolumetryRow = (i32, TimestampWithTimeZone, TimestampWithTimeZone, i32, i64, i64, i64, i64, Interval);
+pub type VolumetryRow = (
+    i32,
+    TimestampWithTimeZone,
+    TimestampWithTimeZone,
+    i32,
+    i64,
+    i64,
+    i64,
+    i64,
+    Interval,
+);
 
 /// The volumetry of every chunk of a run.
 pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
@@ -373,9 +399,17 @@ pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
 pub fn outcome(run_id: i64) -> Result<(String, Option<String>, Option<String>), RunError> {
     Spi::connect_mut(|c| -> SpiResult<(String, Option<String>, Option<String>)> {
         let r = c
-            .update("SELECT status, error, error_sqlstate FROM qbo.runs WHERE run_id = $1", Some(1), &[run_id.into()])?
+            .update(
+                "SELECT status, error, error_sqlstate FROM qbo.runs WHERE run_id = $1",
+                Some(1),
+                &[run_id.into()],
+            )?
             .first();
-        Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?, r.get::<String>(3)?))
+        Ok((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?,
+            r.get::<String>(3)?,
+        ))
     })
     .map_err(err)
 }

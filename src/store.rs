@@ -195,7 +195,10 @@ pub fn upsert_page(
         c.update(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             None,
-            &[WRITE_LOCK_CLASS.into(), lock_key(WRITE_LOCK_CLASS, &format!("{realm}/{}", entity.name)).into()],
+            &[
+                WRITE_LOCK_CLASS.into(),
+                lock_key(WRITE_LOCK_CLASS, &format!("{realm}/{}", entity.name)).into(),
+            ],
         )?;
         let row = c
             .update(
@@ -215,7 +218,10 @@ pub fn upsert_page(
             )?
             .first();
         let (ins, upd) = row.get_two::<i64, i64>()?;
-        Ok(UpsertCounts { inserted: ins.unwrap_or(0), updated: upd.unwrap_or(0) })
+        Ok(UpsertCounts {
+            inserted: ins.unwrap_or(0),
+            updated: upd.unwrap_or(0),
+        })
     })
     .map_err(|e| e.to_string())
 }
@@ -282,19 +288,29 @@ pub fn store_tokens(
 
 /// Forgets an access token QBO rejected.
 pub fn forget_access_token(conn: &str, rejected: &str) -> Result<(), String> {
-    exec("SELECT qbo._forget_access_token($1, $2)", &[conn.into(), rejected.into()]).map_err(|e| e.to_string())
+    exec(
+        "SELECT qbo._forget_access_token($1, $2)",
+        &[conn.into(), rejected.into()],
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Takes the session lock serialising token refreshes of one realm (waits; cancellable).
 pub fn lock_token(realm: &str) -> Result<(), String> {
-    exec("SELECT pg_advisory_lock($1, hashtext($2))", &[TOKEN_LOCK_CLASS.into(), realm.into()])
-        .map_err(|e| e.to_string())
+    exec(
+        "SELECT pg_advisory_lock($1, hashtext($2))",
+        &[TOKEN_LOCK_CLASS.into(), realm.into()],
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Releases [`lock_token`].
 pub fn unlock_token(realm: &str) -> Result<(), String> {
-    exec("SELECT pg_advisory_unlock($1, hashtext($2))", &[TOKEN_LOCK_CLASS.into(), realm.into()])
-        .map_err(|e| e.to_string())
+    exec(
+        "SELECT pg_advisory_unlock($1, hashtext($2))",
+        &[TOKEN_LOCK_CLASS.into(), realm.into()],
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Takes the liveness lock of a run without waiting. `false`: another process executes it.
@@ -358,7 +374,19 @@ pub fn commit() {
 
 /// Rolls the current transaction back and starts a new one (after a caught error).
 pub fn rollback() {
-    OWN_SNAPSHOT.with(|f| f.set(false)); // the abort pops every active snapshot
-    unsafe { pg_sys::SPI_rollback() }
+    // SPI_rollback insists that every active snapshot belongs to a portal: pop ours and any a
+    // failed statement left behind, down to the portal's own (none in a background worker).
+    OWN_SNAPSHOT.with(|f| f.set(false));
+    unsafe {
+        let portal_snapshot = if pg_sys::ActivePortal.is_null() {
+            std::ptr::null_mut()
+        } else {
+            (*pg_sys::ActivePortal).portalSnapshot
+        };
+        while pg_sys::ActiveSnapshotSet() && pg_sys::GetActiveSnapshot() != portal_snapshot {
+            pg_sys::PopActiveSnapshot();
+        }
+        pg_sys::SPI_rollback()
+    }
     ensure_outer_snapshot();
 }

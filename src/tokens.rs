@@ -42,7 +42,11 @@ fn db(e: String) -> QboError {
 }
 
 impl<'a> TokenCache<'a> {
-    pub fn new(conn: Connection, settings: &Settings, locked: &'a Mutex<Option<String>>) -> Result<Self, QboError> {
+    pub fn new(
+        conn: Connection,
+        settings: &Settings,
+        locked: &'a Mutex<Option<String>>,
+    ) -> Result<Self, QboError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
@@ -72,14 +76,20 @@ impl<'a> TokenCache<'a> {
 
     fn valid(t: &Option<(String, DateTime<Utc>)>) -> Option<String> {
         match t {
-            Some((tok, exp)) if *exp > Utc::now() + chrono::Duration::seconds(MARGIN_SECS) => Some(tok.clone()),
+            Some((tok, exp)) if *exp > Utc::now() + chrono::Duration::seconds(MARGIN_SECS) => {
+                Some(tok.clone())
+            }
             _ => None,
         }
     }
 
     /// A valid access token, refreshing if needed. Must be called between pages (the current
     /// transaction holds nothing uncommitted): a refresh commits.
-    pub fn access_token(&mut self, rt: &tokio::runtime::Runtime, mode: Mode) -> Result<String, QboError> {
+    pub fn access_token(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        mode: Mode,
+    ) -> Result<String, QboError> {
         if let Some(t) = Self::valid(&self.cached) {
             return Ok(t);
         }
@@ -94,7 +104,12 @@ impl<'a> TokenCache<'a> {
         Ok(())
     }
 
-    fn refresh(&mut self, rt: &tokio::runtime::Runtime, mode: Mode, _rejected: Option<&str>) -> Result<String, QboError> {
+    fn refresh(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        mode: Mode,
+        _rejected: Option<&str>,
+    ) -> Result<String, QboError> {
         store::lock_token(&self.realm).map_err(db)?;
         set_locked(self.locked, Some(self.realm.clone()));
         let result = self.refresh_locked(rt, mode);
@@ -106,11 +121,20 @@ impl<'a> TokenCache<'a> {
         Ok(token)
     }
 
-    fn refresh_locked(&mut self, rt: &tokio::runtime::Runtime, mode: Mode) -> Result<String, QboError> {
+    fn refresh_locked(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        mode: Mode,
+    ) -> Result<String, QboError> {
         // Another session may have refreshed while we waited for the lock: use its token.
         let conn = store::load_connection(&self.conn_name)
             .map_err(db)?
-            .ok_or_else(|| QboError::InvalidParameter(format!("connection \"{}\" was removed during the run", self.conn_name)))?;
+            .ok_or_else(|| {
+                QboError::InvalidParameter(format!(
+                    "connection \"{}\" was removed during the run",
+                    self.conn_name
+                ))
+            })?;
         let stored = match (&conn.access_token, conn.access_token_expires_at) {
             (Some(t), Some(exp)) => Some((t.clone(), exp)),
             _ => None,
@@ -134,13 +158,23 @@ impl<'a> TokenCache<'a> {
             match rt.block_on(fut) {
                 Ok(ts) => {
                     let now = Utc::now();
-                    let exp = now + chrono::Duration::from_std(ts.expires_in.unwrap_or(Duration::from_secs(3600))).unwrap_or_default();
+                    let exp = now
+                        + chrono::Duration::from_std(
+                            ts.expires_in.unwrap_or(Duration::from_secs(3600)),
+                        )
+                        .unwrap_or_default();
                     let rexp = ts
                         .x_refresh_token_expires_in
                         .and_then(|d| chrono::Duration::from_std(d).ok())
                         .map(|d| now + d);
-                    store::store_tokens(&self.conn_name, &ts.access_token, exp, ts.refresh_token.as_deref(), rexp)
-                        .map_err(db)?;
+                    store::store_tokens(
+                        &self.conn_name,
+                        &ts.access_token,
+                        exp,
+                        ts.refresh_token.as_deref(),
+                        rexp,
+                    )
+                    .map_err(db)?;
                     store::commit();
                     self.cached = Some((ts.access_token.clone(), exp));
                     return Ok(ts.access_token);

@@ -23,13 +23,18 @@ pub fn port() -> u16 {
 
 /// Directory of the test cluster (holds server.log).
 pub fn cluster_dir() -> PathBuf {
-    PathBuf::from(std::env::var("PG_QBO_TEST_DIR").expect("PG_QBO_TEST_DIR is not set: run scripts/test.sh"))
+    PathBuf::from(
+        std::env::var("PG_QBO_TEST_DIR").expect("PG_QBO_TEST_DIR is not set: run scripts/test.sh"),
+    )
 }
 
 /// Connects to `db` as the superuser.
 pub fn connect(db: &str) -> Client {
-    Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname={db}", port()), NoTls)
-        .unwrap_or_else(|e| panic!("cannot connect to {db}: {e}"))
+    Client::connect(
+        &format!("host=127.0.0.1 port={} user=postgres dbname={db}", port()),
+        NoTls,
+    )
+    .unwrap_or_else(|e| panic!("cannot connect to {db}: {e}"))
 }
 
 fn repo_root() -> PathBuf {
@@ -56,7 +61,9 @@ impl Emulator {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("emulator output");
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("emulator output");
         let url = line
             .trim()
             .strip_prefix("listening on ")
@@ -94,7 +101,10 @@ impl Emulator {
             .map(|r| {
                 (
                     r["Id"].as_str().expect("Id").to_owned(),
-                    r["SyncToken"].as_str().and_then(|s| s.parse().ok()).expect("SyncToken"),
+                    r["SyncToken"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .expect("SyncToken"),
                 )
             })
             .collect()
@@ -102,12 +112,18 @@ impl Emulator {
 
     /// Full truth rows.
     pub fn truth_rows(&self, realm: &str, entity: &str) -> Vec<Value> {
-        self.get(&format!("/__emulator/truth/{realm}/{entity}")).as_array().cloned().unwrap_or_default()
+        self.get(&format!("/__emulator/truth/{realm}/{entity}"))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The request log since `seq`.
     pub fn requests(&self, since: u64) -> Vec<Value> {
-        self.get(&format!("/__emulator/requests?since={since}")).as_array().cloned().unwrap_or_default()
+        self.get(&format!("/__emulator/requests?since={since}"))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Counters.
@@ -153,8 +169,12 @@ pub const REALM2: &str = "9341452000000002";
 /// `second` (REALM2) registered from a credentials file (secrets never in SQL text).
 pub fn fresh_db(name: &str, emu: &Emulator) -> Client {
     let mut admin = connect("postgres");
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).expect("drop db");
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create db");
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .expect("drop db");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("create db");
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {name} SET qbo.api_base_url = '{u}';
@@ -166,7 +186,8 @@ pub fn fresh_db(name: &str, emu: &Emulator) -> Client {
         ))
         .expect("settings");
     let mut c = connect(name);
-    c.batch_execute("CREATE EXTENSION pg_qbo").expect("create extension");
+    c.batch_execute("CREATE EXTENSION pg_qbo")
+        .expect("create extension");
     register(&mut c, name, "default", REALM1, "emu-refresh-token-0");
     c
 }
@@ -183,16 +204,23 @@ pub fn register(c: &mut Client, db: &str, conn: &str, realm: &str, refresh: &str
         .to_string(),
     )
     .expect("write creds");
-    c.query_one("SELECT qbo.connect_from_file($1, $2)", &[&path.to_string_lossy().as_ref(), &conn]).expect("connect_from_file");
+    c.query_one(
+        "SELECT qbo.connect_from_file($1, $2)",
+        &[&path.to_string_lossy().as_ref(), &conn],
+    )
+    .expect("connect_from_file");
 }
 
 /// The raw table as Id → SyncToken for one realm.
 pub fn raw(c: &mut Client, table: &str, realm: &str) -> BTreeMap<String, i64> {
-    c.query(&format!("SELECT id, (payload->>'SyncToken')::bigint FROM raw.{table} WHERE realm_id = $1"), &[&realm])
-        .expect("raw")
-        .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
-        .collect()
+    c.query(
+        &format!("SELECT id, (payload->>'SyncToken')::bigint FROM raw.{table} WHERE realm_id = $1"),
+        &[&realm],
+    )
+    .expect("raw")
+    .iter()
+    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+    .collect()
 }
 
 /// One volumetry row.
@@ -221,7 +249,13 @@ pub fn sum_rows(rows: &[postgres::Row]) -> Vol {
 }
 
 /// The truth restricted to a window on LastUpdatedTime (RFC 3339 bounds, half-open).
-pub fn truth_in_window(emu: &Emulator, realm: &str, entity: &str, from: &str, to: &str) -> BTreeMap<String, i64> {
+pub fn truth_in_window(
+    emu: &Emulator,
+    realm: &str,
+    entity: &str,
+    from: &str,
+    to: &str,
+) -> BTreeMap<String, i64> {
     let parse = |s: &str| -> i64 { parse_rfc3339(s) };
     let (lo, hi) = (parse(from), parse(to));
     emu.truth_rows(realm, entity)
@@ -231,7 +265,12 @@ pub fn truth_in_window(emu: &Emulator, realm: &str, entity: &str, from: &str, to
             let t = parse(r["LastUpdatedTime"].as_str().unwrap_or(""));
             t >= lo && t < hi
         })
-        .map(|r| (r["Id"].as_str().unwrap().to_owned(), r["SyncToken"].as_str().unwrap().parse().unwrap()))
+        .map(|r| {
+            (
+                r["Id"].as_str().unwrap().to_owned(),
+                r["SyncToken"].as_str().unwrap().parse().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -272,6 +311,9 @@ mod tests {
     fn rfc3339_parsing() {
         assert_eq!(super::parse_rfc3339("1970-01-01T00:00:00Z"), 0);
         assert_eq!(super::parse_rfc3339("2025-01-01T00:00:00Z"), 1735689600);
-        assert_eq!(super::parse_rfc3339("2024-12-31T17:00:00-07:00"), 1735689600);
+        assert_eq!(
+            super::parse_rfc3339("2024-12-31T17:00:00-07:00"),
+            1735689600
+        );
     }
 }

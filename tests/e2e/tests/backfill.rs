@@ -31,10 +31,21 @@ fn srf_and_call_equal_truth_for_six_entities_over_two_realms() {
         // realm 1 through the set-returning function (background worker)
         let truth = truth_in_window(&emu, REALM1, entity, FROM, TO);
         let v = backfill(&mut c, entity, "default", 7, 100);
-        println!("{entity} realm1 via qbo.backfill: {v:?}, truth {}", truth.len());
+        println!(
+            "{entity} realm1 via qbo.backfill: {v:?}, truth {}",
+            truth.len()
+        );
         assert_eq!(raw(&mut c, table, REALM1), truth, "{entity} realm 1");
-        assert_eq!(v.rows, truth.len() as i64, "{entity}: rows = distinct records in the window");
-        assert_eq!((v.inserted, v.updated, v.skipped), (truth.len() as i64, 0, 0), "{entity}");
+        assert_eq!(
+            v.rows,
+            truth.len() as i64,
+            "{entity}: rows = distinct records in the window"
+        );
+        assert_eq!(
+            (v.inserted, v.updated, v.skipped),
+            (truth.len() as i64, 0, 0),
+            "{entity}"
+        );
 
         // realm 2 through CALL in this session
         let truth2 = truth_in_window(&emu, REALM2, entity, FROM, TO);
@@ -55,11 +66,18 @@ fn srf_and_call_equal_truth_for_six_entities_over_two_realms() {
                 .unwrap();
             (r.get(0), r.get(1))
         };
-        assert_eq!((status.as_str(), rows), ("succeeded", truth2.len() as i64), "{entity} realm 2 ledger");
+        assert_eq!(
+            (status.as_str(), rows),
+            ("succeeded", truth2.len() as i64),
+            "{entity} realm 2 ledger"
+        );
     }
     // name lists: inactive rows are present
     let inactive: i64 = c
-        .query_one("SELECT count(*) FROM raw.qb_customers WHERE payload->>'Active' = 'false'", &[])
+        .query_one(
+            "SELECT count(*) FROM raw.qb_customers WHERE payload->>'Active' = 'false'",
+            &[],
+        )
         .unwrap()
         .get(0);
     let truth_inactive = emu
@@ -79,17 +97,41 @@ fn rerun_skips_everything_and_writes_nothing_then_updates_are_reported() {
     let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);
     let first = backfill(&mut c, "Invoice", "default", 7, 200);
     assert_eq!(first.inserted, truth.len() as i64);
-    let xmin_before: i64 = c.query_one("SELECT sum(xmin::text::bigint)::bigint FROM raw.qb_invoices", &[]).unwrap().get(0);
+    let xmin_before: i64 = c
+        .query_one(
+            "SELECT sum(xmin::text::bigint)::bigint FROM raw.qb_invoices",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     let again = backfill(&mut c, "Invoice", "default", 7, 200);
     println!("first {first:?}\nagain {again:?}");
-    assert_eq!((again.rows, again.inserted, again.updated, again.skipped), (truth.len() as i64, 0, 0, truth.len() as i64));
-    let xmin_after: i64 = c.query_one("SELECT sum(xmin::text::bigint)::bigint FROM raw.qb_invoices", &[]).unwrap().get(0);
-    assert_eq!(xmin_before, xmin_after, "an all-skipped re-run rewrote rows");
+    assert_eq!(
+        (again.rows, again.inserted, again.updated, again.skipped),
+        (truth.len() as i64, 0, 0, truth.len() as i64)
+    );
+    let xmin_after: i64 = c
+        .query_one(
+            "SELECT sum(xmin::text::bigint)::bigint FROM raw.qb_invoices",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        xmin_before, xmin_after,
+        "an all-skipped re-run rewrote rows"
+    );
 
     // update three records in the emulator: they are reported updated, with their new SyncToken
     let ids: Vec<String> = truth.keys().take(3).cloned().collect();
-    emu.post("/__emulator/mutate", serde_json::json!({"realm": REALM1, "entity": "Invoice", "op": "update", "ids": ids}));
-    let now = c.query_one("SELECT (now() + interval '1 day')::text", &[]).unwrap().get::<_, String>(0);
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"realm": REALM1, "entity": "Invoice", "op": "update", "ids": ids}),
+    );
+    let now = c
+        .query_one("SELECT (now() + interval '1 day')::text", &[])
+        .unwrap()
+        .get::<_, String>(0);
     let rows = c
         .query(
             "SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 400)",
@@ -100,5 +142,8 @@ fn rerun_skips_everything_and_writes_nothing_then_updates_are_reported() {
     println!("after update {v:?}");
     assert_eq!(v.updated, 3);
     assert_eq!(v.inserted, 0);
-    assert_eq!(raw(&mut c, "qb_invoices", REALM1), emu.truth(REALM1, "Invoice"));
+    assert_eq!(
+        raw(&mut c, "qb_invoices", REALM1),
+        emu.truth(REALM1, "Invoice")
+    );
 }

@@ -30,17 +30,34 @@ fn transient_faults_and_throttles_end_equal_to_truth() {
             .unwrap_or_else(|e| panic!("{entity}: {e:?}"));
         let v = sum_rows(&rows);
         assert_eq!(raw(&mut c, table, REALM1), truth, "{entity}");
-        assert_eq!((v.rows, v.inserted), (truth.len() as i64, truth.len() as i64), "{entity}: {v:?}");
+        assert_eq!(
+            (v.rows, v.inserted),
+            (truth.len() as i64, truth.len() as i64),
+            "{entity}: {v:?}"
+        );
     }
     let stats = emu.stats();
     println!("emulator stats: {stats}");
-    let faults: i64 = stats["faults_injected"].as_object().map(|m| m.values().filter_map(Value::as_i64).sum()).unwrap_or(0);
-    assert!(faults >= 10, "the run saw {faults} injected faults; expected many");
+    let faults: i64 = stats["faults_injected"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_i64).sum())
+        .unwrap_or(0);
+    assert!(
+        faults >= 10,
+        "the run saw {faults} injected faults; expected many"
+    );
 }
 
 #[test]
 fn access_tokens_expiring_and_refresh_tokens_rotating_every_use() {
-    let emu = Emulator::start(&["--seed", "9", "--rotate-refresh", "always", "--faults", "401/every=4"]);
+    let emu = Emulator::start(&[
+        "--seed",
+        "9",
+        "--rotate-refresh",
+        "always",
+        "--faults",
+        "401/every=4",
+    ]);
     let mut c = fresh_db("e2e_tokens", &emu);
     for (entity, table) in [("Invoice", "qb_invoices"), ("Item", "qb_items")] {
         let truth = truth_in_window(&emu, REALM1, entity, FROM, TO);
@@ -52,17 +69,37 @@ fn access_tokens_expiring_and_refresh_tokens_rotating_every_use() {
         assert_eq!(raw(&mut c, table, REALM1), truth);
     }
     let _: i64 = c
-        .query_one("CALL qbo.run_backfill('Bill', $1::text::timestamptz, $2::text::timestamptz, 15, 50)", &[&FROM, &TO])
+        .query_one(
+            "CALL qbo.run_backfill('Bill', $1::text::timestamptz, $2::text::timestamptz, 15, 50)",
+            &[&FROM, &TO],
+        )
         .unwrap()
         .get(0);
-    assert_eq!(raw(&mut c, "qb_bills", REALM1), truth_in_window(&emu, REALM1, "Bill", FROM, TO));
+    assert_eq!(
+        raw(&mut c, "qb_bills", REALM1),
+        truth_in_window(&emu, REALM1, "Bill", FROM, TO)
+    );
     let stats = emu.stats();
     println!("emulator stats: {stats}");
-    assert_eq!(stat(&stats, "invalid_grant"), 0, "a refresh token was lost: {stats}");
+    assert_eq!(
+        stat(&stats, "invalid_grant"),
+        0,
+        "a refresh token was lost: {stats}"
+    );
     assert!(stat(&stats, "token_refreshes") >= 3, "{stats}");
     // the stored refresh token is the one the emulator considers current
-    let tokens: Value = ureq::get(&format!("{}/__emulator/tokens", emu.url)).call().unwrap().into_json().unwrap();
-    let stored: String = c.query_one("SELECT refresh_token FROM qbo._connections WHERE name = 'default'", &[]).unwrap().get(0);
+    let tokens: Value = ureq::get(&format!("{}/__emulator/tokens", emu.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let stored: String = c
+        .query_one(
+            "SELECT refresh_token FROM qbo._connections WHERE name = 'default'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(Value::String(stored), tokens["refresh_token"]);
 }
 
@@ -80,17 +117,34 @@ fn exhausted_retries_fail_with_the_full_story_and_resume_refetches_only_the_rest
     let msg = db.message().to_owned();
     println!("error: {msg}");
     assert!(msg.starts_with("run 1 (Invoice chunk "), "{msg}");
-    assert!(msg.contains("gave up after 2 attempts: QuickBooks API transient error: HTTP 503"), "{msg}");
+    assert!(
+        msg.contains("gave up after 2 attempts: QuickBooks API transient error: HTTP 503"),
+        "{msg}"
+    );
     assert!(msg.contains("intuit_tid"), "{msg}");
-    assert!(msg.ends_with("resume with SELECT * FROM qbo.resume(1) or CALL qbo.run_resume(1)"), "{msg}");
+    assert!(
+        msg.ends_with("resume with SELECT * FROM qbo.resume(1) or CALL qbo.run_resume(1)"),
+        "{msg}"
+    );
     let (status, error): (String, String) = {
-        let r = c.query_one("SELECT status, error FROM qbo.runs WHERE run_id = 1", &[]).unwrap();
+        let r = c
+            .query_one("SELECT status, error FROM qbo.runs WHERE run_id = 1", &[])
+            .unwrap();
         (r.get(0), r.get(1))
     };
     assert_eq!((status.as_str(), error.as_str()), ("failed", msg.as_str()));
     // completed pages are kept: raw holds exactly the rows of the committed pages
-    let kept: i64 = c.query_one("SELECT count(*) FROM raw.qb_invoices", &[]).unwrap().get(0);
-    let committed: i64 = c.query_one("SELECT coalesce(sum(rows), 0)::bigint FROM qbo.run_pages WHERE run_id = 1", &[]).unwrap().get(0);
+    let kept: i64 = c
+        .query_one("SELECT count(*) FROM raw.qb_invoices", &[])
+        .unwrap()
+        .get(0);
+    let committed: i64 = c
+        .query_one(
+            "SELECT coalesce(sum(rows), 0)::bigint FROM qbo.run_pages WHERE run_id = 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert!(kept > 0);
     assert_eq!(kept, committed);
     let failed_chunk_start: String = c
@@ -102,22 +156,43 @@ fn exhausted_retries_fail_with_the_full_story_and_resume_refetches_only_the_rest
         .get(0);
 
     emu.faults("");
-    let seq = emu.requests(0).last().map(|r| r["seq"].as_u64().unwrap()).unwrap_or(0);
+    let seq = emu
+        .requests(0)
+        .last()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .unwrap_or(0);
     let rows = c.query("SELECT * FROM qbo.resume(1)", &[]).unwrap();
     let v = sum_rows(&rows);
     let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);
     assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth);
-    assert_eq!((v.rows, v.inserted, v.updated), (truth.len() as i64, truth.len() as i64, 0), "{v:?}");
+    assert_eq!(
+        (v.rows, v.inserted, v.updated),
+        (truth.len() as i64, truth.len() as i64, 0),
+        "{v:?}"
+    );
     // resume asked nothing before the failed chunk's start
     let lo = parse_rfc3339(&format!("{failed_chunk_start}Z"));
-    let resumed: Vec<Value> = emu.requests(seq).into_iter().filter(|r| r["endpoint"] == "query").collect();
+    let resumed: Vec<Value> = emu
+        .requests(seq)
+        .into_iter()
+        .filter(|r| r["endpoint"] == "query")
+        .collect();
     assert!(!resumed.is_empty());
     for r in &resumed {
         let q = r["query"].as_str().unwrap();
         let lit = q.split('\'').nth(1).unwrap();
-        assert!(parse_rfc3339(lit) >= lo, "resume re-fetched before the failed chunk: {q}");
+        assert!(
+            parse_rfc3339(lit) >= lo,
+            "resume re-fetched before the failed chunk: {q}"
+        );
     }
-    println!("resume made {} query requests from {failed_chunk_start}", resumed.len());
-    let status: String = c.query_one("SELECT status FROM qbo.runs WHERE run_id = 1", &[]).unwrap().get(0);
+    println!(
+        "resume made {} query requests from {failed_chunk_start}",
+        resumed.len()
+    );
+    let status: String = c
+        .query_one("SELECT status FROM qbo.runs WHERE run_id = 1", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(status, "succeeded");
 }

@@ -495,6 +495,9 @@ async fn cdc_batch_companyinfo_shapes() {
     let v: Value = r.json().await.unwrap();
     assert!(v["CompanyInfo"]["CompanyName"].is_string());
     assert!(v["time"].is_string());
+    // The probe connectors send.
+    let v = emu.query(&tok, "SELECT * FROM CompanyInfo").await;
+    assert_eq!(v["QueryResponse"]["CompanyInfo"][0]["Id"], "1");
 }
 
 async fn fault_once(emu: &Emu, tok: &str, spec: &str) -> reqwest::Response {

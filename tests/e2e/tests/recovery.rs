@@ -1,0 +1,205 @@
+//! End-to-end: cancel, statement_timeout, a terminated backend, a vanished caller — each hit at an
+//! exact point with the emulator's barrier — and resume back to the truth.
+
+use pg_qbo_e2e::*;
+use std::time::{Duration, Instant};
+
+const FROM: &str = "2025-01-01T00:00:00Z";
+const TO: &str = "2025-09-11T00:00:00Z";
+
+fn status(c: &mut postgres::Client, run_id: i64) -> String {
+    c.query_one("SELECT status FROM qbo.runs WHERE run_id = $1", &[&run_id])
+        .unwrap()
+        .get(0)
+}
+
+fn wait_status(c: &mut postgres::Client, run_id: i64, want: &str) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let _ = c.execute("SELECT qbo._mark_interrupted()", &[]);
+        let s = status(c, run_id);
+        if s == want {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "run {run_id} stayed {s}, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn finish_with_resume(c: &mut postgres::Client, emu: &Emulator, run_id: i64) {
+    let rows = c.query("SELECT * FROM qbo.resume($1)", &[&run_id]).unwrap();
+    let v = sum_rows(&rows);
+    let truth = truth_in_window(emu, REALM1, "Invoice", FROM, TO);
+    assert_eq!(raw(c, "qb_invoices", REALM1), truth);
+    assert_eq!(v.rows, truth.len() as i64, "{v:?}");
+    assert_eq!(
+        v.inserted,
+        truth.len() as i64,
+        "nothing was inserted twice: {v:?}"
+    );
+    assert_eq!(status(c, run_id), "succeeded");
+}
+
+#[test]
+fn cancel_of_call_waiting_on_http_leaves_run_cancelled_and_session_usable() {
+    let emu = Emulator::start(&["--seed", "21"]);
+    let mut c = fresh_db("e2e_cancel_call", &emu);
+    let mut other = connect("e2e_cancel_call");
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    emu.hold(4);
+    let worker = std::thread::spawn(move || {
+        let r = c.query_one(
+            "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)",
+            &[&FROM, &TO],
+        );
+        (
+            r.map(|_| ())
+                .map_err(|e| e.as_db_error().map(|d| d.message().to_owned())),
+            c,
+        )
+    });
+    emu.wait_held();
+    let t0 = Instant::now();
+    other
+        .execute("SELECT pg_cancel_backend($1)", &[&pid])
+        .unwrap();
+    let (r, mut c) = worker.join().unwrap();
+    let latency = t0.elapsed();
+    println!("cancel during an HTTP wait took {latency:?}");
+    assert_eq!(
+        r,
+        Err(Some("canceling statement due to user request".to_owned()))
+    );
+    assert!(latency < Duration::from_secs(5), "{latency:?}");
+    emu.release();
+    assert_eq!(status(&mut c, 1), "cancelled");
+    let kept: i64 = c
+        .query_one("SELECT count(*) FROM raw.qb_invoices", &[])
+        .unwrap()
+        .get(0);
+    let pages: i64 = c
+        .query_one("SELECT count(*) FROM qbo.run_pages WHERE run_id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        pages, 3,
+        "the three pages before the held one are committed"
+    );
+    assert!(kept > 0);
+    finish_with_resume(&mut c, &emu, 1);
+}
+
+#[test]
+fn statement_timeout_during_a_backoff_sleep_cancels_the_srf_run() {
+    let emu = Emulator::start(&["--seed", "22"]);
+    let mut c = fresh_db("e2e_timeout", &emu);
+    // every request after the 3rd is throttled with Retry-After 30 s: the worker sleeps in a backoff
+    emu.faults("429json-ra=30/every=1");
+    emu.faults("");
+    c.batch_execute("SET qbo.backoff_base_ms = 30000; SET qbo.backoff_cap_ms = 30000; SET qbo.retry_after_cap_ms = 30000").unwrap();
+    emu.faults("429json-ra=30@nth=3");
+    c.batch_execute("SET statement_timeout = '1500ms'").unwrap();
+    let t0 = Instant::now();
+    let err = c
+        .query("SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 50)", &[&FROM, &TO])
+        .expect_err("statement_timeout");
+    let took = t0.elapsed();
+    println!("statement_timeout 1.5 s during a 30 s backoff returned after {took:?}");
+    let msg = err.as_db_error().unwrap().message().to_owned();
+    assert_eq!(msg, "canceling statement due to statement timeout (run 1 was stopped; continue it with SELECT * FROM qbo.resume(1))");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    c.batch_execute("RESET statement_timeout").unwrap();
+    let t = wait_status(&mut c, 1, "cancelled");
+    println!("run marked cancelled {t:?} after the error");
+    c.batch_execute(
+        "RESET qbo.backoff_base_ms; RESET qbo.backoff_cap_ms; RESET qbo.retry_after_cap_ms",
+    )
+    .unwrap();
+    emu.faults("");
+    // resume reuses the run's stored settings (long backoff) but no fault is left
+    finish_with_resume(&mut c, &emu, 1);
+}
+
+#[test]
+fn terminated_backend_is_reported_interrupted_and_resumes_to_truth() {
+    let emu = Emulator::start(&["--seed", "23"]);
+    let mut c = fresh_db("e2e_terminate", &emu);
+    let mut other = connect("e2e_terminate");
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    emu.hold(5);
+    let worker = std::thread::spawn(move || {
+        c.query_one("CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)", &[&FROM, &TO])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let held = emu.wait_held();
+    other
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    assert!(worker.join().unwrap().is_err());
+    emu.release();
+    wait_status(&mut other, 1, "interrupted");
+    let err: String = other
+        .query_one("SELECT error FROM qbo.runs WHERE run_id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        err.starts_with("run 1 was interrupted: its process (pid "),
+        "{err}"
+    );
+    let seq = emu
+        .requests(0)
+        .last()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .unwrap_or(0);
+    finish_with_resume(&mut other, &emu, 1);
+    // the resume re-fetched the held page first, not the four committed ones before it
+    let first = emu
+        .requests(seq)
+        .into_iter()
+        .find(|r| r["endpoint"] == "query")
+        .unwrap();
+    assert_eq!(first["query"], held["query"]);
+}
+
+#[test]
+fn caller_of_backfill_terminated_stops_the_worker_and_run_is_cancelled() {
+    let emu = Emulator::start(&["--seed", "24"]);
+    let mut c = fresh_db("e2e_leader", &emu);
+    let mut other = connect("e2e_leader");
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    emu.hold(3);
+    let worker = std::thread::spawn(move || {
+        c.query("SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 50)", &[&FROM, &TO])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    emu.wait_held();
+    other
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    assert!(worker.join().unwrap().is_err());
+    let t = wait_status(&mut other, 1, "cancelled");
+    println!("worker noticed its caller was gone and cancelled the run in {t:?}");
+    emu.release();
+    let t0 = Instant::now();
+    while other
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_qbo backfill'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the worker did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    finish_with_resume(&mut other, &emu, 1);
+}
