@@ -22,7 +22,7 @@ cargo test -p qbo-emulator 2>&1 | tee /tmp/pg_qbo-emulator-tests.log
 
 if [ -x tests/python/run.sh ] || [ -f tests/python/run.sh ]; then
   step "emulator: third-party Python client (python-quickbooks)"
-  bash tests/python/run.sh
+  bash tests/python/run.sh 2>&1 | tee /tmp/pg_qbo-python-tests.log
 fi
 
 step "extension: unit tests and in-database suites (cargo pgrx test)"
@@ -44,6 +44,13 @@ trap 'bash scripts/cluster.sh stop "$PG_QBO_TEST_DIR"' EXIT
 cargo test -p pg_qbo_e2e -- --test-threads=2 2>&1 | tee /tmp/pg_qbo-e2e-tests.log
 
 step "summary"
-for f in /tmp/pg_qbo-emulator-tests.log /tmp/pg_qbo-pgrx-tests.log /tmp/pg_qbo-e2e-tests.log; do
-  grep -h '^test result:' "$f" | awk -v f="$(basename "$f" .log)" '{print f": "$0}'
+logs=(/tmp/pg_qbo-emulator-tests.log /tmp/pg_qbo-pgrx-tests.log /tmp/pg_qbo-e2e-tests.log)
+[ -f /tmp/pg_qbo-python-tests.log ] && logs+=(/tmp/pg_qbo-python-tests.log)
+for f in "${logs[@]}"; do
+  printf '  %-24s %s passed, %s failed\n' "$(basename "$f" .log)" \
+    "$(grep -ohE '([0-9]+) passed' "$f" | awk '{s+=$1} END {print s+0}')" \
+    "$(grep -ohE '([0-9]+) failed' "$f" | awk '{s+=$1} END {print s+0}')"
 done
+passed=$(cat "${logs[@]}" | grep -ohE '([0-9]+) passed' | awk '{s+=$1} END {print s+0}')
+failed=$(cat "${logs[@]}" | grep -ohE '([0-9]+) failed' | awk '{s+=$1} END {print s+0}')
+echo "total: $passed passed, $failed failed"

@@ -134,6 +134,8 @@ AS $fn$
     FROM qbo._connections c WHERE c.name = conn
 $fn$;
 REVOKE ALL ON FUNCTION qbo._connection_secrets(text) FROM PUBLIC;
+COMMENT ON FUNCTION qbo._connection_secrets(text) IS
+    'pg_qbo internal: the credentials of one connection, for the backfill code (EXECUTE revoked from PUBLIC).';
 
 -- Internal: stores tokens received from Intuit (called in its own transaction, committed at once).
 CREATE FUNCTION qbo._store_tokens(conn text, new_access_token text, access_expires_at timestamptz,
@@ -150,6 +152,8 @@ AS $fn$
      WHERE name = conn
 $fn$;
 REVOKE ALL ON FUNCTION qbo._store_tokens(text, text, timestamptz, text, timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION qbo._store_tokens(text, text, timestamptz, text, timestamptz) IS
+    'pg_qbo internal: stores the tokens Intuit returned (committed at once by the caller).';
 
 -- Internal: forgets a cached access token that QBO rejected (401), so the next call refreshes.
 CREATE FUNCTION qbo._forget_access_token(conn text, rejected text)
@@ -160,6 +164,8 @@ AS $fn$
      WHERE name = conn AND access_token = rejected
 $fn$;
 REVOKE ALL ON FUNCTION qbo._forget_access_token(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION qbo._forget_access_token(text, text) IS
+    'pg_qbo internal: drops a cached access token that QBO rejected with 401.';
 
 -------------------------------------------------------------------------------------------------
 -- The run ledger

@@ -84,6 +84,7 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
             r.connection
         )));
     }
+    store::check_existing_raw_table(entity).map_err(|m| RunError::new("42P07", m))?;
     Ok(Validated {
         entity,
         chunks,

@@ -271,6 +271,9 @@ fn wait_loop(worker: &DynamicBackgroundWorker, shared: &Shared, relay: &mut Rela
             pg_sys::ResetLatch(pg_sys::MyLatch);
         }
         pg_sys::check_for_interrupts!();
+        if client_gone() {
+            raise("08006", "connection to client lost");
+        }
         let run_id = shared.run_id.load(Ordering::Acquire);
         if run_id > 0 {
             relay.flush(run_id);
@@ -280,6 +283,30 @@ fn wait_loop(worker: &DynamicBackgroundWorker, shared: &Shared, relay: &mut Rela
             Err(BackgroundWorkerStatus::NotYetStarted) => {}
             Err(_) => return,
         }
+    }
+}
+
+/// Whether the client of this backend hung up (the check `client_connection_check_interval`
+/// does; done here because a backend waiting on its worker sends nothing for long stretches).
+fn client_gone() -> bool {
+    unsafe {
+        let port = pg_sys::MyProcPort;
+        if port.is_null() {
+            return false;
+        }
+        // `Port` is opaque in pgrx's bindings; its first member is `pgsocket sock` (an int on
+        // Unix) in every supported major version.
+        let sock = *(port as *const i32);
+        if sock < 0 {
+            return false;
+        }
+        let mut pfd = libc::pollfd {
+            fd: sock,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        let n = libc::poll(&mut pfd, 1, 0);
+        n > 0 && (pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)) != 0
     }
 }
 

@@ -58,6 +58,12 @@ const RAW_COLUMNS: &[(&str, &str)] = &[
 /// data outlives `DROP EXTENSION`), or checks that an existing table has the expected shape.
 pub fn ensure_raw_table(entity: &Entity) -> Result<(), String> {
     let t = entity.table;
+    // Two runs creating the same table at once would collide in the catalog: serialise the DDL.
+    exec(
+        "SELECT pg_advisory_xact_lock($1, hashtext('pg_qbo raw ddl'))",
+        &[WRITE_LOCK_CLASS.into()],
+    )
+    .map_err(|e| e.to_string())?;
     let exists: bool = Spi::get_one_with_args(
         "SELECT to_regclass(format('raw.%I', $1::text)) IS NOT NULL",
         &[t.into()],
@@ -97,6 +103,21 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), String> {
         Spi::run(&ddl).map_err(|e| e.to_string())?;
     }
     check_raw_shape(entity)
+}
+
+/// Checks the shape of the entity's raw table if it already exists (reads only).
+pub fn check_existing_raw_table(entity: &Entity) -> Result<(), String> {
+    let exists: bool = Spi::get_one_with_args(
+        "SELECT to_regclass(format('raw.%I', $1::text)) IS NOT NULL",
+        &[entity.table.into()],
+    )
+    .map_err(|e| e.to_string())?
+    .unwrap_or(false);
+    if exists {
+        check_raw_shape(entity)
+    } else {
+        Ok(())
+    }
 }
 
 fn check_raw_shape(entity: &Entity) -> Result<(), String> {
