@@ -19,7 +19,7 @@ bash scripts/cluster.sh start "$DIR" "$PORT" "shared_buffers = '512MB'" "max_wal
 target/release/qbo-emulator --listen 127.0.0.1:0 --realm 9341452000000001 --records "Invoice=$INVOICES" \
   --rate-limit 100000000 --max-concurrent 1000 > "$DIR/emu.out" 2> "$DIR/emu.err" &
 EMU=$!
-trap 'kill $EMU 2>/dev/null || true; bash scripts/cluster.sh stop "$DIR"' EXIT
+[ "${KEEP:-0}" = 1 ] || trap 'kill $EMU 2>/dev/null || true; bash scripts/cluster.sh stop "$DIR"' EXIT
 for _ in $(seq 1 300); do grep -q '^listening on ' "$DIR/emu.out" && break; sleep 0.1; done
 URL=$(sed -n 's/^listening on //p' "$DIR/emu.out")
 printf '{"realm_id":"9341452000000001","client_id":"emu-client-id","client_secret":"emu-client-secret","refresh_token":"emu-refresh-token-0","environment":"sandbox"}' > "$DIR/creds.json"
