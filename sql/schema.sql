@@ -193,6 +193,7 @@ CREATE TABLE qbo.runs (
     finished_at   timestamptz,
     error         text,
     error_sqlstate text,
+    progress      text,
     CONSTRAINT status_ok CHECK (status IN ('scheduled', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
     CONSTRAINT entry_point_ok CHECK (entry_point IN ('call', 'function', 'cron'))
 );
@@ -220,6 +221,7 @@ COMMENT ON COLUMN qbo.runs.updated_at IS 'Last progress committed.';
 COMMENT ON COLUMN qbo.runs.finished_at IS 'When the run last stopped (any final status).';
 COMMENT ON COLUMN qbo.runs.error IS 'Error text of a failed, cancelled or interrupted run.';
 COMMENT ON COLUMN qbo.runs.error_sqlstate IS 'SQLSTATE of that error.';
+COMMENT ON COLUMN qbo.runs.progress IS 'What a running run is doing (last page, backing off, waiting for a token), committed at most about once a second.';
 
 CREATE TABLE qbo.run_chunks (
     run_id       bigint NOT NULL REFERENCES qbo.runs ON DELETE CASCADE,
@@ -331,3 +333,52 @@ AS $fn$
     SELECT CASE WHEN (payload->>'SyncToken') ~ '^[0-9]{1,18}$' THEN (payload->>'SyncToken')::bigint ELSE -1 END
 $fn$;
 COMMENT ON FUNCTION qbo._sync_token(jsonb) IS 'pg_qbo internal: SyncToken of a QBO record as bigint (-1 if missing).';
+
+-- Live progress, for any session (pgAdmin, psql): built only on what runs commit page by page.
+CREATE VIEW qbo.progress AS
+SELECT r.run_id, r.entity, r.connection, r.realm_id, r.status,
+       coalesce(cur.chunk, CASE WHEN t.done = r.chunks_total THEN r.chunks_total ELSE t.done + 1 END) AS chunk,
+       r.chunks_total,
+       t.done AS chunks_done,
+       t.pages, t.rows, t.inserted, t.updated, t.skipped,
+       (t.rows / nullif(extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at), 0))::numeric(12, 1) AS rows_per_second,
+       CASE WHEN r.status = 'running' AND t.done > 0
+            THEN (now() - r.started_at) / t.done * (r.chunks_total - t.done) END AS eta,
+       CASE WHEN r.status <> 'running' THEN r.status
+            WHEN r.progress LIKE '%backing off%' AND r.progress LIKE '%HTTP 429%' THEN 'waiting for throttle'
+            WHEN r.progress LIKE '%backing off%' THEN 'backing off'
+            WHEN r.progress LIKE '%token%' THEN 'refreshing token'
+            ELSE 'fetching and upserting' END AS state,
+       r.progress AS detail,
+       r.started_at, r.updated_at, r.finished_at, r.error
+FROM qbo.runs r
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE c.status = 'succeeded')::int AS done,
+           coalesce(sum(c.pages), 0)::bigint AS pages, coalesce(sum(c.rows), 0)::bigint AS rows,
+           coalesce(sum(c.inserted), 0)::bigint AS inserted, coalesce(sum(c.updated), 0)::bigint AS updated,
+           coalesce(sum(c.skipped), 0)::bigint AS skipped
+      FROM qbo.run_chunks c WHERE c.run_id = r.run_id) t
+LEFT JOIN LATERAL (
+    SELECT min(c.chunk) AS chunk FROM qbo.run_chunks c WHERE c.run_id = r.run_id AND c.status = 'running') cur ON true;
+COMMENT ON VIEW qbo.progress IS 'pg_qbo: live progress of every run (chunk i of n, pages and rows so far, rows/s, ETA, state), from what runs commit page by page.';
+COMMENT ON COLUMN qbo.progress.run_id IS 'Run id.';
+COMMENT ON COLUMN qbo.progress.entity IS 'QBO entity.';
+COMMENT ON COLUMN qbo.progress.connection IS 'Connection name.';
+COMMENT ON COLUMN qbo.progress.realm_id IS 'QuickBooks company id.';
+COMMENT ON COLUMN qbo.progress.status IS 'Run status (see qbo.runs).';
+COMMENT ON COLUMN qbo.progress.chunk IS 'Chunk being worked on (or the last one).';
+COMMENT ON COLUMN qbo.progress.chunks_total IS 'Chunks in the plan.';
+COMMENT ON COLUMN qbo.progress.chunks_done IS 'Chunks completed.';
+COMMENT ON COLUMN qbo.progress.pages IS 'Pages committed so far.';
+COMMENT ON COLUMN qbo.progress.rows IS 'Records accepted so far.';
+COMMENT ON COLUMN qbo.progress.inserted IS 'Of which inserted.';
+COMMENT ON COLUMN qbo.progress.updated IS 'Of which updated.';
+COMMENT ON COLUMN qbo.progress.skipped IS 'Of which unchanged or stale.';
+COMMENT ON COLUMN qbo.progress.rows_per_second IS 'Records per second since the run started.';
+COMMENT ON COLUMN qbo.progress.eta IS 'Estimated time left (from the chunks done so far).';
+COMMENT ON COLUMN qbo.progress.state IS 'fetching and upserting, waiting for throttle, backing off, refreshing token, or the final status.';
+COMMENT ON COLUMN qbo.progress.detail IS 'The last progress note the run committed.';
+COMMENT ON COLUMN qbo.progress.started_at IS 'When the run was created.';
+COMMENT ON COLUMN qbo.progress.updated_at IS 'Last progress committed.';
+COMMENT ON COLUMN qbo.progress.finished_at IS 'When the run stopped.';
+COMMENT ON COLUMN qbo.progress.error IS 'Error of a stopped run.';

@@ -248,6 +248,16 @@ impl QboError {
         }
     }
 
+    /// A few words for progress notes: `HTTP 429`, `a network error`, `an unusable response`.
+    pub fn short(&self) -> String {
+        match (self.http_status(), self) {
+            (Some(status), _) => format!("HTTP {status}"),
+            (None, QboError::Network(_)) => "a network error".to_owned(),
+            (None, QboError::BadResponse(_)) => "an unusable response".to_owned(),
+            (None, other) => truncate_chars(&other.to_string(), 80),
+        }
+    }
+
     /// The HTTP status, when the error is an HTTP answer.
     pub fn http_status(&self) -> Option<u16> {
         match self {
@@ -481,6 +491,25 @@ mod tests {
             assert_eq!(e.sqlstate(), s, "{e:?}");
             assert_eq!(e.sqlstate().len(), 5);
         }
+    }
+
+    #[test]
+    fn short_descriptions() {
+        assert_eq!(
+            QboError::Network("timed out".into()).short(),
+            "a network error"
+        );
+        assert_eq!(
+            QboError::BadResponse("x".into()).short(),
+            "an unusable response"
+        );
+        let t = QboError::Throttled {
+            status: 429,
+            retry_after: None,
+            fault: None,
+            intuit_tid: None,
+        };
+        assert_eq!(t.short(), "HTTP 429");
     }
 
     #[test]

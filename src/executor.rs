@@ -180,6 +180,8 @@ struct Exec<'a> {
     tokens: TokenCache<'a>,
     policy: RetryPolicy,
     rng: rand::rngs::StdRng,
+    /// Last commit of `qbo.runs.progress` (rate-limited to about once a second).
+    progress_at: Option<Instant>,
 }
 
 fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<(), RunError> {
@@ -226,6 +228,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         tokens,
         policy,
         rng: rand::rngs::StdRng::from_os_rng(),
+        progress_at: None,
     };
     let chunks = ledger::pending_chunks(run_id)?;
     for chunk in chunks {
@@ -391,12 +394,14 @@ impl Exec<'_> {
                             seconds: secs,
                             intuit_tid: tid,
                             cursor,
-                            touch_run: last_mark.elapsed() >= Duration::from_secs(1),
+                            touch_run: last_mark.elapsed() >= Duration::from_secs(1)
+                                || self.progress_at.is_some(),
                         },
                     )?;
                     store::commit();
-                    if last_mark.elapsed() >= Duration::from_secs(1) {
+                    if last_mark.elapsed() >= Duration::from_secs(1) || self.progress_at.is_some() {
                         last_mark = Instant::now();
+                        self.progress_at = None;
                     }
                     if self.mode == Mode::Call {
                         notice!(
@@ -422,6 +427,21 @@ impl Exec<'_> {
         if self.mode == Mode::Call {
             notice!("{}", c);
         }
+        Ok(())
+    }
+
+    /// Commits a progress note, at most about once a second. Only called between pages, when the
+    /// current transaction holds nothing else.
+    fn progress(&mut self, what: &str) -> Result<(), RunError> {
+        if self
+            .progress_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        ledger::set_progress(self.run.run_id, what)?;
+        store::commit();
+        self.progress_at = Some(Instant::now());
         Ok(())
     }
 
@@ -458,6 +478,13 @@ impl Exec<'_> {
                 Err(e) if e.is_retryable() && retries < self.policy.max_retries => {
                     let delay = self.policy.backoff(retries, e.retry_after(), &mut self.rng);
                     retries += 1;
+                    self.progress(&format!(
+                        "chunk {chunk}/{} start {start_position}: backing off {:.1} s after {} (retry {retries}/{})",
+                        self.run.chunks_total,
+                        delay.as_secs_f64(),
+                        e.short(),
+                        self.policy.max_retries
+                    ))?;
                     if mode == Mode::Call {
                         notice!(
                             "run {} chunk {}: {} (start={}); retry {}/{} in {:.1} s",

@@ -253,7 +253,11 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
             ],
         )?;
         if p.touch_run {
-            c.update("UPDATE qbo.runs SET updated_at = now() WHERE run_id = $1", None, &[run_id.into()])?;
+            c.update(
+                "UPDATE qbo.runs SET updated_at = now(), progress = format('chunk %s page %s committed', $2, $3) WHERE run_id = $1",
+                None,
+                &[run_id.into(), p.chunk.into(), p.page.into()],
+            )?;
         }
         Ok(())
     })
@@ -292,11 +296,20 @@ pub fn finish_chunk(run_id: i64, chunk: i32, _elapsed: Duration) -> Result<Strin
     .map_err(err)
 }
 
+/// Records what the run is doing now (the caller commits; callers rate-limit to about 1/s).
+pub fn set_progress(run_id: i64, what: &str) -> Result<(), RunError> {
+    crate::store::exec(
+        "UPDATE qbo.runs SET progress = $2, updated_at = now() WHERE run_id = $1",
+        &[run_id.into(), what.into()],
+    )
+    .map_err(err)
+}
+
 /// Marks the run succeeded.
 pub fn finish_run_ok(run_id: i64) -> Result<(), RunError> {
     crate::store::exec(
         "UPDATE qbo.runs SET status = 'succeeded', finished_at = now(), updated_at = now(), error = NULL,
-                error_sqlstate = NULL WHERE run_id = $1",
+                error_sqlstate = NULL, progress = NULL WHERE run_id = $1",
         &[run_id.into()],
     )
     .map_err(err)
@@ -311,7 +324,8 @@ pub fn finish_run_with_error(
 ) -> Result<(), RunError> {
     Spi::connect_mut(|c| -> SpiResult<()> {
         c.update(
-            "UPDATE qbo.runs SET status = $2, error = $3, error_sqlstate = $4, finished_at = now(), updated_at = now()
+            "UPDATE qbo.runs SET status = $2, error = $3, error_sqlstate = $4, finished_at = now(), updated_at = now(),
+                    progress = NULL
               WHERE run_id = $1",
             None,
             &[run_id.into(), status.into(), message.into(), sqlstate.into()],

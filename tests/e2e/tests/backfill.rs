@@ -72,6 +72,24 @@ fn srf_and_call_equal_truth_for_six_entities_over_two_realms() {
             "{entity} realm 2 ledger"
         );
     }
+    // the volumetry returned equals the per-page log
+    let mismatched: i64 = c
+        .query_one(
+            "SELECT count(*) FROM qbo.run_chunks c
+               CROSS JOIN LATERAL (
+                    SELECT count(*)::int AS pages, coalesce(sum(p.rows), 0)::bigint AS rows,
+                           coalesce(sum(p.inserted), 0)::bigint AS inserted, coalesce(sum(p.updated), 0)::bigint AS updated,
+                           coalesce(sum(p.skipped), 0)::bigint AS skipped
+                      FROM qbo.run_pages p WHERE p.run_id = c.run_id AND p.chunk = c.chunk) s
+              WHERE (c.pages, c.rows, c.inserted, c.updated, c.skipped) IS DISTINCT FROM (s.pages, s.rows, s.inserted, s.updated, s.skipped)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        mismatched, 0,
+        "chunks whose volumetry differs from the sum of their pages"
+    );
     // name lists: inactive rows are present
     let inactive: i64 = c
         .query_one(

@@ -203,3 +203,108 @@ fn caller_of_backfill_terminated_stops_the_worker_and_run_is_cancelled() {
     }
     finish_with_resume(&mut other, &emu, 1);
 }
+
+#[test]
+fn a_backing_off_run_shows_it_in_the_ledger_while_it_waits() {
+    let emu = Emulator::start(&["--seed", "25"]);
+    let mut c = fresh_db("e2e_progress", &emu);
+    let mut other = connect("e2e_progress");
+    emu.faults("429json-ra=2@nth=3");
+    c.batch_execute("SET qbo.retry_after_cap_ms = 5000; SET qbo.backoff_cap_ms = 5000")
+        .unwrap();
+    let worker = std::thread::spawn(move || {
+        c.query_one("CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)", &[&FROM, &TO])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let t0 = Instant::now();
+    let progress = loop {
+        let p: Option<(String, String)> = other
+            .query_opt(
+                "SELECT detail, state FROM qbo.progress WHERE run_id = 1 AND detail IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1)));
+        if let Some((p, state)) = p.filter(|p| p.0.contains("backing off")) {
+            // the 2 s wait has just started: the view says why the run is not moving
+            assert_eq!(state, "waiting for throttle");
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no backoff progress was committed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("progress seen from another session: {progress}");
+    assert!(progress.starts_with("chunk "), "{progress}");
+    assert!(
+        progress.ends_with(": backing off 2.0 s after HTTP 429 (retry 1/6)"),
+        "{progress}"
+    );
+    worker.join().unwrap().unwrap();
+    let (status, p): (String, Option<String>) = {
+        let r = other
+            .query_one(
+                "SELECT status, progress FROM qbo.runs WHERE run_id = 1",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((status.as_str(), p), ("succeeded", None));
+}
+
+#[test]
+fn another_session_sees_qbo_progress_move_while_a_slow_run_advances() {
+    let emu = Emulator::start(&["--seed", "26", "--latency-ms", "60"]);
+    let mut c = fresh_db("e2e_watch", &emu);
+    let mut other = connect("e2e_watch");
+    let worker = std::thread::spawn(move || {
+        c.query("SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 40)", &[&FROM, &TO])
+            .map(|r| r.len())
+            .map_err(|e| e.to_string())
+    });
+    let mut seen: Vec<(i64, String, Option<String>)> = Vec::new();
+    let t0 = Instant::now();
+    loop {
+        if let Some(r) = other
+            .query_opt("SELECT pages, state, format('%s/%s', chunk, chunks_total), eta::text FROM qbo.progress WHERE run_id = 1", &[])
+            .unwrap()
+        {
+            let pages: i64 = r.get(0);
+            let state: String = r.get(1);
+            if seen.last().map(|l| l.0) != Some(pages) {
+                seen.push((pages, format!("{state} chunk {}", r.get::<_, String>(2)), r.get(3)));
+            }
+            if state == "succeeded" {
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "run did not finish: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(worker.join().unwrap().is_ok());
+    println!("qbo.progress as seen from another session: {seen:?}");
+    let moving: Vec<&(i64, String, Option<String>)> = seen
+        .iter()
+        .filter(|s| s.1.starts_with("fetching and upserting"))
+        .collect();
+    assert!(
+        moving.len() >= 5,
+        "progress moved through {} distinct page counts: {seen:?}",
+        moving.len()
+    );
+    assert!(
+        moving.windows(2).all(|w| w[0].0 < w[1].0),
+        "pages only grow"
+    );
+    assert!(
+        moving.iter().any(|s| s.2.is_some()),
+        "an ETA appears once a chunk is done"
+    );
+}
