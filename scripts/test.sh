@@ -16,6 +16,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "setup"
 bash scripts/setup.sh
 
+step "lint: rustfmt and clippy (warnings are errors)"
+cargo fmt --all -- --check
+cargo clippy --workspace --tests -q -- -D warnings
+
 step "emulator: build and test"
 cargo build --release -p qbo-emulator
 cargo test -p qbo-emulator 2>&1 | tee /tmp/pg_qbo-emulator-tests.log

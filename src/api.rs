@@ -200,7 +200,7 @@ fn volumetry(run_id: i64) -> Volumetry {
 /// `SELECT * FROM qbo.backfill(...)`: runs the backfill in a background worker and returns one row
 /// of volumetry per chunk.
 #[pg_extern(volatile, parallel_unsafe)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)] // pgrx reads the spelled-out type
 fn backfill(
     entity: Option<&str>,
     fecha_inicio: Option<TimestampWithTimeZone>,
@@ -243,6 +243,7 @@ fn backfill(
 /// `SELECT * FROM qbo.resume(run_id)`: continues a run in a background worker, redoing only what
 /// did not complete, with the run's stored plan and settings.
 #[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)] // pgrx reads the spelled-out type
 fn resume(
     run_id: Option<i64>,
 ) -> TableIterator<

@@ -203,7 +203,7 @@ pub fn run_in_worker(job: Job) -> i64 {
     let _ = worker.wait_for_startup();
 
     let mut relay = Relay::default();
-    let waited = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         wait_loop(&worker, shared, &mut relay);
     }))
     .catch_others(|caught| {
@@ -214,7 +214,6 @@ pub fn run_in_worker(job: Job) -> i64 {
         raise(&state, &msg)
     })
     .execute();
-    let () = waited;
     let run_id = shared.run_id.load(Ordering::Acquire);
     let early_error = (shared.state.load(Ordering::Acquire) == 3 || run_id == 0).then(|| {
         (

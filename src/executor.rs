@@ -310,13 +310,10 @@ impl Exec<'_> {
         .map_err(qbo_err)?;
         let mut page_no = chunk.pages;
         let mut last_mark = Instant::now();
-        loop {
-            let Some(req) = pager
-                .next_request()
-                .map_err(|e| self.context(chunk.chunk, 0, e))?
-            else {
-                break;
-            };
+        while let Some(req) = pager
+            .next_request()
+            .map_err(|e| self.context(chunk.chunk, 0, e))?
+        {
             let query = req.query.clone();
             let start_position = req.start_position;
             match req.kind {

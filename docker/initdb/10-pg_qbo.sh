@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# First start of the container: pg_cron lives in POSTGRES_DB, pg_qbo is created there, and the
+# First start of the container: pg_cron lives in POSTGRES_DB (cron.database_name, set on the
+# server's command line by docker-compose.yml), pg_qbo is created there, and the
 # emulator (optional compose service) is used when QBO_API_BASE_URL is set.
 set -euo pipefail
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<SQL
-ALTER SYSTEM SET cron.database_name = '${POSTGRES_DB}';
 CREATE EXTENSION IF NOT EXISTS pg_cron;
 CREATE EXTENSION IF NOT EXISTS pg_qbo;
 SQL

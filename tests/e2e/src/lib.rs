@@ -283,7 +283,7 @@ pub fn parse_rfc3339(s: &str) -> i64 {
     let mut t = time.split(':').map(|p| p.parse::<i64>().unwrap());
     let (hh, mm, ss) = (t.next().unwrap(), t.next().unwrap(), t.next().unwrap());
     let mut tz = &rest[9..];
-    if let Some(p) = tz.find(|c| c == 'Z' || c == '+' || c == '-') {
+    if let Some(p) = tz.find(['Z', '+', '-']) {
         tz = &tz[p..];
     }
     let off = if tz.starts_with('Z') || tz.is_empty() {
