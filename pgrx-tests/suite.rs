@@ -65,6 +65,8 @@ fn bad_input_is_rejected_with_the_value_and_what_is_allowed() {
          "qbo.backfill: unknown entity \"Invoice'; DROP TABLE qbo.runs; --\"; valid entities are:"),
         ("CALL qbo.run_backfill('Invoice', '2025-01-01Z', '2025-02-01Z')",
          "qbo.run_backfill commits page by page, so it must be run with CALL outside an explicit transaction block"),
+        ("SELECT * FROM qbo.schedule_backfill('Invoice', '2025-01-01Z', '2025-02-01Z')",
+         "qbo.schedule_backfill needs pg_cron: add it to shared_preload_libraries (restart), then CREATE EXTENSION pg_cron in the database named by cron.database_name"),
         ("SELECT qbo.connect('12x', 'a', 'b', 'c')",
          "qbo.connect: invalid realm_id \"12x\": a QuickBooks company id is 1 to 32 digits"),
         ("SELECT qbo.connect('12', 'a', 'b', 'c', 'prod')",

@@ -43,7 +43,8 @@ export QBO_EMULATOR_BIN=$ROOT/target/release/qbo-emulator
 bash scripts/cluster.sh stop "$PG_QBO_TEST_DIR" || true
 rm -rf "$PG_QBO_TEST_DIR"
 bash scripts/cluster.sh start "$PG_QBO_TEST_DIR" "$PG_QBO_TEST_PORT" \
-  "log_statement = 'all'" "log_min_messages = notice" "log_min_error_statement = error"
+  "log_statement = 'all'" "log_min_messages = notice" "log_min_error_statement = error" \
+  "shared_preload_libraries = 'pg_cron'" "cron.database_name = 'e2e_cron'" "cron.host = '127.0.0.1'"
 trap 'bash scripts/cluster.sh stop "$PG_QBO_TEST_DIR"' EXIT
 cargo test -p pg_qbo_e2e -- --test-threads=2 2>&1 | tee /tmp/pg_qbo-e2e-tests.log
 

@@ -93,11 +93,18 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
     })
 }
 
-/// Creates the run and its chunk plan (the caller commits).
+/// Creates the run and its chunk plan and takes its liveness lock (the caller commits and executes).
 pub fn create_run(r: &RunRequest, v: &Validated, entry_point: &str) -> i64 {
+    let run_id = insert_run(r, v, entry_point, "running");
+    executor::lock_for_execution(run_id);
+    run_id
+}
+
+/// Inserts the run and its chunk plan with the given status.
+pub fn insert_run(r: &RunRequest, v: &Validated, entry_point: &str, status: &str) -> i64 {
     let settings = serde_json::to_value(&r.settings).unwrap_or_default();
     let _ = store::mark_interrupted();
-    let run_id = ledger::create_run(&NewRun {
+    ledger::create_run(&NewRun {
         entity: v.entity.name,
         connection: &r.connection,
         realm_id: &v.realm_id,
@@ -109,11 +116,10 @@ pub fn create_run(r: &RunRequest, v: &Validated, entry_point: &str) -> i64 {
         minor_version: r.minor_version,
         settings,
         entry_point,
+        status,
         chunks: &v.chunks,
     })
-    .unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
-    executor::lock_for_execution(run_id);
-    run_id
+    .unwrap_or_else(|e| raise(&e.sqlstate, &e.message))
 }
 
 /// Checks that a run can be resumed (the caller commits; `execute` does the rest).
@@ -132,7 +138,7 @@ pub fn prepare_resume(run_id: i64) -> i64 {
     run_id
 }
 
-fn required<T>(v: Option<T>, name: &str, func: &str) -> T {
+pub(crate) fn required<T>(v: Option<T>, name: &str, func: &str) -> T {
     v.unwrap_or_else(|| {
         raise(
             "22004",
@@ -152,7 +158,7 @@ fn instant(v: TimestampWithTimeZone, name: &str, func: &str) -> DateTime<Utc> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn request(
+pub(crate) fn request(
     func: &str,
     entity: Option<&str>,
     fecha_inicio: Option<TimestampWithTimeZone>,
@@ -301,7 +307,7 @@ fn _entities() -> TableIterator<
     }))
 }
 
-unsafe fn require_nonatomic(fcinfo: pg_sys::FunctionCallInfo, name: &str) {
+pub(crate) unsafe fn require_nonatomic(fcinfo: pg_sys::FunctionCallInfo, name: &str) {
     let ctx = (*fcinfo).context;
     let nonatomic = !ctx.is_null()
         && (*ctx).type_ == pg_sys::NodeTag::T_CallContext
@@ -317,11 +323,12 @@ unsafe fn require_nonatomic(fcinfo: pg_sys::FunctionCallInfo, name: &str) {
     }
 }
 
-unsafe fn arg<T: FromDatum>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<T> {
+pub(crate) unsafe fn arg<T: FromDatum>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<T> {
     pgrx::fcinfo::pg_getarg::<T>(fcinfo, n)
 }
 
 /// Emits the function-info record Postgres looks for (`PG_FUNCTION_INFO_V1`).
+#[macro_export]
 macro_rules! finfo_v1 {
     ($name:ident) => {
         #[unsafe(no_mangle)]

@@ -28,6 +28,8 @@ pub struct NewRun<'a> {
     pub minor_version: i32,
     pub settings: serde_json::Value,
     pub entry_point: &'a str,
+    /// `running` (executed now) or `scheduled` (by pg_cron).
+    pub status: &'a str,
     pub chunks: &'a [Chunk],
 }
 
@@ -41,7 +43,7 @@ pub fn create_run(r: &NewRun) -> Result<i64, RunError> {
                 "INSERT INTO qbo.runs (entity, connection, realm_id, environment, fecha_inicio, fecha_fin,
                                        chunk_size, page_size, minor_version, settings, entry_point, status,
                                        chunks_total)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'running', $12) RETURNING run_id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $12) RETURNING run_id",
                 Some(1),
                 &[
                     r.entity.into(),
@@ -56,6 +58,7 @@ pub fn create_run(r: &NewRun) -> Result<i64, RunError> {
                     JsonB(r.settings.clone()).into(),
                     r.entry_point.into(),
                     (r.chunks.len() as i32).into(),
+                    r.status.into(),
                 ],
             )?
             .first()

@@ -7,6 +7,7 @@
 //! Postgres-facing modules: `guc` (settings), `store` (raw tables, upserts, tokens),
 //! `ledger` (qbo.runs / run_chunks / run_pages), `tokens` (token cache and refresh),
 //! `executor` (one run, one code path), `bgw` (the background worker of the SRF entry points),
+//! `cron` (one-time pg_cron backfills),
 //! `api` (the SQL surface).
 
 ::pgrx::pg_module_magic!(name, version);
@@ -25,6 +26,7 @@ pub mod runtime;
 
 mod api;
 mod bgw;
+mod cron;
 mod executor;
 mod guc;
 mod ledger;

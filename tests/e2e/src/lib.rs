@@ -175,6 +175,44 @@ pub fn fresh_db(name: &str, emu: &Emulator) -> Client {
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .expect("create db");
+    configure_db(name, emu)
+}
+
+/// Like [`fresh_db`] but keeps an existing database (pg_cron's scheduler is tied to its database
+/// and does not come back after the database is dropped): pg_qbo and `raw` are dropped and made
+/// anew, pg_cron's jobs removed.
+pub fn reset_db(name: &str, emu: &Emulator) -> Client {
+    let mut admin = connect("postgres");
+    let exists = admin
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .expect("pg_database")
+        .get::<_, i64>(0)
+        > 0;
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create db");
+    } else {
+        let mut c = connect(name);
+        c.batch_execute("DROP EXTENSION IF EXISTS pg_qbo CASCADE")
+            .expect("drop pg_qbo");
+        c.batch_execute("DROP SCHEMA IF EXISTS raw CASCADE")
+            .expect("drop raw");
+        c.batch_execute(
+            "DO $$ BEGIN IF to_regclass('cron.job') IS NOT NULL THEN
+                 PERFORM cron.unschedule(jobid) FROM cron.job; DELETE FROM cron.job_run_details;
+             END IF; END $$",
+        )
+        .expect("clear cron");
+    }
+    configure_db(name, emu)
+}
+
+fn configure_db(name: &str, emu: &Emulator) -> Client {
+    let mut admin = connect("postgres");
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {name} SET qbo.api_base_url = '{u}';

@@ -1,0 +1,312 @@
+//! One-time backfills scheduled with pg_cron.
+//!
+//! pg_cron sends a job's command as one query string, i.e. one transaction: "backfill; then
+//! unschedule" could never unschedule after a failed backfill, and a multi-statement string cannot
+//! COMMIT. So the job's command is exactly one `CALL qbo.run_scheduled(run_id)`. pg_cron cancels a
+//! running job the moment it is unscheduled or deactivated (it drops the job's connection), so the
+//! procedure cannot simply delete its own job. Instead it first moves its job to a schedule that
+//! never fires (`0 0 30 2 *`, February 30th) and commits — from then on the job can never run
+//! again, whatever happens — and starts a small background worker that removes the job from
+//! `cron.job` once the job's session has ended (after pg_cron has recorded the outcome in
+//! `cron.job_run_details`). Then it executes the run. A run that is not `scheduled` is never
+//! executed by its job. Should the cleanup worker not start (no free slot), the next
+//! `qbo.schedule_backfill` removes the jobs of finished runs.
+//!
+//! pg_cron 1.4 schedules by the minute, in GMT: `run_at` means the first whole minute at or after
+//! it (and at least 5 s from now, see [`LEAD`]), whatever the session's TimeZone. Its `cron` schema
+//! exists only in `cron.database_name`; from another database the job must be created there with
+//! `cron.schedule_in_database`, and the error says exactly what to run.
+
+use crate::api::{self, Validated};
+use crate::executor::{self, raise, Mode};
+use crate::store::{self, from_tstz};
+use chrono::{DateTime, Datelike, DurationRound, Timelike, Utc};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+
+/// pg_cron job name of a scheduled run.
+pub fn job_name(run_id: i64) -> String {
+    format!("pg_qbo run {run_id}")
+}
+
+/// pg_cron processes a minute when it starts: a job registered less than this before its minute
+/// could miss it (and, being a yearly expression, wait a year). `run_at` closer than this to now
+/// moves to the following minute.
+pub const LEAD: chrono::Duration = chrono::Duration::seconds(5);
+
+/// The minute (GMT) and cron expression of a one-time job: the first whole minute at or after
+/// `at`, and at least [`LEAD`] after `now`.
+pub fn one_time_schedule(at: DateTime<Utc>, now: DateTime<Utc>) -> (DateTime<Utc>, String) {
+    let at = at.max(now + LEAD);
+    let floor = at
+        .duration_trunc(chrono::Duration::minutes(1))
+        .unwrap_or(at);
+    let minute = if floor < at {
+        floor + chrono::Duration::minutes(1)
+    } else {
+        floor
+    };
+    let expr = format!(
+        "{} {} {} {} *",
+        minute.minute(),
+        minute.hour(),
+        minute.day(),
+        minute.month()
+    );
+    (minute, expr)
+}
+
+fn cron_state() -> (bool, Option<String>) {
+    let here = Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    let db = Spi::get_one::<String>("SELECT current_setting('cron.database_name', true)")
+        .ok()
+        .flatten();
+    (here, db)
+}
+
+/// `qbo.schedule_backfill(...)`: a one-time pg_cron job that runs the backfill once at `run_at`.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn schedule_backfill(
+    entity: Option<&str>,
+    fecha_inicio: Option<TimestampWithTimeZone>,
+    fecha_fin: Option<TimestampWithTimeZone>,
+    chunk_size: default!(Option<i32>, 7),
+    page_size: default!(Option<i32>, 1000),
+    minor_version: default!(Option<i32>, 75),
+    connection: default!(Option<&str>, "'default'"),
+    run_at: default!(Option<TimestampWithTimeZone>, "now()"),
+) -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(run_id, i64),
+        name!(runs_at, TimestampWithTimeZone),
+    ),
+> {
+    let f = "qbo.schedule_backfill";
+    let req = api::request(
+        f,
+        entity,
+        fecha_inicio,
+        fecha_fin,
+        chunk_size,
+        page_size,
+        minor_version,
+        connection,
+    );
+    let run_at = api::required(run_at, "run_at", f);
+    let at = from_tstz(run_at)
+        .unwrap_or_else(|| raise("22023", &format!("{f}: run_at must be a finite timestamp")));
+    let v: Validated =
+        api::validate(&req).unwrap_or_else(|e| raise(&e.sqlstate, &format!("{f}: {}", e.message)));
+    let (installed, cron_db) = cron_state();
+    let this_db = Spi::get_one::<String>("SELECT current_database()::text")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if !installed {
+        match cron_db {
+            Some(db) if !db.is_empty() && db != this_db => raise(
+                "0A000",
+                &format!(
+                    "{f}: pg_cron runs jobs from database \"{db}\" (cron.database_name), not \"{this_db}\"; schedule from there with cron.schedule_in_database(..., database => '{this_db}'), or run qbo.schedule_backfill in a database where pg_cron is installed"
+                ),
+            ),
+            Some(_) => raise(
+                "0A000",
+                &format!("{f}: pg_cron is loaded but not installed in this database: CREATE EXTENSION pg_cron; (it must be in database cron.database_name)"),
+            ),
+            None => raise(
+                "0A000",
+                &format!("{f} needs pg_cron: add it to shared_preload_libraries (restart), then CREATE EXTENSION pg_cron in the database named by cron.database_name"),
+            ),
+        }
+    }
+    remove_finished_jobs();
+    let run_id = api::insert_run(&req, &v, "cron", "scheduled");
+    let (minute, expr) = one_time_schedule(at, Utc::now());
+    let job_id = Spi::get_one_with_args::<i64>(
+        "SELECT cron.schedule($1, $2, $3)",
+        &[
+            job_name(run_id).as_str().into(),
+            expr.as_str().into(),
+            format!("CALL qbo.run_scheduled({run_id})").as_str().into(),
+        ],
+    )
+    .unwrap_or_else(|e| raise("XX000", &format!("{f}: cron.schedule failed: {e}")))
+    .unwrap_or(0);
+    crate::ledger::set_progress(
+        run_id,
+        &format!(
+            "scheduled as pg_cron job {job_id} for {} GMT",
+            minute.format("%Y-%m-%d %H:%M")
+        ),
+    )
+    .unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+    notice!(
+        "run {run_id}: {} scheduled as pg_cron job {job_id} ({expr}) for {} GMT; the job runs once and is removed afterwards",
+        v.entity.name,
+        minute.format("%Y-%m-%d %H:%M")
+    );
+    TableIterator::once((job_id, run_id, store::tstz(minute)))
+}
+
+/// A schedule pg_cron accepts and never fires.
+pub const NEVER: &str = "0 0 30 2 *";
+
+/// Removes the jobs of scheduled runs that have finished (normally the cleanup worker does it).
+fn remove_finished_jobs() {
+    let _ = Spi::run(
+        "SELECT cron.unschedule(j.jobid) FROM cron.job j JOIN qbo.runs r ON j.jobname = 'pg_qbo run ' || r.run_id
+          WHERE j.schedule = '0 0 30 2 *' AND r.status NOT IN ('scheduled', 'running')",
+    );
+}
+
+crate::finfo_v1!(pg_finfo_qbo_run_scheduled);
+
+/// `CALL qbo.run_scheduled(run_id)`: the command of a pg_cron job made by `qbo.schedule_backfill`.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn qbo_run_scheduled(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    api::require_nonatomic(fcinfo, "qbo.run_scheduled");
+    let run_id = api::required(api::arg::<i64>(fcinfo, 0), "run_id", "qbo.run_scheduled");
+    pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
+    // First of all: this job must never fire again, whatever happens next.
+    let job_id = Spi::get_one_with_args::<i64>(
+        "SELECT jobid FROM cron.job WHERE jobname = $1",
+        &[job_name(run_id).as_str().into()],
+    )
+    .ok()
+    .flatten();
+    if let Some(job_id) = job_id {
+        let _ = store::exec(
+            "SELECT cron.alter_job(job_id => $1, schedule => $2)",
+            &[job_id.into(), NEVER.into()],
+        );
+    }
+    store::commit();
+    if let Some(job_id) = job_id {
+        start_cleanup(job_id);
+    }
+    let status = Spi::get_one_with_args::<String>(
+        "SELECT status FROM qbo.runs WHERE run_id = $1",
+        &[run_id.into()],
+    )
+    .ok()
+    .flatten();
+    if status.as_deref() != Some("scheduled") {
+        pg_sys::SPI_finish();
+        raise(
+            "55000",
+            &format!(
+                "qbo.run_scheduled: run {run_id} is {}, not scheduled: a scheduled run executes only once (resume it with qbo.resume)",
+                status.as_deref().unwrap_or("missing")
+            ),
+        );
+    }
+    api::prepare_resume(run_id);
+    store::commit();
+    executor::execute(run_id, Mode::Call);
+    pg_sys::SPI_finish();
+    pg_sys::Datum::from(0)
+}
+
+/// Starts the worker that removes job `job_id` once this backend has exited.
+fn start_cleanup(job_id: i64) {
+    let (db, role, pid) = unsafe {
+        (
+            pg_sys::MyDatabaseId.to_u32(),
+            pg_sys::GetUserId().to_u32(),
+            pg_sys::MyProcPid,
+        )
+    };
+    let extra = format!("{db} {role} {job_id} {pid}");
+    let started = pgrx::bgworkers::BackgroundWorkerBuilder::new("pg_qbo cron cleanup")
+        .set_type("pg_qbo cron cleanup")
+        .set_library("pg_qbo")
+        .set_function("pg_qbo_cron_cleanup_main")
+        .enable_spi_access()
+        .set_extra(&extra)
+        .set_restart_time(None)
+        .load_dynamic();
+    if started.is_err() {
+        warning!("pg_qbo: no free background worker slot to remove pg_cron job {job_id} after its run; the next qbo.schedule_backfill removes it (it can never fire again)");
+    }
+}
+
+/// The cleanup worker: waits for the job's backend to exit, then unschedules the job.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_qbo_cron_cleanup_main(_arg: pg_sys::Datum) {
+    use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    let parts: Vec<u64> = BackgroundWorker::get_extra()
+        .split(' ')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let [db, role, job_id, pid] = parts[..] else {
+        log!("pg_qbo cron cleanup: unreadable arguments");
+        return;
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(pg_sys::Oid::from(db as u32)),
+        Some(pg_sys::Oid::from(role as u32)),
+    );
+    while unsafe { !pg_sys::BackendPidGetProc(pid as i32).is_null() } {
+        if !BackgroundWorker::wait_latch(Some(std::time::Duration::from_millis(200)))
+            || BackgroundWorker::sigterm_received()
+        {
+            return;
+        }
+    }
+    BackgroundWorker::transaction(|| {
+        let _ = Spi::run_with_args(
+            "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobid = $1",
+            &[(job_id as i64).into()],
+        );
+    });
+}
+
+extension_sql!(
+    r#"
+CREATE PROCEDURE qbo.run_scheduled(run_id bigint)
+LANGUAGE c AS 'MODULE_PATHNAME', 'qbo_run_scheduled';
+COMMENT ON PROCEDURE qbo.run_scheduled(bigint) IS
+    'pg_qbo: the command of a pg_cron job made by qbo.schedule_backfill: moves its own job to a schedule that never fires and commits, has it removed once this session ends, then runs the scheduled run (only if it is still scheduled) in this session.';
+COMMENT ON FUNCTION qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) IS
+    'pg_qbo: schedules a one-time backfill with pg_cron at the first whole minute (GMT) at or after run_at and at least 5 s from now; returns the pg_cron job id, the run id (status scheduled until it starts) and the minute. The job can never fire again once it starts and is removed from cron.job after it ends, whether the backfill succeeds or fails. statement_timeout bounds the whole CALL.';
+"#,
+    name = "cron",
+    requires = [schedule_backfill]
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn schedule_is_the_first_whole_minute_at_or_after() {
+        let long_ago = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 3, 9, 23, 59, 1).unwrap();
+        assert_eq!(one_time_schedule(t, long_ago).1, "0 0 10 3 *");
+        let t = Utc.with_ymd_and_hms(2026, 12, 31, 7, 5, 0).unwrap();
+        assert_eq!(
+            one_time_schedule(t, long_ago),
+            (t, "5 7 31 12 *".to_owned())
+        );
+        // run_at = now, 2 s before a minute: too close, the next minute is used
+        let now = Utc.with_ymd_and_hms(2026, 12, 31, 7, 4, 58).unwrap();
+        assert_eq!(one_time_schedule(now, now).1, "6 7 31 12 *");
+        let now = Utc.with_ymd_and_hms(2026, 12, 31, 7, 4, 50).unwrap();
+        assert_eq!(one_time_schedule(now, now).1, "5 7 31 12 *");
+    }
+}

@@ -1,0 +1,161 @@
+//! End-to-end with pg_cron 1.4 loaded in the cluster (cron.database_name = 'e2e_cron'): one-time
+//! backfills scheduled for the next minute run once and their jobs are gone, on success and on
+//! failure.
+
+use pg_qbo_e2e::*;
+use std::time::{Duration, Instant};
+
+const FROM: &str = "2025-01-01T00:00:00Z";
+const TO: &str = "2025-09-11T00:00:00Z";
+
+#[test]
+fn one_time_backfills_run_once_and_unschedule_themselves_on_success_and_failure() {
+    let emu = Emulator::start(&["--seed", "51"]);
+    let mut c = reset_db("e2e_cron", &emu);
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        .unwrap();
+    // pg_cron's scheduler (re)starts once its database and extension exist: wait for it, as a
+    // production server would already have it running
+    let t0 = Instant::now();
+    while c
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher' AND datname = 'e2e_cron'", &[])
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "pg_cron's scheduler did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    register(
+        &mut c,
+        "e2e_cron",
+        "broken",
+        REALM2,
+        "a-refresh-token-intuit-never-issued",
+    );
+
+    let ok = c
+        .query_one("SELECT job_id, run_id, runs_at::text FROM qbo.schedule_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 100)", &[&FROM, &TO])
+        .unwrap();
+    let (ok_job, ok_run, at): (i64, i64, String) = (ok.get(0), ok.get(1), ok.get(2));
+    let bad = c
+        .query_one("SELECT job_id, run_id FROM qbo.schedule_backfill('Item', $1::text::timestamptz, $2::text::timestamptz, connection => 'broken')", &[&FROM, &TO])
+        .unwrap();
+    let (bad_job, bad_run): (i64, i64) = (bad.get(0), bad.get(1));
+    println!("scheduled jobs {ok_job} (run {ok_run}) and {bad_job} (run {bad_run}) for {at}");
+    let status = |c: &mut postgres::Client, run: i64| -> String {
+        c.query_one("SELECT status FROM qbo.runs WHERE run_id = $1", &[&run])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(status(&mut c, ok_run), "scheduled");
+    let jobs: i64 = c
+        .query_one(
+            "SELECT count(*) FROM cron.job WHERE jobid IN ($1, $2)",
+            &[&ok_job, &bad_job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 2);
+
+    let t0 = Instant::now();
+    loop {
+        let (a, b) = (status(&mut c, ok_run), status(&mut c, bad_run));
+        if ["succeeded", "failed"].contains(&a.as_str())
+            && ["succeeded", "failed"].contains(&b.as_str())
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(150),
+            "scheduled runs did not finish: {a}, {b}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!(
+        "both scheduled runs finished {:?} after scheduling",
+        t0.elapsed()
+    );
+    assert_eq!(status(&mut c, ok_run), "succeeded");
+    assert_eq!(
+        raw(&mut c, "qb_invoices", REALM1),
+        truth_in_window(&emu, REALM1, "Invoice", FROM, TO)
+    );
+    assert_eq!(status(&mut c, bad_run), "failed");
+    let err: String = c
+        .query_one("SELECT error FROM qbo.runs WHERE run_id = $1", &[&bad_run])
+        .unwrap()
+        .get(0);
+    assert!(err.contains("invalid_grant"), "{err}");
+    // both jobs are gone once their sessions ended; pg_cron recorded both outcomes
+    let t1 = Instant::now();
+    loop {
+        let jobs: Vec<(i64, String)> = c
+            .query(
+                "SELECT jobid, schedule FROM cron.job WHERE jobid IN ($1, $2)",
+                &[&ok_job, &bad_job],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if jobs.is_empty() {
+            break;
+        }
+        assert!(
+            jobs.iter().all(|j| j.1 == "0 0 30 2 *"),
+            "a started job can never fire again: {jobs:?}"
+        );
+        assert!(
+            t1.elapsed() < Duration::from_secs(30),
+            "the one-time jobs were not removed: {jobs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t2 = Instant::now();
+    let details = loop {
+        let rows = c
+            .query("SELECT jobid, status, coalesce(return_message, '') FROM cron.job_run_details WHERE jobid IN ($1, $2) AND status IN ('succeeded', 'failed') ORDER BY jobid", &[&ok_job, &bad_job])
+            .unwrap();
+        if rows.len() == 2 || t2.elapsed() > Duration::from_secs(20) {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let d: Vec<(i64, String, String)> = details
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    println!("cron.job_run_details: {d:?}");
+    assert_eq!(d.len(), 2, "each job ran exactly once: {d:?}");
+    assert_eq!(d[0].1, "succeeded");
+    assert_eq!(d[1].1, "failed");
+    assert!(d[1].2.contains("invalid_grant"), "{d:?}");
+    // a scheduled run executes only once, even if its command is called again
+    let err = c
+        .query_one("CALL qbo.run_scheduled($1)", &[&ok_run])
+        .expect_err("already ran");
+    assert_eq!(
+        err.as_db_error().unwrap().message(),
+        format!("qbo.run_scheduled: run {ok_run} is succeeded, not scheduled: a scheduled run executes only once (resume it with qbo.resume)")
+    );
+}
+
+#[test]
+fn scheduling_from_a_database_without_pg_cron_says_what_to_do() {
+    let emu = Emulator::start(&["--seed", "52"]);
+    let mut c = fresh_db("e2e_nocron", &emu);
+    let err = c
+        .query("SELECT * FROM qbo.schedule_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz)", &[&FROM, &TO])
+        .expect_err("no pg_cron here");
+    let msg = err.as_db_error().unwrap().message().to_owned();
+    assert_eq!(
+        msg,
+        "qbo.schedule_backfill: pg_cron runs jobs from database \"e2e_cron\" (cron.database_name), not \"e2e_nocron\"; schedule from there with cron.schedule_in_database(..., database => 'e2e_nocron'), or run qbo.schedule_backfill in a database where pg_cron is installed"
+    );
+    let runs: i64 = c
+        .query_one("SELECT count(*) FROM qbo.runs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 0, "nothing was written");
+}
