@@ -123,49 +123,9 @@ REVOKE ALL ON FUNCTION qbo.connect_from_file(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION qbo.connect_from_file(text, text) IS
     'pg_qbo: superuser only. Registers a connection from a server-side JSON file {"realm_id","client_id","client_secret","refresh_token","environment"} so secrets never appear in SQL text, the server log or client history.';
 
--- Internal: credentials for one connection, for the backfill code only.
-CREATE FUNCTION qbo._connection_secrets(conn text)
-RETURNS TABLE (realm_id text, environment text, client_id text, client_secret text,
-               refresh_token text, access_token text, access_token_expires_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT c.realm_id, c.environment, c.client_id, c.client_secret, c.refresh_token,
-           c.access_token, c.access_token_expires_at
-    FROM qbo._connections c WHERE c.name = conn
-$fn$;
-REVOKE ALL ON FUNCTION qbo._connection_secrets(text) FROM PUBLIC;
-COMMENT ON FUNCTION qbo._connection_secrets(text) IS
-    'pg_qbo internal: the credentials of one connection, for the backfill code (EXECUTE revoked from PUBLIC).';
-
--- Internal: stores tokens received from Intuit (called in its own transaction, committed at once).
-CREATE FUNCTION qbo._store_tokens(conn text, new_access_token text, access_expires_at timestamptz,
-                                  new_refresh_token text, refresh_expires_at timestamptz)
-RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $fn$
-    UPDATE qbo._connections
-       SET access_token = new_access_token,
-           access_token_expires_at = access_expires_at,
-           refresh_token = coalesce(new_refresh_token, refresh_token),
-           refresh_token_expires_at = coalesce(refresh_expires_at, refresh_token_expires_at),
-           last_refresh_at = now(), updated_at = now()
-     WHERE name = conn
-$fn$;
-REVOKE ALL ON FUNCTION qbo._store_tokens(text, text, timestamptz, text, timestamptz) FROM PUBLIC;
-COMMENT ON FUNCTION qbo._store_tokens(text, text, timestamptz, text, timestamptz) IS
-    'pg_qbo internal: stores the tokens Intuit returned (committed at once by the caller).';
-
--- Internal: forgets a cached access token that QBO rejected (401), so the next call refreshes.
-CREATE FUNCTION qbo._forget_access_token(conn text, rejected text)
-RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $fn$
-    UPDATE qbo._connections SET access_token = NULL, access_token_expires_at = NULL
-     WHERE name = conn AND access_token = rejected
-$fn$;
-REVOKE ALL ON FUNCTION qbo._forget_access_token(text, text) FROM PUBLIC;
-COMMENT ON FUNCTION qbo._forget_access_token(text, text) IS
-    'pg_qbo internal: drops a cached access token that QBO rejected with 401.';
+-- The backfill code reads credentials and stores refreshed tokens itself, switching to the
+-- extension owner for those statements only (no SQL function returns a secret, so no role that
+-- merely runs backfills can read one).
 
 -------------------------------------------------------------------------------------------------
 -- The run ledger
@@ -382,3 +342,52 @@ COMMENT ON COLUMN qbo.progress.started_at IS 'When the run was created.';
 COMMENT ON COLUMN qbo.progress.updated_at IS 'Last progress committed.';
 COMMENT ON COLUMN qbo.progress.finished_at IS 'When the run stopped.';
 COMMENT ON COLUMN qbo.progress.error IS 'Error of a stopped run.';
+
+-------------------------------------------------------------------------------------------------
+-- Least privilege: helpers a superuser (or the extension owner) runs once per role.
+-------------------------------------------------------------------------------------------------
+CREATE FUNCTION qbo.grant_operator(role_name name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    owner name := (SELECT r.rolname FROM pg_extension e JOIN pg_roles r ON r.oid = e.extowner WHERE e.extname = 'pg_qbo');
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
+        RAISE EXCEPTION 'qbo.grant_operator: role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA qbo TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text), qbo.resume(bigint), qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON PROCEDURE qbo.run_backfill(text, timestamptz, timestamptz, int, int, int, text, bigint), qbo.run_resume(bigint), qbo.run_scheduled(bigint) TO %I', role_name);
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS raw AUTHORIZATION %I', owner);
+    EXECUTE format('GRANT USAGE ON SCHEMA raw TO %I', role_name);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA raw TO %I', role_name);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw GRANT SELECT, INSERT, UPDATE ON TABLES TO %I', owner, role_name);
+END
+$fn$;
+REVOKE ALL ON FUNCTION qbo.grant_operator(name) FROM PUBLIC;
+COMMENT ON FUNCTION qbo.grant_operator(name) IS
+    'pg_qbo: lets a role run backfills (qbo.backfill, qbo.resume, qbo.schedule_backfill, CALL qbo.run_*), read the ledger and write raw.*; it can never read a secret or token, change qbo.api_base_url/qbo.token_url, or alter the ledger.';
+
+CREATE FUNCTION qbo.grant_reader(role_name name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    owner name := (SELECT r.rolname FROM pg_extension e JOIN pg_roles r ON r.oid = e.extowner WHERE e.extname = 'pg_qbo');
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
+        RAISE EXCEPTION 'qbo.grant_reader: role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA qbo TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities TO %I', role_name);
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS raw AUTHORIZATION %I', owner);
+    EXECUTE format('GRANT USAGE ON SCHEMA raw TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA raw TO %I', role_name);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw GRANT SELECT ON TABLES TO %I', owner, role_name);
+END
+$fn$;
+REVOKE ALL ON FUNCTION qbo.grant_reader(name) FROM PUBLIC;
+COMMENT ON FUNCTION qbo.grant_reader(name) IS
+    'pg_qbo: lets a role read raw.* and the run ledger (qbo.runs, run_chunks, run_pages, progress, entities); nothing else.';

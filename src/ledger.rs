@@ -6,7 +6,6 @@ use crate::plan::Chunk;
 use crate::store::{from_tstz, tstz};
 use chrono::{DateTime, Utc};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
-use pgrx::prelude::*;
 use pgrx::spi::SpiResult;
 use pgrx::JsonB;
 use std::time::Duration;
@@ -37,7 +36,7 @@ pub struct NewRun<'a> {
 pub fn create_run(r: &NewRun) -> Result<i64, RunError> {
     let starts: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.start)).collect();
     let ends: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.end)).collect();
-    Spi::connect_mut(|c| -> SpiResult<i64> {
+    crate::store::owner_spi(|c| -> SpiResult<i64> {
         let id = c
             .update(
                 "INSERT INTO qbo.runs (entity, connection, realm_id, environment, fecha_inicio, fecha_fin,
@@ -92,7 +91,7 @@ pub struct RunRow {
 
 /// Loads a run; a clear error if it does not exist.
 pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
-    let row = Spi::connect_mut(|c| -> SpiResult<Option<RunRow>> {
+    let row = crate::store::owner_spi(|c| -> SpiResult<Option<RunRow>> {
         let t = c.update(
             "SELECT entity, connection, realm_id, environment, page_size, minor_version, chunks_total, settings, status
                FROM qbo.runs WHERE run_id = $1",
@@ -127,7 +126,7 @@ pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
 
 /// Marks the run running in this process and resets unfinished chunks to pending.
 pub fn start_execution(run_id: i64) -> Result<(), RunError> {
-    Spi::connect_mut(|c| -> SpiResult<()> {
+    crate::store::owner_spi(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.runs SET status = 'running', pid = pg_backend_pid(), executions = executions + 1,
                     error = NULL, error_sqlstate = NULL, finished_at = NULL, updated_at = now()
@@ -157,7 +156,7 @@ pub struct ChunkRow {
 
 /// Chunks not yet succeeded, in order.
 pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
-    Spi::connect_mut(|c| -> SpiResult<Vec<ChunkRow>> {
+    crate::store::owner_spi(|c| -> SpiResult<Vec<ChunkRow>> {
         let t = c.update(
             "SELECT chunk, window_start, window_end, pages, cursor FROM qbo.run_chunks
               WHERE run_id = $1 AND status <> 'succeeded' ORDER BY chunk",
@@ -187,7 +186,7 @@ pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
 
 /// Marks a chunk running.
 pub fn start_chunk(run_id: i64, chunk: i32) -> Result<(), RunError> {
-    crate::store::exec(
+    crate::store::owner_exec(
         "UPDATE qbo.run_chunks SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now())
           WHERE run_id = $1 AND chunk = $2",
         &[run_id.into(), chunk.into()],
@@ -214,7 +213,7 @@ pub struct PageDone {
 /// Records a page: chunk counters and cursor, and a `qbo.run_pages` row.
 pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
     let skipped = p.rows - p.inserted - p.updated;
-    Spi::connect_mut(|c| -> SpiResult<()> {
+    crate::store::owner_spi(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.run_chunks
                 SET pages = pages + 1, rows = rows + $3, inserted = inserted + $4, updated = updated + $5,
@@ -269,7 +268,7 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
 
 /// Marks a chunk succeeded; returns its summary line (the NOTICE text).
 pub fn finish_chunk(run_id: i64, chunk: i32, _elapsed: Duration) -> Result<String, RunError> {
-    Spi::connect_mut(|c| -> SpiResult<String> {
+    crate::store::owner_spi(|c| -> SpiResult<String> {
         let r = c
             .update(
                 "UPDATE qbo.run_chunks SET status = 'succeeded', finished_at = now(), error = NULL
@@ -301,7 +300,7 @@ pub fn finish_chunk(run_id: i64, chunk: i32, _elapsed: Duration) -> Result<Strin
 
 /// Records what the run is doing now (the caller commits; callers rate-limit to about 1/s).
 pub fn set_progress(run_id: i64, what: &str) -> Result<(), RunError> {
-    crate::store::exec(
+    crate::store::owner_exec(
         "UPDATE qbo.runs SET progress = $2, updated_at = now() WHERE run_id = $1",
         &[run_id.into(), what.into()],
     )
@@ -310,7 +309,7 @@ pub fn set_progress(run_id: i64, what: &str) -> Result<(), RunError> {
 
 /// Marks the run succeeded.
 pub fn finish_run_ok(run_id: i64) -> Result<(), RunError> {
-    crate::store::exec(
+    crate::store::owner_exec(
         "UPDATE qbo.runs SET status = 'succeeded', finished_at = now(), updated_at = now(), error = NULL,
                 error_sqlstate = NULL, progress = NULL WHERE run_id = $1",
         &[run_id.into()],
@@ -325,7 +324,7 @@ pub fn finish_run_with_error(
     sqlstate: &str,
     message: &str,
 ) -> Result<(), RunError> {
-    Spi::connect_mut(|c| -> SpiResult<()> {
+    crate::store::owner_spi(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.runs SET status = $2, error = $3, error_sqlstate = $4, finished_at = now(), updated_at = now(),
                     progress = NULL
@@ -345,7 +344,7 @@ pub fn finish_run_with_error(
 
 /// The final NOTICE: totals of the run.
 pub fn totals(run_id: i64) -> Result<String, RunError> {
-    Spi::connect_mut(|c| -> SpiResult<String> {
+    crate::store::owner_spi(|c| -> SpiResult<String> {
         let r = c
             .update(
                 "SELECT count(*)::int, coalesce(sum(pages), 0)::bigint, coalesce(sum(rows), 0)::bigint,
@@ -386,7 +385,7 @@ pub type VolumetryRow = (
 
 /// The volumetry of every chunk of a run.
 pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
-    Spi::connect_mut(|c| -> SpiResult<Vec<VolumetryRow>> {
+    crate::store::owner_spi(|c| -> SpiResult<Vec<VolumetryRow>> {
         let t = c.update(
             "SELECT chunk, window_start, window_end, pages, rows, inserted, updated, skipped, duration
                FROM qbo.run_chunks WHERE run_id = $1 ORDER BY chunk",
@@ -414,7 +413,7 @@ pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
 
 /// Status, error and SQLSTATE of a run (read with a fresh snapshot).
 pub fn outcome(run_id: i64) -> Result<(String, Option<String>, Option<String>), RunError> {
-    Spi::connect_mut(|c| -> SpiResult<(String, Option<String>, Option<String>)> {
+    crate::store::owner_spi(|c| -> SpiResult<(String, Option<String>, Option<String>)> {
         let r = c
             .update(
                 "SELECT status, error, error_sqlstate FROM qbo.runs WHERE run_id = $1",

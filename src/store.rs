@@ -36,6 +36,54 @@ fn lock_key(class: i32, key: &str) -> String {
     format!("{class}:{key}")
 }
 
+/// The role that owns the extension (its tables hold the secrets and the ledger).
+fn extension_owner() -> pg_sys::Oid {
+    thread_local! {
+        static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+    }
+    if let Some(o) = OWNER.with(|c| c.get()) {
+        return o;
+    }
+    let o = Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_qbo'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
+    OWNER.with(|c| c.set(Some(o)));
+    o
+}
+
+/// Runs `f` as the extension's owner, like a SECURITY DEFINER function but reachable only from
+/// this code: credentials, tokens, the ledger and raw-table DDL are touched this way, so the roles
+/// that run or read backfills need no privilege on them (and cannot read a secret or forge a run's
+/// settings). Restricted-operation mode: no user-defined code can take advantage of the switch.
+pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+    let owner = extension_owner();
+    let (mut uid, mut ctx) = (pg_sys::InvalidOid, 0i32);
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx) };
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            ctx | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION)
+                as i32,
+        )
+    };
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(uid, ctx) })
+        .execute()
+}
+
+/// [`Spi::connect_mut`] as the extension's owner.
+pub fn owner_spi<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>) -> SpiResult<R>) -> SpiResult<R> {
+    as_owner(|| Spi::connect_mut(f))
+}
+
+/// [`exec`] as the extension's owner.
+pub fn owner_exec(sql: &str, args: &[DatumWithOid]) -> SpiResult<()> {
+    as_owner(|| exec(sql, args))
+}
+
 /// Runs `sql` with parameters, returning nothing.
 pub fn exec(sql: &str, args: &[DatumWithOid]) -> SpiResult<()> {
     Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ()))
@@ -100,7 +148,7 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), String> {
              COMMENT ON COLUMN raw.{t}.request_payload IS 'The request: query, start position, page size, minor version, environment (never a token).';",
             name = entity.name
         );
-        Spi::run(&ddl).map_err(|e| e.to_string())?;
+        as_owner(|| Spi::run(&ddl)).map_err(|e| e.to_string())?;
     }
     check_raw_shape(entity)
 }
@@ -261,10 +309,10 @@ pub struct Connection {
 
 /// Reads a connection through the SECURITY DEFINER accessor. `Ok(None)` if it does not exist.
 pub fn load_connection(name: &str) -> Result<Option<Connection>, String> {
-    Spi::connect_mut(|c| -> SpiResult<Option<Connection>> {
+    owner_spi(|c| -> SpiResult<Option<Connection>> {
         let t = c.update(
             "SELECT realm_id, environment, client_id, client_secret, refresh_token, access_token, access_token_expires_at
-               FROM qbo._connection_secrets($1)",
+               FROM qbo._connections WHERE name = $1",
             Some(1),
             &[name.into()],
         )?;
@@ -294,8 +342,13 @@ pub fn store_tokens(
     refresh: Option<&str>,
     refresh_expires: Option<DateTime<Utc>>,
 ) -> Result<(), String> {
-    exec(
-        "SELECT qbo._store_tokens($1, $2, $3, $4, $5)",
+    owner_exec(
+        "UPDATE qbo._connections
+            SET access_token = $2, access_token_expires_at = $3,
+                refresh_token = coalesce($4, refresh_token),
+                refresh_token_expires_at = coalesce($5, refresh_token_expires_at),
+                last_refresh_at = now(), updated_at = now()
+          WHERE name = $1",
         &[
             conn.into(),
             access.into(),
@@ -309,8 +362,9 @@ pub fn store_tokens(
 
 /// Forgets an access token QBO rejected.
 pub fn forget_access_token(conn: &str, rejected: &str) -> Result<(), String> {
-    exec(
-        "SELECT qbo._forget_access_token($1, $2)",
+    owner_exec(
+        "UPDATE qbo._connections SET access_token = NULL, access_token_expires_at = NULL
+          WHERE name = $1 AND access_token = $2",
         &[conn.into(), rejected.into()],
     )
     .map_err(|e| e.to_string())
@@ -355,7 +409,7 @@ pub fn unlock_run(run_id: i64) -> Result<(), String> {
 
 /// Marks runs whose process is gone as interrupted.
 pub fn mark_interrupted() -> Result<(), String> {
-    exec("SELECT qbo._mark_interrupted()", &[]).map_err(|e| e.to_string())
+    owner_exec("SELECT qbo._mark_interrupted()", &[]).map_err(|e| e.to_string())
 }
 
 thread_local! {

@@ -343,6 +343,76 @@ pub fn parse_rfc3339(s: &str) -> i64 {
     days * 86400 + hh * 3600 + mm * 60 + ss - off
 }
 
+/// A cluster of a test's own (for crashing it), started with `scripts/cluster.sh`.
+pub struct PrivateCluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl PrivateCluster {
+    /// Initialises and starts a cluster in `dir` on `port` (removing what was there).
+    pub fn start(dir: &str, port: u16) -> PrivateCluster {
+        let c = PrivateCluster {
+            dir: PathBuf::from(dir),
+            port,
+        };
+        let _ = c.pg_ctl(&["-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&c.dir);
+        c.up();
+        c
+    }
+
+    /// Starts it again (after a crash: crash recovery runs).
+    pub fn up(&self) {
+        let st = Command::new("bash")
+            .arg(repo_root().join("scripts/cluster.sh"))
+            .args(["start", &self.dir.to_string_lossy(), &self.port.to_string()])
+            .status()
+            .expect("cluster.sh");
+        assert!(st.success(), "cluster.sh start failed");
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::ExitStatus {
+        Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "/usr/lib/postgresql/15/bin/pg_ctl",
+                "-D",
+            ])
+            .arg(self.dir.join("data"))
+            .args(["-w"])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl")
+    }
+
+    /// `pg_ctl stop -m immediate`: every process killed at once, no shutdown checkpoint.
+    pub fn crash(&self) {
+        assert!(self.pg_ctl(&["-m", "immediate", "stop"]).success());
+    }
+
+    /// Connects as the superuser.
+    pub fn connect(&self, db: &str) -> Client {
+        Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname={db}",
+                self.port
+            ),
+            NoTls,
+        )
+        .unwrap_or_else(|e| panic!("cannot connect to {db}: {e}"))
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
