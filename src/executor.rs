@@ -182,6 +182,10 @@ struct Exec<'a> {
     rng: rand::rngs::StdRng,
     /// Last commit of `qbo.runs.progress` (rate-limited to about once a second).
     progress_at: Option<Instant>,
+    /// When this execution started (whole second): a window reaching past it is read only up to
+    /// it, so a run never chases records that keep being updated after it began (the next run
+    /// picks those up).
+    as_of: DateTime<Utc>,
 }
 
 fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<(), RunError> {
@@ -229,6 +233,10 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         policy,
         rng: rand::rngs::StdRng::from_os_rng(),
         progress_at: None,
+        // the end of the current second: everything QBO stamped up to now is inside
+        as_of: chrono::DurationRound::duration_trunc(Utc::now(), chrono::Duration::seconds(1))
+            .unwrap_or_else(|_| Utc::now())
+            + chrono::Duration::seconds(1),
     };
     let chunks = ledger::pending_chunks(run_id)?;
     for chunk in chunks {
@@ -278,10 +286,20 @@ impl Exec<'_> {
         ledger::start_chunk(run_id, chunk.chunk)?;
         store::commit();
         let started = Instant::now();
+        let end = chunk.window_end.min(self.as_of);
+        if end <= chunk.window_start {
+            // the whole chunk lies after this execution began: nothing can be there yet
+            let c = ledger::finish_chunk(run_id, chunk.chunk, started.elapsed())?;
+            store::commit();
+            if self.mode == Mode::Call {
+                notice!("{c}");
+            }
+            return Ok(());
+        }
         let plan_chunk = crate::plan::Chunk {
             index: chunk.chunk as u32,
             start: chunk.window_start,
-            end: chunk.window_end,
+            end,
         };
         let page_size = self.run.page_size as u32;
         let mut pager = match &chunk.cursor {
@@ -310,6 +328,7 @@ impl Exec<'_> {
         .map_err(qbo_err)?;
         let mut page_no = chunk.pages;
         let mut last_mark = Instant::now();
+        pager.set_live_edge(live_edge());
         while let Some(req) = pager
             .next_request()
             .map_err(|e| self.context(chunk.chunk, 0, e))?
@@ -350,6 +369,7 @@ impl Exec<'_> {
                             })
                         })?;
                     let tid = page.intuit_tid.clone();
+                    pager.set_live_edge(live_edge());
                     let accepted = pager
                         .accept(page.entity_records)
                         .map_err(|e| self.context(chunk.chunk, start_position, e))?;
@@ -418,6 +438,17 @@ impl Exec<'_> {
                     }
                 }
             }
+        }
+        let left = pager.stats().live_seconds_left;
+        if left > 0 {
+            let note = format!(
+                "run {run_id} chunk {}/{}: {left} second(s) near now were still receiving records while read; records written into them after this run asked arrive with the next run",
+                chunk.chunk, self.run.chunks_total
+            );
+            if self.mode == Mode::Call {
+                notice!("{note}");
+            }
+            ledger::set_progress(run_id, &note)?;
         }
         let c = ledger::finish_chunk(run_id, chunk.chunk, started.elapsed())?;
         store::commit();
@@ -541,6 +572,12 @@ fn to_page_rows(records: Vec<crate::pager::RawRecord>) -> PageRows {
         rows.sync_tokens.push(r.sync_token);
     }
     rows
+}
+
+/// Seconds at or after this may still be receiving records in QBO: now, less two minutes for clock
+/// skew between QBO and this server.
+fn live_edge() -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::seconds(120)
 }
 
 /// `2025-01-15` for a UTC midnight, the full instant otherwise.

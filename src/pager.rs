@@ -184,6 +184,34 @@ pub enum PagerMode {
         /// Distinct Ids seen in this try.
         seen_in_try: BTreeSet<String>,
     },
+    /// A pass over the cursor second ended short of its count: take `count(*)` again (records
+    /// may have left the second since, or entered it if it is live) before another pass.
+    SecondRecount {
+        /// 1-based try number.
+        second_try: u32,
+        /// Passes completed in this try.
+        passes: u32,
+        /// Distinct Ids seen in this try.
+        seen_in_try: BTreeSet<String>,
+    },
+    /// The recount fell to (or below) the Ids seen: records left the second while it was read
+    /// (an update moves a record to the present, a delete removes it). Count how many of the Ids
+    /// seen are still in the second, `VERIFY_BATCH` at a time: if that equals the recount, every
+    /// record still in the second was seen.
+    SecondVerify {
+        /// 1-based try number.
+        second_try: u32,
+        /// Passes completed in this try.
+        passes: u32,
+        /// Distinct Ids seen in this try.
+        seen_in_try: BTreeSet<String>,
+        /// The recount.
+        expected: u64,
+        /// Next batch of `seen_in_try` to count.
+        batch: u32,
+        /// Seen Ids found still in the second so far.
+        matched: u64,
+    },
     /// The chunk is complete.
     Done,
     /// The cursor second could not be read completely; `next_request` returns the error.
@@ -265,6 +293,10 @@ pub struct PagerStats {
     pub duplicates: u64,
     /// Second-mode tries started.
     pub second_tries: u64,
+    /// Seconds left after their tries without matching `count(*)` because the count kept changing
+    /// (a live second still being written, or records updated or deleted out of it while it was
+    /// read); what was missed is picked up by the next run.
+    pub live_seconds_left: u64,
 }
 
 /// The paging state machine of one chunk.
@@ -278,9 +310,18 @@ pub struct Pager {
     second_tries: u32,
     /// Exclusive end as whole second.
     end: DateTime<Utc>,
+    /// Seconds at or after this instant may still be receiving records (see [`Pager::set_live_edge`]).
+    live_edge: Option<DateTime<Utc>>,
+    /// The count of the cursor second before the last recount, and whether a recount ever
+    /// differed in this second (records were being updated or deleted while it was read).
+    last_count: Option<u64>,
+    churn: bool,
     state: PagerState,
     stats: PagerStats,
 }
+
+/// Ids per `Id IN (...)` verification count (keeps the query text a few KB).
+const VERIFY_BATCH: usize = 300;
 
 fn one_second() -> TimeDelta {
     TimeDelta::seconds(1)
@@ -358,9 +399,21 @@ impl Pager {
             size: page_size,
             second_tries: DEFAULT_SECOND_TRIES,
             end,
+            live_edge: None,
+            last_count: None,
+            churn: false,
             state,
             stats: PagerStats::default(),
         })
+    }
+
+    /// Declares that seconds at or after `edge` may still be receiving records (QBO's present, less
+    /// a margin for clock skew). A second holding a full page is read until its distinct Ids match
+    /// `count(*)`; in a live second the count keeps moving, so after its tries the pager moves on
+    /// with what it read instead of failing: the records it did not see were written after this
+    /// run asked, and the next run over the window picks them up. Historic seconds still fail.
+    pub fn set_live_edge(&mut self, edge: DateTime<Utc>) {
+        self.live_edge = Some(edge);
     }
 
     /// Changes the number of tries allowed per second (at least 1).
@@ -418,7 +471,25 @@ impl Pager {
                 start_position: 1,
                 max_results: size,
             },
-            PagerMode::SecondCount { .. } => Request {
+            PagerMode::SecondVerify {
+                seen_in_try, batch, ..
+            } => {
+                let ids: Vec<&str> = seen_in_try
+                    .iter()
+                    .skip(*batch as usize * VERIFY_BATCH)
+                    .take(VERIFY_BATCH)
+                    .map(String::as_str)
+                    .collect();
+                Request {
+                    kind: RequestKind::SecondCount,
+                    query: crate::query::second_ids_count_query(e, nl, c, &ids),
+                    from: c,
+                    to: next_sec,
+                    start_position: 0,
+                    max_results: 0,
+                }
+            }
+            PagerMode::SecondCount { .. } | PagerMode::SecondRecount { .. } => Request {
                 kind: RequestKind::SecondCount,
                 query: second_count_query(e, nl, c),
                 from: c,
@@ -439,21 +510,98 @@ impl Pager {
 
     /// Feeds the answer to a [`RequestKind::SecondCount`] request.
     pub fn accept_count(&mut self, count: u64) -> Result<(), QboError> {
-        let PagerMode::SecondCount { second_try } = self.state.mode else {
-            return Err(QboError::InvalidParameter(
-                "pager: a count was fed but no count was asked".into(),
-            ));
-        };
-        self.stats.counts += 1;
-        self.stats.second_tries += 1;
-        self.state.mode = PagerMode::SecondPages {
-            second_try,
-            expected: count,
-            next_start: 1,
-            passes: 0,
-            seen_in_try: BTreeSet::new(),
-        };
-        Ok(())
+        match std::mem::replace(&mut self.state.mode, PagerMode::Done) {
+            PagerMode::SecondCount { second_try } => {
+                self.stats.counts += 1;
+                self.stats.second_tries += 1;
+                self.churn |= self.last_count.is_some_and(|c| c != count);
+                self.last_count = Some(count);
+                self.state.mode = PagerMode::SecondPages {
+                    second_try,
+                    expected: count,
+                    next_start: 1,
+                    passes: 0,
+                    seen_in_try: BTreeSet::new(),
+                };
+                Ok(())
+            }
+            PagerMode::SecondRecount {
+                second_try,
+                passes,
+                seen_in_try,
+            } => {
+                self.stats.counts += 1;
+                self.churn |= self.last_count.is_some_and(|c| c != count);
+                self.last_count = Some(count);
+                let seen = seen_in_try.len() as u64;
+                self.state.mode = if seen >= count {
+                    // as many Ids seen as the second now holds: check they are the ones it holds
+                    PagerMode::SecondVerify {
+                        second_try,
+                        passes,
+                        seen_in_try,
+                        expected: count,
+                        batch: 0,
+                        matched: 0,
+                    }
+                } else if passes >= max_passes(count) {
+                    self.fail_try(second_try, count, seen)
+                } else {
+                    PagerMode::SecondPages {
+                        second_try,
+                        expected: count,
+                        next_start: 1,
+                        passes,
+                        seen_in_try,
+                    }
+                };
+                Ok(())
+            }
+            PagerMode::SecondVerify {
+                second_try,
+                passes,
+                seen_in_try,
+                expected,
+                batch,
+                matched,
+            } => {
+                self.stats.counts += 1;
+                let matched = matched + count;
+                let batch = batch + 1;
+                let seen = seen_in_try.len() as u64;
+                self.state.mode = if (batch as usize) * VERIFY_BATCH < seen_in_try.len() {
+                    PagerMode::SecondVerify {
+                        second_try,
+                        passes,
+                        seen_in_try,
+                        expected,
+                        batch,
+                        matched,
+                    }
+                } else if matched >= expected {
+                    // every record now in the second is among those seen
+                    self.finish_second()
+                } else if passes >= max_passes(expected) {
+                    self.fail_try(second_try, expected, seen)
+                } else {
+                    // some record in the second was not seen yet: another pass
+                    PagerMode::SecondPages {
+                        second_try,
+                        expected,
+                        next_start: 1,
+                        passes,
+                        seen_in_try,
+                    }
+                };
+                Ok(())
+            }
+            other => {
+                self.state.mode = other;
+                Err(QboError::InvalidParameter(
+                    "pager: a count was fed but no count was asked".into(),
+                ))
+            }
+        }
     }
 
     /// Feeds the records of a page answering a [`RequestKind::Window`] or
@@ -565,7 +713,12 @@ impl Pager {
             } => {
                 let seen = seen_in_try.len() as u64;
                 if seen > expected {
-                    self.fail_try(second_try, expected, seen)
+                    // the second grew while read: count again
+                    PagerMode::SecondRecount {
+                        second_try,
+                        passes: passes + 1,
+                        seen_in_try,
+                    }
                 } else if full {
                     PagerMode::SecondPages {
                         second_try,
@@ -576,15 +729,13 @@ impl Pager {
                     }
                 } else {
                     let passes = passes + 1;
-                    if seen == expected {
+                    if seen == expected && passes == 1 {
+                        // Ids seen in the first pass equal the count taken just before it: as
+                        // records can only leave a past second, none was missed
                         self.finish_second()
-                    } else if passes >= max_passes(expected) {
-                        self.fail_try(second_try, expected, seen)
                     } else {
-                        PagerMode::SecondPages {
+                        PagerMode::SecondRecount {
                             second_try,
-                            expected,
-                            next_start: 1,
                             passes,
                             seen_in_try,
                         }
@@ -602,8 +753,15 @@ impl Pager {
         })
     }
 
-    fn fail_try(&self, second_try: u32, expected: u64, seen: u64) -> PagerMode {
-        if second_try >= self.second_tries {
+    fn fail_try(&mut self, second_try: u32, expected: u64, seen: u64) -> PagerMode {
+        let live = self.live_edge.is_some_and(|edge| self.state.cursor >= edge);
+        if second_try >= self.second_tries && (live || self.churn) {
+            // Records were being written into (live) or updated and deleted out of (churn) this
+            // second while it was read, so its count never held still: keep what was read and
+            // move on; what was missed is still there for the next run, which reads it calmly.
+            self.stats.live_seconds_left += 1;
+            self.finish_second()
+        } else if second_try >= self.second_tries {
             PagerMode::Failed {
                 expected,
                 seen,
@@ -617,6 +775,8 @@ impl Pager {
     }
 
     fn finish_second(&mut self) -> PagerMode {
+        self.last_count = None;
+        self.churn = false;
         let next = self.state.cursor.checked_add_signed(one_second());
         self.state.seen_at_cursor.clear();
         match next {
@@ -683,6 +843,118 @@ mod tests {
 
     fn raw(id: &str, token: i64, t: DateTime<Utc>) -> RawRecord {
         RawRecord::from_json(rec_json(id, token, t)).unwrap()
+    }
+
+    /// A second whose count(*) says 5 while only 3 records ever come back (records still being
+    /// written into it): past the live edge the pager moves on; before it, the chunk fails.
+    fn short_second(
+        live_edge: Option<DateTime<Utc>>,
+    ) -> (Pager, Result<Option<Request>, QboError>) {
+        let chunk = Chunk {
+            index: 1,
+            start: sec(0),
+            end: sec(10),
+        };
+        let mut p = Pager::new("Invoice", false, chunk, 2)
+            .unwrap()
+            .with_second_tries(1);
+        if let Some(e) = live_edge {
+            p.set_live_edge(e);
+        }
+        p.accept(vec![raw("a", 0, sec(0)), raw("b", 0, sec(0))])
+            .unwrap();
+        p.accept_count(5).unwrap();
+        while matches!(
+            p.state().mode,
+            PagerMode::SecondPages { .. } | PagerMode::SecondRecount { .. }
+        ) {
+            let r = p.next_request().unwrap().unwrap();
+            if r.kind == RequestKind::SecondCount {
+                p.accept_count(5).unwrap();
+                continue;
+            }
+            let page = if r.start_position == 1 {
+                vec![raw("a", 0, sec(0)), raw("b", 0, sec(0))]
+            } else {
+                vec![raw("c", 0, sec(0))]
+            };
+            p.accept(page).unwrap();
+        }
+        let next = p.next_request();
+        (p, next)
+    }
+
+    #[test]
+    fn a_past_second_whose_count_keeps_changing_is_left_to_the_next_run() {
+        // records are being updated out of the second while it is read: 6, then 5, 4, 5, ...
+        let chunk = Chunk {
+            index: 1,
+            start: sec(0),
+            end: sec(10),
+        };
+        let mut p = Pager::new("Invoice", false, chunk, 2)
+            .unwrap()
+            .with_second_tries(1);
+        p.set_live_edge(sec(100));
+        p.accept(vec![raw("a", 0, sec(0)), raw("b", 0, sec(0))])
+            .unwrap();
+        let mut n = 0u64;
+        p.accept_count(6).unwrap();
+        while matches!(
+            p.state().mode,
+            PagerMode::SecondPages { .. }
+                | PagerMode::SecondRecount { .. }
+                | PagerMode::SecondVerify { .. }
+        ) {
+            let r = p.next_request().unwrap().unwrap();
+            if r.kind == RequestKind::SecondCount {
+                n += 1;
+                p.accept_count(if r.query.contains("Id IN") {
+                    1
+                } else {
+                    4 + n % 2
+                })
+                .unwrap();
+                continue;
+            }
+            let page = if r.start_position == 1 {
+                vec![raw("a", 0, sec(0)), raw("b", 0, sec(0))]
+            } else {
+                vec![raw("c", 0, sec(0))]
+            };
+            p.accept(page).unwrap();
+        }
+        let next = p.next_request().unwrap().unwrap();
+        assert_eq!((next.kind, next.from), (RequestKind::Window, sec(1)));
+        assert_eq!(p.stats().live_seconds_left, 1);
+    }
+
+    #[test]
+    fn a_live_second_that_never_matches_its_count_is_left_to_the_next_run() {
+        let (p, next) = short_second(Some(sec(0)));
+        let next = next.unwrap().unwrap();
+        assert_eq!(next.kind, RequestKind::Window);
+        assert_eq!(next.from, sec(1));
+        assert_eq!(p.stats().live_seconds_left, 1);
+    }
+
+    #[test]
+    fn a_historic_second_that_never_matches_its_count_fails() {
+        let (_, next) = short_second(Some(sec(1)));
+        let err = next.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                QboError::UnstableSecond {
+                    expected: 5,
+                    seen: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let (_, next) = short_second(None);
+        assert!(matches!(next.unwrap_err(), QboError::UnstableSecond { .. }));
     }
 
     #[derive(Clone, Debug)]
@@ -758,7 +1030,22 @@ mod tests {
             self.requests.push(req.kind);
             match req.kind {
                 RequestKind::SecondCount => {
-                    Served::Count(self.recs.iter().filter(|r| r.t == req.from).count() as u64)
+                    // `... AND Id IN ('1','2')`: count only those Ids
+                    let ids: Option<HashSet<String>> =
+                        req.query.split_once("Id IN (").map(|(_, rest)| {
+                            let list = rest.split_once(')').map(|(l, _)| l).unwrap_or(rest);
+                            list.split(',')
+                                .map(|q| q.trim_matches('\'').to_owned())
+                                .collect()
+                        });
+                    Served::Count(
+                        self.recs
+                            .iter()
+                            .filter(|r| {
+                                r.t == req.from && ids.as_ref().is_none_or(|s| s.contains(&r.id))
+                            })
+                            .count() as u64,
+                    )
                 }
                 RequestKind::Window | RequestKind::SecondPage => {
                     let v = self.ordered(req.from, req.to);
@@ -798,6 +1085,7 @@ mod tests {
                 stats.counts += s.counts;
                 stats.duplicates += s.duplicates;
                 stats.second_tries += s.second_tries;
+                stats.live_seconds_left += s.live_seconds_left;
                 return Ok((got, stats));
             };
             match fake.serve(&req) {
@@ -816,6 +1104,7 @@ mod tests {
                 stats.counts += s.counts;
                 stats.duplicates += s.duplicates;
                 stats.second_tries += s.second_tries;
+                stats.live_seconds_left += s.live_seconds_left;
                 let text = serde_json::to_string(pager.state()).unwrap();
                 let state: PagerState = serde_json::from_str(&text).unwrap();
                 pager = Pager::resume("Invoice", false, chunk, page_size, state)?;
@@ -1014,12 +1303,20 @@ mod tests {
         let mut fake = Fake::new(recs, 9, true, 0.0);
         let (total, _) = check_backfill(&mut fake, t0(), sec(31), 1, 1000, true);
         assert_eq!(total, 2600);
-        assert_eq!(
-            fake.requests
-                .iter()
-                .filter(|k| **k == RequestKind::SecondCount)
-                .count(),
-            1
+        // one count, then a recount and an Id check after each pass that fell short
+        let counts = fake
+            .requests
+            .iter()
+            .filter(|k| **k == RequestKind::SecondCount)
+            .count();
+        let pages = fake
+            .requests
+            .iter()
+            .filter(|k| **k == RequestKind::SecondPage)
+            .count();
+        assert!(
+            counts >= 1 && counts <= 2 * pages,
+            "{counts} counts for {pages} pages"
         );
     }
 
@@ -1149,17 +1446,21 @@ mod tests {
             assert_eq!(r.query, "SELECT count(*) FROM Customer WHERE MetaData.LastUpdatedTime = '2025-01-01T00:00:05+00:00' AND Active IN (true,false)");
             p.accept_count(3).unwrap(); // but only two ever come back
             let mut passes = 0;
-            loop {
+            while matches!(
+                p.state().mode,
+                PagerMode::SecondPages { .. } | PagerMode::SecondRecount { .. }
+            ) {
                 let r = p.next_request().unwrap().unwrap();
-                assert_eq!(r.kind, RequestKind::SecondPage, "try {try_no}");
-                if r.start_position == 1 {
-                    p.accept(vec![raw("2", 0, sec(5)), raw("1", 0, sec(5))])
-                        .unwrap();
-                } else {
-                    p.accept(vec![]).unwrap();
-                    passes += 1;
-                    if !matches!(p.state().mode, PagerMode::SecondPages { .. }) {
-                        break;
+                match r.kind {
+                    RequestKind::SecondCount => p.accept_count(3).unwrap(), // the recount after a pass
+                    RequestKind::SecondPage if r.start_position == 1 => {
+                        p.accept(vec![raw("2", 0, sec(5)), raw("1", 0, sec(5))])
+                            .unwrap();
+                    }
+                    kind => {
+                        assert_eq!(kind, RequestKind::SecondPage, "try {try_no}");
+                        p.accept(vec![]).unwrap();
+                        passes += 1;
                     }
                 }
             }
@@ -1185,16 +1486,25 @@ mod tests {
         p.accept(vec![raw("1", 0, sec(5)), raw("2", 0, sec(5))])
             .unwrap();
         p.accept_count(2).unwrap();
-        // A third record appeared in the second: more distinct Ids than the count -> new try.
-        p.accept(vec![raw("3", 0, sec(5)), raw("1", 0, sec(5))])
-            .unwrap();
-        p.accept(vec![raw("2", 0, sec(5))]).unwrap();
-        assert_eq!(p.state().mode, PagerMode::SecondCount { second_try: 2 });
-        p.accept_count(3).unwrap();
+        // A third record appeared in the second: more distinct Ids than the count -> recount.
         p.accept(vec![raw("3", 0, sec(5)), raw("1", 0, sec(5))])
             .unwrap();
         let a = p.accept(vec![raw("2", 0, sec(5))]).unwrap();
         assert_eq!(a.refetched, 1);
+        assert!(
+            matches!(p.state().mode, PagerMode::SecondRecount { passes: 1, .. }),
+            "{:?}",
+            p.state().mode
+        );
+        p.accept_count(3).unwrap();
+        // as many Ids seen as the second holds: are they the ones it holds?
+        let r = p.next_request().unwrap().unwrap();
+        assert_eq!(r.kind, RequestKind::SecondCount);
+        assert_eq!(
+            r.query,
+            "SELECT count(*) FROM Invoice WHERE MetaData.LastUpdatedTime = '2025-01-01T00:00:05+00:00' AND Id IN ('1','2','3')"
+        );
+        p.accept_count(3).unwrap();
         assert_eq!(p.state().mode, PagerMode::Window);
         assert_eq!(p.state().cursor, sec(6));
         assert!(p.state().seen_at_cursor.is_empty());

@@ -99,6 +99,28 @@ pub fn second_count_query(entity: &str, name_list: bool, second: DateTime<Utc>) 
     )
 }
 
+/// `SELECT count(*) FROM <entity> WHERE MetaData.LastUpdatedTime = '<second>' AND Id IN ('1','2')
+/// [AND Active IN (true,false)]`: how many of these Ids are (still) in that second. Quotes and
+/// backslashes inside an Id are escaped with a backslash, QBO's escape.
+pub fn second_ids_count_query(
+    entity: &str,
+    name_list: bool,
+    second: DateTime<Utc>,
+    ids: &[&str],
+) -> String {
+    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    let list: Vec<String> = ids
+        .iter()
+        .map(|id| format!("'{}'", id.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect();
+    format!(
+        "SELECT count(*) FROM {entity} WHERE MetaData.LastUpdatedTime = '{}' AND Id IN ({}){}",
+        literal(second),
+        list.join(","),
+        active_clause(name_list)
+    )
+}
+
 /// `SELECT * FROM <entity> WHERE MetaData.LastUpdatedTime = '<second>' [AND Active IN
 /// (true,false)] ORDERBY MetaData.LastUpdatedTime STARTPOSITION n MAXRESULTS m`: one page of the
 /// records updated in one second (`ORDERBY Id` is not reliably supported, so the order key stays).

@@ -156,38 +156,90 @@ fn payloads_are_stored_exactly_as_qbo_sent_them() {
 }
 
 #[test]
-fn records_updated_while_a_run_pages_end_equal_to_truth_after_one_more_run() {
+fn records_updated_and_deleted_at_a_high_rate_while_a_run_pages_end_equal_to_truth_after_one_more_run(
+) {
     let emu = Emulator::start(&[
         "--seed",
         "33",
+        "--records",
+        "Invoice=3000",
         "--latency-ms",
-        "5",
+        "3",
         "--rate-limit",
         "1000000",
     ]);
     let mut c = fresh_db("e2e_mutating", &emu);
+    // ~400 updates per second land in the current second: more than a page, so the live second is
+    // read by STARTPOSITION while it keeps filling; and a record is deleted every 20 ms
     emu.post(
         "/__emulator/mutate",
-        // 40 updates per second, fewer than a page: the live second never needs STARTPOSITION paging
-        // (a second filling faster than a page while it is read is the reliability issue's case)
-        serde_json::json!({"schedule": {"every_ms": 25, "count": 1000000, "per_tick": 1, "entity": "Invoice", "realm": REALM1, "op": "update"}}),
+        serde_json::json!({"schedule": {"every_ms": 5, "count": 1000000, "per_tick": 2, "entity": "Invoice", "realm": REALM1, "op": "update"}}),
     );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deleter = {
+        let stop = std::sync::Arc::clone(&stop);
+        let url = emu.url.clone();
+        std::thread::spawn(move || {
+            let mut id = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = ureq::post(&format!("{url}/__emulator/mutate"))
+                    .send_json(serde_json::json!({"realm": REALM1, "entity": "Invoice", "op": "delete", "ids": [id.to_string()]}));
+                id += 7;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
     let now: String = c
         .query_one("SELECT (now() + interval '1 day')::text", &[])
         .unwrap()
         .get(0);
-    c.query("SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 50)", &[&FROM, &now])
-        .unwrap();
+    let first = sum_rows(
+        &c.query("SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 20)", &[&FROM, &now])
+            .unwrap(),
+    );
     emu.post("/__emulator/mutate", serde_json::json!({"schedule": null}));
-    let rows = c
-        .query("SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 400, page_size => 20)", &[&FROM, &now])
-        .unwrap();
-    let v = sum_rows(&rows);
-    println!("second run: {v:?}, mutations {}", emu.stats()["mutations"]);
-    assert!(emu.stats()["mutations"].as_i64().unwrap() > 10);
-    assert_eq!(
-        raw(&mut c, "qb_invoices", REALM1),
-        emu.truth(REALM1, "Invoice")
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    deleter.join().unwrap();
+    let second = sum_rows(
+        &c.query("SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 400, page_size => 20)", &[&FROM, &now])
+            .unwrap(),
+    );
+    let truth = emu.truth_rows(REALM1, "Invoice");
+    let alive: std::collections::BTreeMap<String, i64> = truth
+        .iter()
+        .filter(|r| !r["deleted"].as_bool().unwrap_or(false))
+        .map(|r| {
+            (
+                r["Id"].as_str().unwrap().to_owned(),
+                r["SyncToken"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    let deleted: std::collections::BTreeSet<String> = truth
+        .iter()
+        .filter(|r| r["deleted"].as_bool().unwrap_or(false))
+        .map(|r| r["Id"].as_str().unwrap().to_owned())
+        .collect();
+    let got = raw(&mut c, "qb_invoices", REALM1);
+    let stats = emu.stats();
+    println!(
+        "first run {first:?}; one more run {second:?}; {} mutations, {} deleted records of which {} still in raw",
+        stats["mutations"],
+        deleted.len(),
+        got.keys().filter(|k| deleted.contains(*k)).count()
+    );
+    assert!(stats["mutations"].as_i64().unwrap() > 100, "{stats}");
+    for (id, token) in &alive {
+        assert_eq!(
+            got.get(id),
+            Some(token),
+            "Invoice {id}: alive in QBO with SyncToken {token}"
+        );
+    }
+    assert!(
+        got.keys()
+            .all(|k| alive.contains_key(k) || deleted.contains(k)),
+        "nothing that never existed"
     );
 }
 

@@ -308,3 +308,113 @@ fn another_session_sees_qbo_progress_move_while_a_slow_run_advances() {
         "an ETA appears once a chunk is done"
     );
 }
+
+fn cancel_after(other: &mut postgres::Client, pid: i32) -> Instant {
+    let t0 = Instant::now();
+    other
+        .execute("SELECT pg_cancel_backend($1)", &[&pid])
+        .unwrap();
+    t0
+}
+
+#[test]
+fn cancel_latency_during_a_hanging_response_and_during_an_upsert_waiting_on_a_row_lock() {
+    let emu = Emulator::start(&["--seed", "27"]);
+    let mut c = fresh_db("e2e_cancel_more", &emu);
+    let mut other = connect("e2e_cancel_more");
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+
+    // 1. a response that never comes (the HTTP timeout is a minute away)
+    c.batch_execute("SET qbo.http_timeout_ms = 60000").unwrap();
+    emu.faults("hang@nth=3");
+    let h = std::thread::spawn(move || {
+        let r = c.query_one("CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)", &[&FROM, &TO]);
+        (
+            r.map(|_| ())
+                .map_err(|e| e.as_db_error().map(|d| d.message().to_owned())),
+            c,
+        )
+    });
+    let t_wait = Instant::now();
+    while emu.stats()["faults_injected"]["hang"].as_i64().unwrap_or(0) == 0 {
+        assert!(
+            t_wait.elapsed() < Duration::from_secs(20),
+            "the hang was never reached"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200)); // the client is now waiting on the hung response
+    let t0 = cancel_after(&mut other, pid);
+    let (r, mut c) = h.join().unwrap();
+    let hang_latency = t0.elapsed();
+    assert_eq!(
+        r,
+        Err(Some("canceling statement due to user request".to_owned()))
+    );
+    assert_eq!(status(&mut c, 1), "cancelled");
+    emu.faults("");
+    finish_with_resume(&mut c, &emu, 1);
+
+    // 2. an upsert blocked on a row lock held by another session
+    let id: String = c
+        .query_one("SELECT min(id) FROM raw.qb_invoices", &[])
+        .unwrap()
+        .get(0);
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"realm": REALM1, "entity": "Invoice", "op": "update", "ids": [id]}),
+    );
+    let mut locker = connect("e2e_cancel_more");
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM raw.qb_invoices WHERE id = '{id}' FOR UPDATE"
+        ))
+        .unwrap();
+    let until: String = c
+        .query_one("SELECT (now() + interval '1 day')::text", &[])
+        .unwrap()
+        .get(0);
+    let h = std::thread::spawn(move || {
+        let r = c.query_one("CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 400, 1000)", &[&FROM, &until]);
+        (
+            r.map(|_| ())
+                .map_err(|e| e.as_db_error().map(|d| d.message().to_owned())),
+            c,
+        )
+    });
+    let t_wait = Instant::now();
+    loop {
+        let waiting: i64 = other
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                &[&pid],
+            )
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            t_wait.elapsed() < Duration::from_secs(20),
+            "the upsert never blocked"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let t0 = cancel_after(&mut other, pid);
+    let (r, mut c) = h.join().unwrap();
+    let upsert_latency = t0.elapsed();
+    assert_eq!(
+        r,
+        Err(Some("canceling statement due to user request".to_owned()))
+    );
+    locker.batch_execute("ROLLBACK").unwrap();
+    let run2: i64 = c
+        .query_one("SELECT max(run_id) FROM qbo.runs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status(&mut c, run2), "cancelled");
+    let one: i32 = c.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1, "the session is usable after the cancel");
+    println!("cancel latency: hung response {hang_latency:?}, upsert waiting on a row lock {upsert_latency:?}");
+    assert!(hang_latency < Duration::from_secs(5) && upsert_latency < Duration::from_secs(5));
+}
