@@ -242,6 +242,12 @@ pub fn run_in_worker(job: Job) -> i64 {
                 notice!("{t}");
             }
         }
+        Ok((status, _, _)) if status == "running" => raise(
+            "57P01",
+            &format!(
+                "run {run_id} was interrupted: its background worker ended without finishing (terminated, or see the server log); resume it with SELECT * FROM qbo.resume({run_id}) or CALL qbo.run_resume({run_id})"
+            ),
+        ),
         Ok((status, err, st)) => {
             let msg = err.unwrap_or_else(|| {
                 format!("run {run_id} ended with status {status}; see qbo.runs")

@@ -418,3 +418,33 @@ fn cancel_latency_during_a_hanging_response_and_during_an_upsert_waiting_on_a_ro
     println!("cancel latency: hung response {hang_latency:?}, upsert waiting on a row lock {upsert_latency:?}");
     assert!(hang_latency < Duration::from_secs(5) && upsert_latency < Duration::from_secs(5));
 }
+
+#[test]
+fn a_terminated_worker_is_reported_to_its_caller_and_the_run_resumes() {
+    let emu = Emulator::start(&["--seed", "28"]);
+    let mut c = fresh_db("e2e_worker_killed", &emu);
+    let mut other = connect("e2e_worker_killed");
+    emu.hold(3);
+    let h = std::thread::spawn(move || {
+        let r = c.query("SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 50)", &[&FROM, &TO]);
+        (
+            r.map(|_| ())
+                .map_err(|e| e.as_db_error().map(|d| d.message().to_owned())),
+            c,
+        )
+    });
+    emu.wait_held();
+    let killed: i64 = other
+        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'pg_qbo backfill'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    let (r, mut c) = h.join().unwrap();
+    emu.release();
+    assert_eq!(
+        r,
+        Err(Some("run 1 was interrupted: its background worker ended without finishing (terminated, or see the server log); resume it with SELECT * FROM qbo.resume(1) or CALL qbo.run_resume(1)".to_owned()))
+    );
+    wait_status(&mut c, 1, "interrupted");
+    finish_with_resume(&mut c, &emu, 1);
+}
