@@ -346,7 +346,10 @@ COMMENT ON COLUMN qbo.progress.error IS 'Error of a stopped run.';
 -------------------------------------------------------------------------------------------------
 -- Least privilege: helpers a superuser (or the extension owner) runs once per role.
 -------------------------------------------------------------------------------------------------
-CREATE FUNCTION qbo.grant_operator(role_name name)
+-- Internal: what both grant_* functions give a role: schema usage, SELECT on ledger objects, and
+-- the given privileges on every table of raw, now and later (raw tables belong to the extension
+-- owner, who creates them).
+CREATE FUNCTION qbo._grant_common(caller text, role_name name, ledger_objects text, raw_privileges text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -354,16 +357,29 @@ DECLARE
     owner name := (SELECT r.rolname FROM pg_extension e JOIN pg_roles r ON r.oid = e.extowner WHERE e.extname = 'pg_qbo');
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
-        RAISE EXCEPTION 'qbo.grant_operator: role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+        RAISE EXCEPTION '%: role "%" does not exist', caller, role_name USING ERRCODE = 'undefined_object';
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA qbo TO %I', role_name);
-    EXECUTE format('GRANT SELECT ON qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities TO %I', role_name);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text), qbo.resume(bigint), qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) TO %I', role_name);
-    EXECUTE format('GRANT EXECUTE ON PROCEDURE qbo.run_backfill(text, timestamptz, timestamptz, int, int, int, text, bigint), qbo.run_resume(bigint), qbo.run_scheduled(bigint) TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON %s TO %I', ledger_objects, role_name);
     EXECUTE format('CREATE SCHEMA IF NOT EXISTS raw AUTHORIZATION %I', owner);
     EXECUTE format('GRANT USAGE ON SCHEMA raw TO %I', role_name);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA raw TO %I', role_name);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw GRANT SELECT, INSERT, UPDATE ON TABLES TO %I', owner, role_name);
+    EXECUTE format('GRANT %s ON ALL TABLES IN SCHEMA raw TO %I', raw_privileges, role_name);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw GRANT %s ON TABLES TO %I', owner, raw_privileges, role_name);
+END
+$fn$;
+REVOKE ALL ON FUNCTION qbo._grant_common(text, name, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION qbo._grant_common(text, name, text, text) IS 'pg_qbo internal: the grants qbo.grant_operator and qbo.grant_reader share.';
+
+CREATE FUNCTION qbo.grant_operator(role_name name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM qbo._grant_common('qbo.grant_operator', role_name,
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities',
+        'SELECT, INSERT, UPDATE');
+    EXECUTE format('GRANT EXECUTE ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text), qbo.resume(bigint), qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON PROCEDURE qbo.run_backfill(text, timestamptz, timestamptz, int, int, int, text, bigint), qbo.run_resume(bigint), qbo.run_scheduled(bigint) TO %I', role_name);
 END
 $fn$;
 REVOKE ALL ON FUNCTION qbo.grant_operator(name) FROM PUBLIC;
@@ -374,18 +390,9 @@ CREATE FUNCTION qbo.grant_reader(role_name name)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
-DECLARE
-    owner name := (SELECT r.rolname FROM pg_extension e JOIN pg_roles r ON r.oid = e.extowner WHERE e.extname = 'pg_qbo');
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
-        RAISE EXCEPTION 'qbo.grant_reader: role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
-    END IF;
-    EXECUTE format('GRANT USAGE ON SCHEMA qbo TO %I', role_name);
-    EXECUTE format('GRANT SELECT ON qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities TO %I', role_name);
-    EXECUTE format('CREATE SCHEMA IF NOT EXISTS raw AUTHORIZATION %I', owner);
-    EXECUTE format('GRANT USAGE ON SCHEMA raw TO %I', role_name);
-    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA raw TO %I', role_name);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw GRANT SELECT ON TABLES TO %I', owner, role_name);
+    PERFORM qbo._grant_common('qbo.grant_reader', role_name,
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities', 'SELECT');
 END
 $fn$;
 REVOKE ALL ON FUNCTION qbo.grant_reader(name) FROM PUBLIC;
