@@ -307,7 +307,7 @@ pub struct Connection {
     pub access_token_expires_at: Option<DateTime<Utc>>,
 }
 
-/// Reads a connection through the SECURITY DEFINER accessor. `Ok(None)` if it does not exist.
+/// Reads a connection with its secrets, as the extension owner. `Ok(None)` if it does not exist.
 pub fn load_connection(name: &str) -> Result<Option<Connection>, String> {
     owner_spi(|c| -> SpiResult<Option<Connection>> {
         let t = c.update(
