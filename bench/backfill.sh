@@ -47,6 +47,8 @@ secs=$t1-$t0
 print(f'$label: {$rows} rows ({$ins} inserted, {$upd} updated, {$skp} skipped) in {$pages} pages, {secs:.2f} s, {$rows/secs:,.0f} rows/s')"
 }
 echo "pg_qbo backfill benchmark: $INVOICES invoices, chunk_size $CHUNK, page_size $PAGE ($(nproc) cores)"
-run "first run   "
-run "re-run      "
+run "first run              "
+run "re-run at once         "
+"${PSQL[@]}" -c "VACUUM (ANALYZE) raw.qb_invoices"
+run "re-run after VACUUM    "
 echo "raw.qb_invoices: $("${PSQL[@]}" -At -c 'SELECT count(*) FROM raw.qb_invoices') rows, $("${PSQL[@]}" -At -c "SELECT pg_size_pretty(pg_total_relation_size('raw.qb_invoices'))")"
