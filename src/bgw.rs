@@ -207,7 +207,7 @@ pub fn run_in_worker(job: Job) -> i64 {
         wait_loop(&worker, shared, &mut relay);
     }))
     .catch_others(|caught| {
-        stop_worker(&worker, shared);
+        stop_worker(&worker);
         let (state, msg) = executor::describe(&caught);
         let run_id = shared.run_id.load(Ordering::Acquire);
         let msg = if run_id > 0 { format!("{msg} (run {run_id} was stopped; continue it with SELECT * FROM qbo.resume({run_id}))") } else { msg };
@@ -317,7 +317,7 @@ fn client_gone() -> bool {
 
 /// Asks the worker to cancel (SIGINT: it marks the run cancelled), waits up to 10 s without
 /// interrupt checks, then terminates it.
-fn stop_worker(worker: &DynamicBackgroundWorker, _shared: &Shared) {
+fn stop_worker(worker: &DynamicBackgroundWorker) {
     if let Ok(pid) = worker.pid() {
         unsafe { libc::kill(pid, libc::SIGINT) };
         let t0 = Instant::now();

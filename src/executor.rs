@@ -285,11 +285,10 @@ impl Exec<'_> {
         let run_id = self.run.run_id;
         ledger::start_chunk(run_id, chunk.chunk)?;
         store::commit();
-        let started = Instant::now();
         let end = chunk.window_end.min(self.as_of);
         if end <= chunk.window_start {
             // the whole chunk lies after this execution began: nothing can be there yet
-            let c = ledger::finish_chunk(run_id, chunk.chunk, started.elapsed())?;
+            let c = ledger::finish_chunk(run_id, chunk.chunk)?;
             store::commit();
             if self.mode == Mode::Call {
                 notice!("{c}");
@@ -450,7 +449,7 @@ impl Exec<'_> {
             }
             ledger::set_progress(run_id, &note)?;
         }
-        let c = ledger::finish_chunk(run_id, chunk.chunk, started.elapsed())?;
+        let c = ledger::finish_chunk(run_id, chunk.chunk)?;
         store::commit();
         if self.mode == Mode::Call {
             notice!("{}", c);

@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::spi::SpiResult;
 use pgrx::JsonB;
-use std::time::Duration;
 
 fn err(e: pgrx::spi::Error) -> RunError {
     RunError::new("XX000", format!("pg_qbo ledger: {e}"))
@@ -267,7 +266,7 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
 }
 
 /// Marks a chunk succeeded; returns its summary line (the NOTICE text).
-pub fn finish_chunk(run_id: i64, chunk: i32, _elapsed: Duration) -> Result<String, RunError> {
+pub fn finish_chunk(run_id: i64, chunk: i32) -> Result<String, RunError> {
     crate::store::owner_spi(|c| -> SpiResult<String> {
         let r = c
             .update(

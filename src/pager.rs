@@ -1066,6 +1066,16 @@ mod tests {
         Page(Vec<RawRecord>),
     }
 
+    fn add_stats(total: &mut PagerStats, s: PagerStats) {
+        total.accepted += s.accepted;
+        total.refetched += s.refetched;
+        total.pages += s.pages;
+        total.counts += s.counts;
+        total.duplicates += s.duplicates;
+        total.second_tries += s.second_tries;
+        total.live_seconds_left += s.live_seconds_left;
+    }
+
     /// Runs one chunk to completion, optionally through a serialize/resume after every page.
     fn run_chunk(
         fake: &mut Fake,
@@ -1078,14 +1088,7 @@ mod tests {
         let mut stats = PagerStats::default();
         for _ in 0..200_000 {
             let Some(req) = pager.next_request()? else {
-                let s = pager.stats();
-                stats.accepted += s.accepted;
-                stats.refetched += s.refetched;
-                stats.pages += s.pages;
-                stats.counts += s.counts;
-                stats.duplicates += s.duplicates;
-                stats.second_tries += s.second_tries;
-                stats.live_seconds_left += s.live_seconds_left;
+                add_stats(&mut stats, pager.stats());
                 return Ok((got, stats));
             };
             match fake.serve(&req) {
@@ -1097,14 +1100,7 @@ mod tests {
                 }
             }
             if resume_each_page {
-                let s = pager.stats();
-                stats.accepted += s.accepted;
-                stats.refetched += s.refetched;
-                stats.pages += s.pages;
-                stats.counts += s.counts;
-                stats.duplicates += s.duplicates;
-                stats.second_tries += s.second_tries;
-                stats.live_seconds_left += s.live_seconds_left;
+                add_stats(&mut stats, pager.stats());
                 let text = serde_json::to_string(pager.state()).unwrap();
                 let state: PagerState = serde_json::from_str(&text).unwrap();
                 pager = Pager::resume("Invoice", false, chunk, page_size, state)?;

@@ -93,7 +93,7 @@ impl<'a> TokenCache<'a> {
         if let Some(t) = Self::valid(&self.cached) {
             return Ok(t);
         }
-        self.refresh(rt, mode, None)
+        self.refresh(rt, mode)
     }
 
     /// QBO answered 401 to `token`: forget it (here and in the table) and refresh.
@@ -104,12 +104,7 @@ impl<'a> TokenCache<'a> {
         Ok(())
     }
 
-    fn refresh(
-        &mut self,
-        rt: &tokio::runtime::Runtime,
-        mode: Mode,
-        _rejected: Option<&str>,
-    ) -> Result<String, QboError> {
+    fn refresh(&mut self, rt: &tokio::runtime::Runtime, mode: Mode) -> Result<String, QboError> {
         store::lock_token(&self.realm).map_err(db)?;
         set_locked(self.locked, Some(self.realm.clone()));
         let result = self.refresh_locked(rt, mode);

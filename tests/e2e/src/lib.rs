@@ -126,6 +126,15 @@ impl Emulator {
             .unwrap_or_default()
     }
 
+    /// Sequence number of the last logged request (0 when none): pass it to [`Emulator::requests`]
+    /// to see only what comes after.
+    pub fn last_seq(&self) -> u64 {
+        self.requests(0)
+            .last()
+            .and_then(|r| r["seq"].as_u64())
+            .unwrap_or(0)
+    }
+
     /// Counters.
     pub fn stats(&self) -> Value {
         self.get("/__emulator/stats")

@@ -64,11 +64,7 @@ fn crash_mid_page_then_resume_refetches_only_the_page_in_flight() {
         "every committed page survived the crash, nothing else did"
     );
 
-    let seq = emu
-        .requests(0)
-        .last()
-        .map(|r| r["seq"].as_u64().unwrap())
-        .unwrap_or(0);
+    let seq = emu.last_seq();
     let rows = c.query("SELECT * FROM qbo.resume(1)", &[]).unwrap();
     let v = sum_rows(&rows);
     let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);

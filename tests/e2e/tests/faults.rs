@@ -156,11 +156,7 @@ fn exhausted_retries_fail_with_the_full_story_and_resume_refetches_only_the_rest
         .get(0);
 
     emu.faults("");
-    let seq = emu
-        .requests(0)
-        .last()
-        .map(|r| r["seq"].as_u64().unwrap())
-        .unwrap_or(0);
+    let seq = emu.last_seq();
     let rows = c.query("SELECT * FROM qbo.resume(1)", &[]).unwrap();
     let v = sum_rows(&rows);
     let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);

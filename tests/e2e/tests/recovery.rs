@@ -150,11 +150,7 @@ fn terminated_backend_is_reported_interrupted_and_resumes_to_truth() {
         err.starts_with("run 1 was interrupted: its process (pid "),
         "{err}"
     );
-    let seq = emu
-        .requests(0)
-        .last()
-        .map(|r| r["seq"].as_u64().unwrap())
-        .unwrap_or(0);
+    let seq = emu.last_seq();
     finish_with_resume(&mut other, &emu, 1);
     // the resume re-fetched the held page first, not the four committed ones before it
     let first = emu
