@@ -285,6 +285,111 @@ $fn$;
 COMMENT ON FUNCTION qbo._mark_interrupted() IS
     'pg_qbo internal: marks running runs whose process is gone as interrupted (called by every entry point).';
 
+-- Internal: the per-realm request limiter shared by every session and worker (QBO limits requests
+-- per realm, not per connection). Unlogged: the state is transient (a crash empties it, which is
+-- right: nothing is in flight after a restart) and costs no WAL. One row per realm is locked
+-- (FOR UPDATE) while a process admits requests, so admissions of one realm are serialised.
+CREATE UNLOGGED TABLE qbo._api_realms (
+    realm_id text PRIMARY KEY
+);
+CREATE UNLOGGED TABLE qbo._api_requests (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    realm_id      text NOT NULL,
+    pid           int NOT NULL,
+    backend_start timestamptz,
+    started_at    timestamptz NOT NULL,
+    finished_at   timestamptz
+);
+CREATE INDEX ON qbo._api_requests (realm_id, started_at);
+REVOKE ALL ON qbo._api_realms, qbo._api_requests FROM PUBLIC;
+COMMENT ON TABLE qbo._api_requests IS
+    'pg_qbo internal: QBO requests admitted in the last minute per realm (finished_at NULL: in flight), the shared state of the rate limiter.';
+
+-- Internal: marks requests `p_finished` as finished (their responses were read completely), then
+-- admits up to p_want new requests for p_realm: at most p_per_minute started in any sliding window
+-- (60 s plus a 1 s margin for network delay between here and Intuit's clock) and at most
+-- p_max_in_flight unfinished. Returns the ids admitted and, when none could be, how long to wait.
+-- Requests of processes that are gone (crash, kill) stop counting as in flight. The caller commits.
+CREATE FUNCTION qbo._api_admit(p_realm text, p_want int, p_per_minute int, p_max_in_flight int,
+                               p_finished bigint[], OUT admitted bigint[], OUT wait_ms int)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    now_ts    timestamptz;
+    win_start timestamptz;
+    in_window int;
+    in_flight int;
+    freed     int;
+    n         int;
+BEGIN
+    admitted := '{}';
+    wait_ms := 0;
+    IF cardinality(p_finished) > 0 THEN
+        UPDATE qbo._api_requests SET finished_at = clock_timestamp()
+         WHERE id = ANY (p_finished) AND finished_at IS NULL;
+    END IF;
+    IF p_want <= 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO qbo._api_realms VALUES (p_realm) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM qbo._api_realms WHERE realm_id = p_realm FOR UPDATE;
+    now_ts := clock_timestamp();
+    win_start := now_ts - interval '61 seconds';
+    DELETE FROM qbo._api_requests
+     WHERE realm_id = p_realm AND started_at < win_start AND finished_at IS NOT NULL;
+    SELECT count(*) FILTER (WHERE started_at >= win_start), count(*) FILTER (WHERE finished_at IS NULL)
+      INTO in_window, in_flight
+      FROM qbo._api_requests WHERE realm_id = p_realm;
+    IF in_flight >= p_max_in_flight THEN
+        UPDATE qbo._api_requests r SET finished_at = now_ts
+         WHERE r.realm_id = p_realm AND r.finished_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                            WHERE a.pid = r.pid
+                              AND (a.backend_start IS NULL OR r.backend_start IS NULL
+                                   OR a.backend_start = r.backend_start));
+        GET DIAGNOSTICS freed = ROW_COUNT;
+        in_flight := in_flight - freed;
+    END IF;
+    n := least(p_want, p_per_minute - in_window, p_max_in_flight - in_flight);
+    IF n > 0 THEN
+        WITH ins AS (
+            INSERT INTO qbo._api_requests (realm_id, pid, backend_start, started_at)
+            SELECT p_realm, pg_backend_pid(),
+                   (SELECT a.backend_start FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()), now_ts
+              FROM generate_series(1, n)
+            RETURNING id)
+        SELECT array_agg(id ORDER BY id) INTO admitted FROM ins;
+    ELSIF in_window >= p_per_minute THEN
+        -- the window frees its oldest admissions one by one: wait for the one that makes room
+        SELECT greatest(1, ceil(extract(epoch FROM (q.started_at + interval '61 seconds' - now_ts)) * 1000))::int
+          INTO wait_ms
+          FROM qbo._api_requests q
+         WHERE q.realm_id = p_realm AND q.started_at >= win_start
+         ORDER BY q.started_at
+        OFFSET greatest(in_window - p_per_minute, 0) LIMIT 1;
+    ELSE
+        -- every slot is in flight: look again shortly (a finished request frees one)
+        wait_ms := 20;
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION qbo._api_admit(text, int, int, int, bigint[]) FROM PUBLIC;
+COMMENT ON FUNCTION qbo._api_admit(text, int, int, int, bigint[]) IS
+    'pg_qbo internal: the shared per-realm rate limiter (sliding minute and requests in flight); see qbo.max_requests_per_minute and qbo.max_in_flight.';
+
+-- Internal: marks every request of this process as finished (end of an execution, any outcome).
+CREATE FUNCTION qbo._api_release_mine()
+RETURNS int
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH r AS (UPDATE qbo._api_requests SET finished_at = clock_timestamp()
+                WHERE pid = pg_backend_pid() AND finished_at IS NULL RETURNING 1)
+    SELECT count(*)::int FROM r
+$fn$;
+REVOKE ALL ON FUNCTION qbo._api_release_mine() FROM PUBLIC;
+COMMENT ON FUNCTION qbo._api_release_mine() IS
+    'pg_qbo internal: frees the in-flight slots of the calling process (its execution ended).';
+
 -- Internal: a record's SyncToken as a number (-1 when absent or not numeric), for version checks.
 CREATE FUNCTION qbo._sync_token(payload jsonb)
 RETURNS bigint

@@ -364,7 +364,7 @@ pub unsafe extern "C-unwind" fn qbo_run_backfill(
     pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
     let run_id = create_run(&req, &v, "call");
     store::commit();
-    notice!(
+    crate::say!(
         "run {run_id}: {} [{} → {}) in {} chunks",
         v.entity.name,
         req.fecha_inicio.to_rfc3339(),

@@ -59,11 +59,26 @@ struct Shared {
 
 const HEADER: usize = std::mem::size_of::<Shared>();
 
+unsafe extern "C-unwind" {
+    /// Postgres' own SIGTERM handler of backends (`die` in tcop/postgres.c); pgrx's binding wraps
+    /// it in a Rust function, and a signal handler must be the C function itself.
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
+
 /// The worker's entry point.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
-    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+    // SIGTERM (pg_terminate_backend, shutdown): the backends' `die` handler only sets a flag,
+    // honoured at the next CHECK_FOR_INTERRUPTS (at least every 50 ms here). The default handler
+    // of a background worker raises FATAL inside the signal handler, which is a PANIC, and a
+    // restart of the whole server, when the signal lands in a critical section (a commit, a WAL
+    // insert): a test that terminated workers hit exactly that.
+    unsafe {
+        pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die));
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
     let handle = arg.value() as pg_sys::dsm_handle;
     let seg = unsafe { pg_sys::dsm_attach(handle) };
     if seg.is_null() {
@@ -239,7 +254,7 @@ pub fn run_in_worker(job: Job) -> i64 {
     match ledger::outcome(run_id) {
         Ok((status, _, _)) if status == "succeeded" => {
             if let Ok(t) = ledger::totals(run_id) {
-                notice!("{t}");
+                crate::say!("{t}");
             }
         }
         Ok((status, _, _)) if status == "running" => raise(
@@ -331,17 +346,21 @@ fn stop_worker(worker: &DynamicBackgroundWorker) {
     }
 }
 
-/// Relays committed pages and chunks of a run as NOTICEs, each once.
+/// Relays committed pages and chunks of a run as NOTICEs, each once. Chunks are fetched
+/// concurrently, so pages commit in no particular chunk order: the relay remembers, per chunk, the
+/// last page it relayed, and which chunks it announced done.
 #[derive(Default)]
 struct Relay {
-    last: (i32, i32),
-    chunks_done: i32,
+    /// (chunk, last page relayed)
+    last_page: std::collections::BTreeMap<i32, i32>,
+    chunks_done: std::collections::BTreeSet<i32>,
 }
 
 impl Relay {
     fn flush(&mut self, run_id: i64) {
         // Finished chunks first, then pages: a chunk is marked done only after its last page
         // committed, so every page of a chunk read as done is in the second query.
+        let done_before: Vec<i32> = self.chunks_done.iter().copied().collect();
         let done: Vec<(i32, String)> = Spi::connect_mut(|c| {
             let t = c.update(
                 "SELECT c.chunk, format('run %s chunk %s/%s [%s → %s): done: %s pages, %s rows (%s inserted, %s updated, %s skipped) in %s s',
@@ -351,9 +370,10 @@ impl Relay {
                         c.pages, c.rows, c.inserted, c.updated, c.skipped,
                         to_char(extract(epoch FROM c.duration), 'FM999999990.00'))
                    FROM qbo.run_chunks c JOIN qbo.runs r USING (run_id)
-                  WHERE c.run_id = $1 AND c.status = 'succeeded' AND c.chunk > $2 ORDER BY c.chunk",
+                  WHERE c.run_id = $1 AND c.status = 'succeeded' AND c.chunk <> ALL ($2)
+                  ORDER BY c.finished_at, c.chunk",
                 None,
-                &[run_id.into(), self.chunks_done.into()],
+                &[run_id.into(), done_before.into()],
             )?;
             let mut v = Vec::new();
             for r in t {
@@ -362,6 +382,8 @@ impl Relay {
             Ok::<_, pgrx::spi::Error>(v)
         })
         .unwrap_or_default();
+        let (hw_chunks, hw_pages): (Vec<i32>, Vec<i32>) =
+            self.last_page.iter().map(|(c, p)| (*c, *p)).unzip();
         let pages: Vec<(i32, i32, String)> = Spi::connect_mut(|c| {
             let t = c.update(
                 "SELECT p.chunk, p.page,
@@ -371,10 +393,11 @@ impl Relay {
                         regexp_replace(to_char(c.window_end AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
                         p.page, p.rows, to_char(p.seconds, 'FM999999990.00'), p.start_position)
                    FROM qbo.run_pages p JOIN qbo.run_chunks c USING (run_id, chunk) JOIN qbo.runs r USING (run_id)
-                  WHERE p.run_id = $1 AND (p.chunk, p.page) > ($2, $3)
-                  ORDER BY p.chunk, p.page",
+                   LEFT JOIN unnest($2::int[], $3::int[]) AS hw(chunk, page) ON hw.chunk = p.chunk
+                  WHERE p.run_id = $1 AND p.page > coalesce(hw.page, 0)
+                  ORDER BY p.committed_at, p.chunk, p.page",
                 None,
-                &[run_id.into(), self.last.0.into(), self.last.1.into()],
+                &[run_id.into(), hw_chunks.into(), hw_pages.into()],
             )?;
             let mut v = Vec::new();
             for r in t {
@@ -387,18 +410,14 @@ impl Relay {
             Ok::<_, pgrx::spi::Error>(v)
         })
         .unwrap_or_default();
-        let mut done = done.into_iter().peekable();
         for (chunk, page, line) in pages {
-            while let Some((c, l)) = done.next_if(|(c, _)| *c < chunk) {
-                notice!("{l}");
-                self.chunks_done = c;
-            }
-            notice!("{line}");
-            self.last = (chunk, page);
+            crate::say!("{line}");
+            let e = self.last_page.entry(chunk).or_insert(0);
+            *e = (*e).max(page);
         }
         for (c, l) in done {
-            notice!("{l}");
-            self.chunks_done = c;
+            crate::say!("{l}");
+            self.chunks_done.insert(c);
         }
     }
 }

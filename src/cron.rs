@@ -149,7 +149,7 @@ fn schedule_backfill(
         ),
     )
     .unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
-    notice!(
+    crate::say!(
         "run {run_id}: {} scheduled as pg_cron job {job_id} ({expr}) for {} GMT; the job runs once and is removed afterwards",
         v.entity.name,
         minute.format("%Y-%m-%d %H:%M")
@@ -238,7 +238,9 @@ fn start_cleanup(job_id: i64) {
         .set_restart_time(None)
         .load_dynamic();
     if started.is_err() {
-        warning!("pg_qbo: no free background worker slot to remove pg_cron job {job_id} after its run; the next qbo.schedule_backfill removes it (it can never fire again)");
+        crate::executor::held(|| {
+            warning!("pg_qbo: no free background worker slot to remove pg_cron job {job_id} after its run; the next qbo.schedule_backfill removes it (it can never fire again)")
+        });
     }
 }
 

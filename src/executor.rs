@@ -21,16 +21,20 @@ use crate::entities::{self, Entity};
 use crate::error::QboError;
 use crate::guc::Settings;
 use crate::ledger::{self, ChunkRow, RunRow};
-use crate::pager::{Pager, PagerState, RequestKind};
-use crate::qbo::{HttpConfig, Page, QboClient};
+use crate::limiter::{self, Limiter};
+use crate::net::{Fetched as NetFetched, Idle, Job, JobKind, Net};
+use crate::pager::RequestKind;
+use crate::qbo::HttpConfig;
 use crate::retry::RetryPolicy;
 use crate::runtime;
+use crate::slices::{ChunkSlices, SliceRequest};
 use crate::store::{self, Connection, PageRows};
 use crate::tokens::TokenCache;
 use chrono::{DateTime, Utc};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use rand::SeedableRng;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -61,6 +65,28 @@ impl RunError {
     fn internal(message: impl Into<String>) -> Self {
         RunError::new("XX000", message)
     }
+}
+
+/// Runs `f` (an `ereport` below ERROR) with interrupts held. Postgres checks for interrupts at the
+/// end of every such report, and a cancel raised there would jump straight past Rust's unwinding
+/// (and past the run's error handling, leaving it `running`); held, the cancel stays pending for
+/// the next [`check_interrupts`].
+pub fn held<R>(f: impl FnOnce() -> R) -> R {
+    struct Resume;
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            unsafe { pg_sys::InterruptHoldoffCount -= 1 };
+        }
+    }
+    unsafe { pg_sys::InterruptHoldoffCount += 1 };
+    let _resume = Resume;
+    f()
+}
+
+/// `notice!` with interrupts held (see [`held`]).
+#[macro_export]
+macro_rules! say {
+    ($($t:tt)*) => { $crate::executor::held(|| pgrx::notice!($($t)*)) };
 }
 
 /// Raises a Postgres ERROR with the given SQLSTATE.
@@ -156,12 +182,22 @@ fn after_error(run_id: i64, token_locked: &Mutex<Option<String>>, sqlstate: &str
         }
     }
     store::rollback();
+    if let Err(e) = limiter::release_mine() {
+        held(|| warning!("run {run_id}: could not free its rate-limiter slots: {e}"));
+    }
     let status = if sqlstate == "57014" {
         "cancelled"
     } else {
         "failed"
     };
-    let _ = ledger::finish_run_with_error(run_id, status, sqlstate, message);
+    if let Err(e) = ledger::finish_run_with_error(run_id, status, sqlstate, message) {
+        held(|| {
+            warning!(
+                "run {run_id}: could not record that it {status}: {}",
+                e.message
+            )
+        });
+    }
     if let Some(realm) = token_locked.lock().ok().and_then(|mut g| g.take()) {
         let _ = store::unlock_token(&realm);
     }
@@ -176,7 +212,12 @@ struct Exec<'a> {
     settings: Settings,
     mode: Mode,
     rt: tokio::runtime::Runtime,
-    client: QboClient,
+    /// The network thread: requests in flight while this thread writes.
+    net: Net,
+    /// The realm's shared request limiter.
+    limiter: Limiter,
+    /// Access tokens QBO answered 401 to in this execution.
+    rejected_tokens: std::collections::HashSet<String>,
     tokens: TokenCache<'a>,
     policy: RetryPolicy,
     rng: rand::rngs::StdRng,
@@ -214,7 +255,12 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         request_timeout: Duration::from_millis(settings.http_timeout_ms),
         ..HttpConfig::default()
     };
-    let client = QboClient::new(http).map_err(qbo_err)?;
+    let net = Net::start(http).map_err(qbo_err)?;
+    let limiter = Limiter::new(
+        &run.realm_id,
+        settings.max_requests_per_minute,
+        settings.max_in_flight,
+    );
     let policy = RetryPolicy {
         max_retries: settings.max_retries,
         base: Duration::from_millis(settings.backoff_base_ms),
@@ -228,7 +274,9 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         settings,
         mode,
         rt,
-        client,
+        net,
+        limiter,
+        rejected_tokens: Default::default(),
         tokens,
         policy,
         rng: rand::rngs::StdRng::from_os_rng(),
@@ -239,13 +287,12 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
             + chrono::Duration::seconds(1),
     };
     let chunks = ledger::pending_chunks(run_id)?;
-    for chunk in chunks {
-        ex.run_chunk(chunk)?;
-    }
+    ex.run_chunks(chunks)?;
+    ex.limiter.admit(0).map_err(RunError::internal)?;
     ledger::finish_run_ok(run_id)?;
     if mode == Mode::Call {
         let t = ledger::totals(run_id)?;
-        notice!("{}", t);
+        crate::say!("{}", t);
     }
     Ok(())
 }
@@ -280,179 +327,526 @@ pub fn check_interrupts(mode: Mode) {
     }
 }
 
+/// 401 answers (to a token not yet known bad) tolerated for one request before the run fails.
+const MAX_UNAUTHORIZED: u32 = 12;
+
+/// A chunk being fetched.
+struct OpenChunk {
+    row: ChunkRow,
+    slices: ChunkSlices,
+    /// Pages committed so far (the next page's number is one more).
+    page_no: i32,
+    /// Since when this execution's time on the chunk has not been added to its duration.
+    mark: Instant,
+}
+
+/// What a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// `count(*)` of a slice, to decide whether to cut it.
+    SliceCount,
+    /// A count asked by the slice's pager (a second in second mode).
+    PagerCount,
+    /// A page asked by the slice's pager.
+    Page,
+}
+
+/// A request to send (new, or again after a failure).
+struct Want {
+    chunk: i32,
+    slice: u32,
+    purpose: Purpose,
+    query: String,
+    start_position: u32,
+    retries: u32,
+    /// 401 answers so far (each makes the token it carried be refreshed).
+    unauthorized: u32,
+    /// Not before this instant (a backoff).
+    due: Option<Instant>,
+}
+
+/// A request on the network thread.
+struct Flight {
+    want: Want,
+    token: String,
+    admission: i64,
+    sent: Instant,
+}
+
+/// A fetched page waiting to be written.
+struct Fetched {
+    chunk: i32,
+    slice: u32,
+    records: Vec<crate::pager::RawRecord>,
+    refetched: u64,
+    /// The slice's pager state once this page is written.
+    state: Option<crate::pager::PagerState>,
+    query: String,
+    start_position: u32,
+    intuit_tid: Option<String>,
+    fetch_seconds: f64,
+}
+
 impl Exec<'_> {
-    fn run_chunk(&mut self, chunk: ChunkRow) -> Result<(), RunError> {
+    /// Fetches and writes every pending chunk: up to `max_in_flight` requests on the network
+    /// thread (admitted by the realm's shared limiter) while this thread writes the pages that
+    /// have arrived, one transaction each. Pages are written in the order they arrive; each
+    /// slice's pages arrive in order (a slice has one request at a time), and slices are disjoint,
+    /// so the rows written and the counts are the same whatever the interleaving.
+    fn run_chunks(&mut self, chunks: Vec<ChunkRow>) -> Result<(), RunError> {
+        let max_flight = self.settings.max_in_flight.max(1) as usize;
+        let split = max_flight > 1;
+        let mut pending: std::collections::VecDeque<ChunkRow> = chunks.into();
+        let mut open: Vec<OpenChunk> = Vec::new();
+        let mut retry_queue: Vec<Want> = Vec::new();
+        let mut flights: HashMap<u64, Flight> = HashMap::new();
+        let mut fetched: std::collections::VecDeque<Fetched> = Default::default();
+        let mut next_job = 0u64;
+        let mut limiter_wait: Option<Instant> = None;
+        let mut last_mark = Instant::now();
+        loop {
+            check_interrupts(self.mode);
+            while let Some(done) = self.net.try_next() {
+                self.on_done(
+                    done,
+                    &mut flights,
+                    &mut open,
+                    &mut retry_queue,
+                    &mut fetched,
+                )?;
+            }
+            // open chunks while fewer slices than requests allowed are open
+            while !pending.is_empty()
+                && open.iter().map(|o| o.slices.open_slices()).sum::<usize>() < max_flight
+            {
+                let row = pending.pop_front().expect("not empty");
+                if let Some(o) = self.open_chunk(row, split)? {
+                    open.push(o);
+                }
+            }
+            // finish complete chunks
+            let mut i = 0;
+            while i < open.len() {
+                if open[i].slices.is_done() {
+                    let o = open.remove(i);
+                    self.finish_open_chunk(o)?;
+                } else {
+                    i += 1;
+                }
+            }
+            if open.is_empty() && pending.is_empty() {
+                debug_assert!(flights.is_empty() && fetched.is_empty());
+                break;
+            }
+            // what to send: due retries first, then new requests, while the memory bound allows
+            // (requests in flight plus pages waiting to be written)
+            let now = Instant::now();
+            let room = max_flight.saturating_sub(flights.len() + fetched.len());
+            let mut wants: Vec<Want> = Vec::new();
+            if room > 0 && limiter_wait.is_none_or(|t| t <= now) {
+                let mut k = 0;
+                while k < retry_queue.len() && wants.len() < room {
+                    if retry_queue[k].due.is_none_or(|d| d <= now) {
+                        wants.push(retry_queue.remove(k));
+                    } else {
+                        k += 1;
+                    }
+                }
+                for o in open.iter_mut() {
+                    if wants.len() >= room {
+                        break;
+                    }
+                    o.slices.set_live_edge(live_edge());
+                    let reqs = o
+                        .slices
+                        .wanted(room - wants.len())
+                        .map_err(|e| self.context(o.row.chunk, 0, e))?;
+                    for (slice, req) in reqs {
+                        let (purpose, query, start_position) = match req {
+                            SliceRequest::Count { query } => (Purpose::SliceCount, query, 0),
+                            SliceRequest::Pager(r) => match r.kind {
+                                RequestKind::SecondCount => (Purpose::PagerCount, r.query, 0),
+                                _ => (Purpose::Page, r.query, r.start_position),
+                            },
+                        };
+                        o.slices.set_busy(slice, true).map_err(qbo_err)?;
+                        wants.push(Want {
+                            chunk: o.row.chunk,
+                            slice,
+                            purpose,
+                            query,
+                            start_position,
+                            retries: 0,
+                            unauthorized: 0,
+                            due: None,
+                        });
+                    }
+                }
+            }
+            if !wants.is_empty() || self.limiter.has_finished() {
+                let adm = self
+                    .limiter
+                    .admit(wants.len())
+                    .map_err(RunError::internal)?;
+                store::commit();
+                limiter_wait = (adm.ids.is_empty() && !wants.is_empty())
+                    .then(|| Instant::now() + adm.wait.max(Duration::from_millis(1)));
+                let mut ids = adm.ids.into_iter();
+                let mut not_admitted = Vec::new();
+                for want in wants {
+                    match ids.next() {
+                        Some(admission) => {
+                            next_job += 1;
+                            self.dispatch(next_job, want, admission, &mut flights)?;
+                        }
+                        None => not_admitted.push(want),
+                    }
+                }
+                // not admitted yet: back to the queue, first in line
+                retry_queue.splice(0..0, not_admitted);
+            }
+            if let Some(page) = fetched.pop_front() {
+                let touch = last_mark.elapsed() >= Duration::from_secs(1);
+                self.write_page(page, &mut open, touch)?;
+                if touch {
+                    last_mark = Instant::now();
+                }
+                continue;
+            }
+            // nothing to write: wait for an answer, a backoff or the limiter, polling for a cancel
+            let mut timeout = runtime::POLL;
+            let now = Instant::now();
+            if let Some(t) = limiter_wait {
+                timeout = timeout.min(t.saturating_duration_since(now));
+            }
+            if let Some(d) = retry_queue.iter().filter_map(|w| w.due).min() {
+                timeout = timeout.min(d.saturating_duration_since(now));
+            }
+            if flights.is_empty() && timeout.is_zero() {
+                continue;
+            }
+            match self.net.wait(timeout.max(Duration::from_millis(1))) {
+                Ok(done) => self.on_done(
+                    done,
+                    &mut flights,
+                    &mut open,
+                    &mut retry_queue,
+                    &mut fetched,
+                )?,
+                Err(Idle::Timeout) => {}
+                Err(Idle::Gone) => {
+                    return Err(RunError::internal(
+                        "the network thread stopped unexpectedly",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a chunk; `None` when it lies wholly after this execution began (finished at once).
+    fn open_chunk(&mut self, row: ChunkRow, split: bool) -> Result<Option<OpenChunk>, RunError> {
         let run_id = self.run.run_id;
-        ledger::start_chunk(run_id, chunk.chunk)?;
+        ledger::start_chunk(run_id, row.chunk)?;
         store::commit();
-        let end = chunk.window_end.min(self.as_of);
-        if end <= chunk.window_start {
+        let end = row.window_end.min(self.as_of);
+        if end <= row.window_start {
             // the whole chunk lies after this execution began: nothing can be there yet
-            let c = ledger::finish_chunk(run_id, chunk.chunk)?;
+            let c = ledger::finish_chunk(run_id, row.chunk, 0.0)?;
             store::commit();
             if self.mode == Mode::Call {
-                notice!("{c}");
+                crate::say!("{c}");
             }
-            return Ok(());
+            return Ok(None);
         }
         let plan_chunk = crate::plan::Chunk {
-            index: chunk.chunk as u32,
-            start: chunk.window_start,
+            index: row.chunk as u32,
+            start: row.window_start,
             end,
         };
-        let page_size = self.run.page_size as u32;
-        let mut pager = match &chunk.cursor {
-            Some(v) => {
-                let state: PagerState = serde_json::from_value(v.clone()).map_err(|e| {
-                    RunError::internal(format!(
-                        "run {run_id} chunk {}: stored cursor unreadable: {e}",
-                        chunk.chunk
-                    ))
-                })?;
-                Pager::resume(
-                    self.entity.name,
-                    self.entity.has_active,
-                    plan_chunk,
-                    page_size,
-                    state,
-                )
-            }
-            None => Pager::new(
-                self.entity.name,
-                self.entity.has_active,
-                plan_chunk,
-                page_size,
-            ),
-        }
-        .map_err(qbo_err)?;
-        let mut page_no = chunk.pages;
-        let mut last_mark = Instant::now();
-        pager.set_live_edge(live_edge());
-        while let Some(req) = pager
-            .next_request()
-            .map_err(|e| self.context(chunk.chunk, 0, e))?
-        {
-            let query = req.query.clone();
-            let start_position = req.start_position;
-            match req.kind {
-                RequestKind::SecondCount => {
-                    let mode = self.mode;
-                    let n = self.with_retries(chunk.chunk, 0, |ex, token| {
-                        let base = ex.base();
-                        let fut = ex.client.count(
-                            &base,
-                            &ex.run.realm_id,
-                            ex.run.minor_version as u32,
-                            token,
-                            &query,
-                        );
-                        runtime::block_on_interruptible(&ex.rt, fut, &mut || check_interrupts(mode))
-                    })?;
-                    pager.accept_count(n).map_err(qbo_err)?;
-                }
-                RequestKind::Window | RequestKind::SecondPage => {
-                    let t0 = Instant::now();
-                    let mode = self.mode;
-                    let page: Page =
-                        self.with_retries(chunk.chunk, start_position, |ex, token| {
-                            let base = ex.base();
-                            let fut = ex.client.query(
-                                &base,
-                                &ex.run.realm_id,
-                                ex.run.minor_version as u32,
-                                token,
-                                &query,
-                            );
-                            runtime::block_on_interruptible(&ex.rt, fut, &mut || {
-                                check_interrupts(mode)
-                            })
-                        })?;
-                    let tid = page.intuit_tid.clone();
-                    pager.set_live_edge(live_edge());
-                    let accepted = pager
-                        .accept(page.entity_records)
-                        .map_err(|e| self.context(chunk.chunk, start_position, e))?;
-                    page_no += 1;
-                    let rows = to_page_rows(accepted.records);
-                    let n_rows = rows.ids.len() as i64;
-                    let request_payload = serde_json::json!({
-                        "query": query,
-                        "start_position": start_position,
-                        "page_size": self.run.page_size,
-                        "minor_version": self.run.minor_version,
-                        "environment": self.run.environment,
-                    })
-                    .to_string();
-                    let counts = store::upsert_page(
-                        self.entity,
-                        &self.run.realm_id,
-                        rows,
-                        chunk.window_start,
-                        chunk.window_end,
-                        page_no,
-                        self.run.page_size,
-                        &request_payload,
-                    )
-                    .map_err(RunError::internal)?;
-                    let secs = t0.elapsed().as_secs_f64();
-                    let cursor = serde_json::to_value(pager.state())
-                        .map_err(|e| RunError::internal(format!("cannot save the cursor: {e}")))?;
-                    ledger::page_done(
-                        run_id,
-                        &ledger::PageDone {
-                            chunk: chunk.chunk,
-                            page: page_no,
-                            start_position: start_position as i32,
-                            rows: n_rows,
-                            inserted: counts.inserted,
-                            updated: counts.updated,
-                            refetched: accepted.refetched as i64,
-                            seconds: secs,
-                            intuit_tid: tid,
-                            cursor,
-                            touch_run: last_mark.elapsed() >= Duration::from_secs(1)
-                                || self.progress_at.is_some(),
-                        },
-                    )?;
-                    store::commit();
-                    if last_mark.elapsed() >= Duration::from_secs(1) || self.progress_at.is_some() {
-                        last_mark = Instant::now();
-                        self.progress_at = None;
-                    }
-                    if self.mode == Mode::Call {
-                        notice!(
-                            "{}",
-                            page_notice(
-                                run_id,
-                                chunk.chunk,
-                                self.run.chunks_total,
-                                chunk.window_start,
-                                chunk.window_end,
-                                page_no,
-                                n_rows,
-                                secs,
-                                start_position as i64
-                            )
-                        );
-                    }
-                }
-            }
-        }
-        let left = pager.stats().live_seconds_left;
+        let mut slices = ChunkSlices::new(
+            self.entity.name,
+            self.entity.has_active,
+            plan_chunk,
+            self.run.page_size as u32,
+            split,
+            row.cursor.as_ref(),
+        )
+        .map_err(|e| RunError::internal(format!("run {run_id} chunk {}: {e}", row.chunk)))?;
+        slices.set_live_edge(live_edge());
+        Ok(Some(OpenChunk {
+            page_no: row.pages,
+            row,
+            slices,
+            mark: Instant::now(),
+        }))
+    }
+
+    fn finish_open_chunk(&mut self, o: OpenChunk) -> Result<(), RunError> {
+        let run_id = self.run.run_id;
+        let left = o.slices.live_seconds_left();
         if left > 0 {
             let note = format!(
                 "run {run_id} chunk {}/{}: {left} second(s) near now were still receiving records while read; records written into them after this run asked arrive with the next run",
-                chunk.chunk, self.run.chunks_total
+                o.row.chunk, self.run.chunks_total
             );
             if self.mode == Mode::Call {
-                notice!("{note}");
+                crate::say!("{note}");
             }
             ledger::set_progress(run_id, &note)?;
         }
-        let c = ledger::finish_chunk(run_id, chunk.chunk)?;
+        let c = ledger::finish_chunk(run_id, o.row.chunk, o.mark.elapsed().as_secs_f64())?;
         store::commit();
         if self.mode == Mode::Call {
-            notice!("{}", c);
+            crate::say!("{}", c);
+        }
+        Ok(())
+    }
+
+    /// Sends an admitted request to the network thread with a valid access token.
+    fn dispatch(
+        &mut self,
+        id: u64,
+        want: Want,
+        admission: i64,
+        flights: &mut HashMap<u64, Flight>,
+    ) -> Result<(), RunError> {
+        let token = match self.tokens.access_token(&self.rt, self.mode) {
+            Ok(t) => t,
+            Err(e) => {
+                self.limiter.finished(admission);
+                return Err(self.context(want.chunk, want.start_position, e));
+            }
+        };
+        let job = Job {
+            id,
+            kind: if want.purpose == Purpose::Page {
+                JobKind::Page
+            } else {
+                JobKind::Count
+            },
+            base_url: self.base(),
+            realm: self.run.realm_id.clone(),
+            minor_version: self.run.minor_version as u32,
+            access_token: token.clone(),
+            query: want.query.clone(),
+        };
+        self.net.submit(job).map_err(qbo_err)?;
+        flights.insert(
+            id,
+            Flight {
+                want,
+                token,
+                admission,
+                sent: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Handles one answer from the network thread.
+    fn on_done(
+        &mut self,
+        done: crate::net::Done,
+        flights: &mut HashMap<u64, Flight>,
+        open: &mut [OpenChunk],
+        retry_queue: &mut Vec<Want>,
+        fetched: &mut std::collections::VecDeque<Fetched>,
+    ) -> Result<(), RunError> {
+        let Some(f) = flights.remove(&done.id) else {
+            return Ok(());
+        };
+        // the response has been read completely: its in-flight slot is free
+        self.limiter.finished(f.admission);
+        let mut want = f.want;
+        let Some(o) = open.iter_mut().find(|o| o.row.chunk == want.chunk) else {
+            return Err(RunError::internal(format!(
+                "answer for chunk {} which is not open",
+                want.chunk
+            )));
+        };
+        match done.result {
+            Ok(NetFetched::Count(n)) => {
+                if want.purpose == Purpose::SliceCount {
+                    o.slices
+                        .accept_slice_count(want.slice, n, live_edge())
+                        .map_err(qbo_err)?;
+                } else {
+                    o.slices
+                        .pager_mut(want.slice)
+                        .and_then(|p| p.accept_count(n))
+                        .map_err(|e| self.context(want.chunk, 0, e))?;
+                    o.slices.count_fed(want.slice).map_err(qbo_err)?;
+                }
+            }
+            Ok(NetFetched::Page(page)) => {
+                let tid = page.intuit_tid.clone();
+                let chunk = want.chunk;
+                let start_position = want.start_position;
+                let accepted = o
+                    .slices
+                    .pager_mut(want.slice)
+                    .and_then(|p| {
+                        p.set_live_edge(live_edge());
+                        p.accept(page.entity_records)
+                    })
+                    .map_err(|e| self.context(chunk, start_position, e))?;
+                let state = o.slices.page_fetched(want.slice).map_err(qbo_err)?;
+                o.slices.set_busy(want.slice, false).map_err(qbo_err)?;
+                fetched.push_back(Fetched {
+                    chunk,
+                    slice: want.slice,
+                    records: accepted.records,
+                    refetched: accepted.refetched,
+                    state,
+                    query: want.query,
+                    start_position,
+                    intuit_tid: tid,
+                    fetch_seconds: f.sent.elapsed().as_secs_f64(),
+                });
+            }
+            // A 401 means the token it carried is no good: forget that token (a newer one may
+            // already be cached by then: requests are in flight with older tokens) and send
+            // again. A few in a row are tolerated (each of several concurrent requests may meet
+            // one); more mean the API keeps refusing fresh tokens, which is an error.
+            Err(QboError::Unauthorized { .. }) if want.unauthorized < MAX_UNAUTHORIZED => {
+                // only the first 401 of a token counts: the requests that were in flight with
+                // the same token meet the same fate, through no fault of their own
+                if !self.rejected_tokens.contains(&f.token) {
+                    want.unauthorized += 1;
+                    self.tokens
+                        .reject(&f.token)
+                        .map_err(|e| self.context(want.chunk, want.start_position, e))?;
+                    store::commit();
+                    self.rejected_tokens.insert(f.token);
+                }
+                retry_queue.insert(0, want);
+            }
+            Err(e) if e.is_retryable() && want.retries < self.policy.max_retries => {
+                let delay = self
+                    .policy
+                    .backoff(want.retries, e.retry_after(), &mut self.rng);
+                want.retries += 1;
+                self.progress(&format!(
+                    "chunk {}/{} start {}: backing off {:.1} s after {} (retry {}/{})",
+                    want.chunk,
+                    self.run.chunks_total,
+                    want.start_position,
+                    delay.as_secs_f64(),
+                    e.short(),
+                    want.retries,
+                    self.policy.max_retries
+                ))?;
+                if self.mode == Mode::Call {
+                    crate::say!(
+                        "run {} chunk {}: {} (start={}); retry {}/{} in {:.1} s",
+                        self.run.run_id,
+                        want.chunk,
+                        e,
+                        want.start_position,
+                        want.retries,
+                        self.policy.max_retries,
+                        delay.as_secs_f64()
+                    );
+                }
+                want.due = Some(Instant::now() + delay);
+                retry_queue.push(want);
+            }
+            Err(e) if e.is_retryable() => {
+                let e = QboError::RetriesExhausted {
+                    attempts: want.retries + 1,
+                    last: Box::new(e),
+                };
+                return Err(self.context(want.chunk, want.start_position, e));
+            }
+            Err(e) => return Err(self.context(want.chunk, want.start_position, e)),
+        }
+        let _ = done.elapsed;
+        Ok(())
+    }
+
+    /// Writes one fetched page: its rows, the chunk's counters and cursor and a `qbo.run_pages`
+    /// row, in one transaction.
+    fn write_page(
+        &mut self,
+        page: Fetched,
+        open: &mut [OpenChunk],
+        touch_run: bool,
+    ) -> Result<(), RunError> {
+        let run_id = self.run.run_id;
+        let t0 = Instant::now();
+        let Some(o) = open.iter_mut().find(|o| o.row.chunk == page.chunk) else {
+            return Err(RunError::internal(format!(
+                "page for chunk {} which is not open",
+                page.chunk
+            )));
+        };
+        o.page_no += 1;
+        let rows = to_page_rows(page.records);
+        let n_rows = rows.ids.len() as i64;
+        let request_payload = serde_json::json!({
+            "query": page.query,
+            "start_position": page.start_position,
+            "page_size": self.run.page_size,
+            "minor_version": self.run.minor_version,
+            "environment": self.run.environment,
+        })
+        .to_string();
+        let counts = store::upsert_page(
+            self.entity,
+            &self.run.realm_id,
+            rows,
+            o.row.window_start,
+            o.row.window_end,
+            o.page_no,
+            self.run.page_size,
+            &request_payload,
+        )
+        .map_err(RunError::internal)?;
+        o.slices
+            .page_written(page.slice, page.state)
+            .map_err(qbo_err)?;
+        let secs = page.fetch_seconds + t0.elapsed().as_secs_f64();
+        let chunk_secs = o.mark.elapsed().as_secs_f64();
+        o.mark = Instant::now();
+        ledger::page_done(
+            run_id,
+            &ledger::PageDone {
+                chunk: o.row.chunk,
+                page: o.page_no,
+                start_position: page.start_position as i32,
+                rows: n_rows,
+                inserted: counts.inserted,
+                updated: counts.updated,
+                refetched: page.refetched as i64,
+                seconds: secs,
+                chunk_seconds: chunk_secs,
+                intuit_tid: page.intuit_tid,
+                cursor: o.slices.saved(),
+                // at most about once a second, and never over a fresh note (a backoff)
+                touch_run: touch_run
+                    && self
+                        .progress_at
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(1)),
+            },
+        )?;
+        store::commit();
+
+        if self.mode == Mode::Call {
+            crate::say!(
+                "{}",
+                page_notice(
+                    run_id,
+                    o.row.chunk,
+                    self.run.chunks_total,
+                    o.row.window_start,
+                    o.row.window_end,
+                    o.page_no,
+                    n_rows,
+                    secs,
+                    page.start_position as i64
+                )
+            );
         }
         Ok(())
     }
@@ -474,68 +868,6 @@ impl Exec<'_> {
 
     fn base(&self) -> String {
         self.settings.api_base(&self.run.environment)
-    }
-
-    /// Runs one request with a valid access token, refreshing it when missing/expired and once on
-    /// a 401, and retrying retryable failures with exponential backoff and full jitter (honouring
-    /// Retry-After), sleeping interruptibly. The final error names run, entity, chunk, start
-    /// position, status, fault and intuit_tid.
-    fn with_retries<T>(
-        &mut self,
-        chunk: i32,
-        start_position: u32,
-        mut attempt_fn: impl FnMut(&mut Self, &str) -> Result<T, QboError>,
-    ) -> Result<T, RunError> {
-        let mode = self.mode;
-        let mut retries = 0u32;
-        let mut refreshed_after_401 = false;
-        loop {
-            let token = self
-                .tokens
-                .access_token(&self.rt, mode)
-                .map_err(|e| self.context(chunk, start_position, e))?;
-            match attempt_fn(self, &token) {
-                Ok(v) => return Ok(v),
-                Err(QboError::Unauthorized { .. }) if !refreshed_after_401 => {
-                    refreshed_after_401 = true;
-                    self.tokens
-                        .reject(&token)
-                        .map_err(|e| self.context(chunk, start_position, e))?;
-                }
-                Err(e) if e.is_retryable() && retries < self.policy.max_retries => {
-                    let delay = self.policy.backoff(retries, e.retry_after(), &mut self.rng);
-                    retries += 1;
-                    self.progress(&format!(
-                        "chunk {chunk}/{} start {start_position}: backing off {:.1} s after {} (retry {retries}/{})",
-                        self.run.chunks_total,
-                        delay.as_secs_f64(),
-                        e.short(),
-                        self.policy.max_retries
-                    ))?;
-                    if mode == Mode::Call {
-                        notice!(
-                            "run {} chunk {}: {} (start={}); retry {}/{} in {:.1} s",
-                            self.run.run_id,
-                            chunk,
-                            e,
-                            start_position,
-                            retries,
-                            self.policy.max_retries,
-                            delay.as_secs_f64()
-                        );
-                    }
-                    runtime::sleep_interruptible(&self.rt, delay, &mut || check_interrupts(mode));
-                }
-                Err(e) if e.is_retryable() => {
-                    let e = QboError::RetriesExhausted {
-                        attempts: retries + 1,
-                        last: Box::new(e),
-                    };
-                    return Err(self.context(chunk, start_position, e));
-                }
-                Err(e) => return Err(self.context(chunk, start_position, e)),
-            }
-        }
     }
 
     fn context(&self, chunk: i32, start_position: u32, e: QboError) -> RunError {

@@ -2,6 +2,7 @@
 //! setting (`SET qbo.max_retrys = 3`) is an error instead of a silent no-op.
 //!
 //! The two host overrides are superuser-only (SUSET): a configurable outbound URL is an SSRF lever.
+//! So are the realm's request limits: they are shared by every session of every role.
 //! Everything else is per session, with bounds. A run resolves the settings once, stores them in
 //! `qbo.runs.settings` and hands them to its background worker: a session's `SET` does not reach a
 //! worker, and a resume must behave like the original run.
@@ -26,6 +27,14 @@ static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(6);
 static BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(500);
 static BACKOFF_CAP_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static RETRY_AFTER_CAP_MS: GucSetting<i32> = GucSetting::<i32>::new(120_000);
+static MAX_REQUESTS_PER_MINUTE: GucSetting<i32> =
+    GucSetting::<i32>::new(DEFAULT_MAX_REQUESTS_PER_MINUTE as i32);
+static MAX_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_IN_FLIGHT as i32);
+
+/// Intuit's documented limit of requests per minute per realm.
+pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 500;
+/// Intuit's documented limit of concurrent requests per realm.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10;
 
 /// Registers every setting and reserves the prefix. Called once per backend from `_PG_init`.
 pub fn init() {
@@ -94,6 +103,26 @@ pub fn init() {
         0,
         3_600_000,
     );
+    GucRegistry::define_int_guc(
+        c"qbo.max_requests_per_minute",
+        c"Requests per realm in any sliding 60 s, counted across every session and worker. Superuser only.",
+        c"QBO answers 429 beyond 500 a minute per realm; pg_qbo paces itself below it instead.",
+        &MAX_REQUESTS_PER_MINUTE,
+        1,
+        100_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"qbo.max_in_flight",
+        c"Requests per realm in flight at once, across every session and worker. Superuser only.",
+        c"QBO answers 429 beyond 10 concurrent requests per realm. 1 fetches sequentially.",
+        &MAX_IN_FLIGHT,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"qbo".as_ptr()) };
 }
 
@@ -130,6 +159,20 @@ pub struct Settings {
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
     pub retry_after_cap_ms: u64,
+    /// Requests per realm per sliding minute (runs stored before this setting existed get the default).
+    #[serde(default = "default_per_minute")]
+    pub max_requests_per_minute: u32,
+    /// Requests per realm in flight at once.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: u32,
+}
+
+fn default_per_minute() -> u32 {
+    DEFAULT_MAX_REQUESTS_PER_MINUTE
+}
+
+fn default_in_flight() -> u32 {
+    DEFAULT_MAX_IN_FLIGHT
 }
 
 fn text(s: &GucSetting<Option<CString>>) -> Option<String> {
@@ -152,6 +195,8 @@ impl Settings {
             backoff_base_ms: BACKOFF_BASE_MS.get() as u64,
             backoff_cap_ms: BACKOFF_CAP_MS.get() as u64,
             retry_after_cap_ms: RETRY_AFTER_CAP_MS.get() as u64,
+            max_requests_per_minute: MAX_REQUESTS_PER_MINUTE.get().max(1) as u32,
+            max_in_flight: MAX_IN_FLIGHT.get().max(1) as u32,
         }
     }
 

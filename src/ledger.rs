@@ -203,6 +203,8 @@ pub struct PageDone {
     pub updated: i64,
     pub refetched: i64,
     pub seconds: f64,
+    /// Wall-clock time to add to the chunk's duration (since its last page or its start).
+    pub chunk_seconds: f64,
     pub intuit_tid: Option<String>,
     pub cursor: serde_json::Value,
     /// Also bump `qbo.runs.updated_at` (done at most about once a second).
@@ -227,7 +229,7 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
                 p.updated.into(),
                 skipped.into(),
                 JsonB(p.cursor.clone()).into(),
-                p.seconds.into(),
+                p.chunk_seconds.into(),
             ],
         )?;
         c.update(
@@ -266,17 +268,19 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
 }
 
 /// Marks a chunk succeeded; returns its summary line (the NOTICE text).
-pub fn finish_chunk(run_id: i64, chunk: i32) -> Result<String, RunError> {
+/// `seconds`: wall-clock time since the chunk's last page, added to its duration.
+pub fn finish_chunk(run_id: i64, chunk: i32, seconds: f64) -> Result<String, RunError> {
     crate::store::owner_spi(|c| -> SpiResult<String> {
         let r = c
             .update(
-                "UPDATE qbo.run_chunks SET status = 'succeeded', finished_at = now(), error = NULL
+                "UPDATE qbo.run_chunks SET status = 'succeeded', finished_at = now(), error = NULL,
+                        duration = duration + make_interval(secs => $3)
                   WHERE run_id = $1 AND chunk = $2
                  RETURNING window_start, window_end, pages, rows, inserted, updated, skipped,
                            extract(epoch FROM duration)::float8,
                            (SELECT chunks_total FROM qbo.runs WHERE run_id = $1)",
                 Some(1),
-                &[run_id.into(), chunk.into()],
+                &[run_id.into(), chunk.into(), seconds.into()],
             )?
             .first();
         let s = r.get::<TimestampWithTimeZone>(1)?.and_then(from_tstz).unwrap_or_default();

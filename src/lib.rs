@@ -16,6 +16,7 @@ pub mod entities;
 pub mod error;
 pub mod fault;
 pub mod jsonb;
+pub mod net;
 pub mod oauth;
 pub mod pager;
 pub mod plan;
@@ -23,6 +24,7 @@ pub mod qbo;
 pub mod query;
 pub mod retry;
 pub mod runtime;
+pub mod slices;
 
 mod api;
 mod bgw;
@@ -30,6 +32,7 @@ mod cron;
 mod executor;
 mod guc;
 mod ledger;
+mod limiter;
 mod store;
 mod tokens;
 

@@ -88,6 +88,24 @@ pub fn window_query(
     )
 }
 
+/// `SELECT count(*) FROM <entity> WHERE MetaData.LastUpdatedTime >= '<from>' AND
+/// MetaData.LastUpdatedTime < '<to>' [AND Active IN (true,false)]`: how many records a window
+/// holds, which tells the executor where to split it into sub-windows fetched concurrently.
+pub fn window_count_query(
+    entity: &str,
+    name_list: bool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> String {
+    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    format!(
+        "SELECT count(*) FROM {entity} WHERE MetaData.LastUpdatedTime >= '{}' AND MetaData.LastUpdatedTime < '{}'{}",
+        literal(from),
+        literal(to),
+        active_clause(name_list)
+    )
+}
+
 /// `SELECT count(*) FROM <entity> WHERE MetaData.LastUpdatedTime = '<second>'
 /// [AND Active IN (true,false)]`.
 pub fn second_count_query(entity: &str, name_list: bool, second: DateTime<Utc>) -> String {

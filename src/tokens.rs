@@ -98,7 +98,10 @@ impl<'a> TokenCache<'a> {
 
     /// QBO answered 401 to `token`: forget it (here and in the table) and refresh.
     pub fn reject(&mut self, token: &str) -> Result<(), QboError> {
-        self.cached = None;
+        // requests in flight may carry an older token than the cached one: keep a newer one
+        if self.cached.as_ref().is_some_and(|(t, _)| t == token) {
+            self.cached = None;
+        }
         store::forget_access_token(&self.conn_name, token).map_err(db)?;
         store::commit();
         Ok(())

@@ -65,7 +65,7 @@ fn access_tokens_expiring_and_refresh_tokens_rotating_every_use() {
             "SELECT * FROM qbo.backfill($1, $2::text::timestamptz, $3::text::timestamptz, chunk_size => 15, page_size => 50)",
             &[&entity, &FROM, &TO],
         )
-        .unwrap_or_else(|e| panic!("{entity}: {e}"));
+        .unwrap_or_else(|e| panic!("{entity}: {e:?}"));
         assert_eq!(raw(&mut c, table, REALM1), truth);
     }
     let _: i64 = c
@@ -107,7 +107,9 @@ fn access_tokens_expiring_and_refresh_tokens_rotating_every_use() {
 fn exhausted_retries_fail_with_the_full_story_and_resume_refetches_only_the_rest() {
     let emu = Emulator::start(&["--seed", "13"]);
     let mut c = fresh_db("e2e_exhaust", &emu);
-    c.batch_execute("SET qbo.max_retries = 1").unwrap();
+    // sequential, so that the request after the 8th is its retry
+    c.batch_execute("SET qbo.max_retries = 1; SET qbo.max_in_flight = 1")
+        .unwrap();
     // the 8th and 9th API requests fail: the 8th request and its only retry
     emu.faults("503html@nth=8,503html@nth=9");
     let err = c

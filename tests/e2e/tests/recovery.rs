@@ -48,6 +48,8 @@ fn cancel_of_call_waiting_on_http_leaves_run_cancelled_and_session_usable() {
     let emu = Emulator::start(&["--seed", "21"]);
     let mut c = fresh_db("e2e_cancel_call", &emu);
     let mut other = connect("e2e_cancel_call");
+    // sequential: "the pages before the held one" is then an exact number
+    c.batch_execute("SET qbo.max_in_flight = 1").unwrap();
     let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     emu.hold(4);
     let worker = std::thread::spawn(move || {
@@ -128,6 +130,8 @@ fn terminated_backend_is_reported_interrupted_and_resumes_to_truth() {
     let emu = Emulator::start(&["--seed", "23"]);
     let mut c = fresh_db("e2e_terminate", &emu);
     let mut other = connect("e2e_terminate");
+    // sequential: the held page is then the only one in flight
+    c.batch_execute("SET qbo.max_in_flight = 1").unwrap();
     let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     emu.hold(5);
     let worker = std::thread::spawn(move || {
@@ -184,7 +188,7 @@ fn caller_of_backfill_terminated_stops_the_worker_and_run_is_cancelled() {
     let t0 = Instant::now();
     while other
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_qbo backfill'",
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_qbo backfill' AND datname = current_database()",
             &[],
         )
         .unwrap()
@@ -431,7 +435,7 @@ fn a_terminated_worker_is_reported_to_its_caller_and_the_run_resumes() {
     });
     emu.wait_held();
     let killed: i64 = other
-        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'pg_qbo backfill'", &[])
+        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'pg_qbo backfill' AND datname = current_database()", &[])
         .unwrap()
         .get(0);
     assert_eq!(killed, 1);

@@ -1,0 +1,350 @@
+//! The network thread: fetches QBO pages while the backend writes the pages that have arrived.
+//!
+//! # Why a thread
+//! A tokio runtime on the backend's own thread makes progress only inside `block_on`: while the
+//! backend runs SQL (an upsert of 1000 rows takes tens of milliseconds), no request would advance,
+//! so fetching and writing could never overlap. Background worker processes could fetch, but each
+//! costs a slot of `max_worker_processes`, a login, and a copy of every page through shared
+//! memory. A thread in the backend costs nothing of the kind. It is safe because it never calls a
+//! Postgres function (Postgres is not thread safe; only the backend's thread touches SPI, memory
+//! contexts, or signals), and all signals are blocked in it, so `SIGINT`, `SIGTERM` and friends
+//! keep going to the backend's thread, whose handlers set the flags `CHECK_FOR_INTERRUPTS` reads.
+//!
+//! The thread runs a current-thread tokio runtime with its own `reqwest` client (a connection
+//! belongs to the runtime that opened it), makes exactly one attempt per job and sends back what
+//! happened. Retries, backoff, tokens, the rate limiter and every decision stay with the backend,
+//! which waits on the result channel in slices of at most 50 ms to poll for a cancel. Dropping
+//! [`Net`] closes the job channel: the thread aborts what is in flight and exits, and the drop
+//! joins it (a few milliseconds).
+//!
+//! JSON is parsed here (records split, keys extracted), so that work also overlaps the writes.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::QboError;
+use crate::qbo::{HttpConfig, Page, QboClient};
+
+/// What to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// `SELECT count(*)`: the answer is a number.
+    Count,
+    /// `SELECT *`: the answer is a page.
+    Page,
+}
+
+/// One request for the network thread.
+pub struct Job {
+    /// Chosen by the caller, returned in [`Done::id`].
+    pub id: u64,
+    pub kind: JobKind,
+    pub base_url: String,
+    pub realm: String,
+    pub minor_version: u32,
+    /// Never logged: [`QboError`] texts mask tokens.
+    pub access_token: String,
+    pub query: String,
+}
+
+/// A fetched answer.
+#[derive(Debug)]
+pub enum Fetched {
+    Count(u64),
+    Page(Page),
+}
+
+/// The outcome of one job, sent once its response has been read completely (or has failed).
+#[derive(Debug)]
+pub struct Done {
+    pub id: u64,
+    pub result: Result<Fetched, QboError>,
+    /// Time from the start of the request to the end of reading its response.
+    pub elapsed: Duration,
+}
+
+/// Handle of the network thread.
+pub struct Net {
+    jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    results: mpsc::Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Why a wait for a result returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// Nothing arrived within the timeout.
+    Timeout,
+    /// The thread is gone (it never exits while [`Net`] lives unless it panicked).
+    Gone,
+}
+
+impl Net {
+    /// Starts the thread with its own HTTP client built from `cfg`.
+    pub fn start(cfg: HttpConfig) -> Result<Net, QboError> {
+        let client = QboClient::new(cfg)?;
+        let (job_tx, job_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let thread = spawn_with_signals_blocked(move || thread_main(client, job_rx, done_tx))
+            .map_err(|e| QboError::Network(format!("cannot start the network thread: {e}")))?;
+        Ok(Net {
+            jobs: Some(job_tx),
+            results: done_rx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a job to the thread.
+    pub fn submit(&self, job: Job) -> Result<(), QboError> {
+        self.jobs
+            .as_ref()
+            .and_then(|tx| tx.send(job).ok())
+            .ok_or_else(|| QboError::Network("the network thread has stopped".into()))
+    }
+
+    /// A result that has arrived, without waiting.
+    pub fn try_next(&self) -> Option<Done> {
+        self.results.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` for a result.
+    pub fn wait(&self, timeout: Duration) -> Result<Done, Idle> {
+        match self.results.recv_timeout(timeout) {
+            Ok(d) => Ok(d),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Idle::Timeout),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Idle::Gone),
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // closing the channel ends the thread's loop; its runtime is dropped in the background
+        // (in-flight requests are aborted, a blocking DNS lookup is not waited for)
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Spawns a thread with every signal blocked, so that signals keep being delivered to the
+/// backend's thread (the mask is inherited at creation; the caller's own mask is restored).
+fn spawn_with_signals_blocked(
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    // SAFETY: plain libc calls on local, initialised signal sets.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let r = std::thread::Builder::new()
+            .name("pg_qbo net".into())
+            .spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
+fn thread_main(
+    client: QboClient,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    done: mpsc::Sender<Done>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            // answer every job with the reason, so the backend reports it
+            let msg = format!("cannot start the network runtime: {e}");
+            while let Some(j) = jobs.blocking_recv() {
+                let _ = done.send(Done {
+                    id: j.id,
+                    result: Err(QboError::Network(msg.clone())),
+                    elapsed: Duration::ZERO,
+                });
+            }
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => {
+                        let client = client.clone();
+                        let done = done.clone();
+                        tasks.spawn(async move {
+                            let started = Instant::now();
+                            let result = fetch(&client, &job).await;
+                            let _ = done.send(Done { id: job.id, result, elapsed: started.elapsed() });
+                        });
+                    }
+                    None => break,
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tasks.abort_all();
+    });
+    rt.shutdown_background();
+}
+
+async fn fetch(client: &QboClient, job: &Job) -> Result<Fetched, QboError> {
+    match job.kind {
+        JobKind::Count => client
+            .count(
+                &job.base_url,
+                &job.realm,
+                job.minor_version,
+                &job.access_token,
+                &job.query,
+            )
+            .await
+            .map(Fetched::Count),
+        JobKind::Page => client
+            .query(
+                &job.base_url,
+                &job.realm,
+                job.minor_version,
+                &job.access_token,
+                &job.query,
+            )
+            .await
+            .map(Fetched::Page),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn job(id: u64, base: &str, kind: JobKind) -> Job {
+        Job {
+            id,
+            kind,
+            base_url: base.to_owned(),
+            realm: "123".into(),
+            minor_version: 75,
+            access_token: "tok".into(),
+            query: "SELECT * FROM Invoice".into(),
+        }
+    }
+
+    fn collect(net: &Net, n: usize) -> Vec<Done> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            out.push(net.wait(Duration::from_secs(20)).expect("result"));
+        }
+        out
+    }
+
+    #[test]
+    fn jobs_run_concurrently_on_the_thread_and_come_back_by_id() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let server = rt.block_on(MockServer::start());
+        rt.block_on(
+            Mock::given(method("GET"))
+                .and(path("/v3/company/123/query"))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_delay(Duration::from_millis(300))
+                        .set_body_string(
+                            r#"{"QueryResponse":{"Invoice":[{"Id":"1","SyncToken":"0","MetaData":{"LastUpdatedTime":"2025-01-01T00:00:00Z"}}],"totalCount":7}}"#,
+                        ),
+                )
+                .mount(&server),
+        );
+        let net = Net::start(HttpConfig::default()).unwrap();
+        let t0 = Instant::now();
+        for i in 0..8 {
+            let kind = if i % 2 == 0 {
+                JobKind::Page
+            } else {
+                JobKind::Count
+            };
+            net.submit(job(i, &server.uri(), kind)).unwrap();
+        }
+        let mut got = collect(&net, 8);
+        let took = t0.elapsed();
+        got.sort_by_key(|d| d.id);
+        for d in &got {
+            match (&d.result, d.id % 2) {
+                (Ok(Fetched::Page(p)), 0) => assert_eq!(p.entity_records.len(), 1),
+                (Ok(Fetched::Count(7)), 1) => {}
+                other => panic!("job {}: {other:?}", d.id),
+            }
+        }
+        println!("8 jobs of 300 ms each took {took:?}");
+        // sequential would take 2.4 s
+        assert!(took < Duration::from_millis(2000), "{took:?}");
+    }
+
+    #[test]
+    fn signals_are_blocked_in_the_thread() {
+        let h = spawn_with_signals_blocked(|| unsafe {
+            let mut cur: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut cur);
+            assert_eq!(libc::sigismember(&cur, libc::SIGINT), 1);
+            assert_eq!(libc::sigismember(&cur, libc::SIGTERM), 1);
+            assert_eq!(libc::sigismember(&cur, libc::SIGUSR1), 1);
+        })
+        .unwrap();
+        h.join().unwrap();
+        // and the caller's mask is unchanged
+        unsafe {
+            let mut cur: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut cur);
+            assert_eq!(libc::sigismember(&cur, libc::SIGINT), 0);
+        }
+    }
+
+    #[test]
+    fn dropping_the_handle_aborts_a_hung_request_quickly() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let server = rt.block_on(MockServer::start());
+        rt.block_on(
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
+                .mount(&server),
+        );
+        let net = Net::start(HttpConfig::default()).unwrap();
+        net.submit(job(1, &server.uri(), JobKind::Page)).unwrap();
+        assert_eq!(
+            net.wait(Duration::from_millis(200)).unwrap_err(),
+            Idle::Timeout
+        );
+        let t0 = Instant::now();
+        drop(net);
+        let took = t0.elapsed();
+        println!("drop with a hung request took {took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[test]
+    fn an_unreachable_host_is_a_network_error_for_that_job() {
+        let net = Net::start(HttpConfig {
+            connect_timeout: Duration::from_millis(500),
+            ..HttpConfig::default()
+        })
+        .unwrap();
+        // a port nobody listens on
+        net.submit(job(9, "http://127.0.0.1:9", JobKind::Count))
+            .unwrap();
+        let d = net.wait(Duration::from_secs(20)).unwrap();
+        assert_eq!(d.id, 9);
+        assert!(
+            matches!(d.result, Err(QboError::Network(_))),
+            "{:?}",
+            d.result
+        );
+    }
+}

@@ -1,0 +1,633 @@
+//! Sub-windows ("slices") of one chunk, so a chunk's pages can be fetched concurrently: pure
+//! logic, no I/O.
+//!
+//! A time cursor pages one window sequentially (page *k + 1* starts where page *k* ended), so
+//! concurrency comes from paging several windows at once: several chunks, and slices of a chunk.
+//! `count(*)` tells where to cut: a slice holding more than [`SLICE_PAGES`] pages is cut into
+//! equal-time parts, each counted again (so a burst inside one part is cut again where it is),
+//! until every slice holds at most about [`SLICE_PAGES`] pages or is one second wide. Each slice
+//! is then paged by its own [`Pager`], with every guarantee of the pager (ties, churn, live
+//! seconds). Slices are disjoint and cover the chunk, so nothing is fetched twice or missed at a
+//! slice boundary, exactly as at a chunk boundary.
+//!
+//! With one request in flight (`qbo.max_in_flight = 1`) nothing is counted or cut: the chunk is
+//! one slice, the sequential pager of earlier versions.
+//!
+//! # What is saved
+//! [`ChunkSlices::saved`] is the chunk's cursor stored with every committed page: each slice with
+//! its pager state after its last *written* page (`null` before its first), or `done`. A resume
+//! continues every slice from there; slices not yet paged are counted again. A cursor saved by the
+//! sequential pager of an earlier version (a bare pager state) resumes as one slice.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::QboError;
+use crate::pager::{Pager, PagerState, Request};
+use crate::plan::Chunk;
+use crate::query::{ceil_second, window_count_query};
+
+/// A slice holding more pages than this (by `count(*)`) is cut.
+pub const SLICE_PAGES: u64 = 4;
+/// A slice is cut into at most this many parts at a time.
+pub const MAX_PARTS: u64 = 8;
+
+/// What one slice is doing.
+#[derive(Debug)]
+pub enum Work {
+    /// Not counted yet: the next request is its `count(*)`.
+    Count,
+    /// Being paged.
+    Page(Box<Pager>),
+    /// Complete without paging (counted empty, or done in a saved cursor).
+    Done,
+}
+
+/// One slice `[start, end)` of a chunk (whole seconds).
+#[derive(Debug)]
+pub struct Slice {
+    /// Stable id within the chunk (positions shift when a slice is cut).
+    pub id: u32,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub work: Work,
+    /// A request of this slice is in flight (at most one at a time: a cursor is sequential).
+    pub busy: bool,
+    /// Pager state after the last written page (what a resume continues from).
+    committed: Option<PagerState>,
+    /// Complete, and its last page written.
+    committed_done: bool,
+    /// Pages fetched and not yet written.
+    unwritten: u32,
+}
+
+impl Slice {
+    /// Nothing more to fetch (pages may still wait to be written).
+    pub fn complete(&self) -> bool {
+        match &self.work {
+            Work::Done => true,
+            Work::Page(p) => p.is_done(),
+            Work::Count => false,
+        }
+    }
+}
+
+/// The next request of a slice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SliceRequest {
+    /// `count(*)` of the slice, to decide whether to cut it.
+    Count { query: String },
+    /// A request of the slice's pager.
+    Pager(Request),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedSlice {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    #[serde(default)]
+    state: Option<PagerState>,
+    #[serde(default)]
+    done: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedChunk {
+    slices: Vec<SavedSlice>,
+}
+
+/// The slices of one chunk being fetched.
+#[derive(Debug)]
+pub struct ChunkSlices {
+    entity: &'static str,
+    name_list: bool,
+    chunk: Chunk,
+    page_size: u32,
+    split: bool,
+    slices: Vec<Slice>,
+    next_id: u32,
+    live_edge: Option<DateTime<Utc>>,
+}
+
+fn whole(t: DateTime<Utc>) -> DateTime<Utc> {
+    ceil_second(t)
+}
+
+impl ChunkSlices {
+    /// The slices of `chunk` (its end already capped to what this execution reads), starting
+    /// fresh or from a saved cursor. `split`: count and cut (false: one slice, paged directly).
+    pub fn new(
+        entity: &'static str,
+        name_list: bool,
+        chunk: Chunk,
+        page_size: u32,
+        split: bool,
+        saved: Option<&serde_json::Value>,
+    ) -> Result<ChunkSlices, QboError> {
+        let start = whole(chunk.start);
+        let end = whole(chunk.end);
+        let mut cs = ChunkSlices {
+            entity,
+            name_list,
+            chunk,
+            page_size,
+            split,
+            slices: Vec::new(),
+            next_id: 0,
+            live_edge: None,
+        };
+        let bad = |e: serde_json::Error| {
+            QboError::InvalidParameter(format!(
+                "chunk {}: saved cursor unreadable: {e}",
+                chunk.index
+            ))
+        };
+        let saved_slices: Vec<SavedSlice> = match saved {
+            None => Vec::new(),
+            Some(v) if v.get("slices").is_some() => {
+                serde_json::from_value::<SavedChunk>(v.clone())
+                    .map_err(bad)?
+                    .slices
+            }
+            // a cursor saved by the sequential pager: the whole chunk as one slice
+            Some(v) => vec![SavedSlice {
+                start,
+                end,
+                state: Some(serde_json::from_value::<PagerState>(v.clone()).map_err(bad)?),
+                done: false,
+            }],
+        };
+        let mut covered = start;
+        for s in saved_slices {
+            if s.start != covered || s.end <= s.start {
+                return Err(QboError::InvalidParameter(format!(
+                    "chunk {}: saved slices do not follow each other at {}",
+                    chunk.index,
+                    crate::query::literal(s.start)
+                )));
+            }
+            // a resume may read less far than the saved run did (never: as_of only grows), or
+            // further (a later as_of): slices past `end` are clipped, the rest is added below
+            if s.start >= end {
+                break;
+            }
+            let s_end = s.end.min(end);
+            covered = s_end;
+            let (work, committed, committed_done) = if s.done {
+                (Work::Done, None, true)
+            } else if let Some(state) = s.state {
+                let pager = cs.pager(s.start, s_end, Some(state.clone()))?;
+                (Work::Page(Box::new(pager)), Some(state), false)
+            } else {
+                (cs.fresh_work(s.start, s_end)?, None, false)
+            };
+            let id = cs.new_id();
+            cs.slices.push(Slice {
+                id,
+                start: s.start,
+                end: s_end,
+                work,
+                busy: false,
+                committed,
+                committed_done,
+                unwritten: 0,
+            });
+        }
+        if covered < end {
+            let work = cs.fresh_work(covered, end)?;
+            let id = cs.new_id();
+            cs.slices.push(Slice {
+                id,
+                start: covered,
+                end,
+                work,
+                busy: false,
+                committed: None,
+                committed_done: false,
+                unwritten: 0,
+            });
+        }
+        Ok(cs)
+    }
+
+    fn new_id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn pos(&self, id: u32) -> Result<usize, QboError> {
+        self.slices
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(|| QboError::InvalidParameter(format!("slices: no slice {id}")))
+    }
+
+    /// Declares where QBO's present begins (see [`Pager::set_live_edge`]), for every pager of
+    /// the chunk, present and future.
+    pub fn set_live_edge(&mut self, edge: DateTime<Utc>) {
+        self.live_edge = Some(edge);
+        for p in self.pagers_mut() {
+            p.set_live_edge(edge);
+        }
+    }
+
+    fn fresh_work(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Work, QboError> {
+        if self.split {
+            Ok(Work::Count)
+        } else {
+            Ok(Work::Page(Box::new(self.pager(start, end, None)?)))
+        }
+    }
+
+    fn pager(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        state: Option<PagerState>,
+    ) -> Result<Pager, QboError> {
+        let c = Chunk {
+            index: self.chunk.index,
+            start,
+            end,
+        };
+        let mut p = match state {
+            Some(s) => Pager::resume(self.entity, self.name_list, c, self.page_size, s),
+            None => Pager::new(self.entity, self.name_list, c, self.page_size),
+        }?;
+        if let Some(e) = self.live_edge {
+            p.set_live_edge(e);
+        }
+        Ok(p)
+    }
+
+    /// The chunk.
+    pub fn chunk(&self) -> &Chunk {
+        &self.chunk
+    }
+
+    /// The slices (read only).
+    pub fn slices(&self) -> &[Slice] {
+        &self.slices
+    }
+
+    fn pagers_mut(&mut self) -> impl Iterator<Item = &mut Pager> {
+        self.slices.iter_mut().filter_map(|s| match &mut s.work {
+            Work::Page(p) => Some(p.as_mut()),
+            _ => None,
+        })
+    }
+
+    /// Slices that want a request now (not busy, not done), with their request, at most `max`.
+    /// An error is a pager that gave up on a second ([`QboError::UnstableSecond`]).
+    pub fn wanted(&self, max: usize) -> Result<Vec<(u32, SliceRequest)>, QboError> {
+        let mut out = Vec::new();
+        for s in &self.slices {
+            let i = s.id;
+            if out.len() >= max {
+                break;
+            }
+            if s.busy {
+                continue;
+            }
+            match &s.work {
+                Work::Count => out.push((
+                    i,
+                    SliceRequest::Count {
+                        query: window_count_query(self.entity, self.name_list, s.start, s.end),
+                    },
+                )),
+                Work::Page(p) => {
+                    if let Some(r) = p.next_request()? {
+                        out.push((i, SliceRequest::Pager(r)));
+                    }
+                }
+                Work::Done => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Slices still needing requests (counted or being paged).
+    pub fn open_slices(&self) -> usize {
+        self.slices.iter().filter(|s| !s.complete()).count()
+    }
+
+    /// Marks a slice's request as sent.
+    pub fn set_busy(&mut self, slice: u32, busy: bool) -> Result<(), QboError> {
+        let i = self.pos(slice)?;
+        self.slices[i].busy = busy;
+        Ok(())
+    }
+
+    /// Feeds the `count(*)` of a slice in [`Work::Count`]: cuts it into counted parts when it
+    /// holds more than [`SLICE_PAGES`] pages and is wider than a second, else starts paging it.
+    /// A slice that holds nothing and lies wholly before `live_edge` is complete at once (a
+    /// record can only leave a past window during the run, never enter it).
+    pub fn accept_slice_count(
+        &mut self,
+        slice: u32,
+        count: u64,
+        live_edge: DateTime<Utc>,
+    ) -> Result<(), QboError> {
+        let slice = self.pos(slice)?;
+        let s = &self.slices[slice];
+        if !matches!(s.work, Work::Count) {
+            return Err(QboError::InvalidParameter(
+                "slices: a count was fed to a slice that did not ask for one".into(),
+            ));
+        }
+        let (start, end) = (s.start, s.end);
+        let per_slice = u64::from(self.page_size.min(crate::query::MAX_PAGE)) * SLICE_PAGES;
+        let width = (end - start).num_seconds();
+        if count == 0 && end <= live_edge {
+            let s = &mut self.slices[slice];
+            s.work = Work::Done;
+            s.busy = false;
+            if s.unwritten == 0 {
+                s.committed_done = true;
+            }
+            return Ok(());
+        }
+        if count > per_slice && width >= 2 {
+            let parts = count
+                .div_ceil(per_slice)
+                .clamp(2, MAX_PARTS)
+                .min(width as u64);
+            let mut bounds = Vec::with_capacity(parts as usize + 1);
+            for i in 0..=parts {
+                let off = (width as i128 * i as i128 / parts as i128) as i64;
+                bounds.push(start + TimeDelta::seconds(off));
+            }
+            let mut new = Vec::with_capacity(parts as usize);
+            for w in bounds.windows(2) {
+                let id = self.new_id();
+                new.push(Slice {
+                    id,
+                    start: w[0],
+                    end: w[1],
+                    work: Work::Count,
+                    busy: false,
+                    committed: None,
+                    committed_done: false,
+                    unwritten: 0,
+                });
+            }
+            self.slices.splice(slice..=slice, new);
+            return Ok(());
+        }
+        let pager = self.pager(start, end, None)?;
+        let s = &mut self.slices[slice];
+        s.work = Work::Page(Box::new(pager));
+        s.busy = false;
+        Ok(())
+    }
+
+    /// Call after feeding a count to a slice's pager: the slice may take its next request, and a
+    /// pager that completed on a count (a slice ending with a second read by `count(*)`
+    /// verification) completes the slice without another page.
+    pub fn count_fed(&mut self, slice: u32) -> Result<(), QboError> {
+        let i = self.pos(slice)?;
+        let s = &mut self.slices[i];
+        s.busy = false;
+        if s.unwritten == 0 && s.complete() {
+            s.committed_done = true;
+        }
+        Ok(())
+    }
+
+    /// The pager of a slice being paged.
+    pub fn pager_mut(&mut self, slice: u32) -> Result<&mut Pager, QboError> {
+        let i = self.pos(slice)?;
+        match &mut self.slices[i].work {
+            Work::Page(p) => Ok(p.as_mut()),
+            _ => Err(QboError::InvalidParameter(format!(
+                "slices: slice {slice} is not being paged"
+            ))),
+        }
+    }
+
+    /// Call after feeding a page to a slice's pager: the page is now waiting to be written. Returns
+    /// the pager state to save once it is written (see [`ChunkSlices::page_written`]).
+    pub fn page_fetched(&mut self, slice: u32) -> Result<Option<PagerState>, QboError> {
+        let i = self.pos(slice)?;
+        let s = &mut self.slices[i];
+        s.unwritten += 1;
+        Ok(match &s.work {
+            Work::Page(p) => Some(p.state().clone()),
+            _ => None,
+        })
+    }
+
+    /// A page of `slice` was written; `state` is what [`ChunkSlices::page_fetched`] returned for
+    /// it. Pages of one slice are written in the order they were fetched.
+    pub fn page_written(&mut self, slice: u32, state: Option<PagerState>) -> Result<(), QboError> {
+        let i = self.pos(slice)?;
+        let s = &mut self.slices[i];
+        s.unwritten = s.unwritten.saturating_sub(1);
+        if let Some(st) = state {
+            s.committed_done = st.mode == crate::pager::PagerMode::Done;
+            s.committed = Some(st);
+        }
+        if s.unwritten == 0 && s.complete() {
+            s.committed_done = true;
+        }
+        Ok(())
+    }
+
+    /// True when every slice is complete and written.
+    pub fn is_done(&self) -> bool {
+        self.slices.iter().all(|s| s.committed_done)
+    }
+
+    /// The cursor to save with a committed page.
+    pub fn saved(&self) -> serde_json::Value {
+        let slices: Vec<SavedSlice> = self
+            .slices
+            .iter()
+            .map(|s| SavedSlice {
+                start: s.start,
+                end: s.end,
+                state: if s.committed_done {
+                    None
+                } else {
+                    s.committed.clone()
+                },
+                done: s.committed_done,
+            })
+            .collect();
+        serde_json::to_value(SavedChunk { slices }).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Seconds left by the pagers because they kept changing (see `PagerStats::live_seconds_left`).
+    pub fn live_seconds_left(&self) -> u64 {
+        self.slices
+            .iter()
+            .map(|s| match &s.work {
+                Work::Page(p) => p.stats().live_seconds_left,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, d, h, 0, 0).unwrap()
+    }
+    fn chunk() -> Chunk {
+        Chunk {
+            index: 1,
+            start: t(1, 0),
+            end: t(8, 0),
+        }
+    }
+    fn far() -> DateTime<Utc> {
+        t(30, 0)
+    }
+
+    #[test]
+    fn sequential_is_one_slice_paged_at_once() {
+        let cs = ChunkSlices::new("Invoice", false, chunk(), 1000, false, None).unwrap();
+        let w = cs.wanted(10).unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(matches!(&w[0].1, SliceRequest::Pager(r) if r.start_position == 1));
+    }
+
+    #[test]
+    fn a_big_count_cuts_into_counted_equal_parts_covering_the_chunk() {
+        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, None).unwrap();
+        let w = cs.wanted(10).unwrap();
+        let first = cs.slices()[0].id;
+        assert_eq!(
+            w,
+            vec![(
+                first,
+                SliceRequest::Count {
+                    query: "SELECT count(*) FROM Invoice WHERE MetaData.LastUpdatedTime >= '2025-03-01T00:00:00+00:00' AND MetaData.LastUpdatedTime < '2025-03-08T00:00:00+00:00'".into()
+                }
+            )]
+        );
+        cs.accept_slice_count(first, 12_500, far()).unwrap();
+        // 12.5k rows at 4 pages of 1000 a slice: 4 parts
+        assert_eq!(cs.slices().len(), 4);
+        assert_eq!(cs.slices()[0].start, t(1, 0));
+        assert_eq!(cs.slices()[3].end, t(8, 0));
+        for w in cs.slices().windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        assert_eq!(cs.wanted(10).unwrap().len(), 4);
+        assert_eq!(cs.wanted(3).unwrap().len(), 3);
+        // a small part is paged, an empty past part is done, a part with a burst is cut again
+        let ids: Vec<u32> = cs.slices().iter().map(|s| s.id).collect();
+        cs.accept_slice_count(ids[0], 3000, far()).unwrap();
+        cs.accept_slice_count(ids[1], 0, far()).unwrap();
+        cs.accept_slice_count(ids[2], 9000, far()).unwrap();
+        // ids stay stable across the cut
+        assert_eq!(cs.slices()[5].id, ids[3]);
+        assert_eq!(cs.slices().len(), 4 - 1 + 3);
+        assert!(matches!(cs.slices()[0].work, Work::Page(_)));
+        assert!(matches!(cs.slices()[1].work, Work::Done));
+        assert!(!cs.is_done());
+    }
+
+    #[test]
+    fn an_empty_slice_at_the_live_edge_is_paged_not_skipped() {
+        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, None).unwrap();
+        let id = cs.slices()[0].id;
+        cs.accept_slice_count(id, 0, t(5, 0)).unwrap();
+        assert!(matches!(cs.slices()[0].work, Work::Page(_)));
+    }
+
+    #[test]
+    fn a_one_second_slice_is_never_cut() {
+        let c = Chunk {
+            index: 1,
+            start: t(1, 0),
+            end: t(1, 0) + TimeDelta::seconds(1),
+        };
+        let mut cs = ChunkSlices::new("Invoice", false, c, 1000, true, None).unwrap();
+        let id = cs.slices()[0].id;
+        cs.accept_slice_count(id, 50_000, far()).unwrap();
+        assert_eq!(cs.slices().len(), 1);
+        assert!(matches!(cs.slices()[0].work, Work::Page(_)));
+    }
+
+    #[test]
+    fn saved_cursor_resumes_written_state_and_recounts_the_rest() {
+        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, None).unwrap();
+        let id = cs.slices()[0].id;
+        cs.accept_slice_count(id, 8000, far()).unwrap();
+        assert_eq!(cs.slices().len(), 2);
+        let (a, b) = (cs.slices()[0].id, cs.slices()[1].id);
+        cs.accept_slice_count(a, 10, far()).unwrap();
+        cs.accept_slice_count(b, 3000, far()).unwrap();
+        // slice 0: one short page, done; slice 1: one full page fetched but not yet written
+        let r0 = match cs.wanted(10).unwrap().remove(0).1 {
+            SliceRequest::Pager(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(r0.start_position, 1);
+        let acc = cs.pager_mut(a).unwrap().accept(Vec::new()).unwrap();
+        assert!(acc.done);
+        let st0 = cs.page_fetched(a).unwrap();
+        let saved_before = cs.saved();
+        assert_eq!(saved_before["slices"][0]["done"], false);
+        cs.page_written(a, st0).unwrap();
+        let saved = cs.saved();
+        assert_eq!(saved["slices"][0]["done"], true);
+        assert_eq!(saved["slices"][1]["state"], serde_json::Value::Null);
+        let again = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&saved)).unwrap();
+        assert_eq!(again.slices().len(), 2);
+        assert!(matches!(again.slices()[0].work, Work::Done));
+        assert!(matches!(again.slices()[1].work, Work::Count));
+        // resumed with a later end: the rest of the chunk is a new slice
+        let longer = Chunk {
+            end: t(9, 0),
+            ..chunk()
+        };
+        let more = ChunkSlices::new("Invoice", false, longer, 1000, true, Some(&saved)).unwrap();
+        assert_eq!(more.slices().len(), 3);
+        assert_eq!(more.slices()[2].start, t(8, 0));
+    }
+
+    #[test]
+    fn a_pager_that_completes_on_a_count_completes_its_slice() {
+        let done = PagerState {
+            cursor: t(1, 0),
+            seen_at_cursor: Default::default(),
+            mode: crate::pager::PagerMode::Done,
+        };
+        let v = serde_json::json!({"slices": [
+            {"start": "2025-03-01T00:00:00Z", "end": "2025-03-08T00:00:00Z", "state": done}
+        ]});
+        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v)).unwrap();
+        let id = cs.slices()[0].id;
+        assert!(cs.wanted(10).unwrap().is_empty());
+        assert!(!cs.is_done(), "complete but not yet settled");
+        cs.count_fed(id).unwrap();
+        assert!(cs.is_done());
+    }
+
+    #[test]
+    fn a_bare_pager_state_resumes_as_one_slice() {
+        let p = Pager::new("Invoice", false, chunk(), 1000).unwrap();
+        let v = serde_json::to_value(p.state()).unwrap();
+        let cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v)).unwrap();
+        assert_eq!(cs.slices().len(), 1);
+        assert!(matches!(cs.slices()[0].work, Work::Page(_)));
+    }
+
+    #[test]
+    fn slices_that_do_not_follow_each_other_are_refused() {
+        let v = serde_json::json!({"slices": [
+            {"start": "2025-03-01T00:00:00Z", "end": "2025-03-02T00:00:00Z", "done": true},
+            {"start": "2025-03-03T00:00:00Z", "end": "2025-03-08T00:00:00Z"}
+        ]});
+        let e = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v)).unwrap_err();
+        assert!(e.to_string().contains("do not follow"), "{e}");
+    }
+}

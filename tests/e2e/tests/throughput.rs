@@ -1,0 +1,125 @@
+//! End-to-end: concurrent fetching under the realm's shared limiter. Two sessions backfilling one
+//! realm at once stay within the realm's in-flight limit (counted by the emulator, which answers
+//! 429 beyond it), use it, and both end equal to the truth; the sequential pager
+//! (`qbo.max_in_flight = 1`) never has two requests in flight.
+
+use pg_qbo_e2e::*;
+
+const FROM: &str = "2025-01-01T00:00:00Z";
+const TO: &str = "2025-09-11T00:00:00Z";
+
+fn max_seen(emu: &Emulator) -> u64 {
+    emu.stats()["max_concurrent_seen"].as_u64().unwrap()
+}
+
+#[test]
+fn two_sessions_on_one_realm_share_its_limit_and_never_see_a_429() {
+    // every answer takes 40 ms; more than 4 requests of a realm in flight at once are refused
+    let emu = Emulator::start(&[
+        "--seed",
+        "61",
+        "--records",
+        "Invoice=4000",
+        "--records",
+        "Bill=3000",
+        "--latency-ms",
+        "40",
+        "--max-concurrent",
+        "4",
+    ]);
+    let mut c = fresh_db("e2e_limiter", &emu);
+    c.batch_execute("ALTER DATABASE e2e_limiter SET qbo.max_in_flight = 4")
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let worker = std::thread::spawn(|| {
+        let mut c = connect("e2e_limiter");
+        c.query(
+            "SELECT * FROM qbo.backfill('Bill', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 100)",
+            &[&FROM, &TO],
+        )
+        .map(|rows| sum_rows(&rows))
+        .map_err(|e| e.to_string())
+    });
+    let mut c2 = connect("e2e_limiter");
+    let inv = c2
+        .query(
+            "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 100)",
+            &[&FROM, &TO],
+        )
+        .map_err(|e| e.to_string());
+    let bills = worker.join().unwrap();
+    let took = t0.elapsed();
+    inv.unwrap();
+    let bills = bills.unwrap();
+    let stats = emu.stats();
+    let queries: u64 = stats["requests"]["query"]
+        .as_object()
+        .map(|m| m.values().map(|v| v.as_u64().unwrap()).sum())
+        .unwrap_or(0);
+    println!(
+        "2 sessions, 1 realm: {queries} query requests in {took:?}, at most {} in flight, {} answered 429",
+        max_seen(&emu),
+        stats["throttled_429"]
+    );
+    assert_eq!(stats["throttled_429"], 0, "{stats}");
+    assert!(max_seen(&emu) <= 4);
+    assert!(
+        max_seen(&emu) >= 3,
+        "requests were fetched concurrently: {}",
+        max_seen(&emu)
+    );
+    let truth_inv = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);
+    let truth_bill = truth_in_window(&emu, REALM1, "Bill", FROM, TO);
+    assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth_inv);
+    assert_eq!(raw(&mut c, "qb_bills", REALM1), truth_bill);
+    assert_eq!(bills.rows, truth_bill.len() as i64, "{bills:?}");
+    assert_eq!(bills.inserted, truth_bill.len() as i64, "{bills:?}");
+    let inv_rows: i64 = c
+        .query_one(
+            "SELECT sum(inserted)::bigint FROM qbo.run_chunks c JOIN qbo.runs r USING (run_id) WHERE r.entity = 'Invoice'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(inv_rows, truth_inv.len() as i64);
+    // every admitted request was released
+    let open: i64 = connect("e2e_limiter")
+        .query_one(
+            "SELECT count(*) FROM qbo._api_requests WHERE finished_at IS NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0);
+}
+
+#[test]
+fn the_sequential_pager_has_one_request_in_flight() {
+    let emu = Emulator::start(&["--seed", "62", "--records", "Invoice=1500"]);
+    let mut c = fresh_db("e2e_sequential", &emu);
+    c.batch_execute("SET qbo.max_in_flight = 1").unwrap();
+    c.query(
+        "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 100)",
+        &[&FROM, &TO],
+    )
+    .unwrap();
+    let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);
+    assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth);
+    let counts = emu
+        .requests(0)
+        .iter()
+        .filter(|r| {
+            r["endpoint"] == "query"
+                && r["query"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("count(*) FROM Invoice WHERE MetaData.LastUpdatedTime >=")
+        })
+        .count();
+    println!(
+        "sequential: at most {} in flight, {counts} window counts",
+        max_seen(&emu)
+    );
+    assert_eq!(max_seen(&emu), 1);
+    assert_eq!(counts, 0, "the sequential pager does not cut windows");
+}
