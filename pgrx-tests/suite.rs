@@ -176,3 +176,42 @@ fn limiter_frees_the_slots_of_a_process_that_is_gone() {
     let freed = Spi::get_one::<i32>("SELECT qbo._api_release_mine()").unwrap().unwrap();
     assert_eq!(freed, 2);
 }
+
+#[pg_test]
+fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
+    // a raw table loaded and never analyzed (as after TRUNCATE or during a first load): the
+    // upsert once hashed the whole table for every page here
+    let e = crate::entities::lookup("Invoice").unwrap();
+    crate::store::ensure_raw_table(e).unwrap();
+    Spi::run(
+        "INSERT INTO raw.qb_invoices (realm_id, id, payload, extract_window_start_utc, extract_window_end_utc)
+         SELECT 'r', g::text, jsonb_build_object('Id', g::text, 'SyncToken', '0', 'pad', repeat('x', 1500)), now(), now()
+           FROM generate_series(1, 30000) g",
+    )
+    .unwrap();
+    let list = |f: &dyn Fn(usize) -> String| (1..=1000).map(f).collect::<Vec<_>>().join(",");
+    let ids = list(&|i| i.to_string());
+    let payloads = list(&|_| "\"{}\"".to_owned());
+    let syncs = list(&|_| "0".to_owned());
+    Spi::run(&format!(
+        "PREPARE up(text[], text[], int8[], text, timestamptz, timestamptz, int, int, text) AS {}",
+        crate::store::upsert_sql(e.table)
+    ))
+    .unwrap();
+    let plan = Spi::connect(|c| {
+        let rows = c.select(
+            &format!("EXPLAIN (COSTS OFF) EXECUTE up('{{{ids}}}', '{{{payloads}}}', '{{{syncs}}}', 'r', now(), now(), 1, 1000, '{{}}')"),
+            None,
+            &[],
+        )?;
+        let mut lines = Vec::new();
+        for r in rows {
+            lines.push(r.get::<String>(1)?.unwrap_or_default());
+        }
+        Ok::<_, pgrx::spi::Error>(lines.join("\n"))
+    })
+    .unwrap();
+    assert!(!plan.contains("Hash"), "{plan}");
+    assert!(plan.contains("SubPlan"), "{plan}");
+    assert!(plan.contains("Index Scan on qb_invoices_pkey") || plan.contains("Index Scan using qb_invoices_pkey"), "{plan}");
+}

@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn jobs_run_concurrently_on_the_thread_and_come_back_by_id() {
-        let rt = tokio::runtime::Runtime::new().unwrap();
+        let rt = crate::runtime::new_runtime().unwrap();
         let server = rt.block_on(MockServer::start());
         rt.block_on(
             Mock::given(method("GET"))
@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn dropping_the_handle_aborts_a_hung_request_quickly() {
-        let rt = tokio::runtime::Runtime::new().unwrap();
+        let rt = crate::runtime::new_runtime().unwrap();
         let server = rt.block_on(MockServer::start());
         rt.block_on(
             Mock::given(method("GET"))

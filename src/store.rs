@@ -241,33 +241,7 @@ pub fn upsert_page(
     if rows.ids.is_empty() {
         return Ok(UpsertCounts::default());
     }
-    let t = entity.table;
-    let sql = format!(
-        "WITH incoming AS (
-             SELECT i.id, i.payload::jsonb AS payload, i.sync
-               FROM unnest($1::text[], $2::text[], $3::int8[]) AS i(id, payload, sync)),
-         changed AS (
-             SELECT n.* FROM incoming n
-               LEFT JOIN raw.{t} cur ON cur.realm_id = $4 AND cur.id = n.id
-              WHERE cur.id IS NULL
-                 OR n.sync > qbo._sync_token(cur.payload)
-                 OR (n.sync = qbo._sync_token(cur.payload) AND n.payload IS DISTINCT FROM cur.payload)),
-         written AS (
-             INSERT INTO raw.{t} AS r (realm_id, id, payload, ingested_at_utc, extract_window_start_utc,
-                                      extract_window_end_utc, page_number, page_size, request_payload)
-             SELECT $4, c.id, c.payload, now(), $5, $6, $7, $8, $9::jsonb FROM changed c ORDER BY c.id
-             ON CONFLICT (realm_id, id) DO UPDATE
-                SET payload = EXCLUDED.payload, ingested_at_utc = EXCLUDED.ingested_at_utc,
-                    extract_window_start_utc = EXCLUDED.extract_window_start_utc,
-                    extract_window_end_utc = EXCLUDED.extract_window_end_utc,
-                    page_number = EXCLUDED.page_number, page_size = EXCLUDED.page_size,
-                    request_payload = EXCLUDED.request_payload
-              WHERE qbo._sync_token(EXCLUDED.payload) > qbo._sync_token(r.payload)
-                 OR (qbo._sync_token(EXCLUDED.payload) = qbo._sync_token(r.payload)
-                     AND EXCLUDED.payload IS DISTINCT FROM r.payload)
-             RETURNING (xmax = 0) AS inserted)
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
-    );
+    let sql = upsert_sql(entity.table);
     Spi::connect_mut(|c| -> SpiResult<UpsertCounts> {
         c.update(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
@@ -301,6 +275,40 @@ pub fn upsert_page(
         })
     })
     .map_err(|e| e.to_string())
+}
+
+/// The upsert of one page into `raw.<table>`: `$1` Ids, `$2` payload texts, `$3` SyncTokens,
+/// `$4` realm, `$5`/`$6` window, `$7` page number, `$8` page size, `$9` request payload; returns
+/// (inserted, updated).
+pub fn upsert_sql(t: &str) -> String {
+    format!(
+        "WITH incoming AS (
+             SELECT i.id, i.payload::jsonb AS payload, i.sync
+               FROM unnest($1::text[], $2::text[], $3::int8[]) AS i(id, payload, sync)),
+         changed AS (
+             -- a scalar subquery, not a join: always one primary-key probe per incoming row,
+             -- whatever the table's statistics say (a join planned on a freshly truncated or
+             -- never-analyzed table hashed the whole table for every page)
+             SELECT n.* FROM incoming n
+              WHERE (SELECT NOT (qbo._sync_token(cur.payload) > n.sync
+                                 OR (qbo._sync_token(cur.payload) = n.sync AND cur.payload = n.payload))
+                       FROM raw.{t} cur WHERE cur.realm_id = $4 AND cur.id = n.id) IS NOT FALSE),
+         written AS (
+             INSERT INTO raw.{t} AS r (realm_id, id, payload, ingested_at_utc, extract_window_start_utc,
+                                      extract_window_end_utc, page_number, page_size, request_payload)
+             SELECT $4, c.id, c.payload, now(), $5, $6, $7, $8, $9::jsonb FROM changed c ORDER BY c.id
+             ON CONFLICT (realm_id, id) DO UPDATE
+                SET payload = EXCLUDED.payload, ingested_at_utc = EXCLUDED.ingested_at_utc,
+                    extract_window_start_utc = EXCLUDED.extract_window_start_utc,
+                    extract_window_end_utc = EXCLUDED.extract_window_end_utc,
+                    page_number = EXCLUDED.page_number, page_size = EXCLUDED.page_size,
+                    request_payload = EXCLUDED.request_payload
+              WHERE qbo._sync_token(EXCLUDED.payload) > qbo._sync_token(r.payload)
+                 OR (qbo._sync_token(EXCLUDED.payload) = qbo._sync_token(r.payload)
+                     AND EXCLUDED.payload IS DISTINCT FROM r.payload)
+             RETURNING (xmax = 0) AS inserted)
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+    )
 }
 
 /// A registered connection with its secrets (never Debug-printed).

@@ -1,0 +1,504 @@
+#!/usr/bin/env bash
+# pg_qbo throughput benchmark. A benchmark, not a test: it prints figures and asserts no goal, but
+# it fails loudly (non-zero exit) when something did not run: a run that did not succeed, or a
+# table that does not end with exactly the emulator's ground-truth row count.
+#
+#   bash bench/throughput.sh [b1|b2|b3|b4|all]        (default all)
+#
+# Everything runs on a throw-away cluster (TPUT_DIR=/tmp/pg_qbo_tput, TPUT_PORT=54394;
+# shared_buffers 512MB, min/max_wal_size 4GB/8GB, checkpoint_timeout 30min) against local
+# qbo-emulator processes. The comparisons of each part run side by side in one invocation, so
+# their ratios mean something on a noisy machine; absolute figures do not travel across days.
+#
+# B1  zero latency, INVOICES invoices (default 100000), throttling off. Three contenders, each
+#     into its own EMPTY table of identical shape (LIKE raw.qb_invoices INCLUDING ALL), each after
+#     a CHECKPOINT (and once autovacuum is idle):
+#       (a) pg_qbo: CALL qbo.run_backfill('Invoice', '2025-01-01Z', '2025-09-11Z', 30, 1000)
+#       (b) bench/reference_loop.py: what a typical Mage/Singer pipeline does (refresh grant,
+#           30-day windows paged with STARTPOSITION/MAXRESULTS 1000, one execute_values upsert
+#           with pg_qbo's ON CONFLICT ... WHERE SyncToken semantics and one commit per page)
+#       (c) the COPY floor: the same rows (exported beforehand, untimed) in one COPY ... FROM
+#     Before them, an untimed warm-up pg_qbo load then TRUNCATE: a fresh cluster is slow on its
+#     first GBs of WAL (segment creation) and the emulator renders each payload on first read.
+#     Goals: pg_qbo >= 2x the Python loop's rows/s; pg_qbo time / COPY time <= 1.25.
+# B4  right after B1's pg_qbo load, the same CALL again (every row unchanged: all skipped), then
+#     once more after VACUUM (ANALYZE); the Python loop re-run for comparison.
+#     Goal: the immediate re-run is not slower than the first load.
+# B2  realistic latency: an emulator with --latency-ms 100 --latency-per-row-us 1400 (a 1000-row
+#     page takes 1.5 s), --rate-limit 500 --max-concurrent 10, B2_INVOICES (default 200000)
+#     invoices. pg_qbo with default settings over the whole range, then the sequential pager
+#     (SET qbo.max_in_flight = 1, when the build has that setting) over the first window holding
+#     about B2_SEQ_PAGES (default 40) pages. A fresh emulator (clean log and rate window) and an
+#     empty raw table per run. Prints data pages, pages/min, API requests/min, 429s (must be 0)
+#     and pages/min as a % of the ceiling min(500, 60 x 10 / 1.5 s) = 400 pages/min.
+#     Goal: pg_qbo's default run >= 90 % of the ceiling.
+# B3  memory: the peak private (Anonymous, /proc/PID/smaps_rollup) memory above idle of the
+#     backend doing the CALL, sampled every 50 ms, for B3_SIZES (default 10000 100000 1000000)
+#     invoices (an emulator per size, payload cache warmed; 1M takes the emulator ~1.9 GB RAM).
+#     Goal: flat in the number of records.
+#
+# Every CALL (and the COPY) is timed by psql's \timing; the Python loop times itself (token request
+# to last commit). For each contender the backend doing the work is sampled every 50 ms: private
+# memory (peak above idle; for the CALL, idle = after LOAD 'pg_qbo', just before the CALL) and CPU
+# time (/proc/PID/stat, all threads); B1/B4 also print the Python process's and the emulator's CPU,
+# which shows where the time goes.
+#
+# Environment: SKIP_INSTALL=1 uses the installed extension as is (otherwise: scripts/setup.sh,
+# cargo pgrx install --release); KEEP=1 leaves the cluster directory behind; INVOICES, B2_INVOICES,
+# B2_SEQ_PAGES, B3_SIZES as above; PY_ORDER=id|lastupdated (reference loop paging order, see
+# bench/reference_loop.py: lastupdated loses rows in seconds holding more than a page, so B1 then
+# fails its row-count check).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PARTS=${1:-all}
+case "$PARTS" in b1|b2|b3|b4|all) ;; *) echo "usage: bash bench/throughput.sh [b1|b2|b3|b4|all]" >&2; exit 2 ;; esac
+want() { [ "$PARTS" = all ] || [ "$PARTS" = "$1" ]; }
+
+INVOICES=${INVOICES:-100000}
+B2_INVOICES=${B2_INVOICES:-200000}
+B2_SEQ_PAGES=${B2_SEQ_PAGES:-40}
+B3_SIZES=${B3_SIZES:-"10000 100000 1000000"}
+PY_ORDER=${PY_ORDER:-id}
+DIR=${TPUT_DIR:-/tmp/pg_qbo_tput}
+PORT=${TPUT_PORT:-54394}
+REALM=9341452000000001
+ENTITY=Invoice
+START=2025-01-01Z
+END=2025-09-11Z
+CHUNK=30
+PAGE=1000
+B2_LATENCY_MS=100
+B2_PER_ROW_US=1400
+B2_RATE=500
+B2_CONC=10
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+VENV=target/bench-venv
+PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres)
+export PGOPTIONS="-c client_min_messages=warning"
+DSN="host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
+
+note() { echo "[$(date +%T)] $*" >&2; }          # progress, on stderr
+die() { echo "throughput.sh: FAILED: $*" >&2; exit 1; }
+sql() { "${PSQL[@]}" -At -c "$1"; }              # one statement, unaligned output
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }      # calc FORMAT EXPR
+
+# ---------------------------------------------------------------------------------------------
+# Build, install, cluster, cleanup
+# ---------------------------------------------------------------------------------------------
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  bash scripts/setup.sh >/dev/null
+  cargo build --release -q -p qbo-emulator
+  cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
+elif [ ! -x target/release/qbo-emulator ]; then
+  cargo build --release -q -p qbo-emulator
+fi
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -r bench/requirements.txt
+PY="$VENV/bin/python"
+
+EMU_PIDS=()
+JOB_PIDS=()
+cleanup() {
+  local p
+  for p in "${JOB_PIDS[@]}" "${EMU_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${EMU_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  bash scripts/cluster.sh stop "$DIR" || true
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$DIR"
+}
+bash scripts/cluster.sh stop "$DIR" || true
+rm -rf "$DIR"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# The port lies in the kernel's ephemeral range: a client connection of another process may hold it
+# for a moment (bind then fails with "Address already in use"), so try a few times.
+for try in 1 2 3 4 5 6 7 8 9 10; do
+  bash scripts/cluster.sh start "$DIR" "$PORT" "shared_buffers = '512MB'" "max_wal_size = '8GB'" \
+    "min_wal_size = '4GB'" "checkpoint_timeout = '30min'" 2>/dev/null && break
+  [ "$try" = 10 ] && { tail -5 "$DIR/server.log" >&2; die "cannot start the cluster on port $PORT"; }
+  note "cluster did not start on port $PORT (in use?), retrying"
+  sleep 2
+done
+sql "CREATE EXTENSION pg_qbo" >/dev/null
+sql "CREATE SCHEMA bench" >/dev/null
+# Does this build have the pipelined pager's settings? (The sequential build does not.)
+HAS_IN_FLIGHT=$("${PSQL[@]}" -At -c "LOAD 'pg_qbo'" -c "SELECT count(*) FROM pg_settings WHERE name = 'qbo.max_in_flight'")
+SO=$($PG_CONFIG --pkglibdir)/pg_qbo.so
+note "pg_qbo $(sql "SELECT extversion FROM pg_extension WHERE extname = 'pg_qbo'"), $SO built $(date -r "$SO" '+%F %T'); qbo.max_in_flight: $([ "$HAS_IN_FLIGHT" = 1 ] && echo "$(sql "LOAD 'pg_qbo'; SHOW qbo.max_in_flight" 2>/dev/null || echo present)" || echo 'absent (sequential pager)')"
+
+# ---------------------------------------------------------------------------------------------
+# Helpers: emulator, connection, timed CALL with memory sampling, quiet point
+# ---------------------------------------------------------------------------------------------
+EMU_URL=""
+EMU_PID=""
+# start_emulator ARGS...: a fresh emulator serving one realm; sets EMU_URL and EMU_PID.
+start_emulator() {
+  local out="$DIR/emu.${#EMU_PIDS[@]}.out"
+  target/release/qbo-emulator --listen 127.0.0.1:0 --realm "$REALM" "$@" > "$out" 2> "$out.err" &
+  EMU_PID=$!
+  EMU_PIDS+=("$EMU_PID")
+  for _ in $(seq 1 600); do
+    grep -q '^listening on ' "$out" && break
+    kill -0 "$EMU_PID" 2>/dev/null || die "emulator did not start: $(cat "$out.err")"
+    sleep 0.1
+  done
+  EMU_URL=$(sed -n 's/^listening on //p' "$out")
+  [ -n "$EMU_URL" ] || die "emulator did not print its address"
+}
+stop_emulator() { kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; }
+emu_get() { curl -sf "$EMU_URL/__emulator/$1"; }
+truth_count() { emu_get "truth/$REALM/$ENTITY" | jq length; }
+
+# register_connection: points pg_qbo at the current emulator (new sessions) and (re)registers the
+# 'default' connection with its initial refresh token (clears any cached access token).
+register_connection() {
+  sql "ALTER DATABASE postgres SET qbo.api_base_url = '$EMU_URL'" >/dev/null
+  sql "ALTER DATABASE postgres SET qbo.token_url = '$EMU_URL/oauth2/v1/tokens/bearer'" >/dev/null
+  printf '{"realm_id":"%s","client_id":"emu-client-id","client_secret":"emu-client-secret","refresh_token":"emu-refresh-token-0","environment":"sandbox"}' \
+    "$REALM" > "$DIR/creds.json"
+  chown postgres "$DIR/creds.json"
+  sql "SELECT qbo.connect_from_file('$DIR/creds.json')" >/dev/null
+}
+
+# Private (anonymous) memory of a backend in kB: what it allocates itself, not the shared buffers
+# it touches (RSS would count those). A bash read loop: no fork per sample.
+anon_kb() {
+  local k v _
+  while read -r k v _; do
+    [ "$k" = Anonymous: ] && { echo "$v"; return; }
+  done 2>/dev/null < "/proc/$1/smaps_rollup"
+  echo 0
+}
+# CPU time (user + system, all threads) of a process, in clock ticks.
+cpu_ticks() {
+  local f
+  read -r -a f 2>/dev/null < "/proc/$1/stat" || { echo 0; return; }
+  echo $(( f[13] + f[14] ))
+}
+TICK=$(getconf CLK_TCK)
+
+# sample_backend APP JOB [QUERY_PREFIX [PROGRESS_SQL]]: finds the backend of application_name APP
+# (running a query starting with QUERY_PREFIX, if given), takes its private memory then as idle, and
+# samples it every 50 ms until the client process JOB ends, with the backend's and the emulator's
+# CPU. About once a minute it notes the answer of PROGRESS_SQL, if given.
+# Sets S_IDLE_MB S_PEAK_MB (peak above idle) S_CPU (backend CPU s) S_EMU_CPU (emulator CPU s).
+sample_backend() {
+  local app=$1 job=$2 prefix=${3:-} progress_sql=${4:-} pid="" idle peak=0 cur cpu0 cpu=0 emu0
+  emu0=$(cpu_ticks "$EMU_PID")
+  for _ in $(seq 1 1000); do
+    pid=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = '$app' AND query LIKE '$prefix%'")
+    [ -n "$pid" ] && break
+    kill -0 "$job" 2>/dev/null || break
+    sleep 0.01
+  done
+  [ -n "$pid" ] || { S_IDLE_MB=?; S_PEAK_MB=?; S_CPU=?; S_EMU_CPU=?; return 1; }
+  idle=$(anon_kb "$pid")
+  cpu0=$(cpu_ticks "$pid")
+  local n=0
+  while kill -0 "$job" 2>/dev/null; do
+    cur=$(anon_kb "$pid"); [ "${cur:-0}" -gt "$peak" ] && peak=$cur
+    cur=$(cpu_ticks "$pid"); [ "$cur" -gt 0 ] && cpu=$cur   # the last value seen before it exits
+    n=$((n + 1))
+    if [ -n "$progress_sql" ] && [ $((n % 1000)) = 0 ]; then   # about once a minute
+      note "  ... still running: $(sql "$progress_sql" 2>/dev/null || true)"
+    fi
+    sleep 0.05
+  done
+  S_IDLE_MB=$(calc %.1f "$idle / 1024")
+  S_PEAK_MB=$(calc %.1f "($peak > $idle ? $peak - $idle : 0) / 1024")
+  S_CPU=$(calc %.1f "($cpu > $cpu0 ? $cpu - $cpu0 : 0) / $TICK")
+  S_EMU_CPU=$(calc %.1f "($(cpu_ticks "$EMU_PID") - $emu0) / $TICK")
+}
+
+# run_call WINDOW_END [SQL...]: CALL qbo.run_backfill over [START, WINDOW_END) in a fresh session
+# (the SQL statements run first, e.g. SET qbo.max_in_flight = 1), timed by psql's \timing, the
+# backend sampled by sample_backend (idle = after LOAD 'pg_qbo', during a 0.3 s sleep). Sets R_SECS
+# R_IDLE_MB R_PEAK_MB R_CPU R_EMU_CPU R_RUN R_ROWS R_INS R_UPD R_SKP R_PAGES. Dies unless the run
+# succeeded.
+run_call() {
+  local wend=$1; shift
+  local app="pg_qbo_tput_$$" out="$DIR/call.out" s before job
+  local args=(-c '\timing on' -c "SET client_min_messages = warning" -c "LOAD 'pg_qbo'")
+  for s in "$@"; do args+=(-c "$s"); done
+  args+=(-c "SELECT pg_sleep(0.3)" -c "CALL qbo.run_backfill('$ENTITY', '$START', '$wend', $CHUNK, $PAGE)")
+  before=$(sql "SELECT coalesce(max(run_id), 0) FROM qbo.runs")
+  PGAPPNAME=$app "${PSQL[@]}" -At "${args[@]}" > "$out" 2>&1 &
+  job=$!
+  JOB_PIDS+=("$job")
+  sample_backend "$app" "$job" "SELECT pg_sleep" \
+    "SELECT format('%s rows, %s pages so far', coalesce(sum(rows), 0), coalesce(sum(pages), 0)) FROM qbo.run_chunks WHERE run_id = (SELECT max(run_id) FROM qbo.runs)" \
+    || { wait "$job" || true; cat "$out" >&2; die "the CALL's backend was not seen"; }
+  if ! wait "$job"; then cat "$out" >&2; die "CALL qbo.run_backfill failed"; fi
+  R_SECS=$(awk '/^Time:/ { t = $2 } END { printf "%.3f", t / 1000 }' "$out")
+  R_IDLE_MB=$S_IDLE_MB R_PEAK_MB=$S_PEAK_MB R_CPU=$S_CPU R_EMU_CPU=$S_EMU_CPU
+  R_RUN=$(sql "SELECT max(run_id) FROM qbo.runs")
+  [ "$R_RUN" -gt "$before" ] || die "no new run in qbo.runs"
+  local status
+  status=$(sql "SELECT status FROM qbo.runs WHERE run_id = $R_RUN")
+  [ "$status" = succeeded ] || die "run $R_RUN ended $status: $(sql "SELECT error FROM qbo.runs WHERE run_id = $R_RUN")"
+  read -r R_ROWS R_INS R_UPD R_SKP R_PAGES <<<"$(sql "SELECT sum(rows), sum(inserted), sum(updated), sum(skipped), sum(pages) FROM qbo.run_chunks WHERE run_id = $R_RUN" | tr '|' ' ')"
+}
+
+# run_python TABLE: the reference loop into TABLE, its backend sampled like the CALL's. Sets
+# P_SECS P_ROWS P_INS P_UPD P_SKP P_PAGES P_PYCPU (the Python process's own CPU s) P_PEAK_MB P_CPU
+# P_EMU_CPU.
+run_python() {
+  local app="pg_qbo_tput_py_$$" out="$DIR/py.out" job
+  "$PY" bench/reference_loop.py --url "$EMU_URL" --realm "$REALM" --dsn "$DSN application_name=$app" \
+    --table "$1" --entity "$ENTITY" --start "$START" --end "$END" --chunk-days "$CHUNK" \
+    --page-size "$PAGE" --order "$PY_ORDER" > "$out" 2> "$out.err" &
+  job=$!
+  JOB_PIDS+=("$job")
+  sample_backend "$app" "$job" || true
+  wait "$job" || { cat "$out.err" >&2; die "reference loop failed"; }
+  read -r P_SECS P_ROWS P_INS P_UPD P_SKP P_PAGES P_PYCPU <<<"$(jq -r '"\(.seconds) \(.rows) \(.inserted) \(.updated) \(.skipped) \(.pages) \(.cpu_seconds)"' "$out")"
+  P_PEAK_MB=$S_PEAK_MB P_CPU=$S_CPU P_EMU_CPU=$S_EMU_CPU
+}
+
+# quiesce: wait until no autovacuum worker runs (at most 5 min), then CHECKPOINT: each timed run
+# starts from the same quiet state. Prints nothing.
+quiesce() {
+  for _ in $(seq 1 600); do
+    [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
+    sleep 0.5
+  done
+  sql "CHECKPOINT"
+}
+
+# check_count TABLE EXPECTED: dies unless the table holds exactly EXPECTED rows.
+check_count() {
+  local n
+  n=$(sql "SELECT count(*) FROM $1")
+  [ "$n" = "$2" ] || die "$1 holds $n rows, the emulator's truth says $2"
+}
+raw_table() { sql "SELECT to_regclass('raw.qb_invoices') IS NOT NULL"; }
+rps() { calc %.0f "$1 / $2"; }
+
+# ---------------------------------------------------------------------------------------------
+# B1 + B4: zero-latency load (pg_qbo, Python loop, COPY floor) and the unchanged re-runs
+# ---------------------------------------------------------------------------------------------
+part_b1_b4() {
+  local do_b1=$1 do_b4=$2
+  note "B1/B4: emulator with $INVOICES invoices, throttling off, no latency"
+  start_emulator --records "$ENTITY=$INVOICES" --rate-limit 100000000 --max-concurrent 1000
+  register_connection
+  local truth
+  truth=$(truth_count)
+  [ "$truth" -gt 0 ] || die "emulator truth is empty"
+  local load0
+  load0=$(cut -d' ' -f1 /proc/loadavg)
+
+  note "warm-up (untimed): one pg_qbo load, then TRUNCATE"
+  if [ "$(raw_table)" = t ]; then sql "TRUNCATE raw.qb_invoices"; fi
+  run_call "$END"
+  local warm_secs=$R_SECS
+  check_count raw.qb_invoices "$truth"
+  if [ "$do_b1" = 1 ]; then   # the COPY floor's input: the very rows pg_qbo wrote (untimed)
+    sql "COPY (SELECT realm_id, id, payload, extract_window_start_utc, extract_window_end_utc, page_number, page_size, request_payload FROM raw.qb_invoices) TO '$DIR/invoices.copy'"
+  fi
+  sql "TRUNCATE raw.qb_invoices"
+  sql "DROP TABLE IF EXISTS bench.py_invoices, bench.copy_invoices"
+  sql "CREATE TABLE bench.py_invoices (LIKE raw.qb_invoices INCLUDING ALL)"
+  sql "CREATE TABLE bench.copy_invoices (LIKE raw.qb_invoices INCLUDING ALL)"
+
+  # one result line: LABEL ROWS SECS PAGES BACKEND_CPU CLIENT_CPU EMU_CPU PEAK_MB [NOTE]
+  local fmt='%-40s %8s %8s %8s %6s %8s %8s %8s %9s  %s\n'
+  local head
+  head=$(printf "$fmt" "" rows seconds rows/s pages "be cpu s" "cl cpu s" "emu cpu" "be mem MB" "")
+  line() { printf "$fmt" "$1" "$2" "$3" "$(rps "$2" "$3")" "$4" "$5" "$6" "$7" "$8" "${9:-}"; }
+  local L_A L_R1 L_R2 L_B L_BR L_C a_secs r1_secs="" b_secs c_secs=""
+
+  note "(a) pg_qbo load"
+  quiesce
+  run_call "$END"
+  check_count raw.qb_invoices "$truth"
+  [ "$R_INS" = "$truth" ] || die "pg_qbo load inserted $R_INS rows, expected $truth"
+  a_secs=$R_SECS
+  L_A=$(line "(a) pg_qbo CALL qbo.run_backfill" "$R_ROWS" "$R_SECS" "$R_PAGES" "$R_CPU" - "$R_EMU_CPU" "$R_PEAK_MB" "$R_INS inserted")
+  if [ "$do_b4" = 1 ]; then
+    note "B4: pg_qbo re-run right after the load (CHECKPOINT only)"
+    sql "CHECKPOINT"
+    run_call "$END"
+    check_count raw.qb_invoices "$truth"
+    [ "$R_INS" = 0 ] && [ "$R_UPD" = 0 ] || die "re-run wrote rows ($R_INS inserted, $R_UPD updated)"
+    r1_secs=$R_SECS
+    L_R1=$(line "pg_qbo re-run right after" "$R_ROWS" "$R_SECS" "$R_PAGES" "$R_CPU" - "$R_EMU_CPU" "$R_PEAK_MB" "$R_SKP skipped")
+    note "B4: pg_qbo re-run after VACUUM (ANALYZE)"
+    sql "VACUUM (ANALYZE) raw.qb_invoices"
+    quiesce
+    run_call "$END"
+    [ "$R_INS" = 0 ] && [ "$R_UPD" = 0 ] || die "re-run wrote rows ($R_INS inserted, $R_UPD updated)"
+    L_R2=$(line "pg_qbo re-run after VACUUM (ANALYZE)" "$R_ROWS" "$R_SECS" "$R_PAGES" "$R_CPU" - "$R_EMU_CPU" "$R_PEAK_MB" "$R_SKP skipped")
+  fi
+
+  note "(b) Python reference loop"
+  quiesce
+  run_python bench.py_invoices
+  check_count bench.py_invoices "$truth"
+  [ "$P_INS" = "$truth" ] || die "Python loop inserted $P_INS rows, expected $truth"
+  b_secs=$P_SECS
+  L_B=$(line "(b) Python reference loop" "$P_ROWS" "$P_SECS" "$P_PAGES" "$P_CPU" "$P_PYCPU" "$P_EMU_CPU" "$P_PEAK_MB" "$P_INS inserted; ORDERBY $PY_ORDER")
+  if [ "$do_b4" = 1 ]; then
+    note "B4: Python loop re-run right after its load (CHECKPOINT only)"
+    sql "CHECKPOINT"
+    run_python bench.py_invoices
+    check_count bench.py_invoices "$truth"
+    L_BR=$(line "Python loop re-run right after" "$P_ROWS" "$P_SECS" "$P_PAGES" "$P_CPU" "$P_PYCPU" "$P_EMU_CPU" "$P_PEAK_MB" "$P_SKP skipped")
+  fi
+
+  if [ "$do_b1" = 1 ]; then
+    note "(c) COPY floor"
+    quiesce
+    local app="pg_qbo_tput_copy_$$" job
+    PGAPPNAME=$app "${PSQL[@]}" -At -c '\timing on' -c "SELECT pg_sleep(0.3)" \
+      -c "COPY bench.copy_invoices (realm_id, id, payload, extract_window_start_utc, extract_window_end_utc, page_number, page_size, request_payload) FROM '$DIR/invoices.copy'" \
+      > "$DIR/copy.out" 2>&1 &
+    job=$!
+    JOB_PIDS+=("$job")
+    sample_backend "$app" "$job" "SELECT pg_sleep" || true
+    wait "$job" || { cat "$DIR/copy.out" >&2; die "COPY failed"; }
+    c_secs=$(awk '/^Time:/ { t = $2 } END { printf "%.3f", t / 1000 }' "$DIR/copy.out")
+    check_count bench.copy_invoices "$truth"
+    L_C=$(line "(c) COPY floor: one COPY ... FROM" "$truth" "$c_secs" - "$S_CPU" - - "$S_PEAK_MB" "$(( $(stat -c %s "$DIR/invoices.copy") / 1048576 )) MB file")
+  fi
+  stop_emulator
+  local load1
+  load1=$(cut -d' ' -f1 /proc/loadavg)
+
+  echo
+  echo "(be cpu s: CPU of the Postgres backend doing the work; cl cpu s: of the Python process; emu cpu: of the emulator;"
+  echo " be mem MB: the backend's peak private memory above idle; 1-min load average $load0 before, $load1 after)"
+  if [ "$do_b1" = 1 ]; then
+    echo
+    echo "=== B1: zero-latency load of $truth invoices (chunk $CHUNK days, page $PAGE; $(nproc) cores) ==="
+    echo "warm-up done first, untimed: one pg_qbo load ($warm_secs s) then TRUNCATE (WAL segments, emulator payload cache)"
+    echo "each contender into its own empty identical table, after CHECKPOINT (autovacuum idle)"
+    echo "$head"
+    echo "$L_A"; echo "$L_B"; echo "$L_C"
+    echo "pg_qbo speed / Python speed: $(calc %.2f "$b_secs / $a_secs")x   (goal >= 2x)"
+    echo "pg_qbo time / COPY time:     $(calc %.2f "$a_secs / $c_secs")    (goal <= 1.25)"
+    echo "raw.qb_invoices, bench.py_invoices, bench.copy_invoices: each exactly $truth rows (emulator truth)"
+  fi
+  if [ "$do_b4" = 1 ]; then
+    echo
+    echo "=== B4: re-run over unchanged data ($truth invoices, every row skipped) ==="
+    echo "$head"
+    echo "$L_A"; echo "$L_R1"; echo "$L_R2"; echo "$L_B"; echo "$L_BR"
+    echo "pg_qbo re-run time / first load time: $(calc %.2f "$r1_secs / $a_secs")   (goal <= 1: not slower)"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# B2: realistic latency and Intuit's throttling
+# ---------------------------------------------------------------------------------------------
+# emu_summary: counts of the current emulator's request log (a fresh emulator per run):
+# "total data_pages count_queries token 429s max_concurrent_seen"
+emu_summary() {
+  local log stats
+  log=$(emu_get "requests?since=0")
+  stats=$(emu_get stats)
+  echo "$(jq -r '[length,
+      ([.[] | select(.endpoint == "query" and .status == 200 and ((.query // "") | test("count\\(\\*\\)"; "i") | not))] | length),
+      ([.[] | select(.endpoint == "query" and ((.query // "") | test("count\\(\\*\\)"; "i")))] | length),
+      ([.[] | select(.endpoint == "token")] | length),
+      ([.[] | select(.status == 429)] | length)] | map(tostring) | join(" ")' <<<"$log") $(jq -r .max_concurrent_seen <<<"$stats")"
+}
+
+part_b2() {
+  local emu_args=(--records "$ENTITY=$B2_INVOICES" --latency-ms "$B2_LATENCY_MS" --latency-per-row-us "$B2_PER_ROW_US"
+                  --rate-limit "$B2_RATE" --max-concurrent "$B2_CONC")
+  local page_s ceiling
+  page_s=$(calc %.3f "($B2_LATENCY_MS + $B2_PER_ROW_US * $PAGE / 1000) / 1000")
+  ceiling=$(calc %.0f "(60 * $B2_CONC / $page_s < $B2_RATE) ? 60 * $B2_CONC / $page_s : $B2_RATE")
+  local lines=() label wend extra truth tot data cnt tok t429 conc pm rpm def_pm def_429 seq_pm
+
+  for which in default sequential; do
+    start_emulator "${emu_args[@]}"
+    register_connection
+    if [ "$which" = default ]; then
+      wend=$END; extra=()
+      truth=$(truth_count)
+      label="pg_qbo, default settings"
+    else
+      # the first UTC day boundary after the (B2_SEQ_PAGES x PAGE)-th record: ~B2_SEQ_PAGES pages
+      read -r wend truth <<<"$(emu_get "truth/$REALM/$ENTITY" | "$PY" -c "
+import json, sys, datetime as dt
+lut = sorted(dt.datetime.fromisoformat(r['LastUpdatedTime']).astimezone(dt.timezone.utc) for r in json.load(sys.stdin))
+n = $B2_SEQ_PAGES * $PAGE
+if n >= len(lut):
+    print('$END', len(lut))
+else:
+    end = dt.datetime.combine(lut[n - 1].date() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    print(end.strftime('%Y-%m-%dZ'), sum(1 for t in lut if t < end))")"
+      if [ "$HAS_IN_FLIGHT" = 1 ]; then
+        extra=("SET qbo.max_in_flight = 1"); label="pg_qbo, SET qbo.max_in_flight = 1"
+      else
+        extra=(); label="pg_qbo, this build (sequential pager)"
+      fi
+    fi
+    note "B2: $label over [$START, $wend): $truth invoices, latency $B2_LATENCY_MS ms + $B2_PER_ROW_US us/row"
+    if [ "$(raw_table)" = t ]; then sql "TRUNCATE raw.qb_invoices"; fi
+    quiesce
+    run_call "$wend" "${extra[@]}"
+    check_count raw.qb_invoices "$truth"
+    read -r tot data cnt tok t429 conc <<<"$(emu_summary)"
+    stop_emulator
+    pm=$(calc %.1f "$data * 60 / $R_SECS")
+    rpm=$(calc %.1f "$tot * 60 / $R_SECS")
+    if [ "$which" = default ]; then def_pm=$pm def_429=$t429; else seq_pm=$pm; fi
+    lines+=("$(printf '%-36s %-11s %7s %8s %6s %6s %5s %9s %8s %4s %4s %7s %8s' "$label" "$wend" "$truth" "$R_SECS" "$data" "$cnt" "$tot" "$pm" "$rpm" "$t429" "$conc" \
+      "$(calc %.1f "100 * $pm / $ceiling")%" "$(calc %.1f "100 * $truth * 60 / $R_SECS / ($ceiling * $PAGE)")%")")
+  done
+  echo
+  echo "=== B2: latency $B2_LATENCY_MS ms + $B2_PER_ROW_US us/row (a $PAGE-row page: $page_s s), rate limit $B2_RATE/min, $B2_CONC in flight; $B2_INVOICES invoices ==="
+  echo "ceiling: min($B2_RATE, 60 x $B2_CONC / $page_s) = $ceiling data pages/min; goal: pg_qbo default >= 90 % of it, 0 x 429"
+  echo "pages: data pages answered 200 (short ones included); counts: count(*) queries; reqs: every API request in the"
+  echo "emulator's log (data, counts, token, any 429); conc: most requests in flight at once; % ceil: pages/min / $ceiling;"
+  echo "rows %: rows/min / ($ceiling x $PAGE), the same ceiling in rows (a short page costs less than 1.5 s). A fresh emulator per run."
+  printf '%-36s %-11s %7s %8s %6s %6s %5s %9s %8s %4s %4s %7s %8s\n' run "window end" rows seconds pages counts reqs pages/min reqs/min 429s conc "% ceil" "rows %"
+  printf '%s\n' "${lines[@]}"
+  echo "pg_qbo default: $(calc %.1f "100 * $def_pm / $ceiling") % of the ceiling (goal >= 90 %), $(calc %.2f "$def_pm / $seq_pm")x the sequential pager's pages/min"
+  [ "$def_429" = 0 ] || echo "WARNING: pg_qbo's default run received $def_429 x 429 (it must receive none)"
+  [ "$HAS_IN_FLIGHT" = 1 ] || echo "note: this build has no qbo.max_in_flight: both runs use its sequential pager"
+}
+
+# ---------------------------------------------------------------------------------------------
+# B3: backend private memory against the number of records
+# ---------------------------------------------------------------------------------------------
+part_b3() {
+  local lines=() n truth
+  for n in $B3_SIZES; do
+    note "B3: emulator with $n invoices; warming its payload cache (untimed)"
+    start_emulator --records "$ENTITY=$n" --rate-limit 100000000 --max-concurrent 1000
+    register_connection
+    truth=$(truth_count)
+    "$PY" bench/reference_loop.py --fetch-only --url "$EMU_URL" --realm "$REALM" --entity "$ENTITY" \
+      --start "$START" --end "$END" --chunk-days "$CHUNK" --page-size "$PAGE" >/dev/null 2>&1 || die "warming the emulator failed"
+    if [ "$(raw_table)" = t ]; then sql "TRUNCATE raw.qb_invoices"; fi
+    quiesce
+    note "B3: pg_qbo load of $truth invoices"
+    run_call "$END"
+    check_count raw.qb_invoices "$truth"
+    stop_emulator
+    note "B3: $truth invoices: $R_SECS s, $(rps "$R_ROWS" "$R_SECS") rows/s, peak $R_PEAK_MB MB above idle ($R_IDLE_MB MB)"
+    lines+=("$(printf '%10s %7s %9s %9s %9s %12s %14s' "$truth" "$R_PAGES" "$R_SECS" "$(rps "$R_ROWS" "$R_SECS")" "$R_CPU" "$R_IDLE_MB" "$R_PEAK_MB")")
+    sql "TRUNCATE raw.qb_invoices"
+  done
+  echo
+  echo "=== B3: peak private (Anonymous) memory of the backend doing the CALL, sampled every 50 ms (chunk $CHUNK, page $PAGE) ==="
+  printf '%10s %7s %9s %9s %9s %12s %14s\n' invoices pages seconds rows/s "be cpu s" "idle MB" "peak-idle MB"
+  printf '%s\n' "${lines[@]}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main, in one block: bash parses it whole before running it, so editing this file during a run
+# does not derail the run.
+{
+  echo "pg_qbo throughput benchmark ($PARTS): $(nproc) cores, $(psql --version | awk '{print $3}'), $(date '+%F %T')"
+  if want b1 || want b4; then
+    part_b1_b4 "$(want b1 && echo 1 || echo 0)" "$(want b4 && echo 1 || echo 0)"
+  fi
+  want b2 && part_b2
+  want b3 && part_b3
+  exit 0
+}
