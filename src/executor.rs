@@ -417,7 +417,7 @@ impl Exec<'_> {
             }
             // open chunks while fewer slices than requests allowed are open
             while !pending.is_empty()
-                && open.iter().map(|o| o.slices.open_slices()).sum::<usize>() < max_flight
+                && open.iter().map(|o| o.slices.open_slices()).sum::<usize>() < 2 * max_flight
             {
                 let row = pending.pop_front().expect("not empty");
                 if let Some(o) = self.open_chunk(row, split)? {
@@ -452,35 +452,40 @@ impl Exec<'_> {
                         k += 1;
                     }
                 }
-                for o in open.iter_mut() {
-                    if wants.len() >= room {
-                        break;
-                    }
+                // every open slice's next request, most urgent first (see ChunkSlices::priority)
+                let mut candidates: Vec<(u64, usize, u32, SliceRequest)> = Vec::new();
+                for (k, o) in open.iter_mut().enumerate() {
                     o.slices.set_live_edge(live_edge());
                     let reqs = o
                         .slices
-                        .wanted(room - wants.len())
+                        .wanted(usize::MAX)
                         .map_err(|e| self.context(o.row.chunk, 0, e))?;
                     for (slice, req) in reqs {
-                        let (purpose, query, start_position) = match req {
-                            SliceRequest::Count { query } => (Purpose::SliceCount, query, 0),
-                            SliceRequest::Pager(r) => match r.kind {
-                                RequestKind::SecondCount => (Purpose::PagerCount, r.query, 0),
-                                _ => (Purpose::Page, r.query, r.start_position),
-                            },
-                        };
-                        o.slices.set_busy(slice, true).map_err(qbo_err)?;
-                        wants.push(Want {
-                            chunk: o.row.chunk,
-                            slice,
-                            purpose,
-                            query,
-                            start_position,
-                            retries: 0,
-                            unauthorized: 0,
-                            due: None,
-                        });
+                        candidates.push((o.slices.priority(slice), k, slice, req));
                     }
+                }
+                candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                candidates.truncate(room - wants.len());
+                for (_, k, slice, req) in candidates {
+                    let o = &mut open[k];
+                    let (purpose, query, start_position) = match req {
+                        SliceRequest::Count { query } => (Purpose::SliceCount, query, 0),
+                        SliceRequest::Pager(r) => match r.kind {
+                            RequestKind::SecondCount => (Purpose::PagerCount, r.query, 0),
+                            _ => (Purpose::Page, r.query, r.start_position),
+                        },
+                    };
+                    o.slices.set_busy(slice, true).map_err(qbo_err)?;
+                    wants.push(Want {
+                        chunk: o.row.chunk,
+                        slice,
+                        purpose,
+                        query,
+                        start_position,
+                        retries: 0,
+                        unauthorized: 0,
+                        due: None,
+                    });
                 }
             }
             if !wants.is_empty() || self.limiter.has_finished() {
@@ -691,7 +696,10 @@ impl Exec<'_> {
                         p.accept(page.entity_records)
                     })
                     .map_err(|e| self.context(chunk, start_position, e))?;
-                let state = o.slices.page_fetched(want.slice).map_err(qbo_err)?;
+                let state = o
+                    .slices
+                    .page_fetched(want.slice, accepted.records.len())
+                    .map_err(qbo_err)?;
                 o.slices.set_busy(want.slice, false).map_err(qbo_err)?;
                 fetched.push_back(Fetched {
                     chunk,
@@ -897,8 +905,13 @@ fn to_page_rows(records: Vec<crate::pager::RawRecord>) -> PageRows {
     let mut records = records;
     records.sort_by(|a, b| a.id.cmp(&b.id));
     for r in records {
-        rows.payloads
-            .push(crate::jsonb::storable(r.json.get()).into_owned());
+        // the record's text moves into the row as is (no copy) unless it holds a \u0000
+        let text: Box<str> = r.json.into();
+        let payload = match crate::jsonb::storable(&text) {
+            std::borrow::Cow::Borrowed(_) => String::from(text),
+            std::borrow::Cow::Owned(fixed) => fixed,
+        };
+        rows.payloads.push(payload);
         rows.ids.push(r.id);
         rows.sync_tokens.push(r.sync_token);
     }

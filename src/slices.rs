@@ -59,6 +59,10 @@ pub struct Slice {
     committed_done: bool,
     /// Pages fetched and not yet written.
     unwritten: u32,
+    /// Records the slice held when counted (None: not counted).
+    expected: Option<u64>,
+    /// Records fetched so far.
+    fetched: u64,
 }
 
 impl Slice {
@@ -191,6 +195,8 @@ impl ChunkSlices {
                 committed,
                 committed_done,
                 unwritten: 0,
+                expected: None,
+                fetched: 0,
             });
         }
         if covered < end {
@@ -205,6 +211,8 @@ impl ChunkSlices {
                 committed: None,
                 committed_done: false,
                 unwritten: 0,
+                expected: None,
+                fetched: 0,
             });
         }
         Ok(cs)
@@ -307,6 +315,20 @@ impl ChunkSlices {
         Ok(out)
     }
 
+    /// How much a slice's next request matters for finishing early: a count first (it is cheap
+    /// and opens up work), then pages of the slices with the most records left (their chains of
+    /// sequential pages are the longest: started first, they do not trail at the end).
+    pub fn priority(&self, slice: u32) -> u64 {
+        match self.slices.iter().find(|s| s.id == slice) {
+            Some(s) => match (&s.work, s.expected) {
+                (Work::Count, _) => u64::MAX,
+                (_, Some(n)) => n.saturating_sub(s.fetched).max(1),
+                (_, None) => u64::from(self.page_size),
+            },
+            None => 0,
+        }
+    }
+
     /// Slices still needing requests (counted or being paged).
     pub fn open_slices(&self) -> usize {
         self.slices.iter().filter(|s| !s.complete()).count()
@@ -370,6 +392,8 @@ impl ChunkSlices {
                     committed: None,
                     committed_done: false,
                     unwritten: 0,
+                    expected: None,
+                    fetched: 0,
                 });
             }
             self.slices.splice(slice..=slice, new);
@@ -378,6 +402,7 @@ impl ChunkSlices {
         let pager = self.pager(start, end, None)?;
         let s = &mut self.slices[slice];
         s.work = Work::Page(Box::new(pager));
+        s.expected = Some(count);
         s.busy = false;
         Ok(())
     }
@@ -408,10 +433,15 @@ impl ChunkSlices {
 
     /// Call after feeding a page to a slice's pager: the page is now waiting to be written. Returns
     /// the pager state to save once it is written (see [`ChunkSlices::page_written`]).
-    pub fn page_fetched(&mut self, slice: u32) -> Result<Option<PagerState>, QboError> {
+    pub fn page_fetched(
+        &mut self,
+        slice: u32,
+        records: usize,
+    ) -> Result<Option<PagerState>, QboError> {
         let i = self.pos(slice)?;
         let s = &mut self.slices[i];
         s.unwritten += 1;
+        s.fetched += records as u64;
         Ok(match &s.work {
             Work::Page(p) => Some(p.state().clone()),
             _ => None,
@@ -535,6 +565,23 @@ mod tests {
     }
 
     #[test]
+    fn counts_come_first_then_the_slices_with_most_records_left() {
+        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, None).unwrap();
+        let id = cs.slices()[0].id;
+        cs.accept_slice_count(id, 9000, far()).unwrap();
+        let ids: Vec<u32> = cs.slices().iter().map(|s| s.id).collect();
+        assert_eq!(ids.len(), 3);
+        cs.accept_slice_count(ids[0], 1500, far()).unwrap();
+        cs.accept_slice_count(ids[1], 3900, far()).unwrap();
+        assert_eq!(cs.priority(ids[2]), u64::MAX, "a count first");
+        assert!(cs.priority(ids[1]) > cs.priority(ids[0]));
+        // fetching records lowers what is left
+        cs.page_fetched(ids[1], 3000).unwrap();
+        assert_eq!(cs.priority(ids[1]), 900);
+        assert!(cs.priority(ids[0]) > cs.priority(ids[1]));
+    }
+
+    #[test]
     fn an_empty_slice_at_the_live_edge_is_paged_not_skipped() {
         let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, None).unwrap();
         let id = cs.slices()[0].id;
@@ -573,7 +620,7 @@ mod tests {
         assert_eq!(r0.start_position, 1);
         let acc = cs.pager_mut(a).unwrap().accept(Vec::new()).unwrap();
         assert!(acc.done);
-        let st0 = cs.page_fetched(a).unwrap();
+        let st0 = cs.page_fetched(a, 0).unwrap();
         let saved_before = cs.saved();
         assert_eq!(saved_before["slices"][0]["done"], false);
         cs.page_written(a, st0).unwrap();

@@ -93,6 +93,11 @@ pub struct Cli {
     /// Extra latency per returned row, in microseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_per_row_us: u64,
+    /// Leave out the single-second bulk import (over 1000 records in one second) that tables of
+    /// more than 2000 records otherwise get: for benchmarks that measure throughput on evenly
+    /// spread data.
+    #[arg(long, default_value_t = false)]
+    pub no_big_burst: bool,
     /// Fault-injection spec (grammar above); empty = none.
     #[arg(long, default_value = "", value_parser = parse_faults)]
     pub faults: FaultSpec,
@@ -167,6 +172,7 @@ pub struct Config {
     pub access_token_ttl: u64,
     pub latency_ms: u64,
     pub latency_per_row_us: u64,
+    pub no_big_burst: bool,
     pub faults: FaultSpec,
     pub rate_limit: usize,
     pub max_concurrent: usize,
@@ -230,6 +236,7 @@ impl Cli {
             access_token_ttl: self.access_token_ttl,
             latency_ms: self.latency_ms,
             latency_per_row_us: self.latency_per_row_us,
+            no_big_burst: self.no_big_burst,
             faults: self.faults,
             rate_limit: self.rate_limit,
             max_concurrent: self.max_concurrent,

@@ -191,7 +191,11 @@ fn generate_table(cfg: &Config, realm: &str, entity: Entity, n: usize) -> Table 
         luts.push(first_day * 86_400); // the first UTC midnight of the range (usually `from`)
     }
     // The big bulk-import second (> 1000 records) when the table is large.
-    let big = big_burst_size(n);
+    let big = if cfg.no_big_burst {
+        0
+    } else {
+        big_burst_size(n)
+    };
     if big > 0 {
         let sec = rng.random_range(from..to);
         luts.extend(std::iter::repeat_n(sec, big));
@@ -1152,6 +1156,22 @@ mod tests {
         }
         assert!(*by_sec.values().max().unwrap() > 1000);
         assert_eq!(big_burst_size(2000), 0);
+        // --no-big-burst leaves it out (the smaller bursts stay)
+        let c = cfg(&[
+            "--records",
+            "Invoice=2500",
+            "--realm",
+            "1",
+            "--no-big-burst",
+        ]);
+        let d = Dataset::generate(&c);
+        let t = d.realms["1"].table(Entity::Invoice);
+        let mut by_sec: HashMap<i64, usize> = HashMap::new();
+        for r in &t.recs {
+            *by_sec.entry(r.lut).or_default() += 1;
+        }
+        assert_eq!(t.recs.len(), 2500);
+        assert!(*by_sec.values().max().unwrap() < 1000);
         assert!(big_burst_size(2001) > 1000);
     }
 
