@@ -396,6 +396,9 @@ impl Exec<'_> {
     fn run_chunks(&mut self, chunks: Vec<ChunkRow>) -> Result<(), RunError> {
         let max_flight = self.settings.max_in_flight.max(1) as usize;
         let split = max_flight > 1;
+        // slices kept open: twice what may be in flight, so counting and cutting run ahead of
+        // paging; the sequential pager keeps one chunk at a time (a retry is its next request)
+        let open_ahead = if split { 2 * max_flight } else { 1 };
         let mut pending: std::collections::VecDeque<ChunkRow> = chunks.into();
         let mut open: Vec<OpenChunk> = Vec::new();
         let mut retry_queue: Vec<Want> = Vec::new();
@@ -417,7 +420,7 @@ impl Exec<'_> {
             }
             // open chunks while fewer slices than requests allowed are open
             while !pending.is_empty()
-                && open.iter().map(|o| o.slices.open_slices()).sum::<usize>() < 2 * max_flight
+                && open.iter().map(|o| o.slices.open_slices()).sum::<usize>() < open_ahead
             {
                 let row = pending.pop_front().expect("not empty");
                 if let Some(o) = self.open_chunk(row, split)? {
