@@ -772,7 +772,6 @@ impl Exec<'_> {
             }
             Err(e) => return Err(self.context(want.chunk, want.start_position, e)),
         }
-        let _ = done.elapsed;
         Ok(())
     }
 

@@ -60,8 +60,6 @@ pub enum Fetched {
 pub struct Done {
     pub id: u64,
     pub result: Result<Fetched, QboError>,
-    /// Time from the start of the request to the end of reading its response.
-    pub elapsed: Duration,
 }
 
 /// Handle of the network thread.
@@ -166,7 +164,6 @@ fn thread_main(
                 let _ = done.send(Done {
                     id: j.id,
                     result: Err(QboError::Network(msg.clone())),
-                    elapsed: Duration::ZERO,
                 });
             }
             return;
@@ -181,9 +178,8 @@ fn thread_main(
                         let client = client.clone();
                         let done = done.clone();
                         tasks.spawn(async move {
-                            let started = Instant::now();
                             let result = fetch(&client, &job).await;
-                            let _ = done.send(Done { id: job.id, result, elapsed: started.elapsed() });
+                            let _ = done.send(Done { id: job.id, result });
                         });
                     }
                     None => break,
@@ -197,28 +193,20 @@ fn thread_main(
 }
 
 async fn fetch(client: &QboClient, job: &Job) -> Result<Fetched, QboError> {
-    match job.kind {
-        JobKind::Count => client
-            .count(
-                &job.base_url,
-                &job.realm,
-                job.minor_version,
-                &job.access_token,
-                &job.query,
-            )
-            .await
-            .map(Fetched::Count),
-        JobKind::Page => client
-            .query(
-                &job.base_url,
-                &job.realm,
-                job.minor_version,
-                &job.access_token,
-                &job.query,
-            )
-            .await
-            .map(Fetched::Page),
-    }
+    let page = client
+        .query(
+            &job.base_url,
+            &job.realm,
+            job.minor_version,
+            &job.access_token,
+            &job.query,
+        )
+        .await?;
+    Ok(match job.kind {
+        // what QboClient::count returns: `totalCount`, absent meaning 0
+        JobKind::Count => Fetched::Count(page.total_count.unwrap_or(0)),
+        JobKind::Page => Fetched::Page(page),
+    })
 }
 
 #[cfg(test)]

@@ -66,6 +66,22 @@ pub struct Slice {
 }
 
 impl Slice {
+    /// A slice with nothing fetched or saved yet.
+    fn new(id: u32, start: DateTime<Utc>, end: DateTime<Utc>, work: Work) -> Slice {
+        Slice {
+            id,
+            start,
+            end,
+            work,
+            busy: false,
+            committed: None,
+            committed_done: false,
+            unwritten: 0,
+            expected: None,
+            fetched: 0,
+        }
+    }
+
     /// Nothing more to fetch (pages may still wait to be written).
     pub fn complete(&self) -> bool {
         match &self.work {
@@ -186,34 +202,15 @@ impl ChunkSlices {
                 (cs.fresh_work(s.start, s_end)?, None, false)
             };
             let id = cs.new_id();
-            cs.slices.push(Slice {
-                id,
-                start: s.start,
-                end: s_end,
-                work,
-                busy: false,
-                committed,
-                committed_done,
-                unwritten: 0,
-                expected: None,
-                fetched: 0,
-            });
+            let mut slice = Slice::new(id, s.start, s_end, work);
+            slice.committed = committed;
+            slice.committed_done = committed_done;
+            cs.slices.push(slice);
         }
         if covered < end {
             let work = cs.fresh_work(covered, end)?;
             let id = cs.new_id();
-            cs.slices.push(Slice {
-                id,
-                start: covered,
-                end,
-                work,
-                busy: false,
-                committed: None,
-                committed_done: false,
-                unwritten: 0,
-                expected: None,
-                fetched: 0,
-            });
+            cs.slices.push(Slice::new(id, covered, end, work));
         }
         Ok(cs)
     }
@@ -383,18 +380,7 @@ impl ChunkSlices {
             let mut new = Vec::with_capacity(parts as usize);
             for w in bounds.windows(2) {
                 let id = self.new_id();
-                new.push(Slice {
-                    id,
-                    start: w[0],
-                    end: w[1],
-                    work: Work::Count,
-                    busy: false,
-                    committed: None,
-                    committed_done: false,
-                    unwritten: 0,
-                    expected: None,
-                    fetched: 0,
-                });
+                new.push(Slice::new(id, w[0], w[1], Work::Count));
             }
             self.slices.splice(slice..=slice, new);
             return Ok(());
