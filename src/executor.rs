@@ -358,6 +358,8 @@ struct Want {
     purpose: Purpose,
     query: String,
     start_position: u32,
+    /// Which request of its pager's step this is (see `Pager::ready`).
+    part: u32,
     retries: u32,
     /// 401 answers so far (each makes the token it carried be refreshed).
     unauthorized: u32,
@@ -390,9 +392,11 @@ struct Fetched {
 impl Exec<'_> {
     /// Fetches and writes every pending chunk: up to `max_in_flight` requests on the network
     /// thread (admitted by the realm's shared limiter) while this thread writes the pages that
-    /// have arrived, one transaction each. Pages are written in the order they arrive; each
-    /// slice's pages arrive in order (a slice has one request at a time), and slices are disjoint,
-    /// so the rows written and the counts are the same whatever the interleaving.
+    /// have arrived, one transaction each. Pages are written in the order they arrive, each with
+    /// its slice's pager state as it was right after that page was taken in; a slice's window
+    /// pages arrive in order (one at a time), the pages of a second-mode pass in any order (each
+    /// takes only Ids not taken before), and slices are disjoint, so the rows written and the
+    /// counts are the same whatever the interleaving.
     fn run_chunks(&mut self, chunks: Vec<ChunkRow>) -> Result<(), RunError> {
         let max_flight = self.settings.max_in_flight.max(1) as usize;
         let split = max_flight > 1;
@@ -471,20 +475,21 @@ impl Exec<'_> {
                 candidates.truncate(room - wants.len());
                 for (_, k, slice, req) in candidates {
                     let o = &mut open[k];
-                    let (purpose, query, start_position) = match req {
-                        SliceRequest::Count { query } => (Purpose::SliceCount, query, 0),
+                    o.slices.issue(slice, &req).map_err(qbo_err)?;
+                    let (purpose, query, start_position, part) = match req {
+                        SliceRequest::Count { query } => (Purpose::SliceCount, query, 0, 0),
                         SliceRequest::Pager(r) => match r.kind {
-                            RequestKind::SecondCount => (Purpose::PagerCount, r.query, 0),
-                            _ => (Purpose::Page, r.query, r.start_position),
+                            RequestKind::SecondCount => (Purpose::PagerCount, r.query, 0, r.part),
+                            _ => (Purpose::Page, r.query, r.start_position, r.part),
                         },
                     };
-                    o.slices.set_busy(slice, true).map_err(qbo_err)?;
                     wants.push(Want {
                         chunk: o.row.chunk,
                         slice,
                         purpose,
                         query,
                         start_position,
+                        part,
                         retries: 0,
                         unauthorized: 0,
                         due: None,
@@ -682,7 +687,7 @@ impl Exec<'_> {
                 } else {
                     o.slices
                         .pager_mut(want.slice)
-                        .and_then(|p| p.accept_count(n))
+                        .and_then(|p| p.accept_count_part(want.part, n))
                         .map_err(|e| self.context(want.chunk, 0, e))?;
                     o.slices.count_fed(want.slice).map_err(qbo_err)?;
                 }
@@ -696,14 +701,13 @@ impl Exec<'_> {
                     .pager_mut(want.slice)
                     .and_then(|p| {
                         p.set_live_edge(live_edge());
-                        p.accept(page.entity_records)
+                        p.accept_part(want.part, page.entity_records)
                     })
                     .map_err(|e| self.context(chunk, start_position, e))?;
                 let state = o
                     .slices
                     .page_fetched(want.slice, accepted.records.len())
                     .map_err(qbo_err)?;
-                o.slices.set_busy(want.slice, false).map_err(qbo_err)?;
                 fetched.push_back(Fetched {
                     chunk,
                     slice: want.slice,

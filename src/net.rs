@@ -21,7 +21,7 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::QboError;
 use crate::qbo::{HttpConfig, Page, QboClient};
@@ -212,6 +212,7 @@ async fn fetch(client: &QboClient, job: &Job) -> Result<Fetched, QboError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 

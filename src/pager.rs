@@ -25,7 +25,11 @@
 //!   reordered between requests, records moving), further passes keep collecting: with ties
 //!   shuffled per request each pass sees every record with probability about 1 - 1/e, so the try
 //!   allows `ceil(ln n) + 8` passes before it gives up (a stable order needs exactly one). More
-//!   distinct Ids than the count means the count is stale: the try ends at once. A try that fails
+//!   distinct Ids than the count means the count is stale: the try ends at once. The pages of a
+//!   pass do not depend on each other, so [`Pager::ready`] hands them out together (every
+//!   STARTPOSITION up to the count, and the one just past it, which comes back short) for a
+//!   caller with several requests in flight, and the pass ends once they are all in, in whatever
+//!   order; the batches of an Id check (below) go out together too. A try that fails
 //!   retakes the count; after [`DEFAULT_SECOND_TRIES`] tries the pager fails with
 //!   [`QboError::UnstableSecond`]. After the second, window mode resumes from `second + 1 s`.
 //!
@@ -46,7 +50,9 @@
 //! # Resuming
 //! [`PagerState`] (cursor, Ids at the cursor second with their SyncTokens, mode) is serializable:
 //! persisted with each committed page, it lets [`Pager::resume`] continue mid-chunk without
-//! losing or re-storing records.
+//! losing or re-storing records. In second mode it records the pages handed out, not those
+//! answered: pages lost in flight with a crashed process leave the resumed pass short of its count,
+//! and another pass collects what they held.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -263,6 +269,10 @@ pub struct Request {
     pub start_position: u32,
     /// MAXRESULTS (0 for counts).
     pub max_results: u32,
+    /// Which request of its step this is, to hand back with the answer
+    /// ([`Pager::accept_part`], [`Pager::accept_count_part`]): the STARTPOSITION of a second
+    /// page, the batch of an Id check, 0 otherwise.
+    pub part: u32,
 }
 
 /// The result of feeding one page.
@@ -316,6 +326,11 @@ pub struct Pager {
     /// differed in this second (records were being updated or deleted while it was read).
     last_count: Option<u64>,
     churn: bool,
+    /// Requests handed out by [`Pager::issue`] and not answered yet (their `part`).
+    flying: BTreeSet<u32>,
+    /// A page of the current second-mode pass came back short: the pass hands out no more pages
+    /// and ends once those in flight are answered.
+    pass_short: bool,
     state: PagerState,
     stats: PagerStats,
 }
@@ -380,6 +395,21 @@ impl Pager {
                 "chunk end must be later than its start".into(),
             ));
         }
+        let mut state = state;
+        if let PagerMode::SecondVerify {
+            seen_in_try,
+            batch,
+            matched,
+            ..
+        } = &mut state.mode
+        {
+            // every batch was handed out but the check did not end: answers were lost with the
+            // process that asked, so check again from the first batch
+            if (*batch as usize) * VERIFY_BATCH >= seen_in_try.len() {
+                *batch = 0;
+                *matched = 0;
+            }
+        }
         let end = ceil_second(chunk.end);
         let start = ceil_second(chunk.start);
         if state.cursor < start || state.cursor > end || floor_second(state.cursor) != state.cursor
@@ -402,6 +432,8 @@ impl Pager {
             live_edge: None,
             last_count: None,
             churn: false,
+            flying: BTreeSet::new(),
+            pass_short: false,
             state,
             stats: PagerStats::default(),
         })
@@ -437,19 +469,38 @@ impl Pager {
         &self.chunk
     }
 
+    /// True while reading one second by STARTPOSITION (a second holding a page or more).
+    pub fn in_second_mode(&self) -> bool {
+        !matches!(
+            self.state.mode,
+            PagerMode::Window | PagerMode::Done | PagerMode::Failed { .. }
+        )
+    }
+
     /// True when the chunk is complete.
     pub fn is_done(&self) -> bool {
         self.state.mode == PagerMode::Done
     }
 
     /// What to fetch next; `Ok(None)` when the chunk is complete; an error when a second could
-    /// not be read completely ([`QboError::UnstableSecond`]).
+    /// not be read completely ([`QboError::UnstableSecond`]). For a caller with one request at a
+    /// time, answering with [`Pager::accept`] or [`Pager::accept_count`].
     pub fn next_request(&self) -> Result<Option<Request>, QboError> {
-        let c = self.state.cursor;
-        let (e, nl, size) = (self.entity.as_str(), self.name_list, self.size);
-        let next_sec = c.checked_add_signed(one_second()).unwrap_or(c);
-        Ok(Some(match &self.state.mode {
-            PagerMode::Done => return Ok(None),
+        Ok(self.ready(1)?.into_iter().next())
+    }
+
+    /// The requests that may be in flight now besides those handed out by [`Pager::issue`], at
+    /// most `max`; empty while the next step waits for an answer or when the chunk is complete.
+    /// Window pages and counts go one at a time (each depends on the last answer); the pages of
+    /// a second-mode pass go together (every STARTPOSITION up to the count, and the one just past
+    /// it, which comes back short; beyond that one at a time, in case the second grew), and so
+    /// do the batches of an Id check. Each request returned must be passed to [`Pager::issue`]
+    /// before it is sent, in the order returned, and answered with [`Pager::accept_part`] or
+    /// [`Pager::accept_count_part`]. Errors as [`Pager::next_request`].
+    pub fn ready(&self, max: usize) -> Result<Vec<Request>, QboError> {
+        let mut out = Vec::new();
+        match &self.state.mode {
+            PagerMode::Done => {}
             PagerMode::Failed {
                 expected,
                 seen,
@@ -457,59 +508,217 @@ impl Pager {
             } => {
                 return Err(QboError::UnstableSecond {
                     entity: self.entity.clone(),
-                    second: c,
+                    second: self.state.cursor,
                     expected: *expected,
                     seen: *seen,
                     attempts: *attempts,
                 })
             }
-            PagerMode::Window => Request {
+            PagerMode::SecondPages {
+                expected,
+                next_start,
+                ..
+            } => {
+                if self.pass_short {
+                    return Ok(out);
+                }
+                let mut start = *next_start;
+                while out.len() < max
+                    && (u64::from(start) <= expected.saturating_add(1)
+                        || (out.is_empty() && self.flying.is_empty()))
+                {
+                    out.push(self.second_page(start));
+                    match start.checked_add(self.size) {
+                        Some(n) => start = n,
+                        None => break,
+                    }
+                }
+            }
+            PagerMode::SecondVerify {
+                seen_in_try, batch, ..
+            } => {
+                let mut b = *batch;
+                while out.len() < max && (b as usize) * VERIFY_BATCH < seen_in_try.len() {
+                    out.push(self.verify_count(seen_in_try, b));
+                    b += 1;
+                }
+            }
+            PagerMode::Window | PagerMode::SecondCount { .. } | PagerMode::SecondRecount { .. } => {
+                if max > 0 && self.flying.is_empty() {
+                    out.push(self.single_request());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that `req` (returned by [`Pager::ready`]) is being sent.
+    pub fn issue(&mut self, req: &Request) -> Result<(), QboError> {
+        let size = self.size;
+        let (next, step) = match &mut self.state.mode {
+            PagerMode::SecondPages { next_start, .. } => (next_start, size),
+            PagerMode::SecondVerify { batch, .. } => (batch, 1),
+            _ => {
+                if !self.flying.is_empty() || req.part != 0 {
+                    return Err(QboError::InvalidParameter(
+                        "pager: a request was issued out of turn".into(),
+                    ));
+                }
+                self.flying.insert(0);
+                return Ok(());
+            }
+        };
+        if req.part != *next {
+            return Err(QboError::InvalidParameter(format!(
+                "pager: request part {} issued where {} was next",
+                req.part, *next
+            )));
+        }
+        *next = req.part.saturating_add(step);
+        self.flying.insert(req.part);
+        Ok(())
+    }
+
+    /// Requests issued and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.flying.len()
+    }
+
+    /// The part an answer without one refers to: the request [`Pager::next_request`] gave.
+    fn implied_part(&self) -> u32 {
+        match &self.state.mode {
+            PagerMode::SecondPages { next_start, .. } => *next_start,
+            PagerMode::SecondVerify { batch, .. } => *batch,
+            _ => 0,
+        }
+    }
+
+    /// Takes the answer to request `part` off the requests in flight; an answer to a request that
+    /// was never issued is the next one of a caller going one request at a time.
+    fn answered(&mut self, part: u32) -> Result<(), QboError> {
+        if self.flying.remove(&part) {
+            return Ok(());
+        }
+        if self.flying.is_empty() && part == self.implied_part() {
+            let size = self.size;
+            match &mut self.state.mode {
+                PagerMode::SecondPages { next_start, .. } => {
+                    *next_start = next_start.saturating_add(size)
+                }
+                PagerMode::SecondVerify { batch, .. } => *batch += 1,
+                _ => {}
+            }
+            return Ok(());
+        }
+        Err(QboError::InvalidParameter(format!(
+            "pager: an answer to request part {part} which is not in flight"
+        )))
+    }
+
+    fn second_page(&self, start: u32) -> Request {
+        let c = self.state.cursor;
+        Request {
+            kind: RequestKind::SecondPage,
+            query: second_page_query(&self.entity, self.name_list, c, start, self.size),
+            from: c,
+            to: c.checked_add_signed(one_second()).unwrap_or(c),
+            start_position: start,
+            max_results: self.size,
+            part: start,
+        }
+    }
+
+    fn verify_count(&self, seen_in_try: &BTreeSet<String>, batch: u32) -> Request {
+        let c = self.state.cursor;
+        let ids: Vec<&str> = seen_in_try
+            .iter()
+            .skip(batch as usize * VERIFY_BATCH)
+            .take(VERIFY_BATCH)
+            .map(String::as_str)
+            .collect();
+        Request {
+            kind: RequestKind::SecondCount,
+            query: crate::query::second_ids_count_query(&self.entity, self.name_list, c, &ids),
+            from: c,
+            to: c.checked_add_signed(one_second()).unwrap_or(c),
+            start_position: 0,
+            max_results: 0,
+            part: batch,
+        }
+    }
+
+    /// The one request of a step that goes alone (a window page, a count of the second).
+    fn single_request(&self) -> Request {
+        let c = self.state.cursor;
+        let (e, nl, size) = (self.entity.as_str(), self.name_list, self.size);
+        if self.state.mode == PagerMode::Window {
+            Request {
                 kind: RequestKind::Window,
                 query: window_query(e, nl, c, self.end, 1, size),
                 from: c,
                 to: self.end,
                 start_position: 1,
                 max_results: size,
-            },
-            PagerMode::SecondVerify {
-                seen_in_try, batch, ..
-            } => {
-                let ids: Vec<&str> = seen_in_try
-                    .iter()
-                    .skip(*batch as usize * VERIFY_BATCH)
-                    .take(VERIFY_BATCH)
-                    .map(String::as_str)
-                    .collect();
-                Request {
-                    kind: RequestKind::SecondCount,
-                    query: crate::query::second_ids_count_query(e, nl, c, &ids),
-                    from: c,
-                    to: next_sec,
-                    start_position: 0,
-                    max_results: 0,
-                }
+                part: 0,
             }
-            PagerMode::SecondCount { .. } | PagerMode::SecondRecount { .. } => Request {
+        } else {
+            Request {
                 kind: RequestKind::SecondCount,
                 query: second_count_query(e, nl, c),
                 from: c,
-                to: next_sec,
+                to: c.checked_add_signed(one_second()).unwrap_or(c),
                 start_position: 0,
                 max_results: 0,
-            },
-            PagerMode::SecondPages { next_start, .. } => Request {
-                kind: RequestKind::SecondPage,
-                query: second_page_query(e, nl, c, *next_start, size),
-                from: c,
-                to: next_sec,
-                start_position: *next_start,
-                max_results: size,
-            },
-        }))
+                part: 0,
+            }
+        }
     }
 
-    /// Feeds the answer to a [`RequestKind::SecondCount`] request.
+    /// Starts reading the chunk as one second known to hold `count` records (a one-second slice
+    /// counted at a page or more): straight to its pages, skipping the window page and the count
+    /// that would only find this out again. Only at the start of a one-second chunk.
+    pub fn begin_second(&mut self, count: u64) -> Result<(), QboError> {
+        let c = self.state.cursor;
+        if self.state.mode != PagerMode::Window
+            || !self.state.seen_at_cursor.is_empty()
+            || c.checked_add_signed(one_second()) != Some(self.end)
+        {
+            return Err(QboError::InvalidParameter(
+                "pager: begin_second needs a fresh one-second chunk".into(),
+            ));
+        }
+        self.stats.second_tries += 1;
+        self.last_count = Some(count);
+        self.state.mode = PagerMode::SecondPages {
+            second_try: 1,
+            expected: count,
+            next_start: 1,
+            passes: 0,
+            seen_in_try: BTreeSet::new(),
+        };
+        Ok(())
+    }
+
+    /// Feeds the answer to a [`RequestKind::SecondCount`] request (the one
+    /// [`Pager::next_request`] gave).
     pub fn accept_count(&mut self, count: u64) -> Result<(), QboError> {
+        self.accept_count_part(self.implied_part(), count)
+    }
+
+    /// Feeds the answer to the [`RequestKind::SecondCount`] request `part` (see
+    /// [`Pager::ready`]).
+    pub fn accept_count_part(&mut self, part: u32, count: u64) -> Result<(), QboError> {
+        if !matches!(
+            self.state.mode,
+            PagerMode::SecondCount { .. }
+                | PagerMode::SecondRecount { .. }
+                | PagerMode::SecondVerify { .. }
+        ) {
+            return Err(QboError::InvalidParameter(
+                "pager: a count was fed but no count was asked".into(),
+            ));
+        }
+        self.answered(part)?;
         match std::mem::replace(&mut self.state.mode, PagerMode::Done) {
             PagerMode::SecondCount { second_try } => {
                 self.stats.counts += 1;
@@ -534,7 +743,10 @@ impl Pager {
                 self.churn |= self.last_count.is_some_and(|c| c != count);
                 self.last_count = Some(count);
                 let seen = seen_in_try.len() as u64;
-                self.state.mode = if seen >= count {
+                self.state.mode = if count == 0 {
+                    // the second is empty now: nothing in it was missed
+                    self.finish_second()
+                } else if seen >= count {
                     // as many Ids seen as the second now holds: check they are the ones it holds
                     PagerMode::SecondVerify {
                         second_try,
@@ -567,9 +779,10 @@ impl Pager {
             } => {
                 self.stats.counts += 1;
                 let matched = matched + count;
-                let batch = batch + 1;
                 let seen = seen_in_try.len() as u64;
-                self.state.mode = if (batch as usize) * VERIFY_BATCH < seen_in_try.len() {
+                self.state.mode = if !self.flying.is_empty()
+                    || (batch as usize) * VERIFY_BATCH < seen_in_try.len()
+                {
                     PagerMode::SecondVerify {
                         second_try,
                         passes,
@@ -610,6 +823,12 @@ impl Pager {
     /// Errors: [`QboError::BadResponse`] when a record lies outside what was asked (the state is
     /// unchanged, so the same request can be retried).
     pub fn accept(&mut self, page: Vec<RawRecord>) -> Result<Accepted, QboError> {
+        self.accept_part(self.implied_part(), page)
+    }
+
+    /// Feeds the records of the page answering request `part` (see [`Pager::ready`]); as
+    /// [`Pager::accept`] otherwise. The pages of a second-mode pass may be answered in any order.
+    pub fn accept_part(&mut self, part: u32, page: Vec<RawRecord>) -> Result<Accepted, QboError> {
         let served = page.len();
         let full = served >= self.size as usize;
         let cursor = self.state.cursor;
@@ -636,6 +855,7 @@ impl Pager {
                 literal(hi)
             )));
         }
+        self.answered(part)?;
         let (records, duplicates) = dedupe(page);
         self.stats.pages += 1;
         self.stats.duplicates += duplicates;
@@ -712,22 +932,20 @@ impl Pager {
                 seen_in_try,
             } => {
                 let seen = seen_in_try.len() as u64;
-                if seen > expected {
-                    // the second grew while read: count again
-                    PagerMode::SecondRecount {
-                        second_try,
-                        passes: passes + 1,
-                        seen_in_try,
-                    }
-                } else if full {
+                self.pass_short |= !full;
+                // The pass is over once a page came back short (the end of the second) or more
+                // Ids were seen than counted (the second grew while read: count again), and
+                // every page of it handed out is in.
+                if !self.flying.is_empty() || !(self.pass_short || seen > expected) {
                     PagerMode::SecondPages {
                         second_try,
                         expected,
-                        next_start: next_start.saturating_add(self.size),
+                        next_start,
                         passes,
                         seen_in_try,
                     }
                 } else {
+                    self.pass_short = false;
                     let passes = passes + 1;
                     if seen == expected && passes == 1 {
                         // Ids seen in the first pass equal the count taken just before it: as
@@ -1109,7 +1327,54 @@ mod tests {
         panic!("pager did not finish");
     }
 
+    /// Runs one chunk to completion with up to `max_in_flight` requests in flight (every request
+    /// [`Pager::ready`] allows), answered in an order drawn from `seed`; with `resume`, now and
+    /// then the state is serialized and resumed, and what was in flight is lost (a crash).
+    fn run_chunk_concurrent(
+        fake: &mut Fake,
+        chunk: Chunk,
+        page_size: u32,
+        max_in_flight: usize,
+        seed: u64,
+        resume: bool,
+    ) -> Result<(Vec<RawRecord>, PagerStats, usize), QboError> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut pager = Pager::new("Invoice", false, chunk, page_size)?;
+        let mut got = Vec::new();
+        let mut stats = PagerStats::default();
+        let mut flying: Vec<Request> = Vec::new();
+        let mut most = 0;
+        for _ in 0..200_000 {
+            for r in pager.ready(max_in_flight - flying.len())? {
+                pager.issue(&r)?;
+                flying.push(r);
+            }
+            most = most.max(flying.len());
+            assert_eq!(pager.in_flight(), flying.len());
+            if flying.is_empty() {
+                assert!(pager.is_done(), "stalled: {:?}", pager.state().mode);
+                add_stats(&mut stats, pager.stats());
+                return Ok((got, stats, most));
+            }
+            let req = flying.swap_remove(rng.random_range(0..flying.len()));
+            match fake.serve(&req) {
+                Served::Count(n) => pager.accept_count_part(req.part, n)?,
+                Served::Page(p) => got.extend(pager.accept_part(req.part, p)?.records),
+            }
+            if resume && rng.random_bool(0.1) {
+                add_stats(&mut stats, pager.stats());
+                let text = serde_json::to_string(pager.state()).unwrap();
+                let state: PagerState = serde_json::from_str(&text).unwrap();
+                pager = Pager::resume("Invoice", false, chunk, page_size, state)?;
+                flying.clear();
+            }
+        }
+        panic!("pager did not finish");
+    }
+
     /// Checks the backfill properties over a plan; returns (accepted, re-accepted moved records).
+    /// `concurrency` 1 goes one request at a time ([`run_chunk`]), more through
+    /// [`run_chunk_concurrent`] (seeded by the fake's seed).
     fn check_backfill(
         fake: &mut Fake,
         start: DateTime<Utc>,
@@ -1118,12 +1383,32 @@ mod tests {
         page_size: u32,
         resume: bool,
     ) -> (u64, u64) {
+        check_backfill_with(fake, start, end, chunk_days, page_size, resume, 1)
+    }
+
+    fn check_backfill_with(
+        fake: &mut Fake,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        chunk_days: i32,
+        page_size: u32,
+        resume: bool,
+        concurrency: usize,
+    ) -> (u64, u64) {
         let chunks = crate::plan::plan_chunks(start, end, chunk_days).unwrap();
         let mut all: HashMap<String, Vec<(i64, DateTime<Utc>)>> = HashMap::new();
         let mut total = 0u64;
         let mut again = 0u64;
         for chunk in chunks {
-            let (got, stats) = run_chunk(fake, chunk, page_size, resume).unwrap();
+            let (got, stats) = if concurrency > 1 {
+                let seed = fake.rng.random();
+                let (got, stats, _) =
+                    run_chunk_concurrent(fake, chunk, page_size, concurrency, seed, resume)
+                        .unwrap();
+                (got, stats)
+            } else {
+                run_chunk(fake, chunk, page_size, resume).unwrap()
+            };
             assert_eq!(stats.accepted, got.len() as u64);
             total += got.len() as u64;
             let mut in_chunk: HashMap<String, i64> = HashMap::new();
@@ -1314,6 +1599,133 @@ mod tests {
             counts >= 1 && counts <= 2 * pages,
             "{counts} counts for {pages} pages"
         );
+    }
+
+    #[test]
+    fn concurrent_pages_of_a_second_lose_and_duplicate_nothing() {
+        // the properties of the sequential tests, with every page of a pass in flight at once
+        // and answered in a random order, records moving, and crashes losing what was in flight
+        for seed in 200..216u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let page_size = [3u32, 10, 100, 1000][seed as usize % 4];
+            let n = if page_size < 10 { 400 } else { 3000 };
+            let mut recs = dataset(&mut rng, n, 2 * 86_400);
+            for (k, r) in recs.iter_mut().enumerate().filter(|(k, _)| k % 2 == 0) {
+                r.t = sec([0, 86_400, 86_399, 40][k % 4]);
+            }
+            let moving = if seed % 2 == 0 { 0.0 } else { 0.05 };
+            let mut fake = Fake::new(recs, seed, seed % 3 != 0, moving);
+            fake.move_span = 40_000;
+            let (total, again) = check_backfill_with(
+                &mut fake,
+                t0(),
+                sec(2 * 86_400),
+                1,
+                page_size,
+                seed % 4 < 2,
+                10,
+            );
+            assert!(again <= fake.moved_ids.len() as u64);
+            if moving == 0.0 {
+                assert_eq!(again, 0);
+                assert_eq!(total, fake.recs.len() as u64, "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_pass_goes_out_at_once_and_a_verification_too() {
+        // 4500 records in one second, stable order: the count, then pages 1..4001 and 4501 (the
+        // short one just past the count) all in flight together; the first pass sees them all
+        let recs: Vec<FakeRec> = (0..4500)
+            .map(|i| FakeRec {
+                id: format!("{i:05}"),
+                token: 0,
+                t: sec(7),
+            })
+            .collect();
+        let mut fake = Fake::new(recs, 3, false, 0.0);
+        let chunk = Chunk {
+            index: 1,
+            start: sec(7),
+            end: sec(8),
+        };
+        let mut p = Pager::new("Invoice", false, chunk, 1000).unwrap();
+        p.begin_second(4500).unwrap();
+        let reqs = p.ready(10).unwrap();
+        let starts: Vec<u32> = reqs.iter().map(|r| r.start_position).collect();
+        assert_eq!(starts, vec![1, 1001, 2001, 3001, 4001]);
+        for r in &reqs {
+            p.issue(r).unwrap();
+        }
+        assert!(p.ready(10).unwrap().is_empty());
+        // answered backwards: the short page first does not end the pass early
+        let mut got = 0;
+        for r in reqs.iter().rev() {
+            let Served::Page(page) = fake.serve(r) else {
+                panic!()
+            };
+            assert!(!p.is_done());
+            got += p.accept_part(r.part, page).unwrap().records.len();
+        }
+        assert_eq!(got, 4500);
+        assert!(p.is_done());
+        // an answer nobody asked for is refused
+        let mut q = Pager::new("Invoice", false, chunk, 1000).unwrap();
+        q.begin_second(4500).unwrap();
+        let r = q.ready(1).unwrap().remove(0);
+        q.issue(&r).unwrap();
+        assert!(q.accept_part(2001, Vec::new()).is_err());
+        // a stale pass ends in an Id check whose batches go out together
+        let mut v = Pager::resume(
+            "Invoice",
+            false,
+            chunk,
+            1000,
+            PagerState {
+                cursor: sec(7),
+                seen_at_cursor: BTreeMap::new(),
+                mode: PagerMode::SecondRecount {
+                    second_try: 1,
+                    passes: 2,
+                    seen_in_try: (0..700).map(|i| format!("{i:05}")).collect(),
+                },
+            },
+        )
+        .unwrap();
+        v.accept_count_part(0, 700).unwrap();
+        let batches = v.ready(10).unwrap();
+        assert_eq!(
+            batches.iter().map(|r| r.part).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        for r in &batches {
+            v.issue(r).unwrap();
+        }
+        v.accept_count_part(2, 100).unwrap();
+        v.accept_count_part(0, 300).unwrap();
+        assert!(!v.is_done());
+        v.accept_count_part(1, 300).unwrap();
+        assert!(v.is_done());
+    }
+
+    #[test]
+    fn a_second_emptied_before_its_recount_ends_without_an_empty_id_list() {
+        let chunk = Chunk {
+            index: 1,
+            start: sec(0),
+            end: sec(10),
+        };
+        let mut p = Pager::new("Invoice", false, chunk, 2).unwrap();
+        p.accept(vec![raw("a", 0, sec(0)), raw("b", 0, sec(0))])
+            .unwrap();
+        p.accept_count(2).unwrap();
+        // both records were updated out of the second before the pass
+        p.accept(Vec::new()).unwrap();
+        assert!(matches!(p.state().mode, PagerMode::SecondRecount { .. }));
+        p.accept_count(0).unwrap();
+        assert_eq!(p.state().mode, PagerMode::Window);
+        assert_eq!(p.state().cursor, sec(1));
     }
 
     #[test]

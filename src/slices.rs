@@ -7,7 +7,8 @@
 //! equal-time parts, each counted again (so a burst inside one part is cut again where it is),
 //! until every slice holds at most about [`SLICE_PAGES`] pages or is one second wide. Each slice
 //! is then paged by its own [`Pager`], with every guarantee of the pager (ties, churn, live
-//! seconds). Slices are disjoint and cover the chunk, so nothing is fetched twice or missed at a
+//! seconds). A one-second slice holding a page or more (a bulk import) goes straight to the
+//! pager's second mode, whose passes send all their STARTPOSITION pages at once. Slices are disjoint and cover the chunk, so nothing is fetched twice or missed at a
 //! slice boundary, exactly as at a chunk boundary.
 //!
 //! With one request in flight (`qbo.max_in_flight = 1`) nothing is counted or cut: the chunk is
@@ -51,7 +52,7 @@ pub struct Slice {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub work: Work,
-    /// A request of this slice is in flight (at most one at a time: a cursor is sequential).
+    /// The slice's `count(*)` is in flight (the requests of its pager are tracked by the pager).
     pub busy: bool,
     /// Pager state after the last written page (what a resume continues from).
     committed: Option<PagerState>,
@@ -282,8 +283,11 @@ impl ChunkSlices {
         })
     }
 
-    /// Slices that want a request now (not busy, not done), with their request, at most `max`.
-    /// An error is a pager that gave up on a second ([`QboError::UnstableSecond`]).
+    /// The requests the slices may send now besides those in flight, at most `max`: a slice's
+    /// count, or what its pager allows (one window page at a time; every page of a second-mode
+    /// pass at once, see [`Pager::ready`]). Each one sent must be passed to
+    /// [`ChunkSlices::issue`] first, in the order returned for its slice. An error is a pager
+    /// that gave up on a second ([`QboError::UnstableSecond`]).
     pub fn wanted(&self, max: usize) -> Result<Vec<(u32, SliceRequest)>, QboError> {
         let mut out = Vec::new();
         for s in &self.slices {
@@ -291,34 +295,34 @@ impl ChunkSlices {
             if out.len() >= max {
                 break;
             }
-            if s.busy {
-                continue;
-            }
             match &s.work {
-                Work::Count => out.push((
+                Work::Count if !s.busy => out.push((
                     i,
                     SliceRequest::Count {
                         query: window_count_query(self.entity, self.name_list, s.start, s.end),
                     },
                 )),
                 Work::Page(p) => {
-                    if let Some(r) = p.next_request()? {
+                    for r in p.ready(max - out.len())? {
                         out.push((i, SliceRequest::Pager(r)));
                     }
                 }
-                Work::Done => {}
+                Work::Count | Work::Done => {}
             }
         }
         Ok(out)
     }
 
     /// How much a slice's next request matters for finishing early: a count first (it is cheap
-    /// and opens up work), then pages of the slices with the most records left (their chains of
-    /// sequential pages are the longest: started first, they do not trail at the end).
+    /// and opens up work), then a second being read by STARTPOSITION (its passes, each waiting
+    /// for the one before, are the longest chain of a chunk), then pages of the slices with the
+    /// most records left (their chains of sequential pages are the longest: started first, they
+    /// do not trail at the end).
     pub fn priority(&self, slice: u32) -> u64 {
         match self.slices.iter().find(|s| s.id == slice) {
             Some(s) => match (&s.work, s.expected) {
                 (Work::Count, _) => u64::MAX,
+                (Work::Page(p), _) if p.in_second_mode() => u64::MAX - 1,
                 (_, Some(n)) => n.saturating_sub(s.fetched).max(1),
                 (_, None) => u64::from(self.page_size),
             },
@@ -331,11 +335,20 @@ impl ChunkSlices {
         self.slices.iter().filter(|s| !s.complete()).count()
     }
 
-    /// Marks a slice's request as sent.
-    pub fn set_busy(&mut self, slice: u32, busy: bool) -> Result<(), QboError> {
+    /// Records that a request of [`ChunkSlices::wanted`] is being sent.
+    pub fn issue(&mut self, slice: u32, req: &SliceRequest) -> Result<(), QboError> {
         let i = self.pos(slice)?;
-        self.slices[i].busy = busy;
-        Ok(())
+        let s = &mut self.slices[i];
+        match (req, &mut s.work) {
+            (SliceRequest::Count { .. }, Work::Count) if !s.busy => {
+                s.busy = true;
+                Ok(())
+            }
+            (SliceRequest::Pager(r), Work::Page(p)) => p.issue(r),
+            _ => Err(QboError::InvalidParameter(format!(
+                "slices: slice {slice} did not ask for this request"
+            ))),
+        }
     }
 
     /// Feeds the `count(*)` of a slice in [`Work::Count`]: cuts it into counted parts when it
@@ -385,7 +398,11 @@ impl ChunkSlices {
             self.slices.splice(slice..=slice, new);
             return Ok(());
         }
-        let pager = self.pager(start, end, None)?;
+        let mut pager = self.pager(start, end, None)?;
+        if width == 1 && count >= u64::from(self.page_size.min(crate::query::MAX_PAGE)) {
+            // one second holding a page or more: straight to reading it by STARTPOSITION
+            pager.begin_second(count)?;
+        }
         let s = &mut self.slices[slice];
         s.work = Work::Page(Box::new(pager));
         s.expected = Some(count);
@@ -587,6 +604,28 @@ mod tests {
         cs.accept_slice_count(id, 50_000, far()).unwrap();
         assert_eq!(cs.slices().len(), 1);
         assert!(matches!(cs.slices()[0].work, Work::Page(_)));
+        // read straight by STARTPOSITION, as many pages at once as asked for
+        let w = cs.wanted(10).unwrap();
+        let starts: Vec<u32> = w
+            .iter()
+            .map(|(_, r)| match r {
+                SliceRequest::Pager(r) => {
+                    assert_eq!(r.kind, crate::pager::RequestKind::SecondPage);
+                    r.start_position
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(starts, (0..10).map(|k| 1 + 1000 * k).collect::<Vec<u32>>());
+        assert_eq!(cs.priority(id), u64::MAX - 1, "right after the counts");
+        for (slice, r) in &w[..4] {
+            cs.issue(*slice, r).unwrap();
+        }
+        // the next ones follow those in flight; the same request twice is refused
+        assert!(
+            matches!(&cs.wanted(1).unwrap()[0].1, SliceRequest::Pager(r) if r.start_position == 4001)
+        );
+        assert!(cs.issue(id, &w[0].1).is_err());
     }
 
     #[test]

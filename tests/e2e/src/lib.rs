@@ -150,6 +150,14 @@ impl Emulator {
         self.post("/__emulator/hold", serde_json::json!({ "nth": nth }));
     }
 
+    /// Holds the `nth` query request from now whose query text contains `pattern`.
+    pub fn hold_matching(&self, nth: u64, pattern: &str) {
+        self.post(
+            "/__emulator/hold",
+            serde_json::json!({ "nth": nth, "match": pattern }),
+        );
+    }
+
     /// Waits until a request is held.
     pub fn wait_held(&self) -> Value {
         let v = self.get("/__emulator/held?timeout_ms=60000");

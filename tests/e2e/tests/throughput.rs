@@ -1,7 +1,8 @@
 //! End-to-end: concurrent fetching under the realm's shared limiter. Two sessions backfilling one
 //! realm at once stay within the realm's in-flight limit (counted by the emulator, which answers
 //! 429 beyond it), use it, and both end equal to the truth; the sequential pager
-//! (`qbo.max_in_flight = 1`) never has two requests in flight.
+//! (`qbo.max_in_flight = 1`) never has two requests in flight; the pages of a bulk-import second
+//! are fetched together.
 
 use pg_qbo_e2e::*;
 
@@ -122,4 +123,62 @@ fn the_sequential_pager_has_one_request_in_flight() {
     );
     assert_eq!(max_seen(&emu), 1);
     assert_eq!(counts, 0, "the sequential pager does not cut windows");
+}
+
+#[test]
+fn the_pages_of_a_bulk_second_are_fetched_together() {
+    // the emulator's default data has one second holding 1001 + n/50 records (1061 here), read
+    // by STARTPOSITION in pages of 100: hold its first page, and the others of the pass still go
+    let emu = Emulator::start(&["--seed", "63", "--records", "Invoice=3000"]);
+    let mut c = fresh_db("e2e_bulk_second", &emu);
+    emu.hold_matching(1, "MetaData.LastUpdatedTime = '");
+    let worker = std::thread::spawn(|| {
+        let mut c = connect("e2e_bulk_second");
+        c.query(
+            "SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 100)",
+            &[&FROM, &TO],
+        )
+        .map(|rows| sum_rows(&rows))
+        .map_err(|e| e.to_string())
+    });
+    let held = emu.wait_held();
+    let q = held["query"].as_str().unwrap().to_string();
+    assert!(q.contains("STARTPOSITION 1 MAXRESULTS 100"), "{q}");
+    let second = q
+        .split("LastUpdatedTime = '")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .unwrap()
+        .to_string();
+    // while page 1 is held, the rest of the pass arrives
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let others = loop {
+        let others: Vec<String> = emu
+            .requests(0)
+            .iter()
+            .filter_map(|r| r["query"].as_str())
+            .filter(|q| {
+                q.contains(&format!("LastUpdatedTime = '{second}'"))
+                    && q.contains("STARTPOSITION")
+                    && !q.contains("STARTPOSITION 1 ")
+            })
+            .map(str::to_string)
+            .collect();
+        if others.len() >= 10 || std::time::Instant::now() > deadline {
+            break others;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    emu.release();
+    let vol = worker.join().unwrap().unwrap();
+    println!(
+        "page 1 of second {second} held; {} other pages of it fetched meanwhile",
+        others.len()
+    );
+    // 1061 records: pages at 101, 201, ..., 1001 (the last one short); none past it
+    assert_eq!(others.len(), 10, "{others:#?}");
+    let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);
+    assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth);
+    assert_eq!(vol.rows, truth.len() as i64, "{vol:?}");
+    assert_eq!(vol.inserted, truth.len() as i64, "{vol:?}");
 }
