@@ -221,6 +221,22 @@ COMMENT ON COLUMN qbo.run_chunks.started_at IS 'When work on the chunk first sta
 COMMENT ON COLUMN qbo.run_chunks.finished_at IS 'When the chunk completed.';
 COMMENT ON COLUMN qbo.run_chunks.error IS 'Error that stopped the chunk.';
 
+-- Internal: the Ids of a second being read by STARTPOSITION (a bulk import: a second holding a page
+-- or more), written with each page instead of in the chunk's cursor, which would otherwise copy
+-- tens of thousands of Ids with every page. Emptied when the chunk completes.
+CREATE TABLE qbo._second_ids (
+    run_id     bigint NOT NULL REFERENCES qbo.runs ON DELETE CASCADE,
+    chunk      int NOT NULL,
+    second     timestamptz NOT NULL,
+    id         text NOT NULL,
+    sync_token bigint NOT NULL,
+    seen_try   int NOT NULL,
+    PRIMARY KEY (run_id, chunk, second, id)
+);
+REVOKE ALL ON qbo._second_ids FROM PUBLIC;
+COMMENT ON TABLE qbo._second_ids IS
+    'pg_qbo internal: Ids taken (highest SyncToken) and last seen (try) in a second read by STARTPOSITION, part of the chunk''s resumable cursor.';
+
 CREATE TABLE qbo.run_pages (
     run_id         bigint NOT NULL REFERENCES qbo.runs ON DELETE CASCADE,
     chunk          int NOT NULL,

@@ -383,6 +383,8 @@ struct Fetched {
     refetched: u64,
     /// The slice's pager state once this page is written.
     state: Option<crate::pager::PagerState>,
+    /// Rows for the Id table of the second being read, if any.
+    second_ids: Option<crate::pager::SecondIds>,
     query: String,
     start_position: u32,
     intuit_tid: Option<String>,
@@ -577,6 +579,11 @@ impl Exec<'_> {
             start: row.window_start,
             end,
         };
+        let chunk_no = row.chunk;
+        let mut read_ids = |second| {
+            ledger::read_second_ids(run_id, chunk_no, second)
+                .map_err(|e| QboError::InvalidParameter(e.message))
+        };
         let mut slices = ChunkSlices::new(
             self.entity.name,
             self.entity.has_active,
@@ -584,6 +591,7 @@ impl Exec<'_> {
             self.run.page_size as u32,
             split,
             row.cursor.as_ref(),
+            &mut read_ids,
         )
         .map_err(|e| RunError::internal(format!("run {run_id} chunk {}: {e}", row.chunk)))?;
         slices.set_live_edge(live_edge());
@@ -714,6 +722,7 @@ impl Exec<'_> {
                     records: accepted.records,
                     refetched: accepted.refetched,
                     state,
+                    second_ids: accepted.second_ids,
                     query: want.query,
                     start_position,
                     intuit_tid: tid,
@@ -817,6 +826,9 @@ impl Exec<'_> {
             &request_payload,
         )
         .map_err(RunError::internal)?;
+        if let Some(ids) = &page.second_ids {
+            ledger::write_second_ids(run_id, o.row.chunk, ids)?;
+        }
         o.slices
             .page_written(page.slice, page.state)
             .map_err(qbo_err)?;

@@ -267,10 +267,78 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
     .map_err(err)
 }
 
+/// Writes a page's rows of a second's Id table (see `PagerState::ids_in_table`), in the page's
+/// transaction.
+pub fn write_second_ids(
+    run_id: i64,
+    chunk: i32,
+    d: &crate::pager::SecondIds,
+) -> Result<(), RunError> {
+    if d.ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = d.ids.iter().map(|r| r.id.as_str()).collect();
+    let tokens: Vec<i64> = d.ids.iter().map(|r| r.sync_token).collect();
+    let tries: Vec<i32> = d.ids.iter().map(|r| r.seen_try as i32).collect();
+    crate::store::owner_spi(|c| -> SpiResult<()> {
+        c.update(
+            "INSERT INTO qbo._second_ids AS s (run_id, chunk, second, id, sync_token, seen_try)
+             SELECT $1, $2, $3, u.id, u.tok, u.try FROM unnest($4::text[], $5::int8[], $6::int4[]) u(id, tok, try)
+             ON CONFLICT (run_id, chunk, second, id) DO UPDATE
+                SET sync_token = greatest(s.sync_token, EXCLUDED.sync_token), seen_try = EXCLUDED.seen_try",
+            None,
+            &[
+                run_id.into(),
+                chunk.into(),
+                tstz(d.second).into(),
+                ids.into(),
+                tokens.into(),
+                tries.into(),
+            ],
+        )?;
+        Ok(())
+    })
+    .map_err(err)
+}
+
+/// The Id table of `second` in a chunk (to resume a slice reading it).
+pub fn read_second_ids(
+    run_id: i64,
+    chunk: i32,
+    second: DateTime<Utc>,
+) -> Result<Vec<crate::pager::SecondId>, RunError> {
+    crate::store::owner_spi(|c| -> SpiResult<Vec<crate::pager::SecondId>> {
+        let rows = c.select(
+            "SELECT id, sync_token, seen_try FROM qbo._second_ids WHERE run_id = $1 AND chunk = $2 AND second = $3",
+            None,
+            &[
+                run_id.into(),
+                chunk.into(),
+                tstz(second).into(),
+            ],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(crate::pager::SecondId {
+                id: r.get::<String>(1)?.unwrap_or_default(),
+                sync_token: r.get::<i64>(2)?.unwrap_or(0),
+                seen_try: r.get::<i32>(3)?.unwrap_or(0).max(0) as u32,
+            });
+        }
+        Ok(out)
+    })
+    .map_err(err)
+}
+
 /// Marks a chunk succeeded; returns its summary line (the NOTICE text).
 /// `seconds`: wall-clock time since the chunk's last page, added to its duration.
 pub fn finish_chunk(run_id: i64, chunk: i32, seconds: f64) -> Result<String, RunError> {
     crate::store::owner_spi(|c| -> SpiResult<String> {
+        c.update(
+            "DELETE FROM qbo._second_ids WHERE run_id = $1 AND chunk = $2",
+            None,
+            &[run_id.into(), chunk.into()],
+        )?;
         let r = c
             .update(
                 "UPDATE qbo.run_chunks SET status = 'succeeded', finished_at = now(), error = NULL,

@@ -240,6 +240,67 @@ pub struct PagerState {
     pub seen_at_cursor: BTreeMap<String, i64>,
     /// Current mode.
     pub mode: PagerMode,
+    /// In second mode, the Ids taken at the cursor second and those seen in the current try are
+    /// kept in a table of their own, written page by page with the records
+    /// ([`Accepted::second_ids`]), not in this state: a bulk second's tens of thousands of Ids
+    /// would otherwise be copied and saved again with every page. Such a state comes back from
+    /// storage with both sets empty; [`PagerState::with_second_ids`] fills them in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ids_in_table: bool,
+}
+
+/// One Id of a second being read in second mode, as kept in its table: the highest SyncToken
+/// taken, and the try in which it was last seen (0: not seen in any try, only by window pages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondId {
+    pub id: String,
+    pub sync_token: i64,
+    pub seen_try: u32,
+}
+
+/// The rows to write to the second's Id table with a page (upserted: the higher SyncToken, the
+/// later try).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondIds {
+    /// The second being read.
+    pub second: DateTime<Utc>,
+    pub ids: Vec<SecondId>,
+}
+
+impl PagerState {
+    /// A state saved with `ids_in_table`, with its sets filled in from the second's table rows.
+    pub fn with_second_ids(mut self, rows: impl IntoIterator<Item = SecondId>) -> PagerState {
+        if !self.ids_in_table {
+            return self;
+        }
+        let current = current_try(&self.mode);
+        let mut seen = BTreeSet::new();
+        let mut taken = BTreeMap::new();
+        for r in rows {
+            if current.is_some_and(|t| t == r.seen_try) {
+                seen.insert(r.id.clone());
+            }
+            taken.insert(r.id, r.sync_token);
+        }
+        self.seen_at_cursor = taken;
+        match &mut self.mode {
+            PagerMode::SecondPages { seen_in_try, .. }
+            | PagerMode::SecondRecount { seen_in_try, .. }
+            | PagerMode::SecondVerify { seen_in_try, .. } => *seen_in_try = seen,
+            _ => {}
+        }
+        self
+    }
+}
+
+/// The try of a second-mode state that collects Ids (`None` for other modes).
+fn current_try(mode: &PagerMode) -> Option<u32> {
+    match mode {
+        PagerMode::SecondPages { second_try, .. }
+        | PagerMode::SecondRecount { second_try, .. }
+        | PagerMode::SecondVerify { second_try, .. } => Some(*second_try),
+        _ => None,
+    }
 }
 
 /// What kind of request [`Pager::next_request`] asks for.
@@ -286,6 +347,9 @@ pub struct Accepted {
     pub duplicates: u64,
     /// True when the chunk is complete.
     pub done: bool,
+    /// In second mode, what to write to the second's Id table with this page (see
+    /// [`PagerState::ids_in_table`]).
+    pub second_ids: Option<SecondIds>,
 }
 
 /// Running totals of one pager (not persisted: the store keeps its own counts).
@@ -331,6 +395,8 @@ pub struct Pager {
     /// A page of the current second-mode pass came back short: the pass hands out no more pages
     /// and ends once those in flight are answered.
     pass_short: bool,
+    /// The cursor second's Ids are all in its table (see [`PagerState::ids_in_table`]).
+    table_synced: bool,
     state: PagerState,
     stats: PagerStats,
 }
@@ -368,6 +434,7 @@ impl Pager {
             cursor,
             seen_at_cursor: BTreeMap::new(),
             mode: PagerMode::Window,
+            ids_in_table: false,
         };
         Pager::resume(entity, name_list, chunk, page_size, state)
     }
@@ -434,6 +501,7 @@ impl Pager {
             churn: false,
             flying: BTreeSet::new(),
             pass_short: false,
+            table_synced: state.ids_in_table,
             state,
             stats: PagerStats::default(),
         })
@@ -454,9 +522,65 @@ impl Pager {
         self
     }
 
-    /// The current state, to persist after each committed page.
+    /// The current state.
     pub fn state(&self) -> &PagerState {
         &self.state
+    }
+
+    /// The state to persist with a committed page: [`Pager::state`], except that in second mode
+    /// the sets of Ids are left to their table (written with each page, see
+    /// [`Accepted::second_ids`]) once it holds them all.
+    pub fn persisted_state(&self) -> PagerState {
+        if !(self.table_synced && self.in_second_mode()) {
+            return PagerState {
+                ids_in_table: false,
+                ..self.state.clone()
+            };
+        }
+        let mode = match &self.state.mode {
+            PagerMode::SecondPages {
+                second_try,
+                expected,
+                next_start,
+                passes,
+                ..
+            } => PagerMode::SecondPages {
+                second_try: *second_try,
+                expected: *expected,
+                next_start: *next_start,
+                passes: *passes,
+                seen_in_try: BTreeSet::new(),
+            },
+            PagerMode::SecondRecount {
+                second_try, passes, ..
+            } => PagerMode::SecondRecount {
+                second_try: *second_try,
+                passes: *passes,
+                seen_in_try: BTreeSet::new(),
+            },
+            PagerMode::SecondVerify {
+                second_try,
+                passes,
+                expected,
+                batch,
+                matched,
+                ..
+            } => PagerMode::SecondVerify {
+                second_try: *second_try,
+                passes: *passes,
+                seen_in_try: BTreeSet::new(),
+                expected: *expected,
+                batch: *batch,
+                matched: *matched,
+            },
+            other => other.clone(),
+        };
+        PagerState {
+            cursor: self.state.cursor,
+            seen_at_cursor: BTreeMap::new(),
+            mode,
+            ids_in_table: true,
+        }
     }
 
     /// Running totals.
@@ -873,9 +997,11 @@ impl Pager {
                 all_at_cursor_sec = false;
             }
         }
+        let mut page_ids: Vec<String> = Vec::new();
         if let PagerMode::SecondPages { seen_in_try, .. } = &mut self.state.mode {
             for r in &records {
                 seen_in_try.insert(r.id.clone());
+                page_ids.push(r.id.clone());
             }
         }
         // Ids remembered at the (possibly new) cursor second.
@@ -963,11 +1089,52 @@ impl Pager {
             other => other,
         };
         self.state.mode = next_mode;
+        let second_ids = self.second_ids_delta(page_ids);
         Ok(Accepted {
             records: out,
             refetched,
             duplicates,
             done: self.state.mode == PagerMode::Done,
+            second_ids,
+        })
+    }
+
+    /// After a second-mode page: the rows its table needs so that it holds every Id taken at the
+    /// second with its SyncToken and the try it was last seen in. The first time, every Id known
+    /// (those taken by window pages before the second mode began included); then the page's.
+    fn second_ids_delta(&mut self, page_ids: Vec<String>) -> Option<SecondIds> {
+        let current = current_try(&self.state.mode)?;
+        let taken = &self.state.seen_at_cursor;
+        let row = |id: String, seen_try: u32| SecondId {
+            sync_token: taken.get(&id).copied().unwrap_or(0),
+            id,
+            seen_try,
+        };
+        let ids = if self.table_synced {
+            page_ids.into_iter().map(|id| row(id, current)).collect()
+        } else {
+            self.table_synced = true;
+            let seen: Option<&BTreeSet<String>> = match &self.state.mode {
+                PagerMode::SecondPages { seen_in_try, .. }
+                | PagerMode::SecondRecount { seen_in_try, .. }
+                | PagerMode::SecondVerify { seen_in_try, .. } => Some(seen_in_try),
+                _ => None,
+            };
+            taken
+                .keys()
+                .map(|id| {
+                    let t = if seen.is_some_and(|s| s.contains(id)) {
+                        current
+                    } else {
+                        0
+                    };
+                    row(id.clone(), t)
+                })
+                .collect()
+        };
+        Some(SecondIds {
+            second: self.state.cursor,
+            ids,
         })
     }
 
@@ -995,6 +1162,7 @@ impl Pager {
     fn finish_second(&mut self) -> PagerMode {
         self.last_count = None;
         self.churn = false;
+        self.table_synced = false;
         let next = self.state.cursor.checked_add_signed(one_second());
         self.state.seen_at_cursor.clear();
         match next {
@@ -1294,6 +1462,40 @@ mod tests {
         total.live_seconds_left += s.live_seconds_left;
     }
 
+    /// What a second's Id table holds (see [`PagerState::ids_in_table`]), kept by the harness as
+    /// the executor keeps `qbo._second_ids`: every page's [`Accepted::second_ids`] upserted.
+    #[derive(Default)]
+    struct IdTable(HashMap<(DateTime<Utc>, String), (i64, u32)>);
+
+    impl IdTable {
+        fn write(&mut self, a: &Accepted) {
+            if let Some(d) = &a.second_ids {
+                for r in &d.ids {
+                    let e = self
+                        .0
+                        .entry((d.second, r.id.clone()))
+                        .or_insert((r.sync_token, r.seen_try));
+                    e.0 = e.0.max(r.sync_token);
+                    e.1 = r.seen_try;
+                }
+            }
+        }
+
+        /// The pager's persisted state through storage and back, as a resume sees it.
+        fn round_trip(&self, pager: &Pager) -> PagerState {
+            let text = serde_json::to_string(&pager.persisted_state()).unwrap();
+            let state: PagerState = serde_json::from_str(&text).unwrap();
+            let second = state.cursor;
+            state.with_second_ids(self.0.iter().filter(|((s, _), _)| *s == second).map(
+                |((_, id), (tok, t))| SecondId {
+                    id: id.clone(),
+                    sync_token: *tok,
+                    seen_try: *t,
+                },
+            ))
+        }
+    }
+
     /// Runs one chunk to completion, optionally through a serialize/resume after every page.
     fn run_chunk(
         fake: &mut Fake,
@@ -1304,6 +1506,7 @@ mod tests {
         let mut pager = Pager::new("Invoice", false, chunk, page_size)?;
         let mut got = Vec::new();
         let mut stats = PagerStats::default();
+        let mut table = IdTable::default();
         for _ in 0..200_000 {
             let Some(req) = pager.next_request()? else {
                 add_stats(&mut stats, pager.stats());
@@ -1314,13 +1517,13 @@ mod tests {
                 Served::Page(p) => {
                     let a = pager.accept(p)?;
                     assert_eq!(a.done, pager.is_done());
+                    table.write(&a);
                     got.extend(a.records);
                 }
             }
             if resume_each_page {
                 add_stats(&mut stats, pager.stats());
-                let text = serde_json::to_string(pager.state()).unwrap();
-                let state: PagerState = serde_json::from_str(&text).unwrap();
+                let state = table.round_trip(&pager);
                 pager = Pager::resume("Invoice", false, chunk, page_size, state)?;
             }
         }
@@ -1344,6 +1547,7 @@ mod tests {
         let mut stats = PagerStats::default();
         let mut flying: Vec<Request> = Vec::new();
         let mut most = 0;
+        let mut table = IdTable::default();
         for _ in 0..200_000 {
             for r in pager.ready(max_in_flight - flying.len())? {
                 pager.issue(&r)?;
@@ -1359,12 +1563,15 @@ mod tests {
             let req = flying.swap_remove(rng.random_range(0..flying.len()));
             match fake.serve(&req) {
                 Served::Count(n) => pager.accept_count_part(req.part, n)?,
-                Served::Page(p) => got.extend(pager.accept_part(req.part, p)?.records),
+                Served::Page(p) => {
+                    let a = pager.accept_part(req.part, p)?;
+                    table.write(&a);
+                    got.extend(a.records);
+                }
             }
             if resume && rng.random_bool(0.1) {
                 add_stats(&mut stats, pager.stats());
-                let text = serde_json::to_string(pager.state()).unwrap();
-                let state: PagerState = serde_json::from_str(&text).unwrap();
+                let state = table.round_trip(&pager);
                 pager = Pager::resume("Invoice", false, chunk, page_size, state)?;
                 flying.clear();
             }
@@ -1690,6 +1897,7 @@ mod tests {
                     passes: 2,
                     seen_in_try: (0..700).map(|i| format!("{i:05}")).collect(),
                 },
+                ids_in_table: false,
             },
         )
         .unwrap();
@@ -1726,6 +1934,52 @@ mod tests {
         p.accept_count(0).unwrap();
         assert_eq!(p.state().mode, PagerMode::Window);
         assert_eq!(p.state().cursor, sec(1));
+    }
+
+    #[test]
+    fn a_bulk_seconds_ids_live_in_their_table_not_in_every_saved_state() {
+        // 2600 records in one second, ties shuffled per request, a resume after every request
+        // from the saved state and the table only: every record taken exactly once, and the saved
+        // state stays a few hundred bytes while the pager holds thousands of Ids
+        let recs: Vec<FakeRec> = (0..2600)
+            .map(|i| FakeRec {
+                id: format!("{i}"),
+                token: 0,
+                t: sec(30),
+            })
+            .collect();
+        let mut fake = Fake::new(recs, 11, true, 0.0);
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(31),
+        };
+        let mut pager = Pager::new("Invoice", false, chunk, 1000).unwrap();
+        let mut table = IdTable::default();
+        let (mut got, mut in_table, mut biggest, mut most_ids) = (Vec::new(), 0, 0, 0);
+        while let Some(req) = pager.next_request().unwrap() {
+            match fake.serve(&req) {
+                Served::Count(n) => pager.accept_count(n).unwrap(),
+                Served::Page(p) => {
+                    let a = pager.accept(p).unwrap();
+                    table.write(&a);
+                    got.extend(a.records.into_iter().map(|r| r.id));
+                }
+            }
+            let saved = pager.persisted_state();
+            if saved.ids_in_table {
+                in_table += 1;
+                biggest = biggest.max(serde_json::to_string(&saved).unwrap().len());
+                most_ids = most_ids.max(pager.state().seen_at_cursor.len());
+            }
+            let state = table.round_trip(&pager);
+            pager = Pager::resume("Invoice", false, chunk, 1000, state).unwrap();
+        }
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!((got.len(), distinct.len()), (2600, 2600));
+        assert!(in_table >= 5, "{in_table}");
+        assert!(most_ids >= 2000, "{most_ids}");
+        assert!(biggest < 400, "a saved state of {biggest} bytes");
     }
 
     #[test]
@@ -2010,6 +2264,7 @@ mod tests {
             cursor: sec(11),
             seen_at_cursor: BTreeMap::new(),
             mode: PagerMode::Window,
+            ids_in_table: false,
         };
         assert!(Pager::resume("Invoice", false, chunk, 10, st).is_err());
     }
@@ -2020,6 +2275,7 @@ mod tests {
             cursor: sec(5),
             seen_at_cursor: BTreeMap::from([("7".to_string(), 2)]),
             mode: PagerMode::SecondCount { second_try: 1 },
+            ids_in_table: false,
         };
         assert_eq!(
             serde_json::to_string(&st).unwrap(),

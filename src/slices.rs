@@ -24,7 +24,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::QboError;
-use crate::pager::{Pager, PagerState, Request};
+use crate::pager::{Pager, PagerState, Request, SecondId};
 use crate::plan::Chunk;
 use crate::query::{ceil_second, window_count_query};
 
@@ -137,6 +137,8 @@ fn whole(t: DateTime<Utc>) -> DateTime<Utc> {
 impl ChunkSlices {
     /// The slices of `chunk` (its end already capped to what this execution reads), starting
     /// fresh or from a saved cursor. `split`: count and cut (false: one slice, paged directly).
+    /// `second_ids` reads the Id table of a second a saved slice was reading (see
+    /// [`PagerState::ids_in_table`]).
     pub fn new(
         entity: &'static str,
         name_list: bool,
@@ -144,6 +146,7 @@ impl ChunkSlices {
         page_size: u32,
         split: bool,
         saved: Option<&serde_json::Value>,
+        second_ids: &mut dyn FnMut(DateTime<Utc>) -> Result<Vec<SecondId>, QboError>,
     ) -> Result<ChunkSlices, QboError> {
         let start = whole(chunk.start);
         let end = whole(chunk.end);
@@ -197,7 +200,13 @@ impl ChunkSlices {
             let (work, committed, committed_done) = if s.done {
                 (Work::Done, None, true)
             } else if let Some(state) = s.state {
-                let pager = cs.pager(s.start, s_end, Some(state.clone()))?;
+                let full = if state.ids_in_table {
+                    let rows = second_ids(state.cursor)?;
+                    state.clone().with_second_ids(rows)
+                } else {
+                    state.clone()
+                };
+                let pager = cs.pager(s.start, s_end, Some(full))?;
                 (Work::Page(Box::new(pager)), Some(state), false)
             } else {
                 (cs.fresh_work(s.start, s_end)?, None, false)
@@ -446,7 +455,7 @@ impl ChunkSlices {
         s.unwritten += 1;
         s.fetched += records as u64;
         Ok(match &s.work {
-            Work::Page(p) => Some(p.state().clone()),
+            Work::Page(p) => Some(p.persisted_state()),
             _ => None,
         })
     }
@@ -521,10 +530,14 @@ mod tests {
     fn far() -> DateTime<Utc> {
         t(30, 0)
     }
+    fn no_ids(_: DateTime<Utc>) -> Result<Vec<SecondId>, QboError> {
+        panic!("no saved slice reads a second here")
+    }
 
     #[test]
     fn sequential_is_one_slice_paged_at_once() {
-        let cs = ChunkSlices::new("Invoice", false, chunk(), 1000, false, None).unwrap();
+        let cs =
+            ChunkSlices::new("Invoice", false, chunk(), 1000, false, None, &mut no_ids).unwrap();
         let w = cs.wanted(10).unwrap();
         assert_eq!(w.len(), 1);
         assert!(matches!(&w[0].1, SliceRequest::Pager(r) if r.start_position == 1));
@@ -532,7 +545,8 @@ mod tests {
 
     #[test]
     fn a_big_count_cuts_into_counted_equal_parts_covering_the_chunk() {
-        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, None).unwrap();
+        let mut cs =
+            ChunkSlices::new("Invoice", false, chunk(), 1000, true, None, &mut no_ids).unwrap();
         let w = cs.wanted(10).unwrap();
         let first = cs.slices()[0].id;
         assert_eq!(
@@ -569,7 +583,8 @@ mod tests {
 
     #[test]
     fn counts_come_first_then_the_slices_with_most_records_left() {
-        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, None).unwrap();
+        let mut cs =
+            ChunkSlices::new("Invoice", false, chunk(), 1000, true, None, &mut no_ids).unwrap();
         let id = cs.slices()[0].id;
         cs.accept_slice_count(id, 9000, far()).unwrap();
         let ids: Vec<u32> = cs.slices().iter().map(|s| s.id).collect();
@@ -586,7 +601,8 @@ mod tests {
 
     #[test]
     fn an_empty_slice_at_the_live_edge_is_paged_not_skipped() {
-        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, None).unwrap();
+        let mut cs =
+            ChunkSlices::new("Invoice", false, chunk(), 1000, true, None, &mut no_ids).unwrap();
         let id = cs.slices()[0].id;
         cs.accept_slice_count(id, 0, t(5, 0)).unwrap();
         assert!(matches!(cs.slices()[0].work, Work::Page(_)));
@@ -599,7 +615,7 @@ mod tests {
             start: t(1, 0),
             end: t(1, 0) + TimeDelta::seconds(1),
         };
-        let mut cs = ChunkSlices::new("Invoice", false, c, 1000, true, None).unwrap();
+        let mut cs = ChunkSlices::new("Invoice", false, c, 1000, true, None, &mut no_ids).unwrap();
         let id = cs.slices()[0].id;
         cs.accept_slice_count(id, 50_000, far()).unwrap();
         assert_eq!(cs.slices().len(), 1);
@@ -630,7 +646,8 @@ mod tests {
 
     #[test]
     fn saved_cursor_resumes_written_state_and_recounts_the_rest() {
-        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, None).unwrap();
+        let mut cs =
+            ChunkSlices::new("Invoice", false, chunk(), 1000, true, None, &mut no_ids).unwrap();
         let id = cs.slices()[0].id;
         cs.accept_slice_count(id, 8000, far()).unwrap();
         assert_eq!(cs.slices().len(), 2);
@@ -652,7 +669,16 @@ mod tests {
         let saved = cs.saved();
         assert_eq!(saved["slices"][0]["done"], true);
         assert_eq!(saved["slices"][1]["state"], serde_json::Value::Null);
-        let again = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&saved)).unwrap();
+        let again = ChunkSlices::new(
+            "Invoice",
+            false,
+            chunk(),
+            1000,
+            true,
+            Some(&saved),
+            &mut no_ids,
+        )
+        .unwrap();
         assert_eq!(again.slices().len(), 2);
         assert!(matches!(again.slices()[0].work, Work::Done));
         assert!(matches!(again.slices()[1].work, Work::Count));
@@ -661,7 +687,16 @@ mod tests {
             end: t(9, 0),
             ..chunk()
         };
-        let more = ChunkSlices::new("Invoice", false, longer, 1000, true, Some(&saved)).unwrap();
+        let more = ChunkSlices::new(
+            "Invoice",
+            false,
+            longer,
+            1000,
+            true,
+            Some(&saved),
+            &mut no_ids,
+        )
+        .unwrap();
         assert_eq!(more.slices().len(), 3);
         assert_eq!(more.slices()[2].start, t(8, 0));
     }
@@ -672,11 +707,13 @@ mod tests {
             cursor: t(1, 0),
             seen_at_cursor: Default::default(),
             mode: crate::pager::PagerMode::Done,
+            ids_in_table: false,
         };
         let v = serde_json::json!({"slices": [
             {"start": "2025-03-01T00:00:00Z", "end": "2025-03-08T00:00:00Z", "state": done}
         ]});
-        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v)).unwrap();
+        let mut cs =
+            ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v), &mut no_ids).unwrap();
         let id = cs.slices()[0].id;
         assert!(cs.wanted(10).unwrap().is_empty());
         assert!(!cs.is_done(), "complete but not yet settled");
@@ -688,9 +725,64 @@ mod tests {
     fn a_bare_pager_state_resumes_as_one_slice() {
         let p = Pager::new("Invoice", false, chunk(), 1000).unwrap();
         let v = serde_json::to_value(p.state()).unwrap();
-        let cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v)).unwrap();
+        let cs =
+            ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v), &mut no_ids).unwrap();
         assert_eq!(cs.slices().len(), 1);
         assert!(matches!(cs.slices()[0].work, Work::Page(_)));
+    }
+
+    #[test]
+    fn a_saved_slice_reading_a_second_gets_its_ids_from_the_table() {
+        let v = serde_json::json!({"slices": [
+            {"start": "2025-03-01T00:00:00Z", "end": "2025-03-08T00:00:00Z", "state": {
+                "cursor": "2025-03-02T10:00:00Z", "seen_at_cursor": {}, "ids_in_table": true,
+                "mode": {"mode": "second_pages", "second_try": 2, "expected": 3000,
+                         "next_start": 2001, "passes": 1, "seen_in_try": []}}}
+        ]});
+        let mut asked = Vec::new();
+        let mut load = |second: DateTime<Utc>| {
+            asked.push(second);
+            Ok(vec![
+                SecondId {
+                    id: "1".into(),
+                    sync_token: 3,
+                    seen_try: 2,
+                },
+                SecondId {
+                    id: "2".into(),
+                    sync_token: 0,
+                    seen_try: 1,
+                },
+                SecondId {
+                    id: "3".into(),
+                    sync_token: 1,
+                    seen_try: 2,
+                },
+            ])
+        };
+        let mut cs =
+            ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v), &mut load).unwrap();
+        assert_eq!(asked, vec![t(2, 10)]);
+        let id = cs.slices()[0].id;
+        let st = cs.pager_mut(id).unwrap().state().clone();
+        assert_eq!(st.seen_at_cursor.len(), 3);
+        assert_eq!(st.seen_at_cursor["1"], 3);
+        match st.mode {
+            crate::pager::PagerMode::SecondPages {
+                seen_in_try,
+                next_start,
+                ..
+            } => {
+                assert_eq!(seen_in_try.into_iter().collect::<Vec<_>>(), vec!["1", "3"]);
+                assert_eq!(next_start, 2001);
+            }
+            other => panic!("{other:?}"),
+        }
+        // what is saved again leaves the Ids to the table
+        assert_eq!(
+            cs.saved()["slices"][0]["state"]["seen_at_cursor"],
+            serde_json::json!({})
+        );
     }
 
     #[test]
@@ -699,7 +791,8 @@ mod tests {
             {"start": "2025-03-01T00:00:00Z", "end": "2025-03-02T00:00:00Z", "done": true},
             {"start": "2025-03-03T00:00:00Z", "end": "2025-03-08T00:00:00Z"}
         ]});
-        let e = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v)).unwrap_err();
+        let e = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v), &mut no_ids)
+            .unwrap_err();
         assert!(e.to_string().contains("do not follow"), "{e}");
     }
 }

@@ -329,6 +329,26 @@ pub fn truth_in_window(
         .collect()
 }
 
+/// The second holding the most Invoices in realm 1 (the emulator's bulk import), as the literal
+/// pg_qbo's queries use (`2025-06-26T07:02:59+00:00`), with its number of records.
+pub fn bulk_second(emu: &Emulator, c: &mut Client) -> (String, usize) {
+    let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
+    for r in emu.truth_rows(REALM1, "Invoice") {
+        *per_second
+            .entry(parse_rfc3339(r["LastUpdatedTime"].as_str().unwrap()))
+            .or_default() += 1;
+    }
+    let (t, n) = per_second.into_iter().max_by_key(|(_, n)| *n).unwrap();
+    let literal: String = c
+        .query_one(
+            "SELECT to_char(to_timestamp($1::float8) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || '+00:00'",
+            &[&(t as f64)],
+        )
+        .unwrap()
+        .get(0);
+    (literal, n)
+}
+
 /// Seconds since the epoch of an RFC 3339 timestamp with offset (`2025-01-01T00:00:00-07:00`, `...Z`).
 pub fn parse_rfc3339(s: &str) -> i64 {
     let (date, rest) = s.split_at(10);

@@ -448,3 +448,70 @@ fn a_terminated_worker_is_reported_to_its_caller_and_the_run_resumes() {
     wait_status(&mut c, 1, "interrupted");
     finish_with_resume(&mut c, &emu, 1);
 }
+
+#[test]
+fn a_run_cancelled_inside_a_bulk_second_resumes_from_its_id_table() {
+    // 3000 invoices: one second holds 1061 of them, read by STARTPOSITION in pages of 100 whose
+    // ties the emulator shuffles on every request, so it takes several passes; hold a request of
+    // a later pass, cancel, and resume: nothing taken twice, nothing missed
+    let emu = Emulator::start(&["--seed", "25", "--records", "Invoice=3000"]);
+    let mut c = fresh_db("e2e_bulk_resume", &emu);
+    let mut other = connect("e2e_bulk_resume");
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    // pass 1 is 11 pages, then a recount: the 15th request of the second is in pass 2
+    let (second, _) = bulk_second(&emu, &mut c);
+    emu.hold_matching(15, &format!("LastUpdatedTime = '{second}'"));
+    let worker = std::thread::spawn(move || {
+        let r = c.query_one(
+            "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 100)",
+            &[&FROM, &TO],
+        );
+        (
+            r.map(|_| ())
+                .map_err(|e| e.as_db_error().map(|d| d.message().to_owned())),
+            c,
+        )
+    });
+    emu.wait_held();
+    // let the pages already fetched be written, then look at what a resume would start from
+    let t0 = Instant::now();
+    let (ids, cursor): (i64, String) = loop {
+        let row = other
+            .query_one(
+                "SELECT (SELECT count(*) FROM qbo._second_ids WHERE run_id = 1),
+                        (SELECT cursor::text FROM qbo.run_chunks
+                          WHERE run_id = 1 AND cursor::text LIKE '%ids_in_table%')",
+                &[],
+            )
+            .unwrap();
+        let cursor: Option<String> = row.get(1);
+        if let (n, Some(text)) = (row.get::<_, i64>(0), cursor) {
+            if n >= 500 {
+                break (n, text);
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no Id table rows");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "held in a later pass: {ids} Ids in the table, the chunk's cursor {} bytes",
+        cursor.len()
+    );
+    assert!(cursor.len() < 4000, "{cursor}");
+    other
+        .execute("SELECT pg_cancel_backend($1)", &[&pid])
+        .unwrap();
+    let (r, mut c) = worker.join().unwrap();
+    assert_eq!(
+        r,
+        Err(Some("canceling statement due to user request".to_owned()))
+    );
+    emu.release();
+    assert_eq!(status(&mut c, 1), "cancelled");
+    finish_with_resume(&mut c, &emu, 1);
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM qbo._second_ids", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the Id table is emptied when its chunk completes");
+}

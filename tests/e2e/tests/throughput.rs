@@ -131,7 +131,13 @@ fn the_pages_of_a_bulk_second_are_fetched_together() {
     // by STARTPOSITION in pages of 100: hold its first page, and the others of the pass still go
     let emu = Emulator::start(&["--seed", "63", "--records", "Invoice=3000"]);
     let mut c = fresh_db("e2e_bulk_second", &emu);
-    emu.hold_matching(1, "MetaData.LastUpdatedTime = '");
+    // the bulk second, by the emulator's truth (other seconds may hold a page of 100 too)
+    let (second, n) = bulk_second(&emu, &mut c);
+    assert_eq!(n, 1061);
+    emu.hold_matching(
+        1,
+        &format!("LastUpdatedTime = '{second}' ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 "),
+    );
     let worker = std::thread::spawn(|| {
         let mut c = connect("e2e_bulk_second");
         c.query(
@@ -144,12 +150,6 @@ fn the_pages_of_a_bulk_second_are_fetched_together() {
     let held = emu.wait_held();
     let q = held["query"].as_str().unwrap().to_string();
     assert!(q.contains("STARTPOSITION 1 MAXRESULTS 100"), "{q}");
-    let second = q
-        .split("LastUpdatedTime = '")
-        .nth(1)
-        .and_then(|r| r.split('\'').next())
-        .unwrap()
-        .to_string();
     // while page 1 is held, the rest of the pass arrives
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let others = loop {
