@@ -402,9 +402,10 @@ impl Exec<'_> {
     fn run_chunks(&mut self, chunks: Vec<ChunkRow>) -> Result<(), RunError> {
         let max_flight = self.settings.max_in_flight.max(1) as usize;
         let split = max_flight > 1;
-        // slices kept open: twice what may be in flight, so counting and cutting run ahead of
-        // paging; the sequential pager keeps one chunk at a time (a retry is its next request)
-        let open_ahead = if split { 2 * max_flight } else { 1 };
+        // slices kept open: four times what may be in flight, so counting and cutting run ahead
+        // of paging and the chains of pages of later chunks start early enough not to trail at
+        // the end; the sequential pager keeps one chunk at a time (a retry is its next request)
+        let open_ahead = if split { 4 * max_flight } else { 1 };
         let mut pending: std::collections::VecDeque<ChunkRow> = chunks.into();
         let mut open: Vec<OpenChunk> = Vec::new();
         let mut retry_queue: Vec<Want> = Vec::new();
@@ -447,10 +448,13 @@ impl Exec<'_> {
                 debug_assert!(flights.is_empty() && fetched.is_empty());
                 break;
             }
-            // what to send: due retries first, then new requests, while the memory bound allows
-            // (requests in flight plus pages waiting to be written)
+            // what to send: due retries first, then new requests, up to max_in_flight in flight
+            // and within the memory bound: requests in flight plus pages waiting to be written at
+            // most max_in_flight + 2 (a page or two waiting for the writer does not idle a slot)
             let now = Instant::now();
-            let room = max_flight.saturating_sub(flights.len() + fetched.len());
+            let room = max_flight
+                .saturating_sub(flights.len())
+                .min((max_flight + 2).saturating_sub(flights.len() + fetched.len()));
             let mut wants: Vec<Want> = Vec::new();
             if room > 0 && limiter_wait.is_none_or(|t| t <= now) {
                 let mut k = 0;
