@@ -450,11 +450,13 @@ impl Exec<'_> {
             }
             // what to send: due retries first, then new requests, up to max_in_flight in flight
             // and within the memory bound: requests in flight plus pages waiting to be written at
-            // most max_in_flight + 2 (a page or two waiting for the writer does not idle a slot)
+            // most max_in_flight + 2 (a page or two waiting for the writer does not idle a slot);
+            // the sequential pager sends nothing while a page waits (one page at a time, in order)
             let now = Instant::now();
+            let slack = if split { 2 } else { 0 };
             let room = max_flight
                 .saturating_sub(flights.len())
-                .min((max_flight + 2).saturating_sub(flights.len() + fetched.len()));
+                .min((max_flight + slack).saturating_sub(flights.len() + fetched.len()));
             let mut wants: Vec<Want> = Vec::new();
             if room > 0 && limiter_wait.is_none_or(|t| t <= now) {
                 let mut k = 0;
