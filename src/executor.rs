@@ -473,7 +473,7 @@ impl Exec<'_> {
                     o.slices.set_live_edge(live_edge());
                     let reqs = o
                         .slices
-                        .wanted(usize::MAX)
+                        .wanted(room - wants.len())
                         .map_err(|e| self.context(o.row.chunk, 0, e))?;
                     for (slice, req) in reqs {
                         candidates.push((o.slices.priority(slice), k, slice, req));

@@ -704,7 +704,8 @@ impl Pager {
     }
 
     /// Requests issued and not answered yet.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.flying.len()
     }
 
@@ -1663,6 +1664,17 @@ mod tests {
         (total, again)
     }
 
+    /// `n` records (Ids `00000`, `00001`, ...) all updated in second `t`: a bulk import.
+    fn bulk(n: usize, t: DateTime<Utc>) -> Vec<FakeRec> {
+        (0..n)
+            .map(|i| FakeRec {
+                id: format!("{i:05}"),
+                token: 0,
+                t,
+            })
+            .collect()
+    }
+
     fn dataset(rng: &mut StdRng, n: usize, seconds: i64) -> Vec<FakeRec> {
         (0..n)
             .map(|i| FakeRec {
@@ -1731,13 +1743,7 @@ mod tests {
 
     #[test]
     fn big_single_second_stable_order_exact_requests() {
-        let mut recs: Vec<FakeRec> = (0..2500)
-            .map(|i| FakeRec {
-                id: format!("{i:05}"),
-                token: 0,
-                t: sec(10),
-            })
-            .collect();
+        let mut recs = bulk(2500, sec(10));
         recs.push(FakeRec {
             id: "late".into(),
             token: 4,
@@ -1781,13 +1787,7 @@ mod tests {
 
     #[test]
     fn big_single_second_shuffled_ties() {
-        let recs: Vec<FakeRec> = (0..2600)
-            .map(|i| FakeRec {
-                id: format!("{i}"),
-                token: 0,
-                t: sec(30),
-            })
-            .collect();
+        let recs = bulk(2600, sec(30));
         let mut fake = Fake::new(recs, 9, true, 0.0);
         let (total, _) = check_backfill(&mut fake, t0(), sec(31), 1, 1000, true);
         assert_eq!(total, 2600);
@@ -1844,13 +1844,7 @@ mod tests {
     fn a_pass_goes_out_at_once_and_a_verification_too() {
         // 4500 records in one second, stable order: the count, then pages 1..4001 and 4501 (the
         // short one just past the count) all in flight together; the first pass sees them all
-        let recs: Vec<FakeRec> = (0..4500)
-            .map(|i| FakeRec {
-                id: format!("{i:05}"),
-                token: 0,
-                t: sec(7),
-            })
-            .collect();
+        let recs = bulk(4500, sec(7));
         let mut fake = Fake::new(recs, 3, false, 0.0);
         let chunk = Chunk {
             index: 1,
@@ -1941,13 +1935,7 @@ mod tests {
         // 2600 records in one second, ties shuffled per request, a resume after every request
         // from the saved state and the table only: every record taken exactly once, and the saved
         // state stays a few hundred bytes while the pager holds thousands of Ids
-        let recs: Vec<FakeRec> = (0..2600)
-            .map(|i| FakeRec {
-                id: format!("{i}"),
-                token: 0,
-                t: sec(30),
-            })
-            .collect();
+        let recs = bulk(2600, sec(30));
         let mut fake = Fake::new(recs, 11, true, 0.0);
         let chunk = Chunk {
             index: 1,

@@ -292,18 +292,19 @@ impl ChunkSlices {
         })
     }
 
-    /// The requests the slices may send now besides those in flight, at most `max`: a slice's
-    /// count, or what its pager allows (one window page at a time; every page of a second-mode
-    /// pass at once, see [`Pager::ready`]). Each one sent must be passed to
-    /// [`ChunkSlices::issue`] first, in the order returned for its slice. An error is a pager
-    /// that gave up on a second ([`QboError::UnstableSecond`]).
-    pub fn wanted(&self, max: usize) -> Result<Vec<(u32, SliceRequest)>, QboError> {
+    /// The requests the slices may send now besides those in flight, at most `per_slice` of each
+    /// slice (the caller picks among slices by [`ChunkSlices::priority`]): a slice's count, or
+    /// what its pager allows (one window page at a time; every page of a second-mode pass at
+    /// once, see [`Pager::ready`]). Each one sent must be passed to [`ChunkSlices::issue`] first,
+    /// in the order returned for its slice. An error is a pager that gave up on a second
+    /// ([`QboError::UnstableSecond`]).
+    pub fn wanted(&self, per_slice: usize) -> Result<Vec<(u32, SliceRequest)>, QboError> {
         let mut out = Vec::new();
+        if per_slice == 0 {
+            return Ok(out);
+        }
         for s in &self.slices {
             let i = s.id;
-            if out.len() >= max {
-                break;
-            }
             match &s.work {
                 Work::Count if !s.busy => out.push((
                     i,
@@ -312,7 +313,7 @@ impl ChunkSlices {
                     },
                 )),
                 Work::Page(p) => {
-                    for r in p.ready(max - out.len())? {
+                    for r in p.ready(per_slice)? {
                         out.push((i, SliceRequest::Pager(r)));
                     }
                 }
@@ -566,8 +567,8 @@ mod tests {
         for w in cs.slices().windows(2) {
             assert_eq!(w[0].end, w[1].start);
         }
-        assert_eq!(cs.wanted(10).unwrap().len(), 4);
-        assert_eq!(cs.wanted(3).unwrap().len(), 3);
+        assert_eq!(cs.wanted(10).unwrap().len(), 4, "one count per slice");
+        assert_eq!(cs.wanted(1).unwrap().len(), 4);
         // a small part is paged, an empty past part is done, a part with a burst is cut again
         let ids: Vec<u32> = cs.slices().iter().map(|s| s.id).collect();
         cs.accept_slice_count(ids[0], 3000, far()).unwrap();
