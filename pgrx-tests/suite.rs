@@ -194,7 +194,7 @@ fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
     let payloads = list(&|_| "\"{}\"".to_owned());
     let syncs = list(&|_| "0".to_owned());
     Spi::run(&format!(
-        "PREPARE up(text[], text[], int8[], text, timestamptz, timestamptz, int, int, text) AS {}",
+        "PREPARE up(text[], jsonb[], int8[], text, timestamptz, timestamptz, int, int, text) AS {}",
         crate::store::upsert_sql(e.table)
     ))
     .unwrap();
@@ -220,4 +220,198 @@ fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
     let total = plan[0]["Plan"]["Total Cost"].as_f64().unwrap();
     println!("upsert of 1000 rows into a never-analyzed 30k-row table: estimated cost {total}");
     assert!(total < 10_000.0, "estimated cost {total}: {text}");
+}
+
+/// The bytes of a varlena datum.
+unsafe fn varlena_bytes(d: pg_sys::Datum) -> Vec<u8> {
+    let p = d.cast_mut_ptr::<pg_sys::varlena>();
+    std::slice::from_raw_parts(p as *const u8, pgrx::varsize_any(p)).to_vec()
+}
+
+/// PostgreSQL's own jsonb of `text` (after the `\u0000` policy), `None` where it raises.
+fn postgres_jsonb(text: &str) -> Option<Vec<u8>> {
+    let text = crate::jsonb::storable(text).into_owned();
+    PgTryBuilder::new(move || {
+        crate::store::jsonb_in(&text).ok().map(|d| unsafe { varlena_bytes(d) })
+    })
+    .catch_others(|_| None)
+    .execute()
+}
+
+/// Every QBO sample document: where the network thread's encoder writes jsonb, its bytes are
+/// exactly jsonb_in's, and it declines none of them.
+#[pg_test]
+fn jsonb_encoder_writes_jsonb_in_bytes_for_every_qbo_sample() {
+    assert!(crate::store::database_is_utf8());
+    let mut files = Vec::new();
+    let mut dirs = vec![crate::fault::samples_dir()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let (mut same, mut invalid) = (0, 0);
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let ours = crate::jsonb_encode::encode(&text);
+        let theirs = postgres_jsonb(&text);
+        match (&ours, &theirs) {
+            (Some(o), Some(t)) => {
+                assert!(o == t, "{}: encoder bytes differ from jsonb_in", f.display());
+                same += 1;
+            }
+            (Some(_), None) => panic!("{}: encoded what jsonb_in rejects", f.display()),
+            // no sample has an exponent or a repeated key: none may be declined
+            (None, Some(_)) => panic!("{}: declined a plain QBO document", f.display()),
+            (None, None) => invalid += 1,
+        }
+    }
+    // 128 of the 136 files are JSON (the rest are XML or HTML error bodies named .json)
+    assert!(same >= 120, "only {same} of {} samples compared ({invalid} not JSON)", files.len());
+}
+
+/// Generated documents (seeded): deep and wide containers (past the 32-entry offset stride),
+/// keys in every length order, escapes, surrogate pairs, `\u0000`, numbers of every scale and
+/// weight (short and long numeric headers, negative zero): byte-identical to jsonb_in.
+#[pg_test]
+fn jsonb_encoder_writes_jsonb_in_bytes_for_generated_documents() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261128);
+    fn digits(rng: &mut rand::rngs::StdRng, n: usize, lead_nonzero: bool) -> String {
+        (0..n)
+            .map(|i| {
+                let lo = if i == 0 && lead_nonzero { 1 } else { 0 };
+                char::from(b'0' + rng.random_range(lo..10u8))
+            })
+            .collect()
+    }
+    fn number(rng: &mut rand::rngs::StdRng) -> String {
+        let mut s = String::new();
+        if rng.random_bool(0.3) {
+            s.push('-');
+        }
+        if rng.random_bool(0.3) {
+            s.push('0');
+        } else {
+            let n = rng.random_range(1..30);
+            s.push_str(&digits(rng, n, true));
+        }
+        if rng.random_bool(0.6) {
+            s.push('.');
+            let n = *[1, 2, 3, 4, 5, 8, 63, 64, 70].get(rng.random_range(0..9)).unwrap();
+            if rng.random_bool(0.3) {
+                s.push_str(&"0".repeat(rng.random_range(1..300)));
+            }
+            s.push_str(&digits(rng, n, false));
+        }
+        s
+    }
+    fn string(rng: &mut rand::rngs::StdRng) -> String {
+        const PIECES: &[&str] = &[
+            "a", "Z", "0", " ", "é", "日本", "😀", "\\\"", "\\\\", "\\/", "\\n", "\\t", "\\r",
+            "\\b", "\\f", "\\u00e9", "\\u65e5", "\\ud83d\\ude00", "\\u0000", "\\u001f", "x y",
+        ];
+        let n = rng.random_range(0..12);
+        let body: String = (0..n).map(|_| PIECES[rng.random_range(0..PIECES.len())]).collect();
+        format!("\"{body}\"")
+    }
+    fn value(rng: &mut rand::rngs::StdRng, depth: u32) -> String {
+        let pick = if depth >= 4 { rng.random_range(0..5) } else { rng.random_range(0..7) };
+        match pick {
+            0 => "null".into(),
+            1 => if rng.random_bool(0.5) { "true".into() } else { "false".into() },
+            2 => number(rng),
+            3 | 4 => string(rng),
+            5 => {
+                let n = *[0, 1, 2, 31, 32, 33, 65].get(rng.random_range(0..7)).unwrap();
+                let items: Vec<String> = (0..n).map(|_| value(rng, depth + 1)).collect();
+                format!("[{}]", items.join(if rng.random_bool(0.5) { "," } else { " ,\n " }))
+            }
+            _ => {
+                let n = *[0, 1, 3, 16, 33, 40].get(rng.random_range(0..6)).unwrap();
+                // distinct after unescaping ("é" and "\u00e9" are one key): a numbered prefix
+                let pairs: Vec<String> = (0..n)
+                    .map(|i| {
+                        let body = string(rng);
+                        let key = format!("\"{i}|{}", &body[1..]);
+                        format!("{key}:{}", value(rng, depth + 1))
+                    })
+                    .collect();
+                format!("{{{}}}", pairs.join(","))
+            }
+        }
+    }
+    let mut compared = 0;
+    for _ in 0..1500 {
+        let doc = value(&mut rng, 0);
+        let ours = crate::jsonb_encode::encode(&doc);
+        let theirs = postgres_jsonb(&doc);
+        match (ours, theirs) {
+            (Some(o), Some(t)) => {
+                assert!(o == t, "encoder bytes differ from jsonb_in for {doc}");
+                compared += 1;
+            }
+            (o, t) => panic!("encoder {:?} / jsonb_in {:?} for {doc}", o.is_some(), t.is_some()),
+        }
+    }
+    assert_eq!(compared, 1500);
+}
+
+/// One page mixing records the network thread wrote as jsonb bytes and records left as text for
+/// jsonb_in (an exponent, a repeated key): every payload is stored as jsonb_in reads its text
+/// (`\u0000` as U+FFFD), and writing the page again changes nothing.
+#[pg_test]
+fn page_upsert_stores_encoded_and_text_payloads_alike() {
+    use crate::pager::{Payload, RawRecord};
+    let e = crate::entities::lookup("Invoice").unwrap();
+    crate::store::ensure_raw_table(e).unwrap();
+    let meta = r#""MetaData":{"CreateTime":"2025-01-02T03:04:05-08:00","LastUpdatedTime":"2025-01-02T03:04:05-08:00"}"#;
+    let docs = [
+        ("1", format!(r#"{{"Id":"1","SyncToken":"0",{meta},"TotalAmt":12.30,"Name":"Caf\u00e9 \ud83d\ude00"}}"#), true),
+        ("2", format!(r#"{{"Id":"2","SyncToken":"0",{meta},"Rate":1.5e3}}"#), false),
+        ("3", format!(r#"{{"Id":"3","SyncToken":"0",{meta},"Memo":"a\u0000b"}}"#), true),
+        ("4", format!(r#"{{"Id":"4","SyncToken":"0",{meta},"Dup":1,"Dup":2}}"#), false),
+    ];
+    let page = || {
+        let recs: Vec<RawRecord> = docs
+            .iter()
+            .map(|(_, d, _)| {
+                let mut r = RawRecord::from_json(
+                    serde_json::value::RawValue::from_string(d.clone()).unwrap(),
+                )
+                .unwrap();
+                r.encode_jsonb();
+                r
+            })
+            .collect();
+        let rows = crate::executor::to_page_rows(recs);
+        let kinds: Vec<bool> = rows.payloads.iter().map(|p| matches!(p, Payload::Jsonb(_))).collect();
+        assert_eq!(kinds, docs.iter().map(|d| d.2).collect::<Vec<_>>());
+        rows
+    };
+    let t = chrono::Utc::now();
+    let write = || {
+        crate::store::upsert_page(e, "r", page(), t, t, 1, 1000, r#"{"query":"q"}"#).unwrap()
+    };
+    assert_eq!(write(), crate::store::UpsertCounts { inserted: 4, updated: 0 });
+    for (id, doc, _) in &docs {
+        let expect = crate::jsonb::storable(doc).into_owned();
+        let same = Spi::get_one_with_args::<bool>(
+            "SELECT payload = $1::jsonb AND payload::text = ($1::jsonb)::text FROM raw.qb_invoices WHERE realm_id = 'r' AND id = $2",
+            &[expect.as_str().into(), (*id).into()],
+        )
+        .unwrap();
+        assert_eq!(same, Some(true), "record {id}");
+    }
+    let memo = Spi::get_one::<String>("SELECT payload->>'Memo' FROM raw.qb_invoices WHERE id = '3'").unwrap();
+    assert_eq!(memo.as_deref(), Some("a\u{FFFD}b"));
+    let dup = Spi::get_one::<String>("SELECT payload->>'Dup' FROM raw.qb_invoices WHERE id = '4'").unwrap();
+    assert_eq!(dup.as_deref(), Some("2"));
+    assert_eq!(write(), crate::store::UpsertCounts { inserted: 0, updated: 0 });
 }

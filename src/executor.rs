@@ -23,7 +23,7 @@ use crate::guc::Settings;
 use crate::ledger::{self, ChunkRow, RunRow};
 use crate::limiter::{self, Limiter};
 use crate::net::{Fetched as NetFetched, Idle, Job, JobKind, Net};
-use crate::pager::RequestKind;
+use crate::pager::{Payload, RequestKind};
 use crate::qbo::HttpConfig;
 use crate::retry::RetryPolicy;
 use crate::runtime;
@@ -253,6 +253,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     let http = HttpConfig {
         connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
         request_timeout: Duration::from_millis(settings.http_timeout_ms),
+        jsonb_payloads: store::database_is_utf8(),
         ..HttpConfig::default()
     };
     let net = Net::start(http).map_err(qbo_err)?;
@@ -920,7 +921,7 @@ impl Exec<'_> {
     }
 }
 
-fn to_page_rows(records: Vec<crate::pager::RawRecord>) -> PageRows {
+pub(crate) fn to_page_rows(records: Vec<crate::pager::RawRecord>) -> PageRows {
     let mut rows = PageRows {
         ids: Vec::with_capacity(records.len()),
         payloads: Vec::with_capacity(records.len()),
@@ -929,11 +930,17 @@ fn to_page_rows(records: Vec<crate::pager::RawRecord>) -> PageRows {
     let mut records = records;
     records.sort_by(|a, b| a.id.cmp(&b.id));
     for r in records {
-        // the record's text moves into the row as is (no copy) unless it holds a \u0000
-        let text: Box<str> = r.json.into();
-        let payload = match crate::jsonb::storable(&text) {
-            std::borrow::Cow::Borrowed(_) => String::from(text),
-            std::borrow::Cow::Owned(fixed) => fixed,
+        // jsonb bytes and texts move into the row as they are (no copy), unless a text holds a
+        // \u0000 (the network thread's encoder applies the same policy to the bytes)
+        let payload = match r.payload {
+            Payload::Jsonb(b) => Payload::Jsonb(b),
+            Payload::Text(json) => match crate::jsonb::storable(json.get()) {
+                std::borrow::Cow::Borrowed(_) => Payload::Text(json),
+                std::borrow::Cow::Owned(fixed) => Payload::Text(
+                    serde_json::value::RawValue::from_string(fixed)
+                        .expect("replacing an escape keeps the JSON valid"),
+                ),
+            },
         };
         rows.payloads.push(payload);
         rows.ids.push(r.id);

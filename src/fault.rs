@@ -372,26 +372,27 @@ fn decode_entities(s: &str) -> String {
     out
 }
 
+/// The folder of real sample payloads (unit and in-database tests): `$QBO_SAMPLES_DIR`, else
+/// `/work/shared/qbo-samples`, else `../shared/qbo-samples` beside the crate.
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn samples_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Ok(d) = std::env::var("QBO_SAMPLES_DIR") {
+        return PathBuf::from(d);
+    }
+    let fixed = PathBuf::from("/work/shared/qbo-samples");
+    if fixed.is_dir() {
+        return fixed;
+    }
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/qbo-samples"
+    ))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    /// The folder of real sample payloads: `$QBO_SAMPLES_DIR`, else `/work/shared/qbo-samples`,
-    /// else `../shared/qbo-samples` beside the crate.
-    pub(crate) fn samples_dir() -> PathBuf {
-        if let Ok(d) = std::env::var("QBO_SAMPLES_DIR") {
-            return PathBuf::from(d);
-        }
-        let fixed = PathBuf::from("/work/shared/qbo-samples");
-        if fixed.is_dir() {
-            return fixed;
-        }
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/qbo-samples"
-        ))
-    }
 
     pub(crate) fn sample(rel: &str) -> Vec<u8> {
         let p = samples_dir().join(rel);

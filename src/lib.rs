@@ -2,7 +2,7 @@
 //!
 //! Plain-Rust modules (tested without Postgres): `entities` (catalog), `plan` (chunk planner),
 //! `query` (QBO query text), `pager` (time-cursor paging of one chunk), `fault` (error bodies),
-//! `retry` (backoff policy), `qbo` (HTTP client), `oauth` (token refresh), `error`, `jsonb`,
+//! `retry` (backoff policy), `qbo` (HTTP client), `oauth` (token refresh), `error`, `jsonb`, `jsonb_encode` (records to jsonb's binary format),
 //! `runtime` (interruptible async inside a backend).
 //! Postgres-facing modules: `guc` (settings), `store` (raw tables, upserts, tokens),
 //! `ledger` (qbo.runs / run_chunks / run_pages), `tokens` (token cache and refresh),
@@ -16,6 +16,7 @@ pub mod entities;
 pub mod error;
 pub mod fault;
 pub mod jsonb;
+pub mod jsonb_encode;
 pub mod net;
 pub mod oauth;
 pub mod pager;

@@ -80,8 +80,18 @@ pub struct RawRecord {
     pub sync_token: i64,
     /// `MetaData.LastUpdatedTime`, converted to UTC.
     pub last_updated: DateTime<Utc>,
-    /// The record's JSON text, byte for byte as received (`12.30` stays `12.30`).
-    pub json: Box<RawValue>,
+    /// The record itself, as text or already in jsonb's binary format.
+    pub payload: Payload,
+}
+
+/// A record's body on its way to the upsert.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// The JSON text, byte for byte as received (`12.30` stays `12.30`); the backend casts it.
+    Text(Box<RawValue>),
+    /// The same record as the bytes of its jsonb datum ([`crate::jsonb_encode`]), written on the
+    /// network thread so the backend parses nothing.
+    Jsonb(Box<[u8]>),
 }
 
 #[derive(Deserialize)]
@@ -161,8 +171,26 @@ impl RawRecord {
             id,
             sync_token,
             last_updated,
-            json,
+            payload: Payload::Text(json),
         })
+    }
+
+    /// The record's JSON text, unless it was already converted to jsonb.
+    pub fn text(&self) -> Option<&str> {
+        match &self.payload {
+            Payload::Text(t) => Some(t.get()),
+            Payload::Jsonb(_) => None,
+        }
+    }
+
+    /// Converts the text to jsonb's binary format where [`crate::jsonb_encode`] can (the text is
+    /// dropped then); otherwise the text stays for the backend's `jsonb_in`.
+    pub fn encode_jsonb(&mut self) {
+        if let Payload::Text(t) = &self.payload {
+            if let Some(b) = crate::jsonb_encode::encode(t.get()) {
+                self.payload = Payload::Jsonb(b.into_boxed_slice());
+            }
+        }
     }
 }
 
@@ -1631,7 +1659,7 @@ mod tests {
                         .contains(&(r.id.clone(), r.sync_token, r.last_updated)),
                     "never existed: {r:?}"
                 );
-                assert!(r.json.get().contains(r#""TotalAmt":12.30"#));
+                assert!(r.text().unwrap().contains(r#""TotalAmt":12.30"#));
                 if let Some(prev) = in_chunk.insert(r.id.clone(), r.sync_token) {
                     assert!(
                         r.sync_token > prev,
@@ -2278,8 +2306,8 @@ mod tests {
         assert_eq!(r.sync_token, 3);
         assert_eq!(r.last_updated, t0());
         assert!(r
-            .json
-            .get()
+            .text()
+            .unwrap()
             .starts_with(r#"{"Id":"42","SyncToken":"3","MetaData":{"CreateTime""#));
         let bad = |s: &str| {
             RawRecord::from_json(RawValue::from_string(s.to_string()).unwrap())

@@ -3,6 +3,7 @@
 //! raw table names taken from the static entity catalog (`crate::entities`).
 
 use crate::entities::Entity;
+use crate::pager::Payload;
 use chrono::{DateTime, Utc};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -211,8 +212,55 @@ fn check_raw_shape(entity: &Entity) -> Result<(), String> {
 /// One page's records, ready for the upsert.
 pub struct PageRows {
     pub ids: Vec<String>,
-    pub payloads: Vec<String>,
+    pub payloads: Vec<Payload>,
     pub sync_tokens: Vec<i64>,
+}
+
+/// Whether the current database's encoding is UTF-8 (the network thread then writes records
+/// as jsonb bytes, whose strings are UTF-8).
+pub fn database_is_utf8() -> bool {
+    unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 }
+}
+
+/// The jsonb datum of a JSON text, from PostgreSQL's own `jsonb_in` (raises its error).
+pub fn jsonb_in(text: &str) -> Result<pg_sys::Datum, String> {
+    let c = std::ffi::CString::new(text)
+        .map_err(|_| "a record's JSON text contains a NUL byte".to_owned())?;
+    // jsonb_in copies what it keeps: the CString may go once it returns
+    Ok(unsafe {
+        pg_sys::OidInputFunctionCall(
+            pg_sys::Oid::from(pg_sys::F_JSONB_IN),
+            c.as_ptr().cast_mut(),
+            pg_sys::JSONBOID,
+            -1,
+        )
+    })
+}
+
+/// The page's payloads as one `jsonb[]` (in the current memory context): bytes the network
+/// thread already wrote are copied in as they are, texts go through `jsonb_in`.
+fn jsonb_array(payloads: &[Payload]) -> Result<pg_sys::Datum, String> {
+    let mut datums: Vec<pg_sys::Datum> = Vec::with_capacity(payloads.len());
+    for p in payloads {
+        datums.push(match p {
+            // a complete, uncompressed varlena with a 4-byte header: construct_array reads it
+            // in place (VARSIZE, then a copy into the array)
+            Payload::Jsonb(b) => pg_sys::Datum::from(b.as_ptr()),
+            Payload::Text(t) => jsonb_in(t.get())?,
+        });
+    }
+    let n = i32::try_from(datums.len()).map_err(|_| "page too large".to_owned())?;
+    let arr = unsafe {
+        pg_sys::construct_array(
+            datums.as_mut_ptr(),
+            n,
+            pg_sys::JSONBOID,
+            -1,
+            false,
+            pg_sys::TYPALIGN_INT as std::ffi::c_char,
+        )
+    };
+    Ok(pg_sys::Datum::from(arr))
 }
 
 /// Counts of one page's upsert.
@@ -244,7 +292,10 @@ pub fn upsert_page(
         return Ok(UpsertCounts::default());
     }
     let sql = upsert_sql(entity.table);
-    Spi::connect_mut(|c| -> SpiResult<UpsertCounts> {
+    // everything is built inside the SPI connection: its memory context (the page's arrays,
+    // a megabyte or two) is freed when the connection closes, after each page
+    Spi::connect_mut(|c| -> Result<UpsertCounts, String> {
+        let spi = |e: pgrx::spi::SpiError| e.to_string();
         c.update(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             None,
@@ -252,14 +303,17 @@ pub fn upsert_page(
                 WRITE_LOCK_CLASS.into(),
                 lock_key(WRITE_LOCK_CLASS, &format!("{realm}/{}", entity.name)).into(),
             ],
-        )?;
+        )
+        .map_err(spi)?;
+        let payloads = jsonb_array(&rows.payloads)?;
         let row = c
             .update(
                 sql.as_str(),
                 Some(1),
                 &[
                     rows.ids.into(),
-                    rows.payloads.into(),
+                    // SAFETY: a jsonb[] datum built just above, alive for this statement
+                    unsafe { DatumWithOid::new(payloads, pg_sys::JSONBARRAYOID) },
                     rows.sync_tokens.into(),
                     realm.into(),
                     tstz(window_start).into(),
@@ -268,25 +322,25 @@ pub fn upsert_page(
                     page_size.into(),
                     request_payload.into(),
                 ],
-            )?
+            )
+            .map_err(spi)?
             .first();
-        let (ins, upd) = row.get_two::<i64, i64>()?;
+        let (ins, upd) = row.get_two::<i64, i64>().map_err(spi)?;
         Ok(UpsertCounts {
             inserted: ins.unwrap_or(0),
             updated: upd.unwrap_or(0),
         })
     })
-    .map_err(|e| e.to_string())
 }
 
-/// The upsert of one page into `raw.<table>`: `$1` Ids, `$2` payload texts, `$3` SyncTokens,
+/// The upsert of one page into `raw.<table>`: `$1` Ids, `$2` payloads (jsonb), `$3` SyncTokens,
 /// `$4` realm, `$5`/`$6` window, `$7` page number, `$8` page size, `$9` request payload; returns
 /// (inserted, updated).
 pub fn upsert_sql(t: &str) -> String {
     format!(
         "WITH incoming AS (
-             SELECT i.id, i.payload::jsonb AS payload, i.sync
-               FROM unnest($1::text[], $2::text[], $3::int8[]) AS i(id, payload, sync)),
+             SELECT i.id, i.payload, i.sync
+               FROM unnest($1::text[], $2::jsonb[], $3::int8[]) AS i(id, payload, sync)),
          changed AS (
              -- a scalar subquery, not a join: always one primary-key probe per incoming row,
              -- whatever the table's statistics say (a join planned on a freshly truncated or
