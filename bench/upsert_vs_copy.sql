@@ -1,8 +1,10 @@
 -- The page upsert's SQL against COPY, without pg_qbo around it: 100k synthetic invoices (~820 B
 -- each) into three identical tables shaped like raw.qb_<entity> (primary key, three indexes, lz4):
 -- one COPY; 100 batches of 1000 of a plain INSERT ... SELECT FROM unnest(arrays); 100 batches of
--- pg_qbo's upsert statement (store.rs upsert_sql, SyncToken read inline). The last block times
--- building the batches' arrays alone, to subtract from the two loops.
+-- pg_qbo's upsert statement as it was up to 9224e54 (store.rs upsert_sql, SyncToken read inline;
+-- payloads as text[] cast to jsonb in the statement: since 07bafca they arrive as jsonb[] already
+-- encoded on the network thread, see BENCHMARKS.md). The last block times building the batches'
+-- arrays alone, to subtract from the two loops.
 --   psql -X -d <db> -f bench/upsert_vs_copy.sql        (superuser: server-side COPY via /tmp)
 -- Prints four "Time:" lines in that order. Creates and drops exp_* tables.
 \timing off

@@ -382,12 +382,8 @@ fn page_upsert_stores_encoded_and_text_payloads_alike() {
         let recs: Vec<RawRecord> = docs
             .iter()
             .map(|(_, d, _)| {
-                let mut r = RawRecord::from_json(
-                    serde_json::value::RawValue::from_string(d.clone()).unwrap(),
-                )
-                .unwrap();
-                r.encode_jsonb();
-                r
+                let raw = serde_json::value::RawValue::from_string(d.clone()).unwrap();
+                RawRecord::from_page(&raw, true).unwrap()
             })
             .collect();
         let rows = crate::executor::to_page_rows(recs);

@@ -126,6 +126,34 @@ impl RawRecord {
     /// Extracts `Id`, `SyncToken` and `MetaData.LastUpdatedTime` from one record's JSON text
     /// without re-encoding it. Errors are [`QboError::BadResponse`].
     pub fn from_json(json: Box<RawValue>) -> Result<RawRecord, QboError> {
+        let (id, sync_token, last_updated) = Self::keys(&json)?;
+        Ok(RawRecord {
+            id,
+            sync_token,
+            last_updated,
+            payload: Payload::Text(json),
+        })
+    }
+
+    /// [`RawRecord::from_json`] from a record inside a page's body, written as jsonb bytes where
+    /// [`crate::jsonb_encode`] can if `jsonb` (the text is then never copied), else as its text.
+    pub fn from_page(json: &RawValue, jsonb: bool) -> Result<RawRecord, QboError> {
+        let (id, sync_token, last_updated) = Self::keys(json)?;
+        let encoded = jsonb
+            .then(|| crate::jsonb_encode::encode(json.get()))
+            .flatten();
+        Ok(RawRecord {
+            id,
+            sync_token,
+            last_updated,
+            payload: match encoded {
+                Some(b) => Payload::Jsonb(b.into_boxed_slice()),
+                None => Payload::Text(json.to_owned()),
+            },
+        })
+    }
+
+    fn keys(json: &RawValue) -> Result<(String, i64, DateTime<Utc>), QboError> {
         if !json.get().trim_start().starts_with('{') {
             return Err(QboError::BadResponse(
                 "a record is not a JSON object".into(),
@@ -167,12 +195,7 @@ impl RawRecord {
                 ))
             })?
             .with_timezone(&Utc);
-        Ok(RawRecord {
-            id,
-            sync_token,
-            last_updated,
-            payload: Payload::Text(json),
-        })
+        Ok((id, sync_token, last_updated))
     }
 
     /// The record's JSON text, unless it was already converted to jsonb.
@@ -180,16 +203,6 @@ impl RawRecord {
         match &self.payload {
             Payload::Text(t) => Some(t.get()),
             Payload::Jsonb(_) => None,
-        }
-    }
-
-    /// Converts the text to jsonb's binary format where [`crate::jsonb_encode`] can (the text is
-    /// dropped then); otherwise the text stays for the backend's `jsonb_in`.
-    pub fn encode_jsonb(&mut self) {
-        if let Payload::Text(t) = &self.payload {
-            if let Some(b) = crate::jsonb_encode::encode(t.get()) {
-                self.payload = Payload::Jsonb(b.into_boxed_slice());
-            }
         }
     }
 }

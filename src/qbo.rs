@@ -393,13 +393,10 @@ fn parse_page(
             .map_err(|e| bad(format!("QueryResponse.{key} is not a list of records: {e}")))?;
         entity_records.reserve(items.len());
         for item in items {
-            let mut rec = RawRecord::from_json(item.to_owned()).map_err(|e| match e {
+            let rec = RawRecord::from_page(item, jsonb_payloads).map_err(|e| match e {
                 QboError::BadResponse(m) => bad(m),
                 other => other,
             })?;
-            if jsonb_payloads {
-                rec.encode_jsonb();
-            }
             entity_records.push(rec);
         }
     }
@@ -513,6 +510,19 @@ mod tests {
         let body = String::from_utf8(sample("qbo_api/vcr/all/vendors_by_5__1.json")).unwrap();
         for r in &page.entity_records {
             assert!(body.contains(r.text().unwrap()));
+        }
+        // With jsonb payloads on, the same records arrive as the encoder's bytes of those texts.
+        let encoded = parse_page(body.as_bytes(), None, TOKEN, true).unwrap();
+        assert_eq!(encoded.entity_records.len(), page.entity_records.len());
+        for (e, t) in encoded.entity_records.iter().zip(&page.entity_records) {
+            assert_eq!((&e.id, e.sync_token), (&t.id, t.sync_token));
+            match &e.payload {
+                crate::pager::Payload::Jsonb(b) => assert_eq!(
+                    Some(b.to_vec()),
+                    crate::jsonb_encode::encode(t.text().unwrap())
+                ),
+                crate::pager::Payload::Text(_) => panic!("record {} not encoded", e.id),
+            }
         }
     }
 
