@@ -2,7 +2,8 @@
 //! string): one such record would fail the whole page. Policy, documented in README.md: every
 //! `\u0000` escape in a record is replaced by `\ufffd` (U+FFFD REPLACEMENT CHARACTER) before the
 //! cast; nothing else in the record changes. An escaped backslash followed by `u0000` (the text
-//! `\\u0000`) is ordinary text and is kept.
+//! `\\u0000`) is ordinary text and is kept. [`crate::jsonb_encode`] applies the same policy when
+//! it writes a record's jsonb bytes on the network thread.
 
 use std::borrow::Cow;
 

@@ -48,7 +48,12 @@ thread_local! {
 
 /// [`JsonbEncoder::encode`] with this thread's reusable encoder.
 pub fn encode(json: &str) -> Option<Vec<u8>> {
-    ENCODER.with(|e| e.borrow_mut().encode(json))
+    ENCODER.with(|e| {
+        let mut e = e.borrow_mut();
+        let out = e.encode(json);
+        e.trim();
+        out
+    })
 }
 
 /// Where a string's bytes are: in the source text (no escapes) or in the unescaped buffer.
@@ -141,6 +146,20 @@ impl JsonbEncoder {
         let total = u32::try_from(out.len()).ok().filter(|&n| n < 1 << 30)?;
         out[..4].copy_from_slice(&(total << 2).to_le_bytes());
         Some(out)
+    }
+
+    /// Lets go of buffers a huge record grew (kept buffers stay small: memory stays bounded).
+    fn trim(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.unescaped.capacity() > KEEP {
+            self.unescaped = Vec::new();
+        }
+        if self.items.capacity() + self.pairs.capacity() > KEEP / 8 {
+            self.items = Vec::new();
+            self.pairs = Vec::new();
+            self.item_stack = Vec::new();
+            self.pair_stack = Vec::new();
+        }
     }
 
     fn bytes<'a>(&'a self, s: &'a [u8], sp: Span) -> &'a [u8] {

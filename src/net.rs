@@ -17,7 +17,8 @@
 //! [`Net`] closes the job channel: the thread aborts what is in flight and exits, and the drop
 //! joins it (a few milliseconds).
 //!
-//! JSON is parsed here (records split, keys extracted), so that work also overlaps the writes.
+//! JSON is parsed here (records split, keys extracted, each record written as jsonb bytes by
+//! [`crate::jsonb_encode`] when the database is UTF-8), so that work also overlaps the writes.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
