@@ -207,6 +207,9 @@ fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
     .0;
     let text = plan.to_string();
     assert!(!text.contains(r#""Node Type":"Hash"#), "{text}");
+    // the page's arrays stream through ProjectSet, not copied into a Function Scan's tuplestore
+    assert!(text.contains(r#""Node Type":"ProjectSet""#), "{text}");
+    assert!(!text.contains(r#""Node Type":"Function Scan""#), "{text}");
     assert!(text.contains(r#""Parent Relationship":"SubPlan""#), "{text}");
     assert!(
         text.contains(r#""Node Type":"Index Scan""#)
