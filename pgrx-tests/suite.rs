@@ -368,7 +368,7 @@ fn jsonb_encoder_writes_jsonb_in_bytes_for_generated_documents() {
 
 /// One page mixing records the network thread wrote as jsonb bytes and records left as text for
 /// jsonb_in (an exponent, a repeated key): every payload is stored as jsonb_in reads its text
-/// (`\u0000` as U+FFFD), and writing the page again changes nothing.
+/// (`\u0000` as U+FFFD, in bytes and texts alike), and writing the page again changes nothing.
 #[pg_test]
 fn page_upsert_stores_encoded_and_text_payloads_alike() {
     use crate::pager::{Payload, RawRecord};
@@ -380,6 +380,7 @@ fn page_upsert_stores_encoded_and_text_payloads_alike() {
         ("2", format!(r#"{{"Id":"2","SyncToken":"0",{meta},"Rate":1.5e3}}"#), false),
         ("3", format!(r#"{{"Id":"3","SyncToken":"0",{meta},"Memo":"a\u0000b"}}"#), true),
         ("4", format!(r#"{{"Id":"4","SyncToken":"0",{meta},"Dup":1,"Dup":2}}"#), false),
+        ("5", format!(r#"{{"Id":"5","SyncToken":"0",{meta},"Memo":"c\u0000d","Rate":2E2}}"#), false),
     ];
     let page = || {
         let recs: Vec<RawRecord> = docs
@@ -398,7 +399,7 @@ fn page_upsert_stores_encoded_and_text_payloads_alike() {
     let write = || {
         crate::store::upsert_page(e, "r", page(), t, t, 1, 1000, r#"{"query":"q"}"#).unwrap()
     };
-    assert_eq!(write(), crate::store::UpsertCounts { inserted: 4, updated: 0 });
+    assert_eq!(write(), crate::store::UpsertCounts { inserted: 5, updated: 0 });
     for (id, doc, _) in &docs {
         let expect = crate::jsonb::storable(doc).into_owned();
         let same = Spi::get_one_with_args::<bool>(
@@ -410,6 +411,9 @@ fn page_upsert_stores_encoded_and_text_payloads_alike() {
     }
     let memo = Spi::get_one::<String>("SELECT payload->>'Memo' FROM raw.qb_invoices WHERE id = '3'").unwrap();
     assert_eq!(memo.as_deref(), Some("a\u{FFFD}b"));
+    // a record left as text gets the \u0000 policy too
+    let memo = Spi::get_one::<String>("SELECT payload->>'Memo' FROM raw.qb_invoices WHERE id = '5'").unwrap();
+    assert_eq!(memo.as_deref(), Some("c\u{FFFD}d"));
     let dup = Spi::get_one::<String>("SELECT payload->>'Dup' FROM raw.qb_invoices WHERE id = '4'").unwrap();
     assert_eq!(dup.as_deref(), Some("2"));
     assert_eq!(write(), crate::store::UpsertCounts { inserted: 0, updated: 0 });

@@ -23,7 +23,7 @@ use crate::guc::Settings;
 use crate::ledger::{self, ChunkRow, RunRow};
 use crate::limiter::{self, Limiter};
 use crate::net::{Fetched as NetFetched, Idle, Job, JobKind, Net};
-use crate::pager::{Payload, RequestKind};
+use crate::pager::RequestKind;
 use crate::qbo::HttpConfig;
 use crate::retry::RetryPolicy;
 use crate::runtime;
@@ -930,19 +930,7 @@ pub(crate) fn to_page_rows(records: Vec<crate::pager::RawRecord>) -> PageRows {
     let mut records = records;
     records.sort_by(|a, b| a.id.cmp(&b.id));
     for r in records {
-        // jsonb bytes and texts move into the row as they are (no copy), unless a text holds a
-        // \u0000 (the network thread's encoder applies the same policy to the bytes)
-        let payload = match r.payload {
-            Payload::Jsonb(b) => Payload::Jsonb(b),
-            Payload::Text(json) => match crate::jsonb::storable(json.get()) {
-                std::borrow::Cow::Borrowed(_) => Payload::Text(json),
-                std::borrow::Cow::Owned(fixed) => Payload::Text(
-                    serde_json::value::RawValue::from_string(fixed)
-                        .expect("replacing an escape keeps the JSON valid"),
-                ),
-            },
-        };
-        rows.payloads.push(payload);
+        rows.payloads.push(r.payload);
         rows.ids.push(r.id);
         rows.sync_tokens.push(r.sync_token);
     }

@@ -528,30 +528,42 @@ impl Parser<'_, '_> {
         })
     }
 
+    /// At an opening bracket: steps past it; `true` if `close` follows at once (empty).
+    fn open(&mut self, close: u8) -> bool {
+        self.i += 1;
+        self.ws();
+        let empty = self.s.get(self.i) == Some(&close);
+        if empty {
+            self.i += 1;
+        }
+        empty
+    }
+
+    /// After an element: `Some(false)` past a comma (another element follows), `Some(true)` past
+    /// `close`, `None` on anything else.
+    fn closed_after_element(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let b = *self.s.get(self.i)?;
+        self.i += 1;
+        self.ws();
+        match b {
+            b',' => Some(false),
+            c if c == close => Some(true),
+            _ => None,
+        }
+    }
+
     fn array(&mut self, depth: usize) -> Option<Node> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.i += 1;
         let base = self.e.item_stack.len();
-        self.ws();
-        if self.s.get(self.i) == Some(&b']') {
-            self.i += 1;
-        } else {
+        if !self.open(b']') {
             loop {
                 let v = self.value(depth)?;
                 self.e.item_stack.push(v);
-                self.ws();
-                match *self.s.get(self.i)? {
-                    b',' => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    b']' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return None,
+                if self.closed_after_element(b']')? {
+                    break;
                 }
             }
         }
@@ -568,12 +580,8 @@ impl Parser<'_, '_> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.i += 1;
         let base = self.e.pair_stack.len();
-        self.ws();
-        if self.s.get(self.i) == Some(&b'}') {
-            self.i += 1;
-        } else {
+        if !self.open(b'}') {
             loop {
                 if self.s.get(self.i) != Some(&b'"') {
                     return None;
@@ -587,17 +595,8 @@ impl Parser<'_, '_> {
                 self.ws();
                 let v = self.value(depth)?;
                 self.e.pair_stack.push((key, v));
-                self.ws();
-                match *self.s.get(self.i)? {
-                    b',' => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return None,
+                if self.closed_after_element(b'}')? {
+                    break;
                 }
             }
         }

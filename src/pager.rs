@@ -87,7 +87,8 @@ pub struct RawRecord {
 /// A record's body on its way to the upsert.
 #[derive(Debug, Clone)]
 pub enum Payload {
-    /// The JSON text, byte for byte as received (`12.30` stays `12.30`); the backend casts it.
+    /// The JSON text as received (`12.30` stays `12.30`; `\u0000` replaced, see
+    /// [`crate::jsonb`]); the backend casts it.
     Text(Box<RawValue>),
     /// The same record as the bytes of its jsonb datum ([`crate::jsonb_encode`]), written on the
     /// network thread so the backend parses nothing.
@@ -123,33 +124,29 @@ fn scalar_text(raw: &RawValue) -> Option<String> {
 }
 
 impl RawRecord {
-    /// Extracts `Id`, `SyncToken` and `MetaData.LastUpdatedTime` from one record's JSON text
-    /// without re-encoding it. Errors are [`QboError::BadResponse`].
-    pub fn from_json(json: Box<RawValue>) -> Result<RawRecord, QboError> {
-        let (id, sync_token, last_updated) = Self::keys(&json)?;
-        Ok(RawRecord {
-            id,
-            sync_token,
-            last_updated,
-            payload: Payload::Text(json),
-        })
-    }
-
-    /// [`RawRecord::from_json`] from a record inside a page's body, written as jsonb bytes where
-    /// [`crate::jsonb_encode`] can if `jsonb` (the text is then never copied), else as its text.
+    /// One record of a page's body: `Id`, `SyncToken` and `MetaData.LastUpdatedTime` extracted
+    /// without re-encoding it, and the record itself as jsonb bytes where [`crate::jsonb_encode`]
+    /// can if `jsonb` (its text is then never copied), else as its text with the `\u0000` policy
+    /// of [`crate::jsonb`] applied. Errors are [`QboError::BadResponse`].
     pub fn from_page(json: &RawValue, jsonb: bool) -> Result<RawRecord, QboError> {
         let (id, sync_token, last_updated) = Self::keys(json)?;
-        let encoded = jsonb
+        let payload = match jsonb
             .then(|| crate::jsonb_encode::encode(json.get()))
-            .flatten();
+            .flatten()
+        {
+            Some(b) => Payload::Jsonb(b.into_boxed_slice()),
+            None => Payload::Text(match crate::jsonb::storable(json.get()) {
+                Cow::Borrowed(_) => json.to_owned(),
+                Cow::Owned(fixed) => {
+                    RawValue::from_string(fixed).expect("replacing an escape keeps the JSON valid")
+                }
+            }),
+        };
         Ok(RawRecord {
             id,
             sync_token,
             last_updated,
-            payload: match encoded {
-                Some(b) => Payload::Jsonb(b.into_boxed_slice()),
-                None => Payload::Text(json.to_owned()),
-            },
+            payload,
         })
     }
 
@@ -1270,7 +1267,7 @@ mod tests {
     }
 
     fn raw(id: &str, token: i64, t: DateTime<Utc>) -> RawRecord {
-        RawRecord::from_json(rec_json(id, token, t)).unwrap()
+        RawRecord::from_page(&rec_json(id, token, t), false).unwrap()
     }
 
     /// A second whose count(*) says 5 while only 3 records ever come back (records still being
@@ -2322,8 +2319,25 @@ mod tests {
             .text()
             .unwrap()
             .starts_with(r#"{"Id":"42","SyncToken":"3","MetaData":{"CreateTime""#));
+        // a record kept as text gets the \u0000 policy; with jsonb on, the encoder's bytes
+        let nul = RawValue::from_string(
+            r#"{"Id":"9","SyncToken":"0","MetaData":{"LastUpdatedTime":"2020-09-29T06:04:21-07:00"},"M":"a\u0000b"}"#.into(),
+        )
+        .unwrap();
+        let kept = RawRecord::from_page(&nul, false).unwrap();
+        assert_eq!(
+            kept.text().unwrap(),
+            r#"{"Id":"9","SyncToken":"0","MetaData":{"LastUpdatedTime":"2020-09-29T06:04:21-07:00"},"M":"a\ufffdb"}"#
+        );
+        match RawRecord::from_page(&nul, true).unwrap().payload {
+            Payload::Jsonb(b) => assert_eq!(
+                Some(b.to_vec()),
+                crate::jsonb_encode::encode(kept.text().unwrap())
+            ),
+            Payload::Text(_) => panic!("not encoded"),
+        }
         let bad = |s: &str| {
-            RawRecord::from_json(RawValue::from_string(s.to_string()).unwrap())
+            RawRecord::from_page(&RawValue::from_string(s.to_string()).unwrap(), false)
                 .unwrap_err()
                 .to_string()
         };
@@ -2349,7 +2363,7 @@ mod tests {
             bad("[1]"),
             "unusable response from QuickBooks: a record is not a JSON object"
         );
-        let num = RawRecord::from_json(RawValue::from_string(r#"{"Id":7,"SyncToken":2,"MetaData":{"LastUpdatedTime":"2020-09-29T06:04:21-07:00"}}"#.into()).unwrap()).unwrap();
+        let num = RawRecord::from_page(&RawValue::from_string(r#"{"Id":7,"SyncToken":2,"MetaData":{"LastUpdatedTime":"2020-09-29T06:04:21-07:00"}}"#.into()).unwrap(), false).unwrap();
         assert_eq!((num.id.as_str(), num.sync_token), ("7", 2));
         assert_eq!(
             num.last_updated,
