@@ -361,16 +361,17 @@ impl Relay {
         // Finished chunks first, then pages: a chunk is marked done only after its last page
         // committed, so every page of a chunk read as done is in the second query.
         let done_before: Vec<i32> = self.chunks_done.iter().copied().collect();
-        let done: Vec<(i32, String)> = Spi::connect_mut(|c| {
+        let done: Vec<(i32, String)> = crate::store::spi(|c| {
             let t = c.update(
-                "SELECT c.chunk, format('run %s chunk %s/%s [%s → %s): done: %s pages, %s rows (%s inserted, %s updated, %s skipped) in %s s',
+                "SELECT c.chunk, pg_catalog.format('run %s chunk %s/%s [%s → %s): done: %s pages, %s rows (%s inserted, %s updated, %s skipped) in %s s',
                         c.run_id, c.chunk, r.chunks_total,
-                        regexp_replace(to_char(c.window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
-                        regexp_replace(to_char(c.window_end AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
+                        pg_catalog.regexp_replace(pg_catalog.to_char(pg_catalog.timezone('UTC', c.window_start), 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
+                        pg_catalog.regexp_replace(pg_catalog.to_char(pg_catalog.timezone('UTC', c.window_end), 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
                         c.pages, c.rows, c.inserted, c.updated, c.skipped,
-                        to_char(extract(epoch FROM c.duration), 'FM999999990.00'))
-                   FROM qbo.run_chunks c JOIN qbo.runs r USING (run_id)
-                  WHERE c.run_id = $1 AND c.status = 'succeeded' AND c.chunk <> ALL ($2)
+                        pg_catalog.to_char(pg_catalog.date_part('epoch', c.duration), 'FM999999990.00'))
+                   FROM qbo.run_chunks c JOIN qbo.runs r ON r.run_id OPERATOR(pg_catalog.=) c.run_id
+                  WHERE c.run_id OPERATOR(pg_catalog.=) $1 AND c.status OPERATOR(pg_catalog.=) 'succeeded'
+                    AND c.chunk OPERATOR(pg_catalog.<>) ALL ($2)
                   ORDER BY c.finished_at, c.chunk",
                 None,
                 &[run_id.into(), done_before.into()],
@@ -384,17 +385,20 @@ impl Relay {
         .unwrap_or_default();
         let (hw_chunks, hw_pages): (Vec<i32>, Vec<i32>) =
             self.last_page.iter().map(|(c, p)| (*c, *p)).unzip();
-        let pages: Vec<(i32, i32, String)> = Spi::connect_mut(|c| {
+        let pages: Vec<(i32, i32, String)> = crate::store::spi(|c| {
             let t = c.update(
                 "SELECT p.chunk, p.page,
-                        format('run %s chunk %s/%s [%s → %s): page %s: %s rows in %s s (start=%s)',
+                        pg_catalog.format('run %s chunk %s/%s [%s → %s): page %s: %s rows in %s s (start=%s)',
                         p.run_id, p.chunk, r.chunks_total,
-                        regexp_replace(to_char(c.window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
-                        regexp_replace(to_char(c.window_end AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
-                        p.page, p.rows, to_char(p.seconds, 'FM999999990.00'), p.start_position)
-                   FROM qbo.run_pages p JOIN qbo.run_chunks c USING (run_id, chunk) JOIN qbo.runs r USING (run_id)
-                   LEFT JOIN unnest($2::int[], $3::int[]) AS hw(chunk, page) ON hw.chunk = p.chunk
-                  WHERE p.run_id = $1 AND p.page > coalesce(hw.page, 0)
+                        pg_catalog.regexp_replace(pg_catalog.to_char(pg_catalog.timezone('UTC', c.window_start), 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
+                        pg_catalog.regexp_replace(pg_catalog.to_char(pg_catalog.timezone('UTC', c.window_end), 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
+                        p.page, p.rows, pg_catalog.to_char(p.seconds, 'FM999999990.00'), p.start_position)
+                   FROM qbo.run_pages p
+                   JOIN qbo.run_chunks c ON c.run_id OPERATOR(pg_catalog.=) p.run_id AND c.chunk OPERATOR(pg_catalog.=) p.chunk
+                   JOIN qbo.runs r ON r.run_id OPERATOR(pg_catalog.=) p.run_id
+                   LEFT JOIN ROWS FROM (pg_catalog.unnest($2::pg_catalog.int4[]), pg_catalog.unnest($3::pg_catalog.int4[])) AS hw(chunk, page)
+                          ON hw.chunk OPERATOR(pg_catalog.=) p.chunk
+                  WHERE p.run_id OPERATOR(pg_catalog.=) $1 AND p.page OPERATOR(pg_catalog.>) coalesce(hw.page, 0)
                   ORDER BY p.committed_at, p.chunk, p.page",
                 None,
                 &[run_id.into(), hw_chunks.into(), hw_pages.into()],

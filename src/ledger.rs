@@ -35,13 +35,16 @@ pub struct NewRun<'a> {
 pub fn create_run(r: &NewRun) -> Result<i64, RunError> {
     let starts: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.start)).collect();
     let ends: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.end)).collect();
+    // the role running the backfill (the statements below run as the extension owner)
+    let caller = unsafe { pgrx::pg_sys::GetUserId() };
     crate::store::owner_spi(|c| -> SpiResult<i64> {
         let id = c
             .update(
                 "INSERT INTO qbo.runs (entity, connection, realm_id, environment, fecha_inicio, fecha_fin,
                                        chunk_size, page_size, minor_version, settings, entry_point, status,
-                                       chunks_total)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $12) RETURNING run_id",
+                                       chunks_total, run_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $12,
+                         pg_catalog.pg_get_userbyid($14)) RETURNING run_id",
                 Some(1),
                 &[
                     r.entity.into(),
@@ -57,6 +60,7 @@ pub fn create_run(r: &NewRun) -> Result<i64, RunError> {
                     r.entry_point.into(),
                     (r.chunks.len() as i32).into(),
                     r.status.into(),
+                    caller.into(),
                 ],
             )?
             .first()
@@ -64,7 +68,9 @@ pub fn create_run(r: &NewRun) -> Result<i64, RunError> {
             .unwrap_or(0);
         c.update(
             "INSERT INTO qbo.run_chunks (run_id, chunk, window_start, window_end)
-             SELECT $1, n::int, s, e FROM unnest($2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS t(s, e, n)",
+             SELECT $1, t.n::pg_catalog.int4, t.s, t.e
+               FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.timestamptz[]), pg_catalog.unnest($3::pg_catalog.timestamptz[]))
+                    WITH ORDINALITY AS t(s, e, n)",
             None,
             &[id.into(), starts.into(), ends.into()],
         )?;
@@ -93,7 +99,7 @@ pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
     let row = crate::store::owner_spi(|c| -> SpiResult<Option<RunRow>> {
         let t = c.update(
             "SELECT entity, connection, realm_id, environment, page_size, minor_version, chunks_total, settings, status
-               FROM qbo.runs WHERE run_id = $1",
+               FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
             Some(1),
             &[run_id.into()],
         )?;
@@ -127,14 +133,16 @@ pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
 pub fn start_execution(run_id: i64) -> Result<(), RunError> {
     crate::store::owner_spi(|c| -> SpiResult<()> {
         c.update(
-            "UPDATE qbo.runs SET status = 'running', pid = pg_backend_pid(), executions = executions + 1,
-                    error = NULL, error_sqlstate = NULL, finished_at = NULL, updated_at = now()
-              WHERE run_id = $1",
+            "UPDATE qbo.runs SET status = 'running', pid = pg_catalog.pg_backend_pid(),
+                    executions = executions OPERATOR(pg_catalog.+) 1,
+                    error = NULL, error_sqlstate = NULL, finished_at = NULL, updated_at = pg_catalog.now()
+              WHERE run_id OPERATOR(pg_catalog.=) $1",
             None,
             &[run_id.into()],
         )?;
         c.update(
-            "UPDATE qbo.run_chunks SET status = 'pending', error = NULL WHERE run_id = $1 AND status <> 'succeeded'",
+            "UPDATE qbo.run_chunks SET status = 'pending', error = NULL
+              WHERE run_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.<>) 'succeeded'",
             None,
             &[run_id.into()],
         )?;
@@ -158,7 +166,8 @@ pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
     crate::store::owner_spi(|c| -> SpiResult<Vec<ChunkRow>> {
         let t = c.update(
             "SELECT chunk, window_start, window_end, pages, cursor FROM qbo.run_chunks
-              WHERE run_id = $1 AND status <> 'succeeded' ORDER BY chunk",
+              WHERE run_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.<>) 'succeeded'
+              ORDER BY chunk USING OPERATOR(pg_catalog.<)",
             None,
             &[run_id.into()],
         )?;
@@ -186,8 +195,9 @@ pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
 /// Marks a chunk running.
 pub fn start_chunk(run_id: i64, chunk: i32) -> Result<(), RunError> {
     crate::store::owner_exec(
-        "UPDATE qbo.run_chunks SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now())
-          WHERE run_id = $1 AND chunk = $2",
+        "UPDATE qbo.run_chunks SET status = 'running', attempts = attempts OPERATOR(pg_catalog.+) 1,
+                started_at = coalesce(started_at, pg_catalog.now())
+          WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2",
         &[run_id.into(), chunk.into()],
     )
     .map_err(err)
@@ -217,9 +227,11 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
     crate::store::owner_spi(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.run_chunks
-                SET pages = pages + 1, rows = rows + $3, inserted = inserted + $4, updated = updated + $5,
-                    skipped = skipped + $6, cursor = $7, duration = duration + make_interval(secs => $8)
-              WHERE run_id = $1 AND chunk = $2",
+                SET pages = pages OPERATOR(pg_catalog.+) 1, rows = rows OPERATOR(pg_catalog.+) $3,
+                    inserted = inserted OPERATOR(pg_catalog.+) $4, updated = updated OPERATOR(pg_catalog.+) $5,
+                    skipped = skipped OPERATOR(pg_catalog.+) $6, cursor = $7,
+                    duration = duration OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $8)
+              WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2",
             None,
             &[
                 run_id.into(),
@@ -239,7 +251,7 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
              ON CONFLICT (run_id, chunk, page) DO UPDATE SET start_position = EXCLUDED.start_position,
                  rows = EXCLUDED.rows, inserted = EXCLUDED.inserted, updated = EXCLUDED.updated,
                  skipped = EXCLUDED.skipped, refetched = EXCLUDED.refetched, seconds = EXCLUDED.seconds,
-                 intuit_tid = EXCLUDED.intuit_tid, committed_at = now()",
+                 intuit_tid = EXCLUDED.intuit_tid, committed_at = pg_catalog.now()",
             None,
             &[
                 run_id.into(),
@@ -257,7 +269,9 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
         )?;
         if p.touch_run {
             c.update(
-                "UPDATE qbo.runs SET updated_at = now(), progress = format('chunk %s page %s committed', $2, $3) WHERE run_id = $1",
+                "UPDATE qbo.runs SET updated_at = pg_catalog.now(),
+                        progress = pg_catalog.format('chunk %s page %s committed', $2, $3)
+                  WHERE run_id OPERATOR(pg_catalog.=) $1",
                 None,
                 &[run_id.into(), p.chunk.into(), p.page.into()],
             )?;
@@ -283,7 +297,9 @@ pub fn write_second_ids(
     crate::store::owner_spi(|c| -> SpiResult<()> {
         c.update(
             "INSERT INTO qbo._second_ids AS s (run_id, chunk, second, id, sync_token, seen_try)
-             SELECT $1, $2, $3, u.id, u.tok, u.try FROM unnest($4::text[], $5::int8[], $6::int4[]) u(id, tok, try)
+             SELECT $1, $2, $3, u.id, u.tok, u.try
+               FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.int8[]),
+                              pg_catalog.unnest($6::pg_catalog.int4[])) u(id, tok, try)
              ON CONFLICT (run_id, chunk, second, id) DO UPDATE
                 SET sync_token = greatest(s.sync_token, EXCLUDED.sync_token), seen_try = EXCLUDED.seen_try",
             None,
@@ -309,13 +325,11 @@ pub fn read_second_ids(
 ) -> Result<Vec<crate::pager::SecondId>, RunError> {
     crate::store::owner_spi(|c| -> SpiResult<Vec<crate::pager::SecondId>> {
         let rows = c.select(
-            "SELECT id, sync_token, seen_try FROM qbo._second_ids WHERE run_id = $1 AND chunk = $2 AND second = $3",
+            "SELECT id, sync_token, seen_try FROM qbo._second_ids
+              WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2
+                AND second OPERATOR(pg_catalog.=) $3",
             None,
-            &[
-                run_id.into(),
-                chunk.into(),
-                tstz(second).into(),
-            ],
+            &[run_id.into(), chunk.into(), tstz(second).into()],
         )?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -335,18 +349,18 @@ pub fn read_second_ids(
 pub fn finish_chunk(run_id: i64, chunk: i32, seconds: f64) -> Result<String, RunError> {
     crate::store::owner_spi(|c| -> SpiResult<String> {
         c.update(
-            "DELETE FROM qbo._second_ids WHERE run_id = $1 AND chunk = $2",
+            "DELETE FROM qbo._second_ids WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2",
             None,
             &[run_id.into(), chunk.into()],
         )?;
         let r = c
             .update(
-                "UPDATE qbo.run_chunks SET status = 'succeeded', finished_at = now(), error = NULL,
-                        duration = duration + make_interval(secs => $3)
-                  WHERE run_id = $1 AND chunk = $2
-                 RETURNING window_start, window_end, pages, rows, inserted, updated, skipped,
-                           extract(epoch FROM duration)::float8,
-                           (SELECT chunks_total FROM qbo.runs WHERE run_id = $1)",
+                "UPDATE qbo.run_chunks c SET status = 'succeeded', finished_at = pg_catalog.now(), error = NULL,
+                        duration = c.duration OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $3)
+                  WHERE c.run_id OPERATOR(pg_catalog.=) $1 AND c.chunk OPERATOR(pg_catalog.=) $2
+                 RETURNING c.window_start, c.window_end, c.pages, c.rows, c.inserted, c.updated, c.skipped,
+                           pg_catalog.date_part('epoch', c.duration)::pg_catalog.float8,
+                           (SELECT r.chunks_total FROM qbo.runs r WHERE r.run_id OPERATOR(pg_catalog.=) $1)",
                 Some(1),
                 &[run_id.into(), chunk.into(), seconds.into()],
             )?
@@ -372,7 +386,7 @@ pub fn finish_chunk(run_id: i64, chunk: i32, seconds: f64) -> Result<String, Run
 /// Records what the run is doing now (the caller commits; callers rate-limit to about 1/s).
 pub fn set_progress(run_id: i64, what: &str) -> Result<(), RunError> {
     crate::store::owner_exec(
-        "UPDATE qbo.runs SET progress = $2, updated_at = now() WHERE run_id = $1",
+        "UPDATE qbo.runs SET progress = $2, updated_at = pg_catalog.now() WHERE run_id OPERATOR(pg_catalog.=) $1",
         &[run_id.into(), what.into()],
     )
     .map_err(err)
@@ -381,8 +395,8 @@ pub fn set_progress(run_id: i64, what: &str) -> Result<(), RunError> {
 /// Marks the run succeeded.
 pub fn finish_run_ok(run_id: i64) -> Result<(), RunError> {
     crate::store::owner_exec(
-        "UPDATE qbo.runs SET status = 'succeeded', finished_at = now(), updated_at = now(), error = NULL,
-                error_sqlstate = NULL, progress = NULL WHERE run_id = $1",
+        "UPDATE qbo.runs SET status = 'succeeded', finished_at = pg_catalog.now(), updated_at = pg_catalog.now(),
+                error = NULL, error_sqlstate = NULL, progress = NULL WHERE run_id OPERATOR(pg_catalog.=) $1",
         &[run_id.into()],
     )
     .map_err(err)
@@ -397,14 +411,15 @@ pub fn finish_run_with_error(
 ) -> Result<(), RunError> {
     crate::store::owner_spi(|c| -> SpiResult<()> {
         c.update(
-            "UPDATE qbo.runs SET status = $2, error = $3, error_sqlstate = $4, finished_at = now(), updated_at = now(),
-                    progress = NULL
-              WHERE run_id = $1",
+            "UPDATE qbo.runs SET status = $2, error = $3, error_sqlstate = $4, finished_at = pg_catalog.now(),
+                    updated_at = pg_catalog.now(), progress = NULL
+              WHERE run_id OPERATOR(pg_catalog.=) $1",
             None,
             &[run_id.into(), status.into(), message.into(), sqlstate.into()],
         )?;
         c.update(
-            "UPDATE qbo.run_chunks SET status = $2, error = $3 WHERE run_id = $1 AND status = 'running'",
+            "UPDATE qbo.run_chunks SET status = $2, error = $3
+              WHERE run_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'running'",
             None,
             &[run_id.into(), status.into(), message.into()],
         )?;
@@ -418,11 +433,15 @@ pub fn totals(run_id: i64) -> Result<String, RunError> {
     crate::store::owner_spi(|c| -> SpiResult<String> {
         let r = c
             .update(
-                "SELECT count(*)::int, coalesce(sum(pages), 0)::bigint, coalesce(sum(rows), 0)::bigint,
-                        coalesce(sum(inserted), 0)::bigint, coalesce(sum(updated), 0)::bigint,
-                        coalesce(sum(skipped), 0)::bigint,
-                        extract(epoch FROM clock_timestamp() - (SELECT started_at FROM qbo.runs WHERE run_id = $1))::float8
-                   FROM qbo.run_chunks WHERE run_id = $1",
+                "SELECT pg_catalog.count(*)::pg_catalog.int4,
+                        coalesce(pg_catalog.sum(c.pages), 0)::pg_catalog.int8,
+                        coalesce(pg_catalog.sum(c.rows), 0)::pg_catalog.int8,
+                        coalesce(pg_catalog.sum(c.inserted), 0)::pg_catalog.int8,
+                        coalesce(pg_catalog.sum(c.updated), 0)::pg_catalog.int8,
+                        coalesce(pg_catalog.sum(c.skipped), 0)::pg_catalog.int8,
+                        pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-)
+                            (SELECT r.started_at FROM qbo.runs r WHERE r.run_id OPERATOR(pg_catalog.=) $1))::pg_catalog.float8
+                   FROM qbo.run_chunks c WHERE c.run_id OPERATOR(pg_catalog.=) $1",
                 Some(1),
                 &[run_id.into()],
             )?
@@ -459,7 +478,7 @@ pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
     crate::store::owner_spi(|c| -> SpiResult<Vec<VolumetryRow>> {
         let t = c.update(
             "SELECT chunk, window_start, window_end, pages, rows, inserted, updated, skipped, duration
-               FROM qbo.run_chunks WHERE run_id = $1 ORDER BY chunk",
+               FROM qbo.run_chunks WHERE run_id OPERATOR(pg_catalog.=) $1 ORDER BY chunk USING OPERATOR(pg_catalog.<)",
             None,
             &[run_id.into()],
         )?;
@@ -487,7 +506,7 @@ pub fn outcome(run_id: i64) -> Result<(String, Option<String>, Option<String>), 
     crate::store::owner_spi(|c| -> SpiResult<(String, Option<String>, Option<String>)> {
         let r = c
             .update(
-                "SELECT status, error, error_sqlstate FROM qbo.runs WHERE run_id = $1",
+                "SELECT status, error, error_sqlstate FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
                 Some(1),
                 &[run_id.into()],
             )?

@@ -3,6 +3,7 @@
 //! raw table names taken from the static entity catalog (`crate::entities`).
 
 use crate::entities::Entity;
+use crate::executor::RunError;
 use crate::pager::Payload;
 use chrono::{DateTime, Utc};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
@@ -37,17 +38,27 @@ fn lock_key(class: i32, key: &str) -> String {
     format!("{class}:{key}")
 }
 
+/// The `search_path` every statement of pg_qbo runs under: nothing a caller (or any role that may
+/// create in a schema on the caller's path) made can be resolved by name, whether the statement
+/// runs as the caller or as the extension owner. `pg_temp` is named last so that it is never
+/// searched before `pg_catalog` (functions and operators are never looked up in it at all).
+pub const SAFE_SEARCH_PATH: &std::ffi::CStr = c"pg_catalog, pg_temp";
+
+thread_local! {
+    /// The extension owner, read once per execution (see [`forget_owner`]).
+    static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+}
+
 /// The role that owns the extension (its tables hold the secrets and the ledger).
-fn extension_owner() -> pg_sys::Oid {
-    thread_local! {
-        static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
-    }
+pub fn extension_owner() -> pg_sys::Oid {
     if let Some(o) = OWNER.with(|c| c.get()) {
         return o;
     }
-    let o = Spi::get_one::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_qbo'",
-    )
+    let o = pinned(|| {
+        Spi::get_one::<pg_sys::Oid>(
+            "SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_qbo'",
+        )
+    })
     .ok()
     .flatten()
     .unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
@@ -55,10 +66,42 @@ fn extension_owner() -> pg_sys::Oid {
     o
 }
 
-/// Runs `f` as the extension's owner, like a SECURITY DEFINER function but reachable only from
-/// this code: credentials, tokens, the ledger and raw-table DDL are touched this way, so the roles
-/// that run or read backfills need no privilege on them (and cannot read a secret or forge a run's
-/// settings). Restricted-operation mode: no user-defined code can take advantage of the switch.
+/// Forgets the cached extension owner (an entry point starting: the extension may have been
+/// dropped and created again by another role since this backend last looked).
+pub fn forget_owner() {
+    OWNER.with(|c| c.set(None));
+}
+
+/// Runs `f` with `search_path` set to [`SAFE_SEARCH_PATH`], for exactly that span: the previous
+/// value is restored when `f` returns or raises, as `SET search_path` on a function does (a GUC
+/// nest level of its own). `f` must not commit (a commit pops every nest level).
+pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    let level = unsafe { pg_sys::NewGUCNestLevel() };
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            SAFE_SEARCH_PATH.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        .finally(|| unsafe { pg_sys::AtEOXact_GUC(true, level) })
+        .execute()
+}
+
+/// Runs `f` as the extension's owner, like a SECURITY DEFINER function with `SET search_path` but
+/// reachable only from this code: credentials, tokens, the ledger, raw-table DDL and the page
+/// upsert run this way, so the roles that run or read backfills need no privilege on them (and
+/// cannot read a secret, forge a run's settings or write `raw.*` by hand). What runs under the
+/// switch resolves nothing from the caller's `search_path` ([`pinned`]) and every SQL text is
+/// schema-qualified, operators included; restricted-operation mode is on as well. Objects the
+/// statements reach that a table owner can attach code to (raw tables) are checked first by
+/// [`check_raw_trust`].
 pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     let owner = extension_owner();
     let (mut uid, mut ctx) = (pg_sys::InvalidOid, 0i32);
@@ -70,7 +113,7 @@ pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
                 as i32,
         )
     };
-    PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| pinned(f)))
         .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(uid, ctx) })
         .execute()
 }
@@ -85,9 +128,22 @@ pub fn owner_exec(sql: &str, args: &[DatumWithOid]) -> SpiResult<()> {
     as_owner(|| exec(sql, args))
 }
 
-/// Runs `sql` with parameters, returning nothing.
+/// Runs `sql` with parameters as the caller, returning nothing ([`pinned`]).
 pub fn exec(sql: &str, args: &[DatumWithOid]) -> SpiResult<()> {
-    Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ()))
+    pinned(|| Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ())))
+}
+
+/// [`Spi::connect_mut`] as the caller ([`pinned`]).
+pub fn spi<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>) -> SpiResult<R>) -> SpiResult<R> {
+    pinned(|| Spi::connect_mut(f))
+}
+
+/// One value of a query run as the caller ([`pinned`]).
+pub fn one<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    sql: &str,
+    args: &[DatumWithOid],
+) -> SpiResult<Option<T>> {
+    pinned(|| Spi::get_one_with_args::<T>(sql, args))
 }
 
 /// Raw table columns and the primary key every raw table must have.
@@ -104,48 +160,59 @@ const RAW_COLUMNS: &[(&str, &str)] = &[
 ];
 
 /// Creates schema `raw` and the entity's table on first use (outside extension membership, so the
-/// data outlives `DROP EXTENSION`), or checks that an existing table has the expected shape.
-pub fn ensure_raw_table(entity: &Entity) -> Result<(), String> {
+/// data outlives `DROP EXTENSION`), or checks that an existing table has the expected shape and
+/// can be trusted ([`check_raw_trust`]). Everything runs as the extension owner, whom `raw` and its
+/// tables belong to.
+pub fn ensure_raw_table(entity: &Entity) -> Result<(), RunError> {
     let t = entity.table;
+    let internal = |e: pgrx::spi::Error| RunError::new("XX000", format!("pg_qbo raw table: {e}"));
     // Two runs creating the same table at once would collide in the catalog: serialise the DDL.
-    exec(
-        "SELECT pg_advisory_xact_lock($1, hashtext('pg_qbo raw ddl'))",
+    owner_exec(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext('pg_qbo raw ddl'))",
         &[WRITE_LOCK_CLASS.into()],
     )
-    .map_err(|e| e.to_string())?;
-    let exists: bool = Spi::get_one_with_args(
-        "SELECT to_regclass(format('raw.%I', $1::text)) IS NOT NULL",
-        &[t.into()],
-    )
-    .map_err(|e| e.to_string())?
-    .unwrap_or(false);
-    if !exists {
+    .map_err(internal)?;
+    check_raw_schema()?;
+    if !raw_table_exists(t).map_err(internal)? {
         // lz4 compresses a page of 1.5-2 KB payloads several times faster than the default pglz
         // (pglz took a quarter of the backend's CPU on a first load); used when the server has it
-        let lz4: bool = Spi::get_one(
-            "SELECT coalesce('lz4' = ANY (enumvals), false) FROM pg_catalog.pg_settings WHERE name = 'default_toast_compression'",
-        )
-        .map_err(|e| e.to_string())?
+        let lz4: bool = as_owner(|| {
+            Spi::get_one::<bool>(
+                "SELECT coalesce('lz4' OPERATOR(pg_catalog.=) ANY (s.enumvals), false)
+                   FROM pg_catalog.pg_settings s WHERE s.name OPERATOR(pg_catalog.=) 'default_toast_compression'",
+            )
+        })
+        .map_err(internal)?
         .unwrap_or(false);
         let compression = if lz4 { " COMPRESSION lz4" } else { "" };
+        let owner = quote_ident(&owner_name().map_err(internal)?);
+        let schema = if raw_schema_exists().map_err(internal)? {
+            String::new()
+        } else {
+            format!(
+                "CREATE SCHEMA raw AUTHORIZATION {owner};
+                 COMMENT ON SCHEMA raw IS 'pg_qbo: QuickBooks Online records as extracted (one table per entity). Not part of the extension: DROP EXTENSION keeps it.';"
+            )
+        };
+        // the schema and the table are created by the owner for the owner: nothing in them was
+        // made by anyone else (check_raw_schema refused a schema someone else made first)
         let ddl = format!(
-            "CREATE SCHEMA IF NOT EXISTS raw;
-             COMMENT ON SCHEMA raw IS 'pg_qbo: QuickBooks Online records as extracted (one table per entity). Not part of the extension: DROP EXTENSION keeps it.';
-             CREATE TABLE IF NOT EXISTS raw.{t} (
-                 realm_id text NOT NULL,
-                 id text NOT NULL,
-                 payload jsonb{compression} NOT NULL,
-                 ingested_at_utc timestamptz NOT NULL DEFAULT now(),
-                 extract_window_start_utc timestamptz NOT NULL,
-                 extract_window_end_utc timestamptz NOT NULL,
-                 page_number int,
-                 page_size int,
-                 request_payload jsonb{compression},
+            "{schema}
+             CREATE TABLE raw.{t} (
+                 realm_id pg_catalog.text NOT NULL,
+                 id pg_catalog.text NOT NULL,
+                 payload pg_catalog.jsonb{compression} NOT NULL,
+                 ingested_at_utc pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+                 extract_window_start_utc pg_catalog.timestamptz NOT NULL,
+                 extract_window_end_utc pg_catalog.timestamptz NOT NULL,
+                 page_number pg_catalog.int4,
+                 page_size pg_catalog.int4,
+                 request_payload pg_catalog.jsonb{compression},
                  PRIMARY KEY (realm_id, id));
-             CREATE INDEX IF NOT EXISTS {t}_ingested_idx ON raw.{t} (ingested_at_utc);
-             CREATE INDEX IF NOT EXISTS {t}_window_start_idx ON raw.{t} (extract_window_start_utc);
-             CREATE INDEX IF NOT EXISTS {t}_window_end_idx ON raw.{t} (extract_window_end_utc);
-             COMMENT ON TABLE raw.{t} IS 'pg_qbo: QBO {name} records, one row per (realm_id, id), latest version seen.';
+             CREATE INDEX {t}_ingested_idx ON raw.{t} (ingested_at_utc);
+             CREATE INDEX {t}_window_start_idx ON raw.{t} (extract_window_start_utc);
+             CREATE INDEX {t}_window_end_idx ON raw.{t} (extract_window_end_utc);
+             COMMENT ON TABLE raw.{t} IS 'pg_qbo: QBO {name} records, one row per (realm_id, id), latest version seen. Written by pg_qbo only (as the extension owner).';
              COMMENT ON COLUMN raw.{t}.realm_id IS 'QuickBooks company id.';
              COMMENT ON COLUMN raw.{t}.id IS 'QBO Id (unique within realm and entity).';
              COMMENT ON COLUMN raw.{t}.payload IS 'The record exactly as QBO sent it.';
@@ -157,40 +224,253 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), String> {
              COMMENT ON COLUMN raw.{t}.request_payload IS 'The request: query, start position, page size, minor version, environment (never a token).';",
             name = entity.name
         );
-        as_owner(|| Spi::run(&ddl)).map_err(|e| e.to_string())?;
+        as_owner(|| Spi::run(&ddl)).map_err(internal)?;
     }
-    check_raw_shape(entity)
+    check_raw_shape(entity)?;
+    check_raw_trust(entity)
 }
 
-/// Checks the shape of the entity's raw table if it already exists (reads only).
-pub fn check_existing_raw_table(entity: &Entity) -> Result<(), String> {
-    let exists: bool = Spi::get_one_with_args(
-        "SELECT to_regclass(format('raw.%I', $1::text)) IS NOT NULL",
-        &[entity.table.into()],
-    )
-    .map_err(|e| e.to_string())?
-    .unwrap_or(false);
-    if exists {
-        check_raw_shape(entity)
+/// `"name"` quoted as an SQL identifier.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The extension owner's role name.
+fn owner_name() -> SpiResult<String> {
+    let owner = extension_owner();
+    as_owner(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT r.rolname::pg_catalog.text FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) $1",
+            &[owner.into()],
+        )
+    })
+    .map(|n| n.unwrap_or_default())
+}
+
+fn raw_schema_exists() -> SpiResult<bool> {
+    as_owner(|| {
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'raw')",
+        )
+    })
+    .map(|v| v.unwrap_or(false))
+}
+
+fn raw_table_exists(t: &str) -> SpiResult<bool> {
+    as_owner(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c
+                              JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                             WHERE n.nspname OPERATOR(pg_catalog.=) 'raw' AND c.relname OPERATOR(pg_catalog.=) $1)",
+            &[t.into()],
+        )
+    })
+    .map(|v| v.unwrap_or(false))
+}
+
+/// Checks the shape of the entity's raw table, and that it can be trusted, if it already exists
+/// (reads only).
+pub fn check_existing_raw_table(entity: &Entity) -> Result<(), RunError> {
+    let internal = |e: pgrx::spi::Error| RunError::new("XX000", format!("pg_qbo raw table: {e}"));
+    check_raw_schema()?;
+    if raw_table_exists(entity.table).map_err(internal)? {
+        check_raw_shape(entity)?;
+        check_raw_trust(entity)
     } else {
         Ok(())
     }
 }
 
-fn check_raw_shape(entity: &Entity) -> Result<(), String> {
+/// Schema `raw`, when it exists, must belong to the extension owner: a schema's owner may drop,
+/// rename or replace anything in it, so pg_qbo would otherwise write (as its owner) into tables
+/// another role controls.
+fn check_raw_schema() -> Result<(), RunError> {
+    let owner = extension_owner();
+    let found = as_owner(|| {
+        Spi::get_two_with_args::<bool, String>(
+            "SELECT n.nspowner OPERATOR(pg_catalog.=) $1, r.rolname::pg_catalog.text
+               FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+              WHERE n.nspname OPERATOR(pg_catalog.=) 'raw'",
+            &[owner.into()],
+        )
+    });
+    match found {
+        Ok((Some(false), Some(who))) => Err(RunError::new(
+            "42501",
+            format!(
+                "schema raw is owned by role \"{who}\", not by pg_qbo's owner \"{}\": pg_qbo writes raw tables as its owner and trusts nothing another role controls. Review what is in raw, then ALTER SCHEMA raw OWNER TO \"{0}\" (and ALTER TABLE ... OWNER TO \"{0}\" for its raw.qb_* tables) as a superuser, or rename it and let pg_qbo create a new one",
+                owner_name().unwrap_or_default()
+            ),
+        )),
+        Ok(_) => Ok(()),
+        // no row: the schema does not exist yet
+        Err(pgrx::spi::Error::InvalidPosition) => Ok(()),
+        Err(e) => Err(RunError::new("XX000", format!("pg_qbo raw schema: {e}"))),
+    }
+}
+
+/// Whether pg_qbo may write `raw.<table>` as its owner. The table must be a plain table owned by
+/// the extension owner, with no rules, no role but trusted ones holding TRIGGER on it, and every
+/// function that an INSERT or UPDATE of it can run (triggers, defaults, generated columns,
+/// constraints, index expressions and predicates, operator classes of its indexes, policies,
+/// domains of its columns, operators any of them use: whatever `pg_depend` reaches from them)
+/// owned by a superuser or the extension owner. A DBA's own audit trigger (owned by a superuser)
+/// or an extension's internal triggers pass; a function planted by another role does not, since
+/// it would run with the owner's rights. Reads the catalogs only.
+pub fn check_raw_trust(entity: &Entity) -> Result<(), RunError> {
     let t = entity.table;
-    let (cols, pk): (Option<Vec<String>>, Option<Vec<String>>) = Spi::get_two_with_args(
-        "SELECT (SELECT array_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
-                   FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
-                (SELECT array_agg(a.attname::text ORDER BY k.ord)
-                   FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                  WHERE i.indrelid = c.oid AND i.indisprimary)
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'raw' AND c.relname = $1",
-        &[t.into()],
-    )
-    .map_err(|e| e.to_string())?;
+    let owner = extension_owner();
+    let problems: Vec<String> = as_owner(|| {
+        Spi::get_one_with_args::<Vec<String>>(RAW_TRUST_SQL, &[t.into(), owner.into()])
+    })
+    .map_err(|e| RunError::new("XX000", format!("pg_qbo raw table trust check: {e}")))?
+    .unwrap_or_default();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::new(
+        "42501",
+        format!(
+            "pg_qbo will not write raw.{t}: it writes raw tables as its owner \"{}\", and {}. Nothing was written. Remove what another role attached (or, after reviewing it, have a superuser take ownership of it), then run again",
+            owner_name().unwrap_or_default(),
+            problems.join("; ")
+        ),
+    ))
+}
+
+/// The problems [`check_raw_trust`] reports for raw table `$1` and extension owner `$2` (an empty
+/// array when there are none). Runs under [`SAFE_SEARCH_PATH`]; everything is qualified anyway.
+const RAW_TRUST_SQL: &str = "
+WITH RECURSIVE
+tbl AS (
+    SELECT c.oid, c.relowner, c.relkind, c.relhasrules, c.relacl
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE n.nspname OPERATOR(pg_catalog.=) 'raw' AND c.relname OPERATOR(pg_catalog.=) $1),
+trusted AS (
+    SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper OR r.oid OPERATOR(pg_catalog.=) $2),
+edges (src_class, src_obj, dst_class, dst_obj) AS (
+    -- what is attached to the table: each can run code when a row is inserted or updated
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, d.adrelid,
+           'pg_catalog.pg_attrdef'::pg_catalog.regclass::pg_catalog.oid, d.oid
+      FROM pg_catalog.pg_attrdef d JOIN tbl ON d.adrelid OPERATOR(pg_catalog.=) tbl.oid
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, k.conrelid,
+           'pg_catalog.pg_constraint'::pg_catalog.regclass::pg_catalog.oid, k.oid
+      FROM pg_catalog.pg_constraint k JOIN tbl ON k.conrelid OPERATOR(pg_catalog.=) tbl.oid
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, i.indrelid,
+           'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, i.indexrelid
+      FROM pg_catalog.pg_index i JOIN tbl ON i.indrelid OPERATOR(pg_catalog.=) tbl.oid
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, g.tgrelid,
+           'pg_catalog.pg_trigger'::pg_catalog.regclass::pg_catalog.oid, g.oid
+      FROM pg_catalog.pg_trigger g JOIN tbl ON g.tgrelid OPERATOR(pg_catalog.=) tbl.oid
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, p.polrelid,
+           'pg_catalog.pg_policy'::pg_catalog.regclass::pg_catalog.oid, p.oid
+      FROM pg_catalog.pg_policy p JOIN tbl ON p.polrelid OPERATOR(pg_catalog.=) tbl.oid
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, a.attrelid,
+           'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid, a.atttypid
+      FROM pg_catalog.pg_attribute a JOIN tbl ON a.attrelid OPERATOR(pg_catalog.=) tbl.oid
+     WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+    UNION ALL
+    -- a domain runs its constraints
+    SELECT 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid, k.contypid,
+           'pg_catalog.pg_constraint'::pg_catalog.regclass::pg_catalog.oid, k.oid
+      FROM pg_catalog.pg_constraint k WHERE k.contypid OPERATOR(pg_catalog.<>) 0
+    UNION ALL
+    -- an index runs the support functions and operators of its operator families
+    SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid, ap.amprocfamily,
+           'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, ap.amproc
+      FROM pg_catalog.pg_amproc ap
+    UNION ALL
+    SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid, ao.amopfamily,
+           'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid, ao.amopopr
+      FROM pg_catalog.pg_amop ao
+    UNION ALL
+    -- and whatever each object references: functions of a trigger, default, constraint, index
+    -- or policy, the function of an operator, a type's functions and base type, an index's
+    -- operator classes and their families, functions and types a function's body uses
+    SELECT d.classid, d.objid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
+     WHERE d.deptype OPERATOR(pg_catalog.<>) 'e'),
+reached (classid, objid, via) AS (
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, tbl.oid, NULL::pg_catalog.text FROM tbl
+    UNION
+    SELECT e.dst_class, e.dst_obj,
+           coalesce(r.via, pg_catalog.pg_describe_object(e.dst_class, e.dst_obj, 0))
+      FROM reached r JOIN edges e ON e.src_class OPERATOR(pg_catalog.=) r.classid
+                                 AND e.src_obj OPERATOR(pg_catalog.=) r.objid
+     -- what is attached to the table depends on it in turn: never walk back into it
+     WHERE NOT (e.dst_class OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
+                AND e.dst_obj OPERATOR(pg_catalog.=) ANY (SELECT tbl.oid FROM tbl))),
+owned (what, via, owner) AS (
+    -- each object once, named with the first thing attached to the table that reaches it
+    SELECT DISTINCT ON (1) pg_catalog.pg_describe_object(r.classid, r.objid, 0), r.via,
+           coalesce(f.proowner, o.oprowner, y.typowner, m.opfowner)
+      FROM reached r
+      LEFT JOIN pg_catalog.pg_proc f
+             ON r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid
+            AND f.oid OPERATOR(pg_catalog.=) r.objid
+      LEFT JOIN pg_catalog.pg_operator o
+             ON r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid
+            AND o.oid OPERATOR(pg_catalog.=) r.objid
+      LEFT JOIN pg_catalog.pg_type y
+             ON r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid
+            AND y.oid OPERATOR(pg_catalog.=) r.objid
+      LEFT JOIN pg_catalog.pg_opfamily m
+             ON r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid
+            AND m.oid OPERATOR(pg_catalog.=) r.objid
+     ORDER BY 1, 2),
+problems (ord, line) AS (
+    SELECT 1, pg_catalog.format('raw.%I is owned by role %I, not by pg_qbo''s owner (ALTER TABLE raw.%I OWNER TO %I after reviewing it)',
+                                $1, pg_catalog.pg_get_userbyid(tbl.relowner), $1, pg_catalog.pg_get_userbyid($2))
+      FROM tbl WHERE tbl.relowner OPERATOR(pg_catalog.<>) $2
+    UNION ALL
+    SELECT 2, pg_catalog.format('raw.%I is not a plain table (relkind %s)', $1, tbl.relkind)
+      FROM tbl WHERE tbl.relkind OPERATOR(pg_catalog.<>) 'r'
+    UNION ALL
+    SELECT 3, pg_catalog.format('raw.%I has rules (DROP RULE ... ON raw.%I)', $1, $1)
+      FROM tbl WHERE tbl.relhasrules
+    UNION ALL
+    SELECT 4, pg_catalog.format('role %s may create triggers on raw.%I (REVOKE TRIGGER ON raw.%I FROM %s)',
+                                x.who, $1, $1, x.who)
+      FROM (SELECT DISTINCT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                 ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END AS who
+              FROM tbl, pg_catalog.aclexplode(tbl.relacl) a
+             WHERE a.privilege_type OPERATOR(pg_catalog.=) 'TRIGGER'
+               AND a.grantee OPERATOR(pg_catalog.<>) ALL (SELECT t.oid FROM trusted t)) x
+    UNION ALL
+    SELECT 5, pg_catalog.format('%s (reached from %s) is owned by role %I, which is neither a superuser nor pg_qbo''s owner',
+                                w.what,
+                                CASE WHEN w.via IS NULL OR w.via OPERATOR(pg_catalog.=) w.what
+                                     THEN pg_catalog.format('the table raw.%I', $1) ELSE w.via END,
+                                pg_catalog.pg_get_userbyid(w.owner))
+      FROM owned w
+     WHERE w.owner IS NOT NULL AND w.owner OPERATOR(pg_catalog.<>) ALL (SELECT t.oid FROM trusted t))
+SELECT pg_catalog.array_agg(p.line ORDER BY p.ord, p.line) FILTER (WHERE p.line IS NOT NULL) FROM problems p";
+
+fn check_raw_shape(entity: &Entity) -> Result<(), RunError> {
+    let t = entity.table;
+    let (cols, pk): (Option<Vec<String>>, Option<Vec<String>>) = as_owner(|| {
+        Spi::get_two_with_args(
+            "SELECT (SELECT pg_catalog.array_agg(a.attname OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||)
+                                                 pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
+                       FROM pg_catalog.pg_attribute a
+                      WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0
+                        AND NOT a.attisdropped),
+                    (SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.ord)
+                       FROM pg_catalog.pg_index i
+                       CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY k(attnum, ord)
+                       JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                                                     AND a.attnum OPERATOR(pg_catalog.=) k.attnum
+                      WHERE i.indrelid OPERATOR(pg_catalog.=) c.oid AND i.indisprimary)
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE n.nspname OPERATOR(pg_catalog.=) 'raw' AND c.relname OPERATOR(pg_catalog.=) $1",
+            &[t.into()],
+        )
+    })
+    .map_err(|e| RunError::new("XX000", format!("pg_qbo raw table: {e}")))?;
     let cols = cols.unwrap_or_default();
     let pk = pk.unwrap_or_default();
     let missing: Vec<String> = RAW_COLUMNS
@@ -201,12 +481,12 @@ fn check_raw_shape(entity: &Entity) -> Result<(), String> {
     if missing.is_empty() && pk == ["realm_id", "id"] {
         return Ok(());
     }
-    Err(format!(
+    Err(RunError::new("42P07", format!(
         "table raw.{t} already exists with another shape (primary key ({}); missing or different columns: {}); pg_qbo needs primary key (realm_id, id) and columns {}. Rename the old table (ALTER TABLE raw.{t} RENAME TO {t}_old) and run the backfill again, then copy what you need from the old table",
         pk.join(", "),
         if missing.is_empty() { "none".to_owned() } else { missing.join(", ") },
         RAW_COLUMNS.iter().map(|(n, ty)| format!("{n} {ty}")).collect::<Vec<_>>().join(", ")
-    ))
+    )))
 }
 
 /// One page's records, ready for the upsert.
@@ -292,42 +572,46 @@ pub fn upsert_page(
         return Ok(UpsertCounts::default());
     }
     // everything is built inside the SPI connection: its memory context (the page's arrays,
-    // a megabyte or two) is freed when the connection closes, after each page
-    Spi::connect_mut(|c| -> Result<UpsertCounts, String> {
-        let spi = |e: pgrx::spi::SpiError| e.to_string();
-        c.update(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            None,
-            &[
-                WRITE_LOCK_CLASS.into(),
-                lock_key(WRITE_LOCK_CLASS, &format!("{realm}/{}", entity.name)).into(),
-            ],
-        )
-        .map_err(spi)?;
-        let payloads = jsonb_array(&rows.payloads)?;
-        let row = c
-            .update(
-                upsert_plan(c, entity.table)?,
-                Some(1),
+    // a megabyte or two) is freed when the connection closes, after each page. It runs as the
+    // extension owner (roles that run backfills hold no write privilege on raw tables), on a
+    // table `check_raw_trust` accepted when the execution started.
+    as_owner(|| {
+        Spi::connect_mut(|c| -> Result<UpsertCounts, String> {
+            let spi = |e: pgrx::spi::SpiError| e.to_string();
+            c.update(
+                "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
+                None,
                 &[
-                    rows.ids.into(),
-                    // SAFETY: a jsonb[] datum built just above, alive for this statement
-                    unsafe { DatumWithOid::new(payloads, pg_sys::JSONBARRAYOID) },
-                    rows.sync_tokens.into(),
-                    realm.into(),
-                    tstz(window_start).into(),
-                    tstz(window_end).into(),
-                    page_number.into(),
-                    page_size.into(),
-                    request_payload.into(),
+                    WRITE_LOCK_CLASS.into(),
+                    lock_key(WRITE_LOCK_CLASS, &format!("{realm}/{}", entity.name)).into(),
                 ],
             )
-            .map_err(spi)?
-            .first();
-        let (ins, upd) = row.get_two::<i64, i64>().map_err(spi)?;
-        Ok(UpsertCounts {
-            inserted: ins.unwrap_or(0),
-            updated: upd.unwrap_or(0),
+            .map_err(spi)?;
+            let payloads = jsonb_array(&rows.payloads)?;
+            let row = c
+                .update(
+                    upsert_plan(c, entity.table)?,
+                    Some(1),
+                    &[
+                        rows.ids.into(),
+                        // SAFETY: a jsonb[] datum built just above, alive for this statement
+                        unsafe { DatumWithOid::new(payloads, pg_sys::JSONBARRAYOID) },
+                        rows.sync_tokens.into(),
+                        realm.into(),
+                        tstz(window_start).into(),
+                        tstz(window_end).into(),
+                        page_number.into(),
+                        page_size.into(),
+                        request_payload.into(),
+                    ],
+                )
+                .map_err(spi)?
+                .first();
+            let (ins, upd) = row.get_two::<i64, i64>().map_err(spi)?;
+            Ok(UpsertCounts {
+                inserted: ins.unwrap_or(0),
+                updated: upd.unwrap_or(0),
+            })
         })
     })
 }
@@ -335,8 +619,10 @@ pub fn upsert_page(
 thread_local! {
     /// The page upsert of each raw table, prepared once per backend (planning its CTEs on every
     /// page was about 4 % of a load). Kept plans are revalidated by the plan cache when the
-    /// table or a function changes, and the permissions of whoever runs them are checked at
-    /// every execution. Never freed: a plan freed during backend exit could raise.
+    /// table or a function changes, and the permissions of whoever runs them (the extension
+    /// owner) are checked at every execution. Prepared and always run under
+    /// [`SAFE_SEARCH_PATH`], so the cache never replans for a path either. Never freed: a plan
+    /// freed during backend exit could raise.
     static UPSERT_PLANS: std::cell::RefCell<std::collections::HashMap<&'static str, &'static pgrx::spi::OwnedPreparedStatement>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
@@ -381,8 +667,9 @@ pub fn upsert_sql(t: &str) -> String {
              -- set-returning functions in the select list run in lockstep (the arrays have one
              -- length) and stream their rows; unnest(a, b, c) in FROM copied every row of the
              -- page into a tuplestore first (about 5 % of a load's samples)
-             SELECT unnest($1::text[]) AS id, unnest($2::jsonb[]) AS payload,
-                    unnest($3::int8[]) AS sync),
+             SELECT pg_catalog.unnest($1::pg_catalog.text[]) AS id,
+                    pg_catalog.unnest($2::pg_catalog.jsonb[]) AS payload,
+                    pg_catalog.unnest($3::pg_catalog.int8[]) AS sync),
          changed AS (
              -- a scalar subquery, not a join: always one primary-key probe per incoming row,
              -- whatever the table's statistics say (a join planned on a freshly truncated or
@@ -391,24 +678,28 @@ pub fn upsert_sql(t: &str) -> String {
              -- the bigger the table grew, until the statement cost enough to be JIT-compiled
              -- (and inlined, optimized) on every page, most of a 1M-record load's CPU
              SELECT n.* FROM incoming n
-              WHERE (SELECT NOT (qbo._sync_token(cur.payload) > n.sync
-                                 OR (qbo._sync_token(cur.payload) = n.sync AND cur.payload = n.payload))
-                       FROM raw.{t} cur WHERE cur.realm_id = $4 AND cur.id = n.id LIMIT 1) IS NOT FALSE),
+              WHERE (SELECT NOT (qbo._sync_token(cur.payload) OPERATOR(pg_catalog.>) n.sync
+                                 OR (qbo._sync_token(cur.payload) OPERATOR(pg_catalog.=) n.sync
+                                     AND cur.payload OPERATOR(pg_catalog.=) n.payload))
+                       FROM raw.{t} cur
+                      WHERE cur.realm_id OPERATOR(pg_catalog.=) $4 AND cur.id OPERATOR(pg_catalog.=) n.id
+                      LIMIT 1) IS NOT FALSE),
          written AS (
              INSERT INTO raw.{t} AS r (realm_id, id, payload, ingested_at_utc, extract_window_start_utc,
                                       extract_window_end_utc, page_number, page_size, request_payload)
-             SELECT $4, c.id, c.payload, now(), $5, $6, $7, $8, $9::jsonb FROM changed c
+             SELECT $4, c.id, c.payload, pg_catalog.now(), $5, $6, $7, $8, $9::pg_catalog.jsonb FROM changed c
              ON CONFLICT (realm_id, id) DO UPDATE
                 SET payload = EXCLUDED.payload, ingested_at_utc = EXCLUDED.ingested_at_utc,
                     extract_window_start_utc = EXCLUDED.extract_window_start_utc,
                     extract_window_end_utc = EXCLUDED.extract_window_end_utc,
                     page_number = EXCLUDED.page_number, page_size = EXCLUDED.page_size,
                     request_payload = EXCLUDED.request_payload
-              WHERE qbo._sync_token(EXCLUDED.payload) > qbo._sync_token(r.payload)
-                 OR (qbo._sync_token(EXCLUDED.payload) = qbo._sync_token(r.payload)
-                     AND EXCLUDED.payload IS DISTINCT FROM r.payload)
-             RETURNING (xmax = 0) AS inserted)
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+              WHERE qbo._sync_token(EXCLUDED.payload) OPERATOR(pg_catalog.>) qbo._sync_token(r.payload)
+                 OR (qbo._sync_token(EXCLUDED.payload) OPERATOR(pg_catalog.=) qbo._sync_token(r.payload)
+                     AND NOT (EXCLUDED.payload OPERATOR(pg_catalog.=) r.payload))
+             RETURNING (r.xmax OPERATOR(pg_catalog.=) 0) AS inserted)
+         SELECT pg_catalog.count(*) FILTER (WHERE w.inserted), pg_catalog.count(*) FILTER (WHERE NOT w.inserted)
+           FROM written w"
     )
 }
 
@@ -429,7 +720,7 @@ pub fn load_connection(name: &str) -> Result<Option<Connection>, String> {
     owner_spi(|c| -> SpiResult<Option<Connection>> {
         let t = c.update(
             "SELECT realm_id, environment, client_id, client_secret, refresh_token, access_token, access_token_expires_at
-               FROM qbo._connections WHERE name = $1",
+               FROM qbo._connections WHERE name OPERATOR(pg_catalog.=) $1",
             Some(1),
             &[name.into()],
         )?;
@@ -451,6 +742,31 @@ pub fn load_connection(name: &str) -> Result<Option<Connection>, String> {
     .map_err(|e| e.to_string())
 }
 
+/// Whether the current role may run backfills of connection `conn` (see `qbo._may_use`); `Err`:
+/// the message to raise (SQLSTATE 42501) when it may not.
+pub fn check_may_use(conn: &str) -> Result<(), RunError> {
+    let caller = unsafe { pg_sys::GetUserId() };
+    let (ok, who) = as_owner(|| {
+        Spi::get_two_with_args::<bool, String>(
+            "SELECT qbo._may_use($1, $2), pg_catalog.pg_get_userbyid($2)::pg_catalog.text",
+            &[conn.into(), caller.into()],
+        )
+    })
+    .map_err(|e| RunError::new("XX000", format!("pg_qbo connection grants: {e}")))?;
+    if ok == Some(true) {
+        return Ok(());
+    }
+    let who = who.unwrap_or_default();
+    Err(RunError::new(
+        "42501",
+        format!(
+            "role \"{who}\" may not run backfills of connection \"{conn}\": a superuser grants it with SELECT qbo.grant_connection('{}', '{}')",
+            conn.replace('\'', "''"),
+            who.replace('\'', "''")
+        ),
+    ))
+}
+
 /// Stores tokens just received from Intuit (the caller commits at once).
 pub fn store_tokens(
     conn: &str,
@@ -464,8 +780,8 @@ pub fn store_tokens(
             SET access_token = $2, access_token_expires_at = $3,
                 refresh_token = coalesce($4, refresh_token),
                 refresh_token_expires_at = coalesce($5, refresh_token_expires_at),
-                last_refresh_at = now(), updated_at = now()
-          WHERE name = $1",
+                last_refresh_at = pg_catalog.now(), updated_at = pg_catalog.now()
+          WHERE name OPERATOR(pg_catalog.=) $1",
         &[
             conn.into(),
             access.into(),
@@ -477,11 +793,29 @@ pub fn store_tokens(
     .map_err(|e| e.to_string())
 }
 
+#[allow(dead_code)] // called by tokens.rs once salvaged refresh tokens are stored (secrets work)
+/// Stores a refresh token salvaged from a token response that could not be used otherwise (it
+/// rotated: the old one is already superseded at Intuit). The caller commits at once.
+pub fn store_refresh_token(
+    conn: &str,
+    refresh: &str,
+    refresh_expires: Option<DateTime<Utc>>,
+) -> Result<(), String> {
+    owner_exec(
+        "UPDATE qbo._connections
+            SET refresh_token = $2, refresh_token_expires_at = coalesce($3, refresh_token_expires_at),
+                last_refresh_at = pg_catalog.now(), updated_at = pg_catalog.now()
+          WHERE name OPERATOR(pg_catalog.=) $1",
+        &[conn.into(), refresh.into(), refresh_expires.map(tstz).into()],
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Forgets an access token QBO rejected.
 pub fn forget_access_token(conn: &str, rejected: &str) -> Result<(), String> {
     owner_exec(
         "UPDATE qbo._connections SET access_token = NULL, access_token_expires_at = NULL
-          WHERE name = $1 AND access_token = $2",
+          WHERE name OPERATOR(pg_catalog.=) $1 AND access_token OPERATOR(pg_catalog.=) $2",
         &[conn.into(), rejected.into()],
     )
     .map_err(|e| e.to_string())
@@ -490,7 +824,7 @@ pub fn forget_access_token(conn: &str, rejected: &str) -> Result<(), String> {
 /// Takes the session lock serialising token refreshes of one realm (waits; cancellable).
 pub fn lock_token(realm: &str) -> Result<(), String> {
     exec(
-        "SELECT pg_advisory_lock($1, hashtext($2))",
+        "SELECT pg_catalog.pg_advisory_lock($1, pg_catalog.hashtext($2))",
         &[TOKEN_LOCK_CLASS.into(), realm.into()],
     )
     .map_err(|e| e.to_string())
@@ -499,7 +833,7 @@ pub fn lock_token(realm: &str) -> Result<(), String> {
 /// Releases [`lock_token`].
 pub fn unlock_token(realm: &str) -> Result<(), String> {
     exec(
-        "SELECT pg_advisory_unlock($1, hashtext($2))",
+        "SELECT pg_catalog.pg_advisory_unlock($1, pg_catalog.hashtext($2))",
         &[TOKEN_LOCK_CLASS.into(), realm.into()],
     )
     .map_err(|e| e.to_string())
@@ -507,8 +841,8 @@ pub fn unlock_token(realm: &str) -> Result<(), String> {
 
 /// Takes the liveness lock of a run without waiting. `false`: another process executes it.
 pub fn try_lock_run(run_id: i64) -> Result<bool, String> {
-    Spi::get_one_with_args::<bool>(
-        "SELECT pg_try_advisory_lock($1, ($2 & 2147483647)::int)",
+    one::<bool>(
+        "SELECT pg_catalog.pg_try_advisory_lock($1, ($2 OPERATOR(pg_catalog.&) 2147483647)::pg_catalog.int4)",
         &[RUN_LOCK_CLASS.into(), run_id.into()],
     )
     .map(|v| v.unwrap_or(false))
@@ -518,7 +852,7 @@ pub fn try_lock_run(run_id: i64) -> Result<bool, String> {
 /// Releases the liveness lock of a run.
 pub fn unlock_run(run_id: i64) -> Result<(), String> {
     exec(
-        "SELECT pg_advisory_unlock($1, ($2 & 2147483647)::int)",
+        "SELECT pg_catalog.pg_advisory_unlock($1, ($2 OPERATOR(pg_catalog.&) 2147483647)::pg_catalog.int4)",
         &[RUN_LOCK_CLASS.into(), run_id.into()],
     )
     .map_err(|e| e.to_string())
