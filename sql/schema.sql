@@ -27,12 +27,41 @@ REVOKE ALL ON qbo._connections FROM PUBLIC;
 COMMENT ON TABLE qbo._connections IS
     'pg_qbo: registered QuickBooks companies with their OAuth2 secrets. Readable by its owner only; use the view qbo.connections.';
 
-CREATE VIEW qbo.connections AS
+-- Which roles may run backfills of which connection (besides superusers and the extension owner,
+-- who may use every connection). A grant to a role covers its members that inherit its rights.
+CREATE TABLE qbo._connection_grants (
+    connection text NOT NULL REFERENCES qbo._connections (name) ON DELETE CASCADE ON UPDATE CASCADE,
+    role_oid   oid NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (connection, role_oid)
+);
+REVOKE ALL ON qbo._connection_grants FROM PUBLIC;
+COMMENT ON TABLE qbo._connection_grants IS
+    'pg_qbo internal: roles granted a connection with qbo.grant_connection (see qbo.connection_grants).';
+
+-- Internal: whether role p_role may run backfills of connection p_connection.
+CREATE FUNCTION qbo._may_use(p_connection text, p_role oid)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) p_role), false)
+        OR p_role OPERATOR(pg_catalog.=) (SELECT e.extowner FROM pg_catalog.pg_extension e
+                                           WHERE e.extname OPERATOR(pg_catalog.=) 'pg_qbo')
+        OR EXISTS (SELECT FROM qbo._connection_grants g
+                    WHERE g.connection OPERATOR(pg_catalog.=) p_connection
+                      AND EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) g.role_oid)
+                      AND pg_catalog.pg_has_role(p_role, g.role_oid, 'USAGE'))
+$fn$;
+COMMENT ON FUNCTION qbo._may_use(text, oid) IS
+    'pg_qbo internal: whether a role may run backfills of a connection (superusers and the extension owner always; others when granted with qbo.grant_connection, directly or through a role they inherit from).';
+
+CREATE VIEW qbo.connections WITH (security_barrier) AS
 SELECT name, realm_id, environment, access_token_expires_at, refresh_token_expires_at,
        last_refresh_at, created_at, updated_at
-FROM qbo._connections;
+FROM qbo._connections c
+WHERE qbo._may_use(c.name, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER));
 COMMENT ON VIEW qbo.connections IS
-    'pg_qbo: registered QuickBooks companies (never shows a secret).';
+    'pg_qbo: the registered QuickBooks companies the current role may run backfills of (never shows a secret).';
 COMMENT ON COLUMN qbo.connections.name IS 'Connection name passed as the connection argument of qbo.backfill.';
 COMMENT ON COLUMN qbo.connections.realm_id IS 'QuickBooks company id (realmId).';
 COMMENT ON COLUMN qbo.connections.environment IS 'production or sandbox: picks Intuit''s API host.';
@@ -407,11 +436,14 @@ COMMENT ON FUNCTION qbo._api_release_mine() IS
     'pg_qbo internal: frees the in-flight slots of the calling process (its execution ended).';
 
 -- Internal: a record's SyncToken as a number (-1 when absent or not numeric), for version checks.
+-- No SET clause (it would stop the planner from inlining it into the page upsert): every name in
+-- it is qualified, and the upsert runs under search_path pg_catalog, pg_temp anyway.
 CREATE FUNCTION qbo._sync_token(payload jsonb)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $fn$
-    SELECT CASE WHEN (payload->>'SyncToken') ~ '^[0-9]{1,18}$' THEN (payload->>'SyncToken')::bigint ELSE -1 END
+    SELECT CASE WHEN (payload OPERATOR(pg_catalog.->>) 'SyncToken') OPERATOR(pg_catalog.~) '^[0-9]{1,18}$'
+                THEN (payload OPERATOR(pg_catalog.->>) 'SyncToken')::pg_catalog.int8 ELSE -1 END
 $fn$;
 COMMENT ON FUNCTION qbo._sync_token(jsonb) IS 'pg_qbo internal: SyncToken of a QBO record as bigint (-1 if missing).';
 
@@ -468,28 +500,40 @@ COMMENT ON COLUMN qbo.progress.error IS 'Error of a stopped run.';
 -- Least privilege: helpers a superuser (or the extension owner) runs once per role.
 -------------------------------------------------------------------------------------------------
 -- Internal: what both grant_* functions give a role: schema usage, SELECT on ledger objects, and
--- the given privileges on every table of raw, now and later (raw tables belong to the extension
--- owner, who creates them).
-CREATE FUNCTION qbo._grant_common(caller text, role_name name, ledger_objects text, raw_privileges text)
+-- SELECT on every table of raw, now and later (raw tables belong to the extension owner, who
+-- creates them, and only pg_qbo writes them, as that owner). Write privileges on raw that an
+-- earlier pg_qbo granted (operators of 0.1.0 held INSERT and UPDATE) are revoked.
+CREATE FUNCTION qbo._grant_common(caller text, role_name name, ledger_objects text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    owner name := (SELECT r.rolname FROM pg_extension e JOIN pg_roles r ON r.oid = e.extowner WHERE e.extname = 'pg_qbo');
+    owner name := (SELECT r.rolname FROM pg_catalog.pg_extension e
+                     JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) e.extowner
+                    WHERE e.extname OPERATOR(pg_catalog.=) 'pg_qbo');
+    raw_owner name := (SELECT r.rolname FROM pg_catalog.pg_namespace n
+                         JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+                        WHERE n.nspname OPERATOR(pg_catalog.=) 'raw');
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) role_name) THEN
         RAISE EXCEPTION '%: role "%" does not exist', caller, role_name USING ERRCODE = 'undefined_object';
     END IF;
-    EXECUTE format('GRANT USAGE ON SCHEMA qbo TO %I', role_name);
-    EXECUTE format('GRANT SELECT ON %s TO %I', ledger_objects, role_name);
-    EXECUTE format('CREATE SCHEMA IF NOT EXISTS raw AUTHORIZATION %I', owner);
-    EXECUTE format('GRANT USAGE ON SCHEMA raw TO %I', role_name);
-    EXECUTE format('GRANT %s ON ALL TABLES IN SCHEMA raw TO %I', raw_privileges, role_name);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw GRANT %s ON TABLES TO %I', owner, raw_privileges, role_name);
+    IF raw_owner IS NOT NULL AND raw_owner OPERATOR(pg_catalog.<>) owner THEN
+        RAISE EXCEPTION '%: schema raw is owned by role "%", not by pg_qbo''s owner "%"; review it, then ALTER SCHEMA raw OWNER TO "%" (or rename it) and call % again',
+            caller, raw_owner, owner, owner, caller USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA qbo TO %I', role_name);
+    EXECUTE pg_catalog.format('GRANT SELECT ON %s TO %I', ledger_objects, role_name);
+    EXECUTE pg_catalog.format('CREATE SCHEMA IF NOT EXISTS raw AUTHORIZATION %I', owner);
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA raw TO %I', role_name);
+    EXECUTE pg_catalog.format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA raw FROM %I', role_name);
+    EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLES FROM %I', owner, role_name);
+    EXECUTE pg_catalog.format('GRANT SELECT ON ALL TABLES IN SCHEMA raw TO %I', role_name);
+    EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw GRANT SELECT ON TABLES TO %I', owner, role_name);
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbo._grant_common(text, name, text, text) FROM PUBLIC;
-COMMENT ON FUNCTION qbo._grant_common(text, name, text, text) IS 'pg_qbo internal: the grants qbo.grant_operator and qbo.grant_reader share.';
+REVOKE ALL ON FUNCTION qbo._grant_common(text, name, text) FROM PUBLIC;
+COMMENT ON FUNCTION qbo._grant_common(text, name, text) IS 'pg_qbo internal: the grants qbo.grant_operator and qbo.grant_reader share.';
 
 CREATE FUNCTION qbo.grant_operator(role_name name)
 RETURNS void
@@ -497,15 +541,63 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM qbo._grant_common('qbo.grant_operator', role_name,
-        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities',
-        'SELECT, INSERT, UPDATE');
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities');
     EXECUTE format('GRANT EXECUTE ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text), qbo.resume(bigint), qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) TO %I', role_name);
     EXECUTE format('GRANT EXECUTE ON PROCEDURE qbo.run_backfill(text, timestamptz, timestamptz, int, int, int, text, bigint), qbo.run_resume(bigint), qbo.run_scheduled(bigint) TO %I', role_name);
 END
 $fn$;
 REVOKE ALL ON FUNCTION qbo.grant_operator(name) FROM PUBLIC;
 COMMENT ON FUNCTION qbo.grant_operator(name) IS
-    'pg_qbo: lets a role run backfills (qbo.backfill, qbo.resume, qbo.schedule_backfill, CALL qbo.run_*), read the ledger and write raw.*; it can never read a secret or token, change qbo.api_base_url/qbo.token_url, or alter the ledger.';
+    'pg_qbo: lets a role run backfills (qbo.backfill, qbo.resume, qbo.schedule_backfill, CALL qbo.run_*) of the connections granted to it with qbo.grant_connection, and read raw.* and the ledger; raw.* is written by those backfills only (as the extension owner), never by the role itself. It can never read a secret or token, change qbo.api_base_url/qbo.token_url, or alter the ledger.';
+
+CREATE FUNCTION qbo.grant_connection(connection text, role_name name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r oid := (SELECT x.oid FROM pg_catalog.pg_roles x WHERE x.rolname OPERATOR(pg_catalog.=) role_name);
+BEGIN
+    IF connection IS NULL OR role_name IS NULL THEN
+        RAISE EXCEPTION 'qbo.grant_connection: connection and role_name are required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF r IS NULL THEN
+        RAISE EXCEPTION 'qbo.grant_connection: role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NOT EXISTS (SELECT FROM qbo._connections c WHERE c.name OPERATOR(pg_catalog.=) grant_connection.connection) THEN
+        RAISE EXCEPTION 'qbo.grant_connection: unknown connection "%" (registered: %)', pg_catalog."left"(connection, 70),
+            coalesce((SELECT pg_catalog.string_agg(c.name, ', ' ORDER BY c.name) FROM qbo._connections c), 'none')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO qbo._connection_grants (connection, role_oid) VALUES (grant_connection.connection, r)
+    ON CONFLICT DO NOTHING;
+END
+$fn$;
+REVOKE ALL ON FUNCTION qbo.grant_connection(text, name) FROM PUBLIC;
+COMMENT ON FUNCTION qbo.grant_connection(text, name) IS
+    'pg_qbo: lets a role (and the roles that inherit its rights) run backfills of one connection; operators need it for every connection they use (superusers and the extension owner may use all). See qbo.connection_grants; undo with qbo.revoke_connection.';
+
+CREATE FUNCTION qbo.revoke_connection(connection text, role_name name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF connection IS NULL OR role_name IS NULL THEN
+        RAISE EXCEPTION 'qbo.revoke_connection: connection and role_name are required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    DELETE FROM qbo._connection_grants g
+     WHERE g.connection OPERATOR(pg_catalog.=) revoke_connection.connection
+       AND g.role_oid OPERATOR(pg_catalog.=) (SELECT x.oid FROM pg_catalog.pg_roles x WHERE x.rolname OPERATOR(pg_catalog.=) role_name);
+END
+$fn$;
+REVOKE ALL ON FUNCTION qbo.revoke_connection(text, name) FROM PUBLIC;
+COMMENT ON FUNCTION qbo.revoke_connection(text, name) IS
+    'pg_qbo: takes back qbo.grant_connection; runs already started keep going, new runs and resumes of that role are refused.';
+
+CREATE VIEW qbo.connection_grants AS
+SELECT g.connection, g.role_oid::pg_catalog.regrole AS role_name, g.granted_at
+FROM qbo._connection_grants g;
+REVOKE ALL ON qbo.connection_grants FROM PUBLIC;
+COMMENT ON VIEW qbo.connection_grants IS 'pg_qbo: which roles may run backfills of which connection (qbo.grant_connection).';
 
 CREATE FUNCTION qbo.grant_reader(role_name name)
 RETURNS void
@@ -513,7 +605,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM qbo._grant_common('qbo.grant_reader', role_name,
-        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities', 'SELECT');
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities');
 END
 $fn$;
 REVOKE ALL ON FUNCTION qbo.grant_reader(name) FROM PUBLIC;
