@@ -41,6 +41,7 @@ fn bad(msg: String) -> RunError {
 
 /// Checks every argument; the error names the bad value and what is allowed. Writes nothing.
 pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
+    store::forget_owner();
     let entity = entities::lookup(&r.entity).map_err(bad)?;
     if r.fecha_fin <= r.fecha_inicio {
         return Err(bad(format!(
@@ -67,6 +68,16 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
             r.minor_version
         )));
     }
+    for (name, url) in [
+        ("qbo.api_base_url", &r.settings.api_base_url),
+        ("qbo.token_url", &r.settings.token_url),
+    ] {
+        if url.as_deref().is_some_and(url_has_credentials) {
+            return Err(bad(format!(
+                "{name} holds credentials (user:password@host): every run stores its settings in qbo.runs.settings, which readers can see; use a URL without them"
+            )));
+        }
+    }
     let chunks =
         plan::plan_chunks(r.fecha_inicio, r.fecha_fin, r.chunk_size).map_err(executor::qbo_err)?;
     let conn = match store::load_connection(&r.connection).map_err(|e| RunError::new("XX000", e))? {
@@ -78,19 +89,32 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
             )))
         }
     };
+    store::check_may_use(&conn.name)?;
     if conn.client_id.is_empty() || conn.client_secret.is_empty() || conn.refresh_token.is_empty() {
         return Err(bad(format!(
             "connection \"{}\" has no credentials: register them with qbo.connect(...)",
             r.connection
         )));
     }
-    store::check_existing_raw_table(entity).map_err(|m| RunError::new("42P07", m))?;
+    store::check_existing_raw_table(entity)?;
     Ok(Validated {
         entity,
         chunks,
         realm_id: conn.realm_id,
         environment: conn.environment,
     })
+}
+
+/// Whether a URL carries a user name or password (`https://user:pw@host/`).
+fn url_has_credentials(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(u) => !u.username().is_empty() || u.password().is_some(),
+        // not a URL the client could use either: look for userinfo by hand
+        Err(_) => url
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
+            .unwrap_or(false),
+    }
 }
 
 /// Creates the run and its chunk plan and takes its liveness lock (the caller commits and executes).
@@ -124,10 +148,16 @@ pub fn insert_run(r: &RunRequest, v: &Validated, entry_point: &str, status: &str
 
 /// Checks that a run can be resumed (the caller commits; `execute` does the rest).
 pub fn prepare_resume(run_id: i64) -> i64 {
+    store::forget_owner();
     if let Err(e) = store::mark_interrupted() {
         raise("XX000", &e);
     }
     let run = ledger::load_run(run_id).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+    // checked before the run is touched: a role that may not use the connection cannot mark
+    // another role's run as failed either
+    if let Err(e) = store::check_may_use(&run.connection) {
+        raise(&e.sqlstate, &format!("run {run_id}: {}", e.message));
+    }
     if run.status == "running" {
         raise(
             "55006",
@@ -273,8 +303,8 @@ fn resume(
 }
 
 fn check_resumable(run_id: i64) {
-    let status: Option<String> = Spi::get_one_with_args(
-        "SELECT status FROM qbo.runs WHERE run_id = $1",
+    let status: Option<String> = store::one(
+        "SELECT status FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
         &[run_id.into()],
     )
     .unwrap_or(None);
@@ -282,6 +312,13 @@ fn check_resumable(run_id: i64) {
         raise(
             "22023",
             &format!("run {run_id} does not exist (see qbo.runs)"),
+        );
+    }
+    let run = ledger::load_run(run_id).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+    if let Err(e) = store::check_may_use(&run.connection) {
+        raise(
+            &e.sqlstate,
+            &format!("qbo.resume: run {run_id}: {}", e.message),
         );
     }
 }

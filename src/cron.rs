@@ -57,15 +57,21 @@ pub fn one_time_schedule(at: DateTime<Utc>, now: DateTime<Utc>) -> (DateTime<Utc
 }
 
 fn cron_state() -> (bool, Option<String>) {
-    let here = Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')",
+    let here = store::one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron')",
+        &[],
     )
     .ok()
     .flatten()
     .unwrap_or(false);
-    let db = Spi::get_one::<String>("SELECT current_setting('cron.database_name', true)")
-        .ok()
-        .flatten();
+    // pg_cron makes cron.database_name readable by superusers (and pg_read_all_settings) only;
+    // a database name is no secret, and an operator scheduling a backfill needs to be told which
+    // database schedules jobs: read as the extension owner
+    let db = store::as_owner(|| {
+        Spi::get_one::<String>("SELECT pg_catalog.current_setting('cron.database_name', true)")
+    })
+    .ok()
+    .flatten();
     (here, db)
 }
 
@@ -103,13 +109,17 @@ fn schedule_backfill(
     let run_at = api::required(run_at, "run_at", f);
     let at = from_tstz(run_at)
         .unwrap_or_else(|| raise("22023", &format!("{f}: run_at must be a finite timestamp")));
+    if let Err(m) = within_a_year(at, Utc::now()) {
+        raise("22023", &format!("{f}: {m}"));
+    }
     let v: Validated =
         api::validate(&req).unwrap_or_else(|e| raise(&e.sqlstate, &format!("{f}: {}", e.message)));
     let (installed, cron_db) = cron_state();
-    let this_db = Spi::get_one::<String>("SELECT current_database()::text")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let this_db =
+        store::one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text", &[])
+            .ok()
+            .flatten()
+            .unwrap_or_default();
     if !installed {
         match cron_db {
             Some(db) if !db.is_empty() && db != this_db => raise(
@@ -131,8 +141,8 @@ fn schedule_backfill(
     remove_finished_jobs();
     let run_id = api::insert_run(&req, &v, "cron", "scheduled");
     let (minute, expr) = one_time_schedule(at, Utc::now());
-    let job_id = Spi::get_one_with_args::<i64>(
-        "SELECT cron.schedule($1, $2, $3)",
+    let job_id = store::one::<i64>(
+        "SELECT cron.schedule($1::pg_catalog.text, $2::pg_catalog.text, $3::pg_catalog.text)",
         &[
             job_name(run_id).as_str().into(),
             expr.as_str().into(),
@@ -157,14 +167,35 @@ fn schedule_backfill(
     TableIterator::once((job_id, run_id, store::tstz(minute)))
 }
 
+/// pg_cron's schedules have no year: a job for a minute a year or more ahead would fire at the
+/// same minute, day and month sooner. `Err`: the message saying so.
+pub fn within_a_year(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), String> {
+    let limit = now
+        .checked_add_months(chrono::Months::new(12))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let (minute, _) = one_time_schedule(at, now);
+    if minute >= limit {
+        return Err(format!(
+            "run_at {} is a year or more ahead (the latest is before {}): pg_cron schedules have no year, so the job would fire at that minute, day and month sooner; schedule it within the next 12 months",
+            at.to_rfc3339(),
+            limit.format("%Y-%m-%d %H:%M:%S+00")
+        ));
+    }
+    Ok(())
+}
+
 /// A schedule pg_cron accepts and never fires.
 pub const NEVER: &str = "0 0 30 2 *";
 
 /// Removes the jobs of scheduled runs that have finished (normally the cleanup worker does it).
 fn remove_finished_jobs() {
-    let _ = Spi::run(
-        "SELECT cron.unschedule(j.jobid) FROM cron.job j JOIN qbo.runs r ON j.jobname = 'pg_qbo run ' || r.run_id
-          WHERE j.schedule = '0 0 30 2 *' AND r.status NOT IN ('scheduled', 'running')",
+    let _ = store::exec(
+        "SELECT cron.unschedule(j.jobid)
+           FROM cron.job j
+           JOIN qbo.runs r ON j.jobname OPERATOR(pg_catalog.=) ('pg_qbo run ' OPERATOR(pg_catalog.||) r.run_id::pg_catalog.text)
+          WHERE j.schedule OPERATOR(pg_catalog.=) '0 0 30 2 *'
+            AND r.status OPERATOR(pg_catalog.<>) ALL ('{scheduled,running}'::pg_catalog.text[])",
+        &[],
     );
 }
 
@@ -180,15 +211,15 @@ pub unsafe extern "C-unwind" fn qbo_run_scheduled(
     let run_id = api::required(api::arg::<i64>(fcinfo, 0), "run_id", "qbo.run_scheduled");
     pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
     // First of all: this job must never fire again, whatever happens next.
-    let job_id = Spi::get_one_with_args::<i64>(
-        "SELECT jobid FROM cron.job WHERE jobname = $1",
+    let job_id = store::one::<i64>(
+        "SELECT j.jobid FROM cron.job j WHERE j.jobname OPERATOR(pg_catalog.=) $1",
         &[job_name(run_id).as_str().into()],
     )
     .ok()
     .flatten();
     if let Some(job_id) = job_id {
         let _ = store::exec(
-            "SELECT cron.alter_job(job_id => $1, schedule => $2)",
+            "SELECT cron.alter_job(job_id => $1, schedule => $2::pg_catalog.text)",
             &[job_id.into(), NEVER.into()],
         );
     }
@@ -196,8 +227,8 @@ pub unsafe extern "C-unwind" fn qbo_run_scheduled(
     if let Some(job_id) = job_id {
         start_cleanup(job_id);
     }
-    let status = Spi::get_one_with_args::<String>(
-        "SELECT status FROM qbo.runs WHERE run_id = $1",
+    let status = store::one::<String>(
+        "SELECT r.status FROM qbo.runs r WHERE r.run_id OPERATOR(pg_catalog.=) $1",
         &[run_id.into()],
     )
     .ok()
@@ -270,8 +301,8 @@ pub extern "C-unwind" fn pg_qbo_cron_cleanup_main(_arg: pg_sys::Datum) {
         }
     }
     BackgroundWorker::transaction(|| {
-        let _ = Spi::run_with_args(
-            "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobid = $1",
+        let _ = store::exec(
+            "SELECT cron.unschedule(j.jobid) FROM cron.job j WHERE j.jobid OPERATOR(pg_catalog.=) $1",
             &[(job_id as i64).into()],
         );
     });
@@ -284,7 +315,7 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'qbo_run_scheduled';
 COMMENT ON PROCEDURE qbo.run_scheduled(bigint) IS
     'pg_qbo: the command of a pg_cron job made by qbo.schedule_backfill: moves its own job to a schedule that never fires and commits, has it removed once this session ends, then runs the scheduled run (only if it is still scheduled) in this session.';
 COMMENT ON FUNCTION qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) IS
-    'pg_qbo: schedules a one-time backfill with pg_cron at the first whole minute (GMT) at or after run_at and at least 5 s from now; returns the pg_cron job id, the run id (status scheduled until it starts) and the minute. The job can never fire again once it starts and is removed from cron.job after it ends, whether the backfill succeeds or fails. statement_timeout bounds the whole CALL.';
+    'pg_qbo: schedules a one-time backfill with pg_cron at the first whole minute (GMT) at or after run_at and at least 5 s from now (run_at at most 12 months ahead: pg_cron schedules have no year); returns the pg_cron job id, the run id (status scheduled until it starts) and the minute. The job can never fire again once it starts and is removed from cron.job after it ends, whether the backfill succeeds or fails. statement_timeout bounds the whole CALL.';
 "#,
     name = "cron",
     requires = [schedule_backfill]
@@ -310,5 +341,18 @@ mod tests {
         assert_eq!(one_time_schedule(now, now).1, "6 7 31 12 *");
         let now = Utc.with_ymd_and_hms(2026, 12, 31, 7, 4, 50).unwrap();
         assert_eq!(one_time_schedule(now, now).1, "5 7 31 12 *");
+    }
+
+    #[test]
+    fn run_at_a_year_or_more_ahead_is_refused() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 4, 19, 0, 30).unwrap();
+        // the same minute next year, before now's second: the next match of "0 19 4 12 *" is it
+        assert!(within_a_year(Utc.with_ymd_and_hms(2027, 12, 4, 19, 0, 0).unwrap(), now).is_ok());
+        // a minute later: "1 19 4 12 *" would fire today, a year early
+        let e =
+            within_a_year(Utc.with_ymd_and_hms(2027, 12, 4, 19, 1, 0).unwrap(), now).unwrap_err();
+        assert!(e.starts_with("run_at 2027-12-04T19:01:00+00:00 is a year or more ahead (the latest is before 2027-12-04 19:00:30+00)"), "{e}");
+        assert!(within_a_year(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(), now).is_err());
+        assert!(within_a_year(now, now).is_ok());
     }
 }

@@ -140,11 +140,64 @@ pub fn execute(run_id: i64, mode: Mode) {
         }
         Err(e) => {
             // undo the page in flight, record why the run stopped, and raise it (without pgrx's
-            // backtrace detail: the message and SQLSTATE are what a DBA needs)
-            after_error(run_id, &token_locked, &e.sqlstate, &e.message);
-            raise(&e.sqlstate, &e.message);
+            // backtrace detail: the message and SQLSTATE are what a DBA needs). Every error names
+            // the run, also one Postgres raised (54001, 22003, 42P01, ...); a cancel keeps
+            // Postgres' own words.
+            let message = if e.sqlstate == "57014" || names_run(&e.message, run_id) {
+                e.message
+            } else {
+                format!(
+                    "run {run_id}: {}; resume with SELECT * FROM qbo.resume({run_id}) or CALL qbo.run_resume({run_id})",
+                    e.message
+                )
+            };
+            let recorded = after_error(run_id, &token_locked, &e.sqlstate, &message);
+            let message = if recorded {
+                message
+            } else {
+                format!("{message} (the run could not be marked in qbo.runs: is pg_qbo still installed in this database?)")
+            };
+            raise(&e.sqlstate, &message);
         }
     }
+}
+
+/// Whether `msg` names run `run_id` (`run 12`, not `run 123`).
+pub fn names_run(msg: &str, run_id: i64) -> bool {
+    let needle = format!("run {run_id}");
+    msg.match_indices(&needle).any(|(i, _)| {
+        !msg[i + needle.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// Runs one cleanup step after an error; an ERROR it raises is caught, its transaction rolled
+/// back, and `false` returned (the cleanup goes on: the run's own error is the one to report).
+fn attempt(step: impl FnOnce()) -> bool {
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        step();
+        true
+    }))
+    .catch_others(|_| {
+        recover();
+        false
+    })
+    .execute()
+}
+
+/// Pops SPI connections left by unwound code down to our non-atomic one, and rolls the current
+/// transaction back.
+fn recover() {
+    unsafe {
+        while !pg_sys::SPI_inside_nonatomic_context() {
+            if pg_sys::SPI_finish() < 0 {
+                break;
+            }
+        }
+    }
+    store::rollback();
 }
 
 /// Takes the liveness lock of a run being created or reopened, in that same transaction; an error
@@ -172,37 +225,48 @@ pub fn describe(caught: &CaughtError) -> (String, String) {
     }
 }
 
-fn after_error(run_id: i64, token_locked: &Mutex<Option<String>>, sqlstate: &str, message: &str) {
-    unsafe {
-        // Pop SPI connections left by the unwound code down to our non-atomic one.
-        while !pg_sys::SPI_inside_nonatomic_context() {
-            if pg_sys::SPI_finish() < 0 {
-                break;
-            }
+/// Undoes the page in flight and records why the run stopped. Each step may fail in turn (the
+/// extension dropped during the run takes the ledger and the limiter with it): a failed step is
+/// rolled back and the others still run. Returns whether the run's outcome was recorded.
+fn after_error(
+    run_id: i64,
+    token_locked: &Mutex<Option<String>>,
+    sqlstate: &str,
+    message: &str,
+) -> bool {
+    recover();
+    attempt(|| {
+        if let Err(e) = limiter::release_mine() {
+            held(|| warning!("run {run_id}: could not free its rate-limiter slots: {e}"));
         }
-    }
-    store::rollback();
-    if let Err(e) = limiter::release_mine() {
-        held(|| warning!("run {run_id}: could not free its rate-limiter slots: {e}"));
-    }
+        store::commit();
+    });
     let status = if sqlstate == "57014" {
         "cancelled"
     } else {
         "failed"
     };
-    if let Err(e) = ledger::finish_run_with_error(run_id, status, sqlstate, message) {
-        held(|| {
-            warning!(
-                "run {run_id}: could not record that it {status}: {}",
-                e.message
-            )
-        });
-    }
-    if let Some(realm) = token_locked.lock().ok().and_then(|mut g| g.take()) {
-        let _ = store::unlock_token(&realm);
-    }
-    let _ = store::unlock_run(run_id);
-    store::commit();
+    let mut recorded = false;
+    attempt(|| {
+        match ledger::finish_run_with_error(run_id, status, sqlstate, message) {
+            Ok(()) => recorded = true,
+            Err(e) => held(|| {
+                warning!(
+                    "run {run_id}: could not record that it {status}: {}",
+                    e.message
+                )
+            }),
+        }
+        store::commit();
+    });
+    attempt(|| {
+        if let Some(realm) = token_locked.lock().ok().and_then(|mut g| g.take()) {
+            let _ = store::unlock_token(&realm);
+        }
+        let _ = store::unlock_run(run_id);
+        store::commit();
+    });
+    recorded
 }
 
 /// Everything one execution needs.
@@ -236,6 +300,9 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         RunError::internal(format!("run {run_id}: stored settings unreadable: {e}"))
     })?;
     let conn = load_connection(&run.connection)?;
+    // a resume, a scheduled run or a worker runs as the role that asked for it: it must still
+    // be allowed to use the connection
+    store::check_may_use(&conn.name)?;
     if conn.realm_id != run.realm_id {
         return Err(RunError::new(
             "22023",
@@ -245,7 +312,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
             ),
         ));
     }
-    store::ensure_raw_table(entity).map_err(|m| RunError::new("42P07", m))?;
+    store::ensure_raw_table(entity)?;
     ledger::start_execution(run_id)?;
     store::commit();
 
@@ -970,4 +1037,20 @@ pub fn page_notice(
         short_ts(start),
         short_ts(end)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_run;
+
+    #[test]
+    fn a_message_names_a_run_by_its_whole_number() {
+        assert!(names_run(
+            "run 12 (Invoice chunk 1/2, start position 1): x",
+            12
+        ));
+        assert!(names_run("resume run 12", 12));
+        assert!(!names_run("run 123 failed", 12));
+        assert!(!names_run("relation \"qbo.run_chunks\" does not exist", 12));
+    }
 }

@@ -182,9 +182,82 @@ fn text(s: &GucSetting<Option<CString>>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Superuser-only settings whose session value is the built-in default although a superuser set
+/// them for this database, this role or the server: what a non-superuser's `PGOPTIONS='-c
+/// qbo.api_base_url=...'` leaves behind. Given at connection start, before pg_qbo is loaded, such
+/// a value replaces the placeholder's value from `ALTER DATABASE`/`ALTER ROLE`/`ALTER SYSTEM`;
+/// when pg_qbo loads, Postgres refuses it (a WARNING) and the setting falls back to its built-in
+/// default, so a run would go to Intuit's default host instead of the one the superuser chose.
+/// Returns (setting, value) pairs of the values the superuser set, in Postgres' precedence:
+/// database and role, role, database, then the configuration files.
+fn superuser_values_lost() -> Vec<(String, String)> {
+    const SQL: &str = "
+        WITH lost AS (
+            SELECT s.name FROM pg_catalog.pg_settings s
+             WHERE s.name OPERATOR(pg_catalog.=) ANY ('{qbo.api_base_url,qbo.token_url,qbo.max_requests_per_minute,qbo.max_in_flight}'::pg_catalog.text[])
+               AND s.source OPERATOR(pg_catalog.=) 'default'),
+        stored AS (
+            SELECT pg_catalog.split_part(c.item, '=', 1) AS name,
+                   pg_catalog.substr(c.item, pg_catalog.strpos(c.item, '=') OPERATOR(pg_catalog.+) 1) AS value,
+                   CASE WHEN d.setdatabase OPERATOR(pg_catalog.<>) 0 AND d.setrole OPERATOR(pg_catalog.<>) 0 THEN 1
+                        WHEN d.setrole OPERATOR(pg_catalog.<>) 0 THEN 2 ELSE 3 END AS rank,
+                   0 AS seq
+              FROM pg_catalog.pg_db_role_setting d
+              CROSS JOIN LATERAL pg_catalog.unnest(d.setconfig) AS c(item)
+             WHERE d.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT b.oid FROM pg_catalog.pg_database b
+                                                                  WHERE b.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())]::pg_catalog.oid[])
+               AND d.setrole OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT r.oid FROM pg_catalog.pg_roles r
+                                                              WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)]::pg_catalog.oid[])
+            UNION ALL
+            -- the last line of the files wins, as when they are read
+            SELECT f.name, f.setting, 4, f.seqno FROM pg_catalog.pg_file_settings f
+             WHERE f.error IS NULL AND f.setting IS NOT NULL)
+        SELECT DISTINCT ON (l.name) l.name, st.value
+          FROM lost l JOIN stored st ON st.name OPERATOR(pg_catalog.=) l.name
+         ORDER BY l.name, st.rank, st.seq DESC";
+    // pg_file_settings is readable by superusers only: read as the extension owner
+    crate::store::as_owner(|| {
+        pgrx::Spi::connect(|c| {
+            let mut out = Vec::new();
+            for r in c.select(SQL, None, &[])? {
+                if let (Some(n), Some(v)) = (r.get::<String>(1)?, r.get::<String>(2)?) {
+                    out.push((n, v));
+                }
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        })
+    })
+    .unwrap_or_default()
+}
+
 impl Settings {
-    /// The values in force in this session now.
+    /// The values in force in this session now (for the superuser-only ones, never a built-in
+    /// default standing in for a value a superuser set: see [`superuser_values_lost`]).
     pub fn current() -> Settings {
+        let mut s = Settings::session();
+        for (name, value) in superuser_values_lost() {
+            let v = value.trim().trim_end_matches('/').to_owned();
+            match name.as_str() {
+                "qbo.api_base_url" => s.api_base_url = Some(v).filter(|v| !v.is_empty()),
+                "qbo.token_url" => s.token_url = Some(v).filter(|v| !v.is_empty()),
+                "qbo.max_requests_per_minute" => {
+                    if let Ok(n) = v.parse::<u32>() {
+                        s.max_requests_per_minute = n.clamp(1, 100_000);
+                    }
+                }
+                "qbo.max_in_flight" => {
+                    if let Ok(n) = v.parse::<u32>() {
+                        s.max_in_flight = n.clamp(1, 100);
+                    }
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// The values the session's variables hold.
+    fn session() -> Settings {
         Settings {
             api_base_url: text(&API_BASE_URL),
             token_url: text(&TOKEN_URL_GUC),

@@ -40,6 +40,14 @@ mod tokens;
 /// Registers the settings when the library is loaded.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx captures a Rust backtrace for every Postgres error it carries across Rust code and
+    // puts it in the error's DETAIL when the server runs with RUST_BACKTRACE set: a wall of
+    // frames in a DBA's client instead of the message (and a capture per caught error). Errors
+    // are reported by their message and SQLSTATE; set RUST_LIB_BACKTRACE=1 in the server's
+    // environment to get backtraces back. No other thread exists yet in this process.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     guc::init();
 }
 
