@@ -130,6 +130,14 @@ impl RawRecord {
     /// of [`crate::jsonb`] applied. Errors are [`QboError::BadResponse`].
     pub fn from_page(json: &RawValue, jsonb: bool) -> Result<RawRecord, QboError> {
         let (id, sync_token, last_updated) = Self::keys(json)?;
+        // the payload's `\u0000` become U+FFFD (jsonb cannot hold NUL); the key follows the
+        // same rule, so it stays equal to payload->>'Id' and is valid text (a NUL inside a text
+        // datum is an invalid value that changes on dump and restore)
+        let id = if id.contains('\0') {
+            id.replace('\0', "\u{FFFD}")
+        } else {
+            id
+        };
         let payload = match jsonb
             .then(|| crate::jsonb_encode::encode(json.get()))
             .flatten()
@@ -2335,6 +2343,18 @@ mod tests {
                 crate::jsonb_encode::encode(kept.text().unwrap())
             ),
             Payload::Text(_) => panic!("not encoded"),
+        }
+        // an Id holding \u0000 follows the payload's rule: the key is valid text equal to the
+        // payload's Id (it once held a NUL, an invalid text value)
+        for jsonb in [false, true] {
+            let nul_id = RawValue::from_string(
+                r#"{"Id":"9\u00001","SyncToken":"0","MetaData":{"LastUpdatedTime":"2020-09-29T06:04:21-07:00"}}"#.into(),
+            )
+            .unwrap();
+            assert_eq!(
+                RawRecord::from_page(&nul_id, jsonb).unwrap().id,
+                "9\u{FFFD}1"
+            );
         }
         let bad = |s: &str| {
             RawRecord::from_page(&RawValue::from_string(s.to_string()).unwrap(), false)

@@ -185,7 +185,13 @@ impl QboClient {
             .await?;
         let tid = intuit_tid(&resp.headers);
         classify_status(&resp, access_token, tid.as_deref())?;
-        parse_page(&resp.body, tid, access_token, self.jsonb_payloads)
+        parse_page(
+            &resp.body,
+            tid,
+            access_token,
+            self.jsonb_payloads,
+            queried_entity(query),
+        )
     }
 
     /// Runs one `SELECT count(*)` query and returns `totalCount` (absent → 0).
@@ -343,12 +349,25 @@ fn tid_text(tid: &Option<String>) -> String {
     }
 }
 
-/// Parses a 2xx query body into a [`Page`].
+/// The entity a query text asks for: the word after `FROM` (`SELECT * FROM Invoice WHERE ...`).
+pub fn queried_entity(query: &str) -> Option<&str> {
+    let upper = query.to_ascii_uppercase();
+    let at = upper.find(" FROM ")? + " FROM ".len();
+    let rest = query[at..].trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// Parses a 2xx query body into a [`Page`]. Records of another entity than `expected` (the one
+/// the query asked for) are refused: they must never land in the queried entity's raw table.
 fn parse_page(
     body: &[u8],
     tid: Option<String>,
     secret: &str,
     jsonb_payloads: bool,
+    expected: Option<&str>,
 ) -> Result<Page, QboError> {
     let bad = |what: String| QboError::BadResponse(format!("{what}{}", tid_text(&tid)));
     let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
@@ -387,6 +406,12 @@ fn parse_page(
         if let Some((other, _)) = lists.next() {
             return Err(bad(format!(
                 "QueryResponse has two entity lists ({key}, {other})"
+            )));
+        }
+        if let Some(want) = expected.filter(|w| *w != key.as_str()) {
+            return Err(bad(format!(
+                "QuickBooks answered a query for {want} with a list of {} records (QueryResponse.{0})",
+                crate::error::truncate_chars(key, 60)
             )));
         }
         let items: Vec<&RawValue> = serde_json::from_str(list.get())
@@ -512,7 +537,7 @@ mod tests {
             assert!(body.contains(r.text().unwrap()));
         }
         // With jsonb payloads on, the same records arrive as the encoder's bytes of those texts.
-        let encoded = parse_page(body.as_bytes(), None, TOKEN, true).unwrap();
+        let encoded = parse_page(body.as_bytes(), None, TOKEN, true, Some("Vendor")).unwrap();
         assert_eq!(encoded.entity_records.len(), page.entity_records.len());
         for (e, t) in encoded.entity_records.iter().zip(&page.entity_records) {
             assert_eq!((&e.id, e.sync_token), (&t.id, t.sync_token));
@@ -561,7 +586,7 @@ mod tests {
     #[tokio::test]
     async fn record_text_is_byte_exact() {
         let rec = "{\"Id\":\"9\",\"SyncToken\":\"12\",\"MetaData\":{\"LastUpdatedTime\":\"2025-01-01T00:00:00-07:00\"},\"TotalAmt\":12.30,\"Big\":12345678901234567890.000,\"Note\":\"caf\\u00e9 \u{65e5}\u{672c} \\\"q\\\"\",  \"Line\":[ {\"Amount\": 1e2} ]}";
-        let body = format!("{{\"QueryResponse\":{{\"Invoice\":[{rec}],\"startPosition\":1,\"maxResults\":1}},\"time\":\"x\"}}");
+        let body = format!("{{\"QueryResponse\":{{\"Vendor\":[{rec}],\"startPosition\":1,\"maxResults\":1}},\"time\":\"x\"}}");
         let s = serve(200, "application/json", body.into_bytes(), &[]).await;
         let p = run(&s).await.unwrap();
         assert_eq!(p.entity_records[0].text().unwrap(), rec);
@@ -838,5 +863,43 @@ mod tests {
             "SELECT%20%2A%20FROM%20Customer%20WHERE%20Id%20IN%20%28%275%27%29"
         );
         assert_eq!(encode_component("a>=b+c"), "a%3E%3Db%2Bc");
+    }
+
+    #[test]
+    fn queried_entity_is_the_word_after_from() {
+        assert_eq!(
+            queried_entity("SELECT * FROM Invoice WHERE x = 1"),
+            Some("Invoice")
+        );
+        assert_eq!(
+            queried_entity("select count(*) from Customer"),
+            Some("Customer")
+        );
+        assert_eq!(queried_entity("SELECT *"), None);
+    }
+
+    #[test]
+    fn records_of_another_entity_are_refused() {
+        // a Customer list answering an Invoice query once landed in raw.qb_invoices
+        let rec =
+            r#"{"Id":"1","SyncToken":"0","MetaData":{"LastUpdatedTime":"2025-01-01T00:00:00Z"}}"#;
+        let body = format!(
+            r#"{{"QueryResponse":{{"Customer":[{rec}],"startPosition":1,"maxResults":1}},"time":"x"}}"#
+        );
+        let e = parse_page(
+            body.as_bytes(),
+            Some("t-1".into()),
+            TOKEN,
+            false,
+            Some("Invoice"),
+        )
+        .unwrap_err();
+        assert_eq!(e.sqlstate(), "08P01");
+        assert_eq!(
+            e.to_string(),
+            "unusable response from QuickBooks: QuickBooks answered a query for Invoice with a list of Customer records (QueryResponse.Customer) (intuit_tid t-1)"
+        );
+        let ok = parse_page(body.as_bytes(), None, TOKEN, false, Some("Customer")).unwrap();
+        assert_eq!(ok.entity_records.len(), 1);
     }
 }
