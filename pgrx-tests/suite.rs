@@ -451,3 +451,122 @@ fn page_upsert_keeps_nothing_in_the_callers_memory_context() {
     // 20 pages of 200 records of 2 KB: 8 MB if the arrays stayed
     assert!(grown < 1 << 20, "the caller's memory context grew by {grown} bytes over 20 pages");
 }
+
+/// The trust check of a raw table: every place an INSERT or UPDATE can run code owned by a role
+/// that is neither a superuser nor the extension owner is refused, naming it; the same objects
+/// owned by a superuser are accepted.
+#[pg_test]
+fn raw_tables_with_code_of_untrusted_roles_are_refused() {
+    let e = crate::entities::lookup("Vendor").unwrap();
+    crate::store::ensure_raw_table(e).unwrap();
+    crate::store::check_raw_trust(e).expect("a table pg_qbo made is trusted");
+    Spi::run(
+        "CREATE ROLE trust_mallory NOLOGIN;
+         CREATE SCHEMA trust_x;
+         CREATE FUNCTION trust_x.f(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT $1';
+         CREATE FUNCTION trust_x.ok(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+         CREATE FUNCTION trust_x.eq(text, text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
+         CREATE OPERATOR trust_x.=== (LEFTARG = text, RIGHTARG = text, FUNCTION = trust_x.eq);
+         CREATE DOMAIN trust_x.d AS text CHECK (trust_x.ok(VALUE));
+         ALTER TABLE raw.qb_vendors ADD COLUMN note text DEFAULT trust_x.f('x');
+         ALTER TABLE raw.qb_vendors ADD CONSTRAINT c CHECK (id OPERATOR(trust_x.===) id);
+         CREATE INDEX trust_idx ON raw.qb_vendors (trust_x.f(id));
+         ALTER TABLE raw.qb_vendors ADD COLUMN d trust_x.d;",
+    )
+    .unwrap();
+    // owned by a superuser (the test's role): all of it is trusted
+    crate::store::check_raw_trust(e).expect("a superuser's functions are trusted");
+    Spi::run(
+        "ALTER FUNCTION trust_x.f(text) OWNER TO trust_mallory;
+         ALTER FUNCTION trust_x.ok(text) OWNER TO trust_mallory;
+         ALTER FUNCTION trust_x.eq(text, text) OWNER TO trust_mallory;
+         GRANT TRIGGER ON raw.qb_vendors TO trust_mallory;",
+    )
+    .unwrap();
+    let err = crate::store::check_raw_trust(e).unwrap_err();
+    assert_eq!(err.sqlstate, "42501");
+    let m = err.message;
+    for want in [
+        "role trust_mallory may create triggers on raw.qb_vendors (REVOKE TRIGGER ON raw.qb_vendors FROM trust_mallory)",
+        "function trust_x.f(text) (reached from default value for column note of table raw.qb_vendors) is owned by role trust_mallory",
+        "function trust_x.eq(text,text) (reached from constraint c on table raw.qb_vendors) is owned by role trust_mallory",
+        "function trust_x.ok(text) (reached from type trust_x.d) is owned by role trust_mallory",
+    ] {
+        assert!(m.contains(want), "missing «{want}» in: {m}");
+    }
+    // the domain and the operator themselves, owned by that role, are refused too
+    Spi::run(
+        "ALTER FUNCTION trust_x.f(text) OWNER TO CURRENT_USER;
+         ALTER FUNCTION trust_x.ok(text) OWNER TO CURRENT_USER;
+         ALTER FUNCTION trust_x.eq(text, text) OWNER TO CURRENT_USER;
+         REVOKE TRIGGER ON raw.qb_vendors FROM trust_mallory;
+         ALTER DOMAIN trust_x.d OWNER TO trust_mallory;
+         ALTER OPERATOR trust_x.=== (text, text) OWNER TO trust_mallory;",
+    )
+    .unwrap();
+    let m = crate::store::check_raw_trust(e).unwrap_err().message;
+    assert!(m.contains("type trust_x.d (reached from the table raw.qb_vendors) is owned by role trust_mallory"), "{m}");
+    assert!(m.contains("operator trust_x.===(text,text) (reached from constraint c on table raw.qb_vendors) is owned by role trust_mallory"), "{m}");
+    // a rule redirects writes anywhere: refused whoever made it
+    Spi::run(
+        "ALTER DOMAIN trust_x.d OWNER TO CURRENT_USER;
+         ALTER OPERATOR trust_x.=== (text, text) OWNER TO CURRENT_USER;
+         CREATE TABLE trust_x.sink (LIKE raw.qb_vendors);
+         CREATE RULE r AS ON INSERT TO raw.qb_vendors DO ALSO INSERT INTO trust_x.sink SELECT NEW.*;",
+    )
+    .unwrap();
+    let m = crate::store::check_raw_trust(e).unwrap_err().message;
+    assert!(m.contains("raw.qb_vendors has rules (DROP RULE ... ON raw.qb_vendors)"), "{m}");
+    // and a table another role owns
+    Spi::run("DROP RULE r ON raw.qb_vendors; ALTER TABLE raw.qb_vendors OWNER TO trust_mallory;").unwrap();
+    let m = crate::store::check_raw_trust(e).unwrap_err().message;
+    assert!(m.contains("raw.qb_vendors is owned by role trust_mallory, not by pg_qbo's owner (ALTER TABLE raw.qb_vendors OWNER TO postgres after reviewing it)"), "{m}");
+}
+
+/// Whatever `search_path` the caller has, pg_qbo's statements resolve nothing from it, and the
+/// caller's path is back as it was afterwards (also after an error).
+#[pg_test]
+fn pg_qbo_statements_resolve_nothing_from_the_callers_search_path() {
+    Spi::run(
+        "CREATE SCHEMA path_x;
+         CREATE TABLE path_x.fired (n int);
+         CREATE FUNCTION path_x.format(text, int, int) RETURNS text LANGUAGE sql AS 'INSERT INTO path_x.fired VALUES (1) RETURNING ''planted''';
+         CREATE FUNCTION path_x.eq(text, text) RETURNS boolean LANGUAGE sql AS 'INSERT INTO path_x.fired VALUES (2) RETURNING true';
+         CREATE OPERATOR path_x.= (LEFTARG = text, RIGHTARG = text, FUNCTION = path_x.eq);
+         SET search_path = path_x, pg_catalog;",
+    )
+    .unwrap();
+    // positive control: the plants win under this path
+    assert_eq!(
+        Spi::get_one::<String>("SELECT format('%s %s', 1, 2)").unwrap().as_deref(),
+        Some("planted")
+    );
+    assert_eq!(Spi::get_one::<bool>("SELECT 'a'::text = 'b'::text").unwrap(), Some(true));
+    Spi::run("DELETE FROM path_x.fired").unwrap();
+    let (path, eq) = crate::store::pinned(|| {
+        (
+            Spi::get_one::<String>("SELECT current_setting('search_path')").unwrap(),
+            Spi::get_one::<bool>("SELECT 'a'::text = 'b'::text").unwrap(),
+        )
+    });
+    assert_eq!(path.as_deref(), Some("pg_catalog, pg_temp"));
+    assert_eq!(eq, Some(false));
+    let s = crate::store::as_owner(|| {
+        Spi::get_one::<String>("SELECT format('%s %s', 1, 2)").unwrap()
+    });
+    assert_eq!(s.as_deref(), Some("1 2"));
+    // an error inside the span restores the caller's path too
+    let caught = PgTryBuilder::new(|| {
+        crate::store::pinned(|| Spi::run("SELECT 1/0").unwrap());
+        false
+    })
+    .catch_others(|_| true)
+    .execute();
+    assert!(caught);
+    assert_eq!(
+        Spi::get_one::<String>("SELECT current_setting('search_path')").unwrap().as_deref(),
+        Some("path_x, pg_catalog")
+    );
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM path_x.fired").unwrap(), Some(0));
+    Spi::run("RESET search_path").unwrap();
+}

@@ -153,6 +153,41 @@ fn scheduling_from_a_database_without_pg_cron_says_what_to_do() {
         msg,
         "qbo.schedule_backfill: pg_cron runs jobs from database \"e2e_cron\" (cron.database_name), not \"e2e_nocron\"; schedule from there with cron.schedule_in_database(..., database => 'e2e_nocron'), or run qbo.schedule_backfill in a database where pg_cron is installed"
     );
+    // an operator is told the same (cron.database_name is readable by superusers only: pg_qbo
+    // reads it as its owner; the operator once got a permission error with a Rust backtrace)
+    c.batch_execute(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'qbo_cron_op') THEN CREATE ROLE qbo_cron_op LOGIN; END IF;
+         END $$;
+         SELECT qbo.grant_operator('qbo_cron_op');
+         SELECT qbo.grant_connection('default', 'qbo_cron_op');",
+    )
+    .unwrap();
+    let mut op = postgres::Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=qbo_cron_op dbname=e2e_nocron",
+            port()
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let err = op
+        .query("SELECT * FROM qbo.schedule_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz)", &[&FROM, &TO])
+        .expect_err("no pg_cron here");
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.message(), msg);
+    assert_eq!(db.detail(), None, "no backtrace in DETAIL");
+    // pg_cron's schedules have no year: a run_at 13 months ahead would fire within a year
+    let err = op
+        .query("SELECT * FROM qbo.schedule_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, run_at => '2100-01-01 00:00Z')", &[&FROM, &TO])
+        .expect_err("too far ahead");
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "22023");
+    assert!(
+        db.message().starts_with("qbo.schedule_backfill: run_at 2100-01-01T00:00:00+00:00 is a year or more ahead (the latest is before "),
+        "{}",
+        db.message()
+    );
     let runs: i64 = c
         .query_one("SELECT count(*) FROM qbo.runs", &[])
         .unwrap()

@@ -515,3 +515,85 @@ fn a_run_cancelled_inside_a_bulk_second_resumes_from_its_id_table() {
         .get(0);
     assert_eq!(left, 0, "the Id table is emptied when its chunk completes");
 }
+
+/// `DROP EXTENSION` while a CALL waits on QBO: the run ends with its own error, naming the run,
+/// not with an error of its cleanup (which finds the ledger and the limiter gone); the session
+/// stays usable. Errors Postgres raises inside pg_qbo carry no Rust backtrace in DETAIL.
+#[test]
+fn drop_extension_during_a_call_ends_it_with_its_own_error() {
+    let emu = Emulator::start(&["--seed", "27"]);
+    let mut c = fresh_db("e2e_drop_ext", &emu);
+    let mut other = connect("e2e_drop_ext");
+    c.batch_execute("SET qbo.max_in_flight = 1").unwrap();
+    emu.hold(3);
+    let worker = std::thread::spawn(move || {
+        let r = c.query_one(
+            "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)",
+            &[&FROM, &TO],
+        );
+        (
+            r.map(|_| ()).map_err(|e| {
+                let d = e.as_db_error().expect("a database error");
+                (
+                    d.code().code().to_owned(),
+                    d.message().to_owned(),
+                    d.detail().map(str::to_owned),
+                )
+            }),
+            c,
+        )
+    });
+    emu.wait_held();
+    other
+        .batch_execute("SET lock_timeout = '20s'; DROP EXTENSION pg_qbo")
+        .expect("DROP EXTENSION while the run waits on QBO");
+    emu.release();
+    let (r, mut c) = worker.join().unwrap();
+    let (code, msg, detail) = r.expect_err("the run cannot go on without its ledger");
+    println!("{code}: {msg}");
+    // whichever of pg_qbo's objects the run met first: a ledger table or the upsert's function
+    assert!(["42P01", "42883"].contains(&code.as_str()), "{code}");
+    assert!(msg.starts_with("run 1: "), "{msg}");
+    assert!(
+        msg.contains(" does not exist; resume with SELECT * FROM qbo.resume(1)"),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("(the run could not be marked in qbo.runs: is pg_qbo still installed in this database?)"),
+        "{msg}"
+    );
+    assert_eq!(detail, None, "no backtrace in DETAIL");
+    // the session goes on; the extension comes back and works
+    c.batch_execute("CREATE EXTENSION pg_qbo").unwrap();
+    register(
+        &mut c,
+        "e2e_drop_ext",
+        "default",
+        REALM1,
+        "emu-refresh-token-0",
+    );
+    // a Postgres error raised inside pg_qbo's SQL (a read-only session) has no backtrace either
+    c.batch_execute("SET default_transaction_read_only = on")
+        .unwrap();
+    let e = c
+        .query_one(
+            "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30)",
+            &[&FROM, &TO],
+        )
+        .expect_err("read-only");
+    let d = e.as_db_error().unwrap();
+    println!("{}: {} / {:?}", d.code().code(), d.message(), d.detail());
+    assert_eq!(d.code().code(), "25006");
+    assert_eq!(d.detail(), None, "no backtrace in DETAIL");
+    c.batch_execute("SET default_transaction_read_only = off")
+        .unwrap();
+    c.query_one(
+        "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30)",
+        &[&FROM, &TO],
+    )
+    .unwrap();
+    assert_eq!(
+        raw(&mut c, "qb_invoices", REALM1),
+        truth_in_window(&emu, REALM1, "Invoice", FROM, TO)
+    );
+}

@@ -1,0 +1,615 @@
+//! End-to-end attack suite: nothing a less privileged role plants may run as the extension owner
+//! (a superuser), whatever the caller's `search_path`, and pg_qbo refuses raw tables another role
+//! can attach code to.
+//!
+//! Every attack has a positive control (the planted object fires when called directly, writing a
+//! row to a marker table) and is judged by outcomes: the marker table the plant writes (who ran it,
+//! and the secrets it could read), and snapshots of `pg_authid`, `pg_auth_members` and the ACLs of
+//! every schema, database and pg_qbo object taken before and after the attack.
+
+use pg_qbo_e2e::*;
+
+const FROM: &str = "2025-01-01T00:00:00Z";
+const TO: &str = "2025-09-11T00:00:00Z";
+
+fn as_role(db: &str, role: &str) -> postgres::Client {
+    postgres::Client::connect(
+        &format!("host=127.0.0.1 port={} user={role} dbname={db}", port()),
+        postgres::NoTls,
+    )
+    .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
+}
+
+/// Creates (or resets) a login role with no attributes and no memberships.
+fn fresh_role(admin: &mut postgres::Client, role: &str) {
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF;
+             END $$;
+             ALTER ROLE {role} NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS LOGIN;
+             ALTER ROLE {role} RESET ALL;"
+        ))
+        .unwrap();
+}
+
+/// Superusers, the attributes and memberships of the roles of the attack, and the ACLs and owners
+/// of this database, its schemas and every relation or function of schemas qbo and raw: what an
+/// escalation would change. (Other tests create roles and databases meanwhile: they are left out.)
+fn snapshot(admin: &mut postgres::Client, role: &str) -> Vec<String> {
+    admin
+        .query(
+            "SELECT x FROM (
+               SELECT format('superusers %s', string_agg(rolname, ',' ORDER BY rolname)) AS x
+                 FROM pg_authid WHERE rolsuper
+               UNION ALL
+               SELECT format('role %s super=%s createrole=%s createdb=%s bypassrls=%s replication=%s',
+                             rolname, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication)
+                 FROM pg_authid WHERE rolname IN ($1, 'postgres')
+               UNION ALL
+               SELECT format('member %s of %s (admin %s)', m.member::regrole, m.roleid::regrole, m.admin_option)
+                 FROM pg_auth_members m
+                WHERE m.member::regrole::text IN ($1, 'postgres') OR m.roleid::regrole::text IN ($1, 'postgres')
+               UNION ALL
+               SELECT format('schema %s owner %s acl %s', nspname, nspowner::regrole, nspacl) FROM pg_namespace
+               UNION ALL
+               SELECT format('database %s owner %s acl %s', datname, datdba::regrole, datacl)
+                 FROM pg_database WHERE datname = current_database()
+               UNION ALL
+               SELECT format('relation %s owner %s acl %s', c.oid::regclass, c.relowner::regrole, c.relacl)
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('qbo', 'raw')
+               UNION ALL
+               SELECT format('function %s owner %s acl %s', p.oid::regprocedure, p.proowner::regrole, p.proacl)
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'qbo') s
+             ORDER BY x",
+            &[&role],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The rows of a marker table: (role that ran the plant, what it did or read).
+fn marker(admin: &mut postgres::Client, table: &str) -> Vec<(String, String)> {
+    admin
+        .query(
+            &format!("SELECT who::text, what FROM {table} ORDER BY at, what"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn is_superuser(admin: &mut postgres::Client, role: &str) -> bool {
+    admin
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .unwrap()
+        .get(0)
+}
+
+/// What a plant does each time it runs, as whoever runs it: records who it runs as, copies every
+/// secret it can read, and tries to make `role` a superuser. Every step that fails is skipped, so
+/// the plant never makes the statement it runs in fail.
+fn plant_body(marker: &str, role: &str) -> String {
+    format!(
+        "INSERT INTO {marker} (who, what) VALUES (current_user, 'fired');
+         BEGIN
+           INSERT INTO {marker} (who, what)
+           SELECT current_user, 'secrets: ' || string_agg(client_secret || ' ' || refresh_token || ' ' || coalesce(access_token, ''), ', ')
+             FROM qbo._connections;
+         EXCEPTION WHEN OTHERS THEN NULL;
+         END;
+         BEGIN
+           EXECUTE 'ALTER ROLE {role} SUPERUSER';
+           INSERT INTO {marker} (who, what) VALUES (current_user, 'made {role} a superuser');
+         EXCEPTION WHEN OTHERS THEN NULL;
+         END;"
+    )
+}
+
+fn diff(before: &[String], after: &[String]) -> Vec<String> {
+    let mut d: Vec<String> = after
+        .iter()
+        .filter(|x| !before.contains(x))
+        .map(|x| format!("+ {x}"))
+        .collect();
+    d.extend(
+        before
+            .iter()
+            .filter(|x| !after.contains(x))
+            .map(|x| format!("- {x}")),
+    );
+    d
+}
+
+/// Reports what the attack achieved (printed whatever the outcome, so a run against a vulnerable
+/// build shows it), then asserts it achieved nothing.
+fn assert_nothing_gained(
+    admin: &mut postgres::Client,
+    marker_table: &str,
+    role: &str,
+    before: &[String],
+) {
+    let fired = marker(admin, marker_table);
+    let changed = diff(before, &snapshot(admin, role));
+    let super_now = is_superuser(admin, role);
+    println!("plant fired: {fired:?}");
+    println!("catalog changes: {changed:?}");
+    println!("{role} is superuser: {super_now}");
+    assert_eq!(fired, Vec::<(String, String)>::new(), "the plant ran");
+    assert_eq!(changed, Vec::<String>::new(), "roles or ACLs changed");
+    assert!(!super_now, "{role} became a superuser");
+}
+
+/// Prints what a plant did so far (before the assertions: a run against a vulnerable build shows
+/// the attack's outcome).
+fn report(admin: &mut postgres::Client, marker_table: &str, role: &str) {
+    println!("plant fired: {:?}", marker(admin, marker_table));
+    println!("{role} is superuser: {}", is_superuser(admin, role));
+}
+
+fn db_error(e: postgres::Error) -> (String, String) {
+    let d = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {e}"));
+    (d.code().code().to_owned(), d.message().to_owned())
+}
+
+/// An operator owns a schema with an `=` (text, text) operator, puts it first on its search_path
+/// (in the session, and for its role so the background worker has it too) and runs backfills both
+/// ways. Before the fix the ledger's `name = $1` ran the operator as the extension owner.
+#[test]
+fn an_operators_own_operator_never_runs_as_the_owner() {
+    let emu = Emulator::start(&["--seed", "71"]);
+    let mut admin = fresh_db("e2e_atk_operator", &emu);
+    fresh_role(&mut admin, "atk_op");
+    admin
+        .batch_execute(
+            "SELECT qbo.grant_operator('atk_op');
+             SELECT qbo.grant_connection('default', 'atk_op');
+             GRANT CREATE ON DATABASE e2e_atk_operator TO atk_op;",
+        )
+        .unwrap();
+    // raw.qb_invoices exists before the attack (the snapshot then covers it)
+    admin
+        .query_one(
+            "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 60)",
+            &[&FROM, &TO],
+        )
+        .unwrap();
+    let mut op = as_role("e2e_atk_operator", "atk_op");
+    op.batch_execute(&format!(
+        "CREATE SCHEMA evil;
+         CREATE TABLE evil.marker (who name, what text, at timestamptz DEFAULT clock_timestamp());
+         GRANT USAGE ON SCHEMA evil TO PUBLIC;
+         GRANT INSERT, SELECT ON evil.marker TO PUBLIC;
+         CREATE FUNCTION evil.eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS $f$
+         BEGIN
+           {}
+           RETURN a OPERATOR(pg_catalog.=) b;
+         END $f$;
+         CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.eq);
+         CREATE FUNCTION evil.format(text, int, int) RETURNS text LANGUAGE plpgsql AS $f$
+         BEGIN
+           {}
+           RETURN pg_catalog.format($1, $2, $3);
+         END $f$;",
+        plant_body("evil.marker", "atk_op"),
+        plant_body("evil.marker", "atk_op")
+    ))
+    .unwrap();
+    // positive control: the operator fires when used
+    op.batch_execute("SET search_path = evil, pg_catalog")
+        .unwrap();
+    let eq: bool = op
+        .query_one("SELECT 'a'::text = 'a'::text", &[])
+        .unwrap()
+        .get(0);
+    assert!(eq);
+    assert_eq!(
+        marker(&mut admin, "evil.marker"),
+        vec![("atk_op".to_owned(), "fired".to_owned())],
+        "positive control: the planted operator runs (as its caller)"
+    );
+    admin.batch_execute("DELETE FROM evil.marker").unwrap();
+    let before = snapshot(&mut admin, "atk_op");
+
+    // the attack: the session's path and the role's (the worker of qbo.backfill logs in with it)
+    op.batch_execute("ALTER ROLE atk_op SET search_path = evil, pg_catalog, public")
+        .unwrap();
+    let mut op = as_role("e2e_atk_operator", "atk_op");
+    op.batch_execute("SET search_path = evil, pg_catalog, public")
+        .unwrap();
+    op.query_one(
+        "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 200)",
+        &[&FROM, &TO],
+    )
+    .expect("CALL as the operator");
+    op.query(
+        "SELECT * FROM qbo.backfill('Customer', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30)",
+        &[&FROM, &TO],
+    )
+    .expect("qbo.backfill as the operator");
+    op.query(
+        "SELECT * FROM qbo.resume((SELECT max(run_id) FROM qbo.runs))",
+        &[],
+    )
+    .expect("qbo.resume as the operator");
+    // the backfills did their job
+    assert_eq!(
+        raw(&mut admin, "qb_customers", REALM1),
+        truth_in_window(&emu, REALM1, "Customer", FROM, TO)
+    );
+    // settle the ledger's raw.qb_customers creation into the baseline: the run made it, not the plant
+    let created: Vec<String> = snapshot(&mut admin, "atk_op")
+        .into_iter()
+        .filter(|l| l.contains("raw.qb_customers") || l.contains("qb_customers_"))
+        .collect();
+    let before: Vec<String> = before.into_iter().chain(created).collect();
+    assert_nothing_gained(&mut admin, "evil.marker", "atk_op", &before);
+    let run_by: Vec<String> = admin
+        .query(
+            "SELECT DISTINCT run_by::text FROM qbo.runs WHERE run_id > 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(run_by, vec!["atk_op".to_owned()], "run_by names the caller");
+}
+
+/// A role with no pg_qbo rights at all that may create in `public` (as in a database upgraded
+/// from PostgreSQL 14) plants better matches for functions pg_qbo calls: `format(text, int, int)`
+/// (the ledger's progress note) and `unnest(text[])` (the page upsert). A superuser then runs
+/// backfills with the default search_path. Before the fix both ran as that superuser.
+#[test]
+fn functions_planted_in_public_never_run_in_a_superusers_backfill() {
+    let emu = Emulator::start(&["--seed", "72"]);
+    let mut admin = fresh_db("e2e_atk_public", &emu);
+    fresh_role(&mut admin, "atk_pub");
+    admin
+        .batch_execute("GRANT CREATE ON SCHEMA public TO atk_pub")
+        .unwrap();
+    let mut atk = as_role("e2e_atk_public", "atk_pub");
+    atk.batch_execute(&format!(
+        "CREATE TABLE public.atk_marker (who name, what text, at timestamptz DEFAULT clock_timestamp());
+         GRANT INSERT, SELECT ON public.atk_marker TO PUBLIC;
+         CREATE FUNCTION public.format(text, int, int) RETURNS text LANGUAGE plpgsql AS $f$
+         BEGIN
+           {}
+           RETURN pg_catalog.format($1, $2, $3);
+         END $f$;
+         CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql AS $f$
+         BEGIN
+           {}
+           RETURN QUERY SELECT pg_catalog.unnest($1);
+         END $f$;",
+        plant_body("public.atk_marker", "atk_pub"),
+        plant_body("public.atk_marker", "atk_pub")
+    ))
+    .unwrap();
+    // positive control: with the default search_path both plants win over pg_catalog's
+    let mut control = as_role("e2e_atk_public", "atk_pub");
+    let f: String = control
+        .query_one("SELECT format('chunk %s page %s', 1, 2)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(f, "chunk 1 page 2");
+    let n: i64 = control
+        .query_one("SELECT count(*) FROM unnest('{a,b}'::text[])", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    assert_eq!(
+        marker(&mut admin, "public.atk_marker"),
+        vec![
+            ("atk_pub".to_owned(), "fired".to_owned()),
+            ("atk_pub".to_owned(), "fired".to_owned())
+        ],
+        "positive control: both plants run when called"
+    );
+    admin
+        .batch_execute("DELETE FROM public.atk_marker")
+        .unwrap();
+    let before = snapshot(&mut admin, "atk_pub");
+
+    // the attack: a superuser's backfills, default search_path, long enough for progress notes
+    let mut dba = connect("e2e_atk_public");
+    let path: String = dba.query_one("SHOW search_path", &[]).unwrap().get(0);
+    assert_eq!(path, "\"$user\", public");
+    dba.query_one(
+        "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 7, 50)",
+        &[&FROM, &TO],
+    )
+    .expect("CALL as a superuser");
+    dba.query(
+        "SELECT * FROM qbo.backfill('Customer', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 7, page_size => 20)",
+        &[&FROM, &TO],
+    )
+    .expect("qbo.backfill as a superuser");
+    assert_eq!(
+        raw(&mut dba, "qb_invoices", REALM1),
+        truth_in_window(&emu, REALM1, "Invoice", FROM, TO)
+    );
+    let created: Vec<String> = snapshot(&mut admin, "atk_pub")
+        .into_iter()
+        .filter(|l| l.contains(" raw") || l.contains("raw."))
+        .collect();
+    let before: Vec<String> = before.into_iter().chain(created).collect();
+    assert_nothing_gained(&mut admin, "public.atk_marker", "atk_pub", &before);
+}
+
+/// A role that may only create schemas in the database makes schema `raw` and `raw.qb_bills` with
+/// the right shape and a BEFORE INSERT trigger, before the first Bill backfill. Before the fix the
+/// backfill wrote into it and the trigger ran as the owner.
+#[test]
+fn a_raw_schema_made_by_another_role_is_refused_and_nothing_is_written() {
+    let emu = Emulator::start(&["--seed", "73"]);
+    let mut admin = fresh_db("e2e_atk_raw", &emu);
+    fresh_role(&mut admin, "atk_db");
+    admin
+        .batch_execute("GRANT CREATE ON DATABASE e2e_atk_raw TO atk_db")
+        .unwrap();
+    let mut atk = as_role("e2e_atk_raw", "atk_db");
+    atk.batch_execute(&format!(
+        "CREATE SCHEMA raw;
+         CREATE TABLE raw.atk_marker (who name, what text, at timestamptz DEFAULT clock_timestamp());
+         GRANT USAGE ON SCHEMA raw TO PUBLIC;
+         GRANT INSERT, SELECT ON raw.atk_marker TO PUBLIC;
+         CREATE TABLE raw.qb_bills (
+             realm_id text NOT NULL, id text NOT NULL, payload jsonb NOT NULL,
+             ingested_at_utc timestamptz NOT NULL DEFAULT now(),
+             extract_window_start_utc timestamptz NOT NULL, extract_window_end_utc timestamptz NOT NULL,
+             page_number int, page_size int, request_payload jsonb,
+             PRIMARY KEY (realm_id, id));
+         GRANT SELECT, INSERT, UPDATE ON raw.qb_bills TO PUBLIC;
+         CREATE FUNCTION raw.plant() RETURNS trigger LANGUAGE plpgsql AS $f$
+         BEGIN
+           {}
+           RETURN NEW;
+         END $f$;
+         CREATE TRIGGER plant BEFORE INSERT OR UPDATE ON raw.qb_bills FOR EACH ROW EXECUTE FUNCTION raw.plant();",
+        plant_body("raw.atk_marker", "atk_db")
+    ))
+    .unwrap();
+    // positive control: the trigger fires on insert
+    atk.batch_execute(
+        "INSERT INTO raw.qb_bills (realm_id, id, payload, extract_window_start_utc, extract_window_end_utc)
+         VALUES ('1', '1', '{}', now(), now());
+         DELETE FROM raw.qb_bills;",
+    )
+    .unwrap();
+    assert_eq!(
+        marker(&mut admin, "raw.atk_marker"),
+        vec![("atk_db".to_owned(), "fired".to_owned())]
+    );
+    admin.batch_execute("DELETE FROM raw.atk_marker").unwrap();
+    let before = snapshot(&mut admin, "atk_db");
+
+    let want = "schema raw is owned by role \"atk_db\", not by pg_qbo's owner \"postgres\": pg_qbo writes raw tables as its owner and trusts nothing another role controls. Review what is in raw, then ALTER SCHEMA raw OWNER TO \"postgres\" (and ALTER TABLE ... OWNER TO \"postgres\" for its raw.qb_* tables) as a superuser, or rename it and let pg_qbo create a new one";
+    let mut dba = connect("e2e_atk_raw");
+    let r = dba.query_one(
+        "CALL qbo.run_backfill('Bill', $1::text::timestamptz, $2::text::timestamptz, 60)",
+        &[&FROM, &TO],
+    );
+    report(&mut admin, "raw.atk_marker", "atk_db");
+    let e = r.expect_err("a raw schema of another role");
+    assert_eq!(
+        db_error(e),
+        ("42501".to_owned(), format!("qbo.run_backfill: {want}"))
+    );
+    let e = dba
+        .query(
+            "SELECT * FROM qbo.backfill('Bill', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 60)",
+            &[&FROM, &TO],
+        )
+        .expect_err("a raw schema of another role");
+    assert_eq!(
+        db_error(e),
+        ("42501".to_owned(), format!("qbo.backfill: {want}"))
+    );
+    // a fresh table of an entity never backfilled is refused too: raw is not pg_qbo's
+    let e = dba
+        .query(
+            "SELECT * FROM qbo.backfill('Vendor', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 60)",
+            &[&FROM, &TO],
+        )
+        .expect_err("a raw schema of another role");
+    assert_eq!(db_error(e).0, "42501");
+    // granting roles on such a schema is refused as well
+    fresh_role(&mut admin, "atk_victim_reader");
+    let e = admin
+        .batch_execute("SELECT qbo.grant_reader('atk_victim_reader')")
+        .expect_err("grant_reader on a foreign raw");
+    assert_eq!(
+        db_error(e),
+        (
+            "42501".to_owned(),
+            "qbo.grant_reader: schema raw is owned by role \"atk_db\", not by pg_qbo's owner \"postgres\"; review it, then ALTER SCHEMA raw OWNER TO \"postgres\" (or rename it) and call qbo.grant_reader again".to_owned()
+        )
+    );
+    // nothing written: no run, no row, no table, and the plant never ran
+    let n: i64 = dba
+        .query_one("SELECT count(*) FROM raw.qb_bills", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let n: i64 = dba
+        .query_one("SELECT count(*) FROM qbo.runs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    assert_nothing_gained(&mut admin, "raw.atk_marker", "atk_db", &before);
+}
+
+/// A DBA attaches a trigger to a raw table. With a function another role owns (which that role can
+/// replace at any time) the backfill is refused, naming it; with the DBA's own function it runs.
+#[test]
+fn a_raw_trigger_runs_only_when_a_trusted_role_owns_its_function() {
+    let emu = Emulator::start(&["--seed", "74"]);
+    let mut admin = fresh_db("e2e_atk_trigger", &emu);
+    fresh_role(&mut admin, "atk_fn");
+    fresh_role(&mut admin, "atk_trigger_op");
+    admin
+        .batch_execute(
+            "GRANT CREATE ON DATABASE e2e_atk_trigger TO atk_fn;
+             SELECT qbo.grant_operator('atk_trigger_op');
+             SELECT qbo.grant_connection('default', 'atk_trigger_op');",
+        )
+        .unwrap();
+    admin
+        .query_one(
+            "CALL qbo.run_backfill('Item', $1::text::timestamptz, $2::text::timestamptz, 60)",
+            &[&FROM, &TO],
+        )
+        .unwrap();
+    let mut atk = as_role("e2e_atk_trigger", "atk_fn");
+    atk.batch_execute(&format!(
+        "CREATE SCHEMA atk;
+         GRANT USAGE ON SCHEMA atk TO PUBLIC;
+         CREATE TABLE atk.marker (who name, what text, at timestamptz DEFAULT clock_timestamp());
+         GRANT INSERT, SELECT ON atk.marker TO PUBLIC;
+         CREATE FUNCTION atk.audit() RETURNS trigger LANGUAGE plpgsql AS $f$
+         BEGIN
+           {}
+           RETURN NEW;
+         END $f$;",
+        plant_body("atk.marker", "atk_fn")
+    ))
+    .unwrap();
+    admin
+        .batch_execute(
+            "CREATE TRIGGER audit BEFORE INSERT OR UPDATE ON raw.qb_items FOR EACH ROW EXECUTE FUNCTION atk.audit();",
+        )
+        .unwrap();
+    // positive control: the trigger fires on a write of the table
+    admin
+        .batch_execute("UPDATE raw.qb_items SET page_size = page_size WHERE id = '1'")
+        .unwrap();
+    let fired = marker(&mut admin, "atk.marker");
+    assert_eq!(fired.len(), 3, "positive control: {fired:?}");
+    assert!(fired.iter().all(|(who, _)| who == "postgres"));
+    admin
+        .batch_execute("DELETE FROM atk.marker; ALTER ROLE atk_fn NOSUPERUSER;")
+        .unwrap();
+    let before = snapshot(&mut admin, "atk_fn");
+    let rows_before: i64 = admin
+        .query_one("SELECT count(*) FROM raw.qb_items", &[])
+        .unwrap()
+        .get(0);
+
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"realm": REALM1, "entity": "Item", "op": "update", "count": 5}),
+    );
+    let to: String = admin
+        .query_one("SELECT (now() + interval '1 day')::text", &[])
+        .unwrap()
+        .get(0);
+    let mut op = as_role("e2e_atk_trigger", "atk_trigger_op");
+    let r = op.query_one(
+        "CALL qbo.run_backfill('Item', $1::text::timestamptz, $2::text::timestamptz, 400)",
+        &[&FROM, &to],
+    );
+    report(&mut admin, "atk.marker", "atk_fn");
+    let e = r.expect_err("an untrusted trigger function");
+    let (code, msg) = db_error(e);
+    println!("{msg}");
+    assert_eq!(code, "42501");
+    assert_eq!(
+        msg,
+        "qbo.run_backfill: pg_qbo will not write raw.qb_items: it writes raw tables as its owner \"postgres\", and function atk.audit() (reached from trigger audit on table raw.qb_items) is owned by role atk_fn, which is neither a superuser nor pg_qbo's owner. Nothing was written. Remove what another role attached (or, after reviewing it, have a superuser take ownership of it), then run again"
+    );
+    let rows_after: i64 = admin
+        .query_one("SELECT count(*) FROM raw.qb_items", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows_after, rows_before);
+    assert_nothing_gained(&mut admin, "atk.marker", "atk_fn", &before);
+
+    // the DBA's own audit trigger (a superuser's function) is trusted, and runs
+    admin
+        .batch_execute(
+            "DROP TRIGGER audit ON raw.qb_items;
+             CREATE TABLE public.item_audit (id text, sync text);
+             CREATE FUNCTION public.dba_audit() RETURNS trigger LANGUAGE plpgsql AS $f$
+             BEGIN
+               INSERT INTO public.item_audit VALUES (NEW.id, NEW.payload->>'SyncToken');
+               RETURN NEW;
+             END $f$;
+             CREATE TRIGGER dba_audit AFTER INSERT OR UPDATE ON raw.qb_items FOR EACH ROW EXECUTE FUNCTION public.dba_audit();",
+        )
+        .unwrap();
+    op.query_one(
+        "CALL qbo.run_backfill('Item', $1::text::timestamptz, $2::text::timestamptz, 400)",
+        &[&FROM, &to],
+    )
+    .expect("a superuser's trigger is trusted");
+    let written: i64 = admin
+        .query_one(
+            "SELECT sum(inserted + updated)::bigint FROM qbo.run_chunks WHERE run_id = (SELECT max(run_id) FROM qbo.runs)",
+            &[],
+        )
+        .unwrap()
+        .get::<_, Option<i64>>(0)
+        .unwrap_or(0);
+    let audited: i64 = admin
+        .query_one("SELECT count(*) FROM public.item_audit", &[])
+        .unwrap()
+        .get(0);
+    assert!(written > 0, "the mutated items were written again");
+    assert_eq!(audited, written, "the DBA's trigger saw every write");
+    assert_eq!(
+        raw(&mut admin, "qb_items", REALM1),
+        emu.truth(REALM1, "Item")
+    );
+}
+
+/// Operators read raw.* but write it only through pg_qbo: a hand-made record with a huge SyncToken
+/// (which no later backfill would ever replace) is refused.
+#[test]
+fn operators_cannot_write_raw_tables_by_hand() {
+    let emu = Emulator::start(&["--seed", "75"]);
+    let mut admin = fresh_db("e2e_atk_write", &emu);
+    fresh_role(&mut admin, "atk_writer");
+    admin
+        .batch_execute(
+            "SELECT qbo.grant_operator('atk_writer'); SELECT qbo.grant_connection('default', 'atk_writer');",
+        )
+        .unwrap();
+    let mut op = as_role("e2e_atk_write", "atk_writer");
+    op.query_one(
+        "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 60)",
+        &[&FROM, &TO],
+    )
+    .unwrap();
+    let n: i64 = op
+        .query_one("SELECT count(*) FROM raw.qb_invoices", &[])
+        .unwrap()
+        .get(0);
+    assert!(n > 0, "operators read raw tables");
+    for (sql, want) in [
+        ("UPDATE raw.qb_invoices SET payload = jsonb_set(payload, '{SyncToken}', '\"999999\"')", "permission denied for table qb_invoices"),
+        ("INSERT INTO raw.qb_invoices (realm_id, id, payload, extract_window_start_utc, extract_window_end_utc) VALUES ('1', 'x', '{\"SyncToken\":\"999999\"}', now(), now())", "permission denied for table qb_invoices"),
+        ("DELETE FROM raw.qb_invoices", "permission denied for table qb_invoices"),
+        ("TRUNCATE raw.qb_invoices", "permission denied for table qb_invoices"),
+    ] {
+        let e = op.batch_execute(sql).expect_err(sql);
+        assert_eq!(db_error(e), ("42501".to_owned(), want.to_owned()), "{sql}");
+    }
+    // a role granted by pg_qbo 0.1.0 (INSERT, UPDATE on raw) loses them when granted again
+    admin
+        .batch_execute(
+            "GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA raw TO atk_writer;
+             SELECT qbo.grant_operator('atk_writer');",
+        )
+        .unwrap();
+    let e = op
+        .batch_execute("UPDATE raw.qb_invoices SET page_size = 1")
+        .expect_err("writes revoked");
+    assert_eq!(db_error(e).1, "permission denied for table qb_invoices");
+}
