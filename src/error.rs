@@ -9,6 +9,7 @@
 //!   the known secrets of the exchange in every encoding ([`Secrets`]), `Basic` / `Bearer`
 //!   credentials, long opaque token-like words (Intuit echoes `Token expired: AB0160...`), and
 //!   query strings. It runs before any cut: a secret is never cut in two halves that escape it.
+//! - A 2xx token response is never quoted at all (it carries the tokens).
 //! - `intuit_tid` is always shown when known: Intuit support asks for it.
 //!
 //! SQLSTATE choice (see [`QboError::sqlstate`]):
@@ -18,10 +19,11 @@
 //! - `08006` connection_failure: network errors (timeouts, resets, DNS, TLS).
 //! - `08P01` protocol_violation: QBO answered something we cannot use (malformed or truncated JSON,
 //!   a 200 carrying a Fault, records outside the requested window, a second whose content never
-//!   matches its `count(*)`).
+//!   matches its `count(*)`, a 2xx token response that is not a token set).
 //! - `08000` connection_exception: any other upstream HTTP error (400 query rejected, 404, 429 or
 //!   5xx once retries are exhausted).
-//! - `54000` program_limit_exceeded: a response larger than the configured cap.
+//! - `54000` program_limit_exceeded: a response larger than the configured cap (or a token
+//!   response larger than [`crate::oauth::TOKEN_RESPONSE_MAX_BYTES`]).
 //! - `57014` query_canceled: cancelled by the user.
 //!
 //! [`QboError::RetriesExhausted`] reports the SQLSTATE of its last error.
@@ -34,6 +36,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
 use crate::fault::{collapse_ws, FaultInfo};
+use crate::oauth::SalvagedTokens;
 
 /// Maximum number of characters of a body or fault text quoted in a message.
 pub const SNIPPET_CHARS: usize = 300;
@@ -136,6 +139,33 @@ pub enum QboError {
         intuit_tid: Option<String>,
     },
 
+    /// The token endpoint answered 2xx with a body that is not a usable token set (a field of the
+    /// wrong type, a missing access token, not JSON, ...). The body is never quoted: `detail`
+    /// says what is wrong in general terms. When the body carried a refresh token, Intuit has
+    /// already superseded the old one: the caller must store [`SalvagedTokens::refresh_token`]
+    /// (and commit) before failing. Not retryable: a retry would present the old refresh token.
+    #[error("unusable answer from Intuit's token endpoint (HTTP {status}): {detail}{}{}", salvage_note(salvaged.as_deref()), tid_suffix(intuit_tid.as_deref()))]
+    UnusableTokenResponse {
+        /// HTTP status code (2xx).
+        status: u16,
+        /// What is wrong with the body, in general terms (never a value).
+        detail: String,
+        /// The tokens that could be read from it anyway (Debug-redacted).
+        salvaged: Option<Box<SalvagedTokens>>,
+        /// Intuit's transaction id.
+        intuit_tid: Option<String>,
+    },
+
+    /// The token endpoint's body exceeded [`crate::oauth::TOKEN_RESPONSE_MAX_BYTES`]; the rest
+    /// was not read. Not retryable.
+    #[error("Intuit's token endpoint sent a response larger than the {limit}-byte cap{}: it was not read further (a token response is about 1 KB)", tid_suffix(intuit_tid.as_deref()))]
+    TokenResponseTooLarge {
+        /// The cap in bytes.
+        limit: usize,
+        /// Intuit's transaction id.
+        intuit_tid: Option<String>,
+    },
+
     /// A second holding a full page or more never matched its `count(*)` after all tries
     /// (records kept changing in it, or QBO's answers were inconsistent).
     #[error("{entity} records updated at {} could not be read completely: count(*) said {expected} but {seen} distinct Ids were seen, after {attempts} tries", crate::query::literal(*second))]
@@ -162,6 +192,13 @@ fn description_suffix(desc: &str) -> String {
         String::new()
     } else {
         format!(": {desc}")
+    }
+}
+
+fn salvage_note(s: Option<&SalvagedTokens>) -> &'static str {
+    match s {
+        Some(s) if s.refresh_token.is_some() => "; the new refresh token it carried is kept",
+        _ => "; it carried no refresh token to keep",
     }
 }
 
@@ -214,8 +251,10 @@ impl QboError {
                 "08000"
             }
             QboError::Network(_) => "08006",
-            QboError::BadResponse(_) | QboError::UnstableSecond { .. } => "08P01",
-            QboError::ResponseTooLarge { .. } => "54000",
+            QboError::BadResponse(_)
+            | QboError::UnstableSecond { .. }
+            | QboError::UnusableTokenResponse { .. } => "08P01",
+            QboError::ResponseTooLarge { .. } | QboError::TokenResponseTooLarge { .. } => "54000",
             QboError::RetriesExhausted { last, .. } => last.sqlstate(),
             QboError::Cancelled => "57014",
         }
@@ -251,7 +290,9 @@ impl QboError {
             | QboError::Unauthorized { intuit_tid, .. }
             | QboError::Throttled { intuit_tid, .. }
             | QboError::Transient { intuit_tid, .. }
-            | QboError::ResponseTooLarge { intuit_tid, .. } => intuit_tid.as_deref(),
+            | QboError::ResponseTooLarge { intuit_tid, .. }
+            | QboError::UnusableTokenResponse { intuit_tid, .. }
+            | QboError::TokenResponseTooLarge { intuit_tid, .. } => intuit_tid.as_deref(),
             QboError::RetriesExhausted { last, .. } => last.intuit_tid(),
             _ => None,
         }
@@ -1113,6 +1154,34 @@ mod tests {
             quote(&long, &Secrets::new()).chars().count(),
             SNIPPET_CHARS + 1
         );
+    }
+
+    #[test]
+    fn new_token_errors() {
+        let e = QboError::UnusableTokenResponse {
+            status: 200,
+            detail: "expires_in is not a number (a string)".into(),
+            salvaged: Some(Box::new(SalvagedTokens {
+                refresh_token: Some(RT.into()),
+                access_token: Some(AT.into()),
+                ..SalvagedTokens::default()
+            })),
+            intuit_tid: Some("t1".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "unusable answer from Intuit's token endpoint (HTTP 200): expires_in is not a number (a string); the new refresh token it carried is kept (intuit_tid t1)"
+        );
+        assert_no_window(&format!("{e:?}"), &forbidden(SECRET, RT));
+        assert_eq!(
+            (e.sqlstate(), e.is_retryable(), e.intuit_tid()),
+            ("08P01", false, Some("t1"))
+        );
+        let e = QboError::TokenResponseTooLarge {
+            limit: 16384,
+            intuit_tid: None,
+        };
+        assert_eq!((e.sqlstate(), e.is_retryable()), ("54000", false));
     }
 
     #[test]
