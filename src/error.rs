@@ -2,9 +2,14 @@
 //! SQLSTATE codes, and the secret-masking helpers every message goes through.
 //!
 //! Rules:
-//! - No `Display` string ever contains a secret: the client never puts tokens or client secrets in
-//!   messages, strips query strings from URLs quoted by `reqwest`, and masks long opaque
-//!   token-like words that Intuit echoes back in fault details (e.g. `Token expired: AB0160...`).
+//! - No `Display` or `Debug` string ever contains a secret: the client never puts tokens or client
+//!   secrets in messages, and every text that comes from upstream (an `error_description`, a fault
+//!   message or detail, a body snippet, a `reqwest` error chain) goes through [`mask_upstream`]
+//!   (usually by way of [`quote`] / [`quote_bytes`]) before it is quoted. That one function masks
+//!   the known secrets of the exchange in every encoding ([`Secrets`]), `Basic` / `Bearer`
+//!   credentials, long opaque token-like words (Intuit echoes `Token expired: AB0160...`), and
+//!   query strings. It runs before any cut: a secret is never cut in two halves that escape it.
+//! - A 2xx token response is never quoted at all (it carries the tokens).
 //! - `intuit_tid` is always shown when known: Intuit support asks for it.
 //!
 //! SQLSTATE choice (see [`QboError::sqlstate`]):
@@ -14,23 +19,30 @@
 //! - `08006` connection_failure: network errors (timeouts, resets, DNS, TLS).
 //! - `08P01` protocol_violation: QBO answered something we cannot use (malformed or truncated JSON,
 //!   a 200 carrying a Fault, records outside the requested window, a second whose content never
-//!   matches its `count(*)`).
+//!   matches its `count(*)`, a 2xx token response that is not a token set).
 //! - `08000` connection_exception: any other upstream HTTP error (400 query rejected, 404, 429 or
 //!   5xx once retries are exhausted).
-//! - `54000` program_limit_exceeded: a response larger than the configured cap.
+//! - `54000` program_limit_exceeded: a response larger than the configured cap (or a token
+//!   response larger than [`crate::oauth::TOKEN_RESPONSE_MAX_BYTES`]).
 //! - `57014` query_canceled: cancelled by the user.
 //!
 //! [`QboError::RetriesExhausted`] reports the SQLSTATE of its last error.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
-use crate::fault::FaultInfo;
+use crate::fault::{collapse_ws, FaultInfo};
+use crate::oauth::SalvagedTokens;
 
 /// Maximum number of characters of a body or fault text quoted in a message.
 pub const SNIPPET_CHARS: usize = 300;
+
+/// What replaces a secret in a message.
+pub const REDACTED: &str = "[redacted]";
 
 /// Every error of the core modules.
 #[derive(thiserror::Error, Debug)]
@@ -127,6 +139,33 @@ pub enum QboError {
         intuit_tid: Option<String>,
     },
 
+    /// The token endpoint answered 2xx with a body that is not a usable token set (a field of the
+    /// wrong type, a missing access token, not JSON, ...). The body is never quoted: `detail`
+    /// says what is wrong in general terms. When the body carried a refresh token, Intuit has
+    /// already superseded the old one: the caller must store [`SalvagedTokens::refresh_token`]
+    /// (and commit) before failing. Not retryable: a retry would present the old refresh token.
+    #[error("unusable answer from Intuit's token endpoint (HTTP {status}): {detail}{}{}", salvage_note(salvaged.as_deref()), tid_suffix(intuit_tid.as_deref()))]
+    UnusableTokenResponse {
+        /// HTTP status code (2xx).
+        status: u16,
+        /// What is wrong with the body, in general terms (never a value).
+        detail: String,
+        /// The tokens that could be read from it anyway (Debug-redacted).
+        salvaged: Option<Box<SalvagedTokens>>,
+        /// Intuit's transaction id.
+        intuit_tid: Option<String>,
+    },
+
+    /// The token endpoint's body exceeded [`crate::oauth::TOKEN_RESPONSE_MAX_BYTES`]; the rest
+    /// was not read. Not retryable.
+    #[error("Intuit's token endpoint sent a response larger than the {limit}-byte cap{}: it was not read further (a token response is about 1 KB)", tid_suffix(intuit_tid.as_deref()))]
+    TokenResponseTooLarge {
+        /// The cap in bytes.
+        limit: usize,
+        /// Intuit's transaction id.
+        intuit_tid: Option<String>,
+    },
+
     /// A second holding a full page or more never matched its `count(*)` after all tries
     /// (records kept changing in it, or QBO's answers were inconsistent).
     #[error("{entity} records updated at {} could not be read completely: count(*) said {expected} but {seen} distinct Ids were seen, after {attempts} tries", crate::query::literal(*second))]
@@ -153,6 +192,13 @@ fn description_suffix(desc: &str) -> String {
         String::new()
     } else {
         format!(": {desc}")
+    }
+}
+
+fn salvage_note(s: Option<&SalvagedTokens>) -> &'static str {
+    match s {
+        Some(s) if s.refresh_token.is_some() => "; the new refresh token it carried is kept",
+        _ => "; it carried no refresh token to keep",
     }
 }
 
@@ -205,8 +251,10 @@ impl QboError {
                 "08000"
             }
             QboError::Network(_) => "08006",
-            QboError::BadResponse(_) | QboError::UnstableSecond { .. } => "08P01",
-            QboError::ResponseTooLarge { .. } => "54000",
+            QboError::BadResponse(_)
+            | QboError::UnstableSecond { .. }
+            | QboError::UnusableTokenResponse { .. } => "08P01",
+            QboError::ResponseTooLarge { .. } | QboError::TokenResponseTooLarge { .. } => "54000",
             QboError::RetriesExhausted { last, .. } => last.sqlstate(),
             QboError::Cancelled => "57014",
         }
@@ -242,7 +290,9 @@ impl QboError {
             | QboError::Unauthorized { intuit_tid, .. }
             | QboError::Throttled { intuit_tid, .. }
             | QboError::Transient { intuit_tid, .. }
-            | QboError::ResponseTooLarge { intuit_tid, .. } => intuit_tid.as_deref(),
+            | QboError::ResponseTooLarge { intuit_tid, .. }
+            | QboError::UnusableTokenResponse { intuit_tid, .. }
+            | QboError::TokenResponseTooLarge { intuit_tid, .. } => intuit_tid.as_deref(),
             QboError::RetriesExhausted { last, .. } => last.intuit_tid(),
             _ => None,
         }
@@ -299,12 +349,316 @@ impl QboError {
             msg.push_str(": ");
             msg.push_str(&c);
         }
-        QboError::Network(truncate_chars(&strip_query_strings(&msg), SNIPPET_CHARS))
+        QboError::Network(quote(&msg, &Secrets::new()))
     }
 }
 
+/// The secrets of one exchange, with every encoding of them an upstream text could echo, for
+/// [`mask_upstream`]. Its `Debug` output shows none of them.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    needles: Vec<String>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets({} forms, redacted)", self.needles.len())
+    }
+}
+
+/// Percent-encoding flavours a secret may be echoed in.
+#[derive(Clone, Copy)]
+enum Pct {
+    /// `application/x-www-form-urlencoded` (what oauth2 sends; space as `+`).
+    Form,
+    /// RFC 3986 (space as `%20`, `~` kept).
+    Rfc3986,
+}
+
+fn percent_encode(s: &str, how: Pct, lower: bool) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_')
+            || matches!((how, b), (Pct::Form, b'*') | (Pct::Rfc3986, b'~'));
+        if keep {
+            out.push(char::from(b));
+        } else if matches!((how, b), (Pct::Form, b' ')) {
+            out.push('+');
+        } else if lower {
+            out.push_str(&format!("%{b:02x}"));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Secrets {
+    /// No secret: [`mask_upstream`] still masks credentials, token-like words and query strings.
+    pub fn new() -> Secrets {
+        Secrets::default()
+    }
+
+    /// Adds a secret sent as is (an access token, a refresh token, a client secret): its raw form
+    /// and its URL-encoded forms (form and RFC 3986, upper- and lower-case hex).
+    pub fn with(mut self, secret: &str) -> Secrets {
+        self.add_encoded(secret);
+        self
+    }
+
+    /// Adds the client pair sent as HTTP Basic: the secret as in [`Secrets::with`], and the
+    /// base64 of `client_id:client_secret` (of the raw pair, and of the form-encoded pair that
+    /// RFC 6749 §2.3.1 and oauth2 use), standard and URL-safe alphabets, with and without padding,
+    /// each also URL-encoded. The client id alone is not a secret.
+    pub fn with_client(mut self, client_id: &str, client_secret: &str) -> Secrets {
+        if client_secret.is_empty() {
+            return self;
+        }
+        self.add_encoded(client_secret);
+        let pairs = [
+            format!("{client_id}:{client_secret}"),
+            format!(
+                "{}:{}",
+                percent_encode(client_id, Pct::Form, false),
+                percent_encode(client_secret, Pct::Form, false)
+            ),
+        ];
+        for pair in &pairs {
+            for engine in [
+                base64::engine::general_purpose::STANDARD,
+                base64::engine::general_purpose::STANDARD_NO_PAD,
+                base64::engine::general_purpose::URL_SAFE,
+                base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            ] {
+                self.add_encoded(&engine.encode(pair));
+            }
+        }
+        self
+    }
+
+    fn add_encoded(&mut self, s: &str) {
+        if s.is_empty() {
+            return;
+        }
+        let mut forms = vec![s.to_string()];
+        for how in [Pct::Form, Pct::Rfc3986] {
+            for lower in [false, true] {
+                forms.push(percent_encode(s, how, lower));
+            }
+        }
+        for f in forms {
+            if !self.needles.contains(&f) {
+                self.needles.push(f);
+            }
+        }
+    }
+}
+
+/// Any stretch of this many bytes of a secret (or of an encoding of it) is masked wherever it
+/// appears, so an echo that was cut, or re-encoded in places, shows no 16 characters of it.
+const WINDOW: usize = 16;
+
+/// Characters a masked stretch is widened over (a token's alphabet, and `%` of its encodings),
+/// so no short piece of a secret is left at its ends.
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'%')
+}
+
+/// THE masking function: every upstream text quoted in a message goes through it (by way of
+/// [`quote`] / [`quote_bytes`] when it must also be shortened). It masks, with [`REDACTED`]:
+/// 1. every stretch of 16 bytes or more of a known secret in any of its encodings
+///    ([`Secrets`]), widened to the surrounding word, and shorter secrets wherever they appear
+///    whole;
+/// 2. `Basic <credential>` and `Bearer <credential>` (any case; separated by spaces, `+` or
+///    `%20`), except before a plain lower-case word (`Bearer realm=`, `basic auth`);
+/// 3. token-like words ([`mask_token_like`]);
+/// 4. query strings of URLs ([`strip_query_strings`]).
+///
+/// Masking must come before any cut of the text (see [`quote`]).
+pub fn mask_upstream(text: &str, secrets: &Secrets) -> String {
+    let s = mask_needles(text, &secrets.needles);
+    let s = mask_credentials(&s);
+    let s = mask_token_like(&s);
+    strip_query_strings(&s)
+}
+
+fn mask_needles(text: &str, needles: &[String]) -> String {
+    let bytes = text.as_bytes();
+    let mut marked = vec![false; bytes.len()];
+    let mut windows: HashSet<&[u8]> = HashSet::new();
+    for n in needles {
+        let nb = n.as_bytes();
+        if nb.len() >= WINDOW {
+            windows.extend(nb.windows(WINDOW));
+        } else if !nb.is_empty() {
+            for (i, _) in text.match_indices(n.as_str()) {
+                marked[i..i + nb.len()].iter_mut().for_each(|m| *m = true);
+            }
+        }
+    }
+    if !windows.is_empty() {
+        for (i, w) in bytes.windows(WINDOW).enumerate() {
+            if windows.contains(w) {
+                marked[i..i + WINDOW].iter_mut().for_each(|m| *m = true);
+            }
+        }
+    }
+    if !marked.contains(&true) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        if !marked[i] {
+            i += 1;
+            continue;
+        }
+        let mut start = i;
+        let mut end = i;
+        while end < bytes.len() && marked[end] {
+            end += 1;
+        }
+        // Widen to the word (and base64 padding on the right).
+        while start > copied && is_word_byte(bytes[start - 1]) {
+            start -= 1;
+        }
+        loop {
+            while end < bytes.len() && (marked[end] || is_word_byte(bytes[end])) {
+                end += 1;
+            }
+            let pad = end;
+            while end < bytes.len() && bytes[end] == b'=' {
+                end += 1;
+            }
+            if end == pad {
+                break;
+            }
+        }
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        out.push_str(&text[copied..start]);
+        out.push_str(REDACTED);
+        copied = end;
+        i = end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Masks the credential after `Basic` / `Bearer` (case-insensitive, at a word start).
+fn mask_credentials(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let at_word_start = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        let keyword = [&b"basic"[..], &b"bearer"[..]].into_iter().find(|k| {
+            at_word_start
+                && bytes[i..].len() >= k.len()
+                && bytes[i..i + k.len()].eq_ignore_ascii_case(k)
+        });
+        let Some(keyword) = keyword else {
+            i += 1;
+            continue;
+        };
+        // Separator: spaces, tabs, `+` (form-encoded space) or `%20`.
+        let mut j = i + keyword.len();
+        loop {
+            if j < bytes.len() && matches!(bytes[j], b' ' | b'\t' | b'+') {
+                j += 1;
+            } else if bytes.len() >= j + 3 && bytes[j..j + 3].eq_ignore_ascii_case(b"%20") {
+                j += 3;
+            } else {
+                break;
+            }
+        }
+        let sep_end = j;
+        while j < bytes.len() && (is_word_byte(bytes[j]) || bytes[j] == b'=') {
+            j += 1;
+        }
+        let cred = &text[sep_end..j];
+        let plain_word = cred
+            .trim_end_matches('=')
+            .bytes()
+            .all(|b| b.is_ascii_lowercase());
+        if sep_end == i + keyword.len() || cred.is_empty() || plain_word {
+            i += keyword.len();
+            continue;
+        }
+        out.push_str(&text[copied..sep_end]);
+        out.push_str(REDACTED);
+        copied = j;
+        i = j;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Characters of an upstream text examined before it is quoted (a quote shows at most
+/// [`SNIPPET_CHARS`]; masking can only shorten the text).
+const QUOTE_SCAN_CHARS: usize = 4 * SNIPPET_CHARS;
+
+/// Bytes of a body examined for a quote.
+const QUOTE_SCAN_BYTES: usize = 16 * 1024;
+
+/// Longest word a quote's first cut extends into (beyond, the word is dropped).
+const QUOTE_MAX_WORD: usize = 8 * 1024;
+
+/// An upstream text ready to be quoted in a message: whitespace collapsed, masked by
+/// [`mask_upstream`], then cut to [`SNIPPET_CHARS`]. A long text is first cut after
+/// [`QUOTE_SCAN_CHARS`] characters, but never inside a word (a token is only recognised whole):
+/// the cut moves to the word's end, or before the word when it is enormous.
+pub fn quote(text: &str, secrets: &Secrets) -> String {
+    let text = collapse_ws(text);
+    let head = match text.char_indices().nth(QUOTE_SCAN_CHARS) {
+        None => text,
+        Some((idx, _)) => {
+            let rest = &text[idx..];
+            let word_end = rest
+                .find(|c: char| !(c.is_ascii() && is_word_byte(c as u8)))
+                .unwrap_or(rest.len());
+            if word_end <= QUOTE_MAX_WORD {
+                format!("{}…", &text[..idx + word_end])
+            } else {
+                format!("{}…", trim_partial_word(&text[..idx]))
+            }
+        }
+    };
+    truncate_chars(&mask_upstream(&head, secrets), SNIPPET_CHARS)
+}
+
+/// [`quote`] of a body's start (lossy UTF-8; a cut falls on a word boundary).
+pub fn quote_bytes(body: &[u8], secrets: &Secrets) -> String {
+    quote(&lossy_head(body, QUOTE_SCAN_BYTES), secrets)
+}
+
+/// The first `max` bytes of `body` as text; when it is cut, the word the cut falls in is dropped
+/// (it could be the start of a secret too short to be recognised) and `…` marks the cut.
+pub fn lossy_head(body: &[u8], max: usize) -> String {
+    if body.len() <= max {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    let mut end = max;
+    while end > 0 && is_word_byte(body[end - 1]) {
+        end -= 1;
+    }
+    format!("{}…", String::from_utf8_lossy(&body[..end]))
+}
+
+fn trim_partial_word(s: &str) -> &str {
+    s.trim_end_matches(|c: char| c.is_ascii() && is_word_byte(c as u8))
+}
+
 /// Replaces every occurrence of every non-empty secret in `s` with `[redacted]` (longest secrets
-/// first, so a secret containing another is masked whole).
+/// first, so a secret containing another is masked whole). Exact matches only: for upstream
+/// texts use [`mask_upstream`].
 pub fn redact(s: &str, secrets: &[&str]) -> String {
     let mut list: Vec<&str> = secrets.iter().copied().filter(|x| !x.is_empty()).collect();
     list.sort_by_key(|x| std::cmp::Reverse(x.len()));
@@ -641,6 +995,193 @@ mod tests {
             mask_token_like("Invalid query at 4001"),
             "Invalid query at 4001"
         );
+    }
+
+    // Secrets of Intuit's real shapes.
+    const CID: &str = "ABpQ2oMw7lQm6nP0x2dN1qvJ8sT5kZc3rY9wH4uL0eFgAiBjKl";
+    const SECRET: &str = "x7Kd2Pq9Lm4Rt8Vw1Yz5Bn3Hc6Fg0Js2Ua9Ek7Qo";
+    const RT: &str = "AB11750000000Xk2m9Pq4Rt7Vw1Yz5Bn3Hc6Fg0Js2Ua9E";
+    const AT: &str = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0..Tm9wZUxvbmdJdlN0cmluZzEy.q1W2e3R4t5Y6u7I8o9P0aSdFgHjKlZxCvBnMqWeRtYuIoPaSdFgHjKlZx.Zm9vYmFyYmF6cXV4MTIzNDU2";
+    /// Shapes with characters URL-encoding changes.
+    const ODD_SECRET: &str = "x7Kd2Pq9/Lm4+Rt8Vw1 Yz5=Bn3Hc6Fg0Js2Ua9~Ek7Qo";
+    const ODD_RT: &str = "AB11750000000Xk2m9Pq4/Rt7Vw1+Yz5Bn3Hc6=Fg0Js2Ua9E";
+
+    fn secrets(secret: &str, rt: &str) -> Secrets {
+        Secrets::new().with_client(CID, secret).with(rt).with(AT)
+    }
+
+    fn b64(engine: &base64::engine::GeneralPurpose, s: &str) -> String {
+        engine.encode(s)
+    }
+
+    /// Raw, URL-encoded (independent encoder) and base64 forms that must never show.
+    fn forbidden(secret: &str, rt: &str) -> Vec<String> {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let enc = |s: &str, lower: bool| {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._".contains(&b) {
+                        char::from(b).to_string()
+                    } else if lower {
+                        format!("%{b:02x}")
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        };
+        let mut v = Vec::new();
+        for s in [secret, rt, AT] {
+            v.extend([s.to_string(), enc(s, false), enc(s, true)]);
+        }
+        let pair = format!("{CID}:{secret}");
+        for b in [b64(&STANDARD, &pair), b64(&URL_SAFE_NO_PAD, &pair)] {
+            v.push(enc(&b, false));
+            v.push(b);
+        }
+        v
+    }
+
+    fn assert_no_window(text: &str, forbidden: &[String]) {
+        for f in forbidden {
+            let chars: Vec<char> = f.chars().collect();
+            for w in chars.windows(16) {
+                let w: String = w.iter().collect();
+                assert!(!text.contains(&w), "{w:?} (of {f:?}) leaked in: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn masks_every_shape_of_every_secret() {
+        use base64::engine::general_purpose::{
+            STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+        };
+        for (secret, rt) in [(SECRET, RT), (ODD_SECRET, ODD_RT)] {
+            let sec = secrets(secret, rt);
+            let pair = format!("{CID}:{secret}");
+            let form_pair = format!(
+                "{}:{}",
+                percent_encode(CID, Pct::Form, false),
+                percent_encode(secret, Pct::Form, false)
+            );
+            let mut shapes = vec![
+                format!("client secret {secret} echoed"),
+                format!(
+                    "refresh_token={} & more",
+                    percent_encode(rt, Pct::Form, false)
+                ),
+                format!("refresh_token={}", percent_encode(rt, Pct::Rfc3986, true)),
+                format!("secret={}", percent_encode(secret, Pct::Form, true)),
+                format!("token {rt}, again {rt}"),
+                format!("Authorization: Bearer {AT}"),
+                format!("\"{AT}\""),
+                // A cut echo: the first 20 characters only.
+                format!("prefix {}", &rt[..20]),
+                format!("{}…", &secret[..18]),
+            ];
+            for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+                for p in [&pair, &form_pair] {
+                    let b = b64(&engine, p);
+                    shapes.push(format!("Authorization: Basic {b}"));
+                    shapes.push(format!("auth={}", percent_encode(&b, Pct::Form, false)));
+                    shapes.push(format!("b64 {b} alone"));
+                }
+            }
+            for shape in &shapes {
+                let masked = mask_upstream(shape, &sec);
+                assert!(masked.contains(REDACTED), "{shape} -> {masked}");
+                assert_no_window(&masked, &forbidden(secret, rt));
+            }
+        }
+        // Debug of the secret set shows none of them.
+        let dbg = format!("{:?}", secrets(SECRET, RT));
+        assert!(
+            dbg.starts_with("Secrets(") && dbg.ends_with("forms, redacted)"),
+            "{dbg}"
+        );
+        assert_no_window(&dbg, &forbidden(SECRET, RT));
+    }
+
+    #[test]
+    fn masks_unknown_credentials_after_basic_and_bearer() {
+        let none = Secrets::new();
+        for (text, want) in [
+            (
+                "Authorization: Basic Zm9vOmJhcg==",
+                "Authorization: Basic [redacted]",
+            ),
+            ("basic Zm9vOmJhcg and more", "basic [redacted] and more"),
+            ("BASIC%20Zm9vOmJhcg%3D%3D&x=1", "BASIC%20[redacted]&x=1"),
+            ("Basic+Zm9vOmJhcg", "Basic+[redacted]"),
+            ("bearer abc.DEF-123_x~y", "bearer [redacted]"),
+            ("BEARER  T0k3n;", "BEARER  [redacted];"),
+            // Plain words are left alone.
+            (
+                "Bearer realm=\"Intuit\", error=\"invalid_token\"",
+                "Bearer realm=\"Intuit\", error=\"invalid_token\"",
+            ),
+            ("basic validation failed", "basic validation failed"),
+            ("Basic", "Basic"),
+            ("isBasic Zm9vOmJhcg==", "isBasic Zm9vOmJhcg=="),
+        ] {
+            assert_eq!(mask_upstream(text, &none), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn masks_before_cutting() {
+        let sec = secrets(SECRET, RT);
+        // A secret across the 300-character cut, and across the scan cut, in many positions.
+        for pad in [250usize, 270, 285, 295, 1150, 1190, 1199, 1205] {
+            let text = format!("{}{SECRET} {RT} tail", "a ".repeat(pad / 2));
+            let q = quote(&text, &sec);
+            assert!(q.chars().count() <= SNIPPET_CHARS + 1, "{q}");
+            assert_no_window(&q, &forbidden(SECRET, RT));
+            // Without the known secrets, the token-like rule still masks them whole.
+            let q = quote(&text, &Secrets::new());
+            assert_no_window(&q, &forbidden(SECRET, RT));
+        }
+        // A body cut in the middle of a token drops the piece.
+        let body = format!("{}{RT}", " ".repeat(20_000 - 10));
+        let q = quote_bytes(body.as_bytes(), &Secrets::new());
+        assert!(!q.contains("AB11"), "{q}");
+        assert_eq!(lossy_head(b"abc def", 5), "abc …");
+        assert_eq!(lossy_head(b"abc def", 50), "abc def");
+        // Long plain words are still quoted (cut after masking).
+        let long = "x".repeat(5000);
+        assert_eq!(
+            quote(&long, &Secrets::new()).chars().count(),
+            SNIPPET_CHARS + 1
+        );
+    }
+
+    #[test]
+    fn new_token_errors() {
+        let e = QboError::UnusableTokenResponse {
+            status: 200,
+            detail: "expires_in is not a number (a string)".into(),
+            salvaged: Some(Box::new(SalvagedTokens {
+                refresh_token: Some(RT.into()),
+                access_token: Some(AT.into()),
+                ..SalvagedTokens::default()
+            })),
+            intuit_tid: Some("t1".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "unusable answer from Intuit's token endpoint (HTTP 200): expires_in is not a number (a string); the new refresh token it carried is kept (intuit_tid t1)"
+        );
+        assert_no_window(&format!("{e:?}"), &forbidden(SECRET, RT));
+        assert_eq!(
+            (e.sqlstate(), e.is_retryable(), e.intuit_tid()),
+            ("08P01", false, Some("t1"))
+        );
+        let e = QboError::TokenResponseTooLarge {
+            limit: 16384,
+            intuit_tid: None,
+        };
+        assert_eq!((e.sqlstate(), e.is_retryable()), ("54000", false));
     }
 
     #[test]

@@ -12,13 +12,15 @@
 //! The XML extraction is a tiny hand-rolled scanner rather than quick-xml: we only need the first
 //! `Fault` element's `type`, its first `Error`'s `code` and the `Message` / `Detail` texts, must
 //! accept malformed documents (the scanner never fails, it just finds less), and one dependency
-//! fewer is one less thing to audit. Nothing here panics on any input; every text is truncated to
-//! [`SNIPPET_CHARS`](crate::error::SNIPPET_CHARS) characters.
+//! fewer is one less thing to audit. Nothing here panics on any input; every text is masked with
+//! [`quote`] (the secrets given to [`parse_fault_masked`], credentials, token-like words) BEFORE it
+//! is truncated to [`SNIPPET_CHARS`](crate::error::SNIPPET_CHARS) characters, so a cut never
+//! leaves a piece of a secret behind.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{mask_token_like, truncate_chars, SNIPPET_CHARS};
+use crate::error::{lossy_head, quote, Secrets};
 
 /// What could be learned from an error body.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -49,8 +51,16 @@ const MAX_SCAN_BYTES: usize = 256 * 1024;
 /// best information found. `content_type` is only a hint: the body is sniffed first, because QBO
 /// sends XML throttles with JSON requested and HTML from its load balancers.
 pub fn parse_fault(content_type: Option<&str>, body: &[u8]) -> Option<FaultInfo> {
-    let body = &body[..body.len().min(MAX_SCAN_BYTES)];
-    let text = String::from_utf8_lossy(body);
+    parse_fault_masked(content_type, body, &Secrets::new())
+}
+
+/// [`parse_fault`], masking `secrets` (in every encoding) in every text it returns.
+pub fn parse_fault_masked(
+    content_type: Option<&str>,
+    body: &[u8],
+    secrets: &Secrets,
+) -> Option<FaultInfo> {
+    let text = lossy_head(body, MAX_SCAN_BYTES);
     let text = text.trim_start_matches('\u{feff}').trim();
     if text.is_empty() {
         return None;
@@ -67,7 +77,7 @@ pub fn parse_fault(content_type: Option<&str>, body: &[u8]) -> Option<FaultInfo>
     } else {
         garbage(text)
     };
-    info.map(clean)
+    info.map(|f| clean(f, secrets))
 }
 
 /// True when a response means "throttled": HTTP 429, or fault code 3001, or the text
@@ -93,11 +103,8 @@ pub fn is_throttle(status: u16, fault: Option<&FaultInfo>, body: &[u8]) -> bool 
         .any(|w| w == b"ThrottleExceeded")
 }
 
-fn clean(f: FaultInfo) -> FaultInfo {
-    let c = |s: Option<String>| {
-        s.map(|s| truncate_chars(&mask_token_like(&collapse_ws(&s)), SNIPPET_CHARS))
-            .filter(|s| !s.is_empty())
-    };
+fn clean(f: FaultInfo, secrets: &Secrets) -> FaultInfo {
+    let c = |s: Option<String>| s.map(|s| quote(&s, secrets)).filter(|s| !s.is_empty());
     FaultInfo {
         fault_type: c(f.fault_type),
         code: c(f.code),

@@ -28,8 +28,8 @@ use reqwest::header::{
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::error::{mask_token_like, redact, truncate_chars, QboError, SNIPPET_CHARS};
-use crate::fault::{collapse_ws, is_throttle, parse_fault, FaultInfo};
+use crate::error::{mask_upstream, quote_bytes, truncate_chars, QboError, Secrets};
+use crate::fault::{is_throttle, parse_fault_masked, FaultInfo};
 use crate::pager::RawRecord;
 use crate::retry::parse_retry_after;
 
@@ -279,25 +279,14 @@ impl QboClient {
     }
 }
 
-/// Masks a fault's texts: the access token, and token-like words.
-fn scrub_fault(f: Option<FaultInfo>, secret: &str) -> Option<Box<FaultInfo>> {
-    let s = |x: Option<String>| x.map(|v| redact(&v, &[secret]));
-    f.map(|f| {
-        Box::new(FaultInfo {
-            fault_type: s(f.fault_type),
-            code: s(f.code),
-            message: s(f.message),
-            detail: s(f.detail),
-        })
-    })
+/// The fault of an error body, every text masked ([`mask_upstream`]: the access token in any
+/// encoding, credentials, token-like words) before it is cut.
+fn scrub_fault(ct: Option<&str>, body: &[u8], secret: &str) -> Option<Box<FaultInfo>> {
+    parse_fault_masked(ct, body, &Secrets::new().with(secret)).map(Box::new)
 }
 
 fn snippet(body: &[u8], secret: &str) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
-    truncate_chars(
-        &mask_token_like(&redact(&collapse_ws(&text), &[secret])),
-        SNIPPET_CHARS,
-    )
+    quote_bytes(body, &Secrets::new().with(secret))
 }
 
 /// Maps a non-2xx answer to its error; `Ok(())` for 2xx.
@@ -307,7 +296,7 @@ fn classify_status(resp: &RawResponse, secret: &str, tid: Option<&str>) -> Resul
         return Ok(());
     }
     let ct = resp.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let fault = scrub_fault(parse_fault(ct, &resp.body), secret);
+    let fault = scrub_fault(ct, &resp.body, secret);
     let intuit_tid = tid.map(str::to_string);
     let retry_after = resp
         .headers
@@ -369,7 +358,14 @@ fn parse_page(
     jsonb_payloads: bool,
     expected: Option<&str>,
 ) -> Result<Page, QboError> {
-    let bad = |what: String| QboError::BadResponse(format!("{what}{}", tid_text(&tid)));
+    // serde texts may quote values of the body: masked like any upstream text.
+    let bad = |what: String| {
+        QboError::BadResponse(format!(
+            "{}{}",
+            mask_upstream(&what, &Secrets::new().with(secret)),
+            tid_text(&tid)
+        ))
+    };
     let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
         bad(format!(
             "invalid JSON in a {}-byte query response: {e}",
@@ -377,7 +373,7 @@ fn parse_page(
         ))
     })?;
     if env.fault.is_some() {
-        let info = scrub_fault(parse_fault(Some("application/json"), body), secret);
+        let info = scrub_fault(Some("application/json"), body, secret);
         let text = info.map(|i| i.to_string()).unwrap_or_default();
         return Err(bad(format!("HTTP 200 carrying a Fault: {text}")));
     }
@@ -831,6 +827,53 @@ mod tests {
             e.to_string(),
             "QuickBooks API error: HTTP 400: bad token [redacted] (intuit_tid tid-123)"
         );
+    }
+
+    #[tokio::test]
+    async fn echoed_credentials_are_masked_in_every_quoted_text() {
+        // An access token of Intuit's shape, echoed raw, URL-encoded, after `Bearer`, cut short,
+        // in a fault detail, a body snippet and a 2xx fault, wherever the cut falls.
+        const AT: &str = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0..Tm9wZUxvbmdJdlN0cmluZzEy.q1W2e3R4t5Y6u7I8o9P0aSdFgHjKlZxCvBnMqWeRtYuIoPaSdFgHjKlZx.Zm9vYmFyYmF6cXV4MTIzNDU2";
+        let encoded = AT.replace('.', "%2E");
+        let echoes = [
+            format!("Authorization: Bearer {AT}"),
+            format!("access_token={encoded}"),
+            format!("bad token {}", &AT[..40]),
+            format!("{}{AT}", "pad ".repeat(70)),
+        ];
+        for echo in echoes {
+            let xml = format!(
+                "<IntuitResponse><Fault type=\"AUTHENTICATION\"><Error code=\"3200\"><Message>m</Message><Detail>{echo}</Detail></Error></Fault></IntuitResponse>"
+            );
+            let json200 =
+                serde_json::json!({"Fault": {"Error": [{"Message": echo, "code": "10000"}]}})
+                    .to_string();
+            for (status, ct, body) in [
+                (
+                    400,
+                    "text/html",
+                    format!("<html><title>{echo}</title></html>"),
+                ),
+                (503, "text/plain", echo.clone()),
+                (401, "application/xml", xml),
+                (200, "application/json", json200),
+            ] {
+                let server = serve(status, ct, body.into_bytes(), &[]).await;
+                let e = client()
+                    .query(&server.uri(), "4620816365", 75, AT, "SELECT * FROM Vendor")
+                    .await
+                    .unwrap_err();
+                let text = format!("{e} {e:?}");
+                for w in AT
+                    .as_bytes()
+                    .windows(16)
+                    .chain(encoded.as_bytes().windows(16))
+                {
+                    let w = std::str::from_utf8(w).unwrap();
+                    assert!(!text.contains(w), "{w} leaked: {text}");
+                }
+            }
+        }
     }
 
     #[tokio::test]

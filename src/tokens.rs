@@ -5,10 +5,15 @@
 //!
 //! A refresh in flight is not abandoned by a cancel: it runs without interrupt checks under its own
 //! short timeout (`qbo.token_timeout_ms`), and the cancel is honoured right after it.
+//!
+//! A 2xx token response that cannot be used ([`QboError::UnusableTokenResponse`]) may still carry
+//! a rotated refresh token: it is stored and committed before the error is raised, or the company
+//! would have to be re-authorized (see [`TokenCache::keep_salvaged`]).
 
 use crate::error::QboError;
 use crate::executor::{check_interrupts, Mode};
 use crate::guc::Settings;
+use crate::oauth::SalvagedTokens;
 use crate::retry::RetryPolicy;
 use crate::store::{self, Connection};
 use chrono::{DateTime, Utc};
@@ -23,6 +28,48 @@ fn set_locked(m: &Mutex<Option<String>>, v: Option<String>) {
 
 /// A token is used only if it stays valid at least this long.
 const MARGIN_SECS: i64 = 60;
+
+/// Lifetime believed when the token endpoint gives none we can use (`expires_in` absent, 0, or
+/// unreadable): Intuit's documented access-token lifetime.
+pub const ASSUMED_LIFETIME_SECS: i64 = 3600;
+
+/// Shortest lifetime believed: a token must stay usable MARGIN_SECS after the margin, or every
+/// request would refresh first.
+pub const MIN_LIFETIME_SECS: i64 = 2 * MARGIN_SECS;
+
+/// Longest lifetime believed (a day; Intuit's is an hour). Also keeps the date arithmetic sane.
+pub const MAX_LIFETIME_SECS: i64 = 24 * 3600;
+
+/// When to stop using an access token that `expires_in` said lasts that long, from `now`.
+///
+/// Policy: an expiry that is unknown (`None`, e.g. absent, negative or unreadable in the
+/// response) or 0 is taken as Intuit's documented hour ([`ASSUMED_LIFETIME_SECS`]); any other is
+/// clamped to [`MIN_LIFETIME_SECS`]..=[`MAX_LIFETIME_SECS`]. A wrong guess costs at most one 401:
+/// the executor forgets a token QBO rejects and refreshes, so the token is in effect used until
+/// QBO refuses it, and a nonsensical `expires_in` can never make every request refresh first
+/// (with `expires_in: 0` taken literally, a token would be expired on arrival).
+pub fn access_expiry(now: DateTime<Utc>, expires_in: Option<Duration>) -> DateTime<Utc> {
+    let secs = match expires_in.map(|d| d.as_secs()) {
+        None | Some(0) => ASSUMED_LIFETIME_SECS,
+        Some(s) => i64::try_from(s)
+            .unwrap_or(i64::MAX)
+            .clamp(MIN_LIFETIME_SECS, MAX_LIFETIME_SECS),
+    };
+    now + chrono::Duration::seconds(secs)
+}
+
+/// Whether a token expiring at `exp` is still used at `at` (it must outlive the margin).
+fn usable_at(exp: DateTime<Utc>, at: DateTime<Utc>) -> bool {
+    exp > at + chrono::Duration::seconds(MARGIN_SECS)
+}
+
+/// When the refresh token expires, if known: `None` for an absent or 0 lifetime (the stored
+/// date is then kept), capped at ten years (informational only: Intuit's is about 100 days).
+pub fn refresh_expiry(now: DateTime<Utc>, lifetime: Option<Duration>) -> Option<DateTime<Utc>> {
+    const TEN_YEARS: u64 = 10 * 366 * 24 * 3600;
+    let secs = lifetime.map(|d| d.as_secs()).filter(|s| *s > 0)?;
+    Some(now + chrono::Duration::seconds(secs.min(TEN_YEARS) as i64))
+}
 
 /// The token state of one execution.
 pub struct TokenCache<'a> {
@@ -76,9 +123,7 @@ impl<'a> TokenCache<'a> {
 
     fn valid(t: &Option<(String, DateTime<Utc>)>) -> Option<String> {
         match t {
-            Some((tok, exp)) if *exp > Utc::now() + chrono::Duration::seconds(MARGIN_SECS) => {
-                Some(tok.clone())
-            }
+            Some((tok, exp)) if usable_at(*exp, Utc::now()) => Some(tok.clone()),
             _ => None,
         }
     }
@@ -156,15 +201,8 @@ impl<'a> TokenCache<'a> {
             match rt.block_on(fut) {
                 Ok(ts) => {
                     let now = Utc::now();
-                    let exp = now
-                        + chrono::Duration::from_std(
-                            ts.expires_in.unwrap_or(Duration::from_secs(3600)),
-                        )
-                        .unwrap_or_default();
-                    let rexp = ts
-                        .x_refresh_token_expires_in
-                        .and_then(|d| chrono::Duration::from_std(d).ok())
-                        .map(|d| now + d);
+                    let exp = access_expiry(now, ts.expires_in);
+                    let rexp = refresh_expiry(now, ts.x_refresh_token_expires_in);
                     store::store_tokens(
                         &self.conn_name,
                         &ts.access_token,
@@ -182,8 +220,105 @@ impl<'a> TokenCache<'a> {
                     retries += 1;
                     crate::runtime::sleep_interruptible(rt, d, &mut || check_interrupts(mode));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if let QboError::UnusableTokenResponse {
+                        salvaged: Some(s), ..
+                    } = &e
+                    {
+                        self.keep_salvaged(s)?;
+                    }
+                    return Err(e);
+                }
             }
         }
+    }
+
+    /// Stores and commits what a 2xx token response that could not be used still carried: the
+    /// rotated refresh token above all (Intuit superseded the old one when it sent it), and the
+    /// access token when its lifetime was readable too (a later run may use it). The run then
+    /// fails with the response's error.
+    fn keep_salvaged(&self, s: &SalvagedTokens) -> Result<(), QboError> {
+        let now = Utc::now();
+        let rexp = refresh_expiry(now, s.x_refresh_token_expires_in);
+        let lifetime = s.expires_in.filter(|d| !d.is_zero());
+        match (&s.access_token, lifetime, &s.refresh_token) {
+            (Some(access), Some(d), refresh) => store::store_tokens(
+                &self.conn_name,
+                access,
+                access_expiry(now, Some(d)),
+                refresh.as_deref(),
+                rexp,
+            )
+            .map_err(db)?,
+            (_, _, Some(refresh)) => {
+                store::store_refresh_token(&self.conn_name, refresh, rexp).map_err(db)?
+            }
+            _ => return Ok(()),
+        }
+        store::commit();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).single().unwrap()
+    }
+
+    fn lifetime(expires_in: Option<u64>) -> i64 {
+        (access_expiry(now(), expires_in.map(Duration::from_secs)) - now()).num_seconds()
+    }
+
+    /// Whether a token stored now with that `expires_in` is still used `after` seconds later.
+    fn used_after(expires_in: Option<u64>, after: i64) -> bool {
+        let exp = access_expiry(now(), expires_in.map(Duration::from_secs));
+        usable_at(exp, now() + chrono::Duration::seconds(after))
+    }
+
+    #[test]
+    fn expiry_policy() {
+        // Intuit's normal answer is believed.
+        assert_eq!(lifetime(Some(3600)), 3600);
+        assert_eq!(lifetime(Some(1800)), 1800);
+        // Unknown (absent, negative or unreadable: None) and 0 mean "an hour, until a 401".
+        assert_eq!(lifetime(None), ASSUMED_LIFETIME_SECS);
+        assert_eq!(lifetime(Some(0)), ASSUMED_LIFETIME_SECS);
+        // Too short to be used past the margin: stretched (a 401 corrects it).
+        assert_eq!(lifetime(Some(1)), MIN_LIFETIME_SECS);
+        assert_eq!(lifetime(Some(60)), MIN_LIFETIME_SECS);
+        // Absurdly long: capped, and no overflow.
+        assert_eq!(lifetime(Some(u64::MAX)), MAX_LIFETIME_SECS);
+        assert_eq!(lifetime(Some(10u64.pow(15))), MAX_LIFETIME_SECS);
+        // Never refreshing before every request: whatever expires_in says, a fresh token is
+        // still used a minute later.
+        for e in [
+            None,
+            Some(0),
+            Some(1),
+            Some(59),
+            Some(60),
+            Some(61),
+            Some(3600),
+        ] {
+            assert!(used_after(e, 0) && used_after(e, 59), "{e:?}");
+        }
+        assert!(!used_after(Some(3600), 3600 - MARGIN_SECS));
+    }
+
+    #[test]
+    fn refresh_expiry_policy() {
+        let d = |s: u64| Some(Duration::from_secs(s));
+        assert_eq!(refresh_expiry(now(), None), None);
+        assert_eq!(refresh_expiry(now(), d(0)), None);
+        assert_eq!(
+            refresh_expiry(now(), d(8_726_400)),
+            Some(now() + chrono::Duration::seconds(8_726_400))
+        );
+        // No overflow on a hostile value.
+        assert!(refresh_expiry(now(), d(u64::MAX)).unwrap() < now() + chrono::Duration::days(3700));
     }
 }

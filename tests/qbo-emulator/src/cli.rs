@@ -47,6 +47,11 @@ impl std::str::FromStr for Rotation {
 /// seconds (default 1). PROB in [0,1] is decided from hash(seed, request text, attempt number);
 /// `@nth=N` fires on the N-th matching request only, `/every=N` on every N-th. Example:
 /// `429xml:0.1,503html@nth=3,token:503html@nth=1`.
+/// Token endpoint only (write them `token:KIND`): badexpires (a refresh that rotates the refresh
+/// token, answered 200 with "expires_in":"3600" as a string), expires0 (a normal refresh answered
+/// with "expires_in":0), echoauth (400 invalid_request whose error_description echoes the
+/// Authorization header and form body verbatim), flood[=BYTES] (200 whose body streams without
+/// end: BYTES, default 268435456, or until the client hangs up).
 #[derive(Debug, Parser, Clone)]
 #[command(name = "qbo-emulator", version, verbatim_doc_comment)]
 pub struct Cli {

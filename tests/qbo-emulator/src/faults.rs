@@ -2,6 +2,7 @@
 //!
 //! Grammar: a comma-separated list of rules `[token:]KIND[=ARG][:PROB][@nth=N][/every=N]`.
 //! * `token:` makes the rule apply to the token endpoint instead of the API (query, batch, cdc).
+//!   The kinds `badexpires`, `expires0`, `echoauth` and `flood` exist for the token endpoint only.
 //! * `PROB` (0..=1): fire with this probability, decided from hash(seed, request text, attempt
 //!   number of that identical request, rule index): the same run of requests sees the same faults,
 //!   whatever the arrival order.
@@ -56,6 +57,33 @@ pub enum Kind {
     Fault200,
     /// Expire the caller's access token now and answer 401.
     Unauthorized,
+    /// Token endpoint only: a refresh that ROTATES the refresh token (whatever
+    /// `--rotate-refresh` says; the new one is recorded as current), answered 200 with
+    /// `"expires_in"` as a string (`"3600"`), which a strict client cannot parse.
+    BadExpires,
+    /// Token endpoint only: a normal refresh (rotation as configured) answered with
+    /// `"expires_in": 0`; the access token really lives `--access-token-ttl` seconds.
+    Expires0,
+    /// Token endpoint only: 400 `invalid_request` whose `error_description` echoes the
+    /// request's Authorization header and form body verbatim. Nothing is refreshed.
+    EchoAuth,
+    /// Token endpoint only: 200 `application/json` whose body streams without end: ARG bytes
+    /// (default [`FLOOD_DEFAULT_BYTES`]) or until the client hangs up. Nothing is refreshed.
+    Flood(Option<u64>),
+}
+
+/// Bytes a `token:flood` body streams when no ARG is given: generous (a token response is
+/// about 1 KB), but bounded, so a client that reads everything ends too.
+pub const FLOOD_DEFAULT_BYTES: u64 = 256 * 1024 * 1024;
+
+impl Kind {
+    /// Kinds that only make sense at the token endpoint.
+    pub fn token_only(self) -> bool {
+        matches!(
+            self,
+            Kind::BadExpires | Kind::Expires0 | Kind::EchoAuth | Kind::Flood(_)
+        )
+    }
 }
 
 /// Which endpoint a rule targets.
@@ -218,6 +246,10 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
         "truncated-conn" => Kind::TruncatedConn,
         "fault200" => Kind::Fault200,
         "401" => Kind::Unauthorized,
+        "badexpires" => Kind::BadExpires,
+        "expires0" => Kind::Expires0,
+        "echoauth" => Kind::EchoAuth,
+        "flood" => Kind::Flood(arg),
         other => {
             let (code, body) = other.split_at(other.len().min(3));
             let code = match code {
@@ -239,6 +271,7 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
     let takes_arg = matches!(
         kind,
         Kind::Hang(_)
+            | Kind::Flood(_)
             | Kind::Throttle429 {
                 retry_after: RetryAfter::Secs(_) | RetryAfter::Date(_),
                 ..
@@ -246,6 +279,11 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
     );
     if arg.is_some() && !takes_arg {
         return Err(bad(format!("fault kind {name:?} takes no =ARG")));
+    }
+    if kind.token_only() && target != Target::Token {
+        return Err(bad(format!(
+            "fault kind {name:?} exists for the token endpoint only: write token:{name}"
+        )));
     }
     Ok(Rule {
         target,
@@ -449,7 +487,14 @@ pub fn error_answer(kind: Kind, now: DateTime<Utc>, off: &FixedOffset) -> Option
             ),
             headers: vec![],
         },
-        Kind::Reset | Kind::Hang(_) | Kind::Truncated | Kind::TruncatedConn => return None,
+        Kind::Reset
+        | Kind::Hang(_)
+        | Kind::Truncated
+        | Kind::TruncatedConn
+        | Kind::BadExpires
+        | Kind::Expires0
+        | Kind::EchoAuth
+        | Kind::Flood(_) => return None,
     })
 }
 
@@ -502,6 +547,44 @@ mod tests {
                 retry_after: RetryAfter::Secs(5)
             }
         );
+    }
+
+    #[test]
+    fn parses_token_only_kinds() {
+        let spec = FaultSpec::parse(
+            "token:badexpires,token:expires0@nth=2,token:echoauth:0.5,token:flood,token:flood=4096",
+        )
+        .unwrap();
+        let kinds: Vec<Kind> = spec.rules.iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::BadExpires,
+                Kind::Expires0,
+                Kind::EchoAuth,
+                Kind::Flood(None),
+                Kind::Flood(Some(4096))
+            ]
+        );
+        assert!(spec.rules.iter().all(|r| r.target == Target::Token));
+        assert_eq!(spec.rules[1].nth, Some(2));
+        assert_eq!(spec.rules[2].prob, Some(0.5));
+        for k in ["badexpires", "expires0", "echoauth", "flood", "flood=10"] {
+            let e = FaultSpec::parse(k).unwrap_err();
+            assert!(e.contains("token endpoint only"), "{k}: {e}");
+        }
+        let e = FaultSpec::parse("token:echoauth=3").unwrap_err();
+        assert!(e.contains("takes no"), "{e}");
+        for k in [
+            Kind::BadExpires,
+            Kind::Expires0,
+            Kind::EchoAuth,
+            Kind::Flood(None),
+        ] {
+            assert!(k.token_only());
+            assert!(error_answer(k, Utc::now(), &off()).is_none());
+        }
+        assert!(!Kind::Reset.token_only());
     }
 
     #[test]

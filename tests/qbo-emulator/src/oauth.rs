@@ -54,11 +54,16 @@ pub struct Issued {
 
 impl Issued {
     pub fn body(&self) -> String {
+        self.body_with_expires_in(&self.expires_in.to_string())
+    }
+
+    /// The body with `expires_in` rendered as the given JSON text (faults `badexpires`,
+    /// `expires0`).
+    pub fn body_with_expires_in(&self, expires_in_json: &str) -> String {
         format!(
-            "{{\"x_refresh_token_expires_in\":{REFRESH_TOKEN_TTL_SECS},\"refresh_token\":{},\"access_token\":{},\"token_type\":\"bearer\",\"expires_in\":{}}}",
+            "{{\"x_refresh_token_expires_in\":{REFRESH_TOKEN_TTL_SECS},\"refresh_token\":{},\"access_token\":{},\"token_type\":\"bearer\",\"expires_in\":{expires_in_json}}}",
             crate::util::json_str(&self.refresh_token),
             crate::util::json_str(&self.access_token),
-            self.expires_in
         )
     }
 }
@@ -118,6 +123,16 @@ impl Tokens {
 
     /// Handles a `grant_type=refresh_token` request (credentials already checked).
     pub fn refresh(&mut self, refresh_token: &str) -> Result<Issued, TokenError> {
+        self.refresh_rotating(refresh_token, false)
+    }
+
+    /// [`Tokens::refresh`], rotating the refresh token whatever the rotation setting when
+    /// `force_rotation` (fault `badexpires`: the new token is current from now on).
+    pub fn refresh_rotating(
+        &mut self,
+        refresh_token: &str,
+        force_rotation: bool,
+    ) -> Result<Issued, TokenError> {
         if refresh_token != self.current_refresh {
             let variants = [
                 "{\"error\":\"invalid_grant\"}",
@@ -128,11 +143,12 @@ impl Tokens {
             return Err(TokenError::InvalidGrant(variants[i as usize].to_string()));
         }
         self.uses_of_current += 1;
-        let rotate = match self.rotation {
-            Rotation::Never => false,
-            Rotation::Always => true,
-            Rotation::Every(n) => self.uses_of_current >= n,
-        };
+        let rotate = force_rotation
+            || match self.rotation {
+                Rotation::Never => false,
+                Rotation::Always => true,
+                Rotation::Every(n) => self.uses_of_current >= n,
+            };
         if rotate {
             self.generation += 1;
             self.uses_of_current = 0;
@@ -245,6 +261,20 @@ mod tests {
         let r = t.refresh("emu-refresh-token-0").unwrap().refresh_token;
         assert_ne!(r, "emu-refresh-token-0");
         assert!(t.refresh("emu-refresh-token-0").is_err());
+    }
+
+    #[test]
+    fn forced_rotation_supersedes_even_when_never_rotating() {
+        let mut t = tokens(&[]);
+        let a = t.refresh_rotating("emu-refresh-token-0", true).unwrap();
+        assert_ne!(a.refresh_token, "emu-refresh-token-0");
+        assert_eq!(t.current_refresh(), a.refresh_token);
+        assert!(t.refresh("emu-refresh-token-0").is_err());
+        assert!(a
+            .body_with_expires_in("\"3600\"")
+            .ends_with("\"expires_in\":\"3600\"}"));
+        let b = t.refresh(&a.refresh_token).unwrap();
+        assert_eq!(b.refresh_token, a.refresh_token);
     }
 
     #[test]

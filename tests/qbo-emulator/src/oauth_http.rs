@@ -10,9 +10,9 @@ use axum::response::Response;
 use axum::Extension;
 
 use crate::api::{apply_fault, FaultAction};
-use crate::faults::{Kind, Target, CT_JSON_OK};
+use crate::faults::{Kind, Target, CT_JSON_OK, FLOOD_DEFAULT_BYTES};
 use crate::oauth::TokenError;
-use crate::server::{respond, ConnKill, SlotBody};
+use crate::server::{respond, ConnKill, FloodBody, SlotBody};
 use crate::state::{App, LogEntry};
 
 fn json(status: u16, body: String) -> Response {
@@ -23,6 +23,14 @@ fn json(status: u16, body: String) -> Response {
         HeaderValue::from_static("no-cache, no-store"),
     );
     h.insert("pragma", HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// The 200 of fault `token:flood`: a JSON start, then bytes without end (up to `limit`).
+fn respond_flood(limit: u64) -> Response {
+    let mut r = Response::new(axum::body::Body::new(FloodBody::new(limit)));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static(CT_JSON_OK));
     r
 }
 
@@ -49,26 +57,40 @@ pub async fn token(
         fault: None,
         attempt,
     };
+    // Token-endpoint fault kinds that change the answer of a refresh that does happen.
+    let mut answer_fault: Option<Kind> = None;
     if let Some(rule) = app.decide_fault(Target::Token, &key, attempt) {
         entry.fault = Some(rule.label.clone());
-        if !matches!(
-            rule.kind,
-            Kind::Truncated | Kind::TruncatedConn | Kind::Hang(Some(_))
-        ) {
-            match apply_fault(
-                &app,
-                rule.kind,
-                kill.as_ref().map(|k| &k.0),
-                None,
-                &mut entry,
-            )
-            .await
-            {
-                FaultAction::Answer(r) => return r,
-                FaultAction::Proceed(_) => {}
+        match rule.kind {
+            Kind::Truncated | Kind::TruncatedConn => {}
+            Kind::Hang(Some(ms)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-        } else if let Kind::Hang(Some(ms)) = rule.kind {
-            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            Kind::BadExpires | Kind::Expires0 => answer_fault = Some(rule.kind),
+            Kind::EchoAuth => {
+                let auth = headers
+                    .get("authorization")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                let e = TokenError::InvalidRequest(format!(
+                    "Invalid request. Authorization: {auth}; body: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+                entry.status = e.status();
+                app.record(entry);
+                return json(e.status(), e.body());
+            }
+            Kind::Flood(limit) => {
+                entry.status = 200;
+                app.record(entry);
+                return respond_flood(limit.unwrap_or(FLOOD_DEFAULT_BYTES));
+            }
+            kind => {
+                match apply_fault(&app, kind, kill.as_ref().map(|k| &k.0), None, &mut entry).await {
+                    FaultAction::Answer(r) => return r,
+                    FaultAction::Proceed(_) => {}
+                }
+            }
         }
     }
     let basic = headers.get("authorization").and_then(|v| v.to_str().ok());
@@ -85,7 +107,9 @@ pub async fn token(
                 Some("refresh_token") if rt.is_empty() => Err(TokenError::InvalidRequest(
                     "refresh_token is required".into(),
                 )),
-                Some("refresh_token") => tokens.refresh(&rt),
+                Some("refresh_token") => {
+                    tokens.refresh_rotating(&rt, answer_fault == Some(Kind::BadExpires))
+                }
                 None => Err(TokenError::InvalidRequest("grant_type is required".into())),
                 Some(_) => Err(TokenError::UnsupportedGrantType),
             }
@@ -94,7 +118,13 @@ pub async fn token(
     let (status, body) = match result {
         Ok(issued) => {
             app.count_stat(|s| s.token_refreshes += 1);
-            (200, issued.body())
+            let body = match answer_fault {
+                Some(Kind::BadExpires) => issued
+                    .body_with_expires_in(&crate::util::json_str(&issued.expires_in.to_string())),
+                Some(Kind::Expires0) => issued.body_with_expires_in("0"),
+                _ => issued.body(),
+            };
+            (200, body)
         }
         Err(e) => {
             app.count_stat(|s| match e {

@@ -244,6 +244,59 @@ impl http_body::Body for SlotBody {
     }
 }
 
+/// The bytes every `FloodBody` frame is cut from (no allocation per response).
+static FLOOD_CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+/// A body that looks endless (fault `token:flood`): a JSON start, then `x` after `x`, without
+/// Content-Length (chunked), until `limit` bytes were sent or the client hung up (hyper then
+/// drops the body). Memory stays constant whatever the size.
+pub struct FloodBody {
+    left: u64,
+    started: bool,
+}
+
+impl FloodBody {
+    pub fn new(limit: u64) -> Self {
+        FloodBody {
+            left: limit,
+            started: false,
+        }
+    }
+}
+
+impl http_body::Body for FloodBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let data = if self.started {
+            Bytes::from_static(&FLOOD_CHUNK)
+        } else {
+            self.started = true;
+            Bytes::from_static(b"{\"access_token\":\"")
+        };
+        let n = data
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        self.left -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(data.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
 /// Builds a response with a body and content type.
 pub fn respond(status: u16, content_type: &str, body: SlotBody) -> Response {
     let mut r = Response::new(Body::new(body));

@@ -31,6 +31,10 @@ fn help_documents_every_flag() {
         "--max-consecutive-faults",
         "429json-ra",
         "@nth=N",
+        "badexpires",
+        "expires0",
+        "echoauth",
+        "flood[=BYTES]",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

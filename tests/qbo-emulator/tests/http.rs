@@ -164,6 +164,145 @@ async fn token_rotation_always_and_every_n() {
     assert_ne!(rts[2], "emu-refresh-token-0");
 }
 
+/// POSTs a refresh with HTTP Basic and returns the raw response.
+async fn post_refresh(emu: &Emu, rt: &str) -> reqwest::Response {
+    emu.http
+        .post(format!("{}/oauth2/v1/tokens/bearer", emu.base))
+        .basic_auth("emu-client-id", Some("emu-client-secret"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn token_fault_badexpires_rotates_and_sends_expires_in_as_a_string() {
+    // Rotation is forced even with the default `never`: the salvaged token is the only good one.
+    let emu = start(&[]).await;
+    emu.faults("token:badexpires@nth=1").await;
+    let r = post_refresh(&emu, "emu-refresh-token-0").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(ct(&r), "application/json;charset=UTF-8");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["expires_in"], "3600");
+    assert_eq!(v["token_type"], "bearer");
+    assert_eq!(v["x_refresh_token_expires_in"], 8_726_400);
+    let rt1 = v["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(rt1, "emu-refresh-token-0");
+    assert_eq!(
+        emu.control_get("/__emulator/tokens").await["refresh_token"],
+        rt1.as_str()
+    );
+    // The access token works; the old refresh token is superseded; the new one refreshes.
+    let at = v["access_token"].as_str().unwrap();
+    assert_eq!(
+        emu.query_raw(at, REALM, "SELECT count(*) FROM Term")
+            .await
+            .status(),
+        200
+    );
+    let r = post_refresh(&emu, "emu-refresh-token-0").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let r = post_refresh(&emu, &rt1).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["expires_in"], 3600);
+    let stats = emu.control_get("/__emulator/stats").await;
+    assert_eq!(stats["faults_injected"]["badexpires"], 1);
+    assert_eq!(stats["token_refreshes"], 2);
+    // A bad refresh token still gets invalid_grant under the fault.
+    emu.faults("token:badexpires").await;
+    let r = post_refresh(&emu, "nope").await;
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn token_fault_expires0_is_a_normal_refresh_with_expires_in_0() {
+    let emu = start(&["--rotate-refresh", "always"]).await;
+    emu.faults("token:expires0").await;
+    let r = post_refresh(&emu, "emu-refresh-token-0").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["expires_in"], 0);
+    let rt1 = v["refresh_token"].as_str().unwrap();
+    assert_ne!(rt1, "emu-refresh-token-0");
+    // The access token lives the configured TTL all the same.
+    let at = v["access_token"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        emu.query_raw(at, REALM, "SELECT count(*) FROM Term")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(post_refresh(&emu, rt1).await.status(), 200);
+}
+
+#[tokio::test]
+async fn token_fault_echoauth_echoes_the_credentials_verbatim() {
+    let emu = start(&[]).await;
+    emu.faults("token:echoauth@nth=1").await;
+    let r = post_refresh(&emu, "emu-refresh-token-0").await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_request");
+    let d = v["error_description"].as_str().unwrap();
+    // base64("emu-client-id:emu-client-secret"), and the form body as sent.
+    assert!(
+        d.contains("Authorization: Basic ZW11LWNsaWVudC1pZDplbXUtY2xpZW50LXNlY3JldA=="),
+        "{d}"
+    );
+    assert!(
+        d.contains("body: grant_type=refresh_token&refresh_token=emu-refresh-token-0"),
+        "{d}"
+    );
+    // Nothing was refreshed or consumed.
+    let stats = emu.control_get("/__emulator/stats").await;
+    assert_eq!(stats["token_refreshes"], 0);
+    assert_eq!(
+        post_refresh(&emu, "emu-refresh-token-0").await.status(),
+        200
+    );
+    let log = emu.control_get("/__emulator/requests?since=0").await;
+    let first = &log.as_array().unwrap()[0];
+    assert_eq!(
+        (first["fault"].as_str(), first["status"].as_u64()),
+        (Some("echoauth"), Some(400))
+    );
+}
+
+#[tokio::test]
+async fn token_fault_flood_streams_until_its_cap_or_the_client_leaves() {
+    let emu = start(&[]).await;
+    // A small cap: the whole body arrives, chunked, starting like a token response.
+    emu.faults("token:flood=300000@nth=1").await;
+    let r = post_refresh(&emu, "emu-refresh-token-0").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(ct(&r), "application/json;charset=UTF-8");
+    assert!(r.headers().get("content-length").is_none());
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), 300_000);
+    assert!(body.starts_with(b"{\"access_token\":\"xxxx"));
+    // The default cap is far larger than any client should read: read 1 MiB and hang up.
+    emu.faults("token:flood").await;
+    let mut r = post_refresh(&emu, "emu-refresh-token-0").await;
+    let mut read = 0;
+    while read < 1024 * 1024 {
+        read += r.chunk().await.unwrap().expect("still streaming").len();
+    }
+    drop(r);
+    // The emulator is not stuck on the abandoned stream; the refresh token was not consumed.
+    emu.faults("").await;
+    let started = Instant::now();
+    assert_eq!(
+        post_refresh(&emu, "emu-refresh-token-0").await.status(),
+        200
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stats = emu.control_get("/__emulator/stats").await;
+    assert_eq!(stats["faults_injected"]["flood"], 2);
+}
+
 #[tokio::test]
 async fn discovery_document() {
     let emu = start(&[]).await;
