@@ -793,7 +793,6 @@ pub fn store_tokens(
     .map_err(|e| e.to_string())
 }
 
-#[allow(dead_code)] // called by tokens.rs once salvaged refresh tokens are stored (secrets work)
 /// Stores a refresh token salvaged from a token response that could not be used otherwise (it
 /// rotated: the old one is already superseded at Intuit). The caller commits at once.
 pub fn store_refresh_token(
@@ -915,19 +914,4 @@ pub fn rollback() {
         pg_sys::SPI_rollback()
     }
     ensure_outer_snapshot();
-}
-
-// STUB: the real one lands in main
-/// Stores a rotated refresh token alone (the access token is untouched), for a token response
-/// that carried no usable access token. The real function runs, as the extension owner:
-/// `UPDATE qbo._connections SET refresh_token = $2,
-///  refresh_token_expires_at = coalesce($3, refresh_token_expires_at),
-///  last_refresh_at = now(), updated_at = now() WHERE name = $1`.
-pub fn store_refresh_token(
-    conn: &str,
-    refresh: &str,
-    refresh_expires: Option<DateTime<Utc>>,
-) -> Result<(), String> {
-    let _ = (conn, refresh, refresh_expires);
-    Err("store_refresh_token is not available in this build (stub)".to_string())
 }
