@@ -779,7 +779,7 @@ impl fmt::Display for FaultInfo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
@@ -1042,7 +1042,8 @@ mod tests {
         v
     }
 
-    fn assert_no_window(text: &str, forbidden: &[String]) {
+    /// Fails if any 16-character window of any forbidden string appears in `text`.
+    pub(crate) fn assert_no_window(text: &str, forbidden: &[String]) {
         for f in forbidden {
             let chars: Vec<char> = f.chars().collect();
             for w in chars.windows(16) {

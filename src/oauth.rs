@@ -554,6 +554,7 @@ fn by_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::tests::assert_no_window;
     use crate::fault::tests::sample;
     use crate::qbo::{build_http_client, HttpConfig};
     use wiremock::matchers::{body_string, header, method, path};
@@ -882,17 +883,6 @@ mod tests {
             }
         }
         v
-    }
-
-    /// Fails if any 16-character window of any forbidden string appears in `text`.
-    fn assert_no_window(text: &str, forbidden: &[String]) {
-        for f in forbidden {
-            let chars: Vec<char> = f.chars().collect();
-            for w in chars.windows(16) {
-                let w: String = w.iter().collect();
-                assert!(!text.contains(&w), "{w:?} (from {f:?}) leaked in: {text}");
-            }
-        }
     }
 
     fn assert_clean(e: &QboError, forbidden: &[String]) {
