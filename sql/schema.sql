@@ -52,6 +52,7 @@ AS $fn$
                       AND EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) g.role_oid)
                       AND pg_catalog.pg_has_role(p_role, g.role_oid, 'USAGE'))
 $fn$;
+REVOKE ALL ON FUNCTION qbo._may_use(text, oid) FROM PUBLIC;
 COMMENT ON FUNCTION qbo._may_use(text, oid) IS
     'pg_qbo internal: whether a role may run backfills of a connection (superusers and the extension owner always; others when granted with qbo.grant_connection, directly or through a role they inherit from).';
 
@@ -544,6 +545,8 @@ BEGIN
         'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities');
     EXECUTE format('GRANT EXECUTE ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text), qbo.resume(bigint), qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) TO %I', role_name);
     EXECUTE format('GRANT EXECUTE ON PROCEDURE qbo.run_backfill(text, timestamptz, timestamptz, int, int, int, text, bigint), qbo.run_resume(bigint), qbo.run_scheduled(bigint) TO %I', role_name);
+    -- qbo.connections calls it for the role reading the view
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION qbo._may_use(text, oid) TO %I', role_name);
 END
 $fn$;
 REVOKE ALL ON FUNCTION qbo.grant_operator(name) FROM PUBLIC;

@@ -139,6 +139,7 @@ fn operator_runs_backfills_reader_reads_and_neither_sees_a_secret() {
         ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z')", "permission denied for function backfill"),
         ("CALL qbo.run_backfill('Invoice', '2025-01-01Z', '2025-02-01Z')", "permission denied for procedure run_backfill"),
         ("SELECT * FROM qbo.resume(1)", "permission denied for function resume"),
+        ("SELECT qbo._may_use('default', 10)", "permission denied for function _may_use"),
         ("INSERT INTO raw.qb_invoices (realm_id, id, payload, extract_window_start_utc, extract_window_end_utc) VALUES ('1', '1', '{}', now(), now())", "permission denied for table qb_invoices"),
     ] {
         assert_eq!(denied(&mut ro, sql), want, "reader: {sql}");
@@ -207,11 +208,11 @@ fn operator_runs_backfills_reader_reads_and_neither_sees_a_secret() {
         .unwrap();
     assert_eq!((used.as_str(), in_flight), (emu.url.as_str(), 10));
     // a host with credentials in it would be stored where readers see it: refused
+    admin
+        .batch_execute("SET qbo.api_base_url = 'http://user:hunter2@127.0.0.1:9'")
+        .unwrap();
     let e = admin
-        .batch_execute(
-            "SET qbo.api_base_url = 'http://user:hunter2@127.0.0.1:9';
-             CALL qbo.run_backfill('Item', '2025-01-01Z', '2025-02-01Z')",
-        )
+        .batch_execute("CALL qbo.run_backfill('Item', '2025-01-01Z', '2025-02-01Z')")
         .expect_err("credentials in the URL");
     let d = e.as_db_error().unwrap();
     assert_eq!(d.code().code(), "22023");

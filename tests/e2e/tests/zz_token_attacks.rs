@@ -223,6 +223,7 @@ fn no_token_endpoint_answer_leaks_a_secret_or_loses_a_rotated_refresh_token() {
         .expect_err("an unusable token response");
     println!("badexpires: {}", error_text(&e));
     errors.push(error_text(&e));
+    expect(&e, "08P01", "unusable answer from Intuit's token endpoint (HTTP 200): expires_in is not a number (a string); the new refresh token it carried is kept (intuit_tid ");
     let issued: String = ureq_get_refresh(&emu);
     stored(&mut admin, &mut secrets);
     secrets.insert(issued.clone());
@@ -257,6 +258,7 @@ fn no_token_endpoint_answer_leaks_a_secret_or_loses_a_rotated_refresh_token() {
         .expect_err("invalid_request");
     println!("echoauth: {}", error_text(&e));
     errors.push(error_text(&e));
+    expect(&e, "08000", "HTTP 400: OAuth2 code invalid_request: Invalid request. Authorization: Basic [redacted]; body: grant_type=refresh_token&refresh_token=[redacted] (intuit_tid ");
 
     // 4. an endless 200 body: cut at the cap, the backend's memory bounded
     emu.faults("token:flood");
@@ -268,6 +270,11 @@ fn no_token_endpoint_answer_leaks_a_secret_or_loses_a_rotated_refresh_token() {
         .expect_err("an endless token response");
     println!("flood: {}", error_text(&e));
     errors.push(error_text(&e));
+    expect(
+        &e,
+        "54000",
+        "Intuit's token endpoint sent a response larger than the 16384-byte cap (intuit_tid ",
+    );
 
     // 5. expires_in: 0 is not "expired on arrival": one refresh for the whole run
     emu.faults("token:expires0");
@@ -352,6 +359,15 @@ fn no_token_endpoint_answer_leaks_a_secret_or_loses_a_rotated_refresh_token() {
             found.first()
         );
     }
+}
+
+/// The error has this SQLSTATE, names its run, says `what`, carries no DETAIL (no backtrace).
+fn expect(e: &postgres::Error, code: &str, what: &str) {
+    let d = e.as_db_error().expect("a database error");
+    assert_eq!(d.code().code(), code, "{}", d.message());
+    assert!(d.message().contains(what), "{}", d.message());
+    assert!(d.message().contains("run "), "{}", d.message());
+    assert_eq!(d.detail(), None);
 }
 
 /// The refresh token the emulator considers current.
