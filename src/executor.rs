@@ -317,9 +317,11 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     store::commit();
 
     let rt = runtime::new_runtime().map_err(RunError::internal)?;
+    let budget = crate::budget::MemoryBudget::new(settings.max_buffer_mb, settings.max_in_flight);
     let http = HttpConfig {
         connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
         request_timeout: Duration::from_millis(settings.http_timeout_ms),
+        max_response_bytes: budget.response_cap(),
         jsonb_payloads: store::database_is_utf8(),
         ..HttpConfig::default()
     };

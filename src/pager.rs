@@ -138,7 +138,9 @@ impl RawRecord {
         } else {
             id
         };
-        let payload = match jsonb
+        // a record too big for the encoder's bounded working memory goes to `jsonb_in` as text
+        let encode = jsonb && json.get().len() <= crate::jsonb_encode::MAX_RECORD_BYTES;
+        let payload = match encode
             .then(|| crate::jsonb_encode::encode(json.get()))
             .flatten()
         {
@@ -201,6 +203,16 @@ impl RawRecord {
             })?
             .with_timezone(&Utc);
         Ok((id, sync_token, last_updated))
+    }
+
+    /// Bytes the record holds in memory: itself, its Id and its payload, with the allocator's
+    /// overhead ([`crate::budget::RECORD_OVERHEAD`]).
+    pub fn held_bytes(&self) -> usize {
+        let payload = match &self.payload {
+            Payload::Text(t) => t.get().len(),
+            Payload::Jsonb(b) => b.len(),
+        };
+        crate::budget::RECORD_OVERHEAD + self.id.len() + payload
     }
 
     /// The record's JSON text, unless it was already converted to jsonb.
