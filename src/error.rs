@@ -130,11 +130,14 @@ pub enum QboError {
     #[error("unusable response from QuickBooks: {0}")]
     BadResponse(String),
 
-    /// The response body exceeded the configured size cap. Not retryable.
-    #[error("QuickBooks response larger than the {limit}-byte cap{}: lower page_size or raise the response size limit", tid_suffix(intuit_tid.as_deref()))]
+    /// A response body, or the records parsed from it, exceeded the cap of one response (see
+    /// [`crate::budget::MemoryBudget::response_cap`]). Not retryable.
+    #[error("QuickBooks response larger than the {limit}-byte cap of one response{}{}: lower page_size, or raise qbo.max_buffer_mb (one response may take three quarters of it over qbo.max_in_flight + 3), in a new run: a resume keeps the run's page_size and settings", parsed_note(*parsed), tid_suffix(intuit_tid.as_deref()))]
     ResponseTooLarge {
         /// The cap in bytes.
         limit: usize,
+        /// True when the body fit but its records, once parsed, did not.
+        parsed: bool,
         /// Intuit's transaction id.
         intuit_tid: Option<String>,
     },
@@ -182,6 +185,30 @@ pub enum QboError {
         attempts: u32,
     },
 
+    /// A second read by STARTPOSITION claims more records than the Ids the run may remember
+    /// (a quarter of `qbo.max_buffer_mb`, shared by the seconds being read at once). `count(*)`
+    /// is never trusted for memory: the bound is the budget. Not retryable.
+    #[error("{entity} records updated at {}: QuickBooks claims {claimed} records in that one second, more than qbo.max_buffer_mb = {buffer_mb} MB lets pg_qbo remember while it reads them ({held} of their Ids held; the Ids of the seconds being read may take {limit} bytes, a quarter of it, about {fits} Ids of this length{}): raise qbo.max_buffer_mb and start a new run (a resume keeps the run's settings)", crate::query::literal(*second), others_note(*others))]
+    SecondTooLarge {
+        /// The entity being paged.
+        entity: String,
+        /// The second (UTC) being read.
+        second: DateTime<Utc>,
+        /// Records QBO claims the second holds: its `count(*)`, or the positions its pages
+        /// reached if further.
+        claimed: u64,
+        /// Distinct Ids of the second held when the pager stopped.
+        held: u64,
+        /// About how many Ids (of the length seen) the budget holds for this second.
+        fits: u64,
+        /// The bytes the Ids of the seconds being read may take.
+        limit: u64,
+        /// Bytes of that held by other seconds being read at the same time.
+        others: u64,
+        /// `qbo.max_buffer_mb`.
+        buffer_mb: u32,
+    },
+
     /// The operation was cancelled (query cancel, statement timeout, termination).
     #[error("canceling statement due to user request")]
     Cancelled,
@@ -199,6 +226,22 @@ fn salvage_note(s: Option<&SalvagedTokens>) -> &'static str {
     match s {
         Some(s) if s.refresh_token.is_some() => "; the new refresh token it carried is kept",
         _ => "; it carried no refresh token to keep",
+    }
+}
+
+fn parsed_note(parsed: bool) -> &'static str {
+    if parsed {
+        " once its records are parsed"
+    } else {
+        ""
+    }
+}
+
+fn others_note(others: u64) -> String {
+    if others == 0 {
+        String::new()
+    } else {
+        format!(", {others} bytes of it held by other seconds being read at the same time")
     }
 }
 
@@ -254,7 +297,9 @@ impl QboError {
             QboError::BadResponse(_)
             | QboError::UnstableSecond { .. }
             | QboError::UnusableTokenResponse { .. } => "08P01",
-            QboError::ResponseTooLarge { .. } | QboError::TokenResponseTooLarge { .. } => "54000",
+            QboError::ResponseTooLarge { .. }
+            | QboError::TokenResponseTooLarge { .. }
+            | QboError::SecondTooLarge { .. } => "54000",
             QboError::RetriesExhausted { last, .. } => last.sqlstate(),
             QboError::Cancelled => "57014",
         }
@@ -828,6 +873,7 @@ pub(crate) mod tests {
             (
                 QboError::ResponseTooLarge {
                     limit: 1,
+                    parsed: false,
                     intuit_tid: None,
                 },
                 "54000",
@@ -964,6 +1010,31 @@ pub(crate) mod tests {
             e.to_string(),
             "Invoice records updated at 2025-01-02T03:04:05+00:00 could not be read completely: \
              count(*) said 2500 but 2499 distinct Ids were seen, after 3 tries"
+        );
+    }
+
+    #[test]
+    fn a_second_too_large_names_the_second_the_claim_what_was_held_and_the_setting() {
+        let e = QboError::SecondTooLarge {
+            entity: "Invoice".into(),
+            second: Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).single().unwrap(),
+            claimed: 1_000_000_000_000,
+            held: 12_000,
+            fits: 20_000,
+            limit: 67_108_864,
+            others: 4_000_000,
+            buffer_mb: 256,
+        };
+        assert_eq!(e.sqlstate(), "54000");
+        assert!(!e.is_retryable());
+        assert_eq!(
+            e.to_string(),
+            "Invoice records updated at 2025-01-02T03:04:05+00:00: QuickBooks claims 1000000000000 \
+             records in that one second, more than qbo.max_buffer_mb = 256 MB lets pg_qbo remember \
+             while it reads them (12000 of their Ids held; the Ids of the seconds being read may \
+             take 67108864 bytes, a quarter of it, about 20000 Ids of this length, 4000000 bytes of \
+             it held by other seconds being read at the same time): raise qbo.max_buffer_mb and \
+             start a new run (a resume keeps the run's settings)"
         );
     }
 

@@ -280,6 +280,8 @@ struct Exec<'a> {
     net: Net,
     /// The realm's shared request limiter.
     limiter: Limiter,
+    /// The Ids the pagers of this run may hold together (`qbo.max_buffer_mb`).
+    ids: crate::budget::IdBudget,
     /// Access tokens QBO answered 401 to in this execution.
     rejected_tokens: std::collections::HashSet<String>,
     tokens: TokenCache<'a>,
@@ -317,9 +319,11 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     store::commit();
 
     let rt = runtime::new_runtime().map_err(RunError::internal)?;
+    let budget = crate::budget::MemoryBudget::new(settings.max_buffer_mb, settings.max_in_flight);
     let http = HttpConfig {
         connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
         request_timeout: Duration::from_millis(settings.http_timeout_ms),
+        max_response_bytes: budget.response_cap(),
         jsonb_payloads: store::database_is_utf8(),
         ..HttpConfig::default()
     };
@@ -344,6 +348,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         rt,
         net,
         limiter,
+        ids: budget.ids(),
         rejected_tokens: Default::default(),
         tokens,
         policy,
@@ -669,6 +674,7 @@ impl Exec<'_> {
         )
         .map_err(|e| RunError::internal(format!("run {run_id} chunk {}: {e}", row.chunk)))?;
         slices.set_live_edge(live_edge());
+        slices.set_id_budget(&self.ids);
         Ok(Some(OpenChunk {
             page_no: row.pages,
             row,

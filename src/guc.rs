@@ -2,7 +2,10 @@
 //! setting (`SET qbo.max_retrys = 3`) is an error instead of a silent no-op.
 //!
 //! The two host overrides are superuser-only (SUSET): a configurable outbound URL is an SSRF lever.
-//! So are the realm's request limits: they are shared by every session of every role.
+//! So are the realm's request limits: they are shared by every session of every role. And so is
+//! the memory bound of a run (`qbo.max_buffer_mb`): it is what stands between the server and
+//! answers from outside, and a backend killed for memory restarts every session of the cluster,
+//! so the role asking for a run must not lift it.
 //! Everything else is per session, with bounds. A run resolves the settings once, stores them in
 //! `qbo.runs.settings` and hands them to its background worker: a session's `SET` does not reach a
 //! worker, and a resume must behave like the original run.
@@ -10,6 +13,8 @@
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
+
+use crate::budget::{DEFAULT_BUFFER_MB, MAX_BUFFER_MB, MIN_BUFFER_MB};
 
 /// Intuit's production API host.
 pub const PRODUCTION_API: &str = "https://quickbooks.api.intuit.com";
@@ -30,6 +35,7 @@ static RETRY_AFTER_CAP_MS: GucSetting<i32> = GucSetting::<i32>::new(120_000);
 static MAX_REQUESTS_PER_MINUTE: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_MAX_REQUESTS_PER_MINUTE as i32);
 static MAX_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_IN_FLIGHT as i32);
+static BUFFER_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_BUFFER_MB as i32);
 
 /// Intuit's documented limit of requests per minute per realm.
 pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 500;
@@ -123,6 +129,16 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"qbo.max_buffer_mb",
+        c"Memory one run may hold for QuickBooks' answers: response bodies, pages waiting to be written, Ids of a second being read. Superuser only.",
+        c"Three quarters bound the pages (one response may take that share over qbo.max_in_flight + 3), a quarter the Ids of the seconds read by STARTPOSITION.",
+        &BUFFER_MB,
+        MIN_BUFFER_MB as i32,
+        MAX_BUFFER_MB as i32,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
+    );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"qbo".as_ptr()) };
 }
 
@@ -165,6 +181,9 @@ pub struct Settings {
     /// Requests per realm in flight at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: u32,
+    /// Memory bound of the run's buffers, in MB (2^20 bytes; see [`crate::budget`]).
+    #[serde(default = "default_buffer_mb")]
+    pub max_buffer_mb: u32,
 }
 
 fn default_per_minute() -> u32 {
@@ -173,6 +192,30 @@ fn default_per_minute() -> u32 {
 
 fn default_in_flight() -> u32 {
     DEFAULT_MAX_IN_FLIGHT
+}
+
+fn default_buffer_mb() -> u32 {
+    DEFAULT_BUFFER_MB
+}
+
+/// A memory setting's text as stored by `ALTER ... SET` (`512`, `512MB`, `1GB`, `1.5 GB`,
+/// `2048kB`: PostgreSQL's memory units, MB when none), in MB, rounded as PostgreSQL rounds.
+fn parse_mb(v: &str) -> Option<u32> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let num: f64 = v[..split].parse().ok()?;
+    let per_mb = match v[split..].trim() {
+        "" | "MB" => 1.0,
+        "B" => 1.0 / (1024.0 * 1024.0),
+        "kB" => 1.0 / 1024.0,
+        "GB" => 1024.0,
+        "TB" => 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let mb = (num * per_mb).round();
+    (mb.is_finite() && mb >= 0.0).then(|| mb.min(f64::from(u32::MAX)) as u32)
 }
 
 fn text(s: &GucSetting<Option<CString>>) -> Option<String> {
@@ -194,7 +237,7 @@ fn superuser_values_lost() -> Vec<(String, String)> {
     const SQL: &str = "
         WITH lost AS (
             SELECT s.name FROM pg_catalog.pg_settings s
-             WHERE s.name OPERATOR(pg_catalog.=) ANY ('{qbo.api_base_url,qbo.token_url,qbo.max_requests_per_minute,qbo.max_in_flight}'::pg_catalog.text[])
+             WHERE s.name OPERATOR(pg_catalog.=) ANY ('{qbo.api_base_url,qbo.token_url,qbo.max_requests_per_minute,qbo.max_in_flight,qbo.max_buffer_mb}'::pg_catalog.text[])
                AND s.source OPERATOR(pg_catalog.=) 'default'),
         stored AS (
             SELECT pg_catalog.split_part(c.item, '=', 1) AS name,
@@ -250,6 +293,11 @@ impl Settings {
                         s.max_in_flight = n.clamp(1, 100);
                     }
                 }
+                "qbo.max_buffer_mb" => {
+                    if let Some(n) = parse_mb(&v) {
+                        s.max_buffer_mb = n.clamp(MIN_BUFFER_MB, MAX_BUFFER_MB);
+                    }
+                }
                 _ => {}
             }
         }
@@ -270,6 +318,7 @@ impl Settings {
             retry_after_cap_ms: RETRY_AFTER_CAP_MS.get() as u64,
             max_requests_per_minute: MAX_REQUESTS_PER_MINUTE.get().max(1) as u32,
             max_in_flight: MAX_IN_FLIGHT.get().max(1) as u32,
+            max_buffer_mb: BUFFER_MB.get().max(MIN_BUFFER_MB as i32) as u32,
         }
     }
 
@@ -287,5 +336,37 @@ impl Settings {
         self.token_url
             .clone()
             .unwrap_or_else(|| TOKEN_URL.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_values_as_stored_by_alter_set() {
+        assert_eq!(parse_mb("512"), Some(512));
+        assert_eq!(parse_mb("512MB"), Some(512));
+        assert_eq!(parse_mb(" 1GB "), Some(1024));
+        assert_eq!(parse_mb("1.5 GB"), Some(1536));
+        assert_eq!(parse_mb("2048kB"), Some(2));
+        assert_eq!(parse_mb("1TB"), Some(1024 * 1024));
+        assert_eq!(parse_mb("1mb"), None);
+        assert_eq!(parse_mb("-5"), None);
+        assert_eq!(parse_mb("lots"), None);
+    }
+
+    #[test]
+    fn settings_stored_before_the_buffer_setting_load_with_its_default() {
+        let old = serde_json::json!({
+            "api_base_url": null, "token_url": null, "connect_timeout_ms": 10000,
+            "http_timeout_ms": 120000, "token_timeout_ms": 15000, "max_retries": 6,
+            "backoff_base_ms": 500, "backoff_cap_ms": 60000, "retry_after_cap_ms": 120000,
+            "max_requests_per_minute": 500, "max_in_flight": 10
+        });
+        let s: Settings = serde_json::from_value(old).unwrap();
+        assert_eq!(s.max_buffer_mb, DEFAULT_BUFFER_MB);
+        let round = serde_json::to_value(&s).unwrap();
+        assert_eq!(round["max_buffer_mb"], 256);
     }
 }

@@ -37,6 +37,11 @@ const JENTRY_ISNULL: u32 = 0x4000_0000;
 const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
 const JB_OFFSET_STRIDE: usize = 32;
 
+/// Largest record (JSON text, bytes) encoded here; larger ones go to `jsonb_in`. The encoder's
+/// working memory is about ten times the text in the worst case (a node and an output entry per
+/// two-byte `0,`), so this bounds it to a few MiB whatever a page holds; QBO records are a few
+/// KB, an invoice of hundreds of lines a few hundred.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
 /// Deepest nesting encoded here (deeper documents go to `jsonb_in`).
 pub const MAX_DEPTH: usize = 200;
 /// Longest number (in characters) encoded here.

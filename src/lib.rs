@@ -3,7 +3,7 @@
 //! Plain-Rust modules (tested without Postgres): `entities` (catalog), `plan` (chunk planner),
 //! `query` (QBO query text), `pager` (time-cursor paging of one chunk), `fault` (error bodies),
 //! `retry` (backoff policy), `qbo` (HTTP client), `oauth` (token refresh), `error`, `jsonb`, `jsonb_encode` (records to jsonb's binary format),
-//! `runtime` (interruptible async inside a backend).
+//! `runtime` (interruptible async inside a backend), `budget` (the memory bound of a run).
 //! Postgres-facing modules: `guc` (settings), `store` (raw tables, upserts, tokens),
 //! `ledger` (qbo.runs / run_chunks / run_pages), `tokens` (token cache and refresh),
 //! `executor` (one run, one code path), `bgw` (the background worker of the SRF entry points),
@@ -12,6 +12,7 @@
 
 ::pgrx::pg_module_magic!(name, version);
 
+pub mod budget;
 pub mod entities;
 pub mod error;
 pub mod fault;

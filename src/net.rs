@@ -279,6 +279,58 @@ mod tests {
     }
 
     #[test]
+    fn the_cap_of_one_response_follows_the_memory_budget() {
+        use crate::budget::MemoryBudget;
+        // a 10 MiB page: within what 256 MB leaves one of 10 + 3 responses (about 14.8 MiB),
+        // beyond what 128 MB leaves (about 7.4 MiB), or 256 MB with 30 in flight (5.8 MiB)
+        let pad = "x".repeat(10 * 1024 + 512);
+        let recs: Vec<String> = (0..1000)
+            .map(|i| format!(r#"{{"Id":"{i}","SyncToken":"0","MetaData":{{"LastUpdatedTime":"2025-01-01T00:00:00Z"}},"Memo":"{pad}"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"QueryResponse":{{"Invoice":[{}],"startPosition":1,"maxResults":1000}}}}"#,
+            recs.join(",")
+        );
+        assert!(body.len() > 10 << 20);
+        let rt = crate::runtime::new_runtime().unwrap();
+        let server = rt.block_on(MockServer::start());
+        rt.block_on(
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(200).set_body_string(body))
+                .mount(&server),
+        );
+        let fetch_with = |budget: MemoryBudget| {
+            let net = Net::start(HttpConfig {
+                max_response_bytes: budget.response_cap(),
+                ..HttpConfig::default()
+            })
+            .unwrap();
+            net.submit(job(1, &server.uri(), JobKind::Page)).unwrap();
+            net.wait(Duration::from_secs(30)).unwrap().result
+        };
+        match fetch_with(MemoryBudget::new(256, 10)) {
+            Ok(Fetched::Page(p)) => assert_eq!(p.entity_records.len(), 1000),
+            other => panic!("{other:?}"),
+        }
+        for budget in [MemoryBudget::new(128, 10), MemoryBudget::new(256, 30)] {
+            match fetch_with(budget) {
+                Err(e @ QboError::ResponseTooLarge { .. }) => {
+                    assert_eq!(e.sqlstate(), "54000");
+                    assert!(
+                        e.to_string().starts_with(&format!(
+                            "QuickBooks response larger than the {}-byte cap of one response",
+                            budget.response_cap()
+                        )),
+                        "{e}"
+                    );
+                    assert!(e.to_string().contains("qbo.max_buffer_mb"), "{e}");
+                }
+                other => panic!("{budget:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn signals_are_blocked_in_the_thread() {
         let h = spawn_with_signals_blocked(|| unsafe {
             let mut cur: libc::sigset_t = std::mem::zeroed();

@@ -33,6 +33,14 @@
 //!   retakes the count; after [`DEFAULT_SECOND_TRIES`] tries the pager fails with
 //!   [`QboError::UnstableSecond`]. After the second, window mode resumes from `second + 1 s`.
 //!
+//! # Memory
+//! The Ids of a second read in second mode are kept in memory (`seen_at_cursor` and the try's
+//! set) until the second is done. `count(*)` is QBO's claim, never the bound: the Ids are held
+//! within the run's Id budget ([`crate::budget::IdBudget`], a quarter of `qbo.max_buffer_mb`,
+//! shared by every pager of the run, each charging what its sets cost). A count claiming more Ids
+//! than fit, a pass reaching STARTPOSITIONs past them, or pages whose Ids take the run past the
+//! budget fail with [`QboError::SecondTooLarge`]; a pass never plans a page past what fits.
+//!
 //! # What is counted
 //! - `accepted`: records handed to the caller. Inside one page, duplicate Ids are reduced to the
 //!   highest SyncToken first (counted as `duplicates`).
@@ -61,6 +69,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::budget::{id_entry_cost, IdBudget, ID_ENTRY_OVERHEAD};
 use crate::error::QboError;
 use crate::plan::Chunk;
 use crate::query::{
@@ -138,7 +147,9 @@ impl RawRecord {
         } else {
             id
         };
-        let payload = match jsonb
+        // a record too big for the encoder's bounded working memory goes to `jsonb_in` as text
+        let encode = jsonb && json.get().len() <= crate::jsonb_encode::MAX_RECORD_BYTES;
+        let payload = match encode
             .then(|| crate::jsonb_encode::encode(json.get()))
             .flatten()
         {
@@ -201,6 +212,16 @@ impl RawRecord {
             })?
             .with_timezone(&Utc);
         Ok((id, sync_token, last_updated))
+    }
+
+    /// Bytes the record holds in memory: itself, its Id and its payload, with the allocator's
+    /// overhead ([`crate::budget::RECORD_OVERHEAD`]).
+    pub fn held_bytes(&self) -> usize {
+        let payload = match &self.payload {
+            Payload::Text(t) => t.get().len(),
+            Payload::Jsonb(b) => b.len(),
+        };
+        crate::budget::RECORD_OVERHEAD + self.id.len() + payload
     }
 
     /// The record's JSON text, unless it was already converted to jsonb.
@@ -349,6 +370,16 @@ fn current_try(mode: &PagerMode) -> Option<u32> {
     }
 }
 
+/// The Ids seen in the current try of a second-mode state (`None` for other modes).
+fn try_set(mode: &PagerMode) -> Option<&BTreeSet<String>> {
+    match mode {
+        PagerMode::SecondPages { seen_in_try, .. }
+        | PagerMode::SecondRecount { seen_in_try, .. }
+        | PagerMode::SecondVerify { seen_in_try, .. } => Some(seen_in_try),
+        _ => None,
+    }
+}
+
 /// What kind of request [`Pager::next_request`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -443,8 +474,24 @@ pub struct Pager {
     pass_short: bool,
     /// The cursor second's Ids are all in its table (see [`PagerState::ids_in_table`]).
     table_synced: bool,
+    /// The run's budget for the Ids its pagers hold (shared by them, see [`Pager::set_id_budget`]),
+    /// what this pager has charged to it, and what its two sets cost
+    /// ([`crate::budget::id_entry_cost`] of each entry of `seen_at_cursor` and `seen_in_try`).
+    ids: IdBudget,
+    charged: u64,
+    cost_cursor: u64,
+    cost_try: u64,
+    /// The records the cursor second claimed when the budget refused it: every later
+    /// [`Pager::ready`] returns [`QboError::SecondTooLarge`].
+    refused: Option<u64>,
     state: PagerState,
     stats: PagerStats,
+}
+
+impl Drop for Pager {
+    fn drop(&mut self) {
+        self.ids.recharge(self.charged, 0);
+    }
 }
 
 /// Ids per `Id IN (...)` verification count (keeps the query text a few KB).
@@ -535,7 +582,11 @@ impl Pager {
                 literal(chunk.end)
             )));
         }
-        Ok(Pager {
+        let cost_cursor = state.seen_at_cursor.keys().map(|k| id_entry_cost(k)).sum();
+        let cost_try = try_set(&state.mode)
+            .map(|s| s.iter().map(|k| id_entry_cost(k)).sum())
+            .unwrap_or(0);
+        let mut pager = Pager {
             entity: entity.to_string(),
             name_list,
             chunk,
@@ -548,9 +599,119 @@ impl Pager {
             flying: BTreeSet::new(),
             pass_short: false,
             table_synced: state.ids_in_table,
+            ids: IdBudget::default_budget(),
+            charged: 0,
+            cost_cursor,
+            cost_try,
+            refused: None,
             state,
             stats: PagerStats::default(),
-        })
+        };
+        pager.charge();
+        Ok(pager)
+    }
+
+    /// Makes the pager hold its Ids within `budget`, the run's (shared by all its pagers; a pager
+    /// starts with a budget of its own, of the default `qbo.max_buffer_mb`). A second read by
+    /// STARTPOSITION never holds more than the budget leaves it: a `count(*)`, or positions
+    /// reached by its pages, beyond what fits fail with [`QboError::SecondTooLarge`] (see
+    /// [`Pager::ready`]).
+    pub fn set_id_budget(&mut self, budget: IdBudget) {
+        if self.ids.same(&budget) {
+            return;
+        }
+        self.ids.recharge(self.charged, 0);
+        budget.recharge(0, self.charged);
+        self.ids = budget;
+    }
+
+    /// [`Pager::set_id_budget`], by value.
+    pub fn with_id_budget(mut self, budget: IdBudget) -> Pager {
+        self.set_id_budget(budget);
+        self
+    }
+
+    /// Bytes this pager's sets of Ids take, as charged to its budget.
+    pub fn id_bytes(&self) -> u64 {
+        self.charged
+    }
+
+    /// Brings the charge up to date after the sets changed: sets emptied or let go cost nothing
+    /// (growth was added to `cost_cursor` / `cost_try` as it happened).
+    fn charge(&mut self) {
+        if self.state.seen_at_cursor.is_empty() {
+            self.cost_cursor = 0;
+        }
+        if try_set(&self.state.mode).is_none_or(BTreeSet::is_empty) {
+            self.cost_try = 0;
+        }
+        let held = self.cost_cursor + self.cost_try;
+        self.ids.recharge(self.charged, held);
+        self.charged = held;
+    }
+
+    /// How many Ids of the cursor second the budget lets this pager hold (counting both sets, at
+    /// the average length of the Ids taken so far), and the bytes other pagers hold.
+    fn id_room(&self) -> (u64, u64) {
+        let others = self.ids.held().saturating_sub(self.charged);
+        let room = self.ids.limit().saturating_sub(others);
+        let n = self.state.seen_at_cursor.len() as u64;
+        let avg_len = match n {
+            0 => 1,
+            n => (self.cost_cursor / n)
+                .saturating_sub(ID_ENTRY_OVERHEAD)
+                .max(1),
+        };
+        (room / (2 * (ID_ENTRY_OVERHEAD + avg_len)), others)
+    }
+
+    /// The error of a second claiming `claimed` records, more than the budget holds.
+    fn too_large(&self, claimed: u64) -> QboError {
+        let (fits, others) = self.id_room();
+        let held = self
+            .state
+            .seen_at_cursor
+            .len()
+            .max(try_set(&self.state.mode).map_or(0, BTreeSet::len));
+        QboError::SecondTooLarge {
+            entity: self.entity.clone(),
+            second: self.state.cursor,
+            claimed,
+            held: held as u64,
+            fits,
+            limit: self.ids.limit(),
+            others,
+            buffer_mb: self.ids.buffer_mb(),
+        }
+    }
+
+    /// In second mode, an error once the run's pagers hold more Ids than the budget allows (or
+    /// the budget refused this second before).
+    fn over_budget(&self) -> Result<(), QboError> {
+        if let Some(claimed) = self.refused {
+            return Err(self.too_large(claimed));
+        }
+        if self.in_second_mode() && self.ids.held() > self.ids.limit() {
+            let claimed = match &self.state.mode {
+                PagerMode::SecondPages {
+                    expected,
+                    seen_in_try,
+                    ..
+                } => (*expected).max(seen_in_try.len() as u64),
+                _ => self.state.seen_at_cursor.len() as u64,
+            };
+            return Err(self.too_large(claimed));
+        }
+        Ok(())
+    }
+
+    /// An error when a second's `count` is more than its Ids the budget lets this pager hold.
+    fn check_count(&mut self, count: u64) -> Result<(), QboError> {
+        if count > self.id_room().0 {
+            self.refused = Some(count);
+            return Err(self.too_large(count));
+        }
+        Ok(())
     }
 
     /// Declares that seconds at or after `edge` may still be receiving records (QBO's present, less
@@ -668,6 +829,7 @@ impl Pager {
     /// before it is sent, in the order returned, and answered with [`Pager::accept_part`] or
     /// [`Pager::accept_count_part`]. Errors as [`Pager::next_request`].
     pub fn ready(&self, max: usize) -> Result<Vec<Request>, QboError> {
+        self.over_budget()?;
         let mut out = Vec::new();
         match &self.state.mode {
             PagerMode::Done => {}
@@ -692,11 +854,21 @@ impl Pager {
                 if self.pass_short {
                     return Ok(out);
                 }
+                // never a page past the positions whose Ids the budget holds: a second whose
+                // pages go further holds more records than may be remembered (and a pass is not
+                // an endless walk however its pages answer)
+                let fits = self.id_room().0;
                 let mut start = *next_start;
                 while out.len() < max
                     && (u64::from(start) <= expected.saturating_add(1)
                         || (out.is_empty() && self.flying.is_empty()))
                 {
+                    if u64::from(start) > fits.saturating_add(1) {
+                        if out.is_empty() && self.flying.is_empty() {
+                            return Err(self.too_large(u64::from(start) - 1));
+                        }
+                        break;
+                    }
                     out.push(self.second_page(start));
                     match start.checked_add(self.size) {
                         Some(n) => start = n,
@@ -858,6 +1030,7 @@ impl Pager {
                 "pager: begin_second needs a fresh one-second chunk".into(),
             ));
         }
+        self.check_count(count)?;
         self.stats.second_tries += 1;
         self.last_count = Some(count);
         self.state.mode = PagerMode::SecondPages {
@@ -879,6 +1052,19 @@ impl Pager {
     /// Feeds the answer to the [`RequestKind::SecondCount`] request `part` (see
     /// [`Pager::ready`]).
     pub fn accept_count_part(&mut self, part: u32, count: u64) -> Result<(), QboError> {
+        let r = self.take_count(part, count);
+        self.charge();
+        r
+    }
+
+    fn take_count(&mut self, part: u32, count: u64) -> Result<(), QboError> {
+        if matches!(
+            self.state.mode,
+            PagerMode::SecondCount { .. } | PagerMode::SecondRecount { .. }
+        ) {
+            // a count is a claim: what it says must fit the budget before a pass plans for it
+            self.check_count(count)?;
+        }
         if !matches!(
             self.state.mode,
             PagerMode::SecondCount { .. }
@@ -1000,6 +1186,20 @@ impl Pager {
     /// Feeds the records of the page answering request `part` (see [`Pager::ready`]); as
     /// [`Pager::accept`] otherwise. The pages of a second-mode pass may be answered in any order.
     pub fn accept_part(&mut self, part: u32, page: Vec<RawRecord>) -> Result<Accepted, QboError> {
+        let r = self.take_page(part, page);
+        self.charge();
+        let a = r?;
+        // the Ids this page added may be more than the run's budget holds
+        if let Err(e) = self.over_budget() {
+            if let QboError::SecondTooLarge { claimed, .. } = &e {
+                self.refused = Some(*claimed);
+            }
+            return Err(e);
+        }
+        Ok(a)
+    }
+
+    fn take_page(&mut self, part: u32, page: Vec<RawRecord>) -> Result<Accepted, QboError> {
         let served = page.len();
         let full = served >= self.size as usize;
         let cursor = self.state.cursor;
@@ -1047,7 +1247,9 @@ impl Pager {
         let mut page_ids: Vec<String> = Vec::new();
         if let PagerMode::SecondPages { seen_in_try, .. } = &mut self.state.mode {
             for r in &records {
-                seen_in_try.insert(r.id.clone());
+                if seen_in_try.insert(r.id.clone()) {
+                    self.cost_try += id_entry_cost(&r.id);
+                }
                 page_ids.push(r.id.clone());
             }
         }
@@ -1074,11 +1276,20 @@ impl Pager {
         }
         if moved {
             self.state.cursor = page_max;
+            self.cost_cursor = new_seen.keys().map(|k| id_entry_cost(k)).sum();
             self.state.seen_at_cursor = new_seen;
         } else {
             for (id, tok) in new_seen {
-                let e = self.state.seen_at_cursor.entry(id).or_insert(tok);
+                let cost = id_entry_cost(&id);
+                let mut added = false;
+                let e = self.state.seen_at_cursor.entry(id).or_insert_with(|| {
+                    added = true;
+                    tok
+                });
                 *e = (*e).max(tok);
+                if added {
+                    self.cost_cursor += cost;
+                }
             }
         }
         self.stats.accepted += out.len() as u64;
@@ -2391,5 +2602,242 @@ mod tests {
                 .single()
                 .unwrap()
         );
+    }
+
+    /// A small budget for the Id tests: 2 MiB of Ids, about 10,000 of 6 characters.
+    fn small_budget() -> IdBudget {
+        IdBudget::new(8, 2 * 1024 * 1024)
+    }
+
+    /// The records a lying QBO makes up for a second: `n` fresh Ids from `from` on.
+    fn fresh(from: usize, n: usize, t: DateTime<Utc>) -> Vec<RawRecord> {
+        (from..from + n)
+            .map(|i| raw(&format!("{i:06}"), 0, t))
+            .collect()
+    }
+
+    fn too_large(e: QboError) -> (u64, u64, u64, u64) {
+        assert_eq!(e.sqlstate(), "54000", "{e}");
+        assert!(!e.is_retryable());
+        match e {
+            QboError::SecondTooLarge {
+                claimed,
+                held,
+                fits,
+                others,
+                ..
+            } => (claimed, held, fits, others),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_count_of_a_trillion_fails_before_a_page_is_planned() {
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(100),
+        };
+        let budget = IdBudget::default_budget();
+        let mut p = Pager::new("Invoice", false, chunk, 1000)
+            .unwrap()
+            .with_id_budget(budget.clone());
+        p.accept(fresh(0, 1000, sec(5))).unwrap();
+        assert_eq!(
+            p.next_request().unwrap().unwrap().kind,
+            RequestKind::SecondCount
+        );
+        let e = p.accept_count(1_000_000_000_000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "Invoice records updated at 2025-01-01T00:00:05+00:00: QuickBooks claims 1000000000000 records in that one second, more than qbo.max_buffer_mb = 256 MB lets pg_qbo remember while it reads them (1000 of their Ids held; the Ids of the seconds being read may take 67108864 bytes, a quarter of it, about {} Ids of this length): raise qbo.max_buffer_mb and start a new run (a resume keeps the run's settings)",
+                67_108_864 / (2 * (96 + 6))
+            )
+        );
+        let (claimed, held, fits, others) = too_large(e);
+        assert_eq!((claimed, held, others), (1_000_000_000_000, 1000, 0));
+        assert!(fits >= 300_000, "{fits}");
+        // nothing is planned past it: the pager keeps refusing
+        assert!(matches!(
+            p.ready(10),
+            Err(QboError::SecondTooLarge {
+                claimed: 1_000_000_000_000,
+                ..
+            })
+        ));
+        assert!(budget.held() <= budget.limit());
+        // a one-second slice counted at a trillion never starts its passes
+        let one = Chunk {
+            index: 1,
+            start: sec(5),
+            end: sec(6),
+        };
+        let mut q = Pager::new("Invoice", false, one, 1000).unwrap();
+        let (claimed, held, _, _) = too_large(q.begin_second(1_000_000_000_000).unwrap_err());
+        assert_eq!((claimed, held), (1_000_000_000_000, 0));
+        assert!(!q.in_second_mode());
+    }
+
+    #[test]
+    fn a_second_that_keeps_growing_stops_within_the_budget() {
+        // every page of the second is full of Ids never seen, and every count says 5000 more
+        // than were served: what the attacker's emulator did. Unbounded, the pager would page and
+        // remember forever; within the budget, it stops with what fits.
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(100),
+        };
+        let budget = small_budget();
+        let mut p = Pager::new("Invoice", false, chunk, 1000)
+            .unwrap()
+            .with_id_budget(budget.clone());
+        let mut served = 0usize;
+        p.accept(fresh(served, 1000, sec(5))).unwrap();
+        served += 1000;
+        let mut flying: Vec<Request> = Vec::new();
+        let mut requests = 0;
+        let err = loop {
+            assert!(requests < 10_000, "the pager never stopped");
+            assert!(budget.held() <= budget.limit(), "{}", budget.held());
+            let ready = match p.ready(10 - flying.len()) {
+                Ok(r) => r,
+                Err(e) => break e,
+            };
+            for r in ready {
+                p.issue(&r).unwrap();
+                flying.push(r);
+            }
+            let Some(req) = flying.pop() else {
+                panic!("stalled: {:?}", p.state().mode)
+            };
+            requests += 1;
+            let answer = if req.kind == RequestKind::SecondCount {
+                p.accept_count_part(req.part, served as u64 + 5000)
+            } else {
+                let page = fresh(served, 1000, sec(5));
+                served += 1000;
+                p.accept_part(req.part, page).map(|_| ())
+            };
+            if let Err(e) = answer {
+                break e;
+            }
+        };
+        let (claimed, held, fits, others) = too_large(err);
+        assert_eq!(others, 0);
+        // it held no more Ids than fit, and the budget was never exceeded
+        assert!(held <= fits, "{held} > {fits}");
+        assert!(held >= 5000, "{held}");
+        assert!(claimed > fits, "{claimed} <= {fits}");
+        assert!(budget.held() <= budget.limit());
+        assert!(requests < 20, "{requests}");
+        drop(p);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_pass_never_walks_past_what_the_budget_holds() {
+        // count(*) says 1500, but every page comes back full with the same thousand Ids: memory
+        // stays put, yet a pass would walk STARTPOSITION on without end. It stops at the
+        // positions the budget holds.
+        let chunk = Chunk {
+            index: 1,
+            start: t0(),
+            end: sec(100),
+        };
+        let budget = small_budget();
+        let mut p = Pager::new("Invoice", false, chunk, 1000)
+            .unwrap()
+            .with_id_budget(budget.clone());
+        p.accept(fresh(0, 1000, sec(5))).unwrap();
+        p.accept_count(1500).unwrap();
+        let mut highest = 0;
+        let mut pages = 0;
+        let err = loop {
+            assert!(pages < 10_000, "the pass never ended");
+            let req = match p.next_request() {
+                Ok(Some(r)) => r,
+                Ok(None) => panic!("done?"),
+                Err(e) => break e,
+            };
+            if req.kind == RequestKind::SecondCount {
+                p.accept_count(1500).unwrap();
+                continue;
+            }
+            pages += 1;
+            highest = highest.max(req.start_position);
+            p.accept(fresh(0, 1000, sec(5))).unwrap();
+        };
+        let (claimed, held, fits, _) = too_large(err);
+        assert_eq!(held, 1000);
+        assert!(u64::from(highest) <= fits + 1, "{highest} > {fits} + 1");
+        assert!(claimed > fits);
+        // pages at 1, 1001, ... up to the last start within the budget, then the error
+        assert_eq!(pages as u64, fits / 1000 + 1, "{pages}");
+    }
+
+    #[test]
+    fn the_seconds_read_at_once_share_one_budget() {
+        let budget = small_budget();
+        let second = |n: i64| Chunk {
+            index: 1,
+            start: sec(n),
+            end: sec(n + 1),
+        };
+        let mut a = Pager::new("Invoice", false, second(1), 1000)
+            .unwrap()
+            .with_id_budget(budget.clone());
+        // count(*) says one more than the pass finds
+        a.begin_second(8001).unwrap();
+        for start in (1..=8001).step_by(1000) {
+            let page = fresh(start as usize, if start <= 8000 { 1000 } else { 0 }, sec(1));
+            let r = a.next_request().unwrap().unwrap();
+            assert_eq!(r.start_position, start);
+            a.accept(page).unwrap();
+        }
+        // the pass ended short with its 8000 Ids held, waiting for its recount
+        assert!(matches!(a.state().mode, PagerMode::SecondRecount { .. }));
+        let held_by_a = a.id_bytes();
+        assert_eq!(budget.held(), held_by_a);
+        assert_eq!(held_by_a, 8000 * 2 * (96 + 6));
+        // another second of 5000 does not fit beside it
+        let mut b = Pager::new("Invoice", false, second(2), 1000)
+            .unwrap()
+            .with_id_budget(budget.clone());
+        let (claimed, held, fits, others) = too_large(b.begin_second(5000).unwrap_err());
+        assert_eq!((claimed, held, others), (5000, 0, held_by_a));
+        assert!(fits < 5000, "{fits}");
+        // once the first is read (its Ids let go), it does
+        a.accept_count(0).unwrap();
+        assert_eq!(a.state().mode, PagerMode::Done);
+        assert_eq!(budget.held(), 0);
+        b.begin_second(5000).unwrap();
+        // a pager moved to another budget takes its charge along
+        let c = Pager::new("Invoice", false, second(3), 1000).unwrap();
+        drop(c.with_id_budget(budget.clone()));
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn fifty_thousand_records_in_one_second_complete_with_the_default_budget() {
+        // a real bulk import: tens of thousands of records in one second
+        let mut recs = bulk(50_000, sec(30));
+        recs.extend(bulk(10, sec(31)).into_iter().map(|mut r| {
+            r.id = format!("after-{}", r.id);
+            r
+        }));
+        let mut fake = Fake::new(recs, 5, false, 0.0);
+        let chunk = Chunk {
+            index: 1,
+            start: sec(29),
+            end: sec(40),
+        };
+        let (got, stats, most) =
+            run_chunk_concurrent(&mut fake, chunk, 1000, 10, 5, false).unwrap();
+        let distinct: HashSet<&str> = got.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!((got.len(), distinct.len()), (50_010, 50_010));
+        assert_eq!(stats.accepted, 50_010);
+        assert_eq!(most, 10);
     }
 }

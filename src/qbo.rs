@@ -7,7 +7,9 @@
 //! - `Authorization: Bearer ...` is marked sensitive; the token never appears in any error text
 //!   (it is also redacted from echoed bodies, and token-like words in Intuit's fault details are
 //!   masked).
-//! - Bodies are read fully, in chunks, up to `max_response_bytes`.
+//! - Bodies are read fully, in chunks, up to `max_response_bytes` (the buffer's capacity too),
+//!   and the records parsed from a body may hold as much again at most
+//!   ([`crate::budget::MemoryBudget::response_cap`] sets it from `qbo.max_buffer_mb`).
 //! - Record JSON is kept byte-exact with `serde_json::value::RawValue`: nothing goes through
 //!   `Value`/`f64`, so `"Amount":12.30` stays `12.30`.
 //! - Cancel safety: the returned futures own nothing but the in-flight request; dropping one (e.g.
@@ -19,7 +21,6 @@
 //! on the requests received (path, query parameters, headers, form bodies), which is what these
 //! classification tests need; it speaks plain HTTP so no TLS setup is involved.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{
@@ -31,6 +32,7 @@ use serde_json::value::RawValue;
 use crate::error::{mask_upstream, quote_bytes, truncate_chars, QboError, Secrets};
 use crate::fault::{is_throttle, parse_fault_masked, FaultInfo};
 use crate::pager::RawRecord;
+use crate::query::MAX_PAGE;
 use crate::retry::parse_retry_after;
 
 /// Settings of the HTTP client.
@@ -40,7 +42,8 @@ pub struct HttpConfig {
     pub connect_timeout: Duration,
     /// Whole-request timeout (connect, send, and reading the full body).
     pub request_timeout: Duration,
-    /// Largest response body accepted, in bytes (default 64 MiB).
+    /// Largest response body accepted, in bytes, and largest its parsed records may hold
+    /// (default: [`crate::budget::MemoryBudget::response_cap`] of the default settings).
     pub max_response_bytes: usize,
     /// `User-Agent` header.
     pub user_agent: String,
@@ -54,7 +57,7 @@ impl Default for HttpConfig {
         HttpConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
-            max_response_bytes: 64 * 1024 * 1024,
+            max_response_bytes: crate::budget::MemoryBudget::default().response_cap(),
             user_agent: concat!("pg_qbo/", env!("CARGO_PKG_VERSION")).to_string(),
             jsonb_payloads: false,
         }
@@ -191,6 +194,7 @@ impl QboClient {
             access_token,
             self.jsonb_payloads,
             queried_entity(query),
+            self.max_response_bytes,
         )
     }
 
@@ -253,23 +257,22 @@ impl QboClient {
         let limit = self.max_response_bytes;
         let too_large = || QboError::ResponseTooLarge {
             limit,
+            parsed: false,
             intuit_tid: intuit_tid(&headers),
         };
-        if let Some(len) = headers
+        let announced = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if len > limit as u64 {
-                return Err(too_large());
-            }
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|len| len > limit as u64) {
+            return Err(too_large());
         }
-        let mut body: Vec<u8> = Vec::new();
+        // an announced length is reserved at once (it is within the cap)
+        let mut body: Vec<u8> = Vec::with_capacity(announced.unwrap_or(0) as usize);
         while let Some(chunk) = resp.chunk().await.map_err(QboError::from_reqwest)? {
-            if body.len() + chunk.len() > limit {
+            if !append_within(&mut body, &chunk, limit) {
                 return Err(too_large());
             }
-            body.extend_from_slice(&chunk);
         }
         Ok(RawResponse {
             status,
@@ -277,6 +280,22 @@ impl QboClient {
             body,
         })
     }
+}
+
+/// Appends `chunk` to `body` unless the body would grow past `limit` bytes (then `false`). The
+/// buffer's capacity, not only its length, stays within `limit`: it grows by doubling, but never
+/// past the limit (a doubling `Vec` would otherwise hold up to twice what it was sent).
+fn append_within(body: &mut Vec<u8>, chunk: &[u8], limit: usize) -> bool {
+    let need = body.len() + chunk.len();
+    if need > limit {
+        return false;
+    }
+    if need > body.capacity() {
+        let grown = (body.capacity() * 2).clamp(need, limit);
+        body.reserve_exact(grown - body.len());
+    }
+    body.extend_from_slice(chunk);
+    true
 }
 
 /// The fault of an error body, every text masked ([`mask_upstream`]: the access token in any
@@ -349,14 +368,89 @@ pub fn queried_entity(query: &str) -> Option<&str> {
     (end > 0).then(|| &rest[..end])
 }
 
+/// Most members of a `QueryResponse` accepted (QBO sends an entity list, `startPosition`,
+/// `maxResults` and `totalCount`): millions of tiny members would take many times their text in
+/// memory before anything else could refuse them.
+const MAX_MEMBERS: usize = 64;
+
+/// The members of a `QueryResponse`, in the order sent (a repeated key keeps its last value, as
+/// a map would), refused beyond [`MAX_MEMBERS`].
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, &'de RawValue)> = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    let v: &'de RawValue = m.next_value()?;
+                    if let Some(e) = out.iter_mut().find(|(key, _)| *key == k) {
+                        e.1 = v;
+                    } else if out.len() >= MAX_MEMBERS {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_MEMBERS} members"
+                        )));
+                    } else {
+                        out.push((k, v));
+                    }
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The records of an entity list, refused beyond [`MAX_PAGE`] (QBO never serves more, and each
+/// item costs a pointer before any record is read).
+struct Records<'a>(Vec<&'a RawValue>);
+
+impl<'de> Deserialize<'de> for Records<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Records<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<&'de RawValue> = Vec::new();
+                while let Some(v) = s.next_element::<&'de RawValue>()? {
+                    if out.len() >= MAX_PAGE as usize {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_PAGE} records"
+                        )));
+                    }
+                    out.push(v);
+                }
+                Ok(Records(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 /// Parses a 2xx query body into a [`Page`]. Records of another entity than `expected` (the one
 /// the query asked for) are refused: they must never land in the queried entity's raw table.
+/// The parsed records may hold at most `cap` bytes ([`RawRecord::held_bytes`]), as the body.
 fn parse_page(
     body: &[u8],
     tid: Option<String>,
     secret: &str,
     jsonb_payloads: bool,
     expected: Option<&str>,
+    cap: usize,
 ) -> Result<Page, QboError> {
     // serde texts may quote values of the body: masked like any upstream text.
     let bad = |what: String| {
@@ -380,10 +474,11 @@ fn parse_page(
     let qr = env
         .query_response
         .ok_or_else(|| bad("no QueryResponse in the answer".into()))?;
-    let map: HashMap<String, &RawValue> = serde_json::from_str(qr.get())
+    let Members(members) = serde_json::from_str(qr.get())
         .map_err(|e| bad(format!("QueryResponse is not an object: {e}")))?;
+    let get = |key: &str| members.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
     let num = |key: &str| -> Result<Option<u64>, QboError> {
-        match map.get(key) {
+        match get(key) {
             None => Ok(None),
             Some(v) => serde_json::from_str::<u64>(v.get())
                 .map(Some)
@@ -393,7 +488,7 @@ fn parse_page(
     let total_count = num("totalCount")?;
     let start_position = num("startPosition")?;
     let max_results = num("maxResults")?;
-    let mut lists = map
+    let mut lists = members
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "totalCount" | "startPosition" | "maxResults"))
         .filter(|(_, v)| v.get().starts_with('['));
@@ -410,14 +505,25 @@ fn parse_page(
                 crate::error::truncate_chars(key, 60)
             )));
         }
-        let items: Vec<&RawValue> = serde_json::from_str(list.get())
+        let Records(items) = serde_json::from_str(list.get())
             .map_err(|e| bad(format!("QueryResponse.{key} is not a list of records: {e}")))?;
-        entity_records.reserve(items.len());
+        entity_records.reserve_exact(items.len());
+        // what the parsed records hold, checked as they are made: a page whose body fits may
+        // still take more once parsed (jsonb's binary form of a number is larger than its text)
+        let mut held = 0usize;
         for item in items {
             let rec = RawRecord::from_page(item, jsonb_payloads).map_err(|e| match e {
                 QboError::BadResponse(m) => bad(m),
                 other => other,
             })?;
+            held += rec.held_bytes();
+            if held > cap {
+                return Err(QboError::ResponseTooLarge {
+                    limit: cap,
+                    parsed: true,
+                    intuit_tid: tid,
+                });
+            }
             entity_records.push(rec);
         }
     }
@@ -533,7 +639,8 @@ mod tests {
             assert!(body.contains(r.text().unwrap()));
         }
         // With jsonb payloads on, the same records arrive as the encoder's bytes of those texts.
-        let encoded = parse_page(body.as_bytes(), None, TOKEN, true, Some("Vendor")).unwrap();
+        let encoded =
+            parse_page(body.as_bytes(), None, TOKEN, true, Some("Vendor"), 1 << 20).unwrap();
         assert_eq!(encoded.entity_records.len(), page.entity_records.len());
         for (e, t) in encoded.entity_records.iter().zip(&page.entity_records) {
             assert_eq!((&e.id, e.sync_token), (&t.id, t.sync_token));
@@ -767,11 +874,127 @@ mod tests {
         );
         let s = serve(200, "application/json", big.into_bytes(), &[]).await;
         let e = run(&s).await.unwrap_err();
+        // the knobs it names exist
         assert_eq!(
             e.to_string(),
-            "QuickBooks response larger than the 1048576-byte cap (intuit_tid tid-123): lower page_size or raise the response size limit"
+            "QuickBooks response larger than the 1048576-byte cap of one response (intuit_tid tid-123): lower page_size, or raise qbo.max_buffer_mb (one response may take three quarters of it over qbo.max_in_flight + 3), in a new run: a resume keeps the run's page_size and settings"
         );
         assert!(!e.is_retryable());
+        assert_eq!(e.sqlstate(), "54000");
+    }
+
+    #[test]
+    fn a_body_buffer_never_grows_past_its_cap() {
+        let limit = 1_000_000;
+        for chunk_len in [1usize, 8192, 16_384, 99_999, 250_000] {
+            let mut body = Vec::new();
+            let chunk = vec![b'x'; chunk_len];
+            while append_within(&mut body, &chunk, limit) {
+                assert!(body.capacity() <= limit, "{} > {limit}", body.capacity());
+                if chunk_len == 1 && body.len() > 70_000 {
+                    break;
+                }
+            }
+            assert!(body.len() <= limit && body.capacity() <= limit);
+            if chunk_len > 1 {
+                // refused only when the next chunk would not fit
+                assert!(body.len() + chunk_len > limit);
+            }
+        }
+    }
+
+    /// A page of `n` records, each with `extra` inside it, and the whole body.
+    fn page_of(n: usize, extra: &str) -> String {
+        let recs: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"Id":"{i}","SyncToken":"0","MetaData":{{"LastUpdatedTime":"2025-01-01T00:00:00Z"}}{extra}}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"QueryResponse":{{"Vendor":[{}],"startPosition":1,"maxResults":{n}}},"time":"x"}}"#,
+            recs.join(",")
+        )
+    }
+
+    #[test]
+    fn parsed_records_count_against_the_cap_too() {
+        // a thousand small records: the body fits, the records once parsed hold more (each
+        // record's own size, its Id and its text)
+        let body = page_of(1000, "");
+        let parse = |cap: usize, jsonb: bool| {
+            parse_page(
+                body.as_bytes(),
+                Some("t".into()),
+                TOKEN,
+                jsonb,
+                Some("Vendor"),
+                cap,
+            )
+        };
+        let cap = body.len() + 1;
+        let e = parse(cap, false).unwrap_err();
+        assert!(
+            matches!(e, QboError::ResponseTooLarge { limit, parsed: true, .. } if limit == cap),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("QuickBooks response larger than the {cap}-byte cap of one response once its records are parsed (intuit_tid t): lower page_size, or raise qbo.max_buffer_mb (one response may take three quarters of it over qbo.max_in_flight + 3), in a new run: a resume keeps the run's page_size and settings")
+        );
+        let p = parse(4 * body.len(), false).unwrap();
+        let held: usize = p.entity_records.iter().map(RawRecord::held_bytes).sum();
+        assert!(held > body.len() && held <= 4 * body.len(), "{held}");
+        // jsonb's binary numbers are larger than their text: a body of zeros grows when parsed
+        let zeros = format!(r#","N":[{}]"#, vec!["0"; 2000].join(","));
+        let body = page_of(10, &zeros);
+        let cap = body.len() * 2;
+        assert!(parse_page(body.as_bytes(), None, TOKEN, false, Some("Vendor"), cap).is_ok());
+        let e = parse_page(body.as_bytes(), None, TOKEN, true, Some("Vendor"), cap).unwrap_err();
+        assert!(
+            matches!(e, QboError::ResponseTooLarge { parsed: true, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_page_holds_at_most_a_thousand_records_and_a_few_members() {
+        let ok = page_of(1000, "");
+        assert_eq!(
+            parse_page(ok.as_bytes(), None, TOKEN, false, Some("Vendor"), 1 << 24)
+                .unwrap()
+                .entity_records
+                .len(),
+            1000
+        );
+        // more records than QBO ever serves are refused before any is parsed
+        let e = parse_page(
+            page_of(1001, "").as_bytes(),
+            None,
+            TOKEN,
+            false,
+            Some("Vendor"),
+            1 << 24,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("unusable response from QuickBooks: QueryResponse.Vendor is not a list of records: more than 1000 records"),
+            "{e}"
+        );
+        // so are more members than a QueryResponse has
+        let members: Vec<String> = (0..65).map(|i| format!(r#""k{i}":1"#)).collect();
+        let body = format!(r#"{{"QueryResponse":{{{}}}}}"#, members.join(","));
+        let e =
+            parse_page(body.as_bytes(), None, TOKEN, false, Some("Vendor"), 1 << 24).unwrap_err();
+        assert!(
+            e.to_string().starts_with("unusable response from QuickBooks: QueryResponse is not an object: more than 64 members"),
+            "{e}"
+        );
+        // a repeated member keeps its last value, as the map did
+        let body = r#"{"QueryResponse":{"totalCount":1,"totalCount":7}}"#;
+        let p = parse_page(body.as_bytes(), None, TOKEN, false, Some("Vendor"), 1 << 24).unwrap();
+        assert_eq!(p.total_count, Some(7));
     }
 
     #[tokio::test]
@@ -935,6 +1158,7 @@ mod tests {
             TOKEN,
             false,
             Some("Invoice"),
+            1 << 20,
         )
         .unwrap_err();
         assert_eq!(e.sqlstate(), "08P01");
@@ -942,7 +1166,15 @@ mod tests {
             e.to_string(),
             "unusable response from QuickBooks: QuickBooks answered a query for Invoice with a list of Customer records (QueryResponse.Customer) (intuit_tid t-1)"
         );
-        let ok = parse_page(body.as_bytes(), None, TOKEN, false, Some("Customer")).unwrap();
+        let ok = parse_page(
+            body.as_bytes(),
+            None,
+            TOKEN,
+            false,
+            Some("Customer"),
+            1 << 20,
+        )
+        .unwrap();
         assert_eq!(ok.entity_records.len(), 1);
     }
 }

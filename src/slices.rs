@@ -23,6 +23,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::IdBudget;
 use crate::error::QboError;
 use crate::pager::{Pager, PagerState, Request, SecondId};
 use crate::plan::Chunk;
@@ -128,6 +129,8 @@ pub struct ChunkSlices {
     slices: Vec<Slice>,
     next_id: u32,
     live_edge: Option<DateTime<Utc>>,
+    /// The run's budget for Ids, given to every pager (see [`Pager::set_id_budget`]).
+    ids: Option<IdBudget>,
 }
 
 fn whole(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -159,6 +162,7 @@ impl ChunkSlices {
             slices: Vec::new(),
             next_id: 0,
             live_edge: None,
+            ids: None,
         };
         let bad = |e: serde_json::Error| {
             QboError::InvalidParameter(format!(
@@ -272,7 +276,19 @@ impl ChunkSlices {
         if let Some(e) = self.live_edge {
             p.set_live_edge(e);
         }
+        if let Some(b) = &self.ids {
+            p.set_id_budget(b.clone());
+        }
         Ok(p)
+    }
+
+    /// Makes every pager of the chunk, present and future, hold its Ids within the run's
+    /// `budget` (see [`Pager::set_id_budget`]).
+    pub fn set_id_budget(&mut self, budget: &IdBudget) {
+        for p in self.pagers_mut() {
+            p.set_id_budget(budget.clone());
+        }
+        self.ids = Some(budget.clone());
     }
 
     /// The chunk.
@@ -784,6 +800,60 @@ mod tests {
             cs.saved()["slices"][0]["state"]["seen_at_cursor"],
             serde_json::json!({})
         );
+    }
+
+    #[test]
+    fn every_pager_of_a_chunk_holds_its_ids_within_the_runs_budget() {
+        // a saved slice reading a second, its three Ids (two seen in this try) from the table
+        let v = serde_json::json!({"slices": [
+            {"start": "2025-03-01T00:00:00Z", "end": "2025-03-02T10:00:01Z", "state": {
+                "cursor": "2025-03-02T10:00:00Z", "seen_at_cursor": {}, "ids_in_table": true,
+                "mode": {"mode": "second_pages", "second_try": 1, "expected": 3000,
+                         "next_start": 2001, "passes": 1, "seen_in_try": []}}},
+            {"start": "2025-03-02T10:00:01Z", "end": "2025-03-02T10:00:02Z"}
+        ]});
+        let rows = || {
+            ["1", "2", "3"]
+                .into_iter()
+                .map(|id| SecondId {
+                    id: id.into(),
+                    sync_token: 0,
+                    seen_try: u32::from(id != "2"),
+                })
+                .collect::<Vec<_>>()
+        };
+        let budget = crate::budget::MemoryBudget::new(256, 10).ids();
+        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v), &mut |_| {
+            Ok(rows())
+        })
+        .unwrap();
+        cs.set_id_budget(&budget);
+        assert_eq!(budget.held(), 5 * (96 + 1));
+        // a one-second slice counted at a trillion never starts reading its second
+        let second = cs.slices()[1].id;
+        let e = cs
+            .accept_slice_count(second, 1_000_000_000_000, far())
+            .unwrap_err();
+        assert_eq!(e.sqlstate(), "54000");
+        assert!(
+            matches!(e, QboError::SecondTooLarge { claimed: 1_000_000_000_000, others, .. } if others == 5 * 97),
+            "{e:?}"
+        );
+        assert!(matches!(cs.slices()[1].work, Work::Count));
+        // a resumed second holding more than a (tiny) budget allows is refused at once
+        let tiny = IdBudget::new(1, 400);
+        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v), &mut |_| {
+            Ok(rows())
+        })
+        .unwrap();
+        cs.set_id_budget(&tiny);
+        let e = cs.wanted(10).unwrap_err();
+        assert!(
+            matches!(e, QboError::SecondTooLarge { held: 3, .. }),
+            "{e:?}"
+        );
+        drop(cs);
+        assert_eq!(tiny.held(), 0);
     }
 
     #[test]

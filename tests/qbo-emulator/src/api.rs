@@ -36,7 +36,11 @@ pub struct Page {
     pub max: Option<usize>,
 }
 
-type Work = Box<dyn FnOnce(&App, StableHash, DateTime<Utc>) -> Result<Page, ErrorAnswer> + Send>;
+/// The work of a call: given the app, the seed of its tie shuffles, now, and the count a
+/// `countlie=N` fault makes a queried second claim (`None` without one).
+type Work = Box<
+    dyn FnOnce(&App, StableHash, DateTime<Utc>, Option<u64>) -> Result<Page, ErrorAnswer> + Send,
+>;
 
 /// One API call going through the pipeline.
 pub struct Call {
@@ -130,8 +134,8 @@ pub async fn apply_fault(
             FaultAction::Answer(error_response(&a, None))
         }
         // Token-endpoint kinds are answered by the token handler itself (a spec cannot give
-        // them to the API).
-        Kind::BadExpires | Kind::Expires0 | Kind::EchoAuth | Kind::Flood(_) => {
+        // them to the API); a count lie is told by the query work.
+        Kind::BadExpires | Kind::Expires0 | Kind::EchoAuth | Kind::Flood(_) | Kind::CountLie(_) => {
             FaultAction::Proceed(None)
         }
         k => {
@@ -212,8 +216,13 @@ pub async fn pipeline(app: Arc<App>, call: Call, work: Work) -> Response {
         }
     }
     let mut cut = None;
+    let mut lie = None;
     if let Some(rule) = app.decide_fault(Target::Api, &key, attempt) {
-        entry.fault = Some(rule.label.clone());
+        if let Kind::CountLie(n) = rule.kind {
+            lie = Some(n);
+        } else {
+            entry.fault = Some(rule.label.clone());
+        }
         if matches!(rule.kind, Kind::Hang(None)) {
             drop(slot);
             apply_fault(
@@ -243,7 +252,7 @@ pub async fn pipeline(app: Arc<App>, call: Call, work: Work) -> Response {
         .str(&call.realm)
         .str(&call.text)
         .u64(attempt);
-    match work(&app, shuffle, Utc::now()) {
+    match work(&app, shuffle, Utc::now(), lie) {
         Err(a) => {
             entry.status = a.status;
             app.record(entry);
@@ -319,11 +328,19 @@ fn run_query(
     realm: &str,
     text: &str,
     shuffle: StableHash,
+    lie: Option<u64>,
 ) -> Result<(query::Query, Outcome), QueryError> {
     let q = query::parse(text, &app.cfg.offset)?;
     let data = app.data.read().unwrap();
     let realm = &data.realms[realm];
-    let outcome = exec::run(realm, &q, shuffle);
+    let mut outcome = exec::run(realm, &q, shuffle);
+    if let Some(n) = lie {
+        let (told, changed) = exec::count_lie(realm, &q, outcome, n);
+        outcome = told;
+        if changed {
+            app.count_stat(|s| *s.faults_injected.entry("countlie".into()).or_insert(0) += 1);
+        }
+    }
     Ok((q, outcome))
 }
 
@@ -357,10 +374,10 @@ fn query_call(
         bearer: bearer(headers),
         kill,
     };
-    let work: Work = Box::new(move |app, shuffle, now| {
+    let work: Work = Box::new(move |app, shuffle, now, lie| {
         check_minor(app, &params)?;
         let time = render_time_ms(now, &app.cfg.offset);
-        let (q, outcome) = match run_query(app, &realm, &text, shuffle) {
+        let (q, outcome) = match run_query(app, &realm, &text, shuffle, lie) {
             Ok(x) => x,
             // Connectors (singer-io tap-quickbooks) probe the connection with this query.
             Err(e)
@@ -457,7 +474,7 @@ pub async fn cdc(
         bearer: bearer(&headers),
         kill: kill.map(|k| k.0),
     };
-    let work: Work = Box::new(move |app, _, now| {
+    let work: Work = Box::new(move |app, _, now, _| {
         let bad = |d: &str| {
             bad_request(
                 app,
@@ -540,7 +557,7 @@ pub async fn batch(
         bearer: bearer(&headers),
         kill: kill.map(|k| k.0),
     };
-    let work: Work = Box::new(move |app, shuffle, now| {
+    let work: Work = Box::new(move |app, shuffle, now, _| {
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             bad_request(
                 app,
@@ -571,7 +588,7 @@ pub async fn batch(
         for (i, item) in items.iter().enumerate() {
             let bid = item["bId"].as_str().unwrap_or("").to_string();
             let part = match item["Query"].as_str() {
-                Some(q) => match run_query(app, &realm, q, shuffle.u64(i as u64)) {
+                Some(q) => match run_query(app, &realm, q, shuffle.u64(i as u64), None) {
                     Ok((parsed, outcome)) => {
                         let inner = match outcome {
                             Outcome::Count(n) => format!("{{\"totalCount\":{n}}}"),
@@ -633,7 +650,7 @@ pub async fn company_info(
         bearer: bearer(&headers),
         kill: kill.map(|k| k.0),
     };
-    let work: Work = Box::new(move |app, _, now| {
+    let work: Work = Box::new(move |app, _, now, _| {
         if id != realm && id != "1" {
             return Err(bad_request(
                 app,

@@ -52,6 +52,12 @@ impl std::str::FromStr for Rotation {
 /// with "expires_in":0), echoauth (400 invalid_request whose error_description echoes the
 /// Authorization header and form body verbatim), flood[=BYTES] (200 whose body streams without
 /// end: BYTES, default 268435456, or until the client hangs up).
+/// Queries only: countlie=N makes every second a query pins (MetaData.LastUpdatedTime = 'T')
+/// claim N records: count(*) answers N (an `Id IN` count also counts the made-up Ids it lists),
+/// and pages past the second's real records are filled with made-up records of fresh Ids
+/// (900000000000 + position, SyncToken 0, LastUpdatedTime T) up to position N. Other queries are
+/// untouched; it is exempt from --max-consecutive-faults and counted in stats when it changes
+/// an answer. Example: countlie=1000000000000 (a second that never ends).
 #[derive(Debug, Parser, Clone)]
 #[command(name = "qbo-emulator", version, verbatim_doc_comment)]
 pub struct Cli {

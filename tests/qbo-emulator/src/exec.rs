@@ -201,6 +201,73 @@ fn window<K: PartialEq>(
     out
 }
 
+/// First Id of the records a `countlie` makes up (real Ids are 1..N per table).
+pub const LIE_ID_BASE: i64 = 900_000_000_000;
+
+/// The `countlie=n` fault: a query pinned to one second (`MetaData.LastUpdatedTime = 'T'`)
+/// sees that second as holding `n` records, the real ones first. `count(*)` answers `n`, or,
+/// with `Id IN (...)`, the real matches plus the listed made-up Ids; a page (STARTPOSITION s,
+/// MAXRESULTS m) gets, after the real records it holds, made-up ones for the positions past the
+/// real records up to `n`: Id `LIE_ID_BASE + position`, SyncToken 0, LastUpdatedTime T. So
+/// every page past the real records brings Ids never seen, as long as the lie goes. Other
+/// queries are left alone. Returns the answer and whether the lie changed it.
+pub fn count_lie(realm: &Realm, q: &Query, outcome: Outcome, n: u64) -> (Outcome, bool) {
+    let pinned = q
+        .conds
+        .iter()
+        .find_map(|c| match (c.field, c.op, &c.values[..]) {
+            (Field::LastUpdatedTime, Op::Eq, [Value::Instant(ms)]) => Some(*ms),
+            _ => None,
+        });
+    let Some(ms) = pinned else {
+        return (outcome, false);
+    };
+    let id_cond = q.conds.iter().find(|c| c.field == Field::Id);
+    // the second's real records, whatever the Id condition
+    let mut all = q.clone();
+    all.count = true;
+    all.conds.retain(|c| c.field != Field::Id);
+    let real = match run(realm, &all, StableHash::new(0)) {
+        Outcome::Count(r) => r as u64,
+        Outcome::Page(_) => 0,
+    };
+    let made_up = |id: i64| {
+        let pos = id - LIE_ID_BASE;
+        pos > 0 && (pos as u64) > real && (pos as u64) <= n
+    };
+    match (outcome, id_cond) {
+        (Outcome::Count(_), None) => (Outcome::Count(n as usize), true),
+        (Outcome::Count(c), Some(cond)) => {
+            let listed = cond
+                .values
+                .iter()
+                .filter(|v| matches!(v, Value::Int(id) if made_up(*id)))
+                .count();
+            (Outcome::Count(c + listed), listed > 0)
+        }
+        (Outcome::Page(mut rows), None) => {
+            let start = q.start as u64;
+            let last = (start + q.max as u64).saturating_sub(1).min(n);
+            let first = start.max(real + 1);
+            let changed = first <= last;
+            if changed {
+                let ts = crate::util::render_ts(ms.div_euclid(1000), &realm.offset);
+                for pos in first..=last {
+                    let id = LIE_ID_BASE + pos as i64;
+                    rows.push(
+                        format!(
+                            "{{\"Id\":\"{id}\",\"SyncToken\":\"0\",\"MetaData\":{{\"CreateTime\":\"{ts}\",\"LastUpdatedTime\":\"{ts}\"}},\"DocNumber\":\"countlie-{pos}\",\"Active\":true,\"domain\":\"QBO\",\"sparse\":false}}"
+                        )
+                        .into(),
+                    );
+                }
+            }
+            (Outcome::Page(rows), changed)
+        }
+        (other, Some(_)) => (other, false),
+    }
+}
+
 /// One entity's part of a CDC answer: rendered objects (deleted ones minimal).
 pub fn cdc_objects(realm: &Realm, e: Entity, since_ms: i64) -> Vec<(i64, Arc<str>)> {
     let table = realm.table(e);

@@ -9,6 +9,11 @@
 //! * `@nth=N`: fire only on the N-th request (of that target) counted since the spec was set.
 //! * `/every=N`: fire on every N-th request (of that target) counted since the spec was set.
 //! * no PROB, nth or every: fire on every request (subject to the consecutive-fault cap).
+//! * `countlie=N` (API only) is not a failure but a lie: a query pinned to one second
+//!   (`MetaData.LastUpdatedTime = 'T'`) sees that second as holding N records, `count(*)` says N
+//!   and its pages past the real records are filled with made-up ones (see
+//!   [`crate::exec::count_lie`]). It is exempt from the consecutive-fault cap (a lie that stopped
+//!   after four identical requests would not be one).
 //!
 //! The first rule that fires wins. Whatever the rules, one identical request never gets more
 //! than `--max-consecutive-faults` faults in a row (enforced by the caller).
@@ -70,6 +75,10 @@ pub enum Kind {
     /// Token endpoint only: 200 `application/json` whose body streams without end: ARG bytes
     /// (default [`FLOOD_DEFAULT_BYTES`]) or until the client hangs up. Nothing is refreshed.
     Flood(Option<u64>),
+    /// API only: a query pinned to one second sees it holding ARG records: `count(*)` answers
+    /// ARG, and pages past the second's real records are filled with made-up records of fresh
+    /// Ids up to position ARG ([`crate::exec::count_lie`]).
+    CountLie(u64),
 }
 
 /// Bytes a `token:flood` body streams when no ARG is given: generous (a token response is
@@ -250,6 +259,9 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
         "expires0" => Kind::Expires0,
         "echoauth" => Kind::EchoAuth,
         "flood" => Kind::Flood(arg),
+        "countlie" => Kind::CountLie(
+            arg.ok_or_else(|| bad("countlie needs the count to claim: countlie=N".into()))?,
+        ),
         other => {
             let (code, body) = other.split_at(other.len().min(3));
             let code = match code {
@@ -272,6 +284,7 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
         kind,
         Kind::Hang(_)
             | Kind::Flood(_)
+            | Kind::CountLie(_)
             | Kind::Throttle429 {
                 retry_after: RetryAfter::Secs(_) | RetryAfter::Date(_),
                 ..
@@ -279,6 +292,11 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
     );
     if arg.is_some() && !takes_arg {
         return Err(bad(format!("fault kind {name:?} takes no =ARG")));
+    }
+    if matches!(kind, Kind::CountLie(_)) && target == Target::Token {
+        return Err(bad(format!(
+            "fault kind {name:?} is for queries: write it without token:"
+        )));
     }
     if kind.token_only() && target != Target::Token {
         return Err(bad(format!(
@@ -494,7 +512,8 @@ pub fn error_answer(kind: Kind, now: DateTime<Utc>, off: &FixedOffset) -> Option
         | Kind::BadExpires
         | Kind::Expires0
         | Kind::EchoAuth
-        | Kind::Flood(_) => return None,
+        | Kind::Flood(_)
+        | Kind::CountLie(_) => return None,
     })
 }
 
@@ -585,6 +604,23 @@ mod tests {
             assert!(error_answer(k, Utc::now(), &off()).is_none());
         }
         assert!(!Kind::Reset.token_only());
+    }
+
+    #[test]
+    fn parses_countlie() {
+        let s = FaultSpec::parse("countlie=1000000000000,countlie=5000@nth=3").unwrap();
+        assert_eq!(s.rules[0].kind, Kind::CountLie(1_000_000_000_000));
+        assert_eq!(s.rules[0].label, "countlie");
+        assert_eq!(
+            (s.rules[1].kind, s.rules[1].nth),
+            (Kind::CountLie(5000), Some(3))
+        );
+        assert!(!Kind::CountLie(1).token_only());
+        assert!(error_answer(Kind::CountLie(1), Utc::now(), &off()).is_none());
+        let e = FaultSpec::parse("countlie").unwrap_err();
+        assert!(e.contains("countlie=N"), "{e}");
+        let e = FaultSpec::parse("token:countlie=5").unwrap_err();
+        assert!(e.contains("for queries"), "{e}");
     }
 
     #[test]

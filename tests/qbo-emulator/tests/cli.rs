@@ -35,6 +35,7 @@ fn help_documents_every_flag() {
         "expires0",
         "echoauth",
         "flood[=BYTES]",
+        "countlie=N",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -1159,4 +1160,97 @@ async fn intuit_tid_on_every_response() {
             .unwrap();
         assert!(r.headers().contains_key("intuit_tid"), "{p}");
     }
+}
+
+#[tokio::test]
+async fn countlie_makes_one_second_claim_n_records_and_pages_them_with_fresh_ids() {
+    let emu = start(&["--records", "Invoice=3000"]).await;
+    let tok = emu.token().await;
+    // the bulk second: more than a page of records in one second
+    let mut by_second: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in emu.truth(REALM, "Invoice").await {
+        by_second
+            .entry(r["LastUpdatedTime"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r["Id"].as_str().unwrap().to_string());
+    }
+    let (t, real_ids) = by_second
+        .iter()
+        .max_by_key(|(_, ids)| ids.len())
+        .map(|(t, ids)| (t.clone(), ids.clone()))
+        .unwrap();
+    let real = real_ids.len();
+    assert!(real > 1000, "{real}");
+    let count = |extra: &str| {
+        format!("SELECT count(*) FROM Invoice WHERE MetaData.LastUpdatedTime = '{t}'{extra}")
+    };
+    let page = |start: u64| {
+        format!("SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime = '{t}' ORDERBY MetaData.LastUpdatedTime STARTPOSITION {start} MAXRESULTS 1000")
+    };
+    let total = |v: &Value| v["QueryResponse"]["totalCount"].as_u64().unwrap();
+    let ids = |v: &Value| -> Vec<String> {
+        v["QueryResponse"]["Invoice"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| r["Id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(total(&emu.query(&tok, &count("")).await), real as u64);
+    assert!(ids(&emu.query(&tok, &page(real as u64 + 1)).await).is_empty());
+
+    emu.faults("countlie=1000000000000").await;
+    // the count lies, every time (no consecutive-fault cap on a lie)
+    for _ in 0..6 {
+        assert_eq!(total(&emu.query(&tok, &count("")).await), 1_000_000_000_000);
+    }
+    // the page straddling the real records' end: the last real ones, then made-up ones
+    let start = real as u64 - 499;
+    let v = emu.query(&tok, &page(start)).await;
+    let got = ids(&v);
+    assert_eq!(got.len(), 1000);
+    assert!(got[..500].iter().all(|id| real_ids.contains(id)));
+    let first_lie = 900_000_000_000u64 + real as u64 + 1;
+    assert_eq!(
+        got[500..],
+        (first_lie..first_lie + 500)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()[..]
+    );
+    for r in &v["QueryResponse"]["Invoice"].as_array().unwrap()[500..] {
+        assert_eq!(r["MetaData"]["LastUpdatedTime"], t.as_str());
+        assert_eq!(r["SyncToken"], "0");
+    }
+    // deep pages keep bringing Ids never seen
+    let mut seen: BTreeSet<String> = got.into_iter().collect();
+    for start in [1_000_000u64, 2_000_000, 999_999_999_001] {
+        let fresh = ids(&emu.query(&tok, &page(start)).await);
+        assert_eq!(fresh.len(), 1000);
+        for id in fresh {
+            assert!(seen.insert(id.clone()), "{id} seen twice");
+        }
+    }
+    // past the claim, nothing
+    assert!(ids(&emu.query(&tok, &page(1_000_000_000_001)).await).is_empty());
+    // the Id check counts the made-up Ids it lists as being there
+    let listed = format!(
+        " AND Id IN ('{}','{first_lie}','{}')",
+        real_ids[0],
+        900_000_000_000u64 + 1_000_000_000_001
+    );
+    assert_eq!(total(&emu.query(&tok, &count(&listed)).await), 2);
+    // queries not pinned to one second are left alone
+    let window = format!(
+        "SELECT count(*) FROM Invoice WHERE MetaData.LastUpdatedTime >= '{t}' AND MetaData.LastUpdatedTime <= '{t}'"
+    );
+    assert_eq!(total(&emu.query(&tok, &window).await), real as u64);
+    let stats = emu.control_get("/__emulator/stats").await;
+    assert_eq!(stats["faults_injected"]["countlie"], 6 + 1 + 3 + 1);
+
+    // a small lie: five records more than the second holds, the last page short
+    emu.faults(&format!("countlie={}", real + 5)).await;
+    assert_eq!(total(&emu.query(&tok, &count("")).await), real as u64 + 5);
+    assert_eq!(ids(&emu.query(&tok, &page(real as u64 + 1)).await).len(), 5);
 }
