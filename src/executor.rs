@@ -977,18 +977,19 @@ impl Exec<'_> {
     }
 
     fn context(&self, chunk: i32, start_position: u32, e: QboError) -> RunError {
+        let id = self.run.run_id;
+        // a memory limit (54000) is met again by a resume, which keeps the run's settings and
+        // page size: its own text says to start a new run instead
+        let next = if e.sqlstate() == "54000" {
+            String::new()
+        } else {
+            format!("; resume with SELECT * FROM qbo.resume({id}) or CALL qbo.run_resume({id})")
+        };
         RunError::new(
             e.sqlstate(),
             format!(
-                "run {} ({} chunk {}/{}, start position {}): {}; resume with SELECT * FROM qbo.resume({}) or CALL qbo.run_resume({})",
-                self.run.run_id,
-                self.entity.name,
-                chunk,
-                self.run.chunks_total,
-                start_position,
-                e,
-                self.run.run_id,
-                self.run.run_id
+                "run {id} ({} chunk {}/{}, start position {start_position}): {e}{next}",
+                self.entity.name, chunk, self.run.chunks_total,
             ),
         )
     }

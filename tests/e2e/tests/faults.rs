@@ -194,3 +194,62 @@ fn exhausted_retries_fail_with_the_full_story_and_resume_refetches_only_the_rest
         .get(0);
     assert_eq!(status, "succeeded");
 }
+
+/// A `count(*)` claiming 10^12 records in one second (and pages inside it that never run out of
+/// fresh Ids) once made a run remember Ids without bound (393 MB in 75 s). Now the run fails at
+/// once with 54000 naming the second and the setting, having sent a handful of requests, and the
+/// backend's memory stays put.
+#[test]
+fn a_lying_count_fails_within_the_memory_budget() {
+    let emu = Emulator::start(&[
+        "--seed",
+        "9",
+        "--records",
+        "Invoice=3000",
+        "--faults",
+        "countlie=1000000000000",
+    ]);
+    let mut c = fresh_db("e2e_countlie", &emu);
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let before = emu.last_seq();
+    let e = c
+        .query_one(
+            "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 400)",
+            &[&FROM, &TO],
+        )
+        .expect_err("a second that never ends");
+    let d = e.as_db_error().unwrap();
+    println!("{}: {}", d.code().code(), d.message());
+    assert_eq!(d.code().code(), "54000");
+    assert!(
+        d.message().contains("QuickBooks claims 1000000000000 records in that one second, more than qbo.max_buffer_mb = 256 MB lets pg_qbo remember while it reads them"),
+        "{}",
+        d.message()
+    );
+    assert!(
+        d.message().starts_with("run 1 (Invoice chunk 1/1"),
+        "{}",
+        d.message()
+    );
+    let requests = emu.requests(before).len();
+    let hwm_kb: i64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    println!(
+        "{requests} requests sent; backend peak resident memory {} MB",
+        hwm_kb / 1024
+    );
+    assert!(
+        requests < 50,
+        "{requests} requests for a second that never ends"
+    );
+    assert!(hwm_kb < 512 * 1024, "backend peak {hwm_kb} kB");
+    let status: String = c
+        .query_one("SELECT status FROM qbo.runs WHERE run_id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "failed");
+}
