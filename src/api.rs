@@ -302,18 +302,8 @@ fn resume(
     volumetry(run_id)
 }
 
+/// The run exists (`load_run` says so otherwise) and the caller may use its connection.
 fn check_resumable(run_id: i64) {
-    let status: Option<String> = store::one(
-        "SELECT status FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
-        &[run_id.into()],
-    )
-    .unwrap_or(None);
-    if status.is_none() {
-        raise(
-            "22023",
-            &format!("run {run_id} does not exist (see qbo.runs)"),
-        );
-    }
     let run = ledger::load_run(run_id).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
     if let Err(e) = store::check_may_use(&run.connection) {
         raise(

@@ -147,8 +147,9 @@ pub fn execute(run_id: i64, mode: Mode) {
                 e.message
             } else {
                 format!(
-                    "run {run_id}: {}; resume with SELECT * FROM qbo.resume({run_id}) or CALL qbo.run_resume({run_id})",
-                    e.message
+                    "run {run_id}: {}{}",
+                    e.message,
+                    next_step(&e.sqlstate, run_id)
                 )
             };
             let recorded = after_error(run_id, &token_locked, &e.sqlstate, &message);
@@ -159,6 +160,17 @@ pub fn execute(run_id: i64, mode: Mode) {
             };
             raise(&e.sqlstate, &message);
         }
+    }
+}
+
+/// What to do after a run stopped with `sqlstate`, as the tail of its message: resume it, unless
+/// a memory limit (54000) stopped it, which a resume (same settings, same page size) meets again;
+/// that error's own text says to start a new run.
+fn next_step(sqlstate: &str, run_id: i64) -> String {
+    if sqlstate == "54000" {
+        String::new()
+    } else {
+        format!("; resume with SELECT * FROM qbo.resume({run_id}) or CALL qbo.run_resume({run_id})")
     }
 }
 
@@ -978,18 +990,14 @@ impl Exec<'_> {
 
     fn context(&self, chunk: i32, start_position: u32, e: QboError) -> RunError {
         let id = self.run.run_id;
-        // a memory limit (54000) is met again by a resume, which keeps the run's settings and
-        // page size: its own text says to start a new run instead
-        let next = if e.sqlstate() == "54000" {
-            String::new()
-        } else {
-            format!("; resume with SELECT * FROM qbo.resume({id}) or CALL qbo.run_resume({id})")
-        };
         RunError::new(
             e.sqlstate(),
             format!(
-                "run {id} ({} chunk {}/{}, start position {start_position}): {e}{next}",
-                self.entity.name, chunk, self.run.chunks_total,
+                "run {id} ({} chunk {}/{}, start position {start_position}): {e}{}",
+                self.entity.name,
+                chunk,
+                self.run.chunks_total,
+                next_step(e.sqlstate(), id),
             ),
         )
     }

@@ -172,8 +172,8 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), RunError> {
         &[WRITE_LOCK_CLASS.into()],
     )
     .map_err(internal)?;
-    check_raw_schema()?;
-    if !raw_table_exists(t).map_err(internal)? {
+    let schema_exists = check_raw_schema()?;
+    if !schema_exists || !raw_table_exists(t).map_err(internal)? {
         // lz4 compresses a page of 1.5-2 KB payloads several times faster than the default pglz
         // (pglz took a quarter of the backend's CPU on a first load); used when the server has it
         let lz4: bool = as_owner(|| {
@@ -185,8 +185,8 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), RunError> {
         .map_err(internal)?
         .unwrap_or(false);
         let compression = if lz4 { " COMPRESSION lz4" } else { "" };
-        let owner = quote_ident(&owner_name().map_err(internal)?);
-        let schema = if raw_schema_exists().map_err(internal)? {
+        let owner = pgrx::spi::quote_identifier(owner_name().map_err(internal)?);
+        let schema = if schema_exists {
             String::new()
         } else {
             format!(
@@ -230,11 +230,6 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), RunError> {
     check_raw_trust(entity)
 }
 
-/// `"name"` quoted as an SQL identifier.
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 /// The extension owner's role name.
 fn owner_name() -> SpiResult<String> {
     let owner = extension_owner();
@@ -245,15 +240,6 @@ fn owner_name() -> SpiResult<String> {
         )
     })
     .map(|n| n.unwrap_or_default())
-}
-
-fn raw_schema_exists() -> SpiResult<bool> {
-    as_owner(|| {
-        Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'raw')",
-        )
-    })
-    .map(|v| v.unwrap_or(false))
 }
 
 fn raw_table_exists(t: &str) -> SpiResult<bool> {
@@ -272,8 +258,7 @@ fn raw_table_exists(t: &str) -> SpiResult<bool> {
 /// (reads only).
 pub fn check_existing_raw_table(entity: &Entity) -> Result<(), RunError> {
     let internal = |e: pgrx::spi::Error| RunError::new("XX000", format!("pg_qbo raw table: {e}"));
-    check_raw_schema()?;
-    if raw_table_exists(entity.table).map_err(internal)? {
+    if check_raw_schema()? && raw_table_exists(entity.table).map_err(internal)? {
         check_raw_shape(entity)?;
         check_raw_trust(entity)
     } else {
@@ -283,14 +268,15 @@ pub fn check_existing_raw_table(entity: &Entity) -> Result<(), RunError> {
 
 /// Schema `raw`, when it exists, must belong to the extension owner: a schema's owner may drop,
 /// rename or replace anything in it, so pg_qbo would otherwise write (as its owner) into tables
-/// another role controls.
-fn check_raw_schema() -> Result<(), RunError> {
+/// another role controls. `Ok(false)`: there is no schema `raw` yet.
+fn check_raw_schema() -> Result<bool, RunError> {
     let owner = extension_owner();
+    // one row whether or not the schema exists (NULLs when it does not)
     let found = as_owner(|| {
         Spi::get_two_with_args::<bool, String>(
-            "SELECT n.nspowner OPERATOR(pg_catalog.=) $1, r.rolname::pg_catalog.text
-               FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
-              WHERE n.nspname OPERATOR(pg_catalog.=) 'raw'",
+            "SELECT n.nspowner OPERATOR(pg_catalog.=) $1, pg_catalog.pg_get_userbyid(n.nspowner)::pg_catalog.text
+               FROM (VALUES (1)) AS one (x)
+               LEFT JOIN pg_catalog.pg_namespace n ON n.nspname OPERATOR(pg_catalog.=) 'raw'",
             &[owner.into()],
         )
     });
@@ -302,9 +288,7 @@ fn check_raw_schema() -> Result<(), RunError> {
                 owner_name().unwrap_or_default()
             ),
         )),
-        Ok(_) => Ok(()),
-        // no row: the schema does not exist yet
-        Err(pgrx::spi::Error::InvalidPosition) => Ok(()),
+        Ok((owned, _)) => Ok(owned.is_some()),
         Err(e) => Err(RunError::new("XX000", format!("pg_qbo raw schema: {e}"))),
     }
 }
@@ -348,62 +332,54 @@ tbl AS (
      WHERE n.nspname OPERATOR(pg_catalog.=) 'raw' AND c.relname OPERATOR(pg_catalog.=) $1),
 trusted AS (
     SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper OR r.oid OPERATOR(pg_catalog.=) $2),
-edges (src_class, src_obj, dst_class, dst_obj) AS (
-    -- what is attached to the table: each can run code when a row is inserted or updated
-    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, d.adrelid,
-           'pg_catalog.pg_attrdef'::pg_catalog.regclass::pg_catalog.oid, d.oid
-      FROM pg_catalog.pg_attrdef d JOIN tbl ON d.adrelid OPERATOR(pg_catalog.=) tbl.oid
-    UNION ALL
-    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, k.conrelid,
-           'pg_catalog.pg_constraint'::pg_catalog.regclass::pg_catalog.oid, k.oid
-      FROM pg_catalog.pg_constraint k JOIN tbl ON k.conrelid OPERATOR(pg_catalog.=) tbl.oid
-    UNION ALL
-    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, i.indrelid,
-           'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, i.indexrelid
-      FROM pg_catalog.pg_index i JOIN tbl ON i.indrelid OPERATOR(pg_catalog.=) tbl.oid
-    UNION ALL
-    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, g.tgrelid,
-           'pg_catalog.pg_trigger'::pg_catalog.regclass::pg_catalog.oid, g.oid
-      FROM pg_catalog.pg_trigger g JOIN tbl ON g.tgrelid OPERATOR(pg_catalog.=) tbl.oid
-    UNION ALL
-    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, p.polrelid,
-           'pg_catalog.pg_policy'::pg_catalog.regclass::pg_catalog.oid, p.oid
-      FROM pg_catalog.pg_policy p JOIN tbl ON p.polrelid OPERATOR(pg_catalog.=) tbl.oid
-    UNION ALL
-    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, a.attrelid,
-           'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid, a.atttypid
-      FROM pg_catalog.pg_attribute a JOIN tbl ON a.attrelid OPERATOR(pg_catalog.=) tbl.oid
-     WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-    UNION ALL
-    -- a domain runs its constraints
-    SELECT 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid, k.contypid,
-           'pg_catalog.pg_constraint'::pg_catalog.regclass::pg_catalog.oid, k.oid
-      FROM pg_catalog.pg_constraint k WHERE k.contypid OPERATOR(pg_catalog.<>) 0
-    UNION ALL
-    -- an index runs the support functions and operators of its operator families
-    SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid, ap.amprocfamily,
-           'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, ap.amproc
-      FROM pg_catalog.pg_amproc ap
-    UNION ALL
-    SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid, ao.amopfamily,
-           'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid, ao.amopopr
-      FROM pg_catalog.pg_amop ao
-    UNION ALL
-    -- and whatever each object references: functions of a trigger, default, constraint, index
-    -- or policy, the function of an operator, a type's functions and base type, an index's
-    -- operator classes and their families, functions and types a function's body uses
-    SELECT d.classid, d.objid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
-     WHERE d.deptype OPERATOR(pg_catalog.<>) 'e'),
+-- Walked from the table through the catalogs' indexes, one level at a time: cost grows with
+-- what the table reaches, not with the size of pg_depend.
 reached (classid, objid, via) AS (
-    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, tbl.oid, NULL::pg_catalog.text FROM tbl
+    -- what is attached to the table: each can run code when a row is inserted or updated
+    SELECT a.classid, a.objid, pg_catalog.pg_describe_object(a.classid, a.objid, 0)
+      FROM tbl CROSS JOIN LATERAL (
+        SELECT 'pg_catalog.pg_attrdef'::pg_catalog.regclass::pg_catalog.oid, d.oid FROM pg_catalog.pg_attrdef d
+         WHERE d.adrelid OPERATOR(pg_catalog.=) tbl.oid
+        UNION ALL
+        SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass::pg_catalog.oid, k.oid FROM pg_catalog.pg_constraint k
+         WHERE k.conrelid OPERATOR(pg_catalog.=) tbl.oid
+        UNION ALL
+        SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, i.indexrelid FROM pg_catalog.pg_index i
+         WHERE i.indrelid OPERATOR(pg_catalog.=) tbl.oid
+        UNION ALL
+        SELECT 'pg_catalog.pg_trigger'::pg_catalog.regclass::pg_catalog.oid, g.oid FROM pg_catalog.pg_trigger g
+         WHERE g.tgrelid OPERATOR(pg_catalog.=) tbl.oid
+        UNION ALL
+        SELECT 'pg_catalog.pg_policy'::pg_catalog.regclass::pg_catalog.oid, p.oid FROM pg_catalog.pg_policy p
+         WHERE p.polrelid OPERATOR(pg_catalog.=) tbl.oid
+        UNION ALL
+        SELECT 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid, t.atttypid FROM pg_catalog.pg_attribute t
+         WHERE t.attrelid OPERATOR(pg_catalog.=) tbl.oid AND t.attnum OPERATOR(pg_catalog.>) 0
+           AND NOT t.attisdropped) AS a (classid, objid)
     UNION
-    SELECT e.dst_class, e.dst_obj,
-           coalesce(r.via, pg_catalog.pg_describe_object(e.dst_class, e.dst_obj, 0))
-      FROM reached r JOIN edges e ON e.src_class OPERATOR(pg_catalog.=) r.classid
-                                 AND e.src_obj OPERATOR(pg_catalog.=) r.objid
+    SELECT e.classid, e.objid, r.via
+      FROM reached r CROSS JOIN LATERAL (
+        -- whatever the object references: functions of a trigger, default, constraint, index
+        -- or policy, the function of an operator, a type's functions and base type, an index's
+        -- operator classes and their families, functions and types a function's body uses
+        SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
+         WHERE d.classid OPERATOR(pg_catalog.=) r.classid AND d.objid OPERATOR(pg_catalog.=) r.objid
+           AND d.deptype OPERATOR(pg_catalog.<>) 'e'
+        UNION ALL
+        -- a domain runs its constraints
+        SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass::pg_catalog.oid, k.oid FROM pg_catalog.pg_constraint k
+         WHERE r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid AND k.contypid OPERATOR(pg_catalog.=) r.objid
+        UNION ALL
+        -- an index runs the support functions and operators of its operator families
+        SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, ap.amproc FROM pg_catalog.pg_amproc ap
+         WHERE r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid AND ap.amprocfamily OPERATOR(pg_catalog.=) r.objid
+        UNION ALL
+        SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid, ao.amopopr FROM pg_catalog.pg_amop ao
+         WHERE r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid AND ao.amopfamily OPERATOR(pg_catalog.=) r.objid
+      ) AS e (classid, objid)
      -- what is attached to the table depends on it in turn: never walk back into it
-     WHERE NOT (e.dst_class OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
-                AND e.dst_obj OPERATOR(pg_catalog.=) ANY (SELECT tbl.oid FROM tbl))),
+     WHERE NOT (e.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
+                AND e.objid OPERATOR(pg_catalog.=) ANY (SELECT tbl.oid FROM tbl))),
 owned (what, via, owner) AS (
     -- each object once, named with the first thing attached to the table that reaches it
     SELECT DISTINCT ON (1) pg_catalog.pg_describe_object(r.classid, r.objid, 0), r.via,
@@ -760,9 +736,9 @@ pub fn check_may_use(conn: &str) -> Result<(), RunError> {
     Err(RunError::new(
         "42501",
         format!(
-            "role \"{who}\" may not run backfills of connection \"{conn}\": a superuser grants it with SELECT qbo.grant_connection('{}', '{}')",
-            conn.replace('\'', "''"),
-            who.replace('\'', "''")
+            "role \"{who}\" may not run backfills of connection \"{conn}\": a superuser grants it with SELECT qbo.grant_connection({}, {})",
+            pgrx::spi::quote_literal(conn),
+            pgrx::spi::quote_literal(&who)
         ),
     ))
 }

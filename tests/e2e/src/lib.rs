@@ -37,6 +37,15 @@ pub fn connect(db: &str) -> Client {
     .unwrap_or_else(|e| panic!("cannot connect to {db}: {e}"))
 }
 
+/// Connects to `db` as `role` (a login role; trust authentication).
+pub fn as_role(db: &str, role: &str) -> Client {
+    Client::connect(
+        &format!("host=127.0.0.1 port={} user={role} dbname={db}", port()),
+        NoTls,
+    )
+    .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
+}
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -12,14 +12,6 @@ use pg_qbo_e2e::*;
 const FROM: &str = "2025-01-01T00:00:00Z";
 const TO: &str = "2025-09-11T00:00:00Z";
 
-fn as_role(db: &str, role: &str) -> postgres::Client {
-    postgres::Client::connect(
-        &format!("host=127.0.0.1 port={} user={role} dbname={db}", port()),
-        postgres::NoTls,
-    )
-    .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
-}
-
 /// Creates (or resets) a login role with no attributes and no memberships.
 fn fresh_role(admin: &mut postgres::Client, role: &str) {
     admin

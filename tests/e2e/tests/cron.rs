@@ -163,14 +163,7 @@ fn scheduling_from_a_database_without_pg_cron_says_what_to_do() {
          SELECT qbo.grant_connection('default', 'qbo_cron_op');",
     )
     .unwrap();
-    let mut op = postgres::Client::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=qbo_cron_op dbname=e2e_nocron",
-            port()
-        ),
-        postgres::NoTls,
-    )
-    .unwrap();
+    let mut op = as_role("e2e_nocron", "qbo_cron_op");
     let err = op
         .query("SELECT * FROM qbo.schedule_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz)", &[&FROM, &TO])
         .expect_err("no pg_cron here");
