@@ -26,7 +26,7 @@ fn with_connection() {
 #[pg_test]
 fn entities_view_lists_the_catalog() {
     let n = Spi::get_one::<i64>("SELECT count(*) FROM qbo.entities").unwrap().unwrap();
-    assert_eq!(n as usize, crate::entities::ENTITIES.len());
+    assert_eq!(n as usize, qbo::entities::ENTITIES.len());
     let t = Spi::get_one::<String>("SELECT raw_table FROM qbo.entities WHERE entity = 'Invoice'").unwrap().unwrap();
     assert_eq!(t, "raw.qb_invoices");
     let k = Spi::get_one::<String>("SELECT kind FROM qbo.entities WHERE entity = 'Customer'").unwrap().unwrap();
@@ -102,7 +102,7 @@ fn sync_token_and_exact_payloads() {
     assert_eq!(Spi::get_one::<i64>("SELECT qbo._sync_token('{\"SyncToken\":\"x\"}')").unwrap(), Some(-1));
     let kept = Spi::get_one::<String>(&format!(
         "SELECT '{}'::jsonb::text",
-        crate::jsonb::storable(r#"{"Amount":12.30,"Name":"Café Zoë ✓","Bad":"a\u0000b"}"#)
+        qbo::jsonb::storable(r#"{"Amount":12.30,"Name":"Café Zoë ✓","Bad":"a\u0000b"}"#)
     ))
     .unwrap()
     .unwrap();
@@ -181,7 +181,7 @@ fn limiter_frees_the_slots_of_a_process_that_is_gone() {
 fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
     // a raw table loaded and never analyzed (as after TRUNCATE or during a first load): the
     // upsert once hashed the whole table for every page here
-    let e = crate::entities::lookup("Invoice").unwrap();
+    let e = qbo::entities::lookup("Invoice").unwrap();
     crate::store::ensure_raw_table(e).unwrap();
     Spi::run(
         "INSERT INTO raw.qb_invoices (realm_id, id, payload, extract_window_start_utc, extract_window_end_utc)
@@ -233,7 +233,7 @@ unsafe fn varlena_bytes(d: pg_sys::Datum) -> Vec<u8> {
 
 /// PostgreSQL's own jsonb of `text` (after the `\u0000` policy), `None` where it raises.
 fn postgres_jsonb(text: &str) -> Option<Vec<u8>> {
-    let text = crate::jsonb::storable(text).into_owned();
+    let text = qbo::jsonb::storable(text).into_owned();
     PgTryBuilder::new(move || {
         crate::store::jsonb_in(&text).ok().map(|d| unsafe { varlena_bytes(d) })
     })
@@ -247,7 +247,7 @@ fn postgres_jsonb(text: &str) -> Option<Vec<u8>> {
 fn jsonb_encoder_writes_jsonb_in_bytes_for_every_qbo_sample() {
     assert!(crate::store::database_is_utf8());
     let mut files = Vec::new();
-    let mut dirs = vec![crate::fault::samples_dir()];
+    let mut dirs = vec![qbo::fault::samples_dir()];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -262,7 +262,7 @@ fn jsonb_encoder_writes_jsonb_in_bytes_for_every_qbo_sample() {
     let (mut same, mut invalid) = (0, 0);
     for f in &files {
         let Ok(text) = std::fs::read_to_string(f) else { continue };
-        let ours = crate::jsonb_encode::encode(&text);
+        let ours = qbo::jsonb::encode::encode(&text);
         let theirs = postgres_jsonb(&text);
         match (&ours, &theirs) {
             (Some(o), Some(t)) => {
@@ -353,7 +353,7 @@ fn jsonb_encoder_writes_jsonb_in_bytes_for_generated_documents() {
     let mut compared = 0;
     for _ in 0..1500 {
         let doc = value(&mut rng, 0);
-        let ours = crate::jsonb_encode::encode(&doc);
+        let ours = qbo::jsonb::encode::encode(&doc);
         let theirs = postgres_jsonb(&doc);
         match (ours, theirs) {
             (Some(o), Some(t)) => {
@@ -371,8 +371,8 @@ fn jsonb_encoder_writes_jsonb_in_bytes_for_generated_documents() {
 /// (`\u0000` as U+FFFD, in bytes and texts alike), and writing the page again changes nothing.
 #[pg_test]
 fn page_upsert_stores_encoded_and_text_payloads_alike() {
-    use crate::pager::{Payload, RawRecord};
-    let e = crate::entities::lookup("Invoice").unwrap();
+    use qbo::pager::{Payload, RawRecord};
+    let e = qbo::entities::lookup("Invoice").unwrap();
     crate::store::ensure_raw_table(e).unwrap();
     let meta = r#""MetaData":{"CreateTime":"2025-01-02T03:04:05-08:00","LastUpdatedTime":"2025-01-02T03:04:05-08:00"}"#;
     let docs = [
@@ -401,7 +401,7 @@ fn page_upsert_stores_encoded_and_text_payloads_alike() {
     };
     assert_eq!(write(), crate::store::UpsertCounts { inserted: 5, updated: 0 });
     for (id, doc, _) in &docs {
-        let expect = crate::jsonb::storable(doc).into_owned();
+        let expect = qbo::jsonb::storable(doc).into_owned();
         let same = Spi::get_one_with_args::<bool>(
             "SELECT payload = $1::jsonb AND payload::text = ($1::jsonb)::text FROM raw.qb_invoices WHERE realm_id = 'r' AND id = $2",
             &[expect.as_str().into(), (*id).into()],
@@ -424,8 +424,8 @@ fn page_upsert_stores_encoded_and_text_payloads_alike() {
 /// whole CALL (248 MB above idle after 100k invoices in B1).
 #[pg_test]
 fn page_upsert_keeps_nothing_in_the_callers_memory_context() {
-    use crate::pager::RawRecord;
-    let e = crate::entities::lookup("Invoice").unwrap();
+    use qbo::pager::RawRecord;
+    let e = qbo::entities::lookup("Invoice").unwrap();
     crate::store::ensure_raw_table(e).unwrap();
     let pad = "x".repeat(2000);
     let t = chrono::Utc::now();
@@ -457,7 +457,7 @@ fn page_upsert_keeps_nothing_in_the_callers_memory_context() {
 /// owned by a superuser are accepted.
 #[pg_test]
 fn raw_tables_with_code_of_untrusted_roles_are_refused() {
-    let e = crate::entities::lookup("Vendor").unwrap();
+    let e = qbo::entities::lookup("Vendor").unwrap();
     crate::store::ensure_raw_table(e).unwrap();
     crate::store::check_raw_trust(e).expect("a table pg_qbo made is trusted");
     Spi::run(

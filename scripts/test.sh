@@ -2,7 +2,8 @@
 # Runs every test of pg_qbo on a fresh Debian 12 machine, as root:
 #   1. installs what is needed (scripts/setup.sh),
 #   2. the emulator's unit and HTTP tests, and the third-party Python client against it,
-#   3. the extension's unit tests and in-database suites (cargo pgrx test),
+#   3. the core crate's tests (cargo test -p qbo: client, OAuth, paging, planning, retry, encoding,
+#      no Postgres), then the extension's unit tests and in-database suites (cargo pgrx test),
 #   4. end-to-end tests: the extension installed into a real cluster, driven against real
 #      emulator processes (tests/e2e).
 set -euo pipefail
@@ -29,6 +30,9 @@ if [ -x tests/python/run.sh ] || [ -f tests/python/run.sh ]; then
   bash tests/python/run.sh 2>&1 | tee /tmp/pg_qbo-python-tests.log
 fi
 
+step "core: the plain-Rust crate's tests (no Postgres)"
+cargo test -p qbo 2>&1 | tee /tmp/pg_qbo-core-tests.log
+
 step "extension: unit tests and in-database suites (cargo pgrx test)"
 install -d -o postgres -g postgres /tmp/pgrx-test-pgdata
 cargo pgrx test pg15 --runas postgres --pgdata /tmp/pgrx-test-pgdata 2>&1 | tee /tmp/pg_qbo-pgrx-tests.log
@@ -49,7 +53,7 @@ trap 'bash scripts/cluster.sh stop "$PG_QBO_TEST_DIR"' EXIT
 cargo test -p pg_qbo_e2e -- --test-threads=2 2>&1 | tee /tmp/pg_qbo-e2e-tests.log
 
 step "summary"
-logs=(/tmp/pg_qbo-emulator-tests.log /tmp/pg_qbo-pgrx-tests.log /tmp/pg_qbo-e2e-tests.log)
+logs=(/tmp/pg_qbo-emulator-tests.log /tmp/pg_qbo-core-tests.log /tmp/pg_qbo-pgrx-tests.log /tmp/pg_qbo-e2e-tests.log)
 [ -f /tmp/pg_qbo-python-tests.log ] && logs+=(/tmp/pg_qbo-python-tests.log)
 for f in "${logs[@]}"; do
   printf '  %-24s %s passed, %s failed\n' "$(basename "$f" .log)" \

@@ -3,15 +3,15 @@
 //! by page), and `qbo.entities`. Everything here is thin: validation, then `executor` or `bgw`.
 
 use crate::bgw::{self, Job};
-use crate::entities::{self, Entity};
 use crate::executor::{self, raise, Mode, RunError};
 use crate::guc::Settings;
 use crate::ledger::{self, NewRun};
-use crate::plan::{self, Chunk};
 use crate::store::{self, from_tstz};
 use chrono::{DateTime, Utc};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
+use qbo::entities::{self, Entity};
+use qbo::plan::{self, Chunk};
 use serde::{Deserialize, Serialize};
 
 /// The parameters of a backfill, as the caller gave them plus the resolved settings.
@@ -72,7 +72,7 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
         ("qbo.api_base_url", &r.settings.api_base_url),
         ("qbo.token_url", &r.settings.token_url),
     ] {
-        if url.as_deref().is_some_and(url_has_credentials) {
+        if url.as_deref().is_some_and(qbo::client::url_has_credentials) {
             return Err(bad(format!(
                 "{name} holds credentials (user:password@host): every run stores its settings in qbo.runs.settings, which readers can see; use a URL without them"
             )));
@@ -103,18 +103,6 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
         realm_id: conn.realm_id,
         environment: conn.environment,
     })
-}
-
-/// Whether a URL carries a user name or password (`https://user:pw@host/`).
-fn url_has_credentials(url: &str) -> bool {
-    match reqwest::Url::parse(url) {
-        Ok(u) => !u.username().is_empty() || u.password().is_some(),
-        // not a URL the client could use either: look for userinfo by hand
-        Err(_) => url
-            .split_once("://")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
-            .unwrap_or(false),
-    }
 }
 
 /// Creates the run and its chunk plan and takes its liveness lock (the caller commits and executes).

@@ -17,22 +17,22 @@
 //!   and the error re-raised. A process that dies outright (crash, `pg_terminate_backend`) leaves
 //!   its run `running` without its lock: the next entry point marks it `interrupted`.
 
-use crate::entities::{self, Entity};
-use crate::error::QboError;
 use crate::guc::Settings;
 use crate::ledger::{self, ChunkRow, RunRow};
 use crate::limiter::{self, Limiter};
-use crate::net::{Fetched as NetFetched, Idle, Job, JobKind, Net};
-use crate::pager::RequestKind;
-use crate::qbo::HttpConfig;
-use crate::retry::RetryPolicy;
-use crate::runtime;
-use crate::slices::{ChunkSlices, SliceRequest};
 use crate::store::{self, Connection, PageRows};
 use crate::tokens::TokenCache;
 use chrono::{DateTime, Utc};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
+use qbo::client::HttpConfig;
+use qbo::entities::{self, Entity};
+use qbo::error::QboError;
+use qbo::net::{Fetched as NetFetched, Idle, Job, JobKind, Net};
+use qbo::pager::RequestKind;
+use qbo::retry::RetryPolicy;
+use qbo::runtime;
+use qbo::slices::{ChunkSlices, SliceRequest};
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -293,7 +293,7 @@ struct Exec<'a> {
     /// The realm's shared request limiter.
     limiter: Limiter,
     /// The Ids the pagers of this run may hold together (`qbo.max_buffer_mb`).
-    ids: crate::budget::IdBudget,
+    ids: qbo::budget::IdBudget,
     /// Access tokens QBO answered 401 to in this execution.
     rejected_tokens: std::collections::HashSet<String>,
     tokens: TokenCache<'a>,
@@ -331,7 +331,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     store::commit();
 
     let rt = runtime::new_runtime().map_err(RunError::internal)?;
-    let budget = crate::budget::MemoryBudget::new(settings.max_buffer_mb, settings.max_in_flight);
+    let budget = qbo::budget::MemoryBudget::new(settings.max_buffer_mb, settings.max_in_flight);
     let http = HttpConfig {
         connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
         request_timeout: Duration::from_millis(settings.http_timeout_ms),
@@ -464,12 +464,12 @@ struct Flight {
 struct Fetched {
     chunk: i32,
     slice: u32,
-    records: Vec<crate::pager::RawRecord>,
+    records: Vec<qbo::pager::RawRecord>,
     refetched: u64,
     /// The slice's pager state once this page is written.
-    state: Option<crate::pager::PagerState>,
+    state: Option<qbo::pager::PagerState>,
     /// Rows for the Id table of the second being read, if any.
-    second_ids: Option<crate::pager::SecondIds>,
+    second_ids: Option<qbo::pager::SecondIds>,
     query: String,
     start_position: u32,
     intuit_tid: Option<String>,
@@ -665,7 +665,7 @@ impl Exec<'_> {
             }
             return Ok(None);
         }
-        let plan_chunk = crate::plan::Chunk {
+        let plan_chunk = qbo::plan::Chunk {
             index: row.chunk as u32,
             start: row.window_start,
             end,
@@ -760,7 +760,7 @@ impl Exec<'_> {
     /// Handles one answer from the network thread.
     fn on_done(
         &mut self,
-        done: crate::net::Done,
+        done: qbo::net::Done,
         flights: &mut HashMap<u64, Flight>,
         open: &mut [OpenChunk],
         retry_queue: &mut Vec<Want>,
@@ -1003,7 +1003,7 @@ impl Exec<'_> {
     }
 }
 
-pub(crate) fn to_page_rows(records: Vec<crate::pager::RawRecord>) -> PageRows {
+pub(crate) fn to_page_rows(records: Vec<qbo::pager::RawRecord>) -> PageRows {
     let mut rows = PageRows {
         ids: Vec::with_capacity(records.len()),
         payloads: Vec::with_capacity(records.len()),

@@ -11,10 +11,11 @@
 //! worker, and a resume must behave like the original run.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use qbo::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUESTS_PER_MINUTE};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 
-use crate::budget::{DEFAULT_BUFFER_MB, MAX_BUFFER_MB, MIN_BUFFER_MB};
+use qbo::budget::{DEFAULT_BUFFER_MB, MAX_BUFFER_MB, MIN_BUFFER_MB};
 
 /// Intuit's production API host.
 pub const PRODUCTION_API: &str = "https://quickbooks.api.intuit.com";
@@ -36,11 +37,6 @@ static MAX_REQUESTS_PER_MINUTE: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_MAX_REQUESTS_PER_MINUTE as i32);
 static MAX_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_IN_FLIGHT as i32);
 static BUFFER_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_BUFFER_MB as i32);
-
-/// Intuit's documented limit of requests per minute per realm.
-pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 500;
-/// Intuit's documented limit of concurrent requests per realm.
-pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10;
 
 /// Registers every setting and reserves the prefix. Called once per backend from `_PG_init`.
 pub fn init() {
@@ -181,7 +177,7 @@ pub struct Settings {
     /// Requests per realm in flight at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: u32,
-    /// Memory bound of the run's buffers, in MB (2^20 bytes; see [`crate::budget`]).
+    /// Memory bound of the run's buffers, in MB (2^20 bytes; see [`qbo::budget`]).
     #[serde(default = "default_buffer_mb")]
     pub max_buffer_mb: u32,
 }

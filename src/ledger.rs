@@ -2,12 +2,12 @@
 //! Every function here only writes; the caller decides when to commit.
 
 use crate::executor::{short_ts, RunError};
-use crate::plan::Chunk;
 use crate::store::{from_tstz, tstz};
 use chrono::{DateTime, Utc};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::spi::SpiResult;
 use pgrx::JsonB;
+use qbo::plan::Chunk;
 
 fn err(e: pgrx::spi::Error) -> RunError {
     RunError::new("XX000", format!("pg_qbo ledger: {e}"))
@@ -286,7 +286,7 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
 pub fn write_second_ids(
     run_id: i64,
     chunk: i32,
-    d: &crate::pager::SecondIds,
+    d: &qbo::pager::SecondIds,
 ) -> Result<(), RunError> {
     if d.ids.is_empty() {
         return Ok(());
@@ -322,8 +322,8 @@ pub fn read_second_ids(
     run_id: i64,
     chunk: i32,
     second: DateTime<Utc>,
-) -> Result<Vec<crate::pager::SecondId>, RunError> {
-    crate::store::owner_spi(|c| -> SpiResult<Vec<crate::pager::SecondId>> {
+) -> Result<Vec<qbo::pager::SecondId>, RunError> {
+    crate::store::owner_spi(|c| -> SpiResult<Vec<qbo::pager::SecondId>> {
         let rows = c.select(
             "SELECT id, sync_token, seen_try FROM qbo._second_ids
               WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2
@@ -333,7 +333,7 @@ pub fn read_second_ids(
         )?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            out.push(crate::pager::SecondId {
+            out.push(qbo::pager::SecondId {
                 id: r.get::<String>(1)?.unwrap_or_default(),
                 sync_token: r.get::<i64>(2)?.unwrap_or(0),
                 seen_try: r.get::<i32>(3)?.unwrap_or(0).max(0) as u32,

@@ -12,22 +12,6 @@
 
 ::pgrx::pg_module_magic!(name, version);
 
-pub mod budget;
-pub mod entities;
-pub mod error;
-pub mod fault;
-pub mod jsonb;
-pub mod jsonb_encode;
-pub mod net;
-pub mod oauth;
-pub mod pager;
-pub mod plan;
-pub mod qbo;
-pub mod query;
-pub mod retry;
-pub mod runtime;
-pub mod slices;
-
 mod api;
 mod bgw;
 mod cron;

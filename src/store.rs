@@ -1,14 +1,14 @@
 //! Everything that touches SQL: raw tables, the page upsert, the run ledger, connections and
 //! tokens. Values always travel as SPI parameters; the only identifiers spliced into SQL text are
-//! raw table names taken from the static entity catalog (`crate::entities`).
+//! raw table names taken from the static entity catalog (`qbo::entities`).
 
-use crate::entities::Entity;
 use crate::executor::RunError;
-use crate::pager::Payload;
 use chrono::{DateTime, Utc};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::prelude::*;
 use pgrx::spi::SpiResult;
+use qbo::entities::Entity;
+use qbo::pager::Payload;
 
 /// Advisory lock class of a live run: `pg_advisory_lock(RUN_LOCK_CLASS, run_id)`.
 pub const RUN_LOCK_CLASS: i32 = 1_364_414_287;

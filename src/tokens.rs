@@ -10,13 +10,14 @@
 //! a rotated refresh token: it is stored and committed before the error is raised, or the company
 //! would have to be re-authorized (see [`TokenCache::keep_salvaged`]).
 
-use crate::error::QboError;
 use crate::executor::{check_interrupts, Mode};
 use crate::guc::Settings;
-use crate::oauth::SalvagedTokens;
-use crate::retry::RetryPolicy;
 use crate::store::{self, Connection};
 use chrono::{DateTime, Utc};
+use qbo::error::QboError;
+use qbo::lifetime::{access_expiry, refresh_expiry, usable_at};
+use qbo::oauth::{SalvagedTokens, TokenEndpoint};
+use qbo::retry::RetryPolicy;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,59 +27,12 @@ fn set_locked(m: &Mutex<Option<String>>, v: Option<String>) {
     }
 }
 
-/// A token is used only if it stays valid at least this long.
-const MARGIN_SECS: i64 = 60;
-
-/// Lifetime believed when the token endpoint gives none we can use (`expires_in` absent, 0, or
-/// unreadable): Intuit's documented access-token lifetime.
-pub const ASSUMED_LIFETIME_SECS: i64 = 3600;
-
-/// Shortest lifetime believed: a token must stay usable MARGIN_SECS after the margin, or every
-/// request would refresh first.
-pub const MIN_LIFETIME_SECS: i64 = 2 * MARGIN_SECS;
-
-/// Longest lifetime believed (a day; Intuit's is an hour). Also keeps the date arithmetic sane.
-pub const MAX_LIFETIME_SECS: i64 = 24 * 3600;
-
-/// When to stop using an access token that `expires_in` said lasts that long, from `now`.
-///
-/// Policy: an expiry that is unknown (`None`, e.g. absent, negative or unreadable in the
-/// response) or 0 is taken as Intuit's documented hour ([`ASSUMED_LIFETIME_SECS`]); any other is
-/// clamped to [`MIN_LIFETIME_SECS`]..=[`MAX_LIFETIME_SECS`]. A wrong guess costs at most one 401:
-/// the executor forgets a token QBO rejects and refreshes, so the token is in effect used until
-/// QBO refuses it, and a nonsensical `expires_in` can never make every request refresh first
-/// (with `expires_in: 0` taken literally, a token would be expired on arrival).
-pub fn access_expiry(now: DateTime<Utc>, expires_in: Option<Duration>) -> DateTime<Utc> {
-    let secs = match expires_in.map(|d| d.as_secs()) {
-        None | Some(0) => ASSUMED_LIFETIME_SECS,
-        Some(s) => i64::try_from(s)
-            .unwrap_or(i64::MAX)
-            .clamp(MIN_LIFETIME_SECS, MAX_LIFETIME_SECS),
-    };
-    now + chrono::Duration::seconds(secs)
-}
-
-/// Whether a token expiring at `exp` is still used at `at` (it must outlive the margin).
-fn usable_at(exp: DateTime<Utc>, at: DateTime<Utc>) -> bool {
-    exp > at + chrono::Duration::seconds(MARGIN_SECS)
-}
-
-/// When the refresh token expires, if known: `None` for an absent or 0 lifetime (the stored
-/// date is then kept), capped at ten years (informational only: Intuit's is about 100 days).
-pub fn refresh_expiry(now: DateTime<Utc>, lifetime: Option<Duration>) -> Option<DateTime<Utc>> {
-    const TEN_YEARS: u64 = 10 * 366 * 24 * 3600;
-    let secs = lifetime.map(|d| d.as_secs()).filter(|s| *s > 0)?;
-    Some(now + chrono::Duration::seconds(secs.min(TEN_YEARS) as i64))
-}
-
 /// The token state of one execution.
 pub struct TokenCache<'a> {
     conn_name: String,
     realm: String,
     cached: Option<(String, DateTime<Utc>)>,
-    http: reqwest::Client,
-    token_url: String,
-    timeout: Duration,
+    endpoint: TokenEndpoint,
     policy: RetryPolicy,
     /// Set while the realm's token lock is held, so the error path can release it.
     locked: &'a Mutex<Option<String>>,
@@ -94,12 +48,11 @@ impl<'a> TokenCache<'a> {
         settings: &Settings,
         locked: &'a Mutex<Option<String>>,
     ) -> Result<Self, QboError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-            .timeout(Duration::from_millis(settings.token_timeout_ms))
-            .build()
-            .map_err(|e| QboError::Network(format!("cannot build the token client: {e}")))?;
+        let endpoint = TokenEndpoint::new(
+            settings.token_endpoint(),
+            Duration::from_millis(settings.connect_timeout_ms),
+            Duration::from_millis(settings.token_timeout_ms),
+        )?;
         let cached = match (&conn.access_token, conn.access_token_expires_at) {
             (Some(t), Some(exp)) => Some((t.clone(), exp)),
             _ => None,
@@ -108,9 +61,7 @@ impl<'a> TokenCache<'a> {
             conn_name: conn.name,
             realm: conn.realm_id,
             cached,
-            http,
-            token_url: settings.token_endpoint(),
-            timeout: Duration::from_millis(settings.token_timeout_ms),
+            endpoint,
             policy: RetryPolicy {
                 max_retries: settings.max_retries.min(3),
                 base: Duration::from_millis(settings.backoff_base_ms),
@@ -189,15 +140,10 @@ impl<'a> TokenCache<'a> {
         let mut retries = 0;
         let mut rng = rand::rng();
         loop {
-            // Not interruptible on purpose: see the module doc. Bounded by `self.timeout`.
-            let fut = crate::oauth::refresh(
-                &self.http,
-                &self.token_url,
-                &conn.client_id,
-                &conn.client_secret,
-                &conn.refresh_token,
-                self.timeout,
-            );
+            // Not interruptible on purpose: see the module doc. Bounded by `qbo.token_timeout_ms`.
+            let fut =
+                self.endpoint
+                    .refresh(&conn.client_id, &conn.client_secret, &conn.refresh_token);
             match rt.block_on(fut) {
                 Ok(ts) => {
                     let now = Utc::now();
@@ -218,7 +164,7 @@ impl<'a> TokenCache<'a> {
                 Err(e) if e.is_retryable() && retries < self.policy.max_retries => {
                     let d = self.policy.backoff(retries, e.retry_after(), &mut rng);
                     retries += 1;
-                    crate::runtime::sleep_interruptible(rt, d, &mut || check_interrupts(mode));
+                    qbo::runtime::sleep_interruptible(rt, d, &mut || check_interrupts(mode));
                 }
                 Err(e) => {
                     if let QboError::UnusableTokenResponse {
@@ -257,68 +203,5 @@ impl<'a> TokenCache<'a> {
         }
         store::commit();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).single().unwrap()
-    }
-
-    fn lifetime(expires_in: Option<u64>) -> i64 {
-        (access_expiry(now(), expires_in.map(Duration::from_secs)) - now()).num_seconds()
-    }
-
-    /// Whether a token stored now with that `expires_in` is still used `after` seconds later.
-    fn used_after(expires_in: Option<u64>, after: i64) -> bool {
-        let exp = access_expiry(now(), expires_in.map(Duration::from_secs));
-        usable_at(exp, now() + chrono::Duration::seconds(after))
-    }
-
-    #[test]
-    fn expiry_policy() {
-        // Intuit's normal answer is believed.
-        assert_eq!(lifetime(Some(3600)), 3600);
-        assert_eq!(lifetime(Some(1800)), 1800);
-        // Unknown (absent, negative or unreadable: None) and 0 mean "an hour, until a 401".
-        assert_eq!(lifetime(None), ASSUMED_LIFETIME_SECS);
-        assert_eq!(lifetime(Some(0)), ASSUMED_LIFETIME_SECS);
-        // Too short to be used past the margin: stretched (a 401 corrects it).
-        assert_eq!(lifetime(Some(1)), MIN_LIFETIME_SECS);
-        assert_eq!(lifetime(Some(60)), MIN_LIFETIME_SECS);
-        // Absurdly long: capped, and no overflow.
-        assert_eq!(lifetime(Some(u64::MAX)), MAX_LIFETIME_SECS);
-        assert_eq!(lifetime(Some(10u64.pow(15))), MAX_LIFETIME_SECS);
-        // Never refreshing before every request: whatever expires_in says, a fresh token is
-        // still used a minute later.
-        for e in [
-            None,
-            Some(0),
-            Some(1),
-            Some(59),
-            Some(60),
-            Some(61),
-            Some(3600),
-        ] {
-            assert!(used_after(e, 0) && used_after(e, 59), "{e:?}");
-        }
-        assert!(!used_after(Some(3600), 3600 - MARGIN_SECS));
-    }
-
-    #[test]
-    fn refresh_expiry_policy() {
-        let d = |s: u64| Some(Duration::from_secs(s));
-        assert_eq!(refresh_expiry(now(), None), None);
-        assert_eq!(refresh_expiry(now(), d(0)), None);
-        assert_eq!(
-            refresh_expiry(now(), d(8_726_400)),
-            Some(now() + chrono::Duration::seconds(8_726_400))
-        );
-        // No overflow on a hostile value.
-        assert!(refresh_expiry(now(), d(u64::MAX)).unwrap() < now() + chrono::Duration::days(3700));
     }
 }

@@ -99,7 +99,7 @@ pub enum Payload {
     /// The JSON text as received (`12.30` stays `12.30`; `\u0000` replaced, see
     /// [`crate::jsonb`]); the backend casts it.
     Text(Box<RawValue>),
-    /// The same record as the bytes of its jsonb datum ([`crate::jsonb_encode`]), written on the
+    /// The same record as the bytes of its jsonb datum ([`crate::jsonb::encode`]), written on the
     /// network thread so the backend parses nothing.
     Jsonb(Box<[u8]>),
 }
@@ -134,7 +134,7 @@ fn scalar_text(raw: &RawValue) -> Option<String> {
 
 impl RawRecord {
     /// One record of a page's body: `Id`, `SyncToken` and `MetaData.LastUpdatedTime` extracted
-    /// without re-encoding it, and the record itself as jsonb bytes where [`crate::jsonb_encode`]
+    /// without re-encoding it, and the record itself as jsonb bytes where [`crate::jsonb::encode`]
     /// can if `jsonb` (its text is then never copied), else as its text with the `\u0000` policy
     /// of [`crate::jsonb`] applied. Errors are [`QboError::BadResponse`].
     pub fn from_page(json: &RawValue, jsonb: bool) -> Result<RawRecord, QboError> {
@@ -148,9 +148,9 @@ impl RawRecord {
             id
         };
         // a record too big for the encoder's bounded working memory goes to `jsonb_in` as text
-        let encode = jsonb && json.get().len() <= crate::jsonb_encode::MAX_RECORD_BYTES;
+        let encode = jsonb && json.get().len() <= crate::jsonb::encode::MAX_RECORD_BYTES;
         let payload = match encode
-            .then(|| crate::jsonb_encode::encode(json.get()))
+            .then(|| crate::jsonb::encode::encode(json.get()))
             .flatten()
         {
             Some(b) => Payload::Jsonb(b.into_boxed_slice()),
@@ -2551,7 +2551,7 @@ mod tests {
         match RawRecord::from_page(&nul, true).unwrap().payload {
             Payload::Jsonb(b) => assert_eq!(
                 Some(b.to_vec()),
-                crate::jsonb_encode::encode(kept.text().unwrap())
+                crate::jsonb::encode::encode(kept.text().unwrap())
             ),
             Payload::Text(_) => panic!("not encoded"),
         }

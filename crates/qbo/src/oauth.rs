@@ -1,5 +1,5 @@
 //! OAuth2 refresh against Intuit's token endpoint, with the `oauth2` crate driven by our own
-//! `reqwest::Client` (one HTTP/TLS stack; built by [`crate::qbo::build_http_client`] with
+//! `reqwest::Client` (one HTTP/TLS stack; built by [`crate::client::build_http_client`] with
 //! redirects disabled, as the `oauth2` docs advise against SSRF).
 //!
 //! - `POST token_url`, `Authorization: Basic base64(client_id:client_secret)`, form body
@@ -86,7 +86,7 @@ pub struct TokenSet {
     /// The refresh token to use from now on, when Intuit sent one (it rotates: store it at once).
     pub refresh_token: Option<String>,
     /// Lifetime of the access token, as sent (`Some(0)` is possible: see
-    /// [`crate::tokens::access_expiry`] for what is believed).
+    /// [`crate::lifetime::access_expiry`] for what is believed).
     pub expires_in: Option<Duration>,
     /// Lifetime of the refresh token (Intuit's `x_refresh_token_expires_in`).
     pub x_refresh_token_expires_in: Option<Duration>,
@@ -244,6 +244,49 @@ async fn send_bounded(
             "the token endpoint's response headers could not be read".into(),
         ))
     })
+}
+
+/// A token endpoint with its own HTTP client: no redirects followed (the client credentials
+/// must never be sent elsewhere) and its own timeouts, apart from the data requests'.
+pub struct TokenEndpoint {
+    http: reqwest::Client,
+    url: String,
+    timeout: Duration,
+}
+
+impl TokenEndpoint {
+    /// The endpoint at `url`, connecting within `connect_timeout` and answering within `timeout`.
+    pub fn new(
+        url: String,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Self, QboError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| QboError::Network(format!("cannot build the token client: {e}")))?;
+        Ok(TokenEndpoint { http, url, timeout })
+    }
+
+    /// One refresh-token grant at this endpoint (see [`refresh`]).
+    pub async fn refresh(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+    ) -> Result<TokenSet, QboError> {
+        refresh(
+            &self.http,
+            &self.url,
+            client_id,
+            client_secret,
+            refresh_token,
+            self.timeout,
+        )
+        .await
+    }
 }
 
 /// Exchanges `refresh_token` for new tokens at `token_url` (one attempt, bounded by `timeout`).
@@ -554,9 +597,9 @@ fn by_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::{build_http_client, HttpConfig};
     use crate::error::tests::assert_no_window;
     use crate::fault::tests::sample;
-    use crate::qbo::{build_http_client, HttpConfig};
     use wiremock::matchers::{body_string, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 

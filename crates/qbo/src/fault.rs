@@ -379,10 +379,11 @@ fn decode_entities(s: &str) -> String {
     out
 }
 
-/// The folder of real sample payloads (unit and in-database tests): `$QBO_SAMPLES_DIR`, else
-/// `/work/shared/qbo-samples`, else `../shared/qbo-samples` beside the crate.
-#[cfg(any(test, feature = "pg_test"))]
-pub(crate) fn samples_dir() -> std::path::PathBuf {
+/// The folder of real sample payloads, for the tests of this crate and of the extension's
+/// in-database suite: `$QBO_SAMPLES_DIR`, else `/work/shared/qbo-samples`, else
+/// `../shared/qbo-samples` beside the repository.
+#[doc(hidden)]
+pub fn samples_dir() -> std::path::PathBuf {
     use std::path::PathBuf;
     if let Ok(d) = std::env::var("QBO_SAMPLES_DIR") {
         return PathBuf::from(d);
@@ -393,7 +394,7 @@ pub(crate) fn samples_dir() -> std::path::PathBuf {
     }
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/qbo-samples"
+        "/../../../shared/qbo-samples"
     ))
 }
 

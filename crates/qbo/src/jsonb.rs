@@ -3,8 +3,10 @@
 //! `\u0000` escape in a record is replaced by `\ufffd` (U+FFFD REPLACEMENT CHARACTER) before the
 //! cast; nothing else in the record changes. An escaped backslash followed by `u0000` (the text
 //! `\\u0000`) is ordinary text and is kept. Both ways a record reaches jsonb apply it on the
-//! network thread: [`crate::jsonb_encode`] as it writes the bytes, and
+//! network thread: [`crate::jsonb::encode`] as it writes the bytes, and
 //! [`crate::pager::RawRecord::from_page`] on a text left for `jsonb_in`.
+
+pub mod encode;
 
 use std::borrow::Cow;
 

@@ -105,7 +105,7 @@ impl MemoryBudget {
 
 impl Default for MemoryBudget {
     fn default() -> Self {
-        MemoryBudget::new(DEFAULT_BUFFER_MB, crate::guc::DEFAULT_MAX_IN_FLIGHT)
+        MemoryBudget::new(DEFAULT_BUFFER_MB, crate::client::DEFAULT_MAX_IN_FLIGHT)
     }
 }
 

@@ -18,14 +18,14 @@
 //! joins it (a few milliseconds).
 //!
 //! JSON is parsed here (records split, keys extracted, each record written as jsonb bytes by
-//! [`crate::jsonb_encode`] when the database is UTF-8), so that work also overlaps the writes.
+//! [`crate::jsonb::encode`] when the database is UTF-8), so that work also overlaps the writes.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::client::{HttpConfig, Page, QboClient};
 use crate::error::QboError;
-use crate::qbo::{HttpConfig, Page, QboClient};
 
 /// What to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,6 +35,11 @@ use crate::pager::RawRecord;
 use crate::query::MAX_PAGE;
 use crate::retry::parse_retry_after;
 
+/// Intuit's documented limit of requests per minute per realm.
+pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 500;
+/// Intuit's documented limit of concurrent requests per realm.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10;
+
 /// Settings of the HTTP client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
@@ -48,7 +53,7 @@ pub struct HttpConfig {
     /// `User-Agent` header.
     pub user_agent: String,
     /// Convert each record to jsonb's binary format as the page is parsed (on the network
-    /// thread; see [`crate::jsonb_encode`]). Only for a UTF-8 database: the bytes are UTF-8.
+    /// thread; see [`crate::jsonb::encode`]). Only for a UTF-8 database: the bytes are UTF-8.
     pub jsonb_payloads: bool,
 }
 
@@ -537,6 +542,18 @@ fn parse_page(
     })
 }
 
+/// Whether a URL carries a user name or password (`https://user:pw@host/`).
+pub fn url_has_credentials(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(u) => !u.username().is_empty() || u.password().is_some(),
+        // not a URL the client could use either: look for userinfo by hand
+        Err(_) => url
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
+            .unwrap_or(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,7 +664,7 @@ mod tests {
             match &e.payload {
                 crate::pager::Payload::Jsonb(b) => assert_eq!(
                     Some(b.to_vec()),
-                    crate::jsonb_encode::encode(t.text().unwrap())
+                    crate::jsonb::encode::encode(t.text().unwrap())
                 ),
                 crate::pager::Payload::Text(_) => panic!("record {} not encoded", e.id),
             }
