@@ -1,5 +1,8 @@
 // In-database suites, run by `cargo pgrx test` inside a transaction that is rolled back.
 // (Everything that COMMITs — procedures, workers — is tested end to end in tests/e2e.)
+use crate::pg::spi;
+use crate::run::executor;
+use crate::store::raw;
 use pgrx::prelude::*;
 
 fn error_of(sql: &str) -> String {
@@ -182,7 +185,7 @@ fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
     // a raw table loaded and never analyzed (as after TRUNCATE or during a first load): the
     // upsert once hashed the whole table for every page here
     let e = qbo::entities::lookup("Invoice").unwrap();
-    crate::store::ensure_raw_table(e).unwrap();
+    raw::ensure_raw_table(e).unwrap();
     Spi::run(
         "INSERT INTO raw.qb_invoices (realm_id, id, payload, extract_window_start_utc, extract_window_end_utc)
          SELECT 'r', g::text, jsonb_build_object('Id', g::text, 'SyncToken', '0', 'pad', repeat('x', 1500)), now(), now()
@@ -195,7 +198,7 @@ fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
     let syncs = list(&|_| "0".to_owned());
     Spi::run(&format!(
         "PREPARE up(text[], jsonb[], int8[], text, timestamptz, timestamptz, int, int, text) AS {}",
-        crate::store::upsert_sql(e.table)
+        raw::upsert_sql(e.table)
     ))
     .unwrap();
     // one plan, read as JSON: its nodes and its estimate
@@ -235,7 +238,7 @@ unsafe fn varlena_bytes(d: pg_sys::Datum) -> Vec<u8> {
 fn postgres_jsonb(text: &str) -> Option<Vec<u8>> {
     let text = qbo::jsonb::storable(text).into_owned();
     PgTryBuilder::new(move || {
-        crate::store::jsonb_in(&text).ok().map(|d| unsafe { varlena_bytes(d) })
+        raw::jsonb_in(&text).ok().map(|d| unsafe { varlena_bytes(d) })
     })
     .catch_others(|_| None)
     .execute()
@@ -245,7 +248,7 @@ fn postgres_jsonb(text: &str) -> Option<Vec<u8>> {
 /// exactly jsonb_in's, and it declines none of them.
 #[pg_test]
 fn jsonb_encoder_writes_jsonb_in_bytes_for_every_qbo_sample() {
-    assert!(crate::store::database_is_utf8());
+    assert!(raw::database_is_utf8());
     let mut files = Vec::new();
     let mut dirs = vec![qbo::fault::samples_dir()];
     while let Some(d) = dirs.pop() {
@@ -373,7 +376,7 @@ fn jsonb_encoder_writes_jsonb_in_bytes_for_generated_documents() {
 fn page_upsert_stores_encoded_and_text_payloads_alike() {
     use qbo::pager::{Payload, RawRecord};
     let e = qbo::entities::lookup("Invoice").unwrap();
-    crate::store::ensure_raw_table(e).unwrap();
+    raw::ensure_raw_table(e).unwrap();
     let meta = r#""MetaData":{"CreateTime":"2025-01-02T03:04:05-08:00","LastUpdatedTime":"2025-01-02T03:04:05-08:00"}"#;
     let docs = [
         ("1", format!(r#"{{"Id":"1","SyncToken":"0",{meta},"TotalAmt":12.30,"Name":"Caf\u00e9 \ud83d\ude00"}}"#), true),
@@ -390,16 +393,16 @@ fn page_upsert_stores_encoded_and_text_payloads_alike() {
                 RawRecord::from_page(&raw, true).unwrap()
             })
             .collect();
-        let rows = crate::executor::to_page_rows(recs);
+        let rows = executor::to_page_rows(recs);
         let kinds: Vec<bool> = rows.payloads.iter().map(|p| matches!(p, Payload::Jsonb(_))).collect();
         assert_eq!(kinds, docs.iter().map(|d| d.2).collect::<Vec<_>>());
         rows
     };
     let t = chrono::Utc::now();
     let write = || {
-        crate::store::upsert_page(e, "r", page(), t, t, 1, 1000, r#"{"query":"q"}"#).unwrap()
+        raw::upsert_page(e, "r", page(), t, t, 1, 1000, r#"{"query":"q"}"#).unwrap()
     };
-    assert_eq!(write(), crate::store::UpsertCounts { inserted: 5, updated: 0 });
+    assert_eq!(write(), raw::UpsertCounts { inserted: 5, updated: 0 });
     for (id, doc, _) in &docs {
         let expect = qbo::jsonb::storable(doc).into_owned();
         let same = Spi::get_one_with_args::<bool>(
@@ -416,7 +419,7 @@ fn page_upsert_stores_encoded_and_text_payloads_alike() {
     assert_eq!(memo.as_deref(), Some("c\u{FFFD}d"));
     let dup = Spi::get_one::<String>("SELECT payload->>'Dup' FROM raw.qb_invoices WHERE id = '4'").unwrap();
     assert_eq!(dup.as_deref(), Some("2"));
-    assert_eq!(write(), crate::store::UpsertCounts { inserted: 0, updated: 0 });
+    assert_eq!(write(), raw::UpsertCounts { inserted: 0, updated: 0 });
 }
 
 /// A page's arrays (its jsonb[] is a megabyte or two on a real page) live only as long as the
@@ -426,7 +429,7 @@ fn page_upsert_stores_encoded_and_text_payloads_alike() {
 fn page_upsert_keeps_nothing_in_the_callers_memory_context() {
     use qbo::pager::RawRecord;
     let e = qbo::entities::lookup("Invoice").unwrap();
-    crate::store::ensure_raw_table(e).unwrap();
+    raw::ensure_raw_table(e).unwrap();
     let pad = "x".repeat(2000);
     let t = chrono::Utc::now();
     let allocated = || unsafe { pg_sys::MemoryContextMemAllocated(pg_sys::CurrentMemoryContext, true) };
@@ -440,12 +443,12 @@ fn page_upsert_keeps_nothing_in_the_callers_memory_context() {
                 RawRecord::from_page(&raw, true).unwrap()
             })
             .collect();
-        crate::executor::to_page_rows(recs)
+        executor::to_page_rows(recs)
     };
-    crate::store::upsert_page(e, "r", page(0), t, t, 1, 1000, "{}").unwrap();
+    raw::upsert_page(e, "r", page(0), t, t, 1, 1000, "{}").unwrap();
     let before = allocated();
     for p in 1..=20 {
-        crate::store::upsert_page(e, "r", page(p), t, t, 1, 1000, "{}").unwrap();
+        raw::upsert_page(e, "r", page(p), t, t, 1, 1000, "{}").unwrap();
     }
     let grown = allocated() as i64 - before as i64;
     // 20 pages of 200 records of 2 KB: 8 MB if the arrays stayed
@@ -458,8 +461,8 @@ fn page_upsert_keeps_nothing_in_the_callers_memory_context() {
 #[pg_test]
 fn raw_tables_with_code_of_untrusted_roles_are_refused() {
     let e = qbo::entities::lookup("Vendor").unwrap();
-    crate::store::ensure_raw_table(e).unwrap();
-    crate::store::check_raw_trust(e).expect("a table pg_qbo made is trusted");
+    raw::ensure_raw_table(e).unwrap();
+    raw::check_raw_trust(e).expect("a table pg_qbo made is trusted");
     Spi::run(
         "CREATE ROLE trust_mallory NOLOGIN;
          CREATE SCHEMA trust_x;
@@ -475,7 +478,7 @@ fn raw_tables_with_code_of_untrusted_roles_are_refused() {
     )
     .unwrap();
     // owned by a superuser (the test's role): all of it is trusted
-    crate::store::check_raw_trust(e).expect("a superuser's functions are trusted");
+    raw::check_raw_trust(e).expect("a superuser's functions are trusted");
     Spi::run(
         "ALTER FUNCTION trust_x.f(text) OWNER TO trust_mallory;
          ALTER FUNCTION trust_x.ok(text) OWNER TO trust_mallory;
@@ -483,7 +486,7 @@ fn raw_tables_with_code_of_untrusted_roles_are_refused() {
          GRANT TRIGGER ON raw.qb_vendors TO trust_mallory;",
     )
     .unwrap();
-    let err = crate::store::check_raw_trust(e).unwrap_err();
+    let err = raw::check_raw_trust(e).unwrap_err();
     assert_eq!(err.sqlstate, "42501");
     let m = err.message;
     for want in [
@@ -504,7 +507,7 @@ fn raw_tables_with_code_of_untrusted_roles_are_refused() {
          ALTER OPERATOR trust_x.=== (text, text) OWNER TO trust_mallory;",
     )
     .unwrap();
-    let m = crate::store::check_raw_trust(e).unwrap_err().message;
+    let m = raw::check_raw_trust(e).unwrap_err().message;
     assert!(m.contains("type trust_x.d (reached from the table raw.qb_vendors) is owned by role trust_mallory"), "{m}");
     assert!(m.contains("operator trust_x.===(text,text) (reached from constraint c on table raw.qb_vendors) is owned by role trust_mallory"), "{m}");
     // a rule redirects writes anywhere: refused whoever made it
@@ -515,11 +518,11 @@ fn raw_tables_with_code_of_untrusted_roles_are_refused() {
          CREATE RULE r AS ON INSERT TO raw.qb_vendors DO ALSO INSERT INTO trust_x.sink SELECT NEW.*;",
     )
     .unwrap();
-    let m = crate::store::check_raw_trust(e).unwrap_err().message;
+    let m = raw::check_raw_trust(e).unwrap_err().message;
     assert!(m.contains("raw.qb_vendors has rules (DROP RULE ... ON raw.qb_vendors)"), "{m}");
     // and a table another role owns
     Spi::run("DROP RULE r ON raw.qb_vendors; ALTER TABLE raw.qb_vendors OWNER TO trust_mallory;").unwrap();
-    let m = crate::store::check_raw_trust(e).unwrap_err().message;
+    let m = raw::check_raw_trust(e).unwrap_err().message;
     assert!(m.contains("raw.qb_vendors is owned by role trust_mallory, not by pg_qbo's owner (ALTER TABLE raw.qb_vendors OWNER TO postgres after reviewing it)"), "{m}");
 }
 
@@ -543,7 +546,7 @@ fn pg_qbo_statements_resolve_nothing_from_the_callers_search_path() {
     );
     assert_eq!(Spi::get_one::<bool>("SELECT 'a'::text = 'b'::text").unwrap(), Some(true));
     Spi::run("DELETE FROM path_x.fired").unwrap();
-    let (path, eq) = crate::store::pinned(|| {
+    let (path, eq) = spi::pinned(|| {
         (
             Spi::get_one::<String>("SELECT current_setting('search_path')").unwrap(),
             Spi::get_one::<bool>("SELECT 'a'::text = 'b'::text").unwrap(),
@@ -551,13 +554,13 @@ fn pg_qbo_statements_resolve_nothing_from_the_callers_search_path() {
     });
     assert_eq!(path.as_deref(), Some("pg_catalog, pg_temp"));
     assert_eq!(eq, Some(false));
-    let s = crate::store::as_owner(|| {
+    let s = spi::as_owner(|| {
         Spi::get_one::<String>("SELECT format('%s %s', 1, 2)").unwrap()
     });
     assert_eq!(s.as_deref(), Some("1 2"));
     // an error inside the span restores the caller's path too
     let caught = PgTryBuilder::new(|| {
-        crate::store::pinned(|| Spi::run("SELECT 1/0").unwrap());
+        spi::pinned(|| Spi::run("SELECT 1/0").unwrap());
         false
     })
     .catch_others(|_| true)

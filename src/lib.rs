@@ -1,26 +1,29 @@
 //! pg_qbo: backfill QuickBooks Online data into PostgreSQL from inside the database.
 //!
-//! Plain-Rust modules (tested without Postgres): `entities` (catalog), `plan` (chunk planner),
-//! `query` (QBO query text), `pager` (time-cursor paging of one chunk), `fault` (error bodies),
-//! `retry` (backoff policy), `qbo` (HTTP client), `oauth` (token refresh), `error`, `jsonb`, `jsonb_encode` (records to jsonb's binary format),
-//! `runtime` (interruptible async inside a backend), `budget` (the memory bound of a run).
-//! Postgres-facing modules: `guc` (settings), `store` (raw tables, upserts, tokens),
-//! `ledger` (qbo.runs / run_chunks / run_pages), `tokens` (token cache and refresh),
-//! `executor` (one run, one code path), `bgw` (the background worker of the SRF entry points),
-//! `cron` (one-time pg_cron backfills),
-//! `api` (the SQL surface).
+//! Two crates, two layers. Everything that does not need Postgres (the QBO client, OAuth, paging,
+//! planning, retry, the network thread, jsonb encoding) is the `qbo` crate (`crates/qbo`), which
+//! has no pgrx in its dependency tree. This crate is the extension, in four folders, each
+//! depending only on those listed after it:
+//! - [`sql_api`]: the SQL surface only (`qbo.backfill`, `qbo.resume`, `CALL qbo.run_backfill`,
+//!   `CALL qbo.run_resume`, `qbo.schedule_backfill`, `qbo.entities`); argument parsing, then
+//!   [`run`].
+//! - [`run`]: one run: its request and validation, the executor (one code path for every entry
+//!   point), tokens, the shared per-realm limiter, the background worker, the pg_cron job, the
+//!   text of progress messages.
+//! - [`store`]: pg_qbo's tables: raw tables and their upsert, the run ledger, connections,
+//!   advisory locks.
+//! - [`pg`]: Postgres glue that knows nothing of runs: errors, interrupts, SPI with a pinned
+//!   `search_path`, transactions, fmgr entry points, settings, time conversion.
+//!
+//! `sql/schema.sql` holds the hand-written SQL objects (tables, views, SECURITY DEFINER helpers,
+//! privileges); the `extension_sql!` blocks in [`sql_api`] hold those of the procedures.
 
 ::pgrx::pg_module_magic!(name, version);
 
-mod api;
-mod bgw;
-mod cron;
-mod executor;
-mod guc;
-mod ledger;
-mod limiter;
+mod pg;
+mod run;
+mod sql_api;
 mod store;
-mod tokens;
 
 /// Registers the settings when the library is loaded.
 #[pgrx::pg_guard]
@@ -33,7 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
-    guc::init();
+    pg::guc::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,8 +1,10 @@
-//! The run ledger (`qbo.runs`, `qbo.run_chunks`, `qbo.run_pages`): creation, progress, outcome.
-//! Every function here only writes; the caller decides when to commit.
+//! The run ledger (`qbo.runs`, `qbo.run_chunks`, `qbo.run_pages`): creation, progress, outcome,
+//! and the rows progress messages and the volumetry are made of. Everything runs as the extension
+//! owner; the caller decides when to commit.
 
-use crate::executor::{short_ts, RunError};
-use crate::store::{from_tstz, tstz};
+use crate::pg::error::RunError;
+use crate::pg::spi::{self, owner_exec};
+use crate::pg::time::{from_tstz, tstz};
 use chrono::{DateTime, Utc};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::spi::SpiResult;
@@ -37,7 +39,7 @@ pub fn create_run(r: &NewRun) -> Result<i64, RunError> {
     let ends: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.end)).collect();
     // the role running the backfill (the statements below run as the extension owner)
     let caller = unsafe { pgrx::pg_sys::GetUserId() };
-    crate::store::owner_spi(|c| -> SpiResult<i64> {
+    spi::owner_connect(|c| -> SpiResult<i64> {
         let id = c
             .update(
                 "INSERT INTO qbo.runs (entity, connection, realm_id, environment, fecha_inicio, fecha_fin,
@@ -96,7 +98,7 @@ pub struct RunRow {
 
 /// Loads a run; a clear error if it does not exist.
 pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
-    let row = crate::store::owner_spi(|c| -> SpiResult<Option<RunRow>> {
+    let row = spi::owner_connect(|c| -> SpiResult<Option<RunRow>> {
         let t = c.update(
             "SELECT entity, connection, realm_id, environment, page_size, minor_version, chunks_total, settings, status
                FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
@@ -131,7 +133,7 @@ pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
 
 /// Marks the run running in this process and resets unfinished chunks to pending.
 pub fn start_execution(run_id: i64) -> Result<(), RunError> {
-    crate::store::owner_spi(|c| -> SpiResult<()> {
+    spi::owner_connect(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.runs SET status = 'running', pid = pg_catalog.pg_backend_pid(),
                     executions = executions OPERATOR(pg_catalog.+) 1,
@@ -163,7 +165,7 @@ pub struct ChunkRow {
 
 /// Chunks not yet succeeded, in order.
 pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
-    crate::store::owner_spi(|c| -> SpiResult<Vec<ChunkRow>> {
+    spi::owner_connect(|c| -> SpiResult<Vec<ChunkRow>> {
         let t = c.update(
             "SELECT chunk, window_start, window_end, pages, cursor FROM qbo.run_chunks
               WHERE run_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.<>) 'succeeded'
@@ -194,7 +196,7 @@ pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
 
 /// Marks a chunk running.
 pub fn start_chunk(run_id: i64, chunk: i32) -> Result<(), RunError> {
-    crate::store::owner_exec(
+    spi::owner_exec(
         "UPDATE qbo.run_chunks SET status = 'running', attempts = attempts OPERATOR(pg_catalog.+) 1,
                 started_at = coalesce(started_at, pg_catalog.now())
           WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2",
@@ -224,7 +226,7 @@ pub struct PageDone {
 /// Records a page: chunk counters and cursor, and a `qbo.run_pages` row.
 pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
     let skipped = p.rows - p.inserted - p.updated;
-    crate::store::owner_spi(|c| -> SpiResult<()> {
+    spi::owner_connect(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.run_chunks
                 SET pages = pages OPERATOR(pg_catalog.+) 1, rows = rows OPERATOR(pg_catalog.+) $3,
@@ -294,7 +296,7 @@ pub fn write_second_ids(
     let ids: Vec<&str> = d.ids.iter().map(|r| r.id.as_str()).collect();
     let tokens: Vec<i64> = d.ids.iter().map(|r| r.sync_token).collect();
     let tries: Vec<i32> = d.ids.iter().map(|r| r.seen_try as i32).collect();
-    crate::store::owner_spi(|c| -> SpiResult<()> {
+    spi::owner_connect(|c| -> SpiResult<()> {
         c.update(
             "INSERT INTO qbo._second_ids AS s (run_id, chunk, second, id, sync_token, seen_try)
              SELECT $1, $2, $3, u.id, u.tok, u.try
@@ -323,7 +325,7 @@ pub fn read_second_ids(
     chunk: i32,
     second: DateTime<Utc>,
 ) -> Result<Vec<qbo::pager::SecondId>, RunError> {
-    crate::store::owner_spi(|c| -> SpiResult<Vec<qbo::pager::SecondId>> {
+    spi::owner_connect(|c| -> SpiResult<Vec<qbo::pager::SecondId>> {
         let rows = c.select(
             "SELECT id, sync_token, seen_try FROM qbo._second_ids
               WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2
@@ -344,48 +346,173 @@ pub fn read_second_ids(
     .map_err(err)
 }
 
-/// Marks a chunk succeeded; returns its summary line (the NOTICE text).
-/// `seconds`: wall-clock time since the chunk's last page, added to its duration.
-pub fn finish_chunk(run_id: i64, chunk: i32, seconds: f64) -> Result<String, RunError> {
-    crate::store::owner_spi(|c| -> SpiResult<String> {
+/// A chunk that finished, as its progress line reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkDone {
+    pub run_id: i64,
+    pub chunk: i32,
+    pub chunks_total: i32,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub pages: i32,
+    pub rows: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub skipped: i64,
+    /// The chunk's duration over every execution of the run, in seconds.
+    pub seconds: f64,
+}
+
+/// A committed page, as its progress line reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageLine {
+    pub run_id: i64,
+    pub chunk: i32,
+    pub chunks_total: i32,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub page: i32,
+    pub rows: i64,
+    pub seconds: f64,
+    pub start_position: i64,
+}
+
+/// The totals of a run that succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTotals {
+    pub run_id: i64,
+    pub chunks: i32,
+    pub pages: i64,
+    pub rows: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub skipped: i64,
+    /// From the run's start to now.
+    pub seconds: f64,
+}
+
+const CHUNK_DONE_COLUMNS: &str = "c.run_id, c.chunk, r.chunks_total, c.window_start, c.window_end, c.pages, c.rows::pg_catalog.int8,
+                c.inserted::pg_catalog.int8, c.updated::pg_catalog.int8, c.skipped::pg_catalog.int8,
+                pg_catalog.date_part('epoch', c.duration)::pg_catalog.float8";
+
+fn chunk_done(r: &pgrx::spi::SpiHeapTupleData) -> SpiResult<ChunkDone> {
+    Ok(ChunkDone {
+        run_id: r.get::<i64>(1)?.unwrap_or(0),
+        chunk: r.get::<i32>(2)?.unwrap_or(0),
+        chunks_total: r.get::<i32>(3)?.unwrap_or(0),
+        window_start: r
+            .get::<TimestampWithTimeZone>(4)?
+            .and_then(from_tstz)
+            .unwrap_or_default(),
+        window_end: r
+            .get::<TimestampWithTimeZone>(5)?
+            .and_then(from_tstz)
+            .unwrap_or_default(),
+        pages: r.get::<i32>(6)?.unwrap_or(0),
+        rows: r.get::<i64>(7)?.unwrap_or(0),
+        inserted: r.get::<i64>(8)?.unwrap_or(0),
+        updated: r.get::<i64>(9)?.unwrap_or(0),
+        skipped: r.get::<i64>(10)?.unwrap_or(0),
+        seconds: r.get::<f64>(11)?.unwrap_or(0.0),
+    })
+}
+
+/// Marks a chunk succeeded, adding `seconds` to its duration, and forgets its seconds' Ids.
+pub fn finish_chunk(run_id: i64, chunk: i32, seconds: f64) -> Result<ChunkDone, RunError> {
+    spi::owner_connect(|c| -> SpiResult<ChunkDone> {
         c.update(
             "DELETE FROM qbo._second_ids WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2",
             None,
             &[run_id.into(), chunk.into()],
         )?;
-        let r = c
-            .update(
-                "UPDATE qbo.run_chunks c SET status = 'succeeded', finished_at = pg_catalog.now(), error = NULL,
-                        duration = c.duration OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $3)
-                  WHERE c.run_id OPERATOR(pg_catalog.=) $1 AND c.chunk OPERATOR(pg_catalog.=) $2
-                 RETURNING c.window_start, c.window_end, c.pages, c.rows, c.inserted, c.updated, c.skipped,
-                           pg_catalog.date_part('epoch', c.duration)::pg_catalog.float8,
-                           (SELECT r.chunks_total FROM qbo.runs r WHERE r.run_id OPERATOR(pg_catalog.=) $1)",
-                Some(1),
-                &[run_id.into(), chunk.into(), seconds.into()],
-            )?
-            .first();
-        let s = r.get::<TimestampWithTimeZone>(1)?.and_then(from_tstz).unwrap_or_default();
-        let e = r.get::<TimestampWithTimeZone>(2)?.and_then(from_tstz).unwrap_or_default();
-        Ok(format!(
-            "run {run_id} chunk {chunk}/{} [{} → {}): done: {} pages, {} rows ({} inserted, {} updated, {} skipped) in {:.2} s",
-            r.get::<i32>(9)?.unwrap_or(0),
-            short_ts(s),
-            short_ts(e),
-            r.get::<i32>(3)?.unwrap_or(0),
-            r.get::<i64>(4)?.unwrap_or(0),
-            r.get::<i64>(5)?.unwrap_or(0),
-            r.get::<i64>(6)?.unwrap_or(0),
-            r.get::<i64>(7)?.unwrap_or(0),
-            r.get::<f64>(8)?.unwrap_or(0.0),
-        ))
+        c.update(
+            "UPDATE qbo.run_chunks c SET status = 'succeeded', finished_at = pg_catalog.now(), error = NULL,
+                    duration = c.duration OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $3)
+              WHERE c.run_id OPERATOR(pg_catalog.=) $1 AND c.chunk OPERATOR(pg_catalog.=) $2",
+            None,
+            &[run_id.into(), chunk.into(), seconds.into()],
+        )?;
+        let t = c.update(
+            &format!(
+                "SELECT {CHUNK_DONE_COLUMNS}
+                   FROM qbo.run_chunks c JOIN qbo.runs r ON r.run_id OPERATOR(pg_catalog.=) c.run_id
+                  WHERE c.run_id OPERATOR(pg_catalog.=) $1 AND c.chunk OPERATOR(pg_catalog.=) $2"
+            ),
+            Some(1),
+            &[run_id.into(), chunk.into()],
+        )?;
+        // the chunk exists (the run's own plan): no row would be a missing position
+        match t.into_iter().next() {
+            Some(r) => chunk_done(&r),
+            None => Err(pgrx::spi::Error::InvalidPosition),
+        }
+    })
+    .map_err(err)
+}
+
+/// The chunks of a run that succeeded, except those in `already`, in the order they finished.
+pub fn chunks_done(run_id: i64, already: &[i32]) -> Result<Vec<ChunkDone>, RunError> {
+    spi::owner_connect(|c| -> SpiResult<Vec<ChunkDone>> {
+        let t = c.update(
+            &format!(
+                "SELECT {CHUNK_DONE_COLUMNS}
+                   FROM qbo.run_chunks c JOIN qbo.runs r ON r.run_id OPERATOR(pg_catalog.=) c.run_id
+                  WHERE c.run_id OPERATOR(pg_catalog.=) $1 AND c.status OPERATOR(pg_catalog.=) 'succeeded'
+                    AND c.chunk OPERATOR(pg_catalog.<>) ALL ($2)
+                  ORDER BY c.finished_at, c.chunk"
+            ),
+            None,
+            &[run_id.into(), already.to_vec().into()],
+        )?;
+        let mut v = Vec::new();
+        for r in t {
+            v.push(chunk_done(&r)?);
+        }
+        Ok(v)
+    })
+    .map_err(err)
+}
+
+/// The committed pages of a run after each chunk's page in `seen` (chunk, last page seen), in
+/// the order they committed.
+pub fn pages_after(run_id: i64, seen: &[(i32, i32)]) -> Result<Vec<PageLine>, RunError> {
+    let (chunks, pages): (Vec<i32>, Vec<i32>) = seen.iter().copied().unzip();
+    spi::owner_connect(|c| -> SpiResult<Vec<PageLine>> {
+        let t = c.update(
+            "SELECT p.run_id, p.chunk, r.chunks_total, c.window_start, c.window_end, p.page,
+                    p.rows::pg_catalog.int8, p.seconds, p.start_position::pg_catalog.int8
+               FROM qbo.run_pages p
+               JOIN qbo.run_chunks c ON c.run_id OPERATOR(pg_catalog.=) p.run_id AND c.chunk OPERATOR(pg_catalog.=) p.chunk
+               JOIN qbo.runs r ON r.run_id OPERATOR(pg_catalog.=) p.run_id
+               LEFT JOIN ROWS FROM (pg_catalog.unnest($2::pg_catalog.int4[]), pg_catalog.unnest($3::pg_catalog.int4[])) AS hw(chunk, page)
+                      ON hw.chunk OPERATOR(pg_catalog.=) p.chunk
+              WHERE p.run_id OPERATOR(pg_catalog.=) $1 AND p.page OPERATOR(pg_catalog.>) coalesce(hw.page, 0)
+              ORDER BY p.committed_at, p.chunk, p.page",
+            None,
+            &[run_id.into(), chunks.into(), pages.into()],
+        )?;
+        let mut v = Vec::new();
+        for r in t {
+            v.push(PageLine {
+                run_id: r.get::<i64>(1)?.unwrap_or(0),
+                chunk: r.get::<i32>(2)?.unwrap_or(0),
+                chunks_total: r.get::<i32>(3)?.unwrap_or(0),
+                window_start: r.get::<TimestampWithTimeZone>(4)?.and_then(from_tstz).unwrap_or_default(),
+                window_end: r.get::<TimestampWithTimeZone>(5)?.and_then(from_tstz).unwrap_or_default(),
+                page: r.get::<i32>(6)?.unwrap_or(0),
+                rows: r.get::<i64>(7)?.unwrap_or(0),
+                seconds: r.get::<f64>(8)?.unwrap_or(0.0),
+                start_position: r.get::<i64>(9)?.unwrap_or(0),
+            });
+        }
+        Ok(v)
     })
     .map_err(err)
 }
 
 /// Records what the run is doing now (the caller commits; callers rate-limit to about 1/s).
 pub fn set_progress(run_id: i64, what: &str) -> Result<(), RunError> {
-    crate::store::owner_exec(
+    spi::owner_exec(
         "UPDATE qbo.runs SET progress = $2, updated_at = pg_catalog.now() WHERE run_id OPERATOR(pg_catalog.=) $1",
         &[run_id.into(), what.into()],
     )
@@ -394,7 +521,7 @@ pub fn set_progress(run_id: i64, what: &str) -> Result<(), RunError> {
 
 /// Marks the run succeeded.
 pub fn finish_run_ok(run_id: i64) -> Result<(), RunError> {
-    crate::store::owner_exec(
+    spi::owner_exec(
         "UPDATE qbo.runs SET status = 'succeeded', finished_at = pg_catalog.now(), updated_at = pg_catalog.now(),
                 error = NULL, error_sqlstate = NULL, progress = NULL WHERE run_id OPERATOR(pg_catalog.=) $1",
         &[run_id.into()],
@@ -409,7 +536,7 @@ pub fn finish_run_with_error(
     sqlstate: &str,
     message: &str,
 ) -> Result<(), RunError> {
-    crate::store::owner_spi(|c| -> SpiResult<()> {
+    spi::owner_connect(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.runs SET status = $2, error = $3, error_sqlstate = $4, finished_at = pg_catalog.now(),
                     updated_at = pg_catalog.now(), progress = NULL
@@ -428,9 +555,9 @@ pub fn finish_run_with_error(
     .map_err(err)
 }
 
-/// The final NOTICE: totals of the run.
-pub fn totals(run_id: i64) -> Result<String, RunError> {
-    crate::store::owner_spi(|c| -> SpiResult<String> {
+/// The totals of a run, for its final message.
+pub fn totals(run_id: i64) -> Result<RunTotals, RunError> {
+    spi::owner_connect(|c| -> SpiResult<RunTotals> {
         let r = c
             .update(
                 "SELECT pg_catalog.count(*)::pg_catalog.int4,
@@ -446,16 +573,16 @@ pub fn totals(run_id: i64) -> Result<String, RunError> {
                 &[run_id.into()],
             )?
             .first();
-        Ok(format!(
-            "run {run_id} succeeded: {} chunks, {} pages, {} rows ({} inserted, {} updated, {} skipped) in {:.2} s",
-            r.get::<i32>(1)?.unwrap_or(0),
-            r.get::<i64>(2)?.unwrap_or(0),
-            r.get::<i64>(3)?.unwrap_or(0),
-            r.get::<i64>(4)?.unwrap_or(0),
-            r.get::<i64>(5)?.unwrap_or(0),
-            r.get::<i64>(6)?.unwrap_or(0),
-            r.get::<f64>(7)?.unwrap_or(0.0),
-        ))
+        Ok(RunTotals {
+            run_id,
+            chunks: r.get::<i32>(1)?.unwrap_or(0),
+            pages: r.get::<i64>(2)?.unwrap_or(0),
+            rows: r.get::<i64>(3)?.unwrap_or(0),
+            inserted: r.get::<i64>(4)?.unwrap_or(0),
+            updated: r.get::<i64>(5)?.unwrap_or(0),
+            skipped: r.get::<i64>(6)?.unwrap_or(0),
+            seconds: r.get::<f64>(7)?.unwrap_or(0.0),
+        })
     })
     .map_err(err)
 }
@@ -475,7 +602,7 @@ pub type VolumetryRow = (
 
 /// The volumetry of every chunk of a run.
 pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
-    crate::store::owner_spi(|c| -> SpiResult<Vec<VolumetryRow>> {
+    spi::owner_connect(|c| -> SpiResult<Vec<VolumetryRow>> {
         let t = c.update(
             "SELECT chunk, window_start, window_end, pages, rows, inserted, updated, skipped, duration
                FROM qbo.run_chunks WHERE run_id OPERATOR(pg_catalog.=) $1 ORDER BY chunk USING OPERATOR(pg_catalog.<)",
@@ -503,7 +630,7 @@ pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
 
 /// Status, error and SQLSTATE of a run (read with a fresh snapshot).
 pub fn outcome(run_id: i64) -> Result<(String, Option<String>, Option<String>), RunError> {
-    crate::store::owner_spi(|c| -> SpiResult<(String, Option<String>, Option<String>)> {
+    spi::owner_connect(|c| -> SpiResult<(String, Option<String>, Option<String>)> {
         let r = c
             .update(
                 "SELECT status, error, error_sqlstate FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
@@ -518,4 +645,9 @@ pub fn outcome(run_id: i64) -> Result<(String, Option<String>, Option<String>), 
         ))
     })
     .map_err(err)
+}
+
+/// Marks runs whose process is gone as interrupted.
+pub fn mark_interrupted() -> Result<(), String> {
+    owner_exec("SELECT qbo._mark_interrupted()", &[]).map_err(|e| e.to_string())
 }

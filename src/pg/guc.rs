@@ -10,6 +10,7 @@
 //! `qbo.runs.settings` and hands them to its background worker: a session's `SET` does not reach a
 //! worker, and a resume must behave like the original run.
 
+use crate::pg::spi;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use qbo::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUESTS_PER_MINUTE};
 use serde::{Deserialize, Serialize};
@@ -255,7 +256,7 @@ fn superuser_values_lost() -> Vec<(String, String)> {
           FROM lost l JOIN stored st ON st.name OPERATOR(pg_catalog.=) l.name
          ORDER BY l.name, st.rank, st.seq DESC";
     // pg_file_settings is readable by superusers only: read as the extension owner
-    crate::store::as_owner(|| {
+    spi::as_owner(|| {
         pgrx::Spi::connect(|c| {
             let mut out = Vec::new();
             for r in c.select(SQL, None, &[])? {

@@ -10,9 +10,11 @@
 //! a rotated refresh token: it is stored and committed before the error is raised, or the company
 //! would have to be re-authorized (see [`TokenCache::keep_salvaged`]).
 
-use crate::executor::{check_interrupts, Mode};
-use crate::guc::Settings;
-use crate::store::{self, Connection};
+use crate::pg::guc::Settings;
+use crate::pg::interrupts::{check_interrupts, Mode};
+use crate::pg::xact;
+use crate::store::connections::{self, Connection};
+use crate::store::locks;
 use chrono::{DateTime, Utc};
 use qbo::error::QboError;
 use qbo::lifetime::{access_expiry, refresh_expiry, usable_at};
@@ -98,18 +100,18 @@ impl<'a> TokenCache<'a> {
         if self.cached.as_ref().is_some_and(|(t, _)| t == token) {
             self.cached = None;
         }
-        store::forget_access_token(&self.conn_name, token).map_err(db)?;
-        store::commit();
+        connections::forget_access_token(&self.conn_name, token).map_err(db)?;
+        xact::commit();
         Ok(())
     }
 
     fn refresh(&mut self, rt: &tokio::runtime::Runtime, mode: Mode) -> Result<String, QboError> {
-        store::lock_token(&self.realm).map_err(db)?;
+        locks::lock_token(&self.realm).map_err(db)?;
         set_locked(self.locked, Some(self.realm.clone()));
         let result = self.refresh_locked(rt, mode);
-        let unlocked = store::unlock_token(&self.realm).map_err(db);
+        let unlocked = locks::unlock_token(&self.realm).map_err(db);
         set_locked(self.locked, None);
-        store::commit();
+        xact::commit();
         let token = result?;
         unlocked?;
         Ok(token)
@@ -121,7 +123,7 @@ impl<'a> TokenCache<'a> {
         mode: Mode,
     ) -> Result<String, QboError> {
         // Another session may have refreshed while we waited for the lock: use its token.
-        let conn = store::load_connection(&self.conn_name)
+        let conn = connections::load_connection(&self.conn_name)
             .map_err(db)?
             .ok_or_else(|| {
                 QboError::InvalidParameter(format!(
@@ -149,7 +151,7 @@ impl<'a> TokenCache<'a> {
                     let now = Utc::now();
                     let exp = access_expiry(now, ts.expires_in);
                     let rexp = refresh_expiry(now, ts.x_refresh_token_expires_in);
-                    store::store_tokens(
+                    connections::store_tokens(
                         &self.conn_name,
                         &ts.access_token,
                         exp,
@@ -157,7 +159,7 @@ impl<'a> TokenCache<'a> {
                         rexp,
                     )
                     .map_err(db)?;
-                    store::commit();
+                    xact::commit();
                     self.cached = Some((ts.access_token.clone(), exp));
                     return Ok(ts.access_token);
                 }
@@ -188,7 +190,7 @@ impl<'a> TokenCache<'a> {
         let rexp = refresh_expiry(now, s.x_refresh_token_expires_in);
         let lifetime = s.expires_in.filter(|d| !d.is_zero());
         match (&s.access_token, lifetime, &s.refresh_token) {
-            (Some(access), Some(d), refresh) => store::store_tokens(
+            (Some(access), Some(d), refresh) => connections::store_tokens(
                 &self.conn_name,
                 access,
                 access_expiry(now, Some(d)),
@@ -197,11 +199,11 @@ impl<'a> TokenCache<'a> {
             )
             .map_err(db)?,
             (_, _, Some(refresh)) => {
-                store::store_refresh_token(&self.conn_name, refresh, rexp).map_err(db)?
+                connections::store_refresh_token(&self.conn_name, refresh, rexp).map_err(db)?
             }
             _ => return Ok(()),
         }
-        store::commit();
+        xact::commit();
         Ok(())
     }
 }

@@ -17,13 +17,18 @@
 //!   and the error re-raised. A process that dies outright (crash, `pg_terminate_backend`) leaves
 //!   its run `running` without its lock: the next entry point marks it `interrupted`.
 
-use crate::guc::Settings;
-use crate::ledger::{self, ChunkRow, RunRow};
-use crate::limiter::{self, Limiter};
-use crate::store::{self, Connection, PageRows};
-use crate::tokens::TokenCache;
+use crate::pg::error::{describe, qbo_err, raise, RunError};
+use crate::pg::guc::Settings;
+use crate::pg::interrupts::{check_interrupts, held, Mode};
+use crate::pg::xact::{self, attempt, recover};
+use crate::run::limiter::{self, Limiter};
+use crate::run::notices;
+use crate::run::tokens::TokenCache;
+use crate::store::connections::{self, Connection};
+use crate::store::ledger::{self, ChunkRow, PageLine, RunRow};
+use crate::store::locks;
+use crate::store::raw::{self, PageRows};
 use chrono::{DateTime, Utc};
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use qbo::client::HttpConfig;
 use qbo::entities::{self, Entity};
@@ -38,90 +43,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Where the run executes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// In the caller's backend (`CALL`): progress goes out as NOTICEs directly.
-    Call,
-    /// In a background worker started by `leader_pid` (`qbo.backfill` / `qbo.resume`): the leader
-    /// relays progress from `qbo.run_pages`; the worker stops if the leader goes away.
-    Worker { leader_pid: i32 },
-}
-
-/// An error that ends a run, with the SQLSTATE it is raised with.
-#[derive(Debug, Clone)]
-pub struct RunError {
-    pub sqlstate: String,
-    pub message: String,
-}
-
-impl RunError {
-    pub fn new(sqlstate: &str, message: impl Into<String>) -> Self {
-        RunError {
-            sqlstate: sqlstate.to_owned(),
-            message: message.into(),
-        }
-    }
-    fn internal(message: impl Into<String>) -> Self {
-        RunError::new("XX000", message)
-    }
-}
-
-/// Runs `f` (an `ereport` below ERROR) with interrupts held. Postgres checks for interrupts at the
-/// end of every such report, and a cancel raised there would jump straight past Rust's unwinding
-/// (and past the run's error handling, leaving it `running`); held, the cancel stays pending for
-/// the next [`check_interrupts`].
-pub fn held<R>(f: impl FnOnce() -> R) -> R {
-    struct Resume;
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            unsafe { pg_sys::InterruptHoldoffCount -= 1 };
-        }
-    }
-    unsafe { pg_sys::InterruptHoldoffCount += 1 };
-    let _resume = Resume;
-    f()
-}
-
-/// `notice!` with interrupts held (see [`held`]).
-#[macro_export]
-macro_rules! say {
-    ($($t:tt)*) => { $crate::executor::held(|| pgrx::notice!($($t)*)) };
-}
-
-/// Raises a Postgres ERROR with the given SQLSTATE.
-pub fn raise(sqlstate: &str, message: &str) -> ! {
-    let code = sqlstate_code(sqlstate);
-    pgrx::pg_sys::panic::ErrorReport::new(code, message.to_owned(), "").report(PgLogLevel::ERROR);
-    unreachable!("ERROR returned")
-}
-
-/// Maps the SQLSTATEs pg_qbo raises to pgrx's codes.
-pub fn sqlstate_code(s: &str) -> PgSqlErrorCode {
-    let b = s.as_bytes();
-    if b.len() != 5 {
-        return PgSqlErrorCode::ERRCODE_INTERNAL_ERROR;
-    }
-    // MAKE_SQLSTATE: six bits per character, first character lowest.
-    let packed = b.iter().enumerate().fold(0i32, |acc, (i, c)| {
-        acc | ((((*c as i32) - ('0' as i32)) & 0x3F) << (6 * i))
-    });
-    PgSqlErrorCode::from(packed)
-}
-
-/// The 5-character text of a SQLSTATE.
-pub fn unpack_sqlstate(code: PgSqlErrorCode) -> String {
-    let v = code as isize as i32;
-    (0..5)
-        .map(|i| (((v >> (6 * i)) & 0x3F) as u8 + b'0') as char)
-        .collect()
-}
-
 /// Executes (or continues) run `run_id`. Requires a non-atomic SPI connection. On error the run is
 /// marked and the error re-raised; returns normally only when the run succeeded.
 pub fn execute(run_id: i64, mode: Mode) {
     // The caller took the run's liveness lock in the transaction that created or reopened it
-    // (see `lock_new_run` / `api::prepare_resume`), so the run is never `running` unlocked.
+    // (see `lock_new_run` / `request::prepare_resume`), so the run is never `running` unlocked.
     let token_locked: Mutex<Option<String>> = Mutex::new(None);
     // Err(e): an error returned by the run; a caught ERROR (cancel, statement_timeout, SPI
     // failure) is turned into one too, so both take the same way out below.
@@ -135,8 +61,8 @@ pub fn execute(run_id: i64, mode: Mode) {
     .execute();
     match outcome {
         Ok(()) => {
-            let _ = store::unlock_run(run_id);
-            store::commit();
+            let _ = locks::unlock_run(run_id);
+            xact::commit();
         }
         Err(e) => {
             // undo the page in flight, record why the run stopped, and raise it (without pgrx's
@@ -185,58 +111,6 @@ pub fn names_run(msg: &str, run_id: i64) -> bool {
     })
 }
 
-/// Runs one cleanup step after an error; an ERROR it raises is caught, its transaction rolled
-/// back, and `false` returned (the cleanup goes on: the run's own error is the one to report).
-fn attempt(step: impl FnOnce()) -> bool {
-    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
-        step();
-        true
-    }))
-    .catch_others(|_| {
-        recover();
-        false
-    })
-    .execute()
-}
-
-/// Pops SPI connections left by unwound code down to our non-atomic one, and rolls the current
-/// transaction back.
-fn recover() {
-    unsafe {
-        while !pg_sys::SPI_inside_nonatomic_context() {
-            if pg_sys::SPI_finish() < 0 {
-                break;
-            }
-        }
-    }
-    store::rollback();
-}
-
-/// Takes the liveness lock of a run being created or reopened, in that same transaction; an error
-/// if another process holds it.
-pub fn lock_for_execution(run_id: i64) {
-    match store::try_lock_run(run_id) {
-        Ok(true) => {}
-        Ok(false) => raise(
-            "55006",
-            &format!("run {run_id} is already being executed by another session; wait for it or cancel it (see qbo.runs.pid)"),
-        ),
-        Err(e) => raise("XX000", &e),
-    }
-}
-
-/// SQLSTATE and message of a caught ERROR.
-pub fn describe(caught: &CaughtError) -> (String, String) {
-    match caught {
-        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-            (unpack_sqlstate(r.sql_error_code()), r.message().to_owned())
-        }
-        CaughtError::RustPanic { ereport, .. } => {
-            ("XX000".to_owned(), ereport.message().to_owned())
-        }
-    }
-}
-
 /// Undoes the page in flight and records why the run stopped. Each step may fail in turn (the
 /// extension dropped during the run takes the ledger and the limiter with it): a failed step is
 /// rolled back and the others still run. Returns whether the run's outcome was recorded.
@@ -251,7 +125,7 @@ fn after_error(
         if let Err(e) = limiter::release_mine() {
             held(|| warning!("run {run_id}: could not free its rate-limiter slots: {e}"));
         }
-        store::commit();
+        xact::commit();
     });
     let status = if sqlstate == "57014" {
         "cancelled"
@@ -269,14 +143,14 @@ fn after_error(
                 )
             }),
         }
-        store::commit();
+        xact::commit();
     });
     attempt(|| {
         if let Some(realm) = token_locked.lock().ok().and_then(|mut g| g.take()) {
-            let _ = store::unlock_token(&realm);
+            let _ = locks::unlock_token(&realm);
         }
-        let _ = store::unlock_run(run_id);
-        store::commit();
+        let _ = locks::unlock_run(run_id);
+        xact::commit();
     });
     recorded
 }
@@ -316,7 +190,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     let conn = load_connection(&run.connection)?;
     // a resume, a scheduled run or a worker runs as the role that asked for it: it must still
     // be allowed to use the connection
-    store::check_may_use(&conn.name)?;
+    connections::check_may_use(&conn.name)?;
     if conn.realm_id != run.realm_id {
         return Err(RunError::new(
             "22023",
@@ -326,9 +200,9 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
             ),
         ));
     }
-    store::ensure_raw_table(entity)?;
+    raw::ensure_raw_table(entity)?;
     ledger::start_execution(run_id)?;
-    store::commit();
+    xact::commit();
 
     let rt = runtime::new_runtime().map_err(RunError::internal)?;
     let budget = qbo::budget::MemoryBudget::new(settings.max_buffer_mb, settings.max_in_flight);
@@ -336,7 +210,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
         request_timeout: Duration::from_millis(settings.http_timeout_ms),
         max_response_bytes: budget.response_cap(),
-        jsonb_payloads: store::database_is_utf8(),
+        jsonb_payloads: raw::database_is_utf8(),
         ..HttpConfig::default()
     };
     let net = Net::start(http).map_err(qbo_err)?;
@@ -377,38 +251,18 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     ledger::finish_run_ok(run_id)?;
     if mode == Mode::Call {
         let t = ledger::totals(run_id)?;
-        crate::say!("{}", t);
+        crate::say!("{}", notices::succeeded(&t));
     }
     Ok(())
 }
 
 fn load_connection(name: &str) -> Result<Connection, RunError> {
-    match store::load_connection(name).map_err(RunError::internal)? {
+    match connections::load_connection(name).map_err(RunError::internal)? {
         Some(c) => Ok(c),
         None => Err(RunError::new(
             "22023",
             format!("unknown connection \"{name}\": register it with qbo.connect(...) or qbo.connect_from_file(...) (see qbo.connections)"),
         )),
-    }
-}
-
-/// Converts a core error to a run error (its text never holds a secret).
-pub fn qbo_err(e: QboError) -> RunError {
-    RunError::new(e.sqlstate(), e.to_string())
-}
-
-/// The interrupt check run at least every 50 ms while waiting: query cancel, statement_timeout,
-/// termination; and in a worker, the disappearance of the session that started it.
-pub fn check_interrupts(mode: Mode) {
-    pg_sys::check_for_interrupts!();
-    if let Mode::Worker { leader_pid } = mode {
-        let gone = unsafe { pg_sys::BackendPidGetProc(leader_pid).is_null() };
-        if gone {
-            raise(
-                "57014",
-                "canceling statement because the session that started it ended",
-            );
-        }
     }
 }
 
@@ -594,7 +448,7 @@ impl Exec<'_> {
                     .limiter
                     .admit(wants.len())
                     .map_err(RunError::internal)?;
-                store::commit();
+                xact::commit();
                 limiter_wait = (adm.ids.is_empty() && !wants.is_empty())
                     .then(|| Instant::now() + adm.wait.max(Duration::from_millis(1)));
                 let mut ids = adm.ids.into_iter();
@@ -654,14 +508,14 @@ impl Exec<'_> {
     fn open_chunk(&mut self, row: ChunkRow, split: bool) -> Result<Option<OpenChunk>, RunError> {
         let run_id = self.run.run_id;
         ledger::start_chunk(run_id, row.chunk)?;
-        store::commit();
+        xact::commit();
         let end = row.window_end.min(self.as_of);
         if end <= row.window_start {
             // the whole chunk lies after this execution began: nothing can be there yet
             let c = ledger::finish_chunk(run_id, row.chunk, 0.0)?;
-            store::commit();
+            xact::commit();
             if self.mode == Mode::Call {
-                crate::say!("{c}");
+                crate::say!("{}", notices::chunk_done(&c));
             }
             return Ok(None);
         }
@@ -709,9 +563,9 @@ impl Exec<'_> {
             ledger::set_progress(run_id, &note)?;
         }
         let c = ledger::finish_chunk(run_id, o.row.chunk, o.mark.elapsed().as_secs_f64())?;
-        store::commit();
+        xact::commit();
         if self.mode == Mode::Call {
-            crate::say!("{}", c);
+            crate::say!("{}", notices::chunk_done(&c));
         }
         Ok(())
     }
@@ -833,7 +687,7 @@ impl Exec<'_> {
                     self.tokens
                         .reject(&f.token)
                         .map_err(|e| self.context(want.chunk, want.start_position, e))?;
-                    store::commit();
+                    xact::commit();
                     self.rejected_tokens.insert(f.token);
                 }
                 retry_queue.insert(0, want);
@@ -907,7 +761,7 @@ impl Exec<'_> {
             "environment": self.run.environment,
         })
         .to_string();
-        let counts = store::upsert_page(
+        let counts = raw::upsert_page(
             self.entity,
             &self.run.realm_id,
             rows,
@@ -948,23 +802,21 @@ impl Exec<'_> {
                         .is_none_or(|t| t.elapsed() >= Duration::from_secs(1)),
             },
         )?;
-        store::commit();
+        xact::commit();
 
         if self.mode == Mode::Call {
-            crate::say!(
-                "{}",
-                page_notice(
-                    run_id,
-                    o.row.chunk,
-                    self.run.chunks_total,
-                    o.row.window_start,
-                    o.row.window_end,
-                    o.page_no,
-                    n_rows,
-                    secs,
-                    page.start_position as i64
-                )
-            );
+            let line = PageLine {
+                run_id,
+                chunk: o.row.chunk,
+                chunks_total: self.run.chunks_total,
+                window_start: o.row.window_start,
+                window_end: o.row.window_end,
+                page: o.page_no,
+                rows: n_rows,
+                seconds: secs,
+                start_position: page.start_position as i64,
+            };
+            crate::say!("{}", notices::page(&line));
         }
         Ok(())
     }
@@ -979,7 +831,7 @@ impl Exec<'_> {
             return Ok(());
         }
         ledger::set_progress(self.run.run_id, what)?;
-        store::commit();
+        xact::commit();
         self.progress_at = Some(Instant::now());
         Ok(())
     }
@@ -1023,35 +875,6 @@ pub(crate) fn to_page_rows(records: Vec<qbo::pager::RawRecord>) -> PageRows {
 /// skew between QBO and this server.
 fn live_edge() -> DateTime<Utc> {
     Utc::now() - chrono::Duration::seconds(120)
-}
-
-/// `2025-01-15` for a UTC midnight, the full instant otherwise.
-pub fn short_ts(t: DateTime<Utc>) -> String {
-    if t.time() == chrono::NaiveTime::MIN {
-        t.format("%Y-%m-%d").to_string()
-    } else {
-        t.format("%Y-%m-%d %H:%M:%S").to_string()
-    }
-}
-
-/// The per-page NOTICE: `run 42 chunk 3/37 [2025-01-15 → 2025-01-22): page 1: 1000 rows in 0.48 s (start=1)`.
-#[allow(clippy::too_many_arguments)]
-pub fn page_notice(
-    run_id: i64,
-    chunk: i32,
-    total: i32,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    page: i32,
-    rows: i64,
-    secs: f64,
-    start_position: i64,
-) -> String {
-    format!(
-        "run {run_id} chunk {chunk}/{total} [{} → {}): page {page}: {rows} rows in {secs:.2} s (start={start_position})",
-        short_ts(start),
-        short_ts(end)
-    )
 }
 
 #[cfg(test)]

@@ -17,11 +17,13 @@
 //! exists only in `cron.database_name`; from another database the job must be created there with
 //! `cron.schedule_in_database`, and the error says exactly what to run.
 
-use crate::api::{self, Validated};
-use crate::executor::{self, raise, Mode};
-use crate::store::{self, from_tstz};
+use crate::pg::error::raise;
+use crate::pg::interrupts::{self, Mode};
+use crate::pg::{spi, xact};
+use crate::run::executor;
+use crate::run::request::{self, RunRequest, Validated};
+use crate::store::ledger;
 use chrono::{DateTime, Datelike, DurationRound, Timelike, Utc};
-use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
 /// pg_cron job name of a scheduled run.
@@ -56,8 +58,8 @@ pub fn one_time_schedule(at: DateTime<Utc>, now: DateTime<Utc>) -> (DateTime<Utc
     (minute, expr)
 }
 
-fn cron_state() -> (bool, Option<String>) {
-    let here = store::one::<bool>(
+pub fn cron_state() -> (bool, Option<String>) {
+    let here = spi::one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron')",
         &[],
     )
@@ -67,7 +69,7 @@ fn cron_state() -> (bool, Option<String>) {
     // pg_cron makes cron.database_name readable by superusers (and pg_read_all_settings) only;
     // a database name is no secret, and an operator scheduling a backfill needs to be told which
     // database schedules jobs: read as the extension owner
-    let db = store::as_owner(|| {
+    let db = spi::as_owner(|| {
         Spi::get_one::<String>("SELECT pg_catalog.current_setting('cron.database_name', true)")
     })
     .ok()
@@ -75,51 +77,21 @@ fn cron_state() -> (bool, Option<String>) {
     (here, db)
 }
 
-/// `qbo.schedule_backfill(...)`: a one-time pg_cron job that runs the backfill once at `run_at`.
-#[pg_extern(volatile, parallel_unsafe)]
-#[allow(clippy::too_many_arguments)]
-fn schedule_backfill(
-    entity: Option<&str>,
-    fecha_inicio: Option<TimestampWithTimeZone>,
-    fecha_fin: Option<TimestampWithTimeZone>,
-    chunk_size: default!(Option<i32>, 7),
-    page_size: default!(Option<i32>, 1000),
-    minor_version: default!(Option<i32>, 75),
-    connection: default!(Option<&str>, "'default'"),
-    run_at: default!(Option<TimestampWithTimeZone>, "now()"),
-) -> TableIterator<
-    'static,
-    (
-        name!(job_id, i64),
-        name!(run_id, i64),
-        name!(runs_at, TimestampWithTimeZone),
-    ),
-> {
-    let f = "qbo.schedule_backfill";
-    let req = api::request(
-        f,
-        entity,
-        fecha_inicio,
-        fecha_fin,
-        chunk_size,
-        page_size,
-        minor_version,
-        connection,
-    );
-    let run_at = api::required(run_at, "run_at", f);
-    let at = from_tstz(run_at)
-        .unwrap_or_else(|| raise("22023", &format!("{f}: run_at must be a finite timestamp")));
+/// Schedules run of `req` (validated here) as a one-time pg_cron job at the first whole minute
+/// at or after `at`; `f` names the entry point in messages. Returns the job id, the run id and
+/// the minute. Raises with a message that says what to do when pg_cron is missing or lives in
+/// another database.
+pub fn schedule(f: &str, req: &RunRequest, at: DateTime<Utc>) -> (i64, i64, DateTime<Utc>) {
     if let Err(m) = within_a_year(at, Utc::now()) {
         raise("22023", &format!("{f}: {m}"));
     }
-    let v: Validated =
-        api::validate(&req).unwrap_or_else(|e| raise(&e.sqlstate, &format!("{f}: {}", e.message)));
+    let v: Validated = request::validate(req)
+        .unwrap_or_else(|e| raise(&e.sqlstate, &format!("{f}: {}", e.message)));
     let (installed, cron_db) = cron_state();
-    let this_db =
-        store::one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text", &[])
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+    let this_db = spi::one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text", &[])
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     if !installed {
         match cron_db {
             Some(db) if !db.is_empty() && db != this_db => raise(
@@ -139,9 +111,9 @@ fn schedule_backfill(
         }
     }
     remove_finished_jobs();
-    let run_id = api::insert_run(&req, &v, "cron", "scheduled");
+    let run_id = request::insert_run(req, &v, "cron", "scheduled");
     let (minute, expr) = one_time_schedule(at, Utc::now());
-    let job_id = store::one::<i64>(
+    let job_id = spi::one::<i64>(
         "SELECT cron.schedule($1::pg_catalog.text, $2::pg_catalog.text, $3::pg_catalog.text)",
         &[
             job_name(run_id).as_str().into(),
@@ -151,7 +123,7 @@ fn schedule_backfill(
     )
     .unwrap_or_else(|e| raise("XX000", &format!("{f}: cron.schedule failed: {e}")))
     .unwrap_or(0);
-    crate::ledger::set_progress(
+    ledger::set_progress(
         run_id,
         &format!(
             "scheduled as pg_cron job {job_id} for {} GMT",
@@ -164,7 +136,53 @@ fn schedule_backfill(
         v.entity.name,
         minute.format("%Y-%m-%d %H:%M")
     );
-    TableIterator::once((job_id, run_id, store::tstz(minute)))
+    (job_id, run_id, minute)
+}
+
+/// `CALL qbo.run_scheduled(run_id)`, in the job's session: makes the job unable to fire again and
+/// has it removed once this session ends, then executes the run if it is still `scheduled`.
+///
+/// # Safety
+/// Must be called from a procedure's non-atomic call context (see `pg::fmgr::require_nonatomic`).
+pub unsafe fn run_scheduled(run_id: i64) {
+    pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
+    // First of all: this job must never fire again, whatever happens next.
+    let job_id = spi::one::<i64>(
+        "SELECT j.jobid FROM cron.job j WHERE j.jobname OPERATOR(pg_catalog.=) $1",
+        &[job_name(run_id).as_str().into()],
+    )
+    .ok()
+    .flatten();
+    if let Some(job_id) = job_id {
+        let _ = spi::exec(
+            "SELECT cron.alter_job(job_id => $1, schedule => $2::pg_catalog.text)",
+            &[job_id.into(), NEVER.into()],
+        );
+    }
+    xact::commit();
+    if let Some(job_id) = job_id {
+        start_cleanup(job_id);
+    }
+    let status = spi::one::<String>(
+        "SELECT r.status FROM qbo.runs r WHERE r.run_id OPERATOR(pg_catalog.=) $1",
+        &[run_id.into()],
+    )
+    .ok()
+    .flatten();
+    if status.as_deref() != Some("scheduled") {
+        pg_sys::SPI_finish();
+        raise(
+            "55000",
+            &format!(
+                "qbo.run_scheduled: run {run_id} is {}, not scheduled: a scheduled run executes only once (resume it with qbo.resume)",
+                status.as_deref().unwrap_or("missing")
+            ),
+        );
+    }
+    request::prepare_resume(run_id);
+    xact::commit();
+    executor::execute(run_id, Mode::Call);
+    pg_sys::SPI_finish();
 }
 
 /// pg_cron's schedules have no year: a job for a minute a year or more ahead would fire at the
@@ -188,8 +206,8 @@ pub fn within_a_year(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), String
 pub const NEVER: &str = "0 0 30 2 *";
 
 /// Removes the jobs of scheduled runs that have finished (normally the cleanup worker does it).
-fn remove_finished_jobs() {
-    let _ = store::exec(
+pub fn remove_finished_jobs() {
+    let _ = spi::exec(
         "SELECT cron.unschedule(j.jobid)
            FROM cron.job j
            JOIN qbo.runs r ON j.jobname OPERATOR(pg_catalog.=) ('pg_qbo run ' OPERATOR(pg_catalog.||) r.run_id::pg_catalog.text)
@@ -199,59 +217,8 @@ fn remove_finished_jobs() {
     );
 }
 
-crate::finfo_v1!(pg_finfo_qbo_run_scheduled);
-
-/// `CALL qbo.run_scheduled(run_id)`: the command of a pg_cron job made by `qbo.schedule_backfill`.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn qbo_run_scheduled(
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> pg_sys::Datum {
-    api::require_nonatomic(fcinfo, "qbo.run_scheduled");
-    let run_id = api::required(api::arg::<i64>(fcinfo, 0), "run_id", "qbo.run_scheduled");
-    pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
-    // First of all: this job must never fire again, whatever happens next.
-    let job_id = store::one::<i64>(
-        "SELECT j.jobid FROM cron.job j WHERE j.jobname OPERATOR(pg_catalog.=) $1",
-        &[job_name(run_id).as_str().into()],
-    )
-    .ok()
-    .flatten();
-    if let Some(job_id) = job_id {
-        let _ = store::exec(
-            "SELECT cron.alter_job(job_id => $1, schedule => $2::pg_catalog.text)",
-            &[job_id.into(), NEVER.into()],
-        );
-    }
-    store::commit();
-    if let Some(job_id) = job_id {
-        start_cleanup(job_id);
-    }
-    let status = store::one::<String>(
-        "SELECT r.status FROM qbo.runs r WHERE r.run_id OPERATOR(pg_catalog.=) $1",
-        &[run_id.into()],
-    )
-    .ok()
-    .flatten();
-    if status.as_deref() != Some("scheduled") {
-        pg_sys::SPI_finish();
-        raise(
-            "55000",
-            &format!(
-                "qbo.run_scheduled: run {run_id} is {}, not scheduled: a scheduled run executes only once (resume it with qbo.resume)",
-                status.as_deref().unwrap_or("missing")
-            ),
-        );
-    }
-    api::prepare_resume(run_id);
-    store::commit();
-    executor::execute(run_id, Mode::Call);
-    pg_sys::SPI_finish();
-    pg_sys::Datum::from(0)
-}
-
 /// Starts the worker that removes job `job_id` once this backend has exited.
-fn start_cleanup(job_id: i64) {
+pub fn start_cleanup(job_id: i64) {
     let (db, role, pid) = unsafe {
         (
             pg_sys::MyDatabaseId.to_u32(),
@@ -269,7 +236,7 @@ fn start_cleanup(job_id: i64) {
         .set_restart_time(None)
         .load_dynamic();
     if started.is_err() {
-        crate::executor::held(|| {
+        interrupts::held(|| {
             warning!("pg_qbo: no free background worker slot to remove pg_cron job {job_id} after its run; the next qbo.schedule_backfill removes it (it can never fire again)")
         });
     }
@@ -301,25 +268,12 @@ pub extern "C-unwind" fn pg_qbo_cron_cleanup_main(_arg: pg_sys::Datum) {
         }
     }
     BackgroundWorker::transaction(|| {
-        let _ = store::exec(
+        let _ = spi::exec(
             "SELECT cron.unschedule(j.jobid) FROM cron.job j WHERE j.jobid OPERATOR(pg_catalog.=) $1",
             &[(job_id as i64).into()],
         );
     });
 }
-
-extension_sql!(
-    r#"
-CREATE PROCEDURE qbo.run_scheduled(run_id bigint)
-LANGUAGE c AS 'MODULE_PATHNAME', 'qbo_run_scheduled';
-COMMENT ON PROCEDURE qbo.run_scheduled(bigint) IS
-    'pg_qbo: the command of a pg_cron job made by qbo.schedule_backfill: moves its own job to a schedule that never fires and commits, has it removed once this session ends, then runs the scheduled run (only if it is still scheduled) in this session.';
-COMMENT ON FUNCTION qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) IS
-    'pg_qbo: schedules a one-time backfill with pg_cron at the first whole minute (GMT) at or after run_at and at least 5 s from now (run_at at most 12 months ahead: pg_cron schedules have no year); returns the pg_cron job id, the run id (status scheduled until it starts) and the minute. The job can never fire again once it starts and is removed from cron.job after it ends, whether the backfill succeeds or fails. statement_timeout bounds the whole CALL.';
-"#,
-    name = "cron",
-    requires = [schedule_backfill]
-);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@
 //!   worker, hence the explicit settings;
 //! - the worker connects to the same database as the caller's role, creates the run (or prepares
 //!   the resume), publishes the run id in the segment, and executes it with
-//!   [`crate::executor::execute`] in a non-atomic SPI connection: the very code path of `CALL`;
+//!   [`executor::execute`] in a non-atomic SPI connection: the very code path of `CALL`;
 //! - the leader relays each committed page from `qbo.run_pages` as a NOTICE, and returns the
 //!   volumetry when the worker stops (or raises the run's error, which names the run id);
 //! - a cancel, `statement_timeout` or termination of the leader sends the worker SIGINT (its own
@@ -16,8 +16,11 @@
 //!   leader dies without that, the worker notices within 50 ms that its leader is gone and cancels
 //!   itself the same way.
 
-use crate::executor::{self, raise, Mode};
-use crate::ledger;
+use crate::pg::error::{self, raise, RunError};
+use crate::pg::interrupts::{held, Mode};
+use crate::pg::xact;
+use crate::run::{executor, notices, request};
+use crate::store::ledger;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
 };
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Job {
     /// Create a run with these parameters, then execute it.
-    New(crate::api::RunRequest),
+    New(request::RunRequest),
     /// Continue an existing run.
     Resume(i64),
 }
@@ -110,26 +113,25 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         pg_sys::StartTransactionCommand();
         pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
     }
-    crate::store::ensure_outer_snapshot();
+    xact::ensure_outer_snapshot();
     let mode = Mode::Worker {
         leader_pid: spec.leader_pid,
     };
     let result = PgTryBuilder::new(|| {
         let run_id = match &spec.job {
             Job::New(req) => {
-                let v =
-                    crate::api::validate(req).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
-                crate::api::create_run(req, &v, "function")
+                let v = request::validate(req).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+                request::create_run(req, &v, "function")
             }
-            Job::Resume(id) => crate::api::prepare_resume(*id),
+            Job::Resume(id) => request::prepare_resume(*id),
         };
-        crate::store::commit();
+        xact::commit();
         shared.run_id.store(run_id, Ordering::Release);
         shared.state.store(1, Ordering::Release);
         executor::execute(run_id, mode);
         Ok::<(), (String, String)>(())
     })
-    .catch_others(|caught| Err(executor::describe(&caught)))
+    .catch_others(|caught| Err(error::describe(&caught)))
     .execute();
     if let Err((state, msg)) = &result {
         log!(
@@ -141,7 +143,7 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
             fail_early(shared, state, msg);
         }
     }
-    crate::store::release_outer_snapshot();
+    xact::release_outer_snapshot();
     unsafe {
         if pg_sys::SPI_inside_nonatomic_context() {
             pg_sys::SPI_finish();
@@ -223,7 +225,7 @@ pub fn run_in_worker(job: Job) -> i64 {
     }))
     .catch_others(|caught| {
         stop_worker(&worker);
-        let (state, msg) = executor::describe(&caught);
+        let (state, msg) = error::describe(&caught);
         let run_id = shared.run_id.load(Ordering::Acquire);
         let msg = if run_id > 0 { format!("{msg} (run {run_id} was stopped; continue it with SELECT * FROM qbo.resume({run_id}))") } else { msg };
         raise(&state, &msg)
@@ -250,13 +252,14 @@ pub fn run_in_worker(job: Job) -> i64 {
         };
         raise(if st.len() == 5 { &st } else { "XX000" }, &msg);
     }
-    relay.flush(run_id);
+    relay.relay(run_id);
     match ledger::outcome(run_id) {
-        Ok((status, _, _)) if status == "succeeded" => {
-            if let Ok(t) = ledger::totals(run_id) {
-                crate::say!("{t}");
-            }
-        }
+        Ok((status, _, _)) if status == "succeeded" => match ledger::totals(run_id) {
+            Ok(t) => crate::say!("{}", notices::succeeded(&t)),
+            Err(e) => held(|| {
+                warning!("run {run_id} succeeded; its totals could not be read: {}", e.message)
+            }),
+        },
         Ok((status, _, _)) if status == "running" => raise(
             "57P01",
             &format!(
@@ -296,7 +299,7 @@ fn wait_loop(worker: &DynamicBackgroundWorker, shared: &Shared, relay: &mut Rela
         }
         let run_id = shared.run_id.load(Ordering::Acquire);
         if run_id > 0 {
-            relay.flush(run_id);
+            relay.relay(run_id);
         }
         match worker.pid() {
             Ok(_) => {}
@@ -354,74 +357,44 @@ struct Relay {
     /// (chunk, last page relayed)
     last_page: std::collections::BTreeMap<i32, i32>,
     chunks_done: std::collections::BTreeSet<i32>,
+    /// The cause of the last failed flush, already reported.
+    warned: Option<String>,
 }
 
 impl Relay {
-    fn flush(&mut self, run_id: i64) {
-        // Finished chunks first, then pages: a chunk is marked done only after its last page
-        // committed, so every page of a chunk read as done is in the second query.
+    /// Prints what committed since the last flush: pages, then chunks that finished (a chunk is
+    /// marked done only after its last page committed, so every page of a chunk read as done is
+    /// in the first read). An error reading the ledger is returned; nothing was printed twice.
+    fn flush(&mut self, run_id: i64) -> Result<(), RunError> {
         let done_before: Vec<i32> = self.chunks_done.iter().copied().collect();
-        let done: Vec<(i32, String)> = crate::store::spi(|c| {
-            let t = c.update(
-                "SELECT c.chunk, pg_catalog.format('run %s chunk %s/%s [%s → %s): done: %s pages, %s rows (%s inserted, %s updated, %s skipped) in %s s',
-                        c.run_id, c.chunk, r.chunks_total,
-                        pg_catalog.regexp_replace(pg_catalog.to_char(pg_catalog.timezone('UTC', c.window_start), 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
-                        pg_catalog.regexp_replace(pg_catalog.to_char(pg_catalog.timezone('UTC', c.window_end), 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
-                        c.pages, c.rows, c.inserted, c.updated, c.skipped,
-                        pg_catalog.to_char(pg_catalog.date_part('epoch', c.duration), 'FM999999990.00'))
-                   FROM qbo.run_chunks c JOIN qbo.runs r ON r.run_id OPERATOR(pg_catalog.=) c.run_id
-                  WHERE c.run_id OPERATOR(pg_catalog.=) $1 AND c.status OPERATOR(pg_catalog.=) 'succeeded'
-                    AND c.chunk OPERATOR(pg_catalog.<>) ALL ($2)
-                  ORDER BY c.finished_at, c.chunk",
-                None,
-                &[run_id.into(), done_before.into()],
-            )?;
-            let mut v = Vec::new();
-            for r in t {
-                v.push((r.get::<i32>(1)?.unwrap_or(0), r.get::<String>(2)?.unwrap_or_default()));
-            }
-            Ok::<_, pgrx::spi::Error>(v)
-        })
-        .unwrap_or_default();
-        let (hw_chunks, hw_pages): (Vec<i32>, Vec<i32>) =
-            self.last_page.iter().map(|(c, p)| (*c, *p)).unzip();
-        let pages: Vec<(i32, i32, String)> = crate::store::spi(|c| {
-            let t = c.update(
-                "SELECT p.chunk, p.page,
-                        pg_catalog.format('run %s chunk %s/%s [%s → %s): page %s: %s rows in %s s (start=%s)',
-                        p.run_id, p.chunk, r.chunks_total,
-                        pg_catalog.regexp_replace(pg_catalog.to_char(pg_catalog.timezone('UTC', c.window_start), 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
-                        pg_catalog.regexp_replace(pg_catalog.to_char(pg_catalog.timezone('UTC', c.window_end), 'YYYY-MM-DD HH24:MI:SS'), ' 00:00:00$', ''),
-                        p.page, p.rows, pg_catalog.to_char(p.seconds, 'FM999999990.00'), p.start_position)
-                   FROM qbo.run_pages p
-                   JOIN qbo.run_chunks c ON c.run_id OPERATOR(pg_catalog.=) p.run_id AND c.chunk OPERATOR(pg_catalog.=) p.chunk
-                   JOIN qbo.runs r ON r.run_id OPERATOR(pg_catalog.=) p.run_id
-                   LEFT JOIN ROWS FROM (pg_catalog.unnest($2::pg_catalog.int4[]), pg_catalog.unnest($3::pg_catalog.int4[])) AS hw(chunk, page)
-                          ON hw.chunk OPERATOR(pg_catalog.=) p.chunk
-                  WHERE p.run_id OPERATOR(pg_catalog.=) $1 AND p.page OPERATOR(pg_catalog.>) coalesce(hw.page, 0)
-                  ORDER BY p.committed_at, p.chunk, p.page",
-                None,
-                &[run_id.into(), hw_chunks.into(), hw_pages.into()],
-            )?;
-            let mut v = Vec::new();
-            for r in t {
-                v.push((
-                    r.get::<i32>(1)?.unwrap_or(0),
-                    r.get::<i32>(2)?.unwrap_or(0),
-                    r.get::<String>(3)?.unwrap_or_default(),
-                ));
-            }
-            Ok::<_, pgrx::spi::Error>(v)
-        })
-        .unwrap_or_default();
-        for (chunk, page, line) in pages {
-            crate::say!("{line}");
-            let e = self.last_page.entry(chunk).or_insert(0);
-            *e = (*e).max(page);
+        let done = ledger::chunks_done(run_id, &done_before)?;
+        let seen: Vec<(i32, i32)> = self.last_page.iter().map(|(c, p)| (*c, *p)).collect();
+        let pages = ledger::pages_after(run_id, &seen)?;
+        for p in pages {
+            crate::say!("{}", notices::page(&p));
+            let e = self.last_page.entry(p.chunk).or_insert(0);
+            *e = (*e).max(p.page);
         }
-        for (c, l) in done {
-            crate::say!("{l}");
-            self.chunks_done.insert(c);
+        for c in done {
+            crate::say!("{}", notices::chunk_done(&c));
+            self.chunks_done.insert(c.chunk);
+        }
+        Ok(())
+    }
+
+    /// [`Relay::flush`], reporting a failure as a WARNING once per distinct cause: the run goes
+    /// on in its worker whatever the relay can read, and its outcome is read (and raised) apart.
+    fn relay(&mut self, run_id: i64) {
+        if let Err(e) = self.flush(run_id) {
+            if self.warned.as_deref() != Some(e.message.as_str()) {
+                held(|| {
+                    warning!(
+                        "run {run_id}: could not read its progress from qbo.run_pages (the run goes on): {}",
+                        e.message
+                    )
+                });
+                self.warned = Some(e.message);
+            }
         }
     }
 }

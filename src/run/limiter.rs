@@ -13,7 +13,7 @@
 //! its response has been read completely (the network thread reports it; the executor passes the
 //! id back with its next admission). 429s stay the exception: a well-paced run never sees one.
 
-use crate::store;
+use crate::pg::spi;
 use std::time::Duration;
 
 /// A realm's limiter as seen by one execution.
@@ -59,7 +59,7 @@ impl Limiter {
     pub fn admit(&mut self, want: usize) -> Result<Admission, String> {
         let finished = std::mem::take(&mut self.finished);
         let want = want.min(i32::MAX as usize) as i32;
-        store::owner_spi(|c| {
+        spi::owner_connect(|c| {
             let row = c
                 .update(
                     "SELECT admitted, wait_ms FROM qbo._api_admit($1, $2, $3, $4, $5)",
@@ -87,5 +87,5 @@ impl Limiter {
 /// Frees every in-flight slot of this process (end of an execution, whatever its outcome). The
 /// caller commits.
 pub fn release_mine() -> Result<(), String> {
-    store::owner_exec("SELECT qbo._api_release_mine()", &[]).map_err(|e| e.to_string())
+    spi::owner_exec("SELECT qbo._api_release_mine()", &[]).map_err(|e| e.to_string())
 }

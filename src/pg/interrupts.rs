@@ -1,0 +1,52 @@
+//! Interrupts: where a run executes ([`Mode`]), the cancel check its waits call, and NOTICEs sent
+//! with interrupts held.
+
+use crate::pg::error::raise;
+use pgrx::prelude::*;
+
+/// Where the run executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In the caller's backend (`CALL`): progress goes out as NOTICEs directly.
+    Call,
+    /// In a background worker started by `leader_pid` (`qbo.backfill` / `qbo.resume`): the leader
+    /// relays progress from `qbo.run_pages`; the worker stops if the leader goes away.
+    Worker { leader_pid: i32 },
+}
+
+/// Runs `f` (an `ereport` below ERROR) with interrupts held. Postgres checks for interrupts at the
+/// end of every such report, and a cancel raised there would jump straight past Rust's unwinding
+/// (and past the run's error handling, leaving it `running`); held, the cancel stays pending for
+/// the next [`check_interrupts`].
+pub fn held<R>(f: impl FnOnce() -> R) -> R {
+    struct Resume;
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            unsafe { pg_sys::InterruptHoldoffCount -= 1 };
+        }
+    }
+    unsafe { pg_sys::InterruptHoldoffCount += 1 };
+    let _resume = Resume;
+    f()
+}
+
+/// `notice!` with interrupts held (see [`held`]).
+#[macro_export]
+macro_rules! say {
+    ($($t:tt)*) => { $crate::pg::interrupts::held(|| pgrx::notice!($($t)*)) };
+}
+
+/// The interrupt check run at least every 50 ms while waiting: query cancel, statement_timeout,
+/// termination; and in a worker, the disappearance of the session that started it.
+pub fn check_interrupts(mode: Mode) {
+    pg_sys::check_for_interrupts!();
+    if let Mode::Worker { leader_pid } = mode {
+        let gone = unsafe { pg_sys::BackendPidGetProc(leader_pid).is_null() };
+        if gone {
+            raise(
+                "57014",
+                "canceling statement because the session that started it ended",
+            );
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! SQL through SPI, always with `search_path` pinned to `pg_catalog, pg_temp`, as the caller or as
+//! the extension owner (see README's Trust model).
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::SpiResult;
+
+/// The `search_path` every statement of pg_qbo runs under: nothing a caller (or any role that may
+/// create in a schema on the caller's path) made can be resolved by name, whether the statement
+/// runs as the caller or as the extension owner. `pg_temp` is named last so that it is never
+/// searched before `pg_catalog` (functions and operators are never looked up in it at all).
+pub const SAFE_SEARCH_PATH: &std::ffi::CStr = c"pg_catalog, pg_temp";
+
+thread_local! {
+    /// The extension owner, read once per execution (see [`forget_owner`]).
+    static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+}
+
+/// The role that owns the extension (its tables hold the secrets and the ledger).
+pub fn extension_owner() -> pg_sys::Oid {
+    if let Some(o) = OWNER.with(|c| c.get()) {
+        return o;
+    }
+    let o = pinned(|| {
+        Spi::get_one::<pg_sys::Oid>(
+            "SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_qbo'",
+        )
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
+    OWNER.with(|c| c.set(Some(o)));
+    o
+}
+
+/// Forgets the cached extension owner (an entry point starting: the extension may have been
+/// dropped and created again by another role since this backend last looked).
+pub fn forget_owner() {
+    OWNER.with(|c| c.set(None));
+}
+
+/// Runs `f` with `search_path` set to [`SAFE_SEARCH_PATH`], for exactly that span: the previous
+/// value is restored when `f` returns or raises, as `SET search_path` on a function does (a GUC
+/// nest level of its own). `f` must not commit (a commit pops every nest level).
+pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    let level = unsafe { pg_sys::NewGUCNestLevel() };
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            SAFE_SEARCH_PATH.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        .finally(|| unsafe { pg_sys::AtEOXact_GUC(true, level) })
+        .execute()
+}
+
+/// Runs `f` as the extension's owner, like a SECURITY DEFINER function with `SET search_path` but
+/// reachable only from this code: credentials, tokens, the ledger, raw-table DDL and the page
+/// upsert run this way, so the roles that run or read backfills need no privilege on them (and
+/// cannot read a secret, forge a run's settings or write `raw.*` by hand). What runs under the
+/// switch resolves nothing from the caller's `search_path` ([`pinned`]) and every SQL text is
+/// schema-qualified, operators included; restricted-operation mode is on as well. Objects the
+/// statements reach that a table owner can attach code to (raw tables) are checked first by
+/// [`check_raw_trust`].
+pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+    let owner = extension_owner();
+    let (mut uid, mut ctx) = (pg_sys::InvalidOid, 0i32);
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx) };
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            ctx | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION)
+                as i32,
+        )
+    };
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| pinned(f)))
+        .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(uid, ctx) })
+        .execute()
+}
+
+/// [`Spi::connect_mut`] as the extension's owner.
+pub fn owner_connect<R>(
+    f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>) -> SpiResult<R>,
+) -> SpiResult<R> {
+    as_owner(|| Spi::connect_mut(f))
+}
+
+/// [`exec`] as the extension's owner.
+pub fn owner_exec(sql: &str, args: &[DatumWithOid]) -> SpiResult<()> {
+    as_owner(|| exec(sql, args))
+}
+
+/// Runs `sql` with parameters as the caller, returning nothing ([`pinned`]).
+pub fn exec(sql: &str, args: &[DatumWithOid]) -> SpiResult<()> {
+    pinned(|| Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ())))
+}
+
+/// One value of a query run as the caller ([`pinned`]).
+pub fn one<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    sql: &str,
+    args: &[DatumWithOid],
+) -> SpiResult<Option<T>> {
+    pinned(|| Spi::get_one_with_args::<T>(sql, args))
+}

@@ -1,0 +1,12 @@
+//! One run: what was asked ([`request`]), its execution ([`executor`], one code path for every
+//! entry point), the access tokens it uses ([`tokens`]), the realm's shared request limiter
+//! ([`limiter`]), the background worker of the set-returning entry points ([`worker`]), the
+//! pg_cron job of a scheduled run ([`cron`]) and the progress text it prints ([`notices`]).
+
+pub mod cron;
+pub mod executor;
+pub mod limiter;
+pub mod notices;
+pub mod request;
+pub mod tokens;
+pub mod worker;

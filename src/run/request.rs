@@ -1,0 +1,165 @@
+//! A run request: the arguments of an entry point and the settings in force, validated before
+//! anything is written; creating the run (its ledger rows and liveness lock) or reopening one.
+
+use crate::pg::error::{self, raise, RunError};
+use crate::pg::guc::Settings;
+use crate::pg::spi;
+use crate::store::ledger::{self, NewRun};
+use crate::store::{connections, locks, raw};
+use chrono::{DateTime, Utc};
+use qbo::entities::{self, Entity};
+use qbo::plan::{self, Chunk};
+use serde::{Deserialize, Serialize};
+
+/// The parameters of a backfill, as the caller gave them plus the resolved settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub entity: String,
+    pub fecha_inicio: DateTime<Utc>,
+    pub fecha_fin: DateTime<Utc>,
+    pub chunk_size: i32,
+    pub page_size: i32,
+    pub minor_version: i32,
+    pub connection: String,
+    pub settings: Settings,
+}
+
+/// What validation established.
+pub struct Validated {
+    pub entity: &'static Entity,
+    pub chunks: Vec<Chunk>,
+    pub realm_id: String,
+    pub environment: String,
+}
+
+fn bad(msg: String) -> RunError {
+    RunError::new("22023", msg)
+}
+
+/// Checks every argument; the error names the bad value and what is allowed. Writes nothing.
+pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
+    spi::forget_owner();
+    let entity = entities::lookup(&r.entity).map_err(bad)?;
+    if r.fecha_fin <= r.fecha_inicio {
+        return Err(bad(format!(
+            "fecha_fin ({}) must be later than fecha_inicio ({}): the window is [fecha_inicio, fecha_fin)",
+            r.fecha_fin.to_rfc3339(),
+            r.fecha_inicio.to_rfc3339()
+        )));
+    }
+    if r.chunk_size < 1 {
+        return Err(bad(format!(
+            "chunk_size must be at least 1 day (got {})",
+            r.chunk_size
+        )));
+    }
+    if !(1..=1000).contains(&r.page_size) {
+        return Err(bad(format!(
+            "page_size must be between 1 and 1000 (got {}): QBO returns at most 1000 rows per page",
+            r.page_size
+        )));
+    }
+    if !(75..=999).contains(&r.minor_version) {
+        return Err(bad(format!(
+            "minor_version must be between 75 and 999 (got {}): QBO answers versions below 75 as 75",
+            r.minor_version
+        )));
+    }
+    for (name, url) in [
+        ("qbo.api_base_url", &r.settings.api_base_url),
+        ("qbo.token_url", &r.settings.token_url),
+    ] {
+        if url.as_deref().is_some_and(qbo::client::url_has_credentials) {
+            return Err(bad(format!(
+                "{name} holds credentials (user:password@host): every run stores its settings in qbo.runs.settings, which readers can see; use a URL without them"
+            )));
+        }
+    }
+    let chunks =
+        plan::plan_chunks(r.fecha_inicio, r.fecha_fin, r.chunk_size).map_err(error::qbo_err)?;
+    let conn = match connections::load_connection(&r.connection).map_err(|e| RunError::new("XX000", e))? {
+        Some(c) => c,
+        None => {
+            return Err(bad(format!(
+                "unknown connection \"{}\": register it with qbo.connect(...) or qbo.connect_from_file(...) (see qbo.connections)",
+                r.connection.chars().take(70).collect::<String>()
+            )))
+        }
+    };
+    connections::check_may_use(&conn.name)?;
+    if conn.client_id.is_empty() || conn.client_secret.is_empty() || conn.refresh_token.is_empty() {
+        return Err(bad(format!(
+            "connection \"{}\" has no credentials: register them with qbo.connect(...)",
+            r.connection
+        )));
+    }
+    raw::check_existing_raw_table(entity)?;
+    Ok(Validated {
+        entity,
+        chunks,
+        realm_id: conn.realm_id,
+        environment: conn.environment,
+    })
+}
+
+/// Creates the run and its chunk plan and takes its liveness lock (the caller commits and executes).
+pub fn create_run(r: &RunRequest, v: &Validated, entry_point: &str) -> i64 {
+    let run_id = insert_run(r, v, entry_point, "running");
+    locks::lock_for_execution(run_id);
+    run_id
+}
+
+/// Inserts the run and its chunk plan with the given status.
+pub fn insert_run(r: &RunRequest, v: &Validated, entry_point: &str, status: &str) -> i64 {
+    let settings = serde_json::to_value(&r.settings).unwrap_or_default();
+    let _ = ledger::mark_interrupted();
+    ledger::create_run(&NewRun {
+        entity: v.entity.name,
+        connection: &r.connection,
+        realm_id: &v.realm_id,
+        environment: &v.environment,
+        fecha_inicio: r.fecha_inicio,
+        fecha_fin: r.fecha_fin,
+        chunk_size: r.chunk_size,
+        page_size: r.page_size,
+        minor_version: r.minor_version,
+        settings,
+        entry_point,
+        status,
+        chunks: &v.chunks,
+    })
+    .unwrap_or_else(|e| raise(&e.sqlstate, &e.message))
+}
+
+/// Checks that a run can be resumed (the caller commits; `execute` does the rest).
+pub fn prepare_resume(run_id: i64) -> i64 {
+    spi::forget_owner();
+    if let Err(e) = ledger::mark_interrupted() {
+        raise("XX000", &e);
+    }
+    let run = ledger::load_run(run_id).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+    // checked before the run is touched: a role that may not use the connection cannot mark
+    // another role's run as failed either
+    if let Err(e) = connections::check_may_use(&run.connection) {
+        raise(&e.sqlstate, &format!("run {run_id}: {}", e.message));
+    }
+    if run.status == "running" {
+        raise(
+            "55006",
+            &format!("run {run_id} is still running; wait for it, or cancel its session (qbo.runs.pid) and resume it then"),
+        );
+    }
+    locks::lock_for_execution(run_id);
+    run_id
+}
+
+/// The run exists (`load_run` says so otherwise) and the caller may use its connection.
+pub fn check_resumable(run_id: i64) {
+    let run = ledger::load_run(run_id).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+    if let Err(e) = connections::check_may_use(&run.connection) {
+        raise(
+            &e.sqlstate,
+            &format!("qbo.resume: run {run_id}: {}", e.message),
+        );
+    }
+}

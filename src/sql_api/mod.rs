@@ -1,0 +1,15 @@
+//! The SQL surface, and nothing else: each function parses its arguments, then hands over to
+//! [`crate::run`]. Privileges of every entry point are in `sql/schema.sql` and in the
+//! `extension_sql!` blocks here.
+//!
+//! - [`backfill`]: `qbo.backfill`, `qbo.resume` (set-returning, run in a background worker),
+//!   `CALL qbo.run_backfill` / `CALL qbo.run_resume` (run in the caller's backend, committing page
+//!   by page), and `qbo.entities`.
+//! - [`schedule`]: `qbo.schedule_backfill` and the procedure its pg_cron job calls.
+//! - [`args`]: reading the arguments (NULLs, infinite timestamps) into a run request.
+
+pub mod args;
+pub mod backfill;
+pub mod schedule;
+
+pgrx::extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);

@@ -1,0 +1,66 @@
+//! Advisory locks: a run's liveness lock (a dead executor is detectable), the lock serialising
+//! token refreshes of a realm, and the class of the lock serialising writes of one (realm, entity).
+
+use crate::pg::error::raise;
+use crate::pg::spi::{exec, one};
+
+/// Advisory lock class of a live run: `pg_advisory_lock(RUN_LOCK_CLASS, run_id)`.
+pub const RUN_LOCK_CLASS: i32 = 1_364_414_287;
+/// Advisory lock class serialising token refreshes of one realm.
+pub const TOKEN_LOCK_CLASS: i32 = 1_364_414_288;
+/// Advisory lock class serialising writes of one (realm, entity).
+pub const WRITE_LOCK_CLASS: i32 = 1_364_414_289;
+
+pub fn lock_key(class: i32, key: &str) -> String {
+    format!("{class}:{key}")
+}
+
+/// Takes the session lock serialising token refreshes of one realm (waits; cancellable).
+pub fn lock_token(realm: &str) -> Result<(), String> {
+    exec(
+        "SELECT pg_catalog.pg_advisory_lock($1, pg_catalog.hashtext($2))",
+        &[TOKEN_LOCK_CLASS.into(), realm.into()],
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Releases [`lock_token`].
+pub fn unlock_token(realm: &str) -> Result<(), String> {
+    exec(
+        "SELECT pg_catalog.pg_advisory_unlock($1, pg_catalog.hashtext($2))",
+        &[TOKEN_LOCK_CLASS.into(), realm.into()],
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Takes the liveness lock of a run without waiting. `false`: another process executes it.
+pub fn try_lock_run(run_id: i64) -> Result<bool, String> {
+    one::<bool>(
+        "SELECT pg_catalog.pg_try_advisory_lock($1, ($2 OPERATOR(pg_catalog.&) 2147483647)::pg_catalog.int4)",
+        &[RUN_LOCK_CLASS.into(), run_id.into()],
+    )
+    .map(|v| v.unwrap_or(false))
+    .map_err(|e| e.to_string())
+}
+
+/// Releases the liveness lock of a run.
+pub fn unlock_run(run_id: i64) -> Result<(), String> {
+    exec(
+        "SELECT pg_catalog.pg_advisory_unlock($1, ($2 OPERATOR(pg_catalog.&) 2147483647)::pg_catalog.int4)",
+        &[RUN_LOCK_CLASS.into(), run_id.into()],
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Takes the liveness lock of a run being created or reopened, in that same transaction; an error
+/// if another process holds it.
+pub fn lock_for_execution(run_id: i64) {
+    match try_lock_run(run_id) {
+        Ok(true) => {}
+        Ok(false) => raise(
+            "55006",
+            &format!("run {run_id} is already being executed by another session; wait for it or cancel it (see qbo.runs.pid)"),
+        ),
+        Err(e) => raise("XX000", &e),
+    }
+}
