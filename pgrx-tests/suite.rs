@@ -487,7 +487,7 @@ fn raw_tables_with_code_of_untrusted_roles_are_refused() {
     )
     .unwrap();
     let err = raw::check_raw_trust(e).unwrap_err();
-    assert_eq!(err.sqlstate, "42501");
+    assert_eq!(err.sqlstate(), "42501");
     let m = err.message;
     for want in [
         "role trust_mallory may create triggers on raw.qb_vendors (REVOKE TRIGGER ON raw.qb_vendors FROM trust_mallory)",

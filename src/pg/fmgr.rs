@@ -11,8 +11,8 @@ pub(crate) unsafe fn require_nonatomic(fcinfo: pg_sys::FunctionCallInfo, name: &
         && !(*(ctx as *mut pg_sys::CallContext)).atomic;
     if !nonatomic {
         raise(
-            "2D000",
-            &format!(
+            PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_TERMINATION,
+            format!(
                 "{name} commits page by page, so it must be run with CALL outside an explicit transaction block (and not from a function or a multi-statement string); inside a transaction use SELECT * FROM {}(...)",
                 if name.ends_with("resume") { "qbo.resume" } else { "qbo.backfill" }
             ),
@@ -42,7 +42,7 @@ pub unsafe fn result_row(fcinfo: pg_sys::FunctionCallInfo, run_id: i64) -> pg_sy
     let class = pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut tupdesc);
     if class != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || tupdesc.is_null() {
         raise(
-            "XX000",
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             "qbo.run_backfill: cannot determine its result row type",
         );
     }

@@ -10,6 +10,7 @@
 //! `qbo.runs.settings` and hands them to its background worker: a session's `SET` does not reach a
 //! worker, and a resume must behave like the original run.
 
+use crate::pg::error::PgError;
 use crate::pg::spi;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use qbo::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUESTS_PER_MINUTE};
@@ -267,7 +268,9 @@ fn superuser_values_lost() -> Vec<(String, String)> {
             Ok::<_, pgrx::spi::Error>(out)
         })
     })
-    .unwrap_or_default()
+    .unwrap_or_else(|e| {
+        PgError::db("pg_qbo settings (pg_db_role_setting, pg_file_settings)", e).raise()
+    })
 }
 
 impl Settings {

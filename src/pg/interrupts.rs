@@ -44,7 +44,7 @@ pub fn check_interrupts(mode: Mode) {
         let gone = unsafe { pg_sys::BackendPidGetProc(leader_pid).is_null() };
         if gone {
             raise(
-                "57014",
+                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
                 "canceling statement because the session that started it ended",
             );
         }

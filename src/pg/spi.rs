@@ -1,6 +1,7 @@
 //! SQL through SPI, always with `search_path` pinned to `pg_catalog, pg_temp`, as the caller or as
 //! the extension owner (see README's Trust model).
 
+use crate::pg::error::PgError;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiResult;
@@ -21,13 +22,13 @@ pub fn extension_owner() -> pg_sys::Oid {
     if let Some(o) = OWNER.with(|c| c.get()) {
         return o;
     }
-    let o = pinned(|| {
+    // no row: pg_qbo was dropped during a run; its cleanup then runs as the current role
+    let o = optional(pinned(|| {
         Spi::get_one::<pg_sys::Oid>(
             "SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_qbo'",
         )
-    })
-    .ok()
-    .flatten()
+    }))
+    .unwrap_or_else(|e| PgError::db("pg_qbo extension owner", e).raise())
     .unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
     OWNER.with(|c| c.set(Some(o)));
     o
@@ -100,6 +101,15 @@ pub fn owner_exec(sql: &str, args: &[DatumWithOid]) -> SpiResult<()> {
 /// Runs `sql` with parameters as the caller, returning nothing ([`pinned`]).
 pub fn exec(sql: &str, args: &[DatumWithOid]) -> SpiResult<()> {
     pinned(|| Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ())))
+}
+
+/// The value of a query that may return no row (`Spi::get_one` calls that an error): `None`
+/// for no row or a NULL, the error for anything else.
+pub fn optional<T>(r: SpiResult<Option<T>>) -> SpiResult<Option<T>> {
+    match r {
+        Err(pgrx::spi::Error::InvalidPosition) => Ok(None),
+        r => r,
+    }
 }
 
 /// One value of a query run as the caller ([`pinned`]).

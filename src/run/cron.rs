@@ -17,8 +17,8 @@
 //! exists only in `cron.database_name`; from another database the job must be created there with
 //! `cron.schedule_in_database`, and the error says exactly what to run.
 
-use crate::pg::error::raise;
-use crate::pg::interrupts::{self, Mode};
+use crate::pg::error::{raise, PgError};
+use crate::pg::interrupts::{held, Mode};
 use crate::pg::{spi, xact};
 use crate::run::executor;
 use crate::run::request::{self, RunRequest, Validated};
@@ -63,8 +63,7 @@ pub fn cron_state() -> (bool, Option<String>) {
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron')",
         &[],
     )
-    .ok()
-    .flatten()
+    .unwrap_or_else(|e| PgError::db("pg_qbo pg_cron check", e).raise())
     .unwrap_or(false);
     // pg_cron makes cron.database_name readable by superusers (and pg_read_all_settings) only;
     // a database name is no secret, and an operator scheduling a backfill needs to be told which
@@ -72,8 +71,7 @@ pub fn cron_state() -> (bool, Option<String>) {
     let db = spi::as_owner(|| {
         Spi::get_one::<String>("SELECT pg_catalog.current_setting('cron.database_name', true)")
     })
-    .ok()
-    .flatten();
+    .unwrap_or_else(|e| PgError::db("pg_qbo pg_cron check", e).raise());
     (here, db)
 }
 
@@ -83,30 +81,31 @@ pub fn cron_state() -> (bool, Option<String>) {
 /// another database.
 pub fn schedule(f: &str, req: &RunRequest, at: DateTime<Utc>) -> (i64, i64, DateTime<Utc>) {
     if let Err(m) = within_a_year(at, Utc::now()) {
-        raise("22023", &format!("{f}: {m}"));
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{f}: {m}"),
+        );
     }
-    let v: Validated = request::validate(req)
-        .unwrap_or_else(|e| raise(&e.sqlstate, &format!("{f}: {}", e.message)));
+    let v: Validated = request::validate(req).unwrap_or_else(|e| e.prefixed(f).raise());
     let (installed, cron_db) = cron_state();
     let this_db = spi::one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text", &[])
-        .ok()
-        .flatten()
+        .unwrap_or_else(|e| PgError::db("pg_qbo pg_cron check", e).raise())
         .unwrap_or_default();
     if !installed {
         match cron_db {
             Some(db) if !db.is_empty() && db != this_db => raise(
-                "0A000",
-                &format!(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!(
                     "{f}: pg_cron runs jobs from database \"{db}\" (cron.database_name), not \"{this_db}\"; schedule from there with cron.schedule_in_database(..., database => '{this_db}'), or run qbo.schedule_backfill in a database where pg_cron is installed"
                 ),
             ),
             Some(_) => raise(
-                "0A000",
-                &format!("{f}: pg_cron is loaded but not installed in this database: CREATE EXTENSION pg_cron; (it must be in database cron.database_name)"),
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("{f}: pg_cron is loaded but not installed in this database: CREATE EXTENSION pg_cron; (it must be in database cron.database_name)"),
             ),
             None => raise(
-                "0A000",
-                &format!("{f} needs pg_cron: add it to shared_preload_libraries (restart), then CREATE EXTENSION pg_cron in the database named by cron.database_name"),
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("{f} needs pg_cron: add it to shared_preload_libraries (restart), then CREATE EXTENSION pg_cron in the database named by cron.database_name"),
             ),
         }
     }
@@ -121,7 +120,12 @@ pub fn schedule(f: &str, req: &RunRequest, at: DateTime<Utc>) -> (i64, i64, Date
             format!("CALL qbo.run_scheduled({run_id})").as_str().into(),
         ],
     )
-    .unwrap_or_else(|e| raise("XX000", &format!("{f}: cron.schedule failed: {e}")))
+    .unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("{f}: cron.schedule failed: {e}"),
+        )
+    })
     .unwrap_or(0);
     ledger::set_progress(
         run_id,
@@ -130,7 +134,7 @@ pub fn schedule(f: &str, req: &RunRequest, at: DateTime<Utc>) -> (i64, i64, Date
             minute.format("%Y-%m-%d %H:%M")
         ),
     )
-    .unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+    .unwrap_or_else(|e| e.raise());
     crate::say!(
         "run {run_id}: {} scheduled as pg_cron job {job_id} ({expr}) for {} GMT; the job runs once and is removed afterwards",
         v.entity.name,
@@ -147,33 +151,37 @@ pub fn schedule(f: &str, req: &RunRequest, at: DateTime<Utc>) -> (i64, i64, Date
 pub unsafe fn run_scheduled(run_id: i64) {
     pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
     // First of all: this job must never fire again, whatever happens next.
-    let job_id = spi::one::<i64>(
+    let job_id = spi::optional(spi::one::<i64>(
         "SELECT j.jobid FROM cron.job j WHERE j.jobname OPERATOR(pg_catalog.=) $1",
         &[job_name(run_id).as_str().into()],
-    )
-    .ok()
-    .flatten();
+    ))
+    .unwrap_or_else(|e| PgError::db("pg_qbo cron.job", e).raise());
     if let Some(job_id) = job_id {
-        let _ = spi::exec(
+        // Should this fail, the job keeps its schedule, but the run executes only while it is
+        // `scheduled` (checked below), so a later firing only fails with 55000.
+        if let Err(e) = spi::exec(
             "SELECT cron.alter_job(job_id => $1, schedule => $2::pg_catalog.text)",
             &[job_id.into(), NEVER.into()],
-        );
+        ) {
+            held(|| {
+                warning!("run {run_id}: could not move pg_cron job {job_id} to a schedule that never fires: {e}; it is removed after the run all the same")
+            });
+        }
     }
     xact::commit();
     if let Some(job_id) = job_id {
         start_cleanup(job_id);
     }
-    let status = spi::one::<String>(
+    let status = spi::optional(spi::one::<String>(
         "SELECT r.status FROM qbo.runs r WHERE r.run_id OPERATOR(pg_catalog.=) $1",
         &[run_id.into()],
-    )
-    .ok()
-    .flatten();
+    ))
+    .unwrap_or_else(|e| PgError::db("pg_qbo ledger", e).raise());
     if status.as_deref() != Some("scheduled") {
         pg_sys::SPI_finish();
         raise(
-            "55000",
-            &format!(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
                 "qbo.run_scheduled: run {run_id} is {}, not scheduled: a scheduled run executes only once (resume it with qbo.resume)",
                 status.as_deref().unwrap_or("missing")
             ),
@@ -207,7 +215,7 @@ pub const NEVER: &str = "0 0 30 2 *";
 
 /// Removes the jobs of scheduled runs that have finished (normally the cleanup worker does it).
 pub fn remove_finished_jobs() {
-    let _ = spi::exec(
+    let removed = spi::exec(
         "SELECT cron.unschedule(j.jobid)
            FROM cron.job j
            JOIN qbo.runs r ON j.jobname OPERATOR(pg_catalog.=) ('pg_qbo run ' OPERATOR(pg_catalog.||) r.run_id::pg_catalog.text)
@@ -215,6 +223,13 @@ pub fn remove_finished_jobs() {
             AND r.status OPERATOR(pg_catalog.<>) ALL ('{scheduled,running}'::pg_catalog.text[])",
         &[],
     );
+    if let Err(e) = removed {
+        held(|| {
+            warning!(
+                "pg_qbo: could not remove the pg_cron jobs of finished runs (they never fire): {e}"
+            )
+        });
+    }
 }
 
 /// Starts the worker that removes job `job_id` once this backend has exited.
@@ -236,7 +251,7 @@ pub fn start_cleanup(job_id: i64) {
         .set_restart_time(None)
         .load_dynamic();
     if started.is_err() {
-        interrupts::held(|| {
+        held(|| {
             warning!("pg_qbo: no free background worker slot to remove pg_cron job {job_id} after its run; the next qbo.schedule_backfill removes it (it can never fire again)")
         });
     }
@@ -268,10 +283,12 @@ pub extern "C-unwind" fn pg_qbo_cron_cleanup_main(_arg: pg_sys::Datum) {
         }
     }
     BackgroundWorker::transaction(|| {
-        let _ = spi::exec(
+        if let Err(e) = spi::exec(
             "SELECT cron.unschedule(j.jobid) FROM cron.job j WHERE j.jobid OPERATOR(pg_catalog.=) $1",
             &[(job_id as i64).into()],
-        );
+        ) {
+            log!("pg_qbo cron cleanup: could not remove pg_cron job {job_id} (it never fires; the next qbo.schedule_backfill removes it): {e}");
+        }
     });
 }
 

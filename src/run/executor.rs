@@ -17,7 +17,7 @@
 //!   and the error re-raised. A process that dies outright (crash, `pg_terminate_backend`) leaves
 //!   its run `running` without its lock: the next entry point marks it `interrupted`.
 
-use crate::pg::error::{describe, qbo_err, raise, RunError};
+use crate::pg::error::PgError;
 use crate::pg::guc::Settings;
 use crate::pg::interrupts::{check_interrupts, held, Mode};
 use crate::pg::xact::{self, attempt, recover};
@@ -54,14 +54,15 @@ pub fn execute(run_id: i64, mode: Mode) {
     let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         run(run_id, mode, &token_locked)
     }))
-    .catch_others(|caught| {
-        let (sqlstate, message) = describe(&caught);
-        Err(RunError { sqlstate, message })
-    })
+    .catch_others(|caught| Err(PgError::from(&caught)))
     .execute();
     match outcome {
         Ok(()) => {
-            let _ = locks::unlock_run(run_id);
+            if let Err(e) = locks::unlock_run(run_id) {
+                held(|| {
+                    warning!("run {run_id} succeeded; its liveness lock could not be released (it goes with the session): {e}")
+                });
+            }
             xact::commit();
         }
         Err(e) => {
@@ -69,31 +70,29 @@ pub fn execute(run_id: i64, mode: Mode) {
             // backtrace detail: the message and SQLSTATE are what a DBA needs). Every error names
             // the run, also one Postgres raised (54001, 22003, 42P01, ...); a cancel keeps
             // Postgres' own words.
-            let message = if e.sqlstate == "57014" || names_run(&e.message, run_id) {
-                e.message
+            let code = e.code;
+            let message =
+                if e.is(PgSqlErrorCode::ERRCODE_QUERY_CANCELED) || names_run(&e.message, run_id) {
+                    e.message
+                } else {
+                    format!("run {run_id}: {}{}", e.message, next_step(code, run_id))
+                };
+            let e = PgError::new(code, message);
+            let e = if after_error(run_id, &token_locked, &e) {
+                e
             } else {
-                format!(
-                    "run {run_id}: {}{}",
-                    e.message,
-                    next_step(&e.sqlstate, run_id)
-                )
+                PgError::new(code, format!("{} (the run could not be marked in qbo.runs: is pg_qbo still installed in this database?)", e.message))
             };
-            let recorded = after_error(run_id, &token_locked, &e.sqlstate, &message);
-            let message = if recorded {
-                message
-            } else {
-                format!("{message} (the run could not be marked in qbo.runs: is pg_qbo still installed in this database?)")
-            };
-            raise(&e.sqlstate, &message);
+            e.raise();
         }
     }
 }
 
-/// What to do after a run stopped with `sqlstate`, as the tail of its message: resume it, unless
+/// What to do after a run stopped with `code`, as the tail of its message: resume it, unless
 /// a memory limit (54000) stopped it, which a resume (same settings, same page size) meets again;
 /// that error's own text says to start a new run.
-fn next_step(sqlstate: &str, run_id: i64) -> String {
-    if sqlstate == "54000" {
+fn next_step(code: PgSqlErrorCode, run_id: i64) -> String {
+    if code == PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED {
         String::new()
     } else {
         format!("; resume with SELECT * FROM qbo.resume({run_id}) or CALL qbo.run_resume({run_id})")
@@ -114,12 +113,7 @@ pub fn names_run(msg: &str, run_id: i64) -> bool {
 /// Undoes the page in flight and records why the run stopped. Each step may fail in turn (the
 /// extension dropped during the run takes the ledger and the limiter with it): a failed step is
 /// rolled back and the others still run. Returns whether the run's outcome was recorded.
-fn after_error(
-    run_id: i64,
-    token_locked: &Mutex<Option<String>>,
-    sqlstate: &str,
-    message: &str,
-) -> bool {
+fn after_error(run_id: i64, token_locked: &Mutex<Option<String>>, e: &PgError) -> bool {
     recover();
     attempt(|| {
         if let Err(e) = limiter::release_mine() {
@@ -127,14 +121,14 @@ fn after_error(
         }
         xact::commit();
     });
-    let status = if sqlstate == "57014" {
+    let status = if e.is(PgSqlErrorCode::ERRCODE_QUERY_CANCELED) {
         "cancelled"
     } else {
         "failed"
     };
     let mut recorded = false;
     attempt(|| {
-        match ledger::finish_run_with_error(run_id, status, sqlstate, message) {
+        match ledger::finish_run_with_error(run_id, status, &e.sqlstate(), &e.message) {
             Ok(()) => recorded = true,
             Err(e) => held(|| {
                 warning!(
@@ -146,10 +140,18 @@ fn after_error(
         xact::commit();
     });
     attempt(|| {
+        // Released before the run's outcome is raised; should a release fail, the lock goes
+        // with the session (never later than the end of this CALL or worker).
         if let Some(realm) = token_locked.lock().ok().and_then(|mut g| g.take()) {
-            let _ = locks::unlock_token(&realm);
+            if let Err(e) = locks::unlock_token(&realm) {
+                held(|| {
+                    warning!("run {run_id}: could not release the token lock of realm {realm}: {e}")
+                });
+            }
         }
-        let _ = locks::unlock_run(run_id);
+        if let Err(e) = locks::unlock_run(run_id) {
+            held(|| warning!("run {run_id}: could not release its liveness lock: {e}"));
+        }
         xact::commit();
     });
     recorded
@@ -181,19 +183,19 @@ struct Exec<'a> {
     as_of: DateTime<Utc>,
 }
 
-fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<(), RunError> {
+fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<(), PgError> {
     let run = ledger::load_run(run_id)?;
-    let entity = entities::lookup(&run.entity).map_err(|m| RunError::new("22023", m))?;
-    let settings: Settings = serde_json::from_value(run.settings.clone()).map_err(|e| {
-        RunError::internal(format!("run {run_id}: stored settings unreadable: {e}"))
-    })?;
+    let entity = entities::lookup(&run.entity)
+        .map_err(|m| PgError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, m))?;
+    let settings: Settings = serde_json::from_value(run.settings.clone())
+        .map_err(|e| PgError::internal(format!("run {run_id}: stored settings unreadable: {e}")))?;
     let conn = load_connection(&run.connection)?;
     // a resume, a scheduled run or a worker runs as the role that asked for it: it must still
     // be allowed to use the connection
     connections::check_may_use(&conn.name)?;
     if conn.realm_id != run.realm_id {
-        return Err(RunError::new(
-            "22023",
+        return Err(PgError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!(
                 "run {run_id}: connection \"{}\" now points to realm {} but the run was made for realm {}; start a new run",
                 run.connection, conn.realm_id, run.realm_id
@@ -204,7 +206,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     ledger::start_execution(run_id)?;
     xact::commit();
 
-    let rt = runtime::new_runtime().map_err(RunError::internal)?;
+    let rt = runtime::new_runtime().map_err(PgError::internal)?;
     let budget = qbo::budget::MemoryBudget::new(settings.max_buffer_mb, settings.max_in_flight);
     let http = HttpConfig {
         connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
@@ -213,7 +215,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         jsonb_payloads: raw::database_is_utf8(),
         ..HttpConfig::default()
     };
-    let net = Net::start(http).map_err(qbo_err)?;
+    let net = Net::start(http)?;
     let limiter = Limiter::new(
         &run.realm_id,
         settings.max_requests_per_minute,
@@ -225,7 +227,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         cap: Duration::from_millis(settings.backoff_cap_ms),
         retry_after_cap: Duration::from_millis(settings.retry_after_cap_ms),
     };
-    let tokens = TokenCache::new(conn, &settings, token_locked).map_err(qbo_err)?;
+    let tokens = TokenCache::new(conn, &settings, token_locked)?;
     let mut ex = Exec {
         run,
         entity,
@@ -247,7 +249,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     };
     let chunks = ledger::pending_chunks(run_id)?;
     ex.run_chunks(chunks)?;
-    ex.limiter.admit(0).map_err(RunError::internal)?;
+    ex.limiter.admit(0)?;
     ledger::finish_run_ok(run_id)?;
     if mode == Mode::Call {
         let t = ledger::totals(run_id)?;
@@ -256,11 +258,11 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     Ok(())
 }
 
-fn load_connection(name: &str) -> Result<Connection, RunError> {
-    match connections::load_connection(name).map_err(RunError::internal)? {
+fn load_connection(name: &str) -> Result<Connection, PgError> {
+    match connections::load_connection(name)? {
         Some(c) => Ok(c),
-        None => Err(RunError::new(
-            "22023",
+        None => Err(PgError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("unknown connection \"{name}\": register it with qbo.connect(...) or qbo.connect_from_file(...) (see qbo.connections)"),
         )),
     }
@@ -338,7 +340,7 @@ impl Exec<'_> {
     /// pages arrive in order (one at a time), the pages of a second-mode pass in any order (each
     /// takes only Ids not taken before), and slices are disjoint, so the rows written and the
     /// counts are the same whatever the interleaving.
-    fn run_chunks(&mut self, chunks: Vec<ChunkRow>) -> Result<(), RunError> {
+    fn run_chunks(&mut self, chunks: Vec<ChunkRow>) -> Result<(), PgError> {
         let max_flight = self.settings.max_in_flight.max(1) as usize;
         let split = max_flight > 1;
         // slices kept open: four times what may be in flight, so counting and cutting run ahead
@@ -422,7 +424,7 @@ impl Exec<'_> {
                 candidates.truncate(room - wants.len());
                 for (_, k, slice, req) in candidates {
                     let o = &mut open[k];
-                    o.slices.issue(slice, &req).map_err(qbo_err)?;
+                    o.slices.issue(slice, &req)?;
                     let (purpose, query, start_position, part) = match req {
                         SliceRequest::Count { query } => (Purpose::SliceCount, query, 0, 0),
                         SliceRequest::Pager(r) => match r.kind {
@@ -444,10 +446,7 @@ impl Exec<'_> {
                 }
             }
             if !wants.is_empty() || self.limiter.has_finished() {
-                let adm = self
-                    .limiter
-                    .admit(wants.len())
-                    .map_err(RunError::internal)?;
+                let adm = self.limiter.admit(wants.len())?;
                 xact::commit();
                 limiter_wait = (adm.ids.is_empty() && !wants.is_empty())
                     .then(|| Instant::now() + adm.wait.max(Duration::from_millis(1)));
@@ -495,9 +494,7 @@ impl Exec<'_> {
                 )?,
                 Err(Idle::Timeout) => {}
                 Err(Idle::Gone) => {
-                    return Err(RunError::internal(
-                        "the network thread stopped unexpectedly",
-                    ))
+                    return Err(PgError::internal("the network thread stopped unexpectedly"))
                 }
             }
         }
@@ -505,7 +502,7 @@ impl Exec<'_> {
     }
 
     /// Starts a chunk; `None` when it lies wholly after this execution began (finished at once).
-    fn open_chunk(&mut self, row: ChunkRow, split: bool) -> Result<Option<OpenChunk>, RunError> {
+    fn open_chunk(&mut self, row: ChunkRow, split: bool) -> Result<Option<OpenChunk>, PgError> {
         let run_id = self.run.run_id;
         ledger::start_chunk(run_id, row.chunk)?;
         xact::commit();
@@ -525,10 +522,19 @@ impl Exec<'_> {
             end,
         };
         let chunk_no = row.chunk;
-        let mut read_ids = |second| {
-            ledger::read_second_ids(run_id, chunk_no, second)
-                .map_err(|e| QboError::InvalidParameter(e.message))
-        };
+        // A database error reading the saved Ids keeps its own SQLSTATE and cause; a saved cursor
+        // the core cannot use is an internal error of this run.
+        enum Opening {
+            Db(PgError),
+            Cursor(QboError),
+        }
+        impl From<QboError> for Opening {
+            fn from(e: QboError) -> Self {
+                Opening::Cursor(e)
+            }
+        }
+        let mut read_ids =
+            |second| ledger::read_second_ids(run_id, chunk_no, second).map_err(Opening::Db);
         let mut slices = ChunkSlices::new(
             self.entity.name,
             self.entity.has_active,
@@ -538,7 +544,10 @@ impl Exec<'_> {
             row.cursor.as_ref(),
             &mut read_ids,
         )
-        .map_err(|e| RunError::internal(format!("run {run_id} chunk {}: {e}", row.chunk)))?;
+        .map_err(|e| match e {
+            Opening::Db(e) => e.prefixed(format!("run {run_id} chunk {chunk_no}")),
+            Opening::Cursor(e) => PgError::internal(format!("run {run_id} chunk {chunk_no}: {e}")),
+        })?;
         slices.set_live_edge(live_edge());
         slices.set_id_budget(&self.ids);
         Ok(Some(OpenChunk {
@@ -549,7 +558,7 @@ impl Exec<'_> {
         }))
     }
 
-    fn finish_open_chunk(&mut self, o: OpenChunk) -> Result<(), RunError> {
+    fn finish_open_chunk(&mut self, o: OpenChunk) -> Result<(), PgError> {
         let run_id = self.run.run_id;
         let left = o.slices.live_seconds_left();
         if left > 0 {
@@ -577,7 +586,7 @@ impl Exec<'_> {
         want: Want,
         admission: i64,
         flights: &mut HashMap<u64, Flight>,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), PgError> {
         let token = match self.tokens.access_token(&self.rt, self.mode) {
             Ok(t) => t,
             Err(e) => {
@@ -598,7 +607,7 @@ impl Exec<'_> {
             access_token: token.clone(),
             query: want.query.clone(),
         };
-        self.net.submit(job).map_err(qbo_err)?;
+        self.net.submit(job)?;
         flights.insert(
             id,
             Flight {
@@ -619,7 +628,7 @@ impl Exec<'_> {
         open: &mut [OpenChunk],
         retry_queue: &mut Vec<Want>,
         fetched: &mut std::collections::VecDeque<Fetched>,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), PgError> {
         let Some(f) = flights.remove(&done.id) else {
             return Ok(());
         };
@@ -627,7 +636,7 @@ impl Exec<'_> {
         self.limiter.finished(f.admission);
         let mut want = f.want;
         let Some(o) = open.iter_mut().find(|o| o.row.chunk == want.chunk) else {
-            return Err(RunError::internal(format!(
+            return Err(PgError::internal(format!(
                 "answer for chunk {} which is not open",
                 want.chunk
             )));
@@ -635,15 +644,13 @@ impl Exec<'_> {
         match done.result {
             Ok(NetFetched::Count(n)) => {
                 if want.purpose == Purpose::SliceCount {
-                    o.slices
-                        .accept_slice_count(want.slice, n, live_edge())
-                        .map_err(qbo_err)?;
+                    o.slices.accept_slice_count(want.slice, n, live_edge())?;
                 } else {
                     o.slices
                         .pager_mut(want.slice)
                         .and_then(|p| p.accept_count_part(want.part, n))
                         .map_err(|e| self.context(want.chunk, 0, e))?;
-                    o.slices.count_fed(want.slice).map_err(qbo_err)?;
+                    o.slices.count_fed(want.slice)?;
                 }
             }
             Ok(NetFetched::Page(page)) => {
@@ -658,10 +665,7 @@ impl Exec<'_> {
                         p.accept_part(want.part, page.entity_records)
                     })
                     .map_err(|e| self.context(chunk, start_position, e))?;
-                let state = o
-                    .slices
-                    .page_fetched(want.slice, accepted.records.len())
-                    .map_err(qbo_err)?;
+                let state = o.slices.page_fetched(want.slice, accepted.records.len())?;
                 fetched.push_back(Fetched {
                     chunk,
                     slice: want.slice,
@@ -741,11 +745,11 @@ impl Exec<'_> {
         page: Fetched,
         open: &mut [OpenChunk],
         touch_run: bool,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), PgError> {
         let run_id = self.run.run_id;
         let t0 = Instant::now();
         let Some(o) = open.iter_mut().find(|o| o.row.chunk == page.chunk) else {
-            return Err(RunError::internal(format!(
+            return Err(PgError::internal(format!(
                 "page for chunk {} which is not open",
                 page.chunk
             )));
@@ -770,14 +774,11 @@ impl Exec<'_> {
             o.page_no,
             self.run.page_size,
             &request_payload,
-        )
-        .map_err(RunError::internal)?;
+        )?;
         if let Some(ids) = &page.second_ids {
             ledger::write_second_ids(run_id, o.row.chunk, ids)?;
         }
-        o.slices
-            .page_written(page.slice, page.state)
-            .map_err(qbo_err)?;
+        o.slices.page_written(page.slice, page.state)?;
         let secs = page.fetch_seconds + t0.elapsed().as_secs_f64();
         let chunk_secs = o.mark.elapsed().as_secs_f64();
         o.mark = Instant::now();
@@ -823,7 +824,7 @@ impl Exec<'_> {
 
     /// Commits a progress note, at most about once a second. Only called between pages, when the
     /// current transaction holds nothing else.
-    fn progress(&mut self, what: &str) -> Result<(), RunError> {
+    fn progress(&mut self, what: &str) -> Result<(), PgError> {
         if self
             .progress_at
             .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
@@ -840,16 +841,19 @@ impl Exec<'_> {
         self.settings.api_base(&self.run.environment)
     }
 
-    fn context(&self, chunk: i32, start_position: u32, e: QboError) -> RunError {
+    /// The error with the run, entity, chunk and start position it happened at, and what to do.
+    fn context(&self, chunk: i32, start_position: u32, e: impl Into<PgError>) -> PgError {
+        let e: PgError = e.into();
         let id = self.run.run_id;
-        RunError::new(
-            e.sqlstate(),
+        PgError::new(
+            e.code,
             format!(
-                "run {id} ({} chunk {}/{}, start position {start_position}): {e}{}",
+                "run {id} ({} chunk {}/{}, start position {start_position}): {}{}",
                 self.entity.name,
                 chunk,
                 self.run.chunks_total,
-                next_step(e.sqlstate(), id),
+                e.message,
+                next_step(e.code, id),
             ),
         )
     }

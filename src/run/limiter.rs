@@ -13,6 +13,7 @@
 //! its response has been read completely (the network thread reports it; the executor passes the
 //! id back with its next admission). 429s stay the exception: a well-paced run never sees one.
 
+use crate::pg::error::PgError;
 use crate::pg::spi;
 use std::time::Duration;
 
@@ -56,7 +57,7 @@ impl Limiter {
 
     /// Reports finished requests and asks for up to `want` new ones, in the current transaction
     /// (the caller commits right after: the realm's row lock is held until then).
-    pub fn admit(&mut self, want: usize) -> Result<Admission, String> {
+    pub fn admit(&mut self, want: usize) -> Result<Admission, PgError> {
         let finished = std::mem::take(&mut self.finished);
         let want = want.min(i32::MAX as usize) as i32;
         spi::owner_connect(|c| {
@@ -80,12 +81,13 @@ impl Limiter {
                 wait: Duration::from_millis(wait),
             })
         })
-        .map_err(|e| format!("pg_qbo rate limiter: {e}"))
+        .map_err(|e| PgError::db("pg_qbo rate limiter", e))
     }
 }
 
 /// Frees every in-flight slot of this process (end of an execution, whatever its outcome). The
 /// caller commits.
-pub fn release_mine() -> Result<(), String> {
-    spi::owner_exec("SELECT qbo._api_release_mine()", &[]).map_err(|e| e.to_string())
+pub fn release_mine() -> Result<(), PgError> {
+    spi::owner_exec("SELECT qbo._api_release_mine()", &[])
+        .map_err(|e| PgError::db("pg_qbo rate limiter", e))
 }

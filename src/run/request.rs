@@ -1,12 +1,13 @@
 //! A run request: the arguments of an entry point and the settings in force, validated before
 //! anything is written; creating the run (its ledger rows and liveness lock) or reopening one.
 
-use crate::pg::error::{self, raise, RunError};
+use crate::pg::error::{raise, PgError};
 use crate::pg::guc::Settings;
 use crate::pg::spi;
 use crate::store::ledger::{self, NewRun};
 use crate::store::{connections, locks, raw};
 use chrono::{DateTime, Utc};
+use pgrx::PgSqlErrorCode;
 use qbo::entities::{self, Entity};
 use qbo::plan::{self, Chunk};
 use serde::{Deserialize, Serialize};
@@ -32,12 +33,12 @@ pub struct Validated {
     pub environment: String,
 }
 
-fn bad(msg: String) -> RunError {
-    RunError::new("22023", msg)
+fn bad(msg: String) -> PgError {
+    PgError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg)
 }
 
 /// Checks every argument; the error names the bad value and what is allowed. Writes nothing.
-pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
+pub fn validate(r: &RunRequest) -> Result<Validated, PgError> {
     spi::forget_owner();
     let entity = entities::lookup(&r.entity).map_err(bad)?;
     if r.fecha_fin <= r.fecha_inicio {
@@ -75,9 +76,8 @@ pub fn validate(r: &RunRequest) -> Result<Validated, RunError> {
             )));
         }
     }
-    let chunks =
-        plan::plan_chunks(r.fecha_inicio, r.fecha_fin, r.chunk_size).map_err(error::qbo_err)?;
-    let conn = match connections::load_connection(&r.connection).map_err(|e| RunError::new("XX000", e))? {
+    let chunks = plan::plan_chunks(r.fecha_inicio, r.fecha_fin, r.chunk_size)?;
+    let conn = match connections::load_connection(&r.connection)? {
         Some(c) => c,
         None => {
             return Err(bad(format!(
@@ -111,8 +111,10 @@ pub fn create_run(r: &RunRequest, v: &Validated, entry_point: &str) -> i64 {
 
 /// Inserts the run and its chunk plan with the given status.
 pub fn insert_run(r: &RunRequest, v: &Validated, entry_point: &str, status: &str) -> i64 {
-    let settings = serde_json::to_value(&r.settings).unwrap_or_default();
-    let _ = ledger::mark_interrupted();
+    let settings = serde_json::to_value(&r.settings).unwrap_or_else(|e| {
+        PgError::internal(format!("pg_qbo: the run's settings cannot be stored: {e}")).raise()
+    });
+    ledger::mark_interrupted().unwrap_or_else(|e| e.raise());
     ledger::create_run(&NewRun {
         entity: v.entity.name,
         connection: &r.connection,
@@ -128,25 +130,25 @@ pub fn insert_run(r: &RunRequest, v: &Validated, entry_point: &str, status: &str
         status,
         chunks: &v.chunks,
     })
-    .unwrap_or_else(|e| raise(&e.sqlstate, &e.message))
+    .unwrap_or_else(|e| e.raise())
 }
 
 /// Checks that a run can be resumed (the caller commits; `execute` does the rest).
 pub fn prepare_resume(run_id: i64) -> i64 {
     spi::forget_owner();
     if let Err(e) = ledger::mark_interrupted() {
-        raise("XX000", &e);
+        e.raise();
     }
-    let run = ledger::load_run(run_id).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+    let run = ledger::load_run(run_id).unwrap_or_else(|e| e.raise());
     // checked before the run is touched: a role that may not use the connection cannot mark
     // another role's run as failed either
     if let Err(e) = connections::check_may_use(&run.connection) {
-        raise(&e.sqlstate, &format!("run {run_id}: {}", e.message));
+        e.prefixed(format!("run {run_id}")).raise();
     }
     if run.status == "running" {
         raise(
-            "55006",
-            &format!("run {run_id} is still running; wait for it, or cancel its session (qbo.runs.pid) and resume it then"),
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            format!("run {run_id} is still running; wait for it, or cancel its session (qbo.runs.pid) and resume it then"),
         );
     }
     locks::lock_for_execution(run_id);
@@ -155,11 +157,8 @@ pub fn prepare_resume(run_id: i64) -> i64 {
 
 /// The run exists (`load_run` says so otherwise) and the caller may use its connection.
 pub fn check_resumable(run_id: i64) {
-    let run = ledger::load_run(run_id).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+    let run = ledger::load_run(run_id).unwrap_or_else(|e| e.raise());
     if let Err(e) = connections::check_may_use(&run.connection) {
-        raise(
-            &e.sqlstate,
-            &format!("qbo.resume: run {run_id}: {}", e.message),
-        );
+        e.prefixed(format!("qbo.resume: run {run_id}")).raise();
     }
 }

@@ -10,6 +10,7 @@
 //! a rotated refresh token: it is stored and committed before the error is raised, or the company
 //! would have to be re-authorized (see [`TokenCache::keep_salvaged`]).
 
+use crate::pg::error::PgError;
 use crate::pg::guc::Settings;
 use crate::pg::interrupts::{check_interrupts, Mode};
 use crate::pg::xact;
@@ -40,16 +41,12 @@ pub struct TokenCache<'a> {
     locked: &'a Mutex<Option<String>>,
 }
 
-fn db(e: String) -> QboError {
-    QboError::BadResponse(format!("pg_qbo token store: {e}"))
-}
-
 impl<'a> TokenCache<'a> {
     pub fn new(
         conn: Connection,
         settings: &Settings,
         locked: &'a Mutex<Option<String>>,
-    ) -> Result<Self, QboError> {
+    ) -> Result<Self, PgError> {
         let endpoint = TokenEndpoint::new(
             settings.token_endpoint(),
             Duration::from_millis(settings.connect_timeout_ms),
@@ -87,7 +84,7 @@ impl<'a> TokenCache<'a> {
         &mut self,
         rt: &tokio::runtime::Runtime,
         mode: Mode,
-    ) -> Result<String, QboError> {
+    ) -> Result<String, PgError> {
         if let Some(t) = Self::valid(&self.cached) {
             return Ok(t);
         }
@@ -95,21 +92,21 @@ impl<'a> TokenCache<'a> {
     }
 
     /// QBO answered 401 to `token`: forget it (here and in the table) and refresh.
-    pub fn reject(&mut self, token: &str) -> Result<(), QboError> {
+    pub fn reject(&mut self, token: &str) -> Result<(), PgError> {
         // requests in flight may carry an older token than the cached one: keep a newer one
         if self.cached.as_ref().is_some_and(|(t, _)| t == token) {
             self.cached = None;
         }
-        connections::forget_access_token(&self.conn_name, token).map_err(db)?;
+        connections::forget_access_token(&self.conn_name, token)?;
         xact::commit();
         Ok(())
     }
 
-    fn refresh(&mut self, rt: &tokio::runtime::Runtime, mode: Mode) -> Result<String, QboError> {
-        locks::lock_token(&self.realm).map_err(db)?;
+    fn refresh(&mut self, rt: &tokio::runtime::Runtime, mode: Mode) -> Result<String, PgError> {
+        locks::lock_token(&self.realm)?;
         set_locked(self.locked, Some(self.realm.clone()));
         let result = self.refresh_locked(rt, mode);
-        let unlocked = locks::unlock_token(&self.realm).map_err(db);
+        let unlocked = locks::unlock_token(&self.realm);
         set_locked(self.locked, None);
         xact::commit();
         let token = result?;
@@ -121,16 +118,14 @@ impl<'a> TokenCache<'a> {
         &mut self,
         rt: &tokio::runtime::Runtime,
         mode: Mode,
-    ) -> Result<String, QboError> {
+    ) -> Result<String, PgError> {
         // Another session may have refreshed while we waited for the lock: use its token.
-        let conn = connections::load_connection(&self.conn_name)
-            .map_err(db)?
-            .ok_or_else(|| {
-                QboError::InvalidParameter(format!(
-                    "connection \"{}\" was removed during the run",
-                    self.conn_name
-                ))
-            })?;
+        let conn = connections::load_connection(&self.conn_name)?.ok_or_else(|| {
+            PgError::invalid(format!(
+                "connection \"{}\" was removed during the run",
+                self.conn_name
+            ))
+        })?;
         let stored = match (&conn.access_token, conn.access_token_expires_at) {
             (Some(t), Some(exp)) => Some((t.clone(), exp)),
             _ => None,
@@ -157,8 +152,7 @@ impl<'a> TokenCache<'a> {
                         exp,
                         ts.refresh_token.as_deref(),
                         rexp,
-                    )
-                    .map_err(db)?;
+                    )?;
                     xact::commit();
                     self.cached = Some((ts.access_token.clone(), exp));
                     return Ok(ts.access_token);
@@ -175,7 +169,7 @@ impl<'a> TokenCache<'a> {
                     {
                         self.keep_salvaged(s)?;
                     }
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }
@@ -185,7 +179,7 @@ impl<'a> TokenCache<'a> {
     /// rotated refresh token above all (Intuit superseded the old one when it sent it), and the
     /// access token when its lifetime was readable too (a later run may use it). The run then
     /// fails with the response's error.
-    fn keep_salvaged(&self, s: &SalvagedTokens) -> Result<(), QboError> {
+    fn keep_salvaged(&self, s: &SalvagedTokens) -> Result<(), PgError> {
         let now = Utc::now();
         let rexp = refresh_expiry(now, s.x_refresh_token_expires_in);
         let lifetime = s.expires_in.filter(|d| !d.is_zero());
@@ -196,10 +190,9 @@ impl<'a> TokenCache<'a> {
                 access_expiry(now, Some(d)),
                 refresh.as_deref(),
                 rexp,
-            )
-            .map_err(db)?,
+            )?,
             (_, _, Some(refresh)) => {
-                connections::store_refresh_token(&self.conn_name, refresh, rexp).map_err(db)?
+                connections::store_refresh_token(&self.conn_name, refresh, rexp)?
             }
             _ => return Ok(()),
         }

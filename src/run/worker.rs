@@ -16,7 +16,7 @@
 //!   leader dies without that, the worker notices within 50 ms that its leader is gone and cancels
 //!   itself the same way.
 
-use crate::pg::error::{self, raise, RunError};
+use crate::pg::error::{raise, PgError};
 use crate::pg::interrupts::{held, Mode};
 use crate::pg::xact;
 use crate::run::{executor, notices, request};
@@ -98,8 +98,7 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         Err(e) => {
             fail_early(
                 shared,
-                "XX000",
-                &format!("pg_qbo worker: unreadable job: {e}"),
+                &PgError::internal(format!("pg_qbo worker: unreadable job: {e}")),
             );
             return;
         }
@@ -120,7 +119,7 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
     let result = PgTryBuilder::new(|| {
         let run_id = match &spec.job {
             Job::New(req) => {
-                let v = request::validate(req).unwrap_or_else(|e| raise(&e.sqlstate, &e.message));
+                let v = request::validate(req).unwrap_or_else(|e| e.raise());
                 request::create_run(req, &v, "function")
             }
             Job::Resume(id) => request::prepare_resume(*id),
@@ -129,18 +128,20 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         shared.run_id.store(run_id, Ordering::Release);
         shared.state.store(1, Ordering::Release);
         executor::execute(run_id, mode);
-        Ok::<(), (String, String)>(())
+        Ok::<(), PgError>(())
     })
-    .catch_others(|caught| Err(error::describe(&caught)))
+    .catch_others(|caught| Err(PgError::from(&caught)))
     .execute();
-    if let Err((state, msg)) = &result {
+    if let Err(e) = &result {
         log!(
-            "pg_qbo: background worker for run {} stopped: {msg} (SQLSTATE {state})",
-            shared.run_id.load(Ordering::Acquire)
+            "pg_qbo: background worker for run {} stopped: {} (SQLSTATE {})",
+            shared.run_id.load(Ordering::Acquire),
+            e.message,
+            e.sqlstate()
         );
         if shared.run_id.load(Ordering::Acquire) == 0 {
             // failed before a run existed: the ledger has nothing, so tell the leader directly
-            fail_early(shared, state, msg);
+            fail_early(shared, e);
         }
     }
     xact::release_outer_snapshot();
@@ -158,7 +159,8 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::dsm_detach(seg) };
 }
 
-fn fail_early(shared: &Shared, sqlstate: &str, msg: &str) {
+fn fail_early(shared: &Shared, e: &PgError) {
+    let (sqlstate, msg) = (e.sqlstate(), &e.message);
     let p = shared as *const Shared as *mut Shared;
     unsafe {
         let err = &mut (*p).error;
@@ -176,7 +178,7 @@ pub fn run_in_worker(job: Job) -> i64 {
     unsafe {
         if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
             raise(
-                "25000",
+                PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
                 "qbo.backfill and qbo.resume need READ COMMITTED (they read the progress their worker commits); use CALL qbo.run_backfill / qbo.run_resume, or run them outside a REPEATABLE READ or SERIALIZABLE transaction",
             );
         }
@@ -187,7 +189,9 @@ pub fn run_in_worker(job: Job) -> i64 {
         database_oid: unsafe { pg_sys::MyDatabaseId }.to_u32(),
         role_oid: unsafe { pg_sys::GetUserId() }.to_u32(),
     };
-    let bytes = serde_json::to_vec(&spec).unwrap_or_default();
+    let bytes = serde_json::to_vec(&spec).unwrap_or_else(|e| {
+        PgError::internal(format!("pg_qbo: the worker's job cannot be written: {e}")).raise()
+    });
     let seg = unsafe { pg_sys::dsm_create(HEADER + bytes.len(), 0) };
     let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
     unsafe {
@@ -210,8 +214,8 @@ pub fn run_in_worker(job: Job) -> i64 {
     let worker = match worker {
         Ok(w) => w,
         Err(_) => raise(
-            "53400",
-            &format!(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            format!(
                 "pg_qbo: no free background worker slot (max_worker_processes = {}); run the backfill with CALL qbo.run_backfill(...) instead, or raise max_worker_processes",
                 unsafe { pg_sys::max_worker_processes }
             ),
@@ -225,10 +229,13 @@ pub fn run_in_worker(job: Job) -> i64 {
     }))
     .catch_others(|caught| {
         stop_worker(&worker);
-        let (state, msg) = error::describe(&caught);
+        let e = PgError::from(&caught);
         let run_id = shared.run_id.load(Ordering::Acquire);
-        let msg = if run_id > 0 { format!("{msg} (run {run_id} was stopped; continue it with SELECT * FROM qbo.resume({run_id}))") } else { msg };
-        raise(&state, &msg)
+        if run_id > 0 {
+            PgError::new(e.code, format!("{} (run {run_id} was stopped; continue it with SELECT * FROM qbo.resume({run_id}))", e.message)).raise()
+        } else {
+            e.raise()
+        }
     })
     .execute();
     let run_id = shared.run_id.load(Ordering::Acquire);
@@ -250,7 +257,7 @@ pub fn run_in_worker(job: Job) -> i64 {
         } else {
             msg
         };
-        raise(if st.len() == 5 { &st } else { "XX000" }, &msg);
+        PgError::from_sqlstate(&st, msg).raise();
     }
     relay.relay(run_id);
     match ledger::outcome(run_id) {
@@ -261,8 +268,8 @@ pub fn run_in_worker(job: Job) -> i64 {
             }),
         },
         Ok((status, _, _)) if status == "running" => raise(
-            "57P01",
-            &format!(
+            PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
+            format!(
                 "run {run_id} was interrupted: its background worker ended without finishing (terminated, or see the server log); resume it with SELECT * FROM qbo.resume({run_id}) or CALL qbo.run_resume({run_id})"
             ),
         ),
@@ -275,9 +282,9 @@ pub fn run_in_worker(job: Job) -> i64 {
             } else {
                 format!("run {run_id}: {msg}")
             };
-            raise(st.as_deref().unwrap_or("XX000"), &msg);
+            PgError::from_sqlstate(st.as_deref().unwrap_or(""), msg).raise();
         }
-        Err(e) => raise(&e.sqlstate, &e.message),
+        Err(e) => e.raise(),
     }
     run_id
 }
@@ -295,7 +302,10 @@ fn wait_loop(worker: &DynamicBackgroundWorker, shared: &Shared, relay: &mut Rela
         }
         pg_sys::check_for_interrupts!();
         if client_gone() {
-            raise("08006", "connection to client lost");
+            raise(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                "connection to client lost",
+            );
         }
         let run_id = shared.run_id.load(Ordering::Acquire);
         if run_id > 0 {
@@ -365,7 +375,7 @@ impl Relay {
     /// Prints what committed since the last flush: pages, then chunks that finished (a chunk is
     /// marked done only after its last page committed, so every page of a chunk read as done is
     /// in the first read). An error reading the ledger is returned; nothing was printed twice.
-    fn flush(&mut self, run_id: i64) -> Result<(), RunError> {
+    fn flush(&mut self, run_id: i64) -> Result<(), PgError> {
         let done_before: Vec<i32> = self.chunks_done.iter().copied().collect();
         let done = ledger::chunks_done(run_id, &done_before)?;
         let seen: Vec<(i32, i32)> = self.last_page.iter().map(|(c, p)| (*c, *p)).collect();

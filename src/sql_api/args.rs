@@ -7,12 +7,13 @@ use crate::pg::time::from_tstz;
 use crate::run::request::RunRequest;
 use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
+use pgrx::PgSqlErrorCode;
 
 pub(crate) fn required<T>(v: Option<T>, name: &str, func: &str) -> T {
     v.unwrap_or_else(|| {
         raise(
-            "22004",
-            &format!("{func}: argument {name} must not be NULL"),
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{func}: argument {name} must not be NULL"),
         )
     })
 }
@@ -20,11 +21,16 @@ pub(crate) fn required<T>(v: Option<T>, name: &str, func: &str) -> T {
 fn instant(v: TimestampWithTimeZone, name: &str, func: &str) -> DateTime<Utc> {
     if v.is_infinity() || v.is_neg_infinity() {
         raise(
-            "22023",
-            &format!("{func}: {name} must be a finite timestamp"),
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{func}: {name} must be a finite timestamp"),
         );
     }
-    from_tstz(v).unwrap_or_else(|| raise("22023", &format!("{func}: {name} is out of range")))
+    from_tstz(v).unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{func}: {name} is out of range"),
+        )
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,6 +1,5 @@
 //! `qbo.backfill`, `qbo.resume`, `CALL qbo.run_backfill`, `CALL qbo.run_resume`, `qbo.entities`.
 
-use crate::pg::error::raise;
 use crate::pg::fmgr::{arg, require_nonatomic, result_row};
 use crate::pg::interrupts::Mode;
 use crate::pg::xact;
@@ -29,7 +28,7 @@ type Volumetry = TableIterator<
 >;
 
 fn volumetry(run_id: i64) -> Volumetry {
-    TableIterator::new(ledger::volumetry(run_id).unwrap_or_else(|e| raise(&e.sqlstate, &e.message)))
+    TableIterator::new(ledger::volumetry(run_id).unwrap_or_else(|e| e.raise()))
 }
 
 /// `SELECT * FROM qbo.backfill(...)`: runs the backfill in a background worker and returns one row
@@ -69,7 +68,7 @@ fn backfill(
         connection,
     );
     if let Err(e) = validate(&req) {
-        raise(&e.sqlstate, &format!("qbo.backfill: {}", e.message));
+        e.prefixed("qbo.backfill").raise();
     }
     let run_id = worker::run_in_worker(Job::New(req));
     volumetry(run_id)
@@ -144,7 +143,7 @@ pub unsafe extern "C-unwind" fn qbo_run_backfill(
         arg::<i32>(fcinfo, 5),
         arg::<&str>(fcinfo, 6),
     );
-    let v = validate(&req).unwrap_or_else(|e| raise(&e.sqlstate, &format!("{f}: {}", e.message)));
+    let v = validate(&req).unwrap_or_else(|e| e.prefixed(f).raise());
     pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
     let run_id = create_run(&req, &v, "call");
     xact::commit();

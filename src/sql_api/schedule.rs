@@ -40,8 +40,12 @@ fn schedule_backfill(
         connection,
     );
     let run_at = args::required(run_at, "run_at", f);
-    let at = from_tstz(run_at)
-        .unwrap_or_else(|| raise("22023", &format!("{f}: run_at must be a finite timestamp")));
+    let at = from_tstz(run_at).unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{f}: run_at must be a finite timestamp"),
+        )
+    });
     let (job_id, run_id, minute) = cron::schedule(f, &req, at);
     TableIterator::once((job_id, run_id, tstz(minute)))
 }

@@ -1,7 +1,7 @@
 //! Connections (`qbo._connections`): credentials and tokens, read and written as the extension
 //! owner only; whether a role may use one (`qbo._may_use`).
 
-use crate::pg::error::RunError;
+use crate::pg::error::PgError;
 use crate::pg::spi::{as_owner, owner_connect, owner_exec};
 use crate::pg::time::{from_tstz, tstz};
 use chrono::{DateTime, Utc};
@@ -22,7 +22,7 @@ pub struct Connection {
 }
 
 /// Reads a connection with its secrets, as the extension owner. `Ok(None)` if it does not exist.
-pub fn load_connection(name: &str) -> Result<Option<Connection>, String> {
+pub fn load_connection(name: &str) -> Result<Option<Connection>, PgError> {
     owner_connect(|c| -> SpiResult<Option<Connection>> {
         let t = c.update(
             "SELECT realm_id, environment, client_id, client_secret, refresh_token, access_token, access_token_expires_at
@@ -45,12 +45,12 @@ pub fn load_connection(name: &str) -> Result<Option<Connection>, String> {
             access_token_expires_at: r.get::<TimestampWithTimeZone>(7)?.and_then(from_tstz),
         }))
     })
-    .map_err(|e| e.to_string())
+    .map_err(|e| PgError::db("pg_qbo token store", e))
 }
 
 /// Whether the current role may run backfills of connection `conn` (see `qbo._may_use`); `Err`:
 /// the message to raise (SQLSTATE 42501) when it may not.
-pub fn check_may_use(conn: &str) -> Result<(), RunError> {
+pub fn check_may_use(conn: &str) -> Result<(), PgError> {
     let caller = unsafe { pg_sys::GetUserId() };
     let (ok, who) = as_owner(|| {
         Spi::get_two_with_args::<bool, String>(
@@ -58,13 +58,18 @@ pub fn check_may_use(conn: &str) -> Result<(), RunError> {
             &[conn.into(), caller.into()],
         )
     })
-    .map_err(|e| RunError::new("XX000", format!("pg_qbo connection grants: {e}")))?;
+    .map_err(|e| {
+        PgError::new(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("pg_qbo connection grants: {e}"),
+        )
+    })?;
     if ok == Some(true) {
         return Ok(());
     }
     let who = who.unwrap_or_default();
-    Err(RunError::new(
-        "42501",
+    Err(PgError::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         format!(
             "role \"{who}\" may not run backfills of connection \"{conn}\": a superuser grants it with SELECT qbo.grant_connection({}, {})",
             pgrx::spi::quote_literal(conn),
@@ -80,7 +85,7 @@ pub fn store_tokens(
     access_expires: DateTime<Utc>,
     refresh: Option<&str>,
     refresh_expires: Option<DateTime<Utc>>,
-) -> Result<(), String> {
+) -> Result<(), PgError> {
     owner_exec(
         "UPDATE qbo._connections
             SET access_token = $2, access_token_expires_at = $3,
@@ -96,7 +101,7 @@ pub fn store_tokens(
             refresh_expires.map(tstz).into(),
         ],
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| PgError::db("pg_qbo token store", e))
 }
 
 /// Stores a refresh token salvaged from a token response that could not be used otherwise (it
@@ -105,7 +110,7 @@ pub fn store_refresh_token(
     conn: &str,
     refresh: &str,
     refresh_expires: Option<DateTime<Utc>>,
-) -> Result<(), String> {
+) -> Result<(), PgError> {
     owner_exec(
         "UPDATE qbo._connections
             SET refresh_token = $2, refresh_token_expires_at = coalesce($3, refresh_token_expires_at),
@@ -113,15 +118,15 @@ pub fn store_refresh_token(
           WHERE name OPERATOR(pg_catalog.=) $1",
         &[conn.into(), refresh.into(), refresh_expires.map(tstz).into()],
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| PgError::db("pg_qbo token store", e))
 }
 
 /// Forgets an access token QBO rejected.
-pub fn forget_access_token(conn: &str, rejected: &str) -> Result<(), String> {
+pub fn forget_access_token(conn: &str, rejected: &str) -> Result<(), PgError> {
     owner_exec(
         "UPDATE qbo._connections SET access_token = NULL, access_token_expires_at = NULL
           WHERE name OPERATOR(pg_catalog.=) $1 AND access_token OPERATOR(pg_catalog.=) $2",
         &[conn.into(), rejected.into()],
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| PgError::db("pg_qbo token store", e))
 }

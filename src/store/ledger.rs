@@ -2,17 +2,21 @@
 //! and the rows progress messages and the volumetry are made of. Everything runs as the extension
 //! owner; the caller decides when to commit.
 
-use crate::pg::error::RunError;
+use crate::pg::error::PgError;
 use crate::pg::spi::{self, owner_exec};
 use crate::pg::time::{from_tstz, tstz};
 use chrono::{DateTime, Utc};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::spi::SpiResult;
 use pgrx::JsonB;
+use pgrx::PgSqlErrorCode;
 use qbo::plan::Chunk;
 
-fn err(e: pgrx::spi::Error) -> RunError {
-    RunError::new("XX000", format!("pg_qbo ledger: {e}"))
+fn err(e: pgrx::spi::Error) -> PgError {
+    PgError::new(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("pg_qbo ledger: {e}"),
+    )
 }
 
 /// What a new run is.
@@ -34,7 +38,7 @@ pub struct NewRun<'a> {
 }
 
 /// Inserts the run and its chunk plan; returns the run id.
-pub fn create_run(r: &NewRun) -> Result<i64, RunError> {
+pub fn create_run(r: &NewRun) -> Result<i64, PgError> {
     let starts: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.start)).collect();
     let ends: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.end)).collect();
     // the role running the backfill (the statements below run as the extension owner)
@@ -97,7 +101,7 @@ pub struct RunRow {
 }
 
 /// Loads a run; a clear error if it does not exist.
-pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
+pub fn load_run(run_id: i64) -> Result<RunRow, PgError> {
     let row = spi::owner_connect(|c| -> SpiResult<Option<RunRow>> {
         let t = c.update(
             "SELECT entity, connection, realm_id, environment, page_size, minor_version, chunks_total, settings, status
@@ -124,15 +128,15 @@ pub fn load_run(run_id: i64) -> Result<RunRow, RunError> {
     })
     .map_err(err)?;
     row.ok_or_else(|| {
-        RunError::new(
-            "22023",
+        PgError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("run {run_id} does not exist (see qbo.runs)"),
         )
     })
 }
 
 /// Marks the run running in this process and resets unfinished chunks to pending.
-pub fn start_execution(run_id: i64) -> Result<(), RunError> {
+pub fn start_execution(run_id: i64) -> Result<(), PgError> {
     spi::owner_connect(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.runs SET status = 'running', pid = pg_catalog.pg_backend_pid(),
@@ -164,7 +168,7 @@ pub struct ChunkRow {
 }
 
 /// Chunks not yet succeeded, in order.
-pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
+pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, PgError> {
     spi::owner_connect(|c| -> SpiResult<Vec<ChunkRow>> {
         let t = c.update(
             "SELECT chunk, window_start, window_end, pages, cursor FROM qbo.run_chunks
@@ -195,7 +199,7 @@ pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, RunError> {
 }
 
 /// Marks a chunk running.
-pub fn start_chunk(run_id: i64, chunk: i32) -> Result<(), RunError> {
+pub fn start_chunk(run_id: i64, chunk: i32) -> Result<(), PgError> {
     spi::owner_exec(
         "UPDATE qbo.run_chunks SET status = 'running', attempts = attempts OPERATOR(pg_catalog.+) 1,
                 started_at = coalesce(started_at, pg_catalog.now())
@@ -224,7 +228,7 @@ pub struct PageDone {
 }
 
 /// Records a page: chunk counters and cursor, and a `qbo.run_pages` row.
-pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
+pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), PgError> {
     let skipped = p.rows - p.inserted - p.updated;
     spi::owner_connect(|c| -> SpiResult<()> {
         c.update(
@@ -285,11 +289,7 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), RunError> {
 
 /// Writes a page's rows of a second's Id table (see `PagerState::ids_in_table`), in the page's
 /// transaction.
-pub fn write_second_ids(
-    run_id: i64,
-    chunk: i32,
-    d: &qbo::pager::SecondIds,
-) -> Result<(), RunError> {
+pub fn write_second_ids(run_id: i64, chunk: i32, d: &qbo::pager::SecondIds) -> Result<(), PgError> {
     if d.ids.is_empty() {
         return Ok(());
     }
@@ -324,7 +324,7 @@ pub fn read_second_ids(
     run_id: i64,
     chunk: i32,
     second: DateTime<Utc>,
-) -> Result<Vec<qbo::pager::SecondId>, RunError> {
+) -> Result<Vec<qbo::pager::SecondId>, PgError> {
     spi::owner_connect(|c| -> SpiResult<Vec<qbo::pager::SecondId>> {
         let rows = c.select(
             "SELECT id, sync_token, seen_try FROM qbo._second_ids
@@ -418,7 +418,7 @@ fn chunk_done(r: &pgrx::spi::SpiHeapTupleData) -> SpiResult<ChunkDone> {
 }
 
 /// Marks a chunk succeeded, adding `seconds` to its duration, and forgets its seconds' Ids.
-pub fn finish_chunk(run_id: i64, chunk: i32, seconds: f64) -> Result<ChunkDone, RunError> {
+pub fn finish_chunk(run_id: i64, chunk: i32, seconds: f64) -> Result<ChunkDone, PgError> {
     spi::owner_connect(|c| -> SpiResult<ChunkDone> {
         c.update(
             "DELETE FROM qbo._second_ids WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2",
@@ -451,7 +451,7 @@ pub fn finish_chunk(run_id: i64, chunk: i32, seconds: f64) -> Result<ChunkDone, 
 }
 
 /// The chunks of a run that succeeded, except those in `already`, in the order they finished.
-pub fn chunks_done(run_id: i64, already: &[i32]) -> Result<Vec<ChunkDone>, RunError> {
+pub fn chunks_done(run_id: i64, already: &[i32]) -> Result<Vec<ChunkDone>, PgError> {
     spi::owner_connect(|c| -> SpiResult<Vec<ChunkDone>> {
         let t = c.update(
             &format!(
@@ -475,7 +475,7 @@ pub fn chunks_done(run_id: i64, already: &[i32]) -> Result<Vec<ChunkDone>, RunEr
 
 /// The committed pages of a run after each chunk's page in `seen` (chunk, last page seen), in
 /// the order they committed.
-pub fn pages_after(run_id: i64, seen: &[(i32, i32)]) -> Result<Vec<PageLine>, RunError> {
+pub fn pages_after(run_id: i64, seen: &[(i32, i32)]) -> Result<Vec<PageLine>, PgError> {
     let (chunks, pages): (Vec<i32>, Vec<i32>) = seen.iter().copied().unzip();
     spi::owner_connect(|c| -> SpiResult<Vec<PageLine>> {
         let t = c.update(
@@ -511,7 +511,7 @@ pub fn pages_after(run_id: i64, seen: &[(i32, i32)]) -> Result<Vec<PageLine>, Ru
 }
 
 /// Records what the run is doing now (the caller commits; callers rate-limit to about 1/s).
-pub fn set_progress(run_id: i64, what: &str) -> Result<(), RunError> {
+pub fn set_progress(run_id: i64, what: &str) -> Result<(), PgError> {
     spi::owner_exec(
         "UPDATE qbo.runs SET progress = $2, updated_at = pg_catalog.now() WHERE run_id OPERATOR(pg_catalog.=) $1",
         &[run_id.into(), what.into()],
@@ -520,7 +520,7 @@ pub fn set_progress(run_id: i64, what: &str) -> Result<(), RunError> {
 }
 
 /// Marks the run succeeded.
-pub fn finish_run_ok(run_id: i64) -> Result<(), RunError> {
+pub fn finish_run_ok(run_id: i64) -> Result<(), PgError> {
     spi::owner_exec(
         "UPDATE qbo.runs SET status = 'succeeded', finished_at = pg_catalog.now(), updated_at = pg_catalog.now(),
                 error = NULL, error_sqlstate = NULL, progress = NULL WHERE run_id OPERATOR(pg_catalog.=) $1",
@@ -535,7 +535,7 @@ pub fn finish_run_with_error(
     status: &str,
     sqlstate: &str,
     message: &str,
-) -> Result<(), RunError> {
+) -> Result<(), PgError> {
     spi::owner_connect(|c| -> SpiResult<()> {
         c.update(
             "UPDATE qbo.runs SET status = $2, error = $3, error_sqlstate = $4, finished_at = pg_catalog.now(),
@@ -556,7 +556,7 @@ pub fn finish_run_with_error(
 }
 
 /// The totals of a run, for its final message.
-pub fn totals(run_id: i64) -> Result<RunTotals, RunError> {
+pub fn totals(run_id: i64) -> Result<RunTotals, PgError> {
     spi::owner_connect(|c| -> SpiResult<RunTotals> {
         let r = c
             .update(
@@ -601,7 +601,7 @@ pub type VolumetryRow = (
 );
 
 /// The volumetry of every chunk of a run.
-pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
+pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, PgError> {
     spi::owner_connect(|c| -> SpiResult<Vec<VolumetryRow>> {
         let t = c.update(
             "SELECT chunk, window_start, window_end, pages, rows, inserted, updated, skipped, duration
@@ -629,7 +629,7 @@ pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, RunError> {
 }
 
 /// Status, error and SQLSTATE of a run (read with a fresh snapshot).
-pub fn outcome(run_id: i64) -> Result<(String, Option<String>, Option<String>), RunError> {
+pub fn outcome(run_id: i64) -> Result<(String, Option<String>, Option<String>), PgError> {
     spi::owner_connect(|c| -> SpiResult<(String, Option<String>, Option<String>)> {
         let r = c
             .update(
@@ -648,6 +648,6 @@ pub fn outcome(run_id: i64) -> Result<(String, Option<String>, Option<String>), 
 }
 
 /// Marks runs whose process is gone as interrupted.
-pub fn mark_interrupted() -> Result<(), String> {
-    owner_exec("SELECT qbo._mark_interrupted()", &[]).map_err(|e| e.to_string())
+pub fn mark_interrupted() -> Result<(), PgError> {
+    owner_exec("SELECT qbo._mark_interrupted()", &[]).map_err(|e| PgError::db("pg_qbo ledger", e))
 }

@@ -1,8 +1,9 @@
 //! Advisory locks: a run's liveness lock (a dead executor is detectable), the lock serialising
 //! token refreshes of a realm, and the class of the lock serialising writes of one (realm, entity).
 
-use crate::pg::error::raise;
+use crate::pg::error::{raise, PgError};
 use crate::pg::spi::{exec, one};
+use pgrx::PgSqlErrorCode;
 
 /// Advisory lock class of a live run: `pg_advisory_lock(RUN_LOCK_CLASS, run_id)`.
 pub const RUN_LOCK_CLASS: i32 = 1_364_414_287;
@@ -16,40 +17,40 @@ pub fn lock_key(class: i32, key: &str) -> String {
 }
 
 /// Takes the session lock serialising token refreshes of one realm (waits; cancellable).
-pub fn lock_token(realm: &str) -> Result<(), String> {
+pub fn lock_token(realm: &str) -> Result<(), PgError> {
     exec(
         "SELECT pg_catalog.pg_advisory_lock($1, pg_catalog.hashtext($2))",
         &[TOKEN_LOCK_CLASS.into(), realm.into()],
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| PgError::db("pg_qbo advisory lock", e))
 }
 
 /// Releases [`lock_token`].
-pub fn unlock_token(realm: &str) -> Result<(), String> {
+pub fn unlock_token(realm: &str) -> Result<(), PgError> {
     exec(
         "SELECT pg_catalog.pg_advisory_unlock($1, pg_catalog.hashtext($2))",
         &[TOKEN_LOCK_CLASS.into(), realm.into()],
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| PgError::db("pg_qbo advisory lock", e))
 }
 
 /// Takes the liveness lock of a run without waiting. `false`: another process executes it.
-pub fn try_lock_run(run_id: i64) -> Result<bool, String> {
+pub fn try_lock_run(run_id: i64) -> Result<bool, PgError> {
     one::<bool>(
         "SELECT pg_catalog.pg_try_advisory_lock($1, ($2 OPERATOR(pg_catalog.&) 2147483647)::pg_catalog.int4)",
         &[RUN_LOCK_CLASS.into(), run_id.into()],
     )
     .map(|v| v.unwrap_or(false))
-    .map_err(|e| e.to_string())
+    .map_err(|e| PgError::db("pg_qbo advisory lock", e))
 }
 
 /// Releases the liveness lock of a run.
-pub fn unlock_run(run_id: i64) -> Result<(), String> {
+pub fn unlock_run(run_id: i64) -> Result<(), PgError> {
     exec(
         "SELECT pg_catalog.pg_advisory_unlock($1, ($2 OPERATOR(pg_catalog.&) 2147483647)::pg_catalog.int4)",
         &[RUN_LOCK_CLASS.into(), run_id.into()],
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| PgError::db("pg_qbo advisory lock", e))
 }
 
 /// Takes the liveness lock of a run being created or reopened, in that same transaction; an error
@@ -58,9 +59,9 @@ pub fn lock_for_execution(run_id: i64) {
     match try_lock_run(run_id) {
         Ok(true) => {}
         Ok(false) => raise(
-            "55006",
-            &format!("run {run_id} is already being executed by another session; wait for it or cancel it (see qbo.runs.pid)"),
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            format!("run {run_id} is already being executed by another session; wait for it or cancel it (see qbo.runs.pid)"),
         ),
-        Err(e) => raise("XX000", &e),
+        Err(e) => e.raise(),
     }
 }

@@ -1,7 +1,7 @@
 //! The raw tables (`raw.qb_<entity>`): created on first use, checked for shape and trust before
 //! every write, and written one page per statement by an upsert that keeps the newest SyncToken.
 
-use crate::pg::error::RunError;
+use crate::pg::error::PgError;
 use crate::pg::spi::{as_owner, extension_owner, owner_exec};
 use crate::pg::time::tstz;
 use crate::store::locks::{lock_key, WRITE_LOCK_CLASS};
@@ -29,9 +29,14 @@ const RAW_COLUMNS: &[(&str, &str)] = &[
 /// data outlives `DROP EXTENSION`), or checks that an existing table has the expected shape and
 /// can be trusted ([`check_raw_trust`]). Everything runs as the extension owner, whom `raw` and its
 /// tables belong to.
-pub fn ensure_raw_table(entity: &Entity) -> Result<(), RunError> {
+pub fn ensure_raw_table(entity: &Entity) -> Result<(), PgError> {
     let t = entity.table;
-    let internal = |e: pgrx::spi::Error| RunError::new("XX000", format!("pg_qbo raw table: {e}"));
+    let internal = |e: pgrx::spi::Error| {
+        PgError::new(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("pg_qbo raw table: {e}"),
+        )
+    };
     // Two runs creating the same table at once would collide in the catalog: serialise the DDL.
     owner_exec(
         "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext('pg_qbo raw ddl'))",
@@ -108,6 +113,11 @@ fn owner_name() -> SpiResult<String> {
     .map(|n| n.unwrap_or_default())
 }
 
+/// The owner's name for a message (its OID should the name not be readable).
+fn owner_label() -> String {
+    owner_name().unwrap_or_else(|e| format!("(oid {}: {e})", extension_owner().to_u32()))
+}
+
 fn raw_table_exists(t: &str) -> SpiResult<bool> {
     as_owner(|| {
         Spi::get_one_with_args::<bool>(
@@ -122,8 +132,13 @@ fn raw_table_exists(t: &str) -> SpiResult<bool> {
 
 /// Checks the shape of the entity's raw table, and that it can be trusted, if it already exists
 /// (reads only).
-pub fn check_existing_raw_table(entity: &Entity) -> Result<(), RunError> {
-    let internal = |e: pgrx::spi::Error| RunError::new("XX000", format!("pg_qbo raw table: {e}"));
+pub fn check_existing_raw_table(entity: &Entity) -> Result<(), PgError> {
+    let internal = |e: pgrx::spi::Error| {
+        PgError::new(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("pg_qbo raw table: {e}"),
+        )
+    };
     if check_raw_schema()? && raw_table_exists(entity.table).map_err(internal)? {
         check_raw_shape(entity)?;
         check_raw_trust(entity)
@@ -135,7 +150,7 @@ pub fn check_existing_raw_table(entity: &Entity) -> Result<(), RunError> {
 /// Schema `raw`, when it exists, must belong to the extension owner: a schema's owner may drop,
 /// rename or replace anything in it, so pg_qbo would otherwise write (as its owner) into tables
 /// another role controls. `Ok(false)`: there is no schema `raw` yet.
-fn check_raw_schema() -> Result<bool, RunError> {
+fn check_raw_schema() -> Result<bool, PgError> {
     let owner = extension_owner();
     // one row whether or not the schema exists (NULLs when it does not)
     let found = as_owner(|| {
@@ -147,15 +162,15 @@ fn check_raw_schema() -> Result<bool, RunError> {
         )
     });
     match found {
-        Ok((Some(false), Some(who))) => Err(RunError::new(
-            "42501",
+        Ok((Some(false), Some(who))) => Err(PgError::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!(
                 "schema raw is owned by role \"{who}\", not by pg_qbo's owner \"{}\": pg_qbo writes raw tables as its owner and trusts nothing another role controls. Review what is in raw, then ALTER SCHEMA raw OWNER TO \"{0}\" (and ALTER TABLE ... OWNER TO \"{0}\" for its raw.qb_* tables) as a superuser, or rename it and let pg_qbo create a new one",
-                owner_name().unwrap_or_default()
+                owner_label()
             ),
         )),
         Ok((owned, _)) => Ok(owned.is_some()),
-        Err(e) => Err(RunError::new("XX000", format!("pg_qbo raw schema: {e}"))),
+        Err(e) => Err(PgError::db("pg_qbo raw schema", e)),
     }
 }
 
@@ -167,22 +182,22 @@ fn check_raw_schema() -> Result<bool, RunError> {
 /// owned by a superuser or the extension owner. A DBA's own audit trigger (owned by a superuser)
 /// or an extension's internal triggers pass; a function planted by another role does not, since
 /// it would run with the owner's rights. Reads the catalogs only.
-pub fn check_raw_trust(entity: &Entity) -> Result<(), RunError> {
+pub fn check_raw_trust(entity: &Entity) -> Result<(), PgError> {
     let t = entity.table;
     let owner = extension_owner();
     let problems: Vec<String> = as_owner(|| {
         Spi::get_one_with_args::<Vec<String>>(RAW_TRUST_SQL, &[t.into(), owner.into()])
     })
-    .map_err(|e| RunError::new("XX000", format!("pg_qbo raw table trust check: {e}")))?
+    .map_err(|e| PgError::db("pg_qbo raw table trust check", e))?
     .unwrap_or_default();
     if problems.is_empty() {
         return Ok(());
     }
-    Err(RunError::new(
-        "42501",
+    Err(PgError::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         format!(
             "pg_qbo will not write raw.{t}: it writes raw tables as its owner \"{}\", and {}. Nothing was written. Remove what another role attached (or, after reviewing it, have a superuser take ownership of it), then run again",
-            owner_name().unwrap_or_default(),
+            owner_label(),
             problems.join("; ")
         ),
     ))
@@ -292,7 +307,7 @@ problems (ord, line) AS (
      WHERE w.owner IS NOT NULL AND w.owner OPERATOR(pg_catalog.<>) ALL (SELECT t.oid FROM trusted t))
 SELECT pg_catalog.array_agg(p.line ORDER BY p.ord, p.line) FILTER (WHERE p.line IS NOT NULL) FROM problems p";
 
-fn check_raw_shape(entity: &Entity) -> Result<(), RunError> {
+fn check_raw_shape(entity: &Entity) -> Result<(), PgError> {
     let t = entity.table;
     let (cols, pk): (Option<Vec<String>>, Option<Vec<String>>) = as_owner(|| {
         Spi::get_two_with_args(
@@ -312,7 +327,7 @@ fn check_raw_shape(entity: &Entity) -> Result<(), RunError> {
             &[t.into()],
         )
     })
-    .map_err(|e| RunError::new("XX000", format!("pg_qbo raw table: {e}")))?;
+    .map_err(|e| PgError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_qbo raw table: {e}")))?;
     let cols = cols.unwrap_or_default();
     let pk = pk.unwrap_or_default();
     let missing: Vec<String> = RAW_COLUMNS
@@ -323,7 +338,7 @@ fn check_raw_shape(entity: &Entity) -> Result<(), RunError> {
     if missing.is_empty() && pk == ["realm_id", "id"] {
         return Ok(());
     }
-    Err(RunError::new("42P07", format!(
+    Err(PgError::new(PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE, format!(
         "table raw.{t} already exists with another shape (primary key ({}); missing or different columns: {}); pg_qbo needs primary key (realm_id, id) and columns {}. Rename the old table (ALTER TABLE raw.{t} RENAME TO {t}_old) and run the backfill again, then copy what you need from the old table",
         pk.join(", "),
         if missing.is_empty() { "none".to_owned() } else { missing.join(", ") },
@@ -345,9 +360,9 @@ pub fn database_is_utf8() -> bool {
 }
 
 /// The jsonb datum of a JSON text, from PostgreSQL's own `jsonb_in` (raises its error).
-pub fn jsonb_in(text: &str) -> Result<pg_sys::Datum, String> {
+pub fn jsonb_in(text: &str) -> Result<pg_sys::Datum, PgError> {
     let c = std::ffi::CString::new(text)
-        .map_err(|_| "a record's JSON text contains a NUL byte".to_owned())?;
+        .map_err(|_| PgError::internal("a record's JSON text contains a NUL byte"))?;
     // jsonb_in copies what it keeps: the CString may go once it returns
     Ok(unsafe {
         pg_sys::OidInputFunctionCall(
@@ -361,7 +376,7 @@ pub fn jsonb_in(text: &str) -> Result<pg_sys::Datum, String> {
 
 /// The page's payloads as one `jsonb[]` (in the current memory context): bytes the network
 /// thread already wrote are copied in as they are, texts go through `jsonb_in`.
-fn jsonb_array(payloads: &[Payload]) -> Result<pg_sys::Datum, String> {
+fn jsonb_array(payloads: &[Payload]) -> Result<pg_sys::Datum, PgError> {
     let mut datums: Vec<pg_sys::Datum> = Vec::with_capacity(payloads.len());
     for p in payloads {
         datums.push(match p {
@@ -371,7 +386,7 @@ fn jsonb_array(payloads: &[Payload]) -> Result<pg_sys::Datum, String> {
             Payload::Text(t) => jsonb_in(t.get())?,
         });
     }
-    let n = i32::try_from(datums.len()).map_err(|_| "page too large".to_owned())?;
+    let n = i32::try_from(datums.len()).map_err(|_| PgError::internal("page too large"))?;
     let arr = unsafe {
         pg_sys::construct_array(
             datums.as_mut_ptr(),
@@ -409,7 +424,7 @@ pub fn upsert_page(
     page_number: i32,
     page_size: i32,
     request_payload: &str,
-) -> Result<UpsertCounts, String> {
+) -> Result<UpsertCounts, PgError> {
     if rows.ids.is_empty() {
         return Ok(UpsertCounts::default());
     }
@@ -418,8 +433,10 @@ pub fn upsert_page(
     // extension owner (roles that run backfills hold no write privilege on raw tables), on a
     // table `check_raw_trust` accepted when the execution started.
     as_owner(|| {
-        Spi::connect_mut(|c| -> Result<UpsertCounts, String> {
-            let spi = |e: pgrx::spi::SpiError| e.to_string();
+        Spi::connect_mut(|c| -> Result<UpsertCounts, PgError> {
+            let spi = |e: pgrx::spi::SpiError| {
+                PgError::db(&format!("pg_qbo upsert into raw.{}", entity.table), e)
+            };
             c.update(
                 "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
                 None,
@@ -473,7 +490,7 @@ thread_local! {
 fn upsert_plan(
     c: &pgrx::spi::SpiClient<'_>,
     table: &'static str,
-) -> Result<&'static pgrx::spi::OwnedPreparedStatement, String> {
+) -> Result<&'static pgrx::spi::OwnedPreparedStatement, PgError> {
     if let Some(p) = UPSERT_PLANS.with(|m| m.borrow().get(table).copied()) {
         return Ok(p);
     }
@@ -493,7 +510,7 @@ fn upsert_plan(
     let sql = upsert_sql(table);
     let plan = c
         .prepare_mut(sql.as_str(), &types)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| PgError::db(&format!("pg_qbo upsert into raw.{table}"), e))?
         .keep();
     let plan: &'static pgrx::spi::OwnedPreparedStatement = Box::leak(Box::new(plan));
     UPSERT_PLANS.with(|m| m.borrow_mut().insert(table, plan));

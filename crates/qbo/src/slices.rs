@@ -141,16 +141,17 @@ impl ChunkSlices {
     /// The slices of `chunk` (its end already capped to what this execution reads), starting
     /// fresh or from a saved cursor. `split`: count and cut (false: one slice, paged directly).
     /// `second_ids` reads the Id table of a second a saved slice was reading (see
-    /// [`PagerState::ids_in_table`]).
-    pub fn new(
+    /// [`PagerState::ids_in_table`]); its error (the caller's own, e.g. a database error) is
+    /// returned as it is, the cursor's problems as `E::from(QboError)`.
+    pub fn new<E: From<QboError>>(
         entity: &'static str,
         name_list: bool,
         chunk: Chunk,
         page_size: u32,
         split: bool,
         saved: Option<&serde_json::Value>,
-        second_ids: &mut dyn FnMut(DateTime<Utc>) -> Result<Vec<SecondId>, QboError>,
-    ) -> Result<ChunkSlices, QboError> {
+        second_ids: &mut dyn FnMut(DateTime<Utc>) -> Result<Vec<SecondId>, E>,
+    ) -> Result<ChunkSlices, E> {
         let start = whole(chunk.start);
         let end = whole(chunk.end);
         let mut cs = ChunkSlices {
@@ -192,7 +193,8 @@ impl ChunkSlices {
                     "chunk {}: saved slices do not follow each other at {}",
                     chunk.index,
                     crate::query::literal(s.start)
-                )));
+                ))
+                .into());
             }
             // a resume may read less far than the saved run did (never: as_of only grows), or
             // further (a later as_of): slices past `end` are clipped, the rest is added below
@@ -777,8 +779,16 @@ mod tests {
                 },
             ])
         };
-        let mut cs =
-            ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v), &mut load).unwrap();
+        let mut cs = ChunkSlices::new::<QboError>(
+            "Invoice",
+            false,
+            chunk(),
+            1000,
+            true,
+            Some(&v),
+            &mut load,
+        )
+        .unwrap();
         assert_eq!(asked, vec![t(2, 10)]);
         let id = cs.slices()[0].id;
         let st = cs.pager_mut(id).unwrap().state().clone();
@@ -823,9 +833,15 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let budget = crate::budget::MemoryBudget::new(256, 10).ids();
-        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v), &mut |_| {
-            Ok(rows())
-        })
+        let mut cs = ChunkSlices::new::<QboError>(
+            "Invoice",
+            false,
+            chunk(),
+            1000,
+            true,
+            Some(&v),
+            &mut |_| Ok(rows()),
+        )
         .unwrap();
         cs.set_id_budget(&budget);
         assert_eq!(budget.held(), 5 * (96 + 1));
@@ -842,9 +858,15 @@ mod tests {
         assert!(matches!(cs.slices()[1].work, Work::Count));
         // a resumed second holding more than a (tiny) budget allows is refused at once
         let tiny = IdBudget::new(1, 400);
-        let mut cs = ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&v), &mut |_| {
-            Ok(rows())
-        })
+        let mut cs = ChunkSlices::new::<QboError>(
+            "Invoice",
+            false,
+            chunk(),
+            1000,
+            true,
+            Some(&v),
+            &mut |_| Ok(rows()),
+        )
         .unwrap();
         cs.set_id_budget(&tiny);
         let e = cs.wanted(10).unwrap_err();

@@ -597,3 +597,57 @@ fn drop_extension_during_a_call_ends_it_with_its_own_error() {
         truth_in_window(&emu, REALM1, "Invoice", FROM, TO)
     );
 }
+
+/// A failure of pg_qbo's own token store (here: a connection that can no longer be read because
+/// a column's type was changed by hand) is an internal error naming the token store and its real
+/// cause, recorded so in the ledger. It used to be reported as SQLSTATE 08P01, "unusable response
+/// from QuickBooks", sending a DBA to look at Intuit for a problem in the database.
+#[test]
+fn a_token_store_failure_is_an_internal_error_with_its_cause_not_a_quickbooks_answer() {
+    let emu = Emulator::start(&["--seed", "23"]);
+    let mut c = fresh_db("e2e_token_store", &emu);
+    let mut other = connect("e2e_token_store");
+    c.batch_execute("SET qbo.max_in_flight = 1").unwrap();
+    // the first query waits at the barrier; the second is answered 401, so the run forgets its
+    // token and refreshes, which reads the connection again from the token store
+    emu.faults("401@nth=2");
+    emu.hold(1);
+    let worker = std::thread::spawn(move || {
+        let r = c.query_one(
+            "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)",
+            &[&FROM, &TO],
+        );
+        (
+            r.map(|_| ()).map_err(|e| {
+                e.as_db_error()
+                    .map(|d| (d.code().code().to_owned(), d.message().to_owned()))
+            }),
+            c,
+        )
+    });
+    emu.wait_held();
+    other
+        .batch_execute(
+            "SET lock_timeout = '20s';
+             ALTER TABLE qbo._connections ALTER COLUMN client_secret TYPE bytea
+               USING pg_catalog.convert_to(client_secret, 'UTF8')",
+        )
+        .unwrap();
+    emu.release();
+    let (r, _c) = worker.join().unwrap();
+    let (code, msg) = r.expect_err("the run must fail").expect("a database error");
+    println!("{code}: {msg}");
+    assert_eq!(code, "XX000", "{msg}");
+    assert!(msg.starts_with("run 1 (Invoice chunk "), "{msg}");
+    assert!(msg.contains("): pg_qbo token store: "), "{msg}");
+    assert!(msg.contains("bytea"), "the real cause is kept: {msg}");
+    assert!(!msg.contains("QuickBooks"), "{msg}");
+    let (status, sqlstate): (String, String) = other
+        .query_one(
+            "SELECT status, error_sqlstate FROM qbo.runs WHERE run_id = 1",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((status.as_str(), sqlstate.as_str()), ("failed", "XX000"));
+}
