@@ -14,8 +14,10 @@ use crate::pg::error::PgError;
 use crate::pg::spi;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use qbo::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUESTS_PER_MINUTE};
+use qbo::retry::RetryPolicy;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
+use std::time::Duration;
 
 use qbo::budget::{DEFAULT_BUFFER_MB, MAX_BUFFER_MB, MIN_BUFFER_MB};
 
@@ -332,6 +334,17 @@ impl Settings {
     }
 
     /// Token endpoint.
+    /// The retry policy of a run's requests (`qbo.max_retries`, `qbo.backoff_*`,
+    /// `qbo.retry_after_cap_ms`).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            base: Duration::from_millis(self.backoff_base_ms),
+            cap: Duration::from_millis(self.backoff_cap_ms),
+            retry_after_cap: Duration::from_millis(self.retry_after_cap_ms),
+        }
+    }
+
     pub fn token_endpoint(&self) -> String {
         self.token_url
             .clone()

@@ -31,15 +31,14 @@ use crate::store::raw::{self, PageRows};
 use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
 use qbo::client::HttpConfig;
+use qbo::dispatch::{Dispatcher, Request, Retry};
 use qbo::entities::{self, Entity};
 use qbo::error::QboError;
 use qbo::net::{Fetched as NetFetched, Idle, Job, JobKind, Net};
 use qbo::pager::RequestKind;
-use qbo::retry::RetryPolicy;
 use qbo::runtime;
 use qbo::slices::{ChunkSlices, SliceRequest};
 use rand::SeedableRng;
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -170,10 +169,8 @@ struct Exec<'a> {
     limiter: Limiter,
     /// The Ids the pagers of this run may hold together (`qbo.max_buffer_mb`).
     ids: qbo::budget::IdBudget,
-    /// Access tokens QBO answered 401 to in this execution.
-    rejected_tokens: std::collections::HashSet<String>,
     tokens: TokenCache<'a>,
-    policy: RetryPolicy,
+    /// Jitter of the backoffs.
     rng: rand::rngs::StdRng,
     /// Last commit of `qbo.runs.progress` (rate-limited to about once a second).
     progress_at: Option<Instant>,
@@ -221,12 +218,6 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         settings.max_requests_per_minute,
         settings.max_in_flight,
     );
-    let policy = RetryPolicy {
-        max_retries: settings.max_retries,
-        base: Duration::from_millis(settings.backoff_base_ms),
-        cap: Duration::from_millis(settings.backoff_cap_ms),
-        retry_after_cap: Duration::from_millis(settings.retry_after_cap_ms),
-    };
     let tokens = TokenCache::new(conn, &settings, token_locked)?;
     let mut ex = Exec {
         run,
@@ -237,9 +228,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         net,
         limiter,
         ids: budget.ids(),
-        rejected_tokens: Default::default(),
         tokens,
-        policy,
         rng: rand::rngs::StdRng::from_os_rng(),
         progress_at: None,
         // the end of the current second: everything QBO stamped up to now is inside
@@ -268,9 +257,6 @@ fn load_connection(name: &str) -> Result<Connection, PgError> {
     }
 }
 
-/// 401 answers (to a token not yet known bad) tolerated for one request before the run fails.
-const MAX_UNAUTHORIZED: u32 = 12;
-
 /// A chunk being fetched.
 struct OpenChunk {
     row: ChunkRow,
@@ -292,7 +278,7 @@ enum Purpose {
     Page,
 }
 
-/// A request to send (new, or again after a failure).
+/// What a request is: the driver's part of a [`Request`] (the dispatcher keeps its retries).
 struct Want {
     chunk: i32,
     slice: u32,
@@ -301,19 +287,6 @@ struct Want {
     start_position: u32,
     /// Which request of its pager's step this is (see `Pager::ready`).
     part: u32,
-    retries: u32,
-    /// 401 answers so far (each makes the token it carried be refreshed).
-    unauthorized: u32,
-    /// Not before this instant (a backoff).
-    due: Option<Instant>,
-}
-
-/// A request on the network thread.
-struct Flight {
-    want: Want,
-    token: String,
-    admission: i64,
-    sent: Instant,
 }
 
 /// A fetched page waiting to be written.
@@ -349,22 +322,17 @@ impl Exec<'_> {
         let open_ahead = if split { 4 * max_flight } else { 1 };
         let mut pending: std::collections::VecDeque<ChunkRow> = chunks.into();
         let mut open: Vec<OpenChunk> = Vec::new();
-        let mut retry_queue: Vec<Want> = Vec::new();
-        let mut flights: HashMap<u64, Flight> = HashMap::new();
+        let mut requests: Dispatcher<Want> = Dispatcher::new(
+            self.settings.retry_policy(),
+            self.settings.max_in_flight,
+            split,
+        );
         let mut fetched: std::collections::VecDeque<Fetched> = Default::default();
-        let mut next_job = 0u64;
-        let mut limiter_wait: Option<Instant> = None;
         let mut last_mark = Instant::now();
         loop {
             check_interrupts(self.mode);
             while let Some(done) = self.net.try_next() {
-                self.on_done(
-                    done,
-                    &mut flights,
-                    &mut open,
-                    &mut retry_queue,
-                    &mut fetched,
-                )?;
+                self.on_done(done, &mut requests, &mut open, &mut fetched)?;
             }
             // open chunks while fewer slices than requests allowed are open
             while !pending.is_empty()
@@ -386,29 +354,16 @@ impl Exec<'_> {
                 }
             }
             if open.is_empty() && pending.is_empty() {
-                debug_assert!(flights.is_empty() && fetched.is_empty());
+                debug_assert!(requests.is_idle() && fetched.is_empty());
                 break;
             }
-            // what to send: due retries first, then new requests, up to max_in_flight in flight
-            // and within the memory bound: requests in flight plus pages waiting to be written at
-            // most max_in_flight + 2 (a page or two waiting for the writer does not idle a slot);
-            // the sequential pager sends nothing while a page waits (one page at a time, in order)
+            // what to send: due retries first, then every open slice's next request, as much as
+            // the dispatcher allows (in flight, pages waiting to be written, the limiter's wait)
             let now = Instant::now();
-            let slack = if split { 2 } else { 0 };
-            let room = max_flight
-                .saturating_sub(flights.len())
-                .min((max_flight + slack).saturating_sub(flights.len() + fetched.len()));
-            let mut wants: Vec<Want> = Vec::new();
-            if room > 0 && limiter_wait.is_none_or(|t| t <= now) {
-                let mut k = 0;
-                while k < retry_queue.len() && wants.len() < room {
-                    if retry_queue[k].due.is_none_or(|d| d <= now) {
-                        wants.push(retry_queue.remove(k));
-                    } else {
-                        k += 1;
-                    }
-                }
-                // every open slice's next request, most urgent first (see ChunkSlices::priority)
+            let room = requests.room(fetched.len(), now);
+            let mut wants = requests.take_due(now, room);
+            if wants.len() < room {
+                // most urgent first (see ChunkSlices::priority)
                 let mut candidates: Vec<(u64, usize, u32, SliceRequest)> = Vec::new();
                 for (k, o) in open.iter_mut().enumerate() {
                     o.slices.set_live_edge(live_edge());
@@ -432,37 +387,24 @@ impl Exec<'_> {
                             _ => (Purpose::Page, r.query, r.start_position, r.part),
                         },
                     };
-                    wants.push(Want {
+                    wants.push(Request::new(Want {
                         chunk: o.row.chunk,
                         slice,
                         purpose,
                         query,
                         start_position,
                         part,
-                        retries: 0,
-                        unauthorized: 0,
-                        due: None,
-                    });
+                    }));
                 }
             }
             if !wants.is_empty() || self.limiter.has_finished() {
                 let adm = self.limiter.admit(wants.len())?;
                 xact::commit();
-                limiter_wait = (adm.ids.is_empty() && !wants.is_empty())
-                    .then(|| Instant::now() + adm.wait.max(Duration::from_millis(1)));
-                let mut ids = adm.ids.into_iter();
-                let mut not_admitted = Vec::new();
-                for want in wants {
-                    match ids.next() {
-                        Some(admission) => {
-                            next_job += 1;
-                            self.dispatch(next_job, want, admission, &mut flights)?;
-                        }
-                        None => not_admitted.push(want),
-                    }
+                for (id, want, admission) in
+                    requests.admit(wants, adm.ids, adm.wait, Instant::now())
+                {
+                    self.dispatch(id, want, admission, &mut requests)?;
                 }
-                // not admitted yet: back to the queue, first in line
-                retry_queue.splice(0..0, not_admitted);
             }
             if let Some(page) = fetched.pop_front() {
                 let touch = last_mark.elapsed() >= Duration::from_secs(1);
@@ -473,25 +415,12 @@ impl Exec<'_> {
                 continue;
             }
             // nothing to write: wait for an answer, a backoff or the limiter, polling for a cancel
-            let mut timeout = runtime::POLL;
-            let now = Instant::now();
-            if let Some(t) = limiter_wait {
-                timeout = timeout.min(t.saturating_duration_since(now));
-            }
-            if let Some(d) = retry_queue.iter().filter_map(|w| w.due).min() {
-                timeout = timeout.min(d.saturating_duration_since(now));
-            }
-            if flights.is_empty() && timeout.is_zero() {
+            let timeout = requests.timeout(Instant::now(), runtime::POLL);
+            if requests.in_flight() == 0 && timeout.is_zero() {
                 continue;
             }
             match self.net.wait(timeout.max(Duration::from_millis(1))) {
-                Ok(done) => self.on_done(
-                    done,
-                    &mut flights,
-                    &mut open,
-                    &mut retry_queue,
-                    &mut fetched,
-                )?,
+                Ok(done) => self.on_done(done, &mut requests, &mut open, &mut fetched)?,
                 Err(Idle::Timeout) => {}
                 Err(Idle::Gone) => {
                     return Err(PgError::internal("the network thread stopped unexpectedly"))
@@ -583,20 +512,20 @@ impl Exec<'_> {
     fn dispatch(
         &mut self,
         id: u64,
-        want: Want,
+        want: Request<Want>,
         admission: i64,
-        flights: &mut HashMap<u64, Flight>,
+        requests: &mut Dispatcher<Want>,
     ) -> Result<(), PgError> {
         let token = match self.tokens.access_token(&self.rt, self.mode) {
             Ok(t) => t,
             Err(e) => {
                 self.limiter.finished(admission);
-                return Err(self.context(want.chunk, want.start_position, e));
+                return Err(self.context(want.item.chunk, want.item.start_position, e));
             }
         };
         let job = Job {
             id,
-            kind: if want.purpose == Purpose::Page {
+            kind: if want.item.purpose == Purpose::Page {
                 JobKind::Page
             } else {
                 JobKind::Count
@@ -605,18 +534,10 @@ impl Exec<'_> {
             realm: self.run.realm_id.clone(),
             minor_version: self.run.minor_version as u32,
             access_token: token.clone(),
-            query: want.query.clone(),
+            query: want.item.query.clone(),
         };
         self.net.submit(job)?;
-        flights.insert(
-            id,
-            Flight {
-                want,
-                token,
-                admission,
-                sent: Instant::now(),
-            },
-        );
+        requests.sent(id, want, token, admission, Instant::now());
         Ok(())
     }
 
@@ -624,17 +545,16 @@ impl Exec<'_> {
     fn on_done(
         &mut self,
         done: qbo::net::Done,
-        flights: &mut HashMap<u64, Flight>,
+        requests: &mut Dispatcher<Want>,
         open: &mut [OpenChunk],
-        retry_queue: &mut Vec<Want>,
         fetched: &mut std::collections::VecDeque<Fetched>,
     ) -> Result<(), PgError> {
-        let Some(f) = flights.remove(&done.id) else {
+        let Some(f) = requests.answered(done.id) else {
             return Ok(());
         };
         // the response has been read completely: its in-flight slot is free
         self.limiter.finished(f.admission);
-        let mut want = f.want;
+        let want = &f.request.item;
         let Some(o) = open.iter_mut().find(|o| o.row.chunk == want.chunk) else {
             return Err(PgError::internal(format!(
                 "answer for chunk {} which is not open",
@@ -673,67 +593,47 @@ impl Exec<'_> {
                     refetched: accepted.refetched,
                     state,
                     second_ids: accepted.second_ids,
-                    query: want.query,
+                    query: want.query.clone(),
                     start_position,
                     intuit_tid: tid,
                     fetch_seconds: f.sent.elapsed().as_secs_f64(),
                 });
             }
-            // A 401 means the token it carried is no good: forget that token (a newer one may
-            // already be cached by then: requests are in flight with older tokens) and send
-            // again. A few in a row are tolerated (each of several concurrent requests may meet
-            // one); more mean the API keeps refusing fresh tokens, which is an error.
-            Err(QboError::Unauthorized { .. }) if want.unauthorized < MAX_UNAUTHORIZED => {
-                // only the first 401 of a token counts: the requests that were in flight with
-                // the same token meet the same fate, through no fault of their own
-                if !self.rejected_tokens.contains(&f.token) {
-                    want.unauthorized += 1;
-                    self.tokens
-                        .reject(&f.token)
-                        .map_err(|e| self.context(want.chunk, want.start_position, e))?;
-                    xact::commit();
-                    self.rejected_tokens.insert(f.token);
+            // what happens to a failed request is the dispatcher's decision (see qbo::dispatch)
+            Err(e) => {
+                let (chunk, start_position) = (want.chunk, want.start_position);
+                match requests.failed(f, e, Instant::now(), &mut self.rng) {
+                    Ok(Retry::Reauthorize { reject }) => {
+                        if let Some(token) = reject {
+                            self.tokens
+                                .reject(&token)
+                                .map_err(|e| self.context(chunk, start_position, e))?;
+                            xact::commit();
+                        }
+                    }
+                    Ok(Retry::Backoff {
+                        delay,
+                        retry,
+                        max,
+                        error,
+                    }) => {
+                        self.progress(&format!(
+                            "chunk {chunk}/{} start {start_position}: backing off {:.1} s after {} (retry {retry}/{max})",
+                            self.run.chunks_total,
+                            delay.as_secs_f64(),
+                            error.short(),
+                        ))?;
+                        if self.mode == Mode::Call {
+                            crate::say!(
+                                "run {} chunk {chunk}: {error} (start={start_position}); retry {retry}/{max} in {:.1} s",
+                                self.run.run_id,
+                                delay.as_secs_f64()
+                            );
+                        }
+                    }
+                    Err((_, e)) => return Err(self.context(chunk, start_position, e)),
                 }
-                retry_queue.insert(0, want);
             }
-            Err(e) if e.is_retryable() && want.retries < self.policy.max_retries => {
-                let delay = self
-                    .policy
-                    .backoff(want.retries, e.retry_after(), &mut self.rng);
-                want.retries += 1;
-                self.progress(&format!(
-                    "chunk {}/{} start {}: backing off {:.1} s after {} (retry {}/{})",
-                    want.chunk,
-                    self.run.chunks_total,
-                    want.start_position,
-                    delay.as_secs_f64(),
-                    e.short(),
-                    want.retries,
-                    self.policy.max_retries
-                ))?;
-                if self.mode == Mode::Call {
-                    crate::say!(
-                        "run {} chunk {}: {} (start={}); retry {}/{} in {:.1} s",
-                        self.run.run_id,
-                        want.chunk,
-                        e,
-                        want.start_position,
-                        want.retries,
-                        self.policy.max_retries,
-                        delay.as_secs_f64()
-                    );
-                }
-                want.due = Some(Instant::now() + delay);
-                retry_queue.push(want);
-            }
-            Err(e) if e.is_retryable() => {
-                let e = QboError::RetriesExhausted {
-                    attempts: want.retries + 1,
-                    last: Box::new(e),
-                };
-                return Err(self.context(want.chunk, want.start_position, e));
-            }
-            Err(e) => return Err(self.context(want.chunk, want.start_position, e)),
         }
         Ok(())
     }

@@ -61,12 +61,9 @@ impl<'a> TokenCache<'a> {
             realm: conn.realm_id,
             cached,
             endpoint,
-            policy: RetryPolicy {
-                max_retries: settings.max_retries.min(3),
-                base: Duration::from_millis(settings.backoff_base_ms),
-                cap: Duration::from_millis(settings.backoff_cap_ms),
-                retry_after_cap: Duration::from_millis(settings.retry_after_cap_ms),
-            },
+            // the run's policy, with at most 3 retries: a token endpoint that keeps failing
+            // fails the run sooner than a query would
+            policy: settings.retry_policy().at_most(3),
             locked,
         })
     }
@@ -157,12 +154,12 @@ impl<'a> TokenCache<'a> {
                     self.cached = Some((ts.access_token.clone(), exp));
                     return Ok(ts.access_token);
                 }
-                Err(e) if e.is_retryable() && retries < self.policy.max_retries => {
-                    let d = self.policy.backoff(retries, e.retry_after(), &mut rng);
-                    retries += 1;
-                    qbo::runtime::sleep_interruptible(rt, d, &mut || check_interrupts(mode));
-                }
                 Err(e) => {
+                    if let Some(d) = self.policy.decide(retries, &e, &mut rng) {
+                        retries += 1;
+                        qbo::runtime::sleep_interruptible(rt, d, &mut || check_interrupts(mode));
+                        continue;
+                    }
                     if let QboError::UnusableTokenResponse {
                         salvaged: Some(s), ..
                     } = &e

@@ -16,7 +16,8 @@
 //! - [`client`]: the HTTP client of the Accounting API (one request per call, classified).
 //! - [`oauth`]: the OAuth2 refresh-token grant; [`lifetime`]: how long a token is believed.
 //! - [`fault`]: Intuit's fault bodies; [`error`]: the core error type, masking of upstream text.
-//! - [`retry`]: backoff with jitter, `Retry-After`.
+//! - [`retry`]: backoff with jitter, `Retry-After`, and the rule of what is retried.
+//! - [`dispatch`]: the run loop's decisions without I/O (back-pressure, 401s, backoffs).
 //! - [`net`]: the network thread that runs requests while the backend writes.
 //! - [`runtime`]: async waits that call the caller's interrupt check every 50 ms.
 //! - [`budget`]: the memory bound of a run.
@@ -24,6 +25,7 @@
 
 pub mod budget;
 pub mod client;
+pub mod dispatch;
 pub mod entities;
 pub mod error;
 pub mod fault;

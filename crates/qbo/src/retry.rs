@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
+use crate::error::QboError;
+
 /// How often and how long to wait between attempts of a retryable request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -72,6 +74,27 @@ impl RetryPolicy {
     /// True when another retry is allowed after `retries_done` retries.
     pub fn may_retry(&self, retries_done: u32) -> bool {
         retries_done < self.max_retries
+    }
+
+    /// The one retry rule: after `retries_done` retries, an attempt that failed with `err` is
+    /// tried again after the returned wait when the error is worth retrying
+    /// ([`QboError::is_retryable`]) and retries are left; `None`: it is final.
+    pub fn decide(
+        &self,
+        retries_done: u32,
+        err: &QboError,
+        rng: &mut impl Rng,
+    ) -> Option<Duration> {
+        (err.is_retryable() && self.may_retry(retries_done))
+            .then(|| self.backoff(retries_done, err.retry_after(), rng))
+    }
+
+    /// The same policy with at most `n` retries.
+    pub fn at_most(self, n: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries.min(n),
+            ..self
+        }
     }
 }
 

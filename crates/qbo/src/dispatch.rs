@@ -1,0 +1,542 @@
+//! The decisions of a run loop, without I/O: which requests may be sent now, what happens to one
+//! that failed (a fresh token after a 401, a backoff after a 429, a 5xx, a timeout or a reset, or
+//! the end of the run), and how long the loop may wait. The extension's executor is the driver:
+//! it asks for room, pairs requests with the limiter's admissions, hands them to the network
+//! thread with a token, and reports each answer back here; everything it decides with the
+//! answers is here, and tested by driving sequences of outcomes (as `Pager` and `ChunkSlices`
+//! are), with no runtime, socket or database.
+//!
+//! Rules:
+//! - **Back-pressure**: at most `max_in_flight` requests in flight, and requests in flight plus
+//!   pages waiting to be written at most `max_in_flight + slack` (`slack` 2 when requests run
+//!   concurrently: a page or two waiting for the writer does not idle a slot; 0 for the
+//!   sequential pager, which sends nothing while a page waits).
+//! - **401**: the request is sent again at once, with a fresh token; the token it carried is to be
+//!   forgotten ([`Retry::Reauthorize`]`{ reject: Some(token) }`) the first time a 401 names it only
+//!   (requests in flight with the same token meet the same fate through no fault of their own, and
+//!   count nothing). Past [`MAX_UNAUTHORIZED`] 401s to fresh tokens for one request, the run fails:
+//!   the API keeps refusing what the token endpoint hands out.
+//! - **Retryable errors** (throttling, 5xx, network errors, unusable answers: see
+//!   [`QboError::is_retryable`]): sent again after the [`RetryPolicy`]'s backoff, at most
+//!   `max_retries` times; then the run fails with [`QboError::RetriesExhausted`].
+//! - **Anything else** fails the run at once.
+//! - **The limiter**: requests it did not admit go back to the front of the queue, and nothing is
+//!   sent before the wait it asked for has passed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::error::QboError;
+use crate::retry::RetryPolicy;
+
+/// 401 answers (to a token not yet known bad) tolerated for one request before the run fails.
+pub const MAX_UNAUTHORIZED: u32 = 12;
+
+/// A request to send (new, or again after a failure), with what the caller needs to make and
+/// place it (`item`).
+#[derive(Debug)]
+pub struct Request<T> {
+    pub item: T,
+    /// Retries after failures so far.
+    pub retries: u32,
+    /// 401 answers to fresh tokens so far.
+    pub unauthorized: u32,
+    /// Not before this instant (a backoff).
+    due: Option<Instant>,
+}
+
+impl<T> Request<T> {
+    pub fn new(item: T) -> Self {
+        Request {
+            item,
+            retries: 0,
+            unauthorized: 0,
+            due: None,
+        }
+    }
+}
+
+/// A request on its way.
+#[derive(Debug)]
+pub struct Flight<T> {
+    pub request: Request<T>,
+    /// The access token it carries.
+    pub token: String,
+    /// The limiter's admission (its in-flight slot is freed when the answer has been read).
+    pub admission: i64,
+    pub sent: Instant,
+}
+
+/// What becomes of a failed request that is sent again (it is back in the queue).
+#[derive(Debug)]
+pub enum Retry {
+    /// At once, with a fresh token; `reject`: the token to forget everywhere (its first 401).
+    Reauthorize { reject: Option<String> },
+    /// After `delay`: retry number `retry` of at most `max`, after `error`.
+    Backoff {
+        delay: Duration,
+        retry: u32,
+        max: u32,
+        error: QboError,
+    },
+}
+
+/// The state of one run loop's requests.
+#[derive(Debug)]
+pub struct Dispatcher<T> {
+    policy: RetryPolicy,
+    max_in_flight: usize,
+    slack: usize,
+    /// Requests to send again (retries first in line, then requests the limiter did not admit).
+    queue: VecDeque<Request<T>>,
+    flights: HashMap<u64, Flight<T>>,
+    /// Tokens a 401 has named.
+    rejected: HashSet<String>,
+    next_id: u64,
+    /// Nothing is sent before this instant (the limiter's wait).
+    limiter_wait: Option<Instant>,
+}
+
+impl<T> Dispatcher<T> {
+    /// `concurrent`: requests run side by side (pages may wait for the writer); otherwise the
+    /// sequential pager, one page at a time.
+    pub fn new(policy: RetryPolicy, max_in_flight: u32, concurrent: bool) -> Self {
+        Dispatcher {
+            policy,
+            max_in_flight: max_in_flight.max(1) as usize,
+            slack: if concurrent { 2 } else { 0 },
+            queue: VecDeque::new(),
+            flights: HashMap::new(),
+            rejected: HashSet::new(),
+            next_id: 0,
+            limiter_wait: None,
+        }
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// How many requests may be sent now, with `waiting` pages fetched and not yet written.
+    pub fn room(&self, waiting: usize, now: Instant) -> usize {
+        if self.limiter_wait.is_some_and(|t| t > now) {
+            return 0;
+        }
+        let flying = self.flights.len();
+        self.max_in_flight
+            .saturating_sub(flying)
+            .min((self.max_in_flight + self.slack).saturating_sub(flying + waiting))
+    }
+
+    /// Up to `n` queued requests that are due at `now`, in queue order.
+    pub fn take_due(&mut self, now: Instant, n: usize) -> Vec<Request<T>> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < self.queue.len() && out.len() < n {
+            if self.queue[k].due.is_none_or(|d| d <= now) {
+                out.extend(self.queue.remove(k));
+            } else {
+                k += 1;
+            }
+        }
+        out
+    }
+
+    /// The limiter admitted `admissions` (one each, in order) for `requests`, and asked to wait
+    /// `wait` when it admitted none. Returns what to send: a job id, the request and its
+    /// admission; the rest goes back to the front of the queue, in order.
+    pub fn admit(
+        &mut self,
+        requests: Vec<Request<T>>,
+        admissions: Vec<i64>,
+        wait: Duration,
+        now: Instant,
+    ) -> Vec<(u64, Request<T>, i64)> {
+        self.limiter_wait = (admissions.is_empty() && !requests.is_empty())
+            .then(|| now + wait.max(Duration::from_millis(1)));
+        let mut ids = admissions.into_iter();
+        let mut send = Vec::new();
+        let mut back = Vec::new();
+        for r in requests {
+            match ids.next() {
+                Some(admission) => {
+                    self.next_id += 1;
+                    send.push((self.next_id, r, admission));
+                }
+                None => back.push(r),
+            }
+        }
+        for r in back.into_iter().rev() {
+            self.queue.push_front(r);
+        }
+        send
+    }
+
+    /// Request `id` left with `token`.
+    pub fn sent(
+        &mut self,
+        id: u64,
+        request: Request<T>,
+        token: String,
+        admission: i64,
+        now: Instant,
+    ) {
+        self.flights.insert(
+            id,
+            Flight {
+                request,
+                token,
+                admission,
+                sent: now,
+            },
+        );
+    }
+
+    /// The flight whose answer arrived (`None`: not one of ours).
+    pub fn answered(&mut self, id: u64) -> Option<Flight<T>> {
+        self.flights.remove(&id)
+    }
+
+    /// What to do with a request that failed with `err`. `Ok`: it is queued again (see [`Retry`]);
+    /// `Err`: the run fails with that error (the request is handed back for its context).
+    pub fn failed(
+        &mut self,
+        flight: Flight<T>,
+        err: QboError,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Result<Retry, (Request<T>, QboError)> {
+        let mut r = flight.request;
+        match err {
+            QboError::Unauthorized { .. } if r.unauthorized < MAX_UNAUTHORIZED => {
+                // only the first 401 of a token counts
+                let reject = if self.rejected.insert(flight.token.clone()) {
+                    r.unauthorized += 1;
+                    Some(flight.token)
+                } else {
+                    None
+                };
+                r.due = None;
+                self.queue.push_front(r);
+                Ok(Retry::Reauthorize { reject })
+            }
+            e => match self.policy.decide(r.retries, &e, rng) {
+                Some(delay) => {
+                    r.retries += 1;
+                    r.due = Some(now + delay);
+                    let retry = r.retries;
+                    self.queue.push_back(r);
+                    Ok(Retry::Backoff {
+                        delay,
+                        retry,
+                        max: self.policy.max_retries,
+                        error: e,
+                    })
+                }
+                None if e.is_retryable() => {
+                    let attempts = r.retries + 1;
+                    Err((
+                        r,
+                        QboError::RetriesExhausted {
+                            attempts,
+                            last: Box::new(e),
+                        },
+                    ))
+                }
+                None => Err((r, e)),
+            },
+        }
+    }
+
+    /// How long the loop may wait for an answer at `now` before something else is due (a
+    /// backoff ending, the limiter's wait), at most `poll` (the cancel check's period).
+    pub fn timeout(&self, now: Instant, poll: Duration) -> Duration {
+        let mut t = poll;
+        if let Some(w) = self.limiter_wait {
+            t = t.min(w.saturating_duration_since(now));
+        }
+        if let Some(d) = self.queue.iter().filter_map(|r| r.due).min() {
+            t = t.min(d.saturating_duration_since(now));
+        }
+        t
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.flights.len()
+    }
+
+    /// Nothing in flight and nothing queued.
+    pub fn is_idle(&self) -> bool {
+        self.flights.is_empty() && self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 3,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(2),
+            retry_after_cap: Duration::from_secs(10),
+        }
+    }
+
+    fn unauthorized() -> QboError {
+        QboError::Unauthorized {
+            fault: None,
+            intuit_tid: None,
+        }
+    }
+
+    fn transient() -> QboError {
+        QboError::Transient {
+            status: 503,
+            retry_after: None,
+            fault: None,
+            intuit_tid: None,
+            body_snippet: "Service Unavailable".into(),
+        }
+    }
+
+    fn throttled(ra: Option<u64>) -> QboError {
+        QboError::Throttled {
+            status: 429,
+            retry_after: ra.map(Duration::from_secs),
+            fault: None,
+            intuit_tid: None,
+        }
+    }
+
+    fn http(status: u16) -> QboError {
+        QboError::Http {
+            status,
+            fault: None,
+            intuit_tid: None,
+            body_snippet: String::new(),
+        }
+    }
+
+    /// Sends every due request with `token`, all admitted; returns their job ids.
+    fn send_all(
+        d: &mut Dispatcher<&'static str>,
+        fresh: &[&'static str],
+        token: &str,
+        now: Instant,
+    ) -> Vec<u64> {
+        let room = d.room(0, now);
+        let mut reqs = d.take_due(now, room);
+        for f in fresh.iter().take(room - reqs.len()) {
+            reqs.push(Request::new(*f));
+        }
+        let n = reqs.len() as i64;
+        let sent = d.admit(reqs, (1..=n).collect(), Duration::ZERO, now);
+        let mut ids = Vec::new();
+        for (id, r, adm) in sent {
+            ids.push(id);
+            d.sent(id, r, token.to_owned(), adm, now);
+        }
+        ids
+    }
+
+    #[test]
+    fn a_401_sends_again_at_once_and_rejects_its_token_once() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let mut d = Dispatcher::new(policy(), 4, true);
+        let ids = send_all(&mut d, &["a", "b", "c"], "tok1", now);
+        assert_eq!(d.in_flight(), 3);
+        // the three meet a 401 with the same token: only the first rejects it or counts
+        let mut rejects = Vec::new();
+        for id in &ids {
+            let f = d.answered(*id).unwrap();
+            match d.failed(f, unauthorized(), now, &mut rng) {
+                Ok(Retry::Reauthorize { reject }) => rejects.push(reject),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(rejects, vec![Some("tok1".to_owned()), None, None]);
+        // all three are due at once, first in line, in the order they failed... the last failed
+        // is first (each goes to the front): what matters is that none waits
+        let again = d.take_due(now, 10);
+        assert_eq!(again.len(), 3);
+        let counted: Vec<u32> = again.iter().map(|r| r.unauthorized).collect();
+        assert_eq!(counted.iter().sum::<u32>(), 1, "{counted:?}");
+        assert!(again.iter().all(|r| r.retries == 0));
+    }
+
+    #[test]
+    fn a_request_refused_by_every_fresh_token_fails_after_the_limit() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let now = Instant::now();
+        let mut d = Dispatcher::new(policy(), 1, false);
+        let mut fresh: &[&'static str] = &["a"];
+        for k in 0..MAX_UNAUTHORIZED {
+            let ids = send_all(&mut d, fresh, &format!("tok{k}"), now);
+            fresh = &[];
+            let f = d.answered(ids[0]).unwrap();
+            match d.failed(f, unauthorized(), now, &mut rng) {
+                Ok(Retry::Reauthorize { reject }) => assert_eq!(reject, Some(format!("tok{k}"))),
+                other => panic!("{other:?}"),
+            }
+        }
+        let ids = send_all(&mut d, fresh, "tok-last", now);
+        let f = d.answered(ids[0]).unwrap();
+        let (r, e) = d.failed(f, unauthorized(), now, &mut rng).unwrap_err();
+        assert_eq!(r.item, "a");
+        assert_eq!(r.unauthorized, MAX_UNAUTHORIZED);
+        assert!(matches!(e, QboError::Unauthorized { .. }), "{e:?}");
+        assert!(d.is_idle());
+    }
+
+    #[test]
+    fn retryable_errors_back_off_then_exhaust_the_retries() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut now = Instant::now();
+        let mut d = Dispatcher::new(policy(), 1, false);
+        let mut fresh: &[&'static str] = &["p"];
+        let errors = [
+            transient(),
+            QboError::Network("connection reset by peer".into()),
+            QboError::Network("request timed out after 120000 ms".into()),
+        ];
+        for (k, e) in errors.into_iter().enumerate() {
+            let ids = send_all(&mut d, fresh, "tok", now);
+            fresh = &[];
+            assert_eq!(ids.len(), 1, "retry {k}");
+            let f = d.answered(ids[0]).unwrap();
+            match d.failed(f, e, now, &mut rng).unwrap() {
+                Retry::Backoff {
+                    delay, retry, max, ..
+                } => {
+                    assert_eq!((retry, max), (k as u32 + 1, 3));
+                    assert!(delay <= policy().ceiling(k as u32), "{delay:?}");
+                    // not due before its delay, and the loop waits no longer than it
+                    if !delay.is_zero() {
+                        assert!(d.take_due(now, 1).is_empty());
+                    }
+                    assert!(d.timeout(now, Duration::from_secs(9)) <= delay);
+                    now += delay;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let ids = send_all(&mut d, fresh, "tok", now);
+        let f = d.answered(ids[0]).unwrap();
+        let (r, e) = d.failed(f, transient(), now, &mut rng).unwrap_err();
+        assert_eq!(r.retries, 3);
+        match e {
+            QboError::RetriesExhausted { attempts, last } => {
+                assert_eq!(attempts, 4);
+                assert!(matches!(*last, QboError::Transient { status: 503, .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_429_waits_at_least_its_retry_after_capped() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let now = Instant::now();
+        let mut d = Dispatcher::new(policy(), 2, true);
+        let ids = send_all(&mut d, &["a", "b"], "tok", now);
+        let f = d.answered(ids[0]).unwrap();
+        match d.failed(f, throttled(Some(5)), now, &mut rng).unwrap() {
+            Retry::Backoff { delay, .. } => assert!(delay >= Duration::from_secs(5), "{delay:?}"),
+            other => panic!("{other:?}"),
+        }
+        let f = d.answered(ids[1]).unwrap();
+        match d.failed(f, throttled(Some(3600)), now, &mut rng).unwrap() {
+            Retry::Backoff { delay, .. } => assert_eq!(delay, Duration::from_secs(10)),
+            other => panic!("{other:?}"),
+        }
+        assert!(d.take_due(now + Duration::from_secs(4), 5).is_empty());
+        assert_eq!(d.take_due(now + Duration::from_secs(10), 5).len(), 2);
+    }
+
+    #[test]
+    fn other_errors_fail_at_once() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let now = Instant::now();
+        for e in [
+            QboError::InvalidGrant("refresh token expired".into()),
+            http(400),
+            http(403),
+            QboError::Cancelled,
+        ] {
+            let text = e.to_string();
+            let mut d = Dispatcher::new(policy(), 1, false);
+            let ids = send_all(&mut d, &["x"], "tok", now);
+            let f = d.answered(ids[0]).unwrap();
+            let (r, back) = d.failed(f, e, now, &mut rng).unwrap_err();
+            assert_eq!((r.item, r.retries), ("x", 0));
+            assert_eq!(back.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn room_follows_flights_and_pages_waiting_to_be_written() {
+        let now = Instant::now();
+        let mut d: Dispatcher<&str> = Dispatcher::new(policy(), 4, true);
+        assert_eq!(d.room(0, now), 4);
+        send_all(&mut d, &["a", "b", "c"], "t", now);
+        assert_eq!(d.room(0, now), 1);
+        assert_eq!(
+            d.room(2, now),
+            1,
+            "two pages may wait without idling a slot"
+        );
+        assert_eq!(d.room(3, now), 0);
+        // the sequential pager sends nothing while a page waits
+        let mut s: Dispatcher<&str> = Dispatcher::new(policy(), 1, false);
+        assert_eq!(s.room(1, now), 0);
+        assert_eq!(s.room(0, now), 1);
+        send_all(&mut s, &["a"], "t", now);
+        assert_eq!(s.room(0, now), 0);
+    }
+
+    #[test]
+    fn requests_the_limiter_refuses_wait_first_in_line() {
+        let now = Instant::now();
+        let mut d: Dispatcher<&str> = Dispatcher::new(policy(), 4, true);
+        let reqs = vec![Request::new("a"), Request::new("b"), Request::new("c")];
+        let sent = d.admit(reqs, vec![7], Duration::from_millis(300), now);
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].1.item, sent[0].2), ("a", 7));
+        // some were admitted: no wait imposed, the rest are due at once, in order
+        assert_eq!(d.room(0, now), 4);
+        let due: Vec<&str> = d.take_due(now, 10).into_iter().map(|r| r.item).collect();
+        assert_eq!(due, vec!["b", "c"]);
+        // none admitted: nothing is sent before the limiter's wait has passed
+        let sent = d.admit(
+            vec![Request::new("b")],
+            vec![],
+            Duration::from_millis(300),
+            now,
+        );
+        assert!(sent.is_empty());
+        assert_eq!(d.room(0, now), 0);
+        assert_eq!(
+            d.timeout(now, Duration::from_millis(50)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            d.timeout(now + Duration::from_millis(280), Duration::from_millis(50)),
+            Duration::from_millis(20)
+        );
+        assert_eq!(d.room(0, now + Duration::from_millis(300)), 4);
+        assert_eq!(d.take_due(now, 10).len(), 1);
+    }
+
+    #[test]
+    fn an_answer_for_an_unknown_job_is_ignored() {
+        let mut d: Dispatcher<&str> = Dispatcher::new(policy(), 2, true);
+        assert!(d.answered(42).is_none());
+    }
+}
