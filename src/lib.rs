@@ -39,6 +39,11 @@ pub extern "C-unwind" fn _PG_init() {
     pg::guc::init();
 }
 
+/// Helpers of the in-database tests.
+#[cfg(any(test, feature = "pg_test"))]
+#[path = "../pgrx-tests/support.rs"]
+mod testing;
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {

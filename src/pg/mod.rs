@@ -16,3 +16,9 @@ pub mod interrupts;
 pub mod spi;
 pub mod time;
 pub mod xact;
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    include!("tests.rs");
+}

@@ -10,3 +10,9 @@ pub mod notices;
 pub mod request;
 pub mod tokens;
 pub mod worker;
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    include!("tests.rs");
+}

@@ -13,3 +13,9 @@ pub mod backfill;
 pub mod schedule;
 
 pgrx::extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    include!("tests.rs");
+}

@@ -12,3 +12,9 @@ pub mod connections;
 pub mod ledger;
 pub mod locks;
 pub mod raw;
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    include!("tests.rs");
+}

@@ -1,0 +1,64 @@
+// In-database tests of the SQL surface (included by src/sql_api/mod.rs; `cargo pgrx test`).
+use crate::testing::{error_of, with_connection};
+use pgrx::prelude::*;
+
+#[pg_test]
+fn entities_view_lists_the_catalog() {
+    let n = Spi::get_one::<i64>("SELECT count(*) FROM qbo.entities").unwrap().unwrap();
+    assert_eq!(n as usize, qbo::entities::ENTITIES.len());
+    let t = Spi::get_one::<String>("SELECT raw_table FROM qbo.entities WHERE entity = 'Invoice'").unwrap().unwrap();
+    assert_eq!(t, "raw.qb_invoices");
+    let k = Spi::get_one::<String>("SELECT kind FROM qbo.entities WHERE entity = 'Customer'").unwrap().unwrap();
+    assert_eq!(k, "name-list");
+}
+
+#[pg_test]
+fn bad_input_is_rejected_with_the_value_and_what_is_allowed() {
+    with_connection();
+    let cases = [
+        ("SELECT * FROM qbo.backfill('invoice', '2025-01-01Z', '2025-02-01Z')",
+         "qbo.backfill: unknown entity \"invoice\" (entity names are case-sensitive: did you mean \"Invoice\"?); valid entities are: Account, Attachable, Bill,"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-02-01Z', '2025-01-01Z')",
+         "qbo.backfill: fecha_fin (2025-01-01T00:00:00+00:00) must be later than fecha_inicio (2025-02-01T00:00:00+00:00): the window is [fecha_inicio, fecha_fin)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-01-01Z')",
+         "qbo.backfill: fecha_fin (2025-01-01T00:00:00+00:00) must be later than fecha_inicio"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', chunk_size => 0)",
+         "qbo.backfill: chunk_size must be at least 1 day (got 0)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', page_size => 1001)",
+         "qbo.backfill: page_size must be between 1 and 1000 (got 1001): QBO returns at most 1000 rows per page"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', page_size => 0)",
+         "qbo.backfill: page_size must be between 1 and 1000 (got 0)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', minor_version => 74)",
+         "qbo.backfill: minor_version must be between 75 and 999 (got 74)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', minor_version => 100000)",
+         "qbo.backfill: minor_version must be between 75 and 999 (got 100000)"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', '2025-02-01Z', connection => 'nope')",
+         "qbo.backfill: unknown connection \"nope\": register it with qbo.connect(...)"),
+        ("SELECT * FROM qbo.backfill(NULL, '2025-01-01Z', '2025-02-01Z')",
+         "qbo.backfill: argument entity must not be NULL"),
+        ("SELECT * FROM qbo.backfill('Invoice', NULL, '2025-02-01Z')",
+         "qbo.backfill: argument fecha_inicio must not be NULL"),
+        ("SELECT * FROM qbo.backfill('Invoice', '2025-01-01Z', 'infinity')",
+         "qbo.backfill: fecha_fin must be a finite timestamp"),
+        ("SELECT * FROM qbo.backfill('Invoice''; DROP TABLE qbo.runs; --', '2025-01-01Z', '2025-02-01Z')",
+         "qbo.backfill: unknown entity \"Invoice'; DROP TABLE qbo.runs; --\"; valid entities are:"),
+        ("CALL qbo.run_backfill('Invoice', '2025-01-01Z', '2025-02-01Z')",
+         "qbo.run_backfill commits page by page, so it must be run with CALL outside an explicit transaction block"),
+        ("SELECT * FROM qbo.schedule_backfill('Invoice', '2025-01-01Z', '2025-02-01Z')",
+         "qbo.schedule_backfill needs pg_cron: add it to shared_preload_libraries (restart), then CREATE EXTENSION pg_cron in the database named by cron.database_name"),
+        ("SELECT qbo.grant_operator('no_such_role_x')",
+         "qbo.grant_operator: role \"no_such_role_x\" does not exist"),
+        ("SELECT qbo.grant_reader('no_such_role_x')",
+         "qbo.grant_reader: role \"no_such_role_x\" does not exist"),
+        ("SELECT qbo.connect('12x', 'a', 'b', 'c')",
+         "qbo.connect: invalid realm_id \"12x\": a QuickBooks company id is 1 to 32 digits"),
+        ("SELECT qbo.connect('12', 'a', 'b', 'c', 'prod')",
+         "qbo.connect: invalid environment \"prod\": allowed values are production, sandbox"),
+    ];
+    for (sql, expected) in cases {
+        let got = error_of(sql);
+        assert!(got.starts_with(expected), "\n  sql: {sql}\n  got: {got}\n want: {expected}");
+    }
+    // nothing was written
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM qbo.runs").unwrap(), Some(0));
+}

@@ -1,0 +1,316 @@
+// In-database tests of pg_qbo's tables: raw tables and their upsert and trust check, the ledger,
+// connections (included by src/store/mod.rs; `cargo pgrx test`).
+use crate::run::executor;
+use crate::run::notices;
+use crate::store::ledger::{self, NewRun, PageDone};
+use crate::store::raw;
+use crate::testing::{error_of, with_connection};
+use chrono::{DateTime, Utc};
+use pgrx::prelude::*;
+
+#[pg_test]
+fn connections_view_never_shows_a_secret() {
+    with_connection();
+    let row = Spi::get_one::<String>("SELECT row_to_json(c)::text FROM qbo.connections c").unwrap().unwrap();
+    assert!(row.contains("123145"), "{row}");
+    for secret in ["csecret", "rtoken"] {
+        assert!(!row.contains(secret), "{row}");
+    }
+    let err = error_of("SELECT qbo.connect('12', 'a', 'supersecret', 'c', 'nope')");
+    assert!(!err.contains("supersecret"), "{err}");
+}
+
+#[pg_test]
+fn sync_token_and_exact_payloads() {
+    assert_eq!(Spi::get_one::<i64>("SELECT qbo._sync_token('{\"SyncToken\":\"12\"}')").unwrap(), Some(12));
+    assert_eq!(Spi::get_one::<i64>("SELECT qbo._sync_token('{\"SyncToken\":\"x\"}')").unwrap(), Some(-1));
+    let kept = Spi::get_one::<String>(&format!(
+        "SELECT '{}'::jsonb::text",
+        qbo::jsonb::storable(r#"{"Amount":12.30,"Name":"Café Zoë ✓","Bad":"a\u0000b"}"#)
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(kept, r#"{"Bad": "a�b", "Name": "Café Zoë ✓", "Amount": 12.30}"#);
+}
+
+#[pg_test]
+fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
+    // a raw table loaded and never analyzed (as after TRUNCATE or during a first load): the
+    // upsert once hashed the whole table for every page here
+    let e = qbo::entities::lookup("Invoice").unwrap();
+    raw::ensure_raw_table(e).unwrap();
+    Spi::run(
+        "INSERT INTO raw.qb_invoices (realm_id, id, payload, extract_window_start_utc, extract_window_end_utc)
+         SELECT 'r', g::text, jsonb_build_object('Id', g::text, 'SyncToken', '0', 'pad', repeat('x', 1500)), now(), now()
+           FROM generate_series(1, 30000) g",
+    )
+    .unwrap();
+    let list = |f: &dyn Fn(usize) -> String| (1..=1000).map(f).collect::<Vec<_>>().join(",");
+    let ids = list(&|i| i.to_string());
+    let payloads = list(&|_| "\"{}\"".to_owned());
+    let syncs = list(&|_| "0".to_owned());
+    Spi::run(&format!(
+        "PREPARE up(text[], jsonb[], int8[], text, timestamptz, timestamptz, int, int, text) AS {}",
+        raw::upsert_sql(e.table)
+    ))
+    .unwrap();
+    // one plan, read as JSON: its nodes and its estimate
+    let plan = Spi::get_one::<pgrx::Json>(&format!(
+        "EXPLAIN (FORMAT JSON) EXECUTE up('{{{ids}}}', '{{{payloads}}}', '{{{syncs}}}', 'r', now(), now(), 1, 1000, '{{}}')"
+    ))
+    .unwrap()
+    .unwrap()
+    .0;
+    let text = plan.to_string();
+    assert!(!text.contains(r#""Node Type":"Hash"#), "{text}");
+    // the page's arrays stream through ProjectSet, not copied into a Function Scan's tuplestore
+    assert!(text.contains(r#""Node Type":"ProjectSet""#), "{text}");
+    assert!(!text.contains(r#""Node Type":"Function Scan""#), "{text}");
+    assert!(text.contains(r#""Parent Relationship":"SubPlan""#), "{text}");
+    assert!(
+        text.contains(r#""Node Type":"Index Scan""#)
+            && text.contains(r#""Index Name":"qb_invoices_pkey""#),
+        "{text}"
+    );
+    // The estimate stays that of 1000 probes of one row each (about 5,000 here). Without
+    // statistics the planner guessed more rows per probe the bigger the table (28,000 here, past
+    // jit_above_cost at a few hundred thousand rows), so a big load JIT-compiled the upsert on
+    // every page.
+    let total = plan[0]["Plan"]["Total Cost"].as_f64().unwrap();
+    println!("upsert of 1000 rows into a never-analyzed 30k-row table: estimated cost {total}");
+    assert!(total < 10_000.0, "estimated cost {total}: {text}");
+}
+
+/// One page mixing records the network thread wrote as jsonb bytes and records left as text for
+/// jsonb_in (an exponent, a repeated key): every payload is stored as jsonb_in reads its text
+/// (`\u0000` as U+FFFD, in bytes and texts alike), and writing the page again changes nothing.
+#[pg_test]
+fn page_upsert_stores_encoded_and_text_payloads_alike() {
+    use qbo::pager::{Payload, RawRecord};
+    let e = qbo::entities::lookup("Invoice").unwrap();
+    raw::ensure_raw_table(e).unwrap();
+    let meta = r#""MetaData":{"CreateTime":"2025-01-02T03:04:05-08:00","LastUpdatedTime":"2025-01-02T03:04:05-08:00"}"#;
+    let docs = [
+        ("1", format!(r#"{{"Id":"1","SyncToken":"0",{meta},"TotalAmt":12.30,"Name":"Caf\u00e9 \ud83d\ude00"}}"#), true),
+        ("2", format!(r#"{{"Id":"2","SyncToken":"0",{meta},"Rate":1.5e3}}"#), false),
+        ("3", format!(r#"{{"Id":"3","SyncToken":"0",{meta},"Memo":"a\u0000b"}}"#), true),
+        ("4", format!(r#"{{"Id":"4","SyncToken":"0",{meta},"Dup":1,"Dup":2}}"#), false),
+        ("5", format!(r#"{{"Id":"5","SyncToken":"0",{meta},"Memo":"c\u0000d","Rate":2E2}}"#), false),
+    ];
+    let page = || {
+        let recs: Vec<RawRecord> = docs
+            .iter()
+            .map(|(_, d, _)| {
+                let raw = serde_json::value::RawValue::from_string(d.clone()).unwrap();
+                RawRecord::from_page(&raw, true).unwrap()
+            })
+            .collect();
+        let rows = executor::to_page_rows(recs);
+        let kinds: Vec<bool> = rows.payloads.iter().map(|p| matches!(p, Payload::Jsonb(_))).collect();
+        assert_eq!(kinds, docs.iter().map(|d| d.2).collect::<Vec<_>>());
+        rows
+    };
+    let t = chrono::Utc::now();
+    let write = || {
+        raw::upsert_page(e, "r", page(), t, t, 1, 1000, r#"{"query":"q"}"#).unwrap()
+    };
+    assert_eq!(write(), raw::UpsertCounts { inserted: 5, updated: 0 });
+    for (id, doc, _) in &docs {
+        let expect = qbo::jsonb::storable(doc).into_owned();
+        let same = Spi::get_one_with_args::<bool>(
+            "SELECT payload = $1::jsonb AND payload::text = ($1::jsonb)::text FROM raw.qb_invoices WHERE realm_id = 'r' AND id = $2",
+            &[expect.as_str().into(), (*id).into()],
+        )
+        .unwrap();
+        assert_eq!(same, Some(true), "record {id}");
+    }
+    let memo = Spi::get_one::<String>("SELECT payload->>'Memo' FROM raw.qb_invoices WHERE id = '3'").unwrap();
+    assert_eq!(memo.as_deref(), Some("a\u{FFFD}b"));
+    // a record left as text gets the \u0000 policy too
+    let memo = Spi::get_one::<String>("SELECT payload->>'Memo' FROM raw.qb_invoices WHERE id = '5'").unwrap();
+    assert_eq!(memo.as_deref(), Some("c\u{FFFD}d"));
+    let dup = Spi::get_one::<String>("SELECT payload->>'Dup' FROM raw.qb_invoices WHERE id = '4'").unwrap();
+    assert_eq!(dup.as_deref(), Some("2"));
+    assert_eq!(write(), raw::UpsertCounts { inserted: 0, updated: 0 });
+}
+
+/// A page's arrays (its jsonb[] is a megabyte or two on a real page) live only as long as the
+/// page's SPI connection: built outside it, they stayed in the procedure's memory context for the
+/// whole CALL (248 MB above idle after 100k invoices in B1).
+#[pg_test]
+fn page_upsert_keeps_nothing_in_the_callers_memory_context() {
+    use qbo::pager::RawRecord;
+    let e = qbo::entities::lookup("Invoice").unwrap();
+    raw::ensure_raw_table(e).unwrap();
+    let pad = "x".repeat(2000);
+    let t = chrono::Utc::now();
+    let allocated = || unsafe { pg_sys::MemoryContextMemAllocated(pg_sys::CurrentMemoryContext, true) };
+    let page = |p: usize| {
+        let recs = (0..200)
+            .map(|i| {
+                let doc = format!(
+                    r#"{{"Id":"{p}-{i}","SyncToken":"0","MetaData":{{"LastUpdatedTime":"2025-01-02T03:04:05-08:00"}},"Pad":"{pad}"}}"#
+                );
+                let raw = serde_json::value::RawValue::from_string(doc).unwrap();
+                RawRecord::from_page(&raw, true).unwrap()
+            })
+            .collect();
+        executor::to_page_rows(recs)
+    };
+    raw::upsert_page(e, "r", page(0), t, t, 1, 1000, "{}").unwrap();
+    let before = allocated();
+    for p in 1..=20 {
+        raw::upsert_page(e, "r", page(p), t, t, 1, 1000, "{}").unwrap();
+    }
+    let grown = allocated() as i64 - before as i64;
+    // 20 pages of 200 records of 2 KB: 8 MB if the arrays stayed
+    assert!(grown < 1 << 20, "the caller's memory context grew by {grown} bytes over 20 pages");
+}
+
+/// The trust check of a raw table: every place an INSERT or UPDATE can run code owned by a role
+/// that is neither a superuser nor the extension owner is refused, naming it; the same objects
+/// owned by a superuser are accepted.
+#[pg_test]
+fn raw_tables_with_code_of_untrusted_roles_are_refused() {
+    let e = qbo::entities::lookup("Vendor").unwrap();
+    raw::ensure_raw_table(e).unwrap();
+    raw::check_raw_trust(e).expect("a table pg_qbo made is trusted");
+    Spi::run(
+        "CREATE ROLE trust_mallory NOLOGIN;
+         CREATE SCHEMA trust_x;
+         CREATE FUNCTION trust_x.f(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT $1';
+         CREATE FUNCTION trust_x.ok(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+         CREATE FUNCTION trust_x.eq(text, text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
+         CREATE OPERATOR trust_x.=== (LEFTARG = text, RIGHTARG = text, FUNCTION = trust_x.eq);
+         CREATE DOMAIN trust_x.d AS text CHECK (trust_x.ok(VALUE));
+         ALTER TABLE raw.qb_vendors ADD COLUMN note text DEFAULT trust_x.f('x');
+         ALTER TABLE raw.qb_vendors ADD CONSTRAINT c CHECK (id OPERATOR(trust_x.===) id);
+         CREATE INDEX trust_idx ON raw.qb_vendors (trust_x.f(id));
+         ALTER TABLE raw.qb_vendors ADD COLUMN d trust_x.d;",
+    )
+    .unwrap();
+    // owned by a superuser (the test's role): all of it is trusted
+    raw::check_raw_trust(e).expect("a superuser's functions are trusted");
+    Spi::run(
+        "ALTER FUNCTION trust_x.f(text) OWNER TO trust_mallory;
+         ALTER FUNCTION trust_x.ok(text) OWNER TO trust_mallory;
+         ALTER FUNCTION trust_x.eq(text, text) OWNER TO trust_mallory;
+         GRANT TRIGGER ON raw.qb_vendors TO trust_mallory;",
+    )
+    .unwrap();
+    let err = raw::check_raw_trust(e).unwrap_err();
+    assert_eq!(err.sqlstate(), "42501");
+    let m = err.message;
+    for want in [
+        "role trust_mallory may create triggers on raw.qb_vendors (REVOKE TRIGGER ON raw.qb_vendors FROM trust_mallory)",
+        "function trust_x.f(text) (reached from default value for column note of table raw.qb_vendors) is owned by role trust_mallory",
+        "function trust_x.eq(text,text) (reached from constraint c on table raw.qb_vendors) is owned by role trust_mallory",
+        "function trust_x.ok(text) (reached from type trust_x.d) is owned by role trust_mallory",
+    ] {
+        assert!(m.contains(want), "missing «{want}» in: {m}");
+    }
+    // the domain and the operator themselves, owned by that role, are refused too
+    Spi::run(
+        "ALTER FUNCTION trust_x.f(text) OWNER TO CURRENT_USER;
+         ALTER FUNCTION trust_x.ok(text) OWNER TO CURRENT_USER;
+         ALTER FUNCTION trust_x.eq(text, text) OWNER TO CURRENT_USER;
+         REVOKE TRIGGER ON raw.qb_vendors FROM trust_mallory;
+         ALTER DOMAIN trust_x.d OWNER TO trust_mallory;
+         ALTER OPERATOR trust_x.=== (text, text) OWNER TO trust_mallory;",
+    )
+    .unwrap();
+    let m = raw::check_raw_trust(e).unwrap_err().message;
+    assert!(m.contains("type trust_x.d (reached from the table raw.qb_vendors) is owned by role trust_mallory"), "{m}");
+    assert!(m.contains("operator trust_x.===(text,text) (reached from constraint c on table raw.qb_vendors) is owned by role trust_mallory"), "{m}");
+    // a rule redirects writes anywhere: refused whoever made it
+    Spi::run(
+        "ALTER DOMAIN trust_x.d OWNER TO CURRENT_USER;
+         ALTER OPERATOR trust_x.=== (text, text) OWNER TO CURRENT_USER;
+         CREATE TABLE trust_x.sink (LIKE raw.qb_vendors);
+         CREATE RULE r AS ON INSERT TO raw.qb_vendors DO ALSO INSERT INTO trust_x.sink SELECT NEW.*;",
+    )
+    .unwrap();
+    let m = raw::check_raw_trust(e).unwrap_err().message;
+    assert!(m.contains("raw.qb_vendors has rules (DROP RULE ... ON raw.qb_vendors)"), "{m}");
+    // and a table another role owns
+    Spi::run("DROP RULE r ON raw.qb_vendors; ALTER TABLE raw.qb_vendors OWNER TO trust_mallory;").unwrap();
+    let m = raw::check_raw_trust(e).unwrap_err().message;
+    assert!(m.contains("raw.qb_vendors is owned by role trust_mallory, not by pg_qbo's owner (ALTER TABLE raw.qb_vendors OWNER TO postgres after reviewing it)"), "{m}");
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// The ledger hands back rows, and the progress lines are made of them: pages committed after
+/// what a reader has seen, chunks that finished, a run's totals (the relay of a worker's progress
+/// and the `CALL`'s own NOTICEs print these through `run::notices`).
+#[pg_test]
+fn the_ledger_returns_the_rows_progress_lines_are_made_of() {
+    with_connection();
+    let (from, to) = (at("2025-01-01T00:00:00Z"), at("2025-01-15T00:00:00Z"));
+    let chunks = qbo::plan::plan_chunks(from, to, 7).unwrap();
+    let run_id = ledger::create_run(&NewRun {
+        entity: "Invoice",
+        connection: "default",
+        realm_id: "123145",
+        environment: "sandbox",
+        fecha_inicio: from,
+        fecha_fin: to,
+        chunk_size: 7,
+        page_size: 1000,
+        minor_version: 75,
+        settings: serde_json::json!({}),
+        entry_point: "call",
+        status: "running",
+        chunks: &chunks,
+    })
+    .unwrap();
+    ledger::start_execution(run_id).unwrap();
+    ledger::start_chunk(run_id, 1).unwrap();
+    for (page, rows) in [(1, 1000), (2, 500)] {
+        ledger::page_done(
+            run_id,
+            &PageDone {
+                chunk: 1,
+                page,
+                start_position: 1 + (page - 1) * 1000,
+                rows,
+                inserted: rows - 10,
+                updated: 10,
+                refetched: 0,
+                seconds: 0.25,
+                chunk_seconds: 0.5,
+                intuit_tid: None,
+                cursor: serde_json::Value::Null,
+                touch_run: true,
+            },
+        )
+        .unwrap();
+    }
+    let pages = ledger::pages_after(run_id, &[]).unwrap();
+    assert_eq!(
+        pages.iter().map(notices::page).collect::<Vec<_>>(),
+        vec![
+            format!("run {run_id} chunk 1/2 [2025-01-01 → 2025-01-08): page 1: 1000 rows in 0.25 s (start=1)"),
+            format!("run {run_id} chunk 1/2 [2025-01-01 → 2025-01-08): page 2: 500 rows in 0.25 s (start=1001)"),
+        ]
+    );
+    // a reader that has seen page 1 of chunk 1 gets page 2 only
+    let later = ledger::pages_after(run_id, &[(1, 1)]).unwrap();
+    assert_eq!(later.iter().map(|p| p.page).collect::<Vec<_>>(), vec![2]);
+    assert!(ledger::chunks_done(run_id, &[]).unwrap().is_empty());
+
+    let done = ledger::finish_chunk(run_id, 1, 0.25).unwrap();
+    assert_eq!(
+        notices::chunk_done(&done),
+        format!("run {run_id} chunk 1/2 [2025-01-01 → 2025-01-08): done: 2 pages, 1500 rows (1480 inserted, 20 updated, 0 skipped) in 1.25 s")
+    );
+    assert_eq!(ledger::chunks_done(run_id, &[]).unwrap(), vec![done]);
+    assert!(ledger::chunks_done(run_id, &[1]).unwrap().is_empty());
+    let t = ledger::totals(run_id).unwrap();
+    assert_eq!(
+        (t.chunks, t.pages, t.rows, t.inserted, t.updated, t.skipped),
+        (2, 2, 1500, 1480, 20, 0)
+    );
+}
