@@ -181,14 +181,8 @@ pub fn pending_chunks(run_id: i64) -> Result<Vec<ChunkRow>, PgError> {
         for r in t {
             out.push(ChunkRow {
                 chunk: r.get::<i32>(1)?.unwrap_or(0),
-                window_start: r
-                    .get::<TimestampWithTimeZone>(2)?
-                    .and_then(from_tstz)
-                    .unwrap_or_default(),
-                window_end: r
-                    .get::<TimestampWithTimeZone>(3)?
-                    .and_then(from_tstz)
-                    .unwrap_or_default(),
+                window_start: instant(&r, 2)?,
+                window_end: instant(&r, 3)?,
                 pages: r.get::<i32>(4)?.unwrap_or(0),
                 cursor: r.get::<JsonB>(5)?.map(|j| j.0),
             });
@@ -395,19 +389,20 @@ const CHUNK_DONE_COLUMNS: &str = "c.run_id, c.chunk, r.chunks_total, c.window_st
                 c.inserted::pg_catalog.int8, c.updated::pg_catalog.int8, c.skipped::pg_catalog.int8,
                 pg_catalog.date_part('epoch', c.duration)::pg_catalog.float8";
 
+/// Column `n` of a row as an instant (a NULL reads as the epoch: the columns read so are NOT NULL).
+fn instant(r: &pgrx::spi::SpiHeapTupleData, n: usize) -> SpiResult<DateTime<Utc>> {
+    Ok(r.get::<TimestampWithTimeZone>(n)?
+        .and_then(from_tstz)
+        .unwrap_or_default())
+}
+
 fn chunk_done(r: &pgrx::spi::SpiHeapTupleData) -> SpiResult<ChunkDone> {
     Ok(ChunkDone {
         run_id: r.get::<i64>(1)?.unwrap_or(0),
         chunk: r.get::<i32>(2)?.unwrap_or(0),
         chunks_total: r.get::<i32>(3)?.unwrap_or(0),
-        window_start: r
-            .get::<TimestampWithTimeZone>(4)?
-            .and_then(from_tstz)
-            .unwrap_or_default(),
-        window_end: r
-            .get::<TimestampWithTimeZone>(5)?
-            .and_then(from_tstz)
-            .unwrap_or_default(),
+        window_start: instant(r, 4)?,
+        window_end: instant(r, 5)?,
         pages: r.get::<i32>(6)?.unwrap_or(0),
         rows: r.get::<i64>(7)?.unwrap_or(0),
         inserted: r.get::<i64>(8)?.unwrap_or(0),
@@ -497,8 +492,8 @@ pub fn pages_after(run_id: i64, seen: &[(i32, i32)]) -> Result<Vec<PageLine>, Pg
                 run_id: r.get::<i64>(1)?.unwrap_or(0),
                 chunk: r.get::<i32>(2)?.unwrap_or(0),
                 chunks_total: r.get::<i32>(3)?.unwrap_or(0),
-                window_start: r.get::<TimestampWithTimeZone>(4)?.and_then(from_tstz).unwrap_or_default(),
-                window_end: r.get::<TimestampWithTimeZone>(5)?.and_then(from_tstz).unwrap_or_default(),
+                window_start: instant(&r, 4)?,
+                window_end: instant(&r, 5)?,
                 page: r.get::<i32>(6)?.unwrap_or(0),
                 rows: r.get::<i64>(7)?.unwrap_or(0),
                 seconds: r.get::<f64>(8)?.unwrap_or(0.0),
