@@ -4,6 +4,56 @@
 -- dumps it like any user table.
 
 -------------------------------------------------------------------------------------------------
+-- Who may run what: the one list of privileges on pg_qbo's routines
+-------------------------------------------------------------------------------------------------
+-- Every routine of the extension is revoked from PUBLIC at the end of the extension script,
+-- except those listed 'public' here; qbo.grant_operator grants those listed 'operator'; the rest
+-- are for superusers (and the extension owner). Signatures are read from the catalog, never
+-- written again by hand.
+CREATE TABLE qbo._routine_grants (
+    routine name PRIMARY KEY,
+    grantee text NOT NULL,
+    CONSTRAINT grantee_ok CHECK (grantee IN ('public', 'operator'))
+);
+INSERT INTO qbo._routine_grants (routine, grantee) VALUES
+    -- the rows of the qbo.entities view
+    ('_entities', 'public'),
+    -- the SyncToken of a payload, inlined into the page upsert
+    ('_sync_token', 'public'),
+    -- marks runs whose process is gone as interrupted (SECURITY DEFINER; changes nothing else)
+    ('_mark_interrupted', 'public'),
+    -- the entry points of operators
+    ('backfill', 'operator'),
+    ('resume', 'operator'),
+    ('schedule_backfill', 'operator'),
+    ('run_backfill', 'operator'),
+    ('run_resume', 'operator'),
+    ('run_scheduled', 'operator'),
+    -- the filter of the qbo.connections view, called for the role reading it
+    ('_may_use', 'operator');
+REVOKE ALL ON qbo._routine_grants FROM PUBLIC;
+COMMENT ON TABLE qbo._routine_grants IS
+    'pg_qbo internal: who may run each routine of pg_qbo (public, operator; the others are for superusers). Applied by the extension script and qbo.grant_operator.';
+
+-- The routines of pg_qbo (members of the extension in schema qbo) with their grantee, NULL for
+-- superusers only.
+CREATE FUNCTION qbo._routines()
+RETURNS TABLE (routine pg_catalog.regprocedure, kind "char", grantee text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT p.oid::pg_catalog.regprocedure, p.prokind, g.grantee
+      FROM pg_catalog.pg_proc p
+      JOIN pg_catalog.pg_depend d
+        ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e'
+      JOIN pg_catalog.pg_extension e
+        ON e.oid OPERATOR(pg_catalog.=) d.refobjid AND e.extname OPERATOR(pg_catalog.=) 'pg_qbo'
+      LEFT JOIN qbo._routine_grants g ON g.routine OPERATOR(pg_catalog.=) p.proname
+     WHERE p.pronamespace OPERATOR(pg_catalog.=) 'qbo'::pg_catalog.regnamespace
+$fn$;
+COMMENT ON FUNCTION qbo._routines() IS 'pg_qbo internal: every routine of pg_qbo with who may run it (qbo._routine_grants; NULL: superusers).';
+
+-------------------------------------------------------------------------------------------------
 -- Connections and secrets
 -------------------------------------------------------------------------------------------------
 CREATE TABLE qbo._connections (
@@ -52,7 +102,6 @@ AS $fn$
                       AND EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) g.role_oid)
                       AND pg_catalog.pg_has_role(p_role, g.role_oid, 'USAGE'))
 $fn$;
-REVOKE ALL ON FUNCTION qbo._may_use(text, oid) FROM PUBLIC;
 COMMENT ON FUNCTION qbo._may_use(text, oid) IS
     'pg_qbo internal: whether a role may run backfills of a connection (superusers and the extension owner always; others when granted with qbo.grant_connection, directly or through a role they inherit from).';
 
@@ -117,7 +166,6 @@ BEGIN
     RETURN connect.name;
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbo.connect(text, text, text, text, text, text) FROM PUBLIC;
 COMMENT ON FUNCTION qbo.connect(text, text, text, text, text, text) IS
     'pg_qbo: registers or updates a QuickBooks company (realm_id, OAuth2 client_id/client_secret, refresh_token, environment production|sandbox, connection name). Returns the connection name. Secrets are stored in a table only its owner can read and are never echoed. Literal secrets in SQL text can reach the server log (log_statement) and client history: prefer qbo.connect_from_file.';
 
@@ -149,7 +197,6 @@ BEGIN
                        coalesce(doc->>'environment', 'production'), name);
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbo.connect_from_file(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION qbo.connect_from_file(text, text) IS
     'pg_qbo: superuser only. Registers a connection from a server-side JSON file {"realm_id","client_id","client_secret","refresh_token","environment"} so secrets never appear in SQL text, the server log or client history.';
 
@@ -419,7 +466,6 @@ BEGIN
     END IF;
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbo._api_admit(text, int, int, int, bigint[]) FROM PUBLIC;
 COMMENT ON FUNCTION qbo._api_admit(text, int, int, int, bigint[]) IS
     'pg_qbo internal: the shared per-realm rate limiter (sliding minute and requests in flight); see qbo.max_requests_per_minute and qbo.max_in_flight.';
 
@@ -432,7 +478,6 @@ AS $fn$
                 WHERE pid = pg_backend_pid() AND finished_at IS NULL RETURNING 1)
     SELECT count(*)::int FROM r
 $fn$;
-REVOKE ALL ON FUNCTION qbo._api_release_mine() FROM PUBLIC;
 COMMENT ON FUNCTION qbo._api_release_mine() IS
     'pg_qbo internal: frees the in-flight slots of the calling process (its execution ended).';
 
@@ -533,23 +578,22 @@ BEGIN
     EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw GRANT SELECT ON TABLES TO %I', owner, role_name);
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbo._grant_common(text, name, text) FROM PUBLIC;
 COMMENT ON FUNCTION qbo._grant_common(text, name, text) IS 'pg_qbo internal: the grants qbo.grant_operator and qbo.grant_reader share.';
 
 CREATE FUNCTION qbo.grant_operator(role_name name)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    f pg_catalog.regprocedure;
 BEGIN
     PERFORM qbo._grant_common('qbo.grant_operator', role_name,
         'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities');
-    EXECUTE format('GRANT EXECUTE ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text), qbo.resume(bigint), qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) TO %I', role_name);
-    EXECUTE format('GRANT EXECUTE ON PROCEDURE qbo.run_backfill(text, timestamptz, timestamptz, int, int, int, text, bigint), qbo.run_resume(bigint), qbo.run_scheduled(bigint) TO %I', role_name);
-    -- qbo.connections calls it for the role reading the view
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION qbo._may_use(text, oid) TO %I', role_name);
+    FOR f IN SELECT r.routine FROM qbo._routines() r WHERE r.grantee OPERATOR(pg_catalog.=) 'operator' LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %I', f, role_name);
+    END LOOP;
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbo.grant_operator(name) FROM PUBLIC;
 COMMENT ON FUNCTION qbo.grant_operator(name) IS
     'pg_qbo: lets a role run backfills (qbo.backfill, qbo.resume, qbo.schedule_backfill, CALL qbo.run_*) of the connections granted to it with qbo.grant_connection, and read raw.* and the ledger; raw.* is written by those backfills only (as the extension owner), never by the role itself. It can never read a secret or token, change qbo.api_base_url/qbo.token_url, or alter the ledger.';
 
@@ -575,7 +619,6 @@ BEGIN
     ON CONFLICT DO NOTHING;
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbo.grant_connection(text, name) FROM PUBLIC;
 COMMENT ON FUNCTION qbo.grant_connection(text, name) IS
     'pg_qbo: lets a role (and the roles that inherit its rights) run backfills of one connection; operators need it for every connection they use (superusers and the extension owner may use all). See qbo.connection_grants; undo with qbo.revoke_connection.';
 
@@ -592,7 +635,6 @@ BEGIN
        AND g.role_oid OPERATOR(pg_catalog.=) (SELECT x.oid FROM pg_catalog.pg_roles x WHERE x.rolname OPERATOR(pg_catalog.=) role_name);
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbo.revoke_connection(text, name) FROM PUBLIC;
 COMMENT ON FUNCTION qbo.revoke_connection(text, name) IS
     'pg_qbo: takes back qbo.grant_connection; runs already started keep going, new runs and resumes of that role are refused.';
 
@@ -611,6 +653,5 @@ BEGIN
         'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities');
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbo.grant_reader(name) FROM PUBLIC;
 COMMENT ON FUNCTION qbo.grant_reader(name) IS
     'pg_qbo: lets a role read raw.* and the run ledger (qbo.runs, run_chunks, run_pages, progress, entities); nothing else.';

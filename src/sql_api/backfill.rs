@@ -198,13 +198,18 @@ COMMENT ON FUNCTION qbo._entities() IS 'pg_qbo internal: rows of qbo.entities.';
 
 COMMENT ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text) IS
     'pg_qbo: backfills one QBO entity over [fecha_inicio, fecha_fin) in chunk_size-day chunks (page_size 1..1000 rows per request) into raw.qb_<entity>, committing page by page in a background worker; relays progress as NOTICEs and returns one row of volumetry per chunk. Cancel stops the run (status cancelled, completed pages kept; continue with qbo.resume). Needs a free background worker slot; otherwise use CALL qbo.run_backfill.';
--- Entry points are for roles given qbo.grant_operator, not for PUBLIC.
-REVOKE EXECUTE ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION qbo.resume(bigint) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION qbo.schedule_backfill(text, timestamptz, timestamptz, int, int, int, text, timestamptz) FROM PUBLIC;
-REVOKE EXECUTE ON PROCEDURE qbo.run_backfill(text, timestamptz, timestamptz, int, int, int, text, bigint) FROM PUBLIC;
-REVOKE EXECUTE ON PROCEDURE qbo.run_resume(bigint) FROM PUBLIC;
-REVOKE EXECUTE ON PROCEDURE qbo.run_scheduled(bigint) FROM PUBLIC;
+-- Last of the script, once every routine exists: PUBLIC may run only the routines
+-- qbo._routine_grants (sql/schema.sql) lists as 'public'; operators get theirs from
+-- qbo.grant_operator.
+DO $privileges$
+DECLARE
+    f pg_catalog.regprocedure;
+BEGIN
+    FOR f IN SELECT r.routine FROM qbo._routines() r WHERE r.grantee IS DISTINCT FROM 'public' LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
+    END LOOP;
+END
+$privileges$;
 
 COMMENT ON FUNCTION qbo.resume(bigint) IS
     'pg_qbo: continues a failed, cancelled or interrupted run in a background worker, redoing only what did not complete with the stored plan and settings; returns the volumetry of every chunk of the run.';

@@ -62,3 +62,70 @@ fn bad_input_is_rejected_with_the_value_and_what_is_allowed() {
     // nothing was written
     assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM qbo.runs").unwrap(), Some(0));
 }
+
+/// The routines `role` may run (`has_function_privilege`), by signature.
+fn may_run(role: &str) -> Vec<String> {
+    Spi::get_one::<Vec<String>>(&format!(
+        "SELECT coalesce(pg_catalog.array_agg(r.routine::text ORDER BY r.routine::text), '{{}}')
+           FROM qbo._routines() r WHERE pg_catalog.has_function_privilege('{role}', r.routine, 'EXECUTE')"
+    ))
+    .unwrap()
+    .unwrap_or_default()
+}
+
+/// Privileges come from one list (qbo._routine_grants): PUBLIC runs the three helpers views and
+/// the upsert need, an operator those plus its entry points, a reader nothing more than PUBLIC,
+/// and every other routine (credentials, grants, the limiter) is for superusers.
+#[pg_test]
+fn public_operators_and_readers_may_run_exactly_the_routines_the_list_gives_them() {
+    Spi::run(
+        "CREATE ROLE qbo_acl_op; CREATE ROLE qbo_acl_ro;
+         SELECT qbo.grant_operator('qbo_acl_op'); SELECT qbo.grant_reader('qbo_acl_ro');",
+    )
+    .unwrap();
+    let public = vec![
+        "qbo._entities()",
+        "qbo._mark_interrupted()",
+        "qbo._sync_token(jsonb)",
+    ];
+    assert_eq!(may_run("public"), public);
+    assert_eq!(may_run("qbo_acl_ro"), public);
+    let mut operator: Vec<&str> = public.clone();
+    operator.extend([
+        "qbo._may_use(text,oid)",
+        "qbo.backfill(text,timestamp with time zone,timestamp with time zone,integer,integer,integer,text)",
+        "qbo.resume(bigint)",
+        "qbo.run_backfill(text,timestamp with time zone,timestamp with time zone,integer,integer,integer,text,bigint)",
+        "qbo.run_resume(bigint)",
+        "qbo.run_scheduled(bigint)",
+        "qbo.schedule_backfill(text,timestamp with time zone,timestamp with time zone,integer,integer,integer,text,timestamp with time zone)",
+    ]);
+    operator.sort();
+    assert_eq!(may_run("qbo_acl_op"), operator);
+    // every routine is accounted for: the rest is for superusers only
+    let superuser_only = Spi::get_one::<Vec<String>>(
+        "SELECT pg_catalog.array_agg(r.routine::text ORDER BY r.routine::text) FROM qbo._routines() r WHERE r.grantee IS NULL",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        superuser_only,
+        vec![
+            "qbo._api_admit(text,integer,integer,integer,bigint[])",
+            "qbo._api_release_mine()",
+            "qbo._grant_common(text,name,text)",
+            "qbo._routines()",
+            "qbo.connect(text,text,text,text,text,text)",
+            "qbo.connect_from_file(text,text)",
+            "qbo.grant_connection(text,name)",
+            "qbo.grant_operator(name)",
+            "qbo.grant_reader(name)",
+            "qbo.revoke_connection(text,name)",
+        ]
+    );
+    for r in &superuser_only {
+        for role in ["public", "qbo_acl_op", "qbo_acl_ro"] {
+            assert!(!may_run(role).contains(r), "{role} may run {r}");
+        }
+    }
+}
