@@ -274,7 +274,8 @@ BEGIN
                AND a.grantee OPERATOR(pg_catalog.<>) ext_owner
              ORDER BY g.rolname
         LOOP
-            RAISE NOTICE 'pg_qbo 0.2.0: role % no longer writes raw.* (it keeps SELECT)', r.rolname;
+            -- a WARNING: CREATE/ALTER EXTENSION show nothing below WARNING from their scripts
+            RAISE WARNING 'pg_qbo 0.2.0: role "%" loses the write privileges pg_qbo 0.1.0 gave it on raw.* (it keeps SELECT)', r.rolname;
             EXECUTE pg_catalog.format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA raw FROM %I', r.rolname);
             EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLES FROM %I',
                                       (SELECT o.rolname FROM pg_catalog.pg_roles o WHERE o.oid OPERATOR(pg_catalog.=) ext_owner), r.rolname);
@@ -292,6 +293,12 @@ BEGIN
          ORDER BY g.rolname
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION qbo._may_use(pg_catalog.text, pg_catalog.oid) TO %I', r.rolname);
+        IF NOT EXISTS (SELECT FROM qbo._connection_grants g
+                        WHERE g.role_oid OPERATOR(pg_catalog.=) (SELECT x.oid FROM pg_catalog.pg_roles x
+                                                                  WHERE x.rolname OPERATOR(pg_catalog.=) r.rolname)) THEN
+            RAISE WARNING 'pg_qbo 0.2.0: operator "%" may run backfills only of the connections granted to it, none yet', r.rolname
+                USING HINT = pg_catalog.format('A superuser grants each connection it uses: SELECT qbo.grant_connection(''<connection>'', %L);', r.rolname);
+        END IF;
     END LOOP;
 
     -- pg_init_privs as if the fix had been made outside an extension script (see the top).
