@@ -5,7 +5,8 @@
 #   3. the core crate's tests (cargo test -p qbo: client, OAuth, paging, planning, retry, encoding,
 #      no Postgres), then the extension's unit tests and in-database suites (cargo pgrx test),
 #   4. end-to-end tests: the extension installed into a real cluster, driven against real
-#      emulator processes (tests/e2e).
+#      emulator processes (tests/e2e),
+#   5. the upgrade test: a 0.1.0 database with data updated to this version (scripts/upgrade-test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -52,8 +53,13 @@ bash scripts/cluster.sh start "$PG_QBO_TEST_DIR" "$PG_QBO_TEST_PORT" \
 trap 'bash scripts/cluster.sh stop "$PG_QBO_TEST_DIR"' EXIT
 cargo test -p pg_qbo_e2e -- --test-threads=2 2>&1 | tee /tmp/pg_qbo-e2e-tests.log
 
+step "upgrade: 0.1.0 (built from its commit) updated to this tree equals a fresh install, keeps its data, works"
+# its own relocated copy of PostgreSQL and cluster: the system install above is left alone
+bash scripts/upgrade-test.sh 2>&1 | tee /tmp/pg_qbo-upgrade-tests.log
+
 step "summary"
-logs=(/tmp/pg_qbo-emulator-tests.log /tmp/pg_qbo-core-tests.log /tmp/pg_qbo-pgrx-tests.log /tmp/pg_qbo-e2e-tests.log)
+logs=(/tmp/pg_qbo-emulator-tests.log /tmp/pg_qbo-core-tests.log /tmp/pg_qbo-pgrx-tests.log
+      /tmp/pg_qbo-e2e-tests.log /tmp/pg_qbo-upgrade-tests.log)
 [ -f /tmp/pg_qbo-python-tests.log ] && logs+=(/tmp/pg_qbo-python-tests.log)
 for f in "${logs[@]}"; do
   printf '  %-24s %s passed, %s failed\n' "$(basename "$f" .log)" \

@@ -2,6 +2,14 @@
 -- from the control file). Tables in schema "raw" are NOT created here: they are created on first
 -- use by a backfill, outside extension membership, so DROP EXTENSION keeps the data and pg_dump
 -- dumps it like any user table.
+--
+-- Changing it (or any #[pg_extern] / extension_sql! of src/): databases already running a released
+-- version get the change only through an update script. Every change to an SQL object therefore
+-- also goes into sql/pg_qbo--A--B.sql (A the last released version, B the version in Cargo.toml,
+-- bumped if A was released), written idempotently (CREATE OR REPLACE, IF NOT EXISTS, DROP ... IF
+-- EXISTS) and fully qualified like this file; cargo pgrx install copies it next to the
+-- pg_qbo--B.sql it generates. scripts/upgrade-test.sh checks that updating from the released
+-- version gives exactly what CREATE EXTENSION gives; see README.md, "Upgrading".
 
 -------------------------------------------------------------------------------------------------
 -- Who may run what: the one list of privileges on pg_qbo's routines

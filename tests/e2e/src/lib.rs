@@ -250,10 +250,27 @@ fn configure_db(name: &str, emu: &Emulator) -> Client {
         ))
         .expect("settings");
     let mut c = connect(name);
-    c.batch_execute("CREATE EXTENSION pg_qbo")
+    c.batch_execute(&create_extension_sql())
         .expect("create extension");
     register(&mut c, name, "default", REALM1, "emu-refresh-token-0");
     c
+}
+
+/// How a test database gets pg_qbo: `CREATE EXTENSION pg_qbo`, or, when `PG_QBO_TEST_FROM_VERSION`
+/// names an older version whose script is installed (scripts/upgrade-test.sh sets it to 0.1.0),
+/// that version updated to the current one, so a suite runs on an updated schema.
+pub fn create_extension_sql() -> String {
+    match std::env::var("PG_QBO_TEST_FROM_VERSION") {
+        Ok(v) if !v.is_empty() => {
+            assert!(
+                v.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '-'),
+                "PG_QBO_TEST_FROM_VERSION={v:?} is not a version"
+            );
+            format!("CREATE EXTENSION pg_qbo VERSION '{v}'; ALTER EXTENSION pg_qbo UPDATE")
+        }
+        _ => "CREATE EXTENSION pg_qbo".to_owned(),
+    }
 }
 
 /// Writes a credentials file and registers it with qbo.connect_from_file.
