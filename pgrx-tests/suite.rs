@@ -229,15 +229,23 @@ fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
 }
 
 /// The bytes of a varlena datum.
+///
+/// # Safety
+/// `d` must point to a complete, non-toasted varlena (such as an input function's fresh
+/// result) that stays allocated for the call.
 unsafe fn varlena_bytes(d: pg_sys::Datum) -> Vec<u8> {
     let p = d.cast_mut_ptr::<pg_sys::varlena>();
-    std::slice::from_raw_parts(p as *const u8, pgrx::varsize_any(p)).to_vec()
+    // SAFETY: `p` is a complete in-memory varlena (our caller's guarantee), so varsize_any
+    // reads its header and the whole length it gives is readable; the bytes are copied out.
+    unsafe { std::slice::from_raw_parts(p as *const u8, pgrx::varsize_any(p)).to_vec() }
 }
 
 /// PostgreSQL's own jsonb of `text` (after the `\u0000` policy), `None` where it raises.
 fn postgres_jsonb(text: &str) -> Option<Vec<u8>> {
     let text = qbo::jsonb::storable(text).into_owned();
     PgTryBuilder::new(move || {
+        // SAFETY: jsonb_in's result is a fresh jsonb varlena palloc'd in the current memory
+        // context (never toasted), still allocated while its bytes are copied.
         raw::jsonb_in(&text).ok().map(|d| unsafe { varlena_bytes(d) })
     })
     .catch_others(|_| None)
@@ -432,6 +440,8 @@ fn page_upsert_keeps_nothing_in_the_callers_memory_context() {
     raw::ensure_raw_table(e).unwrap();
     let pad = "x".repeat(2000);
     let t = chrono::Utc::now();
+    // SAFETY: on the test backend's own thread; CurrentMemoryContext is always a valid context
+    // there, which MemoryContextMemAllocated only reads (recursively, its children too).
     let allocated = || unsafe { pg_sys::MemoryContextMemAllocated(pg_sys::CurrentMemoryContext, true) };
     let page = |p: usize| {
         let recs = (0..200)
