@@ -6,15 +6,23 @@ use crate::store::raw;
 use pgrx::prelude::*;
 
 /// The bytes of a varlena datum.
+///
+/// # Safety
+/// `d` must point to a complete, non-toasted varlena (such as an input function's fresh
+/// result) that stays allocated for the call.
 unsafe fn varlena_bytes(d: pg_sys::Datum) -> Vec<u8> {
     let p = d.cast_mut_ptr::<pg_sys::varlena>();
-    std::slice::from_raw_parts(p as *const u8, pgrx::varsize_any(p)).to_vec()
+    // SAFETY: `p` is a complete in-memory varlena (our caller's guarantee), so varsize_any
+    // reads its header and the whole length it gives is readable; the bytes are copied out.
+    unsafe { std::slice::from_raw_parts(p as *const u8, pgrx::varsize_any(p)).to_vec() }
 }
 
 /// PostgreSQL's own jsonb of `text` (after the `\u0000` policy), `None` where it raises.
 fn postgres_jsonb(text: &str) -> Option<Vec<u8>> {
     let text = qbo::jsonb::storable(text).into_owned();
     PgTryBuilder::new(move || {
+        // SAFETY: jsonb_in's result is a fresh jsonb varlena palloc'd in the current memory
+        // context (never toasted), still allocated while its bytes are copied.
         raw::jsonb_in(&text).ok().map(|d| unsafe { varlena_bytes(d) })
     })
     .catch_others(|_| None)

@@ -139,6 +139,9 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_MB,
     );
+    // SAFETY: called from _PG_init on the backend's own thread (GUC state is per process and
+    // not thread-safe), after every `qbo.*` setting above is defined; the argument is a static
+    // NUL-terminated string, and Postgres keeps its own copy (pstrdup in TopMemoryContext).
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"qbo".as_ptr()) };
 }
 

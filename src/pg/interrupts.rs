@@ -22,9 +22,17 @@ pub fn held<R>(f: impl FnOnce() -> R) -> R {
     struct Resume;
     impl Drop for Resume {
         fn drop(&mut self) {
+            // SAFETY: InterruptHoldoffCount is a plain counter of this backend process, touched
+            // only from its own thread (where `held` runs, as every caller of pgrx's ereport
+            // must) and by no signal handler; this is RESUME_INTERRUPTS, undoing the increment
+            // below. Caveat: a Postgres ERROR raised inside `f` has errfinish reset the counter
+            // to 0 before it unwinds to here, and this then takes it below zero (a wrap in
+            // release builds, an overflow panic during unwinding, i.e. an abort, in debug ones).
             unsafe { pg_sys::InterruptHoldoffCount -= 1 };
         }
     }
+    // SAFETY: as above, on the backend's own thread: HOLD_INTERRUPTS, undone by `Resume`'s drop
+    // whether `f` returns or unwinds.
     unsafe { pg_sys::InterruptHoldoffCount += 1 };
     let _resume = Resume;
     f()
@@ -41,6 +49,9 @@ macro_rules! say {
 pub fn check_interrupts(mode: Mode) {
     pg_sys::check_for_interrupts!();
     if let Mode::Worker { leader_pid } = mode {
+        // SAFETY: a background worker attached to shared memory, on its own thread;
+        // BackendPidGetProc takes ProcArrayLock itself, and the PGPROC pointer it returns is
+        // only compared with null, never dereferenced (the slot may be reused at once).
         let gone = unsafe { pg_sys::BackendPidGetProc(leader_pid).is_null() };
         if gone {
             raise(

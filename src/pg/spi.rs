@@ -29,6 +29,8 @@ pub fn extension_owner() -> pg_sys::Oid {
         )
     }))
     .unwrap_or_else(|e| PgError::db("pg_qbo extension owner", e).raise())
+    // SAFETY: on the backend's own thread, in a session whose user InitPostgres has set (an SQL
+    // function or a connected worker is running): GetUserId only reads that backend global.
     .unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
     OWNER.with(|c| c.set(Some(o)));
     o
@@ -44,7 +46,12 @@ pub fn forget_owner() {
 /// value is restored when `f` returns or raises, as `SET search_path` on a function does (a GUC
 /// nest level of its own). `f` must not commit (a commit pops every nest level).
 pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: on the backend's own thread inside a transaction (GUC nest levels belong to one);
+    // the level is popped by AtEOXact_GUC below, or by the transaction's abort.
     let level = unsafe { pg_sys::NewGUCNestLevel() };
+    // SAFETY: same thread and transaction; both names are static NUL-terminated strings that
+    // set_config_option copies. GUC_ACTION_SAVE records the old value at the nest level just
+    // opened, as a function's `SET` clause does, and elevel 0 makes a failure an ERROR.
     unsafe {
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
@@ -58,6 +65,8 @@ pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
         );
     }
     PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        // SAFETY: same thread; `level` is the nest level opened above, still open because `f`
+        // must not commit (see above): this restores search_path whether `f` returned or raised.
         .finally(|| unsafe { pg_sys::AtEOXact_GUC(true, level) })
         .execute()
 }
@@ -73,7 +82,13 @@ pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
 pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     let owner = extension_owner();
     let (mut uid, mut ctx) = (pg_sys::InvalidOid, 0i32);
+    // SAFETY: on the backend's own thread; both out-parameters are locals.
     unsafe { pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx) };
+    // SAFETY: on the backend's own thread, what fmgr_security_definer does for a SECURITY
+    // DEFINER function: switch to an existing role (`owner` comes from pg_extension, or is the
+    // current user), keeping the current flags and adding LOCAL_USERID_CHANGE and
+    // RESTRICTED_OPERATION; restored below in `finally`, and by the abort of the transaction if
+    // an ERROR escapes.
     unsafe {
         pg_sys::SetUserIdAndSecContext(
             owner,
@@ -82,6 +97,8 @@ pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
         )
     };
     PgTryBuilder::new(std::panic::AssertUnwindSafe(|| pinned(f)))
+        // SAFETY: same thread; restores exactly the user and flags read above, whether `f`
+        // returned or raised.
         .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(uid, ctx) })
         .execute()
 }

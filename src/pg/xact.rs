@@ -11,6 +11,11 @@ thread_local! {
 /// Outside a portal (a background worker) SPI needs an outer active snapshot, which a procedure
 /// gets from its portal: push one for the current transaction. A no-op inside a portal.
 pub fn ensure_outer_snapshot() {
+    // SAFETY: on the backend's own thread, inside a transaction (every caller runs after
+    // StartTransactionCommand or SPI_commit/SPI_rollback, which start the next one), as
+    // GetTransactionSnapshot requires; ActivePortal is a backend global read only for null.
+    // PushActiveSnapshot copies the static snapshot GetTransactionSnapshot returns, and the flag
+    // makes release_outer_snapshot pop it before the transaction ends.
     unsafe {
         if pg_sys::ActivePortal.is_null() && !pg_sys::ActiveSnapshotSet() {
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
@@ -23,6 +28,9 @@ pub fn ensure_outer_snapshot() {
 /// with no active snapshot of ours).
 pub fn release_outer_snapshot() {
     if OWN_SNAPSHOT.with(|f| f.replace(false)) {
+        // SAFETY: on the backend's own thread, in the transaction whose snapshot
+        // ensure_outer_snapshot pushed (the flag was set then); it is popped only if a snapshot
+        // is still active, so the pop never underflows the stack.
         unsafe {
             if pg_sys::ActiveSnapshotSet() {
                 pg_sys::PopActiveSnapshot();
@@ -34,6 +42,9 @@ pub fn release_outer_snapshot() {
 /// Commits the current transaction of a non-atomic SPI connection and starts a new one.
 pub fn commit() {
     release_outer_snapshot();
+    // SAFETY: on the backend's own thread; SPI_commit itself raises (invalid transaction
+    // termination) unless the current SPI connection is non-atomic, which is this module's
+    // contract, and none of our snapshots is active any more (popped just above).
     unsafe { pg_sys::SPI_commit() }
     ensure_outer_snapshot();
 }
@@ -43,6 +54,10 @@ pub fn rollback() {
     // SPI_rollback insists that every active snapshot belongs to a portal: pop ours and any a
     // failed statement left behind, down to the portal's own (none in a background worker).
     OWN_SNAPSHOT.with(|f| f.set(false));
+    // SAFETY: on the backend's own thread, in a transaction. A non-null ActivePortal is the
+    // portal Postgres is running (the CALL's), valid while it runs; the active-snapshot stack is
+    // popped only while it is non-empty. SPI_rollback raises unless the current SPI connection
+    // is non-atomic (this module's contract) and starts the next transaction.
     unsafe {
         let portal_snapshot = if pg_sys::ActivePortal.is_null() {
             std::ptr::null_mut()
@@ -74,6 +89,10 @@ pub fn attempt(step: impl FnOnce()) -> bool {
 /// Pops SPI connections left by unwound code down to our non-atomic one, and rolls the current
 /// transaction back.
 pub fn recover() {
+    // SAFETY: on the backend's own thread. SPI_finish closes the innermost SPI connection, one
+    // that code unwound by the caught error left open (pgrx's own connections close themselves
+    // while unwinding); it returns a negative code when no connection is left, which ends the
+    // loop, so it never pops past the bottom of the stack.
     unsafe {
         while !pg_sys::SPI_inside_nonatomic_context() {
             if pg_sys::SPI_finish() < 0 {

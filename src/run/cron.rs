@@ -149,7 +149,10 @@ pub fn schedule(f: &str, req: &RunRequest, at: DateTime<Utc>) -> (i64, i64, Date
 /// # Safety
 /// Must be called from a procedure's non-atomic call context (see `pg::fmgr::require_nonatomic`).
 pub unsafe fn run_scheduled(run_id: i64) {
-    pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
+    // SAFETY: on the backend's own thread, in a non-atomic CALL (our caller's obligation), the
+    // one context where an SPI connection may be opened non-atomic and commit. It is closed by
+    // one of the SPI_finish calls below, or by the transaction's abort if an ERROR leaves.
+    unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
     // First of all: this job must never fire again, whatever happens next.
     let job_id = spi::optional(spi::one::<i64>(
         "SELECT j.jobid FROM cron.job j WHERE j.jobname OPERATOR(pg_catalog.=) $1",
@@ -178,7 +181,9 @@ pub unsafe fn run_scheduled(run_id: i64) {
     ))
     .unwrap_or_else(|e| PgError::db("pg_qbo ledger", e).raise());
     if status.as_deref() != Some("scheduled") {
-        pg_sys::SPI_finish();
+        // SAFETY: closes the non-atomic connection opened above, the current one (the queries
+        // since ran in pgrx connections of their own, closed when they returned).
+        unsafe { pg_sys::SPI_finish() };
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!(
@@ -190,7 +195,9 @@ pub unsafe fn run_scheduled(run_id: i64) {
     request::prepare_resume(run_id);
     xact::commit();
     executor::execute(run_id, Mode::Call);
-    pg_sys::SPI_finish();
+    // SAFETY: closes the non-atomic connection opened above, again the current one: execute
+    // returns normally only after closing (or xact::recover popping) every connection of its own.
+    unsafe { pg_sys::SPI_finish() };
 }
 
 /// pg_cron's schedules have no year: a job for a minute a year or more ahead would fire at the
@@ -234,6 +241,9 @@ pub fn remove_finished_jobs() {
 
 /// Starts the worker that removes job `job_id` once this backend has exited.
 pub fn start_cleanup(job_id: i64) {
+    // SAFETY: plain reads of backend globals on the backend's own thread: MyDatabaseId is set
+    // when the backend connects to its database and MyProcPid at process start, neither changes
+    // afterwards; GetUserId reads the current user InitPostgres set.
     let (db, role, pid) = unsafe {
         (
             pg_sys::MyDatabaseId.to_u32(),
@@ -275,6 +285,9 @@ pub extern "C-unwind" fn pg_qbo_cron_cleanup_main(_arg: pg_sys::Datum) {
         Some(pg_sys::Oid::from(db as u32)),
         Some(pg_sys::Oid::from(role as u32)),
     );
+    // SAFETY: a background worker attached to shared memory, on its own thread;
+    // BackendPidGetProc takes ProcArrayLock itself, and the PGPROC pointer it returns is only
+    // compared with null, never dereferenced.
     while unsafe { !pg_sys::BackendPidGetProc(pid as i32).is_null() } {
         if !BackgroundWorker::wait_latch(Some(std::time::Duration::from_millis(200)))
             || BackgroundWorker::sigterm_received()

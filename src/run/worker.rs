@@ -78,17 +78,35 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
     // of a background worker raises FATAL inside the signal handler, which is a PANIC, and a
     // restart of the whole server, when the signal lands in a critical section (a commit, a WAL
     // insert): a test that terminated workers hit exactly that.
-    unsafe {
-        pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die));
-        pg_sys::BackgroundWorkerUnblockSignals();
-    }
+    // SAFETY: on the worker's only thread, while its signals are still blocked (a background
+    // worker's main starts with them blocked), so no SIGTERM arrives half-installed. `die` is
+    // Postgres' own `void die(SIGNAL_ARGS)`, declared above with its C signature; it only sets
+    // flags and the latch (async-signal-safe), and Postgres' parallel workers install it the
+    // same way.
+    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
+    // SAFETY: on the worker's only thread, its handlers installed: unblocking is what a
+    // background worker's main must do before its work.
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     let handle = arg.value() as pg_sys::dsm_handle;
+    // SAFETY: on the worker's only thread, before any transaction (no resource owner, so the
+    // mapping lasts until the dsm_detach at the end of this function); `handle` is the one the
+    // leader passed in bgw_main_arg. A segment already destroyed (the leader is gone) makes
+    // dsm_attach return null, checked just below.
     let seg = unsafe { pg_sys::dsm_attach(handle) };
     if seg.is_null() {
         log!("pg_qbo: worker could not attach its shared memory segment; the caller is gone");
         return;
     }
+    // SAFETY: `seg` is attached (non-null) and stays so until the dsm_detach at the end of this
+    // function, after the last use of `shared`. Its address is aligned for `Shared` (a mapping
+    // of its own is page-aligned; one carved from min_dynamic_shared_memory starts on a 4 kB
+    // page of a cache-line-aligned area), it is HEADER + spec_len bytes long, and the leader
+    // zeroed the header before starting this worker: a valid `Shared` (zero atomics and bytes). The leader and this worker both write only
+    // its atomics; `error` and `sqlstate` only this worker writes (fail_early).
     let shared = unsafe { &*(pg_sys::dsm_segment_address(seg) as *const Shared) };
+    // SAFETY: the leader copied `spec_len` bytes of JSON right after the HEADER-byte header and
+    // stored spec_len before it started this worker, and the segment is HEADER + spec_len bytes
+    // long (see run_in_worker); the bytes are copied out while it is attached.
     let spec_bytes = unsafe {
         let p = (pg_sys::dsm_segment_address(seg) as *const u8).add(HEADER);
         std::slice::from_raw_parts(p, shared.spec_len.load(Ordering::Acquire) as usize).to_vec()
@@ -107,11 +125,16 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         Some(pg_sys::Oid::from(spec.database_oid)),
         Some(pg_sys::Oid::from(spec.role_oid)),
     );
+    // SAFETY: on the worker's only thread, connected to its database just above and outside
+    // any transaction (a background worker starts with none): this is how a worker begins one.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
-        pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
     }
+    // SAFETY: same thread, in the transaction just started, with no portal and no SPI
+    // connection: a worker's top level may open a non-atomic connection and commit in it (what
+    // the executor's xact::commit does). It is closed below, after the run.
+    unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
     xact::ensure_outer_snapshot();
     let mode = Mode::Worker {
         leader_pid: spec.leader_pid,
@@ -145,6 +168,11 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         }
     }
     xact::release_outer_snapshot();
+    // SAFETY: same thread. Our non-atomic connection is the current one unless the cleanup of a
+    // caught error already closed it, hence the check; the transaction is committed only if one
+    // is in progress. Caveat: when the ERROR caught above came from Postgres before the executor
+    // took over (validation, create_run, prepare_resume, the first commit), this commits the
+    // transaction that ERROR interrupted, where Postgres expects an abort after an ERROR.
     unsafe {
         if pg_sys::SPI_inside_nonatomic_context() {
             pg_sys::SPI_finish();
@@ -156,12 +184,20 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
     if shared.state.load(Ordering::Acquire) != 3 {
         shared.state.store(2, Ordering::Release);
     }
+    // SAFETY: `seg` is the segment attached above, detached only here; `shared` is not used
+    // after this line (the spec was copied out at the start).
     unsafe { pg_sys::dsm_detach(seg) };
 }
 
 fn fail_early(shared: &Shared, e: &PgError) {
     let (sqlstate, msg) = (e.sqlstate(), &e.message);
     let p = shared as *const Shared as *mut Shared;
+    // SAFETY: `shared` is this worker's writable mapping of the attached segment, and only this
+    // worker writes `error` and `sqlstate` (the leader reads them only after it sees state 3,
+    // stored below with Release, or after the worker has stopped); each copy stays inside its
+    // array (n <= 1023 of 1024, m <= 5 of 8), so the texts stay NUL-terminated.
+    // NOTE: `p` comes from a shared reference, and neither field is in an UnsafeCell: writing
+    // through it is undefined behaviour under Rust's aliasing rules, however well it works today.
     unsafe {
         let err = &mut (*p).error;
         let n = msg.len().min(err.len() - 1);
@@ -175,31 +211,50 @@ fn fail_early(shared: &Shared, e: &PgError) {
 
 /// Starts a worker for `job` and waits for it, relaying progress. Returns the run id.
 pub fn run_in_worker(job: Job) -> i64 {
-    unsafe {
-        if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
-                "qbo.backfill and qbo.resume need READ COMMITTED (they read the progress their worker commits); use CALL qbo.run_backfill / qbo.run_resume, or run them outside a REPEATABLE READ or SERIALIZABLE transaction",
-            );
-        }
+    // SAFETY: XactIsoLevel is a plain int of this backend, read on its own thread (SQL entry
+    // points run only there) inside the transaction it describes.
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+            "qbo.backfill and qbo.resume need READ COMMITTED (they read the progress their worker commits); use CALL qbo.run_backfill / qbo.run_resume, or run them outside a REPEATABLE READ or SERIALIZABLE transaction",
+        );
     }
     let spec = Spec {
         job,
+        // SAFETY: we are on the backend's own thread; MyProcPid is set at backend start and
+        // never changes.
         leader_pid: unsafe { pg_sys::MyProcPid },
+        // SAFETY: same thread; MyDatabaseId is set when the backend connects to its database
+        // and never changes afterwards.
         database_oid: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        // SAFETY: same thread, in a session whose user InitPostgres has set: GetUserId only
+        // reads it (the caller's role: this runs outside as_owner).
         role_oid: unsafe { pg_sys::GetUserId() }.to_u32(),
     };
     let bytes = serde_json::to_vec(&spec).unwrap_or_else(|e| {
         PgError::internal(format!("pg_qbo: the worker's job cannot be written: {e}")).raise()
     });
+    // SAFETY: on the backend's own thread, in the caller's transaction: the segment belongs to
+    // the current resource owner, so an ERROR anywhere below detaches it when the transaction
+    // aborts. Flags 0: dsm_create raises rather than return null when no segment can be had.
     let seg = unsafe { pg_sys::dsm_create(HEADER + bytes.len(), 0) };
+    // SAFETY: `seg` is the live segment just created (never null, see above).
     let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
+    // SAFETY: `base` is the start of a fresh, writable mapping of HEADER + bytes.len() bytes,
+    // seen by no one else yet (the worker does not exist): zero the header, then copy the JSON
+    // after it; `bytes` is a separate Rust allocation, so the ranges do not overlap.
     unsafe {
         std::ptr::write_bytes(base, 0, HEADER);
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(HEADER), bytes.len());
     }
+    // SAFETY: `base` is aligned for `Shared` (page-aligned, or 4 kB-aligned within a
+    // cache-line-aligned area with min_dynamic_shared_memory) and its first HEADER bytes are
+    // zero, a valid `Shared`; the mapping lasts until the dsm_detach below, after the last use of
+    // `shared`, or until an ERROR's abort, after which `shared` is never used (raise does not
+    // return). The worker writes only the atomics and, before it stops, `error`/`sqlstate`.
     let shared = unsafe { &*(base as *const Shared) };
     shared.spec_len.store(bytes.len() as i32, Ordering::Release);
+    // SAFETY: `seg` is the live segment created above; its handle is a plain number.
     let handle = unsafe { pg_sys::dsm_segment_handle(seg) };
 
     let worker = BackgroundWorkerBuilder::new("pg_qbo backfill")
@@ -208,6 +263,8 @@ pub fn run_in_worker(job: Job) -> i64 {
         .set_function("pg_qbo_worker_main")
         .enable_spi_access()
         .set_argument(Some(pg_sys::Datum::from(handle as usize)))
+        // SAFETY: we are on the backend's own thread; MyProcPid is set at backend start and
+        // never changes.
         .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .set_restart_time(None)
         .load_dynamic();
@@ -217,6 +274,8 @@ pub fn run_in_worker(job: Job) -> i64 {
             PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             format!(
                 "pg_qbo: no free background worker slot (max_worker_processes = {}); run the backfill with CALL qbo.run_backfill(...) instead, or raise max_worker_processes",
+                // SAFETY: on the backend's own thread; max_worker_processes is a
+                // postmaster-level setting, fixed since the server started.
                 unsafe { pg_sys::max_worker_processes }
             ),
         ),
@@ -249,6 +308,9 @@ pub fn run_in_worker(job: Job) -> i64 {
                 .to_owned(),
         )
     });
+    // SAFETY: `seg` is still attached (this is its only detach on this path); `shared` is not
+    // used after this line, the texts having been copied into `early_error`. The worker keeps
+    // its own mapping, so the segment outlives this detach as long as the worker needs it.
     unsafe { pg_sys::dsm_detach(seg) };
     if let Some((msg, st)) = early_error {
         let msg = if msg.is_empty() {
@@ -291,6 +353,10 @@ pub fn run_in_worker(job: Job) -> i64 {
 
 fn wait_loop(worker: &DynamicBackgroundWorker, shared: &Shared, relay: &mut Relay) {
     loop {
+        // SAFETY: on the backend's own thread; MyLatch is this process's own latch, set at
+        // process start and valid for its whole life, which only its owner may wait on and
+        // reset. With WL_EXIT_ON_PM_DEATH the process exits if the postmaster dies, so the
+        // returned events need no checking.
         unsafe {
             pg_sys::WaitLatch(
                 pg_sys::MyLatch,
@@ -322,31 +388,37 @@ fn wait_loop(worker: &DynamicBackgroundWorker, shared: &Shared, relay: &mut Rela
 /// Whether the client of this backend hung up (the check `client_connection_check_interval`
 /// does; done here because a backend waiting on its worker sends nothing for long stretches).
 fn client_gone() -> bool {
-    unsafe {
-        let port = pg_sys::MyProcPort;
-        if port.is_null() {
-            return false;
-        }
-        // `Port` is opaque in pgrx's bindings; its first member is `pgsocket sock` (an int on
-        // Unix) in every supported major version.
-        let sock = *(port as *const i32);
-        if sock < 0 {
-            return false;
-        }
-        let mut pfd = libc::pollfd {
-            fd: sock,
-            events: libc::POLLRDHUP,
-            revents: 0,
-        };
-        let n = libc::poll(&mut pfd, 1, 0);
-        n > 0 && (pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)) != 0
+    // SAFETY: on the backend's own thread; MyProcPort is a backend global set once when the
+    // client connected (null in a process with no client).
+    let port = unsafe { pg_sys::MyProcPort };
+    if port.is_null() {
+        return false;
     }
+    // `Port` is opaque in pgrx's bindings; its first member is `pgsocket sock` (an int on
+    // Unix) in every supported major version.
+    // SAFETY: a non-null MyProcPort points to this backend's Port, which lives as long as the
+    // backend; reading a C int at its start reads that first member.
+    let sock = unsafe { *(port as *const i32) };
+    if sock < 0 {
+        return false;
+    }
+    let mut pfd = libc::pollfd {
+        fd: sock,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a local pollfd and 1 is the length of that one-entry array; a zero
+    // timeout only checks the socket's state, and poll neither reads from nor closes it.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && (pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)) != 0
 }
 
 /// Asks the worker to cancel (SIGINT: it marks the run cancelled), waits up to 10 s without
 /// interrupt checks, then terminates it.
 fn stop_worker(worker: &DynamicBackgroundWorker) {
     if let Ok(pid) = worker.pid() {
+        // SAFETY: kill(2) takes two integers and touches no memory of ours; `pid` is our worker's,
+        // as the postmaster reported it just now (the worker is running).
         unsafe { libc::kill(pid, libc::SIGINT) };
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
@@ -355,6 +427,8 @@ fn stop_worker(worker: &DynamicBackgroundWorker) {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // SAFETY: as above; the worker was still running at the last check, at most ~20 ms ago
+        // (a pid reused within that window would get the signal instead).
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
 }

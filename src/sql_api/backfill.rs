@@ -131,20 +131,41 @@ crate::finfo_v1!(pg_finfo_qbo_run_resume);
 pub unsafe extern "C-unwind" fn qbo_run_backfill(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    require_nonatomic(fcinfo, "qbo.run_backfill");
+    // SAFETY: `fcinfo` is the live FunctionCallInfo Postgres passed to this C entry point (the
+    // `LANGUAGE c` procedure qbo.run_backfill below), valid for the whole call.
+    unsafe { require_nonatomic(fcinfo, "qbo.run_backfill") };
     let f = "qbo.run_backfill";
+    // SAFETY: `fcinfo` as above; qbo.run_backfill is declared below as (entity text,
+    // fecha_inicio timestamptz, fecha_fin timestamptz, chunk_size int, page_size int,
+    // minor_version int, connection text, INOUT run_id bigint): each index is below its 8
+    // arguments and each Rust type is that of the SQL type at that index. The two `&str` borrow
+    // the call's argument datums; `request` copies them into Strings before any commit.
+    let (entity, fecha_inicio, fecha_fin, chunk_size, page_size, minor_version, connection) = unsafe {
+        (
+            arg::<&str>(fcinfo, 0),
+            arg::<TimestampWithTimeZone>(fcinfo, 1),
+            arg::<TimestampWithTimeZone>(fcinfo, 2),
+            arg::<i32>(fcinfo, 3),
+            arg::<i32>(fcinfo, 4),
+            arg::<i32>(fcinfo, 5),
+            arg::<&str>(fcinfo, 6),
+        )
+    };
     let req = request(
         f,
-        arg::<&str>(fcinfo, 0),
-        arg::<TimestampWithTimeZone>(fcinfo, 1),
-        arg::<TimestampWithTimeZone>(fcinfo, 2),
-        arg::<i32>(fcinfo, 3),
-        arg::<i32>(fcinfo, 4),
-        arg::<i32>(fcinfo, 5),
-        arg::<&str>(fcinfo, 6),
+        entity,
+        fecha_inicio,
+        fecha_fin,
+        chunk_size,
+        page_size,
+        minor_version,
+        connection,
     );
     let v = validate(&req).unwrap_or_else(|e| e.prefixed(f).raise());
-    pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
+    // SAFETY: on the backend's own thread, in a non-atomic CALL (require_nonatomic above raised
+    // otherwise), the one context where an SPI connection may be opened non-atomic and commit.
+    // It is closed by the SPI_finish below, or by the transaction's abort if an ERROR leaves.
+    unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
     let run_id = create_run(&req, &v, "call");
     xact::commit();
     crate::say!(
@@ -155,21 +176,35 @@ pub unsafe extern "C-unwind" fn qbo_run_backfill(
         v.chunks.len()
     );
     executor::execute(run_id, Mode::Call);
-    pg_sys::SPI_finish();
-    result_row(fcinfo, run_id)
+    // SAFETY: closes the non-atomic connection opened above, again the current one: execute
+    // returns normally only after closing (or xact::recover popping) every connection of its own.
+    unsafe { pg_sys::SPI_finish() };
+    // SAFETY: `fcinfo` as above; qbo.run_backfill's only output parameter is INOUT run_id
+    // bigint, and SPI_finish has switched back to the memory context this procedure was called
+    // in, which Postgres reads the returned row from.
+    unsafe { result_row(fcinfo, run_id) }
 }
 
 /// `CALL qbo.run_resume(run_id)`: continues a run in this backend, committing page by page.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn qbo_run_resume(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    require_nonatomic(fcinfo, "qbo.run_resume");
-    let run_id = required(arg::<i64>(fcinfo, 0), "run_id", "qbo.run_resume");
-    pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
+    // SAFETY: `fcinfo` is the live FunctionCallInfo Postgres passed to this C entry point (the
+    // `LANGUAGE c` procedure qbo.run_resume below), valid for the whole call.
+    unsafe { require_nonatomic(fcinfo, "qbo.run_resume") };
+    // SAFETY: `fcinfo` as above; qbo.run_resume is declared below as (run_id bigint): index 0
+    // exists and is read as the i64 of a bigint.
+    let run_id = required(unsafe { arg::<i64>(fcinfo, 0) }, "run_id", "qbo.run_resume");
+    // SAFETY: on the backend's own thread, in a non-atomic CALL (require_nonatomic above raised
+    // otherwise), the one context where an SPI connection may be opened non-atomic and commit.
+    // It is closed by the SPI_finish below, or by the transaction's abort if an ERROR leaves.
+    unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
     prepare_resume(run_id);
     xact::commit();
     executor::execute(run_id, Mode::Call);
-    pg_sys::SPI_finish();
+    // SAFETY: closes the non-atomic connection opened above, again the current one: execute
+    // returns normally only after closing (or xact::recover popping) every connection of its own.
+    unsafe { pg_sys::SPI_finish() };
     pg_sys::Datum::from(0)
 }
 

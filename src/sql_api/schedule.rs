@@ -58,9 +58,19 @@ crate::finfo_v1!(pg_finfo_qbo_run_scheduled);
 pub unsafe extern "C-unwind" fn qbo_run_scheduled(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    fmgr::require_nonatomic(fcinfo, "qbo.run_scheduled");
-    let run_id = args::required(fmgr::arg::<i64>(fcinfo, 0), "run_id", "qbo.run_scheduled");
-    cron::run_scheduled(run_id);
+    // SAFETY: `fcinfo` is the live FunctionCallInfo Postgres passed to this C entry point (the
+    // `LANGUAGE c` procedure qbo.run_scheduled below), valid for the whole call.
+    unsafe { fmgr::require_nonatomic(fcinfo, "qbo.run_scheduled") };
+    // SAFETY: `fcinfo` as above; qbo.run_scheduled is declared below as (run_id bigint): index 0
+    // exists and is read as the i64 of a bigint.
+    let run_id = args::required(
+        unsafe { fmgr::arg::<i64>(fcinfo, 0) },
+        "run_id",
+        "qbo.run_scheduled",
+    );
+    // SAFETY: require_nonatomic above has established that this is a non-atomic CALL, which is
+    // run_scheduled's requirement.
+    unsafe { cron::run_scheduled(run_id) };
     pg_sys::Datum::from(0)
 }
 

@@ -51,6 +51,9 @@ pub fn load_connection(name: &str) -> Result<Option<Connection>, PgError> {
 /// Whether the current role may run backfills of connection `conn` (see `qbo._may_use`); `Err`:
 /// the message to raise (SQLSTATE 42501) when it may not.
 pub fn check_may_use(conn: &str) -> Result<(), PgError> {
+    // SAFETY: on the backend's own thread, in a session whose user InitPostgres has set (this
+    // runs under an SQL entry point or in a worker connected as the caller's role): GetUserId
+    // only reads that backend global, here before as_owner switches to the owner.
     let caller = unsafe { pg_sys::GetUserId() };
     let (ok, who) = as_owner(|| {
         Spi::get_two_with_args::<bool, String>(

@@ -42,6 +42,9 @@ pub fn create_run(r: &NewRun) -> Result<i64, PgError> {
     let starts: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.start)).collect();
     let ends: Vec<TimestampWithTimeZone> = r.chunks.iter().map(|c| tstz(c.end)).collect();
     // the role running the backfill (the statements below run as the extension owner)
+    // SAFETY: on the backend's own thread, in a session whose user InitPostgres has set (this
+    // runs under an SQL entry point or in a worker connected as the caller's role): GetUserId
+    // only reads that backend global, here before owner_connect switches to the owner.
     let caller = unsafe { pgrx::pg_sys::GetUserId() };
     spi::owner_connect(|c| -> SpiResult<i64> {
         let id = c

@@ -356,6 +356,9 @@ pub struct PageRows {
 /// Whether the current database's encoding is UTF-8 (the network thread then writes records
 /// as jsonb bytes, whose strings are UTF-8).
 pub fn database_is_utf8() -> bool {
+    // SAFETY: on the backend's own thread, connected to a database (this runs only under an SQL
+    // entry point or in a connected worker): GetDatabaseEncoding reads the encoding the backend
+    // set when it connected.
     unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 }
 }
 
@@ -364,6 +367,11 @@ pub fn jsonb_in(text: &str) -> Result<pg_sys::Datum, PgError> {
     let c = std::ffi::CString::new(text)
         .map_err(|_| PgError::internal("a record's JSON text contains a NUL byte"))?;
     // jsonb_in copies what it keeps: the CString may go once it returns
+    // SAFETY: on the backend's own thread, in a transaction; `c` is NUL-terminated and alive for
+    // the call, and jsonb_in only reads it (the `*mut` is C's `char *`, nothing writes through
+    // it). F_JSONB_IN is jsonb's input function, called with jsonb's own type oid and typmod -1;
+    // a bad text raises an ERROR, which pgrx's guard turns into a Rust panic. The result is a
+    // fresh jsonb varlena palloc'd in the current memory context.
     Ok(unsafe {
         pg_sys::OidInputFunctionCall(
             pg_sys::Oid::from(pg_sys::F_JSONB_IN),
@@ -387,6 +395,15 @@ fn jsonb_array(payloads: &[Payload]) -> Result<pg_sys::Datum, PgError> {
         });
     }
     let n = i32::try_from(datums.len()).map_err(|_| PgError::internal("page too large"))?;
+    // SAFETY: on the backend's own thread, in a transaction. `datums` holds `n` pointers to
+    // complete, uncompressed jsonb varlenas: jsonb_in's results in the current memory context,
+    // or the network thread's bytes (4-byte header, written by qbo::jsonb::encode, whose output
+    // the pgrx tests compare byte for byte with jsonb_in's) in `payloads`, borrowed for this
+    // whole function; their boxes come from malloc (the global allocator), whose blocks are
+    // aligned for the 4-byte header reads, though `Box<[u8]>` as a type promises only 1. The
+    // element arguments are jsonb's: typlen -1 (varlena), not by value, int alignment.
+    // construct_array copies every element into a new array in the current memory context and
+    // keeps no pointer to `datums` or to the boxes.
     let arr = unsafe {
         pg_sys::construct_array(
             datums.as_mut_ptr(),
@@ -453,7 +470,9 @@ pub fn upsert_page(
                     Some(1),
                     &[
                         rows.ids.into(),
-                        // SAFETY: a jsonb[] datum built just above, alive for this statement
+                        // SAFETY: `payloads` is the jsonb[] that jsonb_array just built (an
+                        // array of JSONBOID elements, so of type JSONBARRAYOID) in this SPI
+                        // connection's memory context, which outlives the statement
                         unsafe { DatumWithOid::new(payloads, pg_sys::JSONBARRAYOID) },
                         rows.sync_tokens.into(),
                         realm.into(),

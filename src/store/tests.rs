@@ -144,6 +144,8 @@ fn page_upsert_keeps_nothing_in_the_callers_memory_context() {
     raw::ensure_raw_table(e).unwrap();
     let pad = "x".repeat(2000);
     let t = chrono::Utc::now();
+    // SAFETY: on the test backend's own thread; CurrentMemoryContext is always a valid context
+    // there, which MemoryContextMemAllocated only reads (recursively, its children too).
     let allocated = || unsafe { pg_sys::MemoryContextMemAllocated(pg_sys::CurrentMemoryContext, true) };
     let page = |p: usize| {
         let recs = (0..200)

@@ -133,7 +133,12 @@ impl Drop for Net {
 fn spawn_with_signals_blocked(
     f: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
-    // SAFETY: plain libc calls on local, initialised signal sets.
+    // SAFETY: `all` and `old` are locals; all-zero bytes are a valid `sigset_t` (a plain C
+    // struct), `all` is then filled by sigfillset and `old` written by the first pthread_sigmask
+    // before the second reads it. pthread_sigmask changes only the calling thread's mask, and the
+    // second call restores exactly the mask the first one saved, so the caller's thread ends as it
+    // began while the spawned thread inherits the full mask. Builder::spawn cannot unwind here
+    // (its only panic is on a thread name containing NUL), so the restore always runs.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
@@ -332,6 +337,8 @@ mod tests {
 
     #[test]
     fn signals_are_blocked_in_the_thread() {
+        // SAFETY: `cur` is a local zeroed `sigset_t` (a valid value) that pthread_sigmask fills
+        // with the spawned thread's own mask; the null `set` makes the call read the mask only.
         let h = spawn_with_signals_blocked(|| unsafe {
             let mut cur: libc::sigset_t = std::mem::zeroed();
             libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut cur);
@@ -342,6 +349,8 @@ mod tests {
         .unwrap();
         h.join().unwrap();
         // and the caller's mask is unchanged
+        // SAFETY: as above, on the test's own thread: a zeroed local `sigset_t` filled by a
+        // read-only pthread_sigmask (null `set`).
         unsafe {
             let mut cur: libc::sigset_t = std::mem::zeroed();
             libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut cur);
