@@ -25,10 +25,13 @@ pub fn held<R>(f: impl FnOnce() -> R) -> R {
             // SAFETY: InterruptHoldoffCount is a plain counter of this backend process, touched
             // only from its own thread (where `held` runs, as every caller of pgrx's ereport
             // must) and by no signal handler; this is RESUME_INTERRUPTS, undoing the increment
-            // below. Caveat: a Postgres ERROR raised inside `f` has errfinish reset the counter
-            // to 0 before it unwinds to here, and this then takes it below zero (a wrap in
-            // release builds, an overflow panic during unwinding, i.e. an abort, in debug ones).
-            unsafe { pg_sys::InterruptHoldoffCount -= 1 };
+            // below. A Postgres ERROR raised inside `f` has errfinish reset the counter to 0
+            // before it unwinds to here: then there is nothing left to undo, and going below 0
+            // would wrap (interrupts held for good: no cancel would ever be served) or, in a
+            // debug build, panic during unwinding (an abort of the backend).
+            unsafe {
+                pg_sys::InterruptHoldoffCount = pg_sys::InterruptHoldoffCount.saturating_sub(1)
+            };
         }
     }
     // SAFETY: as above, on the backend's own thread: HOLD_INTERRUPTS, undone by `Resume`'s drop

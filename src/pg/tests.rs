@@ -49,3 +49,24 @@ fn pg_qbo_statements_resolve_nothing_from_the_callers_search_path() {
     assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM path_x.fired").unwrap(), Some(0));
     Spi::run("RESET search_path").unwrap();
 }
+
+/// A Postgres ERROR raised inside `held` (errfinish sets InterruptHoldoffCount to 0 before it
+/// unwinds) leaves the count where it was, never below 0: before the fix the count went to -1
+/// (an overflow panic while unwinding, i.e. an abort of the backend, in a debug build; a wrap that
+/// holds interrupts for good, so no cancel is ever served, in a release one).
+#[pg_test]
+fn an_error_inside_held_leaves_interrupts_serviceable() {
+    // SAFETY: the test backend's own thread reads its own counter.
+    let before = unsafe { pg_sys::InterruptHoldoffCount };
+    let caught = PgTryBuilder::new(|| {
+        crate::pg::interrupts::held(|| Spi::run("SELECT 1 OPERATOR(pg_catalog./) 0"))
+            .expect("an ERROR, not a result");
+        false
+    })
+    .catch_others(|_| true)
+    .execute();
+    assert!(caught);
+    // SAFETY: as above.
+    let after = unsafe { pg_sys::InterruptHoldoffCount };
+    assert_eq!(after, before);
+}

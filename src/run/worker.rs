@@ -26,6 +26,7 @@ use pgrx::bgworkers::{
 };
 use pgrx::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -55,10 +56,15 @@ struct Shared {
     /// 0 starting, 1 running, 2 finished (the ledger has the outcome), 3 failed before a run existed.
     state: AtomicI32,
     spec_len: AtomicI32,
-    /// Error text when state = 3 (NUL-padded).
-    error: [u8; 1024],
-    sqlstate: [u8; 8],
+    /// Error text when state = 3 (NUL-padded). Written by the worker, read by the leader once it
+    /// has seen state 3 (hence the cells: writes go through a shared reference).
+    error: UnsafeCell<[u8; 1024]>,
+    sqlstate: UnsafeCell<[u8; 8]>,
 }
+
+// A `&Shared` may cross a caught ERROR: the error cells are written once, by `fail_early`, outside
+// every `PgTryBuilder` closure, so an unwind can never leave them half written.
+impl std::panic::RefUnwindSafe for Shared {}
 
 const HEADER: usize = std::mem::size_of::<Shared>();
 
@@ -167,18 +173,27 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
             fail_early(shared, e);
         }
     }
-    xact::release_outer_snapshot();
-    // SAFETY: same thread. Our non-atomic connection is the current one unless the cleanup of a
-    // caught error already closed it, hence the check; the transaction is committed only if one
-    // is in progress. Caveat: when the ERROR caught above came from Postgres before the executor
-    // took over (validation, create_run, prepare_resume, the first commit), this commits the
-    // transaction that ERROR interrupted, where Postgres expects an abort after an ERROR.
-    unsafe {
-        if pg_sys::SPI_inside_nonatomic_context() {
-            pg_sys::SPI_finish();
-        }
-        if pg_sys::IsTransactionState() {
-            pg_sys::CommitTransactionCommand();
+    if result.is_err() {
+        // An ERROR ended the work: its transaction is aborted, as Postgres does after an ERROR,
+        // never committed (the executor has already recorded a run's outcome in a transaction of
+        // its own; an ERROR before a run existed, in validation, create_run or prepare_resume,
+        // must leave nothing it half wrote).
+        // SAFETY: same thread, outside any SPI call; AbortCurrentTransaction also closes our SPI
+        // connection and pops the snapshots of the aborted transaction.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        xact::release_outer_snapshot();
+    } else {
+        xact::release_outer_snapshot();
+        // SAFETY: same thread. Our non-atomic connection is the current one unless the cleanup
+        // of a caught error already closed it, hence the check; the transaction is committed
+        // only if one is in progress.
+        unsafe {
+            if pg_sys::SPI_inside_nonatomic_context() {
+                pg_sys::SPI_finish();
+            }
+            if pg_sys::IsTransactionState() {
+                pg_sys::CommitTransactionCommand();
+            }
         }
     }
     if shared.state.load(Ordering::Acquire) != 3 {
@@ -191,18 +206,16 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
 
 fn fail_early(shared: &Shared, e: &PgError) {
     let (sqlstate, msg) = (e.sqlstate(), &e.message);
-    let p = shared as *const Shared as *mut Shared;
-    // SAFETY: `shared` is this worker's writable mapping of the attached segment, and only this
-    // worker writes `error` and `sqlstate` (the leader reads them only after it sees state 3,
-    // stored below with Release, or after the worker has stopped); each copy stays inside its
-    // array (n <= 1023 of 1024, m <= 5 of 8), so the texts stay NUL-terminated.
-    // NOTE: `p` comes from a shared reference, and neither field is in an UnsafeCell: writing
-    // through it is undefined behaviour under Rust's aliasing rules, however well it works today.
+    // SAFETY: the cells are in this worker's writable mapping of the attached segment, and only
+    // this worker writes them, once (the leader reads them only after it sees state 3, stored
+    // below with Release, or after the worker has stopped), so no other reference to their
+    // contents exists meanwhile; each copy stays inside its array (n <= 1023 of 1024, m <= 5 of
+    // 8), so the texts stay NUL-terminated.
     unsafe {
-        let err = &mut (*p).error;
+        let err = &mut *shared.error.get();
         let n = msg.len().min(err.len() - 1);
         err[..n].copy_from_slice(&msg.as_bytes()[..n]);
-        let st = &mut (*p).sqlstate;
+        let st = &mut *shared.sqlstate.get();
         let m = sqlstate.len().min(5);
         st[..m].copy_from_slice(&sqlstate.as_bytes()[..m]);
     }
@@ -299,11 +312,15 @@ pub fn run_in_worker(job: Job) -> i64 {
     .execute();
     let run_id = shared.run_id.load(Ordering::Acquire);
     let early_error = (shared.state.load(Ordering::Acquire) == 3 || run_id == 0).then(|| {
+        // SAFETY: the worker wrote the cells before it stored state 3 (Release, read above with
+        // Acquire) or has stopped (run id 0: it never got as far as a run), and writes them no
+        // more: nothing writes them while they are read here.
+        let (error, sqlstate) = unsafe { (&*shared.error.get(), &*shared.sqlstate.get()) };
         (
-            String::from_utf8_lossy(&shared.error)
+            String::from_utf8_lossy(error)
                 .trim_end_matches('\0')
                 .to_owned(),
-            String::from_utf8_lossy(&shared.sqlstate)
+            String::from_utf8_lossy(sqlstate)
                 .trim_end_matches('\0')
                 .to_owned(),
         )
