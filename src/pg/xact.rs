@@ -102,3 +102,20 @@ pub fn recover() {
     }
     rollback();
 }
+
+/// Runs `f` in a non-atomic SPI connection of the current `CALL`, so that it may commit as it
+/// goes ([`commit`]); the connection is closed when `f` returns, or by the transaction's abort if
+/// an ERROR leaves `f`.
+///
+/// # Safety
+/// The current call must be a non-atomic `CALL` (see `pg::fmgr::require_nonatomic`), and `f`
+/// must close every SPI connection it opens (pgrx's do, and `recover` pops the rest).
+pub unsafe fn in_call<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: on the backend's own thread, in a non-atomic CALL (the caller's obligation), the
+    // one context where an SPI connection may be opened non-atomic and commit.
+    unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
+    let out = f();
+    // SAFETY: closes the connection opened above, again the current one (`f` closed its own).
+    unsafe { pg_sys::SPI_finish() };
+    out
+}

@@ -149,10 +149,11 @@ pub fn schedule(f: &str, req: &RunRequest, at: DateTime<Utc>) -> (i64, i64, Date
 /// # Safety
 /// Must be called from a procedure's non-atomic call context (see `pg::fmgr::require_nonatomic`).
 pub unsafe fn run_scheduled(run_id: i64) {
-    // SAFETY: on the backend's own thread, in a non-atomic CALL (our caller's obligation), the
-    // one context where an SPI connection may be opened non-atomic and commit. It is closed by
-    // one of the SPI_finish calls below, or by the transaction's abort if an ERROR leaves.
-    unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
+    // SAFETY: a non-atomic CALL is our caller's obligation.
+    unsafe { xact::in_call(|| scheduled(run_id)) }
+}
+
+fn scheduled(run_id: i64) {
     // First of all: this job must never fire again, whatever happens next.
     let job_id = spi::optional(spi::one::<i64>(
         "SELECT j.jobid FROM cron.job j WHERE j.jobname OPERATOR(pg_catalog.=) $1",
@@ -181,9 +182,6 @@ pub unsafe fn run_scheduled(run_id: i64) {
     ))
     .unwrap_or_else(|e| PgError::db("pg_qbo ledger", e).raise());
     if status.as_deref() != Some("scheduled") {
-        // SAFETY: closes the non-atomic connection opened above, the current one (the queries
-        // since ran in pgrx connections of their own, closed when they returned).
-        unsafe { pg_sys::SPI_finish() };
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!(
@@ -195,9 +193,6 @@ pub unsafe fn run_scheduled(run_id: i64) {
     request::prepare_resume(run_id);
     xact::commit();
     executor::execute(run_id, Mode::Call);
-    // SAFETY: closes the non-atomic connection opened above, again the current one: execute
-    // returns normally only after closing (or xact::recover popping) every connection of its own.
-    unsafe { pg_sys::SPI_finish() };
 }
 
 /// pg_cron's schedules have no year: a job for a minute a year or more ahead would fire at the

@@ -24,7 +24,7 @@ use crate::pg::xact::{self, attempt, recover};
 use crate::run::limiter::{self, Limiter};
 use crate::run::notices;
 use crate::run::tokens::TokenCache;
-use crate::store::connections::{self, Connection};
+use crate::store::connections;
 use crate::store::ledger::{self, ChunkRow, PageLine, RunRow};
 use crate::store::locks;
 use crate::store::raw::{self, PageRows};
@@ -186,7 +186,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         .map_err(|m| PgError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, m))?;
     let settings: Settings = serde_json::from_value(run.settings.clone())
         .map_err(|e| PgError::internal(format!("run {run_id}: stored settings unreadable: {e}")))?;
-    let conn = load_connection(&run.connection)?;
+    let conn = connections::require_connection(&run.connection)?;
     // a resume, a scheduled run or a worker runs as the role that asked for it: it must still
     // be allowed to use the connection
     connections::check_may_use(&conn.name)?;
@@ -245,16 +245,6 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         crate::say!("{}", notices::succeeded(&t));
     }
     Ok(())
-}
-
-fn load_connection(name: &str) -> Result<Connection, PgError> {
-    match connections::load_connection(name)? {
-        Some(c) => Ok(c),
-        None => Err(PgError::new(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("unknown connection \"{name}\": register it with qbo.connect(...) or qbo.connect_from_file(...) (see qbo.connections)"),
-        )),
-    }
 }
 
 /// A chunk being fetched.
@@ -574,6 +564,8 @@ impl Exec<'_> {
                 }
             }
             Ok(NetFetched::Page(page)) => {
+                // the request is done with: its query text moves into the page's record
+                let (want, sent) = (f.request.item, f.sent);
                 let tid = page.intuit_tid.clone();
                 let chunk = want.chunk;
                 let start_position = want.start_position;
@@ -593,10 +585,10 @@ impl Exec<'_> {
                     refetched: accepted.refetched,
                     state,
                     second_ids: accepted.second_ids,
-                    query: want.query.clone(),
+                    query: want.query,
                     start_position,
                     intuit_tid: tid,
-                    fetch_seconds: f.sent.elapsed().as_secs_f64(),
+                    fetch_seconds: sent.elapsed().as_secs_f64(),
                 });
             }
             // what happens to a failed request is the dispatcher's decision (see qbo::dispatch)

@@ -77,15 +77,7 @@ pub fn validate(r: &RunRequest) -> Result<Validated, PgError> {
         }
     }
     let chunks = plan::plan_chunks(r.fecha_inicio, r.fecha_fin, r.chunk_size)?;
-    let conn = match connections::load_connection(&r.connection)? {
-        Some(c) => c,
-        None => {
-            return Err(bad(format!(
-                "unknown connection \"{}\": register it with qbo.connect(...) or qbo.connect_from_file(...) (see qbo.connections)",
-                r.connection.chars().take(70).collect::<String>()
-            )))
-        }
-    };
+    let conn = connections::require_connection(&r.connection)?;
     connections::check_may_use(&conn.name)?;
     if conn.client_id.is_empty() || conn.client_secret.is_empty() || conn.refresh_token.is_empty() {
         return Err(bad(format!(

@@ -2,12 +2,13 @@
 //! with the argument's name.
 
 use crate::pg::error::raise;
+use crate::pg::fmgr;
 use crate::pg::guc::Settings;
 use crate::pg::time::from_tstz;
 use crate::run::request::RunRequest;
 use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
-use pgrx::PgSqlErrorCode;
+use pgrx::{pg_sys, PgSqlErrorCode};
 
 pub(crate) fn required<T>(v: Option<T>, name: &str, func: &str) -> T {
     v.unwrap_or_else(|| {
@@ -16,6 +17,18 @@ pub(crate) fn required<T>(v: Option<T>, name: &str, func: &str) -> T {
             format!("{func}: argument {name} must not be NULL"),
         )
     })
+}
+
+/// The `run_id` of `CALL name(run_id bigint)`, after checking the call is non-atomic (it commits).
+///
+/// # Safety
+/// `fcinfo` is the live FunctionCallInfo of a `LANGUAGE c` procedure whose first argument is a
+/// bigint.
+pub(crate) unsafe fn run_id_of_call(fcinfo: pg_sys::FunctionCallInfo, name: &str) -> i64 {
+    // SAFETY: `fcinfo` is live (the caller's obligation).
+    unsafe { fmgr::require_nonatomic(fcinfo, name) };
+    // SAFETY: as above; index 0 exists and is a bigint (the caller's obligation), read as i64.
+    required(unsafe { fmgr::arg::<i64>(fcinfo, 0) }, "run_id", name)
 }
 
 fn instant(v: TimestampWithTimeZone, name: &str, func: &str) -> DateTime<Utc> {

@@ -6,11 +6,11 @@ use crate::pg::xact;
 use crate::run::executor;
 use crate::run::request::{check_resumable, create_run, prepare_resume, validate};
 use crate::run::worker::{self, Job};
-use crate::sql_api::args::{request, required};
+use crate::sql_api::args::{request, required, run_id_of_call};
 use crate::store::ledger;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
-use qbo::entities::{self};
+use qbo::entities;
 
 type Volumetry = TableIterator<
     'static,
@@ -162,23 +162,22 @@ pub unsafe extern "C-unwind" fn qbo_run_backfill(
         connection,
     );
     let v = validate(&req).unwrap_or_else(|e| e.prefixed(f).raise());
-    // SAFETY: on the backend's own thread, in a non-atomic CALL (require_nonatomic above raised
-    // otherwise), the one context where an SPI connection may be opened non-atomic and commit.
-    // It is closed by the SPI_finish below, or by the transaction's abort if an ERROR leaves.
-    unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
-    let run_id = create_run(&req, &v, "call");
-    xact::commit();
-    crate::say!(
-        "run {run_id}: {} [{} → {}) in {} chunks",
-        v.entity.name,
-        req.fecha_inicio.to_rfc3339(),
-        req.fecha_fin.to_rfc3339(),
-        v.chunks.len()
-    );
-    executor::execute(run_id, Mode::Call);
-    // SAFETY: closes the non-atomic connection opened above, again the current one: execute
-    // returns normally only after closing (or xact::recover popping) every connection of its own.
-    unsafe { pg_sys::SPI_finish() };
+    // SAFETY: require_nonatomic above raised unless this is a non-atomic CALL.
+    let run_id = unsafe {
+        xact::in_call(|| {
+            let run_id = create_run(&req, &v, "call");
+            xact::commit();
+            crate::say!(
+                "run {run_id}: {} [{} → {}) in {} chunks",
+                v.entity.name,
+                req.fecha_inicio.to_rfc3339(),
+                req.fecha_fin.to_rfc3339(),
+                v.chunks.len()
+            );
+            executor::execute(run_id, Mode::Call);
+            run_id
+        })
+    };
     // SAFETY: `fcinfo` as above; qbo.run_backfill's only output parameter is INOUT run_id
     // bigint, and SPI_finish has switched back to the memory context this procedure was called
     // in, which Postgres reads the returned row from.
@@ -190,21 +189,16 @@ pub unsafe extern "C-unwind" fn qbo_run_backfill(
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn qbo_run_resume(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     // SAFETY: `fcinfo` is the live FunctionCallInfo Postgres passed to this C entry point (the
-    // `LANGUAGE c` procedure qbo.run_resume below), valid for the whole call.
-    unsafe { require_nonatomic(fcinfo, "qbo.run_resume") };
-    // SAFETY: `fcinfo` as above; qbo.run_resume is declared below as (run_id bigint): index 0
-    // exists and is read as the i64 of a bigint.
-    let run_id = required(unsafe { arg::<i64>(fcinfo, 0) }, "run_id", "qbo.run_resume");
-    // SAFETY: on the backend's own thread, in a non-atomic CALL (require_nonatomic above raised
-    // otherwise), the one context where an SPI connection may be opened non-atomic and commit.
-    // It is closed by the SPI_finish below, or by the transaction's abort if an ERROR leaves.
-    unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
-    prepare_resume(run_id);
-    xact::commit();
-    executor::execute(run_id, Mode::Call);
-    // SAFETY: closes the non-atomic connection opened above, again the current one: execute
-    // returns normally only after closing (or xact::recover popping) every connection of its own.
-    unsafe { pg_sys::SPI_finish() };
+    // `LANGUAGE c` procedure qbo.run_resume below, whose only argument is run_id bigint).
+    let run_id = unsafe { run_id_of_call(fcinfo, "qbo.run_resume") };
+    // SAFETY: run_id_of_call raised unless this is a non-atomic CALL.
+    unsafe {
+        xact::in_call(|| {
+            prepare_resume(run_id);
+            xact::commit();
+            executor::execute(run_id, Mode::Call);
+        })
+    };
     pg_sys::Datum::from(0)
 }
 

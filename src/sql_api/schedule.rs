@@ -1,7 +1,6 @@
 //! `qbo.schedule_backfill` and `CALL qbo.run_scheduled` (see [`crate::run::cron`]).
 
 use crate::pg::error::raise;
-use crate::pg::fmgr;
 use crate::pg::time::{from_tstz, tstz};
 use crate::run::cron;
 use crate::sql_api::args;
@@ -59,17 +58,9 @@ pub unsafe extern "C-unwind" fn qbo_run_scheduled(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     // SAFETY: `fcinfo` is the live FunctionCallInfo Postgres passed to this C entry point (the
-    // `LANGUAGE c` procedure qbo.run_scheduled below), valid for the whole call.
-    unsafe { fmgr::require_nonatomic(fcinfo, "qbo.run_scheduled") };
-    // SAFETY: `fcinfo` as above; qbo.run_scheduled is declared below as (run_id bigint): index 0
-    // exists and is read as the i64 of a bigint.
-    let run_id = args::required(
-        unsafe { fmgr::arg::<i64>(fcinfo, 0) },
-        "run_id",
-        "qbo.run_scheduled",
-    );
-    // SAFETY: require_nonatomic above has established that this is a non-atomic CALL, which is
-    // run_scheduled's requirement.
+    // `LANGUAGE c` procedure qbo.run_scheduled below, whose only argument is run_id bigint).
+    let run_id = unsafe { args::run_id_of_call(fcinfo, "qbo.run_scheduled") };
+    // SAFETY: run_id_of_call raised unless this is a non-atomic CALL, run_scheduled's requirement.
     unsafe { cron::run_scheduled(run_id) };
     pg_sys::Datum::from(0)
 }

@@ -48,6 +48,17 @@ pub fn load_connection(name: &str) -> Result<Option<Connection>, PgError> {
     .map_err(|e| PgError::db("pg_qbo token store", e))
 }
 
+/// A registered connection with its secrets; an error naming it (cut to 70 characters) and how to
+/// register one when there is none.
+pub fn require_connection(name: &str) -> Result<Connection, PgError> {
+    load_connection(name)?.ok_or_else(|| {
+        PgError::invalid(format!(
+            "unknown connection \"{}\": register it with qbo.connect(...) or qbo.connect_from_file(...) (see qbo.connections)",
+            name.chars().take(70).collect::<String>()
+        ))
+    })
+}
+
 /// Whether the current role may run backfills of connection `conn` (see `qbo._may_use`); `Err`:
 /// the message to raise (SQLSTATE 42501) when it may not.
 pub fn check_may_use(conn: &str) -> Result<(), PgError> {

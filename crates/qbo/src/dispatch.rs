@@ -115,10 +115,6 @@ impl<T> Dispatcher<T> {
         }
     }
 
-    pub fn policy(&self) -> &RetryPolicy {
-        &self.policy
-    }
-
     /// How many requests may be sent now, with `waiting` pages fetched and not yet written.
     pub fn room(&self, waiting: usize, now: Instant) -> usize {
         if self.limiter_wait.is_some_and(|t| t > now) {
