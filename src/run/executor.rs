@@ -57,6 +57,9 @@ pub fn execute(run_id: i64, mode: Mode) {
     .execute();
     match outcome {
         Ok(()) => {
+            // the outcome is committed before the lock goes: a run seen without its lock is a dead
+            // one (qbo.progress, qbo._mark_interrupted), never one about to commit `succeeded`
+            xact::commit();
             if let Err(e) = locks::unlock_run(run_id) {
                 held(|| {
                     warning!("run {run_id} succeeded; its liveness lock could not be released (it goes with the session): {e}")

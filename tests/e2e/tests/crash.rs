@@ -40,6 +40,33 @@ fn crash_mid_page_then_resume_refetches_no_committed_page() {
 
     cluster.up();
     let mut c = cluster.connect("postgres");
+    // Before any pg_qbo function runs, qbo.runs still says running (nothing could rewrite it while
+    // the server was down), but the dashboard already tells the truth: nobody holds the run's lock.
+    let r = c
+        .query_one(
+            "SELECT p.status, p.state, p.eta IS NULL, p.live, p.error, r.status
+               FROM qbo.progress p JOIN qbo.runs r USING (run_id) WHERE run_id = 1",
+            &[],
+        )
+        .unwrap();
+    let (status, state, no_eta, live, error, ledger): (String, String, bool, bool, String, String) =
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+    println!(
+        "right after the restart: qbo.progress says {status} / {state}, qbo.runs says {ledger}"
+    );
+    assert_eq!(ledger, "running", "no pg_qbo function has run yet");
+    assert_eq!(
+        (status.as_str(), state.as_str(), no_eta, live),
+        ("interrupted", "interrupted", true, false)
+    );
+    let pid: i32 = c
+        .query_one("SELECT pid FROM qbo.runs WHERE run_id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        error,
+        format!("run 1 was interrupted: its process (pid {pid}) is gone; resume it with SELECT * FROM qbo.resume(1) or CALL qbo.run_resume(1)")
+    );
     c.batch_execute("SELECT qbo._mark_interrupted()").unwrap();
     let (status, pages): (String, i64) = {
         let r = c

@@ -267,16 +267,38 @@ fn another_session_sees_qbo_progress_move_while_a_slow_run_advances() {
             .map_err(|e| e.to_string())
     });
     let mut seen: Vec<(i64, String, Option<String>)> = Vec::new();
+    let mut most_running = 0;
     let t0 = Instant::now();
     loop {
         if let Some(r) = other
-            .query_opt("SELECT pages, state, format('%s/%s', chunk, chunks_total), eta::text FROM qbo.progress WHERE run_id = 1", &[])
+            .query_opt(
+                "SELECT pages, state, format('%s/%s', chunk, chunks_total), eta::text,
+                               chunks_done, chunks_running, chunks_total, live, status
+                          FROM qbo.progress WHERE run_id = 1",
+                &[],
+            )
             .unwrap()
         {
             let pages: i64 = r.get(0);
             let state: String = r.get(1);
+            let (done, running, total): (i32, i32, i32) = (r.get(4), r.get(5), r.get(6));
+            let (live, status): (bool, String) = (r.get(7), r.get(8));
+            assert!(
+                done + running <= total,
+                "{done} done + {running} running of {total}"
+            );
+            assert_eq!(
+                live,
+                status == "running",
+                "a run is live exactly while it runs ({status})"
+            );
+            most_running = most_running.max(running);
             if seen.last().map(|l| l.0) != Some(pages) {
-                seen.push((pages, format!("{state} chunk {}", r.get::<_, String>(2)), r.get(3)));
+                seen.push((
+                    pages,
+                    format!("{state} chunk {}", r.get::<_, String>(2)),
+                    r.get(3),
+                ));
             }
             if state == "succeeded" {
                 break;
@@ -289,7 +311,11 @@ fn another_session_sees_qbo_progress_move_while_a_slow_run_advances() {
         std::thread::sleep(Duration::from_millis(30));
     }
     assert!(worker.join().unwrap().is_ok());
-    println!("qbo.progress as seen from another session: {seen:?}");
+    println!("qbo.progress as seen from another session: {seen:?}; at most {most_running} chunks running at once");
+    assert!(
+        most_running >= 2,
+        "chunks are fetched concurrently, and qbo.progress says so (chunks_running)"
+    );
     let moving: Vec<&(i64, String, Option<String>)> = seen
         .iter()
         .filter(|s| s.1.starts_with("fetching and upserting"))
