@@ -9,7 +9,9 @@
 -- What changes (one section below per item, in this order):
 --   * progress and liveness: qbo.progress derives a run's liveness from the advisory lock a live
 --     run holds (right after a crash it says interrupted, before any pg_qbo call).
---   * detached runs.
+--   * detached runs: qbo.start_backfill / qbo.start_resume (a run in a background worker tied to
+--     no session) and qbo.cancel (stops a run by its id), granted to operators; qbo.runs.entry_point
+--     may be 'detached'.
 --   * progress messages and volumetry.
 
 \echo Use "ALTER EXTENSION pg_qbo UPDATE TO '0.3.0'" to load this file. \quit
@@ -91,6 +93,100 @@ COMMENT ON COLUMN qbo.progress.live IS 'Whether a process holds the run''s lock 
 -------------------------------------------------------------------------------------------------
 -- Detached runs
 -------------------------------------------------------------------------------------------------
+ALTER TABLE qbo.runs DROP CONSTRAINT IF EXISTS entry_point_ok;
+ALTER TABLE qbo.runs ADD CONSTRAINT entry_point_ok CHECK (entry_point IN ('call', 'function', 'cron', 'detached'));
+COMMENT ON COLUMN qbo.runs.entry_point IS 'How the run was started: call (CALL qbo.run_backfill), function (SELECT qbo.backfill, in a background worker of that session), cron (qbo.schedule_backfill) or detached (qbo.start_backfill, in a background worker tied to no session).';
+COMMENT ON COLUMN qbo.runs.run_id IS 'Run id: pass it to qbo.resume / qbo.run_resume / qbo.start_resume, or to qbo.cancel.';
+
+INSERT INTO qbo._routine_grants (routine, grantee) VALUES
+    ('start_backfill', 'operator'),
+    ('start_resume', 'operator'),
+    ('cancel', 'operator')
+ON CONFLICT (routine) DO UPDATE SET grantee = EXCLUDED.grantee;
+
+-- as `cargo pgrx schema` prints them (src/sql_api/detached.rs)
+CREATE OR REPLACE FUNCTION qbo."start_backfill"(
+	"entity" TEXT, /* Option < & str > */
+	"fecha_inicio" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"fecha_fin" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"chunk_size" INT DEFAULT 7, /* Option < i32 > */
+	"page_size" INT DEFAULT 1000, /* Option < i32 > */
+	"minor_version" INT DEFAULT 75, /* Option < i32 > */
+	"connection" TEXT DEFAULT 'default' /* Option < & str > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'start_backfill_wrapper';
+
+CREATE OR REPLACE FUNCTION qbo."start_resume"(
+	"run_id" bigint /* Option < i64 > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'start_resume_wrapper';
+
+CREATE OR REPLACE FUNCTION qbo."cancel"(
+	"run_id" bigint /* Option < i64 > */
+) RETURNS TEXT /* String */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cancel_wrapper';
+
+COMMENT ON FUNCTION qbo.start_backfill(text, timestamptz, timestamptz, int, int, int, text) IS
+    'pg_qbo: starts a backfill (the arguments of qbo.backfill) in a background worker tied to no session and returns its run id as soon as the run is committed: closing the session, or losing the connection, does not stop it. No NOTICEs: follow it in qbo.progress, qbo.runs and qbo.run_chunks; stop it with qbo.cancel(run_id). It keeps the qbo.* settings of this session (stored in qbo.runs.settings), never its statement_timeout. Needs a free background worker slot; otherwise use CALL qbo.run_backfill.';
+COMMENT ON FUNCTION qbo.start_resume(bigint) IS
+    'pg_qbo: continues a failed, cancelled or interrupted run (as qbo.resume: only what did not complete, with the stored plan and settings) in a background worker tied to no session; returns the run id as soon as the run is reopened. Stop it with qbo.cancel(run_id).';
+COMMENT ON FUNCTION qbo.cancel(bigint) IS
+    'pg_qbo: cancels a running run, whatever started it: a query cancel to the process executing it (the holder of its lock in pg_locks), which rolls back the page in flight and marks the run cancelled (completed pages stay; continue it with qbo.start_resume or qbo.resume). Waits until that process has let go of the run (at most 30 s) and returns the run''s status. Only the role that started the run (qbo.runs.run_by) or a superuser may. For a run that is not running: a NOTICE, and its status.';
+
+-- PUBLIC may not run them (as the end of the 0.3.0 extension script makes it for every routine
+-- qbo._routine_grants does not list as 'public')
+REVOKE ALL ON FUNCTION qbo.start_backfill(pg_catalog.text, pg_catalog.timestamptz, pg_catalog.timestamptz, pg_catalog.int4, pg_catalog.int4, pg_catalog.int4, pg_catalog.text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION qbo.start_resume(pg_catalog.int8) FROM PUBLIC;
+REVOKE ALL ON FUNCTION qbo.cancel(pg_catalog.int8) FROM PUBLIC;
+
+COMMENT ON FUNCTION qbo.grant_operator(name) IS
+    'pg_qbo: lets a role run backfills of the connections granted to it with qbo.grant_connection (qbo.backfill, qbo.resume, qbo.start_backfill, qbo.start_resume, qbo.schedule_backfill, CALL qbo.run_*), cancel the runs it started (qbo.cancel), and read raw.* and the ledger; raw.* is written by those backfills only (as the extension owner), never by the role itself. It can never read a secret or token, change qbo.api_base_url/qbo.token_url, or alter the ledger.';
+
+-- Operators made before this update (the roles that may run qbo.backfill, as qbo.grant_operator
+-- made them) get the new routines, as qbo.grant_operator gives them now. PostgreSQL records a
+-- GRANT made by an extension script as the routine's initial privileges (pg_init_privs), which a
+-- fresh install does not have (it grants operators later, outside its script): the rows of the
+-- new routines are put back to what the REVOKE above recorded.
+DO $detached$
+DECLARE
+    ext_owner oid := (SELECT e.extowner FROM pg_catalog.pg_extension e
+                       WHERE e.extname OPERATOR(pg_catalog.=) 'pg_qbo');
+    new_routines pg_catalog.regprocedure[] := ARRAY[
+        'qbo.start_backfill(pg_catalog.text, pg_catalog.timestamptz, pg_catalog.timestamptz, pg_catalog.int4, pg_catalog.int4, pg_catalog.int4, pg_catalog.text)',
+        'qbo.start_resume(pg_catalog.int8)',
+        'qbo.cancel(pg_catalog.int8)']::pg_catalog.regprocedure[];
+    recorded pg_catalog.pg_init_privs[] := ARRAY(
+        SELECT p FROM pg_catalog.pg_init_privs p
+         WHERE p.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND p.objoid OPERATOR(pg_catalog.=) ANY (new_routines::pg_catalog.oid[]));
+    r record;
+    f pg_catalog.regprocedure;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT g.rolname
+          FROM pg_catalog.pg_proc p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+          JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) a.grantee
+         WHERE p.oid OPERATOR(pg_catalog.=) 'qbo.backfill(pg_catalog.text, pg_catalog.timestamptz, pg_catalog.timestamptz, pg_catalog.int4, pg_catalog.int4, pg_catalog.int4, pg_catalog.text)'::pg_catalog.regprocedure
+           AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+           AND a.grantee OPERATOR(pg_catalog.<>) ext_owner
+         ORDER BY g.rolname
+    LOOP
+        FOREACH f IN ARRAY new_routines LOOP
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %I', f, r.rolname);
+        END LOOP;
+    END LOOP;
+    DELETE FROM pg_catalog.pg_init_privs p
+     WHERE p.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND p.objoid OPERATOR(pg_catalog.=) ANY (new_routines::pg_catalog.oid[]);
+    INSERT INTO pg_catalog.pg_init_privs SELECT * FROM pg_catalog.unnest(recorded);
+END
+$detached$;
 
 -------------------------------------------------------------------------------------------------
 -- Progress messages and volumetry

@@ -37,6 +37,9 @@ INSERT INTO qbo._routine_grants (routine, grantee) VALUES
     ('run_backfill', 'operator'),
     ('run_resume', 'operator'),
     ('run_scheduled', 'operator'),
+    ('start_backfill', 'operator'),
+    ('start_resume', 'operator'),
+    ('cancel', 'operator'),
     -- the filter of the qbo.connections view, called for the role reading it
     ('_may_use', 'operator');
 REVOKE ALL ON qbo._routine_grants FROM PUBLIC;
@@ -240,11 +243,11 @@ CREATE TABLE qbo.runs (
     error_sqlstate text,
     progress      text,
     CONSTRAINT status_ok CHECK (status IN ('scheduled', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
-    CONSTRAINT entry_point_ok CHECK (entry_point IN ('call', 'function', 'cron'))
+    CONSTRAINT entry_point_ok CHECK (entry_point IN ('call', 'function', 'cron', 'detached'))
 );
 CREATE INDEX runs_status_idx ON qbo.runs (status) WHERE status IN ('running', 'scheduled');
 COMMENT ON TABLE qbo.runs IS 'pg_qbo: one row per backfill run, committed as the run goes (watch it live).';
-COMMENT ON COLUMN qbo.runs.run_id IS 'Run id: pass it to qbo.resume / qbo.run_resume.';
+COMMENT ON COLUMN qbo.runs.run_id IS 'Run id: pass it to qbo.resume / qbo.run_resume / qbo.start_resume, or to qbo.cancel.';
 COMMENT ON COLUMN qbo.runs.entity IS 'QBO entity (see qbo.entities).';
 COMMENT ON COLUMN qbo.runs.connection IS 'Connection name (see qbo.connections).';
 COMMENT ON COLUMN qbo.runs.realm_id IS 'QuickBooks company id at the time of the run.';
@@ -255,7 +258,7 @@ COMMENT ON COLUMN qbo.runs.chunk_size IS 'Days per chunk.';
 COMMENT ON COLUMN qbo.runs.page_size IS 'MAXRESULTS asked per page (1..1000).';
 COMMENT ON COLUMN qbo.runs.minor_version IS 'QBO minorversion sent with every request.';
 COMMENT ON COLUMN qbo.runs.settings IS 'Settings resolved when the run was created (hosts, timeouts, retries, backoff); resume reuses them.';
-COMMENT ON COLUMN qbo.runs.entry_point IS 'call (CALL qbo.run_backfill), function (SELECT qbo.backfill, in a background worker) or cron.';
+COMMENT ON COLUMN qbo.runs.entry_point IS 'How the run was started: call (CALL qbo.run_backfill), function (SELECT qbo.backfill, in a background worker of that session), cron (qbo.schedule_backfill) or detached (qbo.start_backfill, in a background worker tied to no session).';
 COMMENT ON COLUMN qbo.runs.status IS 'scheduled, running, succeeded, failed, cancelled or interrupted (its backend or worker died).';
 COMMENT ON COLUMN qbo.runs.run_by IS 'Role that started the run.';
 COMMENT ON COLUMN qbo.runs.pid IS 'Process id of the backend or worker executing the run (last execution).';
@@ -629,7 +632,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION qbo.grant_operator(name) IS
-    'pg_qbo: lets a role run backfills (qbo.backfill, qbo.resume, qbo.schedule_backfill, CALL qbo.run_*) of the connections granted to it with qbo.grant_connection, and read raw.* and the ledger; raw.* is written by those backfills only (as the extension owner), never by the role itself. It can never read a secret or token, change qbo.api_base_url/qbo.token_url, or alter the ledger.';
+    'pg_qbo: lets a role run backfills of the connections granted to it with qbo.grant_connection (qbo.backfill, qbo.resume, qbo.start_backfill, qbo.start_resume, qbo.schedule_backfill, CALL qbo.run_*), cancel the runs it started (qbo.cancel), and read raw.* and the ledger; raw.* is written by those backfills only (as the extension owner), never by the role itself. It can never read a secret or token, change qbo.api_base_url/qbo.token_url, or alter the ledger.';
 
 CREATE FUNCTION qbo.grant_connection(connection text, role_name name)
 RETURNS void

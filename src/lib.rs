@@ -5,11 +5,11 @@
 //! has no pgrx in its dependency tree. This crate is the extension, in four folders, each
 //! depending only on those listed after it:
 //! - [`sql_api`]: the SQL surface only (`qbo.backfill`, `qbo.resume`, `CALL qbo.run_backfill`,
-//!   `CALL qbo.run_resume`, `qbo.schedule_backfill`, `qbo.entities`); argument parsing, then
-//!   [`run`].
+//!   `CALL qbo.run_resume`, `qbo.start_backfill`, `qbo.start_resume`, `qbo.cancel`,
+//!   `qbo.schedule_backfill`, `qbo.entities`); argument parsing, then [`run`].
 //! - [`run`]: one run: its request and validation, the executor (one code path for every entry
-//!   point), tokens, the shared per-realm limiter, the background worker, the pg_cron job, the
-//!   text of progress messages.
+//!   point), tokens, the shared per-realm limiter, the background worker (of a session, or
+//!   detached), cancelling a run by its id, the pg_cron job, the text of progress messages.
 //! - [`store`]: pg_qbo's tables: raw tables and their upsert, the run ledger, connections,
 //!   advisory locks.
 //! - [`pg`]: Postgres glue that knows nothing of runs: errors, interrupts, SPI with a pinned

@@ -164,6 +164,66 @@ fn int(
     );
 }
 
+/// Turns off, for the rest of this process, the session timeouts that `ALTER ROLE ... SET` and
+/// `ALTER DATABASE ... SET` hand a background worker connecting as that role to that database.
+/// Called by every pg_qbo worker before its run, outside any transaction (so no abort can undo
+/// it), at the highest priority (`PGC_S_OVERRIDE`, as a superuser): the worker's one "statement"
+/// is a run of minutes or hours, which the role's limits for interactive statements were never
+/// meant for, and its caller's own limits stop the caller, never the run (a session-tied worker
+/// is cancelled when its caller is, a detached one is stopped with `qbo.cancel`).
+/// - `statement_timeout`, `idle_in_transaction_session_timeout` (and `transaction_timeout` where
+///   it exists, PostgreSQL 17+, which also applies to background workers): a run would be killed
+///   once it lasted that long.
+/// - `lock_timeout` as well: a run waits on pg_qbo's own short locks (the lock serialising page
+///   writes of one realm and entity, held by a concurrent run for one page's upsert; the
+///   realm's rate-limiter row; raw-table DDL), and a limit meant to keep interactive statements
+///   from queueing behind DDL would fail a long run on a wait that is part of normal concurrent
+///   work. The run stays cancellable while it waits, and deadlocks are still detected.
+pub fn disable_session_timeouts() {
+    let names: &[&std::ffi::CStr] = &[
+        c"statement_timeout",
+        c"lock_timeout",
+        c"idle_in_transaction_session_timeout",
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        c"transaction_timeout",
+    ];
+    for name in names {
+        // SAFETY: on the worker's only thread, connected to its database, outside any
+        // transaction (GUC state is per process and not thread-safe; with no transaction open
+        // the value is not stacked, so it lasts for the process); both arguments are static
+        // NUL-terminated strings that Postgres copies, and every name is a built-in setting of
+        // this server version, so the assignment cannot fail.
+        unsafe {
+            pgrx::pg_sys::SetConfigOption(
+                name.as_ptr(),
+                c"0".as_ptr(),
+                pgrx::pg_sys::GucContext::PGC_SUSET,
+                pgrx::pg_sys::GucSource::PGC_S_OVERRIDE,
+            )
+        };
+    }
+}
+
+/// Sets `application_name` of this process (a background worker naming the run it executes in
+/// `pg_stat_activity`). Called in a transaction, the name lasts for the process once that
+/// transaction commits (an abort restores the previous one).
+pub fn set_application_name(name: &str) {
+    let Ok(value) = CString::new(name) else {
+        return;
+    };
+    // SAFETY: on the process's own thread; both arguments are NUL-terminated strings Postgres
+    // copies; application_name accepts any text (its check hook replaces non-ASCII
+    // characters), so the assignment cannot fail.
+    unsafe {
+        pgrx::pg_sys::SetConfigOption(
+            c"application_name".as_ptr(),
+            value.as_ptr(),
+            pgrx::pg_sys::GucContext::PGC_SUSET,
+            pgrx::pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
+}
+
 /// Settings resolved for one run: stored in `qbo.runs.settings`, passed to workers, reused by resume.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Settings {

@@ -12,6 +12,10 @@ pub enum Mode {
     /// In a background worker started by `leader_pid` (`qbo.backfill` / `qbo.resume`): the leader
     /// relays progress from `qbo.run_pages`; the worker stops if the leader goes away.
     Worker { leader_pid: i32 },
+    /// In a background worker of its own (`qbo.start_backfill` / `qbo.start_resume`), tied to no
+    /// session: nobody listens, so no NOTICE is sent (progress is in the ledger and
+    /// `qbo.progress`), and only a cancel or termination of the worker itself stops it.
+    Detached,
 }
 
 /// Runs `f` (an `ereport` below ERROR) with interrupts held. Postgres checks for interrupts at the
@@ -48,7 +52,8 @@ macro_rules! say {
 }
 
 /// The interrupt check run at least every 50 ms while waiting: query cancel, statement_timeout,
-/// termination; and in a worker, the disappearance of the session that started it.
+/// termination; and in the worker of a session ([`Mode::Worker`], not [`Mode::Detached`]), the
+/// disappearance of that session.
 pub fn check_interrupts(mode: Mode) {
     pg_sys::check_for_interrupts!();
     if let Mode::Worker { leader_pid } = mode {
@@ -63,4 +68,40 @@ pub fn check_interrupts(mode: Mode) {
             );
         }
     }
+}
+
+/// Waits up to `ms` milliseconds (or until this process's latch is set), then serves a pending
+/// query cancel, statement_timeout or termination: the step of a polling wait.
+pub fn pause(ms: i64) {
+    // SAFETY: on the backend's own thread; MyLatch is this process's own latch, set at process
+    // start and valid for its whole life, which only its owner may wait on and reset. With
+    // WL_EXIT_ON_PM_DEATH the process exits if the postmaster dies, so the returned events need
+    // no checking.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms.max(1) as _,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pg_sys::check_for_interrupts!();
+}
+
+/// Sends SIGINT (a query cancel, as `pg_cancel_backend` does, to the process group like it) to
+/// the server process `pid`, if it is still a backend or background worker of this cluster at
+/// this instant. No permission check: the caller decides who may cancel what. Returns whether the
+/// signal was sent.
+pub fn send_cancel(pid: i32) -> bool {
+    // SAFETY: on the backend's own thread, attached to shared memory; BackendPidGetProc takes
+    // ProcArrayLock itself, and the PGPROC pointer it returns is only compared with null, never
+    // dereferenced.
+    if pid <= 0 || unsafe { pg_sys::BackendPidGetProc(pid).is_null() } {
+        return false;
+    }
+    // SAFETY: kill(2) takes two integers and touches no memory of ours. Every server process
+    // leads its own process group (postmaster children call setsid), which is what
+    // pg_signal_backend signals; a plain kill of the pid is the fallback should it not.
+    unsafe { libc::kill(-pid, libc::SIGINT) == 0 || libc::kill(pid, libc::SIGINT) == 0 }
 }

@@ -1,8 +1,10 @@
 //! One run: what was asked ([`request`]), its execution ([`executor`], one code path for every
 //! entry point), the access tokens it uses ([`tokens`]), the realm's shared request limiter
-//! ([`limiter`]), the background worker of the set-returning entry points ([`worker`]), the
-//! pg_cron job of a scheduled run ([`cron`]) and the progress text it prints ([`notices`]).
+//! ([`limiter`]), the background worker of the set-returning and detached entry points
+//! ([`worker`]), the pg_cron job of a scheduled run ([`cron`]), cancelling a run by its id
+//! ([`cancel`]) and the progress text it prints ([`notices`]).
 
+pub mod cancel;
 pub mod cron;
 pub mod executor;
 pub mod limiter;

@@ -140,17 +140,22 @@ pub fn prepare_resume(run_id: i64) -> i64 {
     if run.status == "running" {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            format!("run {run_id} is still running; wait for it, or cancel its session (qbo.runs.pid) and resume it then"),
+            format!("run {run_id} is still running; wait for it, or stop it with SELECT qbo.cancel({run_id}) and resume it then"),
         );
     }
     locks::lock_for_execution(run_id);
+    // `running` from the commit that takes its lock, as a new run is: a detached resume returns
+    // once this is committed, and the run must not read `failed` (nor seem to have nothing to
+    // cancel) while its worker starts executing it
+    ledger::reopen(run_id).unwrap_or_else(|e| e.raise());
     run_id
 }
 
-/// The run exists (`load_run` says so otherwise) and the caller may use its connection.
-pub fn check_resumable(run_id: i64) {
+/// The run exists (`load_run` says so otherwise) and the caller may use its connection; checked
+/// by `func` (`qbo.resume`, `qbo.start_resume`) before it starts a worker.
+pub fn check_resumable(run_id: i64, func: &str) {
     let run = ledger::load_run(run_id).unwrap_or_else(|e| e.raise());
     if let Err(e) = connections::check_may_use(&run.connection) {
-        e.prefixed(format!("qbo.resume: run {run_id}")).raise();
+        e.prefixed(format!("{func}: run {run_id}")).raise();
     }
 }

@@ -15,9 +15,19 @@
 //!   query cancel): the worker rolls back the page in flight and marks the run `cancelled`. If the
 //!   leader dies without that, the worker notices within 50 ms that its leader is gone and cancels
 //!   itself the same way.
+//!
+//! `qbo.start_backfill` / `qbo.start_resume` start the same worker *detached* ([`start_detached`]):
+//! the caller waits only until the worker has created (or reopened) the run and committed it, and
+//! returns its id. That worker has no `bgw_notify_pid` and watches no leader ([`Mode::Detached`]):
+//! the caller's session may end at once; a cancel of the worker itself (`qbo.cancel`) stops it.
+//!
+//! Every worker turns off the session timeouts its role and database may carry
+//! ([`guc::disable_session_timeouts`]) and names its run in `pg_stat_activity.application_name`.
 
 use crate::pg::error::{raise, PgError};
-use crate::pg::interrupts::{held, Mode};
+use crate::pg::guc;
+use crate::pg::interrupts::{self, held, Mode};
+use crate::pg::spi;
 use crate::pg::xact;
 use crate::run::{executor, notices, request};
 use crate::store::ledger;
@@ -43,7 +53,10 @@ pub enum Job {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
     pub job: Job,
+    /// The session that started the worker (for a detached worker, only for the record).
     pub leader_pid: i32,
+    /// Started by `qbo.start_backfill` / `qbo.start_resume`: tied to no session.
+    pub detached: bool,
     pub database_oid: u32,
     pub role_oid: u32,
 }
@@ -131,6 +144,8 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         Some(pg_sys::Oid::from(spec.database_oid)),
         Some(pg_sys::Oid::from(spec.role_oid)),
     );
+    // the role's and database's statement_timeout & co. are for interactive statements, not runs
+    guc::disable_session_timeouts();
     // SAFETY: on the worker's only thread, connected to its database just above and outside
     // any transaction (a background worker starts with none): this is how a worker begins one.
     unsafe {
@@ -142,21 +157,33 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
     // the executor's xact::commit does). It is closed below, after the run.
     unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
     xact::ensure_outer_snapshot();
-    let mode = Mode::Worker {
-        leader_pid: spec.leader_pid,
+    let (mode, entry_point) = if spec.detached {
+        (Mode::Detached, "detached")
+    } else {
+        let leader_pid = spec.leader_pid;
+        (Mode::Worker { leader_pid }, "function")
     };
     let result = PgTryBuilder::new(|| {
         let run_id = match &spec.job {
             Job::New(req) => {
                 let v = request::validate(req).unwrap_or_else(|e| e.raise());
-                request::create_run(req, &v, "function")
+                request::create_run(req, &v, entry_point)
             }
             Job::Resume(id) => request::prepare_resume(*id),
         };
+        guc::set_application_name(&format!("pg_qbo run {run_id}"));
         xact::commit();
         shared.run_id.store(run_id, Ordering::Release);
         shared.state.store(1, Ordering::Release);
         executor::execute(run_id, mode);
+        if mode == Mode::Detached {
+            // nobody waits for a detached run: its end goes to the server log (a failure's is
+            // logged below, like any worker's)
+            let line = ledger::totals(run_id)
+                .map(|t| notices::succeeded(&t))
+                .unwrap_or_else(|_| format!("run {run_id} succeeded"));
+            held(|| log!("pg_qbo: detached {line}"));
+        }
         Ok::<(), PgError>(())
     })
     .catch_others(|caught| Err(PgError::from(&caught)))
@@ -232,67 +259,13 @@ pub fn run_in_worker(job: Job) -> i64 {
             "qbo.backfill and qbo.resume need READ COMMITTED (they read the progress their worker commits); use CALL qbo.run_backfill / qbo.run_resume, or run them outside a REPEATABLE READ or SERIALIZABLE transaction",
         );
     }
-    let spec = Spec {
-        job,
-        // SAFETY: we are on the backend's own thread; MyProcPid is set at backend start and
-        // never changes.
-        leader_pid: unsafe { pg_sys::MyProcPid },
-        // SAFETY: same thread; MyDatabaseId is set when the backend connects to its database
-        // and never changes afterwards.
-        database_oid: unsafe { pg_sys::MyDatabaseId }.to_u32(),
-        // SAFETY: same thread, in a session whose user InitPostgres has set: GetUserId only
-        // reads it (the caller's role: this runs outside as_owner).
-        role_oid: unsafe { pg_sys::GetUserId() }.to_u32(),
-    };
-    let bytes = serde_json::to_vec(&spec).unwrap_or_else(|e| {
-        PgError::internal(format!("pg_qbo: the worker's job cannot be written: {e}")).raise()
-    });
-    // SAFETY: on the backend's own thread, in the caller's transaction: the segment belongs to
-    // the current resource owner, so an ERROR anywhere below detaches it when the transaction
-    // aborts. Flags 0: dsm_create raises rather than return null when no segment can be had.
-    let seg = unsafe { pg_sys::dsm_create(HEADER + bytes.len(), 0) };
-    // SAFETY: `seg` is the live segment just created (never null, see above).
-    let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
-    // SAFETY: `base` is the start of a fresh, writable mapping of HEADER + bytes.len() bytes,
-    // seen by no one else yet (the worker does not exist): zero the header, then copy the JSON
-    // after it; `bytes` is a separate Rust allocation, so the ranges do not overlap.
-    unsafe {
-        std::ptr::write_bytes(base, 0, HEADER);
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(HEADER), bytes.len());
-    }
-    // SAFETY: `base` is aligned for `Shared` (page-aligned, or 4 kB-aligned within a
-    // cache-line-aligned area with min_dynamic_shared_memory) and its first HEADER bytes are
-    // zero, a valid `Shared`; the mapping lasts until the dsm_detach below, after the last use of
-    // `shared`, or until an ERROR's abort, after which `shared` is never used (raise does not
-    // return). The worker writes only the atomics and, before it stops, `error`/`sqlstate`.
-    let shared = unsafe { &*(base as *const Shared) };
-    shared.spec_len.store(bytes.len() as i32, Ordering::Release);
+    let seg = hand_over(job, false);
+    // SAFETY: `seg` was just made by hand_over and stays attached until the dsm_detach below,
+    // after the last use of `shared`, or until an ERROR's abort, after which `shared` is never
+    // used (raise does not return).
+    let shared = unsafe { shared_of(seg) };
     // SAFETY: `seg` is the live segment created above; its handle is a plain number.
-    let handle = unsafe { pg_sys::dsm_segment_handle(seg) };
-
-    let worker = BackgroundWorkerBuilder::new("pg_qbo backfill")
-        .set_type("pg_qbo backfill")
-        .set_library("pg_qbo")
-        .set_function("pg_qbo_worker_main")
-        .enable_spi_access()
-        .set_argument(Some(pg_sys::Datum::from(handle as usize)))
-        // SAFETY: we are on the backend's own thread; MyProcPid is set at backend start and
-        // never changes.
-        .set_notify_pid(unsafe { pg_sys::MyProcPid })
-        .set_restart_time(None)
-        .load_dynamic();
-    let worker = match worker {
-        Ok(w) => w,
-        Err(_) => raise(
-            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            format!(
-                "pg_qbo: no free background worker slot (max_worker_processes = {}); run the backfill with CALL qbo.run_backfill(...) instead, or raise max_worker_processes",
-                // SAFETY: on the backend's own thread; max_worker_processes is a
-                // postmaster-level setting, fixed since the server started.
-                unsafe { pg_sys::max_worker_processes }
-            ),
-        ),
-    };
+    let worker = start_worker(unsafe { pg_sys::dsm_segment_handle(seg) }, false);
     let _ = worker.wait_for_startup();
 
     let mut relay = Relay::default();
@@ -311,32 +284,13 @@ pub fn run_in_worker(job: Job) -> i64 {
     })
     .execute();
     let run_id = shared.run_id.load(Ordering::Acquire);
-    let early_error = (shared.state.load(Ordering::Acquire) == 3 || run_id == 0).then(|| {
-        // SAFETY: the worker wrote the cells before it stored state 3 (Release, read above with
-        // Acquire) or has stopped (run id 0: it never got as far as a run), and writes them no
-        // more: nothing writes them while they are read here.
-        let (error, sqlstate) = unsafe { (&*shared.error.get(), &*shared.sqlstate.get()) };
-        (
-            String::from_utf8_lossy(error)
-                .trim_end_matches('\0')
-                .to_owned(),
-            String::from_utf8_lossy(sqlstate)
-                .trim_end_matches('\0')
-                .to_owned(),
-        )
-    });
+    let early_error = early_error(shared);
     // SAFETY: `seg` is still attached (this is its only detach on this path); `shared` is not
     // used after this line, the texts having been copied into `early_error`. The worker keeps
     // its own mapping, so the segment outlives this detach as long as the worker needs it.
     unsafe { pg_sys::dsm_detach(seg) };
-    if let Some((msg, st)) = early_error {
-        let msg = if msg.is_empty() {
-            "pg_qbo: the background worker stopped before creating the run (see the server log)"
-                .to_owned()
-        } else {
-            msg
-        };
-        PgError::from_sqlstate(&st, msg).raise();
+    if let Some(e) = early_error {
+        e.raise();
     }
     relay.relay(run_id);
     match ledger::outcome(run_id) {
@@ -366,6 +320,209 @@ pub fn run_in_worker(job: Job) -> i64 {
         Err(e) => e.raise(),
     }
     run_id
+}
+
+/// Writes the [`Spec`] of `job`, by this session, into a new shared segment for a worker to read
+/// (the segment belongs to the current resource owner: an ERROR of this transaction detaches it).
+fn hand_over(job: Job, detached: bool) -> *mut pg_sys::dsm_segment {
+    let spec = Spec {
+        job,
+        // SAFETY: we are on the backend's own thread; MyProcPid is set at backend start and
+        // never changes.
+        leader_pid: unsafe { pg_sys::MyProcPid },
+        detached,
+        // SAFETY: same thread; MyDatabaseId is set when the backend connects to its database
+        // and never changes afterwards.
+        database_oid: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        // SAFETY: same thread, in a session whose user InitPostgres has set: GetUserId only
+        // reads it (the caller's role: this runs outside as_owner).
+        role_oid: unsafe { pg_sys::GetUserId() }.to_u32(),
+    };
+    let bytes = serde_json::to_vec(&spec).unwrap_or_else(|e| {
+        PgError::internal(format!("pg_qbo: the worker's job cannot be written: {e}")).raise()
+    });
+    // SAFETY: on the backend's own thread, in the caller's transaction: the segment belongs to
+    // the current resource owner, so an ERROR anywhere below detaches it when the transaction
+    // aborts. Flags 0: dsm_create raises rather than return null when no segment can be had.
+    let seg = unsafe { pg_sys::dsm_create(HEADER + bytes.len(), 0) };
+    // SAFETY: `seg` is the live segment just created (never null, see above).
+    let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
+    // SAFETY: `base` is the start of a fresh, writable mapping of HEADER + bytes.len() bytes,
+    // seen by no one else yet (the worker does not exist): zero the header, then copy the JSON
+    // after it; `bytes` is a separate Rust allocation, so the ranges do not overlap.
+    unsafe {
+        std::ptr::write_bytes(base, 0, HEADER);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(HEADER), bytes.len());
+    }
+    // SAFETY: `seg` is attached and its header was just zeroed (see shared_of); the reference
+    // is used for this one store only.
+    unsafe { shared_of(seg) }
+        .spec_len
+        .store(bytes.len() as i32, Ordering::Release);
+    seg
+}
+
+/// The header of a segment made by [`hand_over`].
+///
+/// # Safety
+/// `seg` is a segment made by `hand_over` and still attached for as long as the reference is
+/// used. Its address is aligned for `Shared` (page-aligned, or 4 kB-aligned within a
+/// cache-line-aligned area with min_dynamic_shared_memory) and its header started zeroed, a
+/// valid `Shared`; the worker writes only the atomics and, before it stops, `error`/`sqlstate`.
+unsafe fn shared_of<'a>(seg: *mut pg_sys::dsm_segment) -> &'a Shared {
+    // SAFETY: the caller's obligation (see above).
+    unsafe { &*(pg_sys::dsm_segment_address(seg) as *const Shared) }
+}
+
+/// Registers the worker that reads segment `handle`: one tied to this session (which the
+/// postmaster notifies of its start and end), or a detached one, which notifies no one.
+/// 53400 when no slot is free.
+fn start_worker(handle: pg_sys::dsm_handle, detached: bool) -> DynamicBackgroundWorker {
+    let name = if detached {
+        "pg_qbo detached run"
+    } else {
+        "pg_qbo backfill"
+    };
+    let builder = BackgroundWorkerBuilder::new(name)
+        .set_type(name)
+        .set_library("pg_qbo")
+        .set_function("pg_qbo_worker_main")
+        .enable_spi_access()
+        .set_argument(Some(pg_sys::Datum::from(handle as usize)))
+        .set_restart_time(None);
+    let builder = if detached {
+        builder
+    } else {
+        // SAFETY: we are on the backend's own thread; MyProcPid is set at backend start and
+        // never changes.
+        builder.set_notify_pid(unsafe { pg_sys::MyProcPid })
+    };
+    match builder.load_dynamic() {
+        Ok(w) => w,
+        Err(_) => raise(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            format!(
+                "pg_qbo: no free background worker slot (max_worker_processes = {}); run the backfill with CALL qbo.run_backfill(...) instead, or raise max_worker_processes",
+                // SAFETY: on the backend's own thread; max_worker_processes is a
+                // postmaster-level setting, fixed since the server started.
+                unsafe { pg_sys::max_worker_processes }
+            ),
+        ),
+    }
+}
+
+/// The error of a worker that stopped before a run existed (state 3, or no run id once it has
+/// stopped), with its own SQLSTATE and text.
+fn early_error(shared: &Shared) -> Option<PgError> {
+    let run_id = shared.run_id.load(Ordering::Acquire);
+    if shared.state.load(Ordering::Acquire) != 3 && run_id != 0 {
+        return None;
+    }
+    // SAFETY: the worker wrote the cells before it stored state 3 (Release, read above with
+    // Acquire) or has stopped (run id 0: it never got as far as a run), and writes them no
+    // more: nothing writes them while they are read here.
+    let (error, sqlstate) = unsafe { (&*shared.error.get(), &*shared.sqlstate.get()) };
+    let msg = String::from_utf8_lossy(error)
+        .trim_end_matches('\0')
+        .to_owned();
+    let st = String::from_utf8_lossy(sqlstate)
+        .trim_end_matches('\0')
+        .to_owned();
+    let msg = if msg.is_empty() {
+        "pg_qbo: the background worker stopped before creating the run (see the server log)"
+            .to_owned()
+    } else {
+        msg
+    };
+    Some(PgError::from_sqlstate(&st, msg))
+}
+
+/// A run started in a detached worker.
+pub struct Started {
+    pub run_id: i64,
+    /// The worker's process id (0 if it has already ended).
+    pub pid: i32,
+}
+
+/// Starts a detached worker for `job` (see the module's doc) and waits only until it has
+/// created (or reopened) the run and committed it. An error of the worker before the run existed
+/// is raised here with its own text and SQLSTATE (the worker wrote nothing); a cancel of this
+/// short wait stops the worker. The caller validated the job first.
+pub fn start_detached(job: Job) -> Started {
+    let seg = hand_over(job, true);
+    // SAFETY: `seg` was just made by hand_over and stays attached until the dsm_detach below,
+    // after the last use of `shared`, or until an ERROR's abort, after which `shared` is never
+    // used (raise does not return).
+    let shared = unsafe { shared_of(seg) };
+    // SAFETY: `seg` is the live segment created above; its handle is a plain number.
+    let worker = start_worker(unsafe { pg_sys::dsm_segment_handle(seg) }, true);
+    let pid = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        wait_published(&worker, shared)
+    }))
+    .catch_others(|caught| {
+        stop_worker(&worker);
+        let e = PgError::from(&caught);
+        let run_id = shared.run_id.load(Ordering::Acquire);
+        if run_id > 0 {
+            PgError::new(e.code, format!("{} (run {run_id} was stopped; continue it with SELECT qbo.start_resume({run_id}))", e.message)).raise()
+        } else {
+            e.raise()
+        }
+    })
+    .execute();
+    let run_id = shared.run_id.load(Ordering::Acquire);
+    let early_error = early_error(shared);
+    // SAFETY: `seg` is still attached (this is its only detach on this path); `shared` is not
+    // used after this line. The worker keeps its own mapping, so the segment lives on as long
+    // as the worker needs it, whatever this session does next.
+    unsafe { pg_sys::dsm_detach(seg) };
+    if let Some(e) = early_error {
+        e.raise();
+    }
+    Started { run_id, pid }
+}
+
+/// Waits, polling every 20 ms and serving cancels, until the detached worker has published its
+/// run (or failed before one existed) or stopped. Returns its pid (0 once it has stopped).
+///
+/// Nothing of the caller is needed by the worker, except that the caller's transaction must
+/// not hold a row of `qbo.runs` the worker has to change (e.g. it called `qbo._mark_interrupted()`
+/// earlier in the same transaction): then both would wait for each other for ever, so the wait
+/// looks for that (from 250 ms on) and raises a deadlock error instead.
+fn wait_published(worker: &DynamicBackgroundWorker, shared: &Shared) -> i32 {
+    let t0 = Instant::now();
+    let mut next_check = Duration::from_millis(250);
+    loop {
+        let published = shared.state.load(Ordering::Acquire) != 0;
+        let pid = match worker.pid() {
+            Ok(pid) => pid,
+            Err(BackgroundWorkerStatus::NotYetStarted) => 0,
+            Err(_) => return 0,
+        };
+        if published {
+            return pid;
+        }
+        if pid > 0 && t0.elapsed() >= next_check {
+            next_check = t0.elapsed() + Duration::from_millis(250);
+            if blocked_by_this_backend(pid) {
+                raise(
+                    PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED,
+                    format!("pg_qbo: the run's background worker (pid {pid}) waits for a lock this transaction holds (it changed rows of qbo.runs the worker must change too): commit or roll back first, then start the run in a transaction of its own"),
+                );
+            }
+        }
+        interrupts::pause(20);
+    }
+}
+
+/// Whether process `pid` waits for a lock this backend holds.
+fn blocked_by_this_backend(pid: i32) -> bool {
+    spi::one::<bool>(
+        "SELECT pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) ANY (pg_catalog.pg_blocking_pids($1))",
+        &[pid.into()],
+    )
+    .unwrap_or_else(|e| PgError::db("pg_qbo worker start (pg_blocking_pids)", e).raise())
+    .unwrap_or(false)
 }
 
 fn wait_loop(worker: &DynamicBackgroundWorker, shared: &Shared, relay: &mut Relay) {

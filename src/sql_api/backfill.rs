@@ -95,7 +95,7 @@ fn resume(
     ),
 > {
     let run_id = required(run_id, "run_id", "qbo.resume");
-    check_resumable(run_id);
+    check_resumable(run_id, "qbo.resume");
     let run_id = worker::run_in_worker(Job::Resume(run_id));
     volumetry(run_id)
 }

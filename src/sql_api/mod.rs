@@ -5,11 +5,14 @@
 //! - [`backfill`]: `qbo.backfill`, `qbo.resume` (set-returning, run in a background worker),
 //!   `CALL qbo.run_backfill` / `CALL qbo.run_resume` (run in the caller's backend, committing page
 //!   by page), and `qbo.entities`.
+//! - [`detached`]: `qbo.start_backfill`, `qbo.start_resume` (a run in a background worker tied
+//!   to no session) and `qbo.cancel` (stops a run by its id).
 //! - [`schedule`]: `qbo.schedule_backfill` and the procedure its pg_cron job calls.
 //! - [`args`]: reading the arguments (NULLs, infinite timestamps) into a run request.
 
 pub mod args;
 pub mod backfill;
+pub mod detached;
 pub mod schedule;
 
 pgrx::extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);

@@ -44,6 +44,13 @@ fn bad_input_is_rejected_with_the_value_and_what_is_allowed() {
          "qbo.backfill: unknown entity \"Invoice'; DROP TABLE qbo.runs; --\"; valid entities are:"),
         ("CALL qbo.run_backfill('Invoice', '2025-01-01Z', '2025-02-01Z')",
          "qbo.run_backfill commits page by page, so it must be run with CALL outside an explicit transaction block"),
+        ("SELECT qbo.start_backfill('Invoice', '2025-01-01Z', '2025-02-01Z', page_size => 0)",
+         "qbo.start_backfill: page_size must be between 1 and 1000 (got 0): QBO returns at most 1000 rows per page"),
+        ("SELECT qbo.start_backfill('Invoice', '2025-01-01Z', '2025-02-01Z', connection => 'nope')",
+         "qbo.start_backfill: unknown connection \"nope\": register it with qbo.connect(...)"),
+        ("SELECT qbo.start_resume(NULL)", "qbo.start_resume: argument run_id must not be NULL"),
+        ("SELECT qbo.start_resume(12345)", "run 12345 does not exist (see qbo.runs)"),
+        ("SELECT qbo.cancel(12345)", "run 12345 does not exist (see qbo.runs)"),
         ("SELECT * FROM qbo.schedule_backfill('Invoice', '2025-01-01Z', '2025-02-01Z')",
          "qbo.schedule_backfill needs pg_cron: add it to shared_preload_libraries (restart), then CREATE EXTENSION pg_cron in the database named by cron.database_name"),
         ("SELECT qbo.grant_operator('no_such_role_x')",
@@ -94,11 +101,14 @@ fn public_operators_and_readers_may_run_exactly_the_routines_the_list_gives_them
     operator.extend([
         "qbo._may_use(text,oid)",
         "qbo.backfill(text,timestamp with time zone,timestamp with time zone,integer,integer,integer,text)",
+        "qbo.cancel(bigint)",
         "qbo.resume(bigint)",
         "qbo.run_backfill(text,timestamp with time zone,timestamp with time zone,integer,integer,integer,text,bigint)",
         "qbo.run_resume(bigint)",
         "qbo.run_scheduled(bigint)",
         "qbo.schedule_backfill(text,timestamp with time zone,timestamp with time zone,integer,integer,integer,text,timestamp with time zone)",
+        "qbo.start_backfill(text,timestamp with time zone,timestamp with time zone,integer,integer,integer,text)",
+        "qbo.start_resume(bigint)",
     ]);
     operator.sort();
     assert_eq!(may_run("qbo_acl_op"), operator);

@@ -130,12 +130,49 @@ pub fn load_run(run_id: i64) -> Result<RunRow, PgError> {
         }))
     })
     .map_err(err)?;
-    row.ok_or_else(|| {
-        PgError::new(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("run {run_id} does not exist (see qbo.runs)"),
-        )
+    row.ok_or_else(|| no_such_run(run_id))
+}
+
+/// The error for a run id that is not in `qbo.runs`.
+fn no_such_run(run_id: i64) -> PgError {
+    PgError::new(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        format!("run {run_id} does not exist (see qbo.runs)"),
+    )
+}
+
+/// Status of a run and the role that started it (`run_by`), read with a fresh snapshot; the
+/// error of [`load_run`] if there is no such run.
+pub fn status_and_owner(run_id: i64) -> Result<(String, String), PgError> {
+    let row = spi::owner_connect(|c| -> SpiResult<Option<(String, String)>> {
+        let t = c.update(
+            "SELECT status, run_by::pg_catalog.text FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
+            Some(1),
+            &[run_id.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        Ok(Some((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+        )))
     })
+    .map_err(err)?;
+    row.ok_or_else(|| no_such_run(run_id))
+}
+
+/// Marks a stopped run running again in this process (it is being resumed: its liveness lock
+/// was just taken in this transaction); `start_execution` then counts the execution.
+pub fn reopen(run_id: i64) -> Result<(), PgError> {
+    spi::owner_exec(
+        "UPDATE qbo.runs SET status = 'running', pid = pg_catalog.pg_backend_pid(), error = NULL,
+                error_sqlstate = NULL, finished_at = NULL, updated_at = pg_catalog.now()
+          WHERE run_id OPERATOR(pg_catalog.=) $1",
+        &[run_id.into()],
+    )
+    .map_err(err)
 }
 
 /// Marks the run running in this process and resets unfinished chunks to pending.

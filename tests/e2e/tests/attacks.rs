@@ -605,3 +605,258 @@ fn operators_cannot_write_raw_tables_by_hand() {
         .expect_err("writes revoked");
     assert_eq!(db_error(e).1, "permission denied for table qb_invoices");
 }
+
+/// Status of a run and the process holding its liveness lock (None: no live process).
+fn run_state(c: &mut postgres::Client, run_id: i64) -> (String, Option<i32>) {
+    let r = c
+        .query_one(
+            "SELECT r.status,
+                    (SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                        AND l.classid = 1364414287 AND l.objid = r.run_id::oid AND l.objsubid = 2)
+               FROM qbo.runs r WHERE r.run_id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// Waits (bounded) for the final status of a run that goes on in its worker.
+fn wait_final(c: &mut postgres::Client, run_id: i64) -> String {
+    let t0 = std::time::Instant::now();
+    loop {
+        c.execute("SELECT qbo._mark_interrupted()", &[]).unwrap();
+        let (status, _) = run_state(c, run_id);
+        if status != "running" {
+            return status;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "run {run_id} still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Another operator of the same connection may not cancel a run it did not start (42501, nothing
+/// signalled: the run goes on to the end); a role without operator grants may not even call
+/// qbo.cancel, qbo.start_backfill or qbo.start_resume; a superuser may cancel anyone's run.
+#[test]
+fn only_the_role_that_started_a_run_or_a_superuser_may_cancel_it() {
+    let emu = Emulator::start(&["--seed", "76"]);
+    let db = "e2e_atk_cancel";
+    let mut admin = fresh_db(db, &emu);
+    for role in ["atk_run_owner", "atk_other_op"] {
+        fresh_role(&mut admin, role);
+        admin
+            .batch_execute(&format!(
+                "SELECT qbo.grant_operator('{role}'); SELECT qbo.grant_connection('default', '{role}');"
+            ))
+            .unwrap();
+    }
+    fresh_role(&mut admin, "atk_reader");
+    admin
+        .batch_execute("SELECT qbo.grant_reader('atk_reader')")
+        .unwrap();
+    let mut owner = as_role(db, "atk_run_owner");
+    emu.hold(2);
+    let run_id: i64 = owner
+        .query_one(
+            "SELECT qbo.start_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 50)",
+            &[&FROM, &TO],
+        )
+        .unwrap()
+        .get(0);
+    emu.wait_held();
+    let (status, worker) = run_state(&mut admin, run_id);
+    assert_eq!(status, "running");
+    let worker = worker.expect("the worker holds the run");
+
+    let mut other = as_role(db, "atk_other_op");
+    let e = other
+        .query_one("SELECT qbo.cancel($1)", &[&run_id])
+        .expect_err("not its run");
+    assert_eq!(
+        db_error(e),
+        (
+            "42501".to_owned(),
+            format!("qbo.cancel: run {run_id} was started by role \"atk_run_owner\"; only \"atk_run_owner\" or a superuser may cancel it")
+        )
+    );
+    assert_eq!(
+        run_state(&mut admin, run_id),
+        ("running".to_owned(), Some(worker)),
+        "the run is untouched"
+    );
+    // a reader (no operator grants) may run none of the three
+    let mut reader = as_role(db, "atk_reader");
+    for (sql, function) in [
+        ("SELECT qbo.cancel(1)", "cancel"),
+        ("SELECT qbo.start_resume(1)", "start_resume"),
+        (
+            "SELECT qbo.start_backfill('Invoice', '2025-01-01Z', '2025-02-01Z')",
+            "start_backfill",
+        ),
+    ] {
+        let e = reader.batch_execute(sql).expect_err(sql);
+        assert_eq!(
+            db_error(e),
+            (
+                "42501".to_owned(),
+                format!("permission denied for function {function}")
+            ),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        run_state(&mut admin, run_id),
+        ("running".to_owned(), Some(worker))
+    );
+    emu.release();
+    // never signalled: a cancel would have stopped it
+    assert_eq!(wait_final(&mut admin, run_id), "succeeded");
+    assert_eq!(
+        raw(&mut admin, "qb_invoices", REALM1),
+        truth_in_window(&emu, REALM1, "Invoice", FROM, TO)
+    );
+
+    // a superuser may cancel an operator's run
+    emu.hold(2);
+    let run_id: i64 = owner
+        .query_one(
+            "SELECT qbo.start_backfill('Customer', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 20)",
+            &[&FROM, &TO],
+        )
+        .unwrap()
+        .get(0);
+    emu.wait_held();
+    let got: String = admin
+        .query_one("SELECT qbo.cancel($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert_eq!(got, "cancelled");
+    assert_eq!(
+        run_state(&mut admin, run_id),
+        ("cancelled".to_owned(), None)
+    );
+    emu.release();
+}
+
+/// A role that may create in `public` plants better matches for functions and operators pg_qbo's
+/// statements use (`format(text, int, int)`, `unnest(text[])`, `bigint & integer` of the run-lock
+/// lookups, `oid = bigint`); a superuser then starts a detached run, cancels it and resumes it,
+/// with the default search_path (which the detached worker gets from the role as well). Nothing
+/// planted runs.
+#[test]
+fn functions_planted_in_public_never_run_when_a_superuser_starts_cancels_or_resumes_a_detached_run()
+{
+    let emu = Emulator::start(&["--seed", "77"]);
+    let db = "e2e_atk_detached";
+    let mut admin = fresh_db(db, &emu);
+    fresh_role(&mut admin, "atk_det_pub");
+    admin
+        .batch_execute("GRANT CREATE ON SCHEMA public TO atk_det_pub")
+        .unwrap();
+    let mut atk = as_role(db, "atk_det_pub");
+    let plant = plant_body("public.atk_marker", "atk_det_pub");
+    atk.batch_execute(&format!(
+        "CREATE TABLE public.atk_marker (who name, what text, at timestamptz DEFAULT clock_timestamp());
+         GRANT INSERT, SELECT ON public.atk_marker TO PUBLIC;
+         CREATE FUNCTION public.format(text, int, int) RETURNS text LANGUAGE plpgsql AS $f$
+         BEGIN
+           {plant}
+           RETURN pg_catalog.format($1, $2, $3);
+         END $f$;
+         CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql AS $f$
+         BEGIN
+           {plant}
+           RETURN QUERY SELECT pg_catalog.unnest($1);
+         END $f$;
+         CREATE FUNCTION public.band(bigint, integer) RETURNS bigint LANGUAGE plpgsql AS $f$
+         BEGIN
+           {plant}
+           RETURN $1 OPERATOR(pg_catalog.&) $2;
+         END $f$;
+         CREATE OPERATOR public.& (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = public.band);
+         CREATE FUNCTION public.oideq8(oid, bigint) RETURNS boolean LANGUAGE plpgsql AS $f$
+         BEGIN
+           {plant}
+           RETURN $1::bigint OPERATOR(pg_catalog.=) $2;
+         END $f$;
+         CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = bigint, FUNCTION = public.oideq8);"
+    ))
+    .unwrap();
+    // positive control: with the default search_path every plant wins over pg_catalog's
+    let mut control = as_role(db, "atk_det_pub");
+    let f: String = control
+        .query_one("SELECT format('chunk %s page %s', 1, 2)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(f, "chunk 1 page 2");
+    let n: i64 = control
+        .query_one("SELECT count(*) FROM unnest('{a,b}'::text[])", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let b: i64 = control
+        .query_one("SELECT 4294967297::bigint & 2147483647", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(b, 1);
+    let eq: bool = control
+        .query_one("SELECT 7::oid = 7::bigint", &[])
+        .unwrap()
+        .get(0);
+    assert!(eq);
+    let fired = marker(&mut admin, "public.atk_marker");
+    assert_eq!(
+        fired,
+        vec![("atk_det_pub".to_owned(), "fired".to_owned()); 4],
+        "positive control: every plant runs when called"
+    );
+    admin
+        .batch_execute("DELETE FROM public.atk_marker")
+        .unwrap();
+    let before = snapshot(&mut admin, "atk_det_pub");
+
+    // the attack: a superuser's detached run (progress notes and page upserts in its worker),
+    // cancelled and resumed, default search_path
+    let mut dba = connect(db);
+    let path: String = dba.query_one("SHOW search_path", &[]).unwrap().get(0);
+    assert_eq!(path, "\"$user\", public");
+    emu.hold(3);
+    let run_id: i64 = dba
+        .query_one(
+            "SELECT qbo.start_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 7, page_size => 50)",
+            &[&FROM, &TO],
+        )
+        .expect("start_backfill as a superuser")
+        .get(0);
+    emu.wait_held();
+    let got: String = dba
+        .query_one("SELECT qbo.cancel($1)", &[&run_id])
+        .expect("qbo.cancel as a superuser")
+        .get(0);
+    emu.release();
+    report(&mut admin, "public.atk_marker", "atk_det_pub");
+    assert_eq!(got, "cancelled");
+    dba.query_one("SELECT qbo.start_resume($1)", &[&run_id])
+        .expect("start_resume as a superuser");
+    assert_eq!(wait_final(&mut admin, run_id), "succeeded");
+    assert_eq!(
+        raw(&mut dba, "qb_invoices", REALM1),
+        truth_in_window(&emu, REALM1, "Invoice", FROM, TO)
+    );
+    // a cancel of the finished run (the NOTICE path) fires nothing either
+    let got: String = dba
+        .query_one("SELECT qbo.cancel($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert_eq!(got, "succeeded");
+    let created: Vec<String> = snapshot(&mut admin, "atk_det_pub")
+        .into_iter()
+        .filter(|l| l.contains(" raw") || l.contains("raw."))
+        .collect();
+    let before: Vec<String> = before.into_iter().chain(created).collect();
+    assert_nothing_gained(&mut admin, "public.atk_marker", "atk_det_pub", &before);
+}

@@ -3,15 +3,18 @@
 //! failure.
 
 use pg_qbo_e2e::*;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const FROM: &str = "2025-01-01T00:00:00Z";
 const TO: &str = "2025-09-11T00:00:00Z";
 
-#[test]
-fn one_time_backfills_run_once_and_unschedule_themselves_on_success_and_failure() {
-    let emu = Emulator::start(&["--seed", "51"]);
-    let mut c = reset_db("e2e_cron", &emu);
+/// pg_cron runs jobs of one database (cron.database_name = 'e2e_cron'): its tests take turns.
+static CRON_DB: Mutex<()> = Mutex::new(());
+
+/// e2e_cron afresh, with pg_cron installed and its scheduler running.
+fn cron_db(emu: &Emulator) -> postgres::Client {
+    let mut c = reset_db("e2e_cron", emu);
     c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         .unwrap();
     // pg_cron's scheduler (re)starts once its database and extension exist: wait for it, as a
@@ -26,6 +29,14 @@ fn one_time_backfills_run_once_and_unschedule_themselves_on_success_and_failure(
         assert!(t0.elapsed() < Duration::from_secs(60), "pg_cron's scheduler did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
+    c
+}
+
+#[test]
+fn one_time_backfills_run_once_and_unschedule_themselves_on_success_and_failure() {
+    let _turn = CRON_DB.lock().unwrap_or_else(|e| e.into_inner());
+    let emu = Emulator::start(&["--seed", "51"]);
+    let mut c = cron_db(&emu);
     register(
         &mut c,
         "e2e_cron",
@@ -186,4 +197,102 @@ fn scheduling_from_a_database_without_pg_cron_says_what_to_do() {
         .unwrap()
         .get(0);
     assert_eq!(runs, 0, "nothing was written");
+}
+
+/// README's recipe for resuming a run once from pg_cron (after a server restart left it
+/// interrupted): a daily job whose command is `SELECT qbo.start_resume(N); SELECT
+/// cron.unschedule(<its name>)`. It fires once, the run goes on detached after the job's session
+/// ended, and the job is gone.
+#[test]
+fn a_cron_job_that_resumes_a_run_detached_fires_once_and_removes_itself() {
+    let _turn = CRON_DB.lock().unwrap_or_else(|e| e.into_inner());
+    let emu = Emulator::start(&["--seed", "53"]);
+    let mut c = cron_db(&emu);
+    // a run that stopped half way (the 4th query answers 500, no retries)
+    emu.faults("500json@nth=4");
+    c.batch_execute("SET qbo.max_retries = 0").unwrap();
+    c.query_one(
+        "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)",
+        &[&FROM, &TO],
+    )
+    .expect_err("the 500 stops the run");
+    emu.faults("");
+    let run_id: i64 = c
+        .query_one(
+            "SELECT max(run_id) FROM qbo.runs WHERE status = 'failed'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // the job fires at the next whole minute (GMT) at least 5 s away, every day
+    let expr: String = c
+        .query_one(
+            "SELECT to_char(m, 'FMMI FMHH24') || ' * * *'
+               FROM (SELECT date_trunc('minute', (now() + interval '65 seconds') AT TIME ZONE 'UTC') AS m) t",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let name = format!("qbo-resume-{run_id}");
+    let job: i64 = c
+        .query_one(
+            "SELECT cron.schedule($1::text, $2::text, format('SELECT qbo.start_resume(%s); SELECT cron.unschedule(%L)', $3::bigint, $1::text))",
+            &[&name, &expr, &run_id],
+        )
+        .unwrap()
+        .get(0);
+    println!("job {job} '{expr}' resumes run {run_id}");
+    let t0 = Instant::now();
+    loop {
+        let _ = c.execute("SELECT qbo._mark_interrupted()", &[]);
+        let s: String = c
+            .query_one("SELECT status FROM qbo.runs WHERE run_id = $1", &[&run_id])
+            .unwrap()
+            .get(0);
+        if s == "succeeded" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "run {run_id} is {s}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        raw(&mut c, "qb_invoices", REALM1),
+        truth_in_window(&emu, REALM1, "Invoice", FROM, TO)
+    );
+    let jobs: i64 = c
+        .query_one("SELECT count(*) FROM cron.job WHERE jobid = $1", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 0, "the job removed itself");
+    let t1 = Instant::now();
+    let details = loop {
+        let d: Vec<(String, String)> = c
+            .query(
+                "SELECT status, coalesce(return_message, '') FROM cron.job_run_details WHERE jobid = $1 AND status NOT IN ('starting', 'running')",
+                &[&job],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if !d.is_empty() || t1.elapsed() > Duration::from_secs(20) {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("cron.job_run_details: {details:?}");
+    assert_eq!(details.len(), 1, "the job fired once: {details:?}");
+    let (executions, entry_point): (i32, String) = {
+        let r = c
+            .query_one(
+                "SELECT executions, entry_point FROM qbo.runs WHERE run_id = $1",
+                &[&run_id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((executions, entry_point.as_str()), (2, "call"));
 }
