@@ -578,7 +578,10 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA qbo TO %I', role_name);
     EXECUTE pg_catalog.format('GRANT SELECT ON %s TO %I', ledger_objects, role_name);
-    EXECUTE pg_catalog.format('CREATE SCHEMA IF NOT EXISTS raw AUTHORIZATION %I', owner);
+    -- created only when missing (CREATE SCHEMA IF NOT EXISTS would say so in a NOTICE each time)
+    IF raw_owner IS NULL THEN
+        EXECUTE pg_catalog.format('CREATE SCHEMA raw AUTHORIZATION %I', owner);
+    END IF;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA raw TO %I', role_name);
     EXECUTE pg_catalog.format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA raw FROM %I', role_name);
     EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLES FROM %I', owner, role_name);
