@@ -337,7 +337,7 @@ CREATE TABLE qbo.run_pages (
     committed_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, chunk, page)
 );
-COMMENT ON TABLE qbo.run_pages IS 'pg_qbo: one row per committed page (the progress log qbo.backfill relays as NOTICEs).';
+COMMENT ON TABLE qbo.run_pages IS 'pg_qbo: one row per committed page: the log of a run''s pages (rows, timing, intuit_tid), committed with each page.';
 COMMENT ON COLUMN qbo.run_pages.run_id IS 'Run (qbo.runs).';
 COMMENT ON COLUMN qbo.run_pages.chunk IS 'Chunk number.';
 COMMENT ON COLUMN qbo.run_pages.page IS 'Page number inside the chunk, 1-based.';
