@@ -340,7 +340,7 @@ CREATE TABLE qbo.run_pages (
     committed_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, chunk, page)
 );
-COMMENT ON TABLE qbo.run_pages IS 'pg_qbo: one row per committed page (the progress log qbo.backfill relays as NOTICEs).';
+COMMENT ON TABLE qbo.run_pages IS 'pg_qbo: one row per committed page: the log of a run''s pages (rows, timing, intuit_tid), committed with each page.';
 COMMENT ON COLUMN qbo.run_pages.run_id IS 'Run (qbo.runs).';
 COMMENT ON COLUMN qbo.run_pages.chunk IS 'Chunk number.';
 COMMENT ON COLUMN qbo.run_pages.page IS 'Page number inside the chunk, 1-based.';
@@ -607,7 +607,10 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA qbo TO %I', role_name);
     EXECUTE pg_catalog.format('GRANT SELECT ON %s TO %I', ledger_objects, role_name);
-    EXECUTE pg_catalog.format('CREATE SCHEMA IF NOT EXISTS raw AUTHORIZATION %I', owner);
+    -- created only when missing (CREATE SCHEMA IF NOT EXISTS would say so in a NOTICE each time)
+    IF raw_owner IS NULL THEN
+        EXECUTE pg_catalog.format('CREATE SCHEMA raw AUTHORIZATION %I', owner);
+    END IF;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA raw TO %I', role_name);
     EXECUTE pg_catalog.format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA raw FROM %I', role_name);
     EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA raw REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLES FROM %I', owner, role_name);

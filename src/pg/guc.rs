@@ -41,6 +41,11 @@ static MAX_REQUESTS_PER_MINUTE: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_MAX_REQUESTS_PER_MINUTE as i32);
 static MAX_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_IN_FLIGHT as i32);
 static BUFFER_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_BUFFER_MB as i32);
+static PROGRESS_INTERVAL_MS: GucSetting<i32> =
+    GucSetting::<i32>::new(DEFAULT_PROGRESS_INTERVAL_MS as i32);
+
+/// Default of `qbo.progress_interval_ms`.
+pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 10_000;
 
 /// Registers every setting and reserves the prefix. Called once per backend from `_PG_init`.
 pub fn init() {
@@ -108,6 +113,13 @@ pub fn init() {
         &RETRY_AFTER_CAP_MS,
         0,
         3_600_000,
+    );
+    int(
+        c"qbo.progress_interval_ms",
+        c"Least time between two NOTICEs of a run's totals (chunks done and running, pages, rows, rows/s); 0: after every committed page.",
+        &PROGRESS_INTERVAL_MS,
+        0,
+        86_400_000,
     );
     GucRegistry::define_int_guc(
         c"qbo.max_requests_per_minute",
@@ -247,6 +259,9 @@ pub struct Settings {
     /// Memory bound of the run's buffers, in MB (2^20 bytes; see [`qbo::budget`]).
     #[serde(default = "default_buffer_mb")]
     pub max_buffer_mb: u32,
+    /// Least time between two progress lines of the run's totals, in ms (0: after every page).
+    #[serde(default = "default_progress_interval")]
+    pub progress_interval_ms: u64,
 }
 
 fn default_per_minute() -> u32 {
@@ -259,6 +274,10 @@ fn default_in_flight() -> u32 {
 
 fn default_buffer_mb() -> u32 {
     DEFAULT_BUFFER_MB
+}
+
+fn default_progress_interval() -> u64 {
+    DEFAULT_PROGRESS_INTERVAL_MS
 }
 
 /// A memory setting's text as stored by `ALTER ... SET` (`512`, `512MB`, `1GB`, `1.5 GB`,
@@ -384,6 +403,7 @@ impl Settings {
             max_requests_per_minute: MAX_REQUESTS_PER_MINUTE.get().max(1) as u32,
             max_in_flight: MAX_IN_FLIGHT.get().max(1) as u32,
             max_buffer_mb: BUFFER_MB.get().max(MIN_BUFFER_MB as i32) as u32,
+            progress_interval_ms: PROGRESS_INTERVAL_MS.get().max(0) as u64,
         }
     }
 
@@ -406,6 +426,11 @@ impl Settings {
             cap: Duration::from_millis(self.backoff_cap_ms),
             retry_after_cap: Duration::from_millis(self.retry_after_cap_ms),
         }
+    }
+
+    /// Least time between two progress lines of the run's totals (`qbo.progress_interval_ms`).
+    pub fn progress_interval(&self) -> Duration {
+        Duration::from_millis(self.progress_interval_ms)
     }
 
     pub fn token_endpoint(&self) -> String {
@@ -433,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn settings_stored_before_the_buffer_setting_load_with_its_default() {
+    fn settings_stored_before_the_buffer_and_progress_settings_load_with_their_defaults() {
         let old = serde_json::json!({
             "api_base_url": null, "token_url": null, "connect_timeout_ms": 10000,
             "http_timeout_ms": 120000, "token_timeout_ms": 15000, "max_retries": 6,
@@ -442,7 +467,9 @@ mod tests {
         });
         let s: Settings = serde_json::from_value(old).unwrap();
         assert_eq!(s.max_buffer_mb, DEFAULT_BUFFER_MB);
+        assert_eq!(s.progress_interval_ms, DEFAULT_PROGRESS_INTERVAL_MS);
         let round = serde_json::to_value(&s).unwrap();
         assert_eq!(round["max_buffer_mb"], 256);
+        assert_eq!(round["progress_interval_ms"], 10000);
     }
 }

@@ -10,7 +10,7 @@ pub enum Mode {
     /// In the caller's backend (`CALL`): progress goes out as NOTICEs directly.
     Call,
     /// In a background worker started by `leader_pid` (`qbo.backfill` / `qbo.resume`): the leader
-    /// relays progress from `qbo.run_pages`; the worker stops if the leader goes away.
+    /// relays progress from the ledger; the worker stops if the leader goes away.
     Worker { leader_pid: i32 },
     /// In a background worker of its own (`qbo.start_backfill` / `qbo.start_resume`), tied to no
     /// session: nobody listens, so no NOTICE is sent (progress is in the ledger and

@@ -46,16 +46,34 @@ pub fn forget_owner() {
 /// value is restored when `f` returns or raises, as `SET search_path` on a function does (a GUC
 /// nest level of its own). `f` must not commit (a commit pops every nest level).
 pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    with_setting(c"search_path", SAFE_SEARCH_PATH, f)
+}
+
+/// Runs `f` with `client_min_messages = warning`, for exactly that span (as [`pinned`]): the
+/// NOTICEs of statements pg_qbo runs on its own behalf (the DDL of a raw table) never reach the
+/// caller, whose NOTICEs are the run's progress. `f` must not commit.
+pub fn quiet<R>(f: impl FnOnce() -> R) -> R {
+    with_setting(c"client_min_messages", c"warning", f)
+}
+
+/// Runs `f` with setting `name` at `value` in a GUC nest level of its own, restored when `f`
+/// returns or raises. `f` must not commit (a commit pops every nest level).
+fn with_setting<R>(
+    name: &'static std::ffi::CStr,
+    value: &'static std::ffi::CStr,
+    f: impl FnOnce() -> R,
+) -> R {
     // SAFETY: on the backend's own thread inside a transaction (GUC nest levels belong to one);
     // the level is popped by AtEOXact_GUC below, or by the transaction's abort.
     let level = unsafe { pg_sys::NewGUCNestLevel() };
-    // SAFETY: same thread and transaction; both names are static NUL-terminated strings that
-    // set_config_option copies. GUC_ACTION_SAVE records the old value at the nest level just
-    // opened, as a function's `SET` clause does, and elevel 0 makes a failure an ERROR.
+    // SAFETY: same thread and transaction; both strings are static and NUL-terminated, and
+    // set_config_option copies them. GUC_ACTION_SAVE records the old value at the nest level
+    // just opened, as a function's `SET` clause does, and elevel 0 makes a failure an ERROR.
+    // Both settings it is called with are PGC_USERSET.
     unsafe {
         pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            SAFE_SEARCH_PATH.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_SAVE,
@@ -66,7 +84,7 @@ pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
     }
     PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
         // SAFETY: same thread; `level` is the nest level opened above, still open because `f`
-        // must not commit (see above): this restores search_path whether `f` returned or raised.
+        // must not commit (see above): this restores the setting whether `f` returned or raised.
         .finally(|| unsafe { pg_sys::AtEOXact_GUC(true, level) })
         .execute()
 }

@@ -19,6 +19,7 @@
 
 use crate::pg::error::{raise, PgError};
 use crate::pg::interrupts::{held, Mode};
+use crate::pg::time::session_ts;
 use crate::pg::{spi, xact};
 use crate::run::executor;
 use crate::run::request::{self, RunRequest, Validated};
@@ -80,7 +81,7 @@ pub fn cron_state() -> (bool, Option<String>) {
 /// the minute. Raises with a message that says what to do when pg_cron is missing or lives in
 /// another database.
 pub fn schedule(f: &str, req: &RunRequest, at: DateTime<Utc>) -> (i64, i64, DateTime<Utc>) {
-    if let Err(m) = within_a_year(at, Utc::now()) {
+    if let Err(m) = within_a_year(at, Utc::now(), &session_ts) {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("{f}: {m}"),
@@ -136,9 +137,9 @@ pub fn schedule(f: &str, req: &RunRequest, at: DateTime<Utc>) -> (i64, i64, Date
     )
     .unwrap_or_else(|e| e.raise());
     crate::say!(
-        "run {run_id}: {} scheduled as pg_cron job {job_id} ({expr}) for {} GMT; the job runs once and is removed afterwards",
+        "run {run_id}: {} scheduled as pg_cron job {job_id} ({expr}, in GMT) for {}; the job runs once and is removed afterwards",
         v.entity.name,
-        minute.format("%Y-%m-%d %H:%M")
+        session_ts(minute)
     );
     (job_id, run_id, minute)
 }
@@ -190,14 +191,20 @@ fn scheduled(run_id: i64) {
             ),
         );
     }
-    request::prepare_resume(run_id);
-    xact::commit();
-    executor::execute(run_id, Mode::Call);
+    // a scheduled run has never executed, so it cannot have succeeded
+    if request::prepare_resume(run_id) == request::Resume::Execute {
+        xact::commit();
+        executor::execute(run_id, Mode::Call);
+    }
 }
 
 /// pg_cron's schedules have no year: a job for a minute a year or more ahead would fire at the
 /// same minute, day and month sooner. `Err`: the message saying so.
-pub fn within_a_year(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), String> {
+pub fn within_a_year(
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    ts: crate::run::notices::Ts,
+) -> Result<(), String> {
     let limit = now
         .checked_add_months(chrono::Months::new(12))
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
@@ -205,8 +212,8 @@ pub fn within_a_year(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), String
     if minute >= limit {
         return Err(format!(
             "run_at {} is a year or more ahead (the latest is before {}): pg_cron schedules have no year, so the job would fire at that minute, day and month sooner; schedule it within the next 12 months",
-            at.to_rfc3339(),
-            limit.format("%Y-%m-%d %H:%M:%S+00")
+            ts(at),
+            ts(limit)
         ));
     }
     Ok(())
@@ -326,12 +333,24 @@ mod tests {
     fn run_at_a_year_or_more_ahead_is_refused() {
         let now = Utc.with_ymd_and_hms(2026, 12, 4, 19, 0, 30).unwrap();
         // the same minute next year, before now's second: the next match of "0 19 4 12 *" is it
-        assert!(within_a_year(Utc.with_ymd_and_hms(2027, 12, 4, 19, 0, 0).unwrap(), now).is_ok());
+        let ts = &crate::pg::time::utc_ts;
+        assert!(within_a_year(
+            Utc.with_ymd_and_hms(2027, 12, 4, 19, 0, 0).unwrap(),
+            now,
+            ts
+        )
+        .is_ok());
         // a minute later: "1 19 4 12 *" would fire today, a year early
-        let e =
-            within_a_year(Utc.with_ymd_and_hms(2027, 12, 4, 19, 1, 0).unwrap(), now).unwrap_err();
-        assert!(e.starts_with("run_at 2027-12-04T19:01:00+00:00 is a year or more ahead (the latest is before 2027-12-04 19:00:30+00)"), "{e}");
-        assert!(within_a_year(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(), now).is_err());
-        assert!(within_a_year(now, now).is_ok());
+        let e = within_a_year(
+            Utc.with_ymd_and_hms(2027, 12, 4, 19, 1, 0).unwrap(),
+            now,
+            ts,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("run_at 2027-12-04 19:01:00+00 is a year or more ahead (the latest is before 2027-12-04 19:00:30+00)"), "{e}");
+        assert!(
+            within_a_year(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(), now, ts).is_err()
+        );
+        assert!(within_a_year(now, now, ts).is_ok());
     }
 }

@@ -20,12 +20,13 @@
 use crate::pg::error::PgError;
 use crate::pg::guc::Settings;
 use crate::pg::interrupts::{check_interrupts, held, Mode};
+use crate::pg::time::session_ts;
 use crate::pg::xact::{self, attempt, recover};
 use crate::run::limiter::{self, Limiter};
-use crate::run::notices;
+use crate::run::notices::{self, Backoff, BackoffGate, ProgressClock};
 use crate::run::tokens::TokenCache;
 use crate::store::connections;
-use crate::store::ledger::{self, ChunkRow, PageLine, RunRow};
+use crate::store::ledger::{self, ChunkRow, RunRow};
 use crate::store::locks;
 use crate::store::raw::{self, PageRows};
 use chrono::{DateTime, Utc};
@@ -177,6 +178,12 @@ struct Exec<'a> {
     rng: rand::rngs::StdRng,
     /// Last commit of `qbo.runs.progress` (rate-limited to about once a second).
     progress_at: Option<Instant>,
+    /// Retries of this execution so far (numbers the backoff notes, see `notices::Backoff`).
+    run_retries: u64,
+    /// Which backoffs a `CALL` reports as NOTICEs (the relay of a worker keeps its own).
+    backoff_notices: BackoffGate,
+    /// When a `CALL` prints the run's totals next.
+    clock: ProgressClock,
     /// When this execution started (whole second): a window reaching past it is read only up to
     /// it, so a run never chases records that keep being updated after it began (the next run
     /// picks those up).
@@ -205,6 +212,8 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     raw::ensure_raw_table(entity)?;
     ledger::start_execution(run_id)?;
     xact::commit();
+    let rows_before = ledger::run_progress(run_id)?.rows;
+    let clock = ProgressClock::new(settings.progress_interval(), rows_before, Instant::now());
 
     let rt = runtime::new_runtime().map_err(PgError::internal)?;
     let budget = qbo::budget::MemoryBudget::new(settings.max_buffer_mb, settings.max_in_flight);
@@ -234,6 +243,9 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         tokens,
         rng: rand::rngs::StdRng::from_os_rng(),
         progress_at: None,
+        run_retries: 0,
+        backoff_notices: BackoffGate::default(),
+        clock,
         // the end of the current second: everything QBO stamped up to now is inside
         as_of: chrono::DurationRound::duration_trunc(Utc::now(), chrono::Duration::seconds(1))
             .unwrap_or_else(|_| Utc::now())
@@ -434,7 +446,7 @@ impl Exec<'_> {
             let c = ledger::finish_chunk(run_id, row.chunk, 0.0)?;
             xact::commit();
             if self.mode == Mode::Call {
-                crate::say!("{}", notices::chunk_done(&c));
+                crate::say!("{}", notices::chunk_done(&c, &session_ts));
             }
             return Ok(None);
         }
@@ -496,7 +508,7 @@ impl Exec<'_> {
         let c = ledger::finish_chunk(run_id, o.row.chunk, o.mark.elapsed().as_secs_f64())?;
         xact::commit();
         if self.mode == Mode::Call {
-            crate::say!("{}", notices::chunk_done(&c));
+            crate::say!("{}", notices::chunk_done(&c, &session_ts));
         }
         Ok(())
     }
@@ -597,6 +609,7 @@ impl Exec<'_> {
             // what happens to a failed request is the dispatcher's decision (see qbo::dispatch)
             Err(e) => {
                 let (chunk, start_position) = (want.chunk, want.start_position);
+                let window = (o.row.window_start, o.row.window_end);
                 match requests.failed(f, e, Instant::now(), &mut self.rng) {
                     Ok(Retry::Reauthorize { reject }) => {
                         if let Some(token) = reject {
@@ -612,18 +625,35 @@ impl Exec<'_> {
                         max,
                         error,
                     }) => {
-                        self.progress(&format!(
-                            "chunk {chunk}/{} start {start_position}: backing off {:.1} s after {} (retry {retry}/{max})",
-                            self.run.chunks_total,
-                            delay.as_secs_f64(),
-                            error.short(),
-                        ))?;
+                        self.run_retries += 1;
+                        let b = Backoff {
+                            chunk,
+                            chunks_total: self.run.chunks_total,
+                            start_position,
+                            cause: error.short(),
+                            seconds: delay.as_secs_f64(),
+                            retry,
+                            max,
+                            run_retries: self.run_retries,
+                        };
+                        // the note qbo.progress shows, and the relay of a worker reports from
+                        self.progress(&notices::backoff_note(&b))?;
                         if self.mode == Mode::Call {
-                            crate::say!(
-                                "run {} chunk {chunk}: {error} (start={start_position}); retry {retry}/{max} in {:.1} s",
-                                self.run.run_id,
-                                delay.as_secs_f64()
-                            );
+                            if let Some(unreported) =
+                                self.backoff_notices.offer(b.run_retries, Instant::now())
+                            {
+                                crate::say!(
+                                    "{}",
+                                    notices::backoff(
+                                        self.run.run_id,
+                                        &b,
+                                        window.0,
+                                        window.1,
+                                        unreported,
+                                        &session_ts
+                                    )
+                                );
+                            }
                         }
                     }
                     Err((_, e)) => return Err(self.context(chunk, start_position, e)),
@@ -700,19 +730,9 @@ impl Exec<'_> {
         )?;
         xact::commit();
 
-        if self.mode == Mode::Call {
-            let line = PageLine {
-                run_id,
-                chunk: o.row.chunk,
-                chunks_total: self.run.chunks_total,
-                window_start: o.row.window_start,
-                window_end: o.row.window_end,
-                page: o.page_no,
-                rows: n_rows,
-                seconds: secs,
-                start_position: page.start_position as i64,
-            };
-            crate::say!("{}", notices::page(&line));
+        if self.mode == Mode::Call && self.clock.due(Instant::now()) {
+            let p = ledger::run_progress(run_id)?;
+            crate::say!("{}", self.clock.line(&p, Instant::now()));
         }
         Ok(())
     }

@@ -4,6 +4,8 @@
 use crate::pg::error::{raise, PgError};
 use crate::pg::guc::Settings;
 use crate::pg::spi;
+use crate::pg::time::session_ts;
+use crate::run::notices;
 use crate::store::ledger::{self, NewRun};
 use crate::store::{connections, locks, raw};
 use chrono::{DateTime, Utc};
@@ -44,8 +46,8 @@ pub fn validate(r: &RunRequest) -> Result<Validated, PgError> {
     if r.fecha_fin <= r.fecha_inicio {
         return Err(bad(format!(
             "fecha_fin ({}) must be later than fecha_inicio ({}): the window is [fecha_inicio, fecha_fin)",
-            r.fecha_fin.to_rfc3339(),
-            r.fecha_inicio.to_rfc3339()
+            session_ts(r.fecha_fin),
+            session_ts(r.fecha_inicio)
         )));
     }
     if r.chunk_size < 1 {
@@ -125,8 +127,35 @@ pub fn insert_run(r: &RunRequest, v: &Validated, entry_point: &str, status: &str
     .unwrap_or_else(|e| e.raise())
 }
 
-/// Checks that a run can be resumed (the caller commits; `execute` does the rest).
-pub fn prepare_resume(run_id: i64) -> i64 {
+/// What a resume of a run comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a run that already succeeded must not be executed again"]
+pub enum Resume {
+    /// Execute it (the caller commits, then `executor::execute`).
+    Execute,
+    /// It already succeeded: nothing is done (its executions, status and finish time stay as
+    /// they are, no worker is started); a NOTICE said so, and a set-returning entry point returns
+    /// its volumetry.
+    AlreadySucceeded,
+}
+
+/// The one rule of every resume entry point (`qbo.resume`, `CALL qbo.run_resume`, and any other):
+/// the run must exist and the caller must be allowed to use its connection; a run that already
+/// succeeded is left alone with a NOTICE ([`Resume::AlreadySucceeded`]).
+fn resumable(run: &ledger::RunRow, context: &str) -> Resume {
+    if let Err(e) = connections::check_may_use(&run.connection) {
+        e.prefixed(context).raise();
+    }
+    if run.status == "succeeded" {
+        crate::say!("{}", notices::already_succeeded(run.run_id));
+        return Resume::AlreadySucceeded;
+    }
+    Resume::Execute
+}
+
+/// Reopens a run for execution (its liveness lock taken; the caller commits and executes), or
+/// leaves it alone if it already succeeded (see [`resumable`]).
+pub fn prepare_resume(run_id: i64) -> Resume {
     spi::forget_owner();
     if let Err(e) = ledger::mark_interrupted() {
         e.raise();
@@ -134,8 +163,8 @@ pub fn prepare_resume(run_id: i64) -> i64 {
     let run = ledger::load_run(run_id).unwrap_or_else(|e| e.raise());
     // checked before the run is touched: a role that may not use the connection cannot mark
     // another role's run as failed either
-    if let Err(e) = connections::check_may_use(&run.connection) {
-        e.prefixed(format!("run {run_id}")).raise();
+    if resumable(&run, &format!("run {run_id}")) == Resume::AlreadySucceeded {
+        return Resume::AlreadySucceeded;
     }
     if run.status == "running" {
         raise(
@@ -148,14 +177,13 @@ pub fn prepare_resume(run_id: i64) -> i64 {
     // once this is committed, and the run must not read `failed` (nor seem to have nothing to
     // cancel) while its worker starts executing it
     ledger::reopen(run_id).unwrap_or_else(|e| e.raise());
-    run_id
+    Resume::Execute
 }
 
-/// The run exists (`load_run` says so otherwise) and the caller may use its connection; checked
-/// by `func` (`qbo.resume`, `qbo.start_resume`) before it starts a worker.
-pub fn check_resumable(run_id: i64, func: &str) {
+/// The checks a session makes before it hands a resume to a worker (`func`: `qbo.resume`,
+/// `qbo.start_resume`): the run exists, the caller may use its connection, and it has not already
+/// succeeded ([`resumable`]). Writes nothing.
+pub fn check_resumable(run_id: i64, func: &str) -> Resume {
     let run = ledger::load_run(run_id).unwrap_or_else(|e| e.raise());
-    if let Err(e) = connections::check_may_use(&run.connection) {
-        e.prefixed(format!("{func}: run {run_id}")).raise();
-    }
+    resumable(&run, &format!("{func}: run {run_id}"))
 }

@@ -9,8 +9,9 @@
 //! - the worker connects to the same database as the caller's role, creates the run (or prepares
 //!   the resume), publishes the run id in the segment, and executes it with
 //!   [`executor::execute`] in a non-atomic SPI connection: the very code path of `CALL`;
-//! - the leader relays each committed page from `qbo.run_pages` as a NOTICE, and returns the
-//!   volumetry when the worker stops (or raises the run's error, which names the run id);
+//! - the leader relays the run's progress from the ledger as NOTICEs, the very lines a `CALL`
+//!   prints, in the caller's `TimeZone` ([`Relay`]), and returns the volumetry when the worker
+//!   stops (or raises the run's error, which names the run id);
 //! - a cancel, `statement_timeout` or termination of the leader sends the worker SIGINT (its own
 //!   query cancel): the worker rolls back the page in flight and marks the run `cancelled`. If the
 //!   leader dies without that, the worker notices within 50 ms that its leader is gone and cancels
@@ -25,11 +26,14 @@
 //! ([`guc::disable_session_timeouts`]) and names its run in `pg_stat_activity.application_name`.
 
 use crate::pg::error::{raise, PgError};
-use crate::pg::guc;
+use crate::pg::guc::{self, Settings};
 use crate::pg::interrupts::{self, held, Mode};
 use crate::pg::spi;
+use crate::pg::time::session_ts;
 use crate::pg::xact;
-use crate::run::{executor, notices, request};
+use crate::run::executor;
+use crate::run::notices::{self, BackoffGate, ProgressClock};
+use crate::run::request::{self, Resume};
 use crate::store::ledger;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
@@ -164,25 +168,28 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         (Mode::Worker { leader_pid }, "function")
     };
     let result = PgTryBuilder::new(|| {
-        let run_id = match &spec.job {
+        let (run_id, resume) = match &spec.job {
             Job::New(req) => {
                 let v = request::validate(req).unwrap_or_else(|e| e.raise());
-                request::create_run(req, &v, entry_point)
+                (request::create_run(req, &v, entry_point), Resume::Execute)
             }
-            Job::Resume(id) => request::prepare_resume(*id),
+            Job::Resume(id) => (*id, request::prepare_resume(*id)),
         };
         guc::set_application_name(&format!("pg_qbo run {run_id}"));
         xact::commit();
         shared.run_id.store(run_id, Ordering::Release);
         shared.state.store(1, Ordering::Release);
-        executor::execute(run_id, mode);
-        if mode == Mode::Detached {
-            // nobody waits for a detached run: its end goes to the server log (a failure's is
-            // logged below, like any worker's)
-            let line = ledger::totals(run_id)
-                .map(|t| notices::succeeded(&t))
-                .unwrap_or_else(|_| format!("run {run_id} succeeded"));
-            held(|| log!("pg_qbo: detached {line}"));
+        // a run that succeeded meanwhile (another session resumed it) is left as it is
+        if resume == Resume::Execute {
+            executor::execute(run_id, mode);
+            if mode == Mode::Detached {
+                // nobody waits for a detached run: its end goes to the server log (a failure's is
+                // logged below, like any worker's)
+                let line = ledger::totals(run_id)
+                    .map(|t| notices::succeeded(&t))
+                    .unwrap_or_else(|_| format!("run {run_id} succeeded"));
+                held(|| log!("pg_qbo: detached {line}"));
+            }
         }
         Ok::<(), PgError>(())
     })
@@ -259,6 +266,8 @@ pub fn run_in_worker(job: Job) -> i64 {
             "qbo.backfill and qbo.resume need READ COMMITTED (they read the progress their worker commits); use CALL qbo.run_backfill / qbo.run_resume, or run them outside a REPEATABLE READ or SERIALIZABLE transaction",
         );
     }
+    // before the worker starts: what a resumed run had done is not relayed again
+    let mut relay = Relay::new(&job);
     let seg = hand_over(job, false);
     // SAFETY: `seg` was just made by hand_over and stays attached until the dsm_detach below,
     // after the last use of `shared`, or until an ERROR's abort, after which `shared` is never
@@ -268,7 +277,6 @@ pub fn run_in_worker(job: Job) -> i64 {
     let worker = start_worker(unsafe { pg_sys::dsm_segment_handle(seg) }, false);
     let _ = worker.wait_for_startup();
 
-    let mut relay = Relay::default();
     PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         wait_loop(&worker, shared, &mut relay);
     }))
@@ -607,35 +615,100 @@ fn stop_worker(worker: &DynamicBackgroundWorker) {
     }
 }
 
-/// Relays committed pages and chunks of a run as NOTICEs, each once. Chunks are fetched
-/// concurrently, so pages commit in no particular chunk order: the relay remembers, per chunk, the
-/// last page it relayed, and which chunks it announced done.
-#[derive(Default)]
+/// Relays a run's progress as NOTICEs: what a `CALL` prints, from what the worker commits, written
+/// in this (the caller's) session's `TimeZone`: the opening line of a new run, each chunk as it
+/// completes (once), the run's totals at most every `qbo.progress_interval_ms` of the run's
+/// settings, and the backoffs the worker records in `qbo.runs.progress` (numbered, so that the
+/// same [`BackoffGate`] as a `CALL`'s says how many went unreported).
 struct Relay {
-    /// (chunk, last page relayed)
-    last_page: std::collections::BTreeMap<i32, i32>,
+    /// Since when the relay runs (this execution's pace is counted from it).
+    started: Instant,
+    /// A resume: its run exists, and is announced by no opening line.
+    resumed: bool,
+    /// Whether the run's settings were read (and a new run announced).
+    known: bool,
     chunks_done: std::collections::BTreeSet<i32>,
+    /// Rows and pages of the run when the relay started, and pages at the last progress line.
+    rows_before: i64,
+    pages: i64,
+    clock: Option<ProgressClock>,
+    backoffs: BackoffGate,
     /// The cause of the last failed flush, already reported.
     warned: Option<String>,
 }
 
 impl Relay {
-    /// Prints what committed since the last flush: pages, then chunks that finished (a chunk is
-    /// marked done only after its last page committed, so every page of a chunk read as done is
-    /// in the first read). An error reading the ledger is returned; nothing was printed twice.
-    fn flush(&mut self, run_id: i64) -> Result<(), PgError> {
-        let done_before: Vec<i32> = self.chunks_done.iter().copied().collect();
-        let done = ledger::chunks_done(run_id, &done_before)?;
-        let seen: Vec<(i32, i32)> = self.last_page.iter().map(|(c, p)| (*c, *p)).collect();
-        let pages = ledger::pages_after(run_id, &seen)?;
-        for p in pages {
-            crate::say!("{}", notices::page(&p));
-            let e = self.last_page.entry(p.chunk).or_insert(0);
-            *e = (*e).max(p.page);
+    /// A relay for `job`; a resumed run's chunks already done are read now, before its worker
+    /// starts, so that only what this execution does is relayed.
+    fn new(job: &Job) -> Relay {
+        let mut r = Relay {
+            started: Instant::now(),
+            resumed: false,
+            known: false,
+            chunks_done: Default::default(),
+            rows_before: 0,
+            pages: 0,
+            clock: None,
+            backoffs: BackoffGate::default(),
+            warned: None,
+        };
+        if let Job::Resume(run_id) = job {
+            r.resumed = true;
+            let done = ledger::chunks_done(*run_id, &[]).unwrap_or_else(|e| e.raise());
+            r.chunks_done = done.iter().map(|c| c.chunk).collect();
+            let p = ledger::run_progress(*run_id).unwrap_or_else(|e| e.raise());
+            (r.rows_before, r.pages) = (p.rows, p.pages);
         }
-        for c in done {
-            crate::say!("{}", notices::chunk_done(&c));
+        r
+    }
+
+    /// Prints what committed since the last flush, each line once. An error reading the ledger
+    /// is returned; nothing was printed twice.
+    fn flush(&mut self, run_id: i64) -> Result<(), PgError> {
+        if !self.known {
+            let run = ledger::load_run(run_id)?;
+            let interval = serde_json::from_value::<Settings>(run.settings.clone())
+                .map(|s| s.progress_interval())
+                .unwrap_or(Duration::from_millis(
+                    crate::pg::guc::DEFAULT_PROGRESS_INTERVAL_MS,
+                ));
+            self.clock = Some(ProgressClock::new(interval, self.rows_before, self.started));
+            self.known = true;
+            if !self.resumed {
+                crate::say!(
+                    "{}",
+                    notices::opening(
+                        run_id,
+                        &run.entity,
+                        run.fecha_inicio,
+                        run.fecha_fin,
+                        run.chunks_total.into(),
+                        &session_ts
+                    )
+                );
+            }
+        }
+        let before: Vec<i32> = self.chunks_done.iter().copied().collect();
+        for c in ledger::chunks_done(run_id, &before)? {
+            crate::say!("{}", notices::chunk_done(&c, &session_ts));
             self.chunks_done.insert(c.chunk);
+        }
+        let p = ledger::run_progress(run_id)?;
+        let now = Instant::now();
+        if let Some(b) = p.note.as_deref().and_then(notices::parse_backoff_note) {
+            if let Some(unreported) = self.backoffs.offer(b.run_retries, now) {
+                let (start, end) = ledger::chunk_window(run_id, b.chunk)?;
+                crate::say!(
+                    "{}",
+                    notices::backoff(run_id, &b, start, end, unreported, &session_ts)
+                );
+            }
+        }
+        if let Some(clock) = &mut self.clock {
+            if p.pages > self.pages && clock.due(now) {
+                crate::say!("{}", clock.line(&p, now));
+                self.pages = p.pages;
+            }
         }
         Ok(())
     }
@@ -647,7 +720,7 @@ impl Relay {
             if self.warned.as_deref() != Some(e.message.as_str()) {
                 held(|| {
                     warning!(
-                        "run {run_id}: could not read its progress from qbo.run_pages (the run goes on): {}",
+                        "run {run_id}: could not read its progress from the ledger (the run goes on): {}",
                         e.message
                     )
                 });

@@ -2,10 +2,11 @@
 
 use crate::pg::fmgr::{arg, require_nonatomic, result_row};
 use crate::pg::interrupts::Mode;
+use crate::pg::time::session_ts;
 use crate::pg::xact;
-use crate::run::executor;
-use crate::run::request::{check_resumable, create_run, prepare_resume, validate};
+use crate::run::request::{check_resumable, create_run, prepare_resume, validate, Resume};
 use crate::run::worker::{self, Job};
+use crate::run::{executor, notices};
 use crate::sql_api::args::{request, required, run_id_of_call};
 use crate::store::ledger;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
@@ -95,7 +96,9 @@ fn resume(
     ),
 > {
     let run_id = required(run_id, "run_id", "qbo.resume");
-    check_resumable(run_id, "qbo.resume");
+    if check_resumable(run_id, "qbo.resume") == Resume::AlreadySucceeded {
+        return volumetry(run_id);
+    }
     let run_id = worker::run_in_worker(Job::Resume(run_id));
     volumetry(run_id)
 }
@@ -168,11 +171,15 @@ pub unsafe extern "C-unwind" fn qbo_run_backfill(
             let run_id = create_run(&req, &v, "call");
             xact::commit();
             crate::say!(
-                "run {run_id}: {} [{} → {}) in {} chunks",
-                v.entity.name,
-                req.fecha_inicio.to_rfc3339(),
-                req.fecha_fin.to_rfc3339(),
-                v.chunks.len()
+                "{}",
+                notices::opening(
+                    run_id,
+                    v.entity.name,
+                    req.fecha_inicio,
+                    req.fecha_fin,
+                    v.chunks.len() as i64,
+                    &session_ts
+                )
             );
             executor::execute(run_id, Mode::Call);
             run_id
@@ -194,9 +201,10 @@ pub unsafe extern "C-unwind" fn qbo_run_resume(fcinfo: pg_sys::FunctionCallInfo)
     // SAFETY: run_id_of_call raised unless this is a non-atomic CALL.
     unsafe {
         xact::in_call(|| {
-            prepare_resume(run_id);
-            xact::commit();
-            executor::execute(run_id, Mode::Call);
+            if prepare_resume(run_id) == Resume::Execute {
+                xact::commit();
+                executor::execute(run_id, Mode::Call);
+            }
         })
     };
     pg_sys::Datum::from(0)
@@ -215,7 +223,7 @@ COMMENT ON PROCEDURE qbo.run_backfill(text, timestamptz, timestamptz, int, int, 
 CREATE PROCEDURE qbo.run_resume(run_id bigint)
 LANGUAGE c AS 'MODULE_PATHNAME', 'qbo_run_resume';
 COMMENT ON PROCEDURE qbo.run_resume(bigint) IS
-    'pg_qbo: continues a failed, cancelled or interrupted run in this session, redoing only what did not complete, with the stored chunk plan and settings.';
+    'pg_qbo: continues a failed, cancelled or interrupted run in this session, redoing only what did not complete, with the stored chunk plan and settings. A run that already succeeded is left as it is (a NOTICE says so; nothing is executed).';
 
 CREATE VIEW qbo.entities AS SELECT * FROM qbo._entities();
 COMMENT ON VIEW qbo.entities IS 'pg_qbo: every QBO entity qbo.backfill accepts, with its raw table, kind and CDC support.';
@@ -226,7 +234,7 @@ COMMENT ON COLUMN qbo.entities.cdc IS 'Whether QBO''s Change Data Capture suppor
 COMMENT ON FUNCTION qbo._entities() IS 'pg_qbo internal: rows of qbo.entities.';
 
 COMMENT ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text) IS
-    'pg_qbo: backfills one QBO entity over [fecha_inicio, fecha_fin) in chunk_size-day chunks (page_size 1..1000 rows per request) into raw.qb_<entity>, committing page by page in a background worker; relays progress as NOTICEs and returns one row of volumetry per chunk. Cancel stops the run (status cancelled, completed pages kept; continue with qbo.resume). Needs a free background worker slot; otherwise use CALL qbo.run_backfill.';
+    'pg_qbo: backfills one QBO entity over [fecha_inicio, fecha_fin) in chunk_size-day chunks (page_size 1..1000 rows per request) into raw.qb_<entity>, committing page by page in a background worker; relays progress as NOTICEs (each chunk as it completes, the run''s totals every qbo.progress_interval_ms, retries after a backoff) and returns one row of volumetry per chunk (duration: time spent on the chunk, rounded to milliseconds). Cancel stops the run (status cancelled, completed pages kept; continue with qbo.resume). Needs a free background worker slot; otherwise use CALL qbo.run_backfill.';
 -- Last of the script, once every routine exists: PUBLIC may run only the routines
 -- qbo._routine_grants (sql/schema.sql) lists as 'public'; operators get theirs from
 -- qbo.grant_operator.
@@ -241,7 +249,7 @@ END
 $privileges$;
 
 COMMENT ON FUNCTION qbo.resume(bigint) IS
-    'pg_qbo: continues a failed, cancelled or interrupted run in a background worker, redoing only what did not complete with the stored plan and settings; returns the volumetry of every chunk of the run.';
+    'pg_qbo: continues a failed, cancelled or interrupted run in a background worker, redoing only what did not complete with the stored plan and settings; returns the volumetry of every chunk of the run, a chunk''s duration being the sum over every execution that worked on it (rounded to milliseconds). A run that already succeeded is left as it is (a NOTICE says so; no worker is started) and its volumetry returned.';
 "#,
     name = "procedures",
     requires = ["cron"],

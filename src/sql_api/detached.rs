@@ -2,9 +2,10 @@
 //! (see [`crate::run::worker`]); the call returns the run id as soon as the run is committed.
 //! `qbo.cancel`: stops a running run by its id, whatever started it (see [`crate::run::cancel`]).
 
+use crate::pg::time::session_ts;
 use crate::run::cancel as run_cancel;
-use crate::run::notices::short_ts;
-use crate::run::request::{check_resumable, validate};
+use crate::run::notices;
+use crate::run::request::{check_resumable, validate, Resume};
 use crate::run::worker::{self, Job};
 use crate::sql_api::args::{request, required};
 use pgrx::datum::TimestampWithTimeZone;
@@ -36,15 +37,16 @@ fn start_backfill(
         connection,
     );
     let v = validate(&req).unwrap_or_else(|e| e.prefixed(f).raise());
-    let what = format!(
-        "{} [{} → {}) in {} chunks",
+    let (entity, start, end, chunks) = (
         v.entity.name,
-        short_ts(req.fecha_inicio),
-        short_ts(req.fecha_fin),
-        v.chunks.len()
+        req.fecha_inicio,
+        req.fecha_fin,
+        v.chunks.len() as i64,
     );
     let started = worker::start_detached(Job::New(req));
-    say_started(started, &what)
+    say_started(started, |run_id| {
+        notices::opening(run_id, entity, start, end, chunks, &session_ts)
+    })
 }
 
 /// `SELECT qbo.start_resume(run_id)`: continues a run (as `qbo.resume`) in a detached background
@@ -53,15 +55,21 @@ fn start_backfill(
 fn start_resume(run_id: Option<i64>) -> i64 {
     let f = "qbo.start_resume";
     let run_id = required(run_id, "run_id", f);
-    check_resumable(run_id, f);
+    if check_resumable(run_id, f) == Resume::AlreadySucceeded {
+        // the NOTICE said there is nothing to resume; no worker is started
+        return run_id;
+    }
     let started = worker::start_detached(Job::Resume(run_id));
-    say_started(started, "resumed")
+    say_started(started, |run_id| format!("run {run_id}: resumed"))
 }
 
-fn say_started(started: worker::Started, what: &str) -> i64 {
+/// `run 42: Invoice [...) in 37 chunks, in background worker pid 4711, detached from this session
+/// (...)`: the line a detached start prints, led by `head`'s words for the run.
+fn say_started(started: worker::Started, head: impl FnOnce(i64) -> String) -> i64 {
     let worker::Started { run_id, pid } = started;
     crate::say!(
-        "run {run_id}: {what}, in background worker pid {pid}, detached from this session (it goes on when the session ends); follow it in qbo.progress, stop it with SELECT qbo.cancel({run_id})"
+        "{}, in background worker pid {pid}, detached from this session (it goes on when the session ends); follow it in qbo.progress, stop it with SELECT qbo.cancel({run_id})",
+        head(run_id)
     );
     run_id
 }

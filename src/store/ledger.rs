@@ -101,13 +101,16 @@ pub struct RunRow {
     pub chunks_total: i32,
     pub settings: serde_json::Value,
     pub status: String,
+    pub fecha_inicio: DateTime<Utc>,
+    pub fecha_fin: DateTime<Utc>,
 }
 
 /// Loads a run; a clear error if it does not exist.
 pub fn load_run(run_id: i64) -> Result<RunRow, PgError> {
     let row = spi::owner_connect(|c| -> SpiResult<Option<RunRow>> {
         let t = c.update(
-            "SELECT entity, connection, realm_id, environment, page_size, minor_version, chunks_total, settings, status
+            "SELECT entity, connection, realm_id, environment, page_size, minor_version, chunks_total, settings, status,
+                    fecha_inicio, fecha_fin
                FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
             Some(1),
             &[run_id.into()],
@@ -127,6 +130,8 @@ pub fn load_run(run_id: i64) -> Result<RunRow, PgError> {
             chunks_total: r.get::<i32>(7)?.unwrap_or(0),
             settings: r.get::<JsonB>(8)?.map(|j| j.0).unwrap_or_default(),
             status: r.get::<String>(9)?.unwrap_or_default(),
+            fecha_inicio: r.get::<TimestampWithTimeZone>(10)?.and_then(from_tstz).unwrap_or_default(),
+            fecha_fin: r.get::<TimestampWithTimeZone>(11)?.and_then(from_tstz).unwrap_or_default(),
         }))
     })
     .map_err(err)?;
@@ -393,22 +398,10 @@ pub struct ChunkDone {
     pub inserted: i64,
     pub updated: i64,
     pub skipped: i64,
-    /// The chunk's duration over every execution of the run, in seconds.
+    /// The chunk's duration, summed over every execution that worked on it, in seconds.
     pub seconds: f64,
-}
-
-/// A committed page, as its progress line reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PageLine {
-    pub run_id: i64,
-    pub chunk: i32,
-    pub chunks_total: i32,
-    pub window_start: DateTime<Utc>,
-    pub window_end: DateTime<Utc>,
-    pub page: i32,
-    pub rows: i64,
-    pub seconds: f64,
-    pub start_position: i64,
+    /// Executions that worked on the chunk.
+    pub attempts: i32,
 }
 
 /// The totals of a run that succeeded.
@@ -427,7 +420,7 @@ pub struct RunTotals {
 
 const CHUNK_DONE_COLUMNS: &str = "c.run_id, c.chunk, r.chunks_total, c.window_start, c.window_end, c.pages, c.rows::pg_catalog.int8,
                 c.inserted::pg_catalog.int8, c.updated::pg_catalog.int8, c.skipped::pg_catalog.int8,
-                pg_catalog.date_part('epoch', c.duration)::pg_catalog.float8";
+                pg_catalog.date_part('epoch', c.duration)::pg_catalog.float8, c.attempts";
 
 /// Column `n` of a row as an instant (a NULL reads as the epoch: the columns read so are NOT NULL).
 fn instant(r: &pgrx::spi::SpiHeapTupleData, n: usize) -> SpiResult<DateTime<Utc>> {
@@ -449,6 +442,7 @@ fn chunk_done(r: &pgrx::spi::SpiHeapTupleData) -> SpiResult<ChunkDone> {
         updated: r.get::<i64>(9)?.unwrap_or(0),
         skipped: r.get::<i64>(10)?.unwrap_or(0),
         seconds: r.get::<f64>(11)?.unwrap_or(0.0),
+        attempts: r.get::<i32>(12)?.unwrap_or(0),
     })
 }
 
@@ -508,39 +502,65 @@ pub fn chunks_done(run_id: i64, already: &[i32]) -> Result<Vec<ChunkDone>, PgErr
     .map_err(err)
 }
 
-/// The committed pages of a run after each chunk's page in `seen` (chunk, last page seen), in
-/// the order they committed.
-pub fn pages_after(run_id: i64, seen: &[(i32, i32)]) -> Result<Vec<PageLine>, PgError> {
-    let (chunks, pages): (Vec<i32>, Vec<i32>) = seen.iter().copied().unzip();
-    spi::owner_connect(|c| -> SpiResult<Vec<PageLine>> {
+/// Where a run stands, as its progress line reports it (read with a fresh snapshot).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunProgress {
+    pub run_id: i64,
+    pub chunks_total: i32,
+    /// Chunks succeeded, and chunks being worked on.
+    pub done: i64,
+    pub running: i64,
+    /// Pages committed and rows accepted so far, over every execution of the run.
+    pub pages: i64,
+    pub rows: i64,
+    /// The run's last progress note (`qbo.runs.progress`).
+    pub note: Option<String>,
+}
+
+/// Where run `run_id` stands now.
+pub fn run_progress(run_id: i64) -> Result<RunProgress, PgError> {
+    spi::owner_connect(|c| -> SpiResult<RunProgress> {
+        let r = c
+            .update(
+                "SELECT r.chunks_total, t.done, t.running, t.pages, t.rows, r.progress
+                   FROM qbo.runs r
+                  CROSS JOIN LATERAL (
+                        SELECT pg_catalog.count(*) FILTER (WHERE c.status OPERATOR(pg_catalog.=) 'succeeded') AS done,
+                               pg_catalog.count(*) FILTER (WHERE c.status OPERATOR(pg_catalog.=) 'running') AS running,
+                               coalesce(pg_catalog.sum(c.pages), 0)::pg_catalog.int8 AS pages,
+                               coalesce(pg_catalog.sum(c.rows), 0)::pg_catalog.int8 AS rows
+                          FROM qbo.run_chunks c WHERE c.run_id OPERATOR(pg_catalog.=) r.run_id) t
+                  WHERE r.run_id OPERATOR(pg_catalog.=) $1",
+                Some(1),
+                &[run_id.into()],
+            )?
+            .first();
+        Ok(RunProgress {
+            run_id,
+            chunks_total: r.get::<i32>(1)?.unwrap_or(0),
+            done: r.get::<i64>(2)?.unwrap_or(0),
+            running: r.get::<i64>(3)?.unwrap_or(0),
+            pages: r.get::<i64>(4)?.unwrap_or(0),
+            rows: r.get::<i64>(5)?.unwrap_or(0),
+            note: r.get::<String>(6)?,
+        })
+    })
+    .map_err(err)
+}
+
+/// The window of a chunk of a run.
+pub fn chunk_window(run_id: i64, chunk: i32) -> Result<(DateTime<Utc>, DateTime<Utc>), PgError> {
+    spi::owner_connect(|c| -> SpiResult<(DateTime<Utc>, DateTime<Utc>)> {
         let t = c.update(
-            "SELECT p.run_id, p.chunk, r.chunks_total, c.window_start, c.window_end, p.page,
-                    p.rows::pg_catalog.int8, p.seconds, p.start_position::pg_catalog.int8
-               FROM qbo.run_pages p
-               JOIN qbo.run_chunks c ON c.run_id OPERATOR(pg_catalog.=) p.run_id AND c.chunk OPERATOR(pg_catalog.=) p.chunk
-               JOIN qbo.runs r ON r.run_id OPERATOR(pg_catalog.=) p.run_id
-               LEFT JOIN ROWS FROM (pg_catalog.unnest($2::pg_catalog.int4[]), pg_catalog.unnest($3::pg_catalog.int4[])) AS hw(chunk, page)
-                      ON hw.chunk OPERATOR(pg_catalog.=) p.chunk
-              WHERE p.run_id OPERATOR(pg_catalog.=) $1 AND p.page OPERATOR(pg_catalog.>) coalesce(hw.page, 0)
-              ORDER BY p.committed_at, p.chunk, p.page",
-            None,
-            &[run_id.into(), chunks.into(), pages.into()],
+            "SELECT c.window_start, c.window_end FROM qbo.run_chunks c
+              WHERE c.run_id OPERATOR(pg_catalog.=) $1 AND c.chunk OPERATOR(pg_catalog.=) $2",
+            Some(1),
+            &[run_id.into(), chunk.into()],
         )?;
-        let mut v = Vec::new();
-        for r in t {
-            v.push(PageLine {
-                run_id: r.get::<i64>(1)?.unwrap_or(0),
-                chunk: r.get::<i32>(2)?.unwrap_or(0),
-                chunks_total: r.get::<i32>(3)?.unwrap_or(0),
-                window_start: instant(&r, 4)?,
-                window_end: instant(&r, 5)?,
-                page: r.get::<i32>(6)?.unwrap_or(0),
-                rows: r.get::<i64>(7)?.unwrap_or(0),
-                seconds: r.get::<f64>(8)?.unwrap_or(0.0),
-                start_position: r.get::<i64>(9)?.unwrap_or(0),
-            });
+        match t.into_iter().next() {
+            Some(r) => Ok((instant(&r, 1)?, instant(&r, 2)?)),
+            None => Err(pgrx::spi::Error::InvalidPosition),
         }
-        Ok(v)
     })
     .map_err(err)
 }
@@ -635,11 +655,13 @@ pub type VolumetryRow = (
     Interval,
 );
 
-/// The volumetry of every chunk of a run.
+/// The volumetry of every chunk of a run; a chunk's duration is the sum over every execution that
+/// worked on it, rounded to milliseconds.
 pub fn volumetry(run_id: i64) -> Result<Vec<VolumetryRow>, PgError> {
     spi::owner_connect(|c| -> SpiResult<Vec<VolumetryRow>> {
         let t = c.update(
-            "SELECT chunk, window_start, window_end, pages, rows, inserted, updated, skipped, duration
+            "SELECT chunk, window_start, window_end, pages, rows, inserted, updated, skipped,
+                    pg_catalog.date_trunc('milliseconds', duration OPERATOR(pg_catalog.+) '0.0005 s'::pg_catalog.interval)
                FROM qbo.run_chunks WHERE run_id OPERATOR(pg_catalog.=) $1 ORDER BY chunk USING OPERATOR(pg_catalog.<)",
             None,
             &[run_id.into()],

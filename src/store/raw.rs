@@ -2,7 +2,7 @@
 //! every write, and written one page per statement by an upsert that keeps the newest SyncToken.
 
 use crate::pg::error::PgError;
-use crate::pg::spi::{as_owner, extension_owner, owner_exec};
+use crate::pg::spi::{as_owner, extension_owner, owner_exec, quiet};
 use crate::pg::time::tstz;
 use crate::store::locks::{lock_key, WRITE_LOCK_CLASS};
 use chrono::{DateTime, Utc};
@@ -95,7 +95,8 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), PgError> {
              COMMENT ON COLUMN raw.{t}.request_payload IS 'The request: query, start position, page size, minor version, environment (never a token).';",
             name = entity.name
         );
-        as_owner(|| Spi::run(&ddl)).map_err(internal)?;
+        // quiet: the caller's NOTICEs are the run's progress, not what this DDL may say
+        as_owner(|| quiet(|| Spi::run(&ddl))).map_err(internal)?;
     }
     check_raw_shape(entity)?;
     check_raw_trust(entity)

@@ -290,23 +290,24 @@ fn the_ledger_returns_the_rows_progress_lines_are_made_of() {
         )
         .unwrap();
     }
-    let pages = ledger::pages_after(run_id, &[]).unwrap();
+    let p = ledger::run_progress(run_id).unwrap();
     assert_eq!(
-        pages.iter().map(notices::page).collect::<Vec<_>>(),
-        vec![
-            format!("run {run_id} chunk 1/2 [2025-01-01 → 2025-01-08): page 1: 1000 rows in 0.25 s (start=1)"),
-            format!("run {run_id} chunk 1/2 [2025-01-01 → 2025-01-08): page 2: 500 rows in 0.25 s (start=1001)"),
-        ]
+        (p.chunks_total, p.done, p.running, p.pages, p.rows),
+        (2, 0, 1, 2, 1500)
     );
-    // a reader that has seen page 1 of chunk 1 gets page 2 only
-    let later = ledger::pages_after(run_id, &[(1, 1)]).unwrap();
-    assert_eq!(later.iter().map(|p| p.page).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(p.note.as_deref(), Some("chunk 1 page 2 committed"));
     assert!(ledger::chunks_done(run_id, &[]).unwrap().is_empty());
 
     let done = ledger::finish_chunk(run_id, 1, 0.25).unwrap();
+    // instants in the session's TimeZone, with its offset, as a timestamptz is shown
+    Spi::run("SET LOCAL TimeZone = 'America/Mexico_City'").unwrap();
     assert_eq!(
-        notices::chunk_done(&done),
-        format!("run {run_id} chunk 1/2 [2025-01-01 → 2025-01-08): done: 2 pages, 1500 rows (1480 inserted, 20 updated, 0 skipped) in 1.25 s")
+        notices::chunk_done(&done, &crate::pg::time::session_ts),
+        format!("run {run_id} chunk 1/2 [2024-12-31 18:00:00-06 → 2025-01-07 18:00:00-06): done: 2 pages, 1500 rows (1480 inserted, 20 updated, 0 skipped) in 1.25 s")
+    );
+    assert_eq!(
+        ledger::chunk_window(run_id, 2).unwrap(),
+        (at("2025-01-08T00:00:00Z"), at("2025-01-15T00:00:00Z"))
     );
     assert_eq!(ledger::chunks_done(run_id, &[]).unwrap(), vec![done]);
     assert!(ledger::chunks_done(run_id, &[1]).unwrap().is_empty());

@@ -343,10 +343,13 @@ impl QboError {
         }
     }
 
-    /// A few words for progress notes: `HTTP 429`, `a network error`, `an unusable response`.
+    /// A few words for progress notes: `HTTP 429`, `a timeout`, `a network error`, `an unusable
+    /// response` (never a response body).
     pub fn short(&self) -> String {
         match (self.http_status(), self) {
             (Some(status), _) => format!("HTTP {status}"),
+            // what `from_reqwest` says of a request that timed out
+            (None, QboError::Network(m)) if m.starts_with("timed out") => "a timeout".to_owned(),
             (None, QboError::Network(_)) => "a network error".to_owned(),
             (None, QboError::BadResponse(_)) => "an unusable response".to_owned(),
             (None, other) => truncate_chars(&other.to_string(), 80),
@@ -895,8 +898,9 @@ pub(crate) mod tests {
 
     #[test]
     fn short_descriptions() {
+        assert_eq!(QboError::Network("timed out".into()).short(), "a timeout");
         assert_eq!(
-            QboError::Network("timed out".into()).short(),
+            QboError::Network("request failed: connection reset by peer".into()).short(),
             "a network error"
         );
         assert_eq!(

@@ -46,6 +46,53 @@ pub fn as_role(db: &str, role: &str) -> Client {
     .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
 }
 
+/// The NOTICEs a client received, in order (see [`collecting`]).
+#[derive(Clone, Default)]
+pub struct Notices(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Notices {
+    /// Everything received so far, removed.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// Everything received so far.
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 60 s) until a NOTICE containing `text` has arrived; returns it.
+    pub fn wait_for(&self, text: &str) -> String {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(n) = self.all().into_iter().find(|n| n.contains(text)) {
+                return n;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "no NOTICE containing {text:?} arrived: {:?}",
+                self.all()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Connects to `db` as `user`, keeping every NOTICE (and WARNING) the server sends.
+pub fn collecting(db: &str, user: &str) -> (Client, Notices) {
+    let notices = Notices::default();
+    let sink = notices.clone();
+    let mut cfg: postgres::Config =
+        format!("host=127.0.0.1 port={} user={user} dbname={db}", port())
+            .parse()
+            .expect("config");
+    cfg.notice_callback(move |n| sink.0.lock().unwrap().push(n.message().to_owned()));
+    let c = cfg
+        .connect(NoTls)
+        .unwrap_or_else(|e| panic!("cannot connect to {db} as {user}: {e}"));
+    (c, notices)
+}
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -860,3 +860,107 @@ fn functions_planted_in_public_never_run_when_a_superuser_starts_cancels_or_resu
     let before: Vec<String> = before.into_iter().chain(created).collect();
     assert_nothing_gained(&mut admin, "public.atk_marker", "atk_det_pub", &before);
 }
+
+/// The statements behind the progress lines (the session's time format, the run's totals, the
+/// volumetry in milliseconds, the resume of a run that succeeded) resolve nothing through the
+/// caller's `search_path`: a role that may create in `public` plants `to_char(timestamptz, text)`,
+/// `date_trunc(text, interval)` and an `interval + interval` operator there, and a superuser whose
+/// `search_path` puts `public` before `pg_catalog` runs and resumes backfills printing every kind of
+/// line. None of the plants runs.
+#[test]
+fn plants_named_like_what_progress_lines_use_never_run_even_before_pg_catalog_on_the_path() {
+    let emu = Emulator::start(&["--seed", "77"]);
+    let mut admin = fresh_db("e2e_atk_notices", &emu);
+    fresh_role(&mut admin, "atk_lines");
+    admin
+        .batch_execute("GRANT CREATE ON SCHEMA public TO atk_lines")
+        .unwrap();
+    let mut atk = as_role("e2e_atk_notices", "atk_lines");
+    let body = plant_body("public.atk_marker", "atk_lines");
+    atk.batch_execute(&format!(
+        "CREATE TABLE public.atk_marker (who name, what text, at timestamptz DEFAULT clock_timestamp());
+         GRANT INSERT, SELECT ON public.atk_marker TO PUBLIC;
+         CREATE FUNCTION public.to_char(timestamptz, text) RETURNS text LANGUAGE plpgsql AS $f$
+         BEGIN
+           {body}
+           RETURN pg_catalog.to_char($1, $2);
+         END $f$;
+         CREATE FUNCTION public.date_trunc(text, interval) RETURNS interval LANGUAGE plpgsql AS $f$
+         BEGIN
+           {body}
+           RETURN pg_catalog.date_trunc($1, $2);
+         END $f$;
+         CREATE FUNCTION public.atk_add(interval, interval) RETURNS interval LANGUAGE plpgsql AS $f$
+         BEGIN
+           {body}
+           RETURN $1 OPERATOR(pg_catalog.+) $2;
+         END $f$;
+         CREATE OPERATOR public.+ (LEFTARG = interval, RIGHTARG = interval, FUNCTION = public.atk_add);"
+    ))
+    .unwrap();
+    // positive control: with public before pg_catalog, each plant wins
+    let mut control = as_role("e2e_atk_notices", "atk_lines");
+    control
+        .batch_execute(
+            "SET search_path = public, pg_catalog;
+             SELECT to_char(now(), 'YYYY'); SELECT date_trunc('milliseconds', interval '1 s');
+             SELECT interval '1 s' + interval '1 s';",
+        )
+        .unwrap();
+    assert_eq!(
+        marker(&mut admin, "public.atk_marker"),
+        vec![("atk_lines".to_owned(), "fired".to_owned()); 3],
+        "positive control: the plants run when called"
+    );
+    admin
+        .batch_execute("DELETE FROM public.atk_marker")
+        .unwrap();
+    let before = snapshot(&mut admin, "atk_lines");
+
+    let (mut dba, notices) = collecting("e2e_atk_notices", "postgres");
+    dba.batch_execute(
+        "SET search_path = public, pg_catalog; SET TimeZone = 'America/Mexico_City';
+         SET qbo.progress_interval_ms = 0; SET qbo.max_retries = 0;",
+    )
+    .unwrap();
+    dba.query_one(
+        "CALL qbo.run_backfill('Invoice', '2025-01-01Z', '2025-02-01Z', 7, 20)",
+        &[],
+    )
+    .expect("CALL as a superuser");
+    dba.query(
+        "SELECT * FROM qbo.backfill('Customer', '2025-01-01Z', '2025-02-01Z', chunk_size => 7, page_size => 20)",
+        &[],
+    )
+    .expect("qbo.backfill as a superuser");
+    dba.query("SELECT * FROM qbo.resume(2)", &[])
+        .expect("resume of a run that succeeded");
+    dba.batch_execute("CALL qbo.run_resume(1)")
+        .expect("resume of a run that succeeded");
+    // a run that fails half way, resumed by the relay and by CALL: done lines over 2 attempts
+    emu.faults("503html@nth=2");
+    dba.batch_execute("CALL qbo.run_backfill('Item', '2025-01-01Z', '2025-02-01Z', 7, 2)")
+        .expect_err("no retries");
+    dba.query("SELECT * FROM qbo.resume(3)", &[])
+        .expect("resume in a worker");
+    report(&mut admin, "public.atk_marker", "atk_lines");
+    let lines = notices.take();
+    println!("{lines:#?}");
+    for kind in [
+        "run 1: Invoice [2024-12-31 18:00:00-06 → 2025-01-31 18:00:00-06) in 5 chunks",
+        " of 5 chunks done, ",
+        "run 2 chunk 1/5 [2024-12-31 18:00:00-06 → 2025-01-07 18:00:00-06): done: ",
+        "run 2 already succeeded; nothing to resume",
+        "run 1 already succeeded; nothing to resume",
+        " over 2 attempts",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(kind)), "{kind}: {lines:?}");
+    }
+    // what the backfills created: schema raw and its tables
+    let created: Vec<String> = snapshot(&mut admin, "atk_lines")
+        .into_iter()
+        .filter(|l| l.contains(" raw") || l.contains("raw."))
+        .collect();
+    let before: Vec<String> = before.into_iter().chain(created).collect();
+    assert_nothing_gained(&mut admin, "public.atk_marker", "atk_lines", &before);
+}

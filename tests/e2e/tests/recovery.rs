@@ -240,7 +240,9 @@ fn a_backing_off_run_shows_it_in_the_ledger_while_it_waits() {
     println!("progress seen from another session: {progress}");
     assert!(progress.starts_with("chunk "), "{progress}");
     assert!(
-        progress.ends_with(": backing off 2.0 s after HTTP 429 (retry 1/6)"),
+        progress.ends_with(
+            ": backing off 2.00 s after HTTP 429 (retry 1/6; retries this execution: 1)"
+        ),
         "{progress}"
     );
     worker.join().unwrap().unwrap();
