@@ -5,7 +5,7 @@
 #
 #   bash bench/throughput.sh [b1|b2|b3|b4|all]        (default all)
 #
-# Everything runs on a throw-away cluster (TPUT_DIR=/tmp/pg_qbo_tput, TPUT_PORT=54394;
+# Everything runs on a throw-away cluster (TPUT_DIR=/tmp/pg_qbo_tput, TPUT_PORT=25394;
 # shared_buffers 512MB, min/max_wal_size 4GB/8GB, checkpoint_timeout 30min) against local
 # qbo-emulator processes. The comparisons of each part run side by side in one invocation, so
 # their ratios mean something on a noisy machine; absolute figures do not travel across days.
@@ -68,7 +68,7 @@ B2_SEQ_PAGES=${B2_SEQ_PAGES:-40}
 B3_SIZES=${B3_SIZES:-"10000 100000 1000000"}
 PY_ORDER=${PY_ORDER:-id}
 DIR=${TPUT_DIR:-/tmp/pg_qbo_tput}
-PORT=${TPUT_PORT:-54394}
+PORT=${TPUT_PORT:-25394}
 REALM=9341452000000001
 ENTITY=Invoice
 START=2025-01-01Z

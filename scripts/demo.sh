@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 DEMO_DIR=${DEMO_DIR:-/tmp/pg_qbo_demo}
-DEMO_PORT=${DEMO_PORT:-54390}
+DEMO_PORT=${DEMO_PORT:-25390}
 FROM=${FROM:-2025-01-01T00:00:00Z}
 TO=${TO:-2025-09-11T00:00:00Z}
 

@@ -16,7 +16,7 @@
 #   UPGRADE_E2E         1 (default) also runs e2e suites on databases created at 0.1.0 and updated
 #                       (PG_QBO_TEST_FROM_VERSION), once, after the first commit; 0 skips them.
 #   UPGRADE_E2E_TESTS   those suites (default: "backfill roles attacks").
-#   UPGRADE_PORT        port of the throw-away cluster (default 54531).
+#   UPGRADE_PORT        port of the throw-away cluster (default 25531).
 #   UPGRADE_CACHE       directory kept between runs for the old versions' sources and builds
 #                       (default: inside the temporary directory, removed at exit).
 #   CARGO_TARGET_DIR    where the current build is (as for cargo); QBO_EMULATOR_BIN the emulator.
@@ -35,7 +35,7 @@ E024112=e024112a6a84dd73c85a6a2264303dc5ad4dae32
 # 0.2.0 is commit b01518f (tag v0.2.0).
 V020=b01518f60a0a3d7562c2fd047b3f699cfe579f77
 FROM_COMMITS=${UPGRADE_FROM:-$V010 $E024112 $V020}
-PORT=${UPGRADE_PORT:-54531}
+PORT=${UPGRADE_PORT:-25531}
 E2E=${UPGRADE_E2E:-1}
 E2E_TESTS=${UPGRADE_E2E_TESTS:-backfill roles attacks}
 SYS_PG=/usr/lib/postgresql/15
