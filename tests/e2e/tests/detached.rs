@@ -222,7 +222,7 @@ fn start_backfill_returns_at_once_and_the_run_outlives_the_session_that_started_
     );
     assert_eq!(
         notices.lock().unwrap().clone(),
-        vec![format!("run 1: Invoice [2025-01-01 → 2025-09-11) in 9 chunks, in background worker pid {worker}, detached from this session (it goes on when the session ends); follow it in qbo.progress, stop it with SELECT qbo.cancel(1)")]
+        vec![format!("run 1: Invoice [2025-01-01 00:00:00+00 → 2025-09-11 00:00:00+00) in 9 chunks, in background worker pid {worker}, detached from this session (it goes on when the session ends); follow it in qbo.progress, stop it with SELECT qbo.cancel(1)")]
     );
 
     // resuming it while it runs: the worker refuses before touching it, and the caller gets that
@@ -294,7 +294,7 @@ fn bad_input_is_refused_in_the_caller_and_nothing_is_written() {
         (
             "SELECT qbo.start_backfill('Invoice', '2025-02-01Z', '2025-01-01Z')",
             "22023",
-            "qbo.start_backfill: fecha_fin (2025-01-01T00:00:00+00:00) must be later than fecha_inicio (2025-02-01T00:00:00+00:00): the window is [fecha_inicio, fecha_fin)",
+            "qbo.start_backfill: fecha_fin (2025-01-01 00:00:00+00) must be later than fecha_inicio (2025-02-01 00:00:00+00): the window is [fecha_inicio, fecha_fin)",
         ),
         (
             "SELECT qbo.start_backfill('Invoice', '2025-01-01Z', 'infinity')",
