@@ -171,7 +171,8 @@ stop_cluster() { bash scripts/cluster.sh stop "$CLUSTER"; }
 start_emulator() {
   [ -x "$EMU_BIN" ] || (cd "$ROOT" && cargo build --release -p qbo-emulator)
   : >"$WORK/emulator.out" # exists before the emulator's shell opens it
-  "$EMU_BIN" --listen 127.0.0.1:0 --seed 91 >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
+  # versions before 0.3.0 do not pace themselves to Intuit's 10 requests a second: lifted here
+  "$EMU_BIN" --listen 127.0.0.1:0 --seed 91 --rate-limit-per-second 1000000 >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
   EMU_PID=$!
   EMU_URL=
   for _ in $(seq 1 200); do # at most 20 s for the ready line
