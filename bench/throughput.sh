@@ -39,8 +39,9 @@
 #     invoices (an emulator per size, payload cache warmed; 1M takes the emulator ~1.9 GB RAM).
 #     Goal: flat in the number of records.
 #
-# pg_qbo paces itself (qbo.max_requests_per_minute, 500 by default, per realm across sessions): in
-# B1, B3 and B4, whose emulator does not throttle, the script lifts it to 100000 (the Python loop
+# pg_qbo paces itself (qbo.max_requests_per_minute, 500 by default, and qbo.max_requests_per_second,
+# 10, per realm across sessions): in B1, B3 and B4, whose emulator does not throttle, the script
+# lifts them to 100000 and 1000 (the Python loop
 # does not pace either); B2 keeps pg_qbo's defaults and gives each run a realm of its own, so no run
 # starts with a minute used up by the previous one. (Builds without these settings: nothing set.)
 #
@@ -135,6 +136,9 @@ HAS_IN_FLIGHT=$("${PSQL[@]}" -At -c "LOAD 'pg_qbo'" -c "SELECT count(*) FROM pg_
 # as the Python loop does not pace either; B2 keeps the defaults.
 UNPACED=()
 [ "$HAS_IN_FLIGHT" = 1 ] && UNPACED=("SET qbo.max_requests_per_minute = 100000")
+# (and its per-second pacing, qbo.max_requests_per_second, default 10, in builds that have it)
+HAS_PER_SECOND=$("${PSQL[@]}" -At -c "LOAD 'pg_qbo'" -c "SELECT count(*) FROM pg_settings WHERE name = 'qbo.max_requests_per_second'")
+[ "$HAS_PER_SECOND" = 1 ] && UNPACED+=("SET qbo.max_requests_per_second = 1000")
 SO=$($PG_CONFIG --pkglibdir)/pg_qbo.so
 note "pg_qbo $(sql "SELECT extversion FROM pg_extension WHERE extname = 'pg_qbo'"), $SO built $(date -r "$SO" '+%F %T'); qbo.max_in_flight: $([ "$HAS_IN_FLIGHT" = 1 ] && echo "$(sql "LOAD 'pg_qbo'; SHOW qbo.max_in_flight" 2>/dev/null || echo present)" || echo 'absent (sequential pager)')"
 
@@ -292,7 +296,7 @@ rps() { calc %.0f "$1 / $2"; }
 part_b1_b4() {
   local do_b1=$1 do_b4=$2
   note "B1/B4: emulator with $INVOICES invoices, throttling off, no latency"
-  start_emulator --records "$ENTITY=$INVOICES" --rate-limit 100000000 --max-concurrent 1000
+  start_emulator --records "$ENTITY=$INVOICES" --rate-limit 100000000 --rate-limit-per-second 100000000 --max-concurrent 1000
   register_connection
   local truth
   truth=$(truth_count)
@@ -498,7 +502,7 @@ part_b3() {
   local lines=() n truth
   for n in $B3_SIZES; do
     note "B3: emulator with $n invoices; warming its payload cache (untimed)"
-    start_emulator --records "$ENTITY=$n" --rate-limit 100000000 --max-concurrent 1000
+    start_emulator --records "$ENTITY=$n" --rate-limit 100000000 --rate-limit-per-second 100000000 --max-concurrent 1000
     register_connection
     truth=$(truth_count)
     "$PY" bench/reference_loop.py --fetch-only --url "$EMU_URL" --realm "$REALM" --entity "$ENTITY" \

@@ -150,9 +150,10 @@ build_old() {
     git archive "$commit" | tar -x -C "$src"
   fi
   local t=$(date +%s)
-  # one target directory for every old version: their dependencies are the same, only pg_qbo
-  # itself is compiled again
-  install_from "$src" "$CACHE/target-old"
+  # a target directory per old version: with one shared by all, cargo found the unit of a later
+  # version fresh and left the library of the version built before it in place (0.2.0 was once
+  # installed from e024112's library); the dependencies are compiled once per version
+  install_from "$src" "$CACHE/target-$commit"
   echo "built and installed $commit in $(($(date +%s) - t)) s"
 }
 
@@ -171,7 +172,8 @@ stop_cluster() { bash scripts/cluster.sh stop "$CLUSTER"; }
 start_emulator() {
   [ -x "$EMU_BIN" ] || (cd "$ROOT" && cargo build --release -p qbo-emulator)
   : >"$WORK/emulator.out" # exists before the emulator's shell opens it
-  "$EMU_BIN" --listen 127.0.0.1:0 --seed 91 >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
+  # versions before 0.3.0 do not pace themselves to Intuit's 10 requests a second: lifted here
+  "$EMU_BIN" --listen 127.0.0.1:0 --seed 91 --rate-limit-per-second 1000000 >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
   EMU_PID=$!
   EMU_URL=
   for _ in $(seq 1 200); do # at most 20 s for the ready line
@@ -229,17 +231,23 @@ else:
 EOF
 }
 
-# fingerprint DB: counts and md5 of every row of the data pg_qbo keeps (secrets hashed, never shown)
+# fingerprint DB COLS: counts and md5 of every row of the data pg_qbo keeps (secrets hashed, never
+# shown). The ledger's rows are hashed over the columns each table had at the first call (saved in
+# COLS.<table>): columns an update adds (0.3.0: qbo.runs.requests_*) are new data, not a change.
 fingerprint() {
   q "$1" "
     SELECT 'raw.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = 'raw' AND c.relkind = 'r' ORDER BY 1" | while read -r t; do
     echo "$t $(q "$1" "SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t.realm_id, t.id), '')) FROM $t t")"
   done
-  local t
+  local t table cols
   for t in "qbo.runs ORDER BY run_id" "qbo.run_chunks ORDER BY run_id, chunk" \
     "qbo.run_pages ORDER BY run_id, chunk, page" "qbo._connections ORDER BY name"; do
-    echo "${t%% *} $(q "$1" "SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, E'\n' ${t#* }), '')) FROM ${t%% *} x")"
+    table=${t%% *}
+    [ -f "$2.$table" ] || q "$1" "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+                                    WHERE attrelid = '$table'::regclass AND attnum > 0 AND NOT attisdropped" >"$2.$table"
+    cols=$(cat "$2.$table")
+    echo "$table $(q "$1" "SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, E'\n' ${t#* }), '')) FROM (SELECT $cols FROM $table) x")"
   done
 }
 
@@ -342,7 +350,7 @@ upgrade_from() {
   failed_run=$(q upg "SELECT max(run_id) FROM qbo.runs WHERE status = 'failed'")
   [ -n "$failed_run" ] || die "no failed run: $(cat "$WORK/failed-run.out")"
   echo "old version: $(q upg "SELECT string_agg(entity || ' ' || status, ', ' ORDER BY run_id) FROM qbo.runs")"
-  fingerprint upg >"$WORK/before.txt"
+  fingerprint upg "$WORK/columns-$short" >"$WORK/before.txt"
   cat "$WORK/before.txt"
   # what the old version granted the operator on raw
   q upg "SELECT string_agg(DISTINCT privilege_type, ',' ORDER BY privilege_type) FROM information_schema.role_table_grants
@@ -378,7 +386,7 @@ upgrade_from() {
   fi
 
   # --- (b) data preserved -------------------------------------------------------------------------------
-  fingerprint upg >"$WORK/after.txt"
+  fingerprint upg "$WORK/columns-$short" >"$WORK/after.txt"
   if diff -u "$WORK/before.txt" "$WORK/after.txt" >"$WORK/data.diff"; then
     ok "$short: data preserved (raw rows, runs, chunks, pages, connections: counts and md5 identical)"
   else

@@ -16,6 +16,10 @@
 --     comments that durations are in milliseconds and add up every attempt and that a run that
 --     already succeeded is not resumed; qbo._grant_common creates schema raw only when missing
 --     (no "already exists, skipping" NOTICE); qbo.run_pages is no longer relayed page by page.
+--   * request limits and the monthly budget: qbo.max_requests_per_second in the limiter
+--     (qbo._api_admit), requests counted per month, app, realm and kind (qbo._api_usage, view
+--     qbo.api_usage, granted to operators and readers) and per run (qbo.runs.requests_*), and
+--     qbo.monthly_request_budget.
 
 \echo Use "ALTER EXTENSION pg_qbo UPDATE TO '0.3.0'" to load this file. \quit
 
@@ -239,3 +243,247 @@ COMMENT ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, 
 
 COMMENT ON FUNCTION qbo.resume(bigint) IS
     'pg_qbo: continues a failed, cancelled or interrupted run in a background worker, redoing only what did not complete with the stored plan and settings; returns the volumetry of every chunk of the run, a chunk''s duration being the sum over every execution that worked on it (rounded to milliseconds). A run that already succeeded is left as it is (a NOTICE says so; no worker is started) and its volumetry returned.';
+
+-------------------------------------------------------------------------------------------------
+-- Request limits and the monthly budget
+-------------------------------------------------------------------------------------------------
+-- Intuit's 10 requests a second per realm joins the limiter (qbo.max_requests_per_second), and
+-- every request pg_qbo sends is counted per month, app, realm and kind (qbo._api_usage, read
+-- through qbo.api_usage; qbo.monthly_request_budget refuses requests past a budget). Runs count
+-- their own requests in three new columns, added last as in a fresh install.
+ALTER TABLE qbo.runs ADD COLUMN IF NOT EXISTS requests_query bigint NOT NULL DEFAULT 0;
+ALTER TABLE qbo.runs ADD COLUMN IF NOT EXISTS requests_count bigint NOT NULL DEFAULT 0;
+ALTER TABLE qbo.runs ADD COLUMN IF NOT EXISTS requests_token bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN qbo.runs.requests_query IS 'Query requests (pages) the run sent to QuickBooks, retries included, over all its executions (counted when admitted, with qbo.api_usage; 0 for runs of pg_qbo before 0.3.0).';
+COMMENT ON COLUMN qbo.runs.requests_count IS 'count(*) requests the run sent to QuickBooks (sizing slices and seconds), retries included.';
+COMMENT ON COLUMN qbo.runs.requests_token IS 'Token refresh requests the run sent to Intuit''s OAuth2 endpoint, retries included.';
+
+CREATE TABLE IF NOT EXISTS qbo._api_usage (
+    month     date NOT NULL,
+    client_id text NOT NULL,
+    realm_id  text NOT NULL,
+    kind      text NOT NULL,
+    requests  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (month, client_id, realm_id, kind),
+    CONSTRAINT month_ok CHECK (extract(day FROM month) = 1),
+    CONSTRAINT kind_ok CHECK (kind ~ '^[a-z][a-z_]{0,31}$')
+);
+REVOKE ALL ON qbo._api_usage FROM PUBLIC;
+COMMENT ON TABLE qbo._api_usage IS
+    'pg_qbo internal: requests sent to QuickBooks and Intuit per calendar month (UTC), app (client id), realm and kind; read it through qbo.api_usage.';
+SELECT pg_catalog.pg_extension_config_dump('qbo._api_usage', '');
+
+CREATE OR REPLACE VIEW qbo.api_usage AS
+SELECT u.month, u.client_id, u.realm_id, u.kind, u.requests,
+       sum(u.requests) OVER (PARTITION BY u.month, u.client_id)::bigint AS app_month_requests
+FROM qbo._api_usage u;
+COMMENT ON VIEW qbo.api_usage IS 'pg_qbo: requests pg_qbo sent per calendar month (UTC), app, realm and kind, retries included: what qbo.monthly_request_budget is compared with.';
+COMMENT ON COLUMN qbo.api_usage.month IS 'First day of the calendar month (UTC) the requests were sent in.';
+COMMENT ON COLUMN qbo.api_usage.client_id IS 'The Intuit app (OAuth2 client id of the connection; not a secret) whose monthly meter the requests count against.';
+COMMENT ON COLUMN qbo.api_usage.realm_id IS 'QuickBooks company id.';
+COMMENT ON COLUMN qbo.api_usage.kind IS 'query (a page of records), count (a count(*) sizing a slice or a second) or token (a refresh at Intuit''s OAuth2 endpoint).';
+COMMENT ON COLUMN qbo.api_usage.requests IS 'Requests sent, counted when admitted (a request admitted then never sent, because its run stopped in that instant, stays counted).';
+COMMENT ON COLUMN qbo.api_usage.app_month_requests IS 'The app''s requests of that month, every realm and kind: what qbo.monthly_request_budget is compared with.';
+
+-- the limiter takes the kinds of the requests, the per-second limit and what the budget needs
+DROP FUNCTION IF EXISTS qbo._api_admit(pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.int4, pg_catalog.int8[]);
+CREATE OR REPLACE FUNCTION qbo._api_admit(p_realm text, p_kinds text[], p_per_second int, p_per_minute int,
+                               p_max_in_flight int, p_finished bigint[], p_client_id text,
+                               p_run_id bigint, p_budget bigint,
+                               OUT admitted bigint[], OUT wait_ms int, OUT month_requests bigint,
+                               OUT usage_month text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    now_ts    timestamptz;
+    win_start timestamptz;
+    sec_start timestamptz;
+    this_month date;
+    in_window int;
+    in_second int;
+    in_flight int;
+    freed     int;
+    want      int;
+    n         int;
+    wait_min  int := 0;
+    wait_sec  int := 0;
+BEGIN
+    admitted := '{}';
+    wait_ms := 0;
+    IF cardinality(p_finished) > 0 THEN
+        UPDATE qbo._api_requests SET finished_at = clock_timestamp()
+         WHERE id = ANY (p_finished) AND finished_at IS NULL;
+    END IF;
+    want := coalesce(cardinality(p_kinds), 0);
+    IF want <= 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO qbo._api_realms VALUES (p_realm) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM qbo._api_realms WHERE realm_id = p_realm FOR UPDATE;
+    IF p_budget > 0 THEN
+        -- one app, many realms: their admissions take turns, so the budget is never overshot
+        PERFORM pg_advisory_xact_lock(1364414290, hashtext(p_client_id));
+    END IF;
+    now_ts := clock_timestamp();
+    this_month := date_trunc('month', now_ts AT TIME ZONE 'UTC')::date;
+    IF p_budget > 0 THEN
+        usage_month := to_char(this_month, 'YYYY-MM');
+    END IF;
+    win_start := now_ts - interval '61 seconds';
+    sec_start := now_ts - interval '1.2 seconds';
+    IF p_budget > 0 THEN
+        SELECT coalesce(sum(u.requests), 0)::bigint INTO month_requests
+          FROM qbo._api_usage u
+         WHERE u.month = this_month AND u.client_id = p_client_id;
+        IF month_requests >= p_budget THEN
+            -- refused: the caller raises the error
+            RETURN;
+        END IF;
+    END IF;
+    DELETE FROM qbo._api_requests
+     WHERE realm_id = p_realm AND started_at < win_start AND finished_at IS NOT NULL;
+    SELECT count(*) FILTER (WHERE started_at >= win_start), count(*) FILTER (WHERE started_at >= sec_start),
+           count(*) FILTER (WHERE finished_at IS NULL)
+      INTO in_window, in_second, in_flight
+      FROM qbo._api_requests WHERE realm_id = p_realm;
+    IF in_flight >= p_max_in_flight THEN
+        UPDATE qbo._api_requests r SET finished_at = now_ts
+         WHERE r.realm_id = p_realm AND r.finished_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                            WHERE a.pid = r.pid
+                              AND (a.backend_start IS NULL OR r.backend_start IS NULL
+                                   OR a.backend_start = r.backend_start));
+        GET DIAGNOSTICS freed = ROW_COUNT;
+        in_flight := in_flight - freed;
+    END IF;
+    n := least(want, p_per_minute - in_window, p_per_second - in_second, p_max_in_flight - in_flight);
+    IF p_budget > 0 THEN
+        n := least(n, p_budget - month_requests);
+    END IF;
+    IF n > 0 THEN
+        WITH ins AS (
+            INSERT INTO qbo._api_requests (realm_id, pid, backend_start, started_at)
+            SELECT p_realm, pg_backend_pid(),
+                   (SELECT a.backend_start FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()), now_ts
+              FROM generate_series(1, n)
+            RETURNING id)
+        SELECT array_agg(id ORDER BY id) INTO admitted FROM ins;
+        INSERT INTO qbo._api_usage AS u (month, client_id, realm_id, kind, requests)
+        SELECT this_month, p_client_id, p_realm, k.kind, count(*)
+          FROM unnest(p_kinds[1:n]) AS k(kind)
+         GROUP BY k.kind
+        ON CONFLICT (month, client_id, realm_id, kind) DO UPDATE SET requests = u.requests + excluded.requests;
+        IF p_run_id IS NOT NULL THEN
+            UPDATE qbo.runs r
+               SET requests_query = r.requests_query + k.q, requests_count = r.requests_count + k.c
+              FROM (SELECT count(*) FILTER (WHERE x.kind = 'query') AS q,
+                           count(*) FILTER (WHERE x.kind = 'count') AS c
+                      FROM unnest(p_kinds[1:n]) AS x(kind)) k
+             WHERE r.run_id = p_run_id;
+        END IF;
+        IF p_budget > 0 THEN
+            month_requests := month_requests + n;
+        END IF;
+        RETURN;
+    END IF;
+    -- nothing admitted: wait for the first window that makes room (each frees its oldest
+    -- admissions one by one), or look again shortly when every slot is in flight
+    IF in_window >= p_per_minute THEN
+        SELECT greatest(1, ceil(extract(epoch FROM (q.started_at + interval '61 seconds' - now_ts)) * 1000))::int
+          INTO wait_min
+          FROM qbo._api_requests q
+         WHERE q.realm_id = p_realm AND q.started_at >= win_start
+         ORDER BY q.started_at
+        OFFSET greatest(in_window - p_per_minute, 0) LIMIT 1;
+    END IF;
+    IF in_second >= p_per_second THEN
+        SELECT greatest(1, ceil(extract(epoch FROM (q.started_at + interval '1.2 seconds' - now_ts)) * 1000))::int
+          INTO wait_sec
+          FROM qbo._api_requests q
+         WHERE q.realm_id = p_realm AND q.started_at >= sec_start
+         ORDER BY q.started_at
+        OFFSET greatest(in_second - p_per_second, 0) LIMIT 1;
+    END IF;
+    wait_ms := greatest(coalesce(wait_min, 0), coalesce(wait_sec, 0));
+    IF wait_ms = 0 THEN
+        wait_ms := 20;
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION qbo._api_admit(text, text[], int, int, int, bigint[], text, bigint, bigint) IS
+    'pg_qbo internal: the shared per-realm rate limiter (sliding second and minute, requests in flight) and the monthly count of requests (qbo.api_usage, the run''s requests_* columns); see qbo.max_requests_per_second, qbo.max_requests_per_minute, qbo.max_in_flight and qbo.monthly_request_budget.';
+REVOKE ALL ON FUNCTION qbo._api_admit(pg_catalog.text, pg_catalog.text[], pg_catalog.int4, pg_catalog.int4, pg_catalog.int4, pg_catalog.int8[], pg_catalog.text, pg_catalog.int8, pg_catalog.int8) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION qbo._api_count(p_client_id text, p_realm text, p_kind text, p_run_id bigint)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO qbo._api_usage AS u (month, client_id, realm_id, kind, requests)
+    VALUES (date_trunc('month', clock_timestamp() AT TIME ZONE 'UTC')::date, p_client_id, p_realm, p_kind, 1)
+    ON CONFLICT (month, client_id, realm_id, kind) DO UPDATE SET requests = u.requests + 1;
+    IF p_run_id IS NOT NULL AND p_kind = 'token' THEN
+        UPDATE qbo.runs r SET requests_token = r.requests_token + 1 WHERE r.run_id = p_run_id;
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION qbo._api_count(text, text, text, bigint) IS
+    'pg_qbo internal: counts one token refresh (or another request sent outside the rate limiter) in qbo.api_usage and on its run.';
+REVOKE ALL ON FUNCTION qbo._api_count(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int8) FROM PUBLIC;
+
+-- operators and readers read qbo.api_usage: granted by qbo.grant_operator / qbo.grant_reader from
+-- now on, and here to the roles they were run for (those that read qbo.progress)
+CREATE OR REPLACE FUNCTION qbo.grant_operator(role_name name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    f pg_catalog.regprocedure;
+BEGIN
+    PERFORM qbo._grant_common('qbo.grant_operator', role_name,
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities, qbo.api_usage');
+    FOR f IN SELECT r.routine FROM qbo._routines() r WHERE r.grantee OPERATOR(pg_catalog.=) 'operator' LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %I', f, role_name);
+    END LOOP;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION qbo.grant_reader(role_name name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM qbo._grant_common('qbo.grant_reader', role_name,
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities, qbo.api_usage');
+END
+$fn$;
+COMMENT ON FUNCTION qbo.grant_reader(name) IS
+    'pg_qbo: lets a role read raw.* and the run ledger (qbo.runs, run_chunks, run_pages, progress, entities, api_usage); nothing else.';
+
+DO $usage_grants$
+DECLARE
+    -- pg_init_privs of the view as its creation left it: the grants below are about roles, not
+    -- about what CREATE EXTENSION creates, and a fresh install records none (see 0.1.0--0.2.0)
+    created pg_catalog.pg_init_privs[] := ARRAY(
+        SELECT p FROM pg_catalog.pg_init_privs p
+         WHERE p.objoid OPERATOR(pg_catalog.=) 'qbo.api_usage'::pg_catalog.regclass
+           AND p.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass);
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT g.rolname
+          FROM pg_catalog.pg_class c CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+          JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) a.grantee
+         WHERE c.oid OPERATOR(pg_catalog.=) 'qbo.progress'::pg_catalog.regclass
+           AND a.privilege_type OPERATOR(pg_catalog.=) 'SELECT'
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+         ORDER BY g.rolname
+    LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT ON qbo.api_usage TO %I', r.rolname);
+    END LOOP;
+    DELETE FROM pg_catalog.pg_init_privs p
+     WHERE p.objoid OPERATOR(pg_catalog.=) 'qbo.api_usage'::pg_catalog.regclass
+       AND p.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass;
+    INSERT INTO pg_catalog.pg_init_privs SELECT c.* FROM pg_catalog.unnest(created) c;
+END
+$usage_grants$;

@@ -242,6 +242,9 @@ CREATE TABLE qbo.runs (
     error         text,
     error_sqlstate text,
     progress      text,
+    requests_query bigint NOT NULL DEFAULT 0,
+    requests_count bigint NOT NULL DEFAULT 0,
+    requests_token bigint NOT NULL DEFAULT 0,
     CONSTRAINT status_ok CHECK (status IN ('scheduled', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
     CONSTRAINT entry_point_ok CHECK (entry_point IN ('call', 'function', 'cron', 'detached'))
 );
@@ -270,6 +273,9 @@ COMMENT ON COLUMN qbo.runs.finished_at IS 'When the run last stopped (any final 
 COMMENT ON COLUMN qbo.runs.error IS 'Error text of a failed, cancelled or interrupted run.';
 COMMENT ON COLUMN qbo.runs.error_sqlstate IS 'SQLSTATE of that error.';
 COMMENT ON COLUMN qbo.runs.progress IS 'What a running run is doing (last page, backing off, waiting for a token), committed at most about once a second.';
+COMMENT ON COLUMN qbo.runs.requests_query IS 'Query requests (pages) the run sent to QuickBooks, retries included, over all its executions (counted when admitted, with qbo.api_usage; 0 for runs of pg_qbo before 0.3.0).';
+COMMENT ON COLUMN qbo.runs.requests_count IS 'count(*) requests the run sent to QuickBooks (sizing slices and seconds), retries included.';
+COMMENT ON COLUMN qbo.runs.requests_token IS 'Token refresh requests the run sent to Intuit''s OAuth2 endpoint, retries included.';
 
 CREATE TABLE qbo.run_chunks (
     run_id       bigint NOT NULL REFERENCES qbo.runs ON DELETE CASCADE,
@@ -409,22 +415,72 @@ REVOKE ALL ON qbo._api_realms, qbo._api_requests FROM PUBLIC;
 COMMENT ON TABLE qbo._api_requests IS
     'pg_qbo internal: QBO requests admitted in the last minute per realm (finished_at NULL: in flight), the shared state of the rate limiter.';
 
+-- Internal: requests pg_qbo sent, per calendar month (UTC), app (OAuth2 client id: Intuit meters
+-- an app's calls per month), realm and kind ('query' pages, 'count' requests, 'token' refreshes;
+-- open to kinds to come, such as 'cdc'). Logged: a month's count must survive a crash. Written by
+-- qbo._api_admit in the very transaction that admits the requests, and by qbo._api_count for
+-- token refreshes; read through qbo.api_usage.
+CREATE TABLE qbo._api_usage (
+    month     date NOT NULL,
+    client_id text NOT NULL,
+    realm_id  text NOT NULL,
+    kind      text NOT NULL,
+    requests  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (month, client_id, realm_id, kind),
+    CONSTRAINT month_ok CHECK (extract(day FROM month) = 1),
+    CONSTRAINT kind_ok CHECK (kind ~ '^[a-z][a-z_]{0,31}$')
+);
+REVOKE ALL ON qbo._api_usage FROM PUBLIC;
+COMMENT ON TABLE qbo._api_usage IS
+    'pg_qbo internal: requests sent to QuickBooks and Intuit per calendar month (UTC), app (client id), realm and kind; read it through qbo.api_usage.';
+SELECT pg_catalog.pg_extension_config_dump('qbo._api_usage', '');
+
+CREATE VIEW qbo.api_usage AS
+SELECT u.month, u.client_id, u.realm_id, u.kind, u.requests,
+       sum(u.requests) OVER (PARTITION BY u.month, u.client_id)::bigint AS app_month_requests
+FROM qbo._api_usage u;
+COMMENT ON VIEW qbo.api_usage IS 'pg_qbo: requests pg_qbo sent per calendar month (UTC), app, realm and kind, retries included: what qbo.monthly_request_budget is compared with.';
+COMMENT ON COLUMN qbo.api_usage.month IS 'First day of the calendar month (UTC) the requests were sent in.';
+COMMENT ON COLUMN qbo.api_usage.client_id IS 'The Intuit app (OAuth2 client id of the connection; not a secret) whose monthly meter the requests count against.';
+COMMENT ON COLUMN qbo.api_usage.realm_id IS 'QuickBooks company id.';
+COMMENT ON COLUMN qbo.api_usage.kind IS 'query (a page of records), count (a count(*) sizing a slice or a second) or token (a refresh at Intuit''s OAuth2 endpoint).';
+COMMENT ON COLUMN qbo.api_usage.requests IS 'Requests sent, counted when admitted (a request admitted then never sent, because its run stopped in that instant, stays counted).';
+COMMENT ON COLUMN qbo.api_usage.app_month_requests IS 'The app''s requests of that month, every realm and kind: what qbo.monthly_request_budget is compared with.';
+
 -- Internal: marks requests `p_finished` as finished (their responses were read completely), then
--- admits up to p_want new requests for p_realm: at most p_per_minute started in any sliding window
--- (60 s plus a 1 s margin for network delay between here and Intuit's clock) and at most
--- p_max_in_flight unfinished. Returns the ids admitted and, when none could be, how long to wait.
+-- admits up to cardinality(p_kinds) new requests for p_realm, of kinds p_kinds in that order
+-- (those admitted are the first ones): at most p_per_minute started in any sliding minute (60 s
+-- plus a 1 s margin for network delay between here and Intuit's clock), at most p_per_second in
+-- any sliding second (1 s plus a 200 ms margin: at 10 a second that still allows 8.3 a second,
+-- above the 8.2 a second 500 a minute sustain, so it costs a steady run nothing, and it absorbs
+-- the jitter between an admission and the request's arrival, such as a new TLS connection), and at
+-- most p_max_in_flight unfinished. With p_budget > 0 the app's requests of the month (UTC) may
+-- not pass it: admissions of every realm of app p_client_id are serialised by a transaction
+-- advisory lock, and none is admitted once the month's count has reached the budget. The admitted
+-- requests are counted in qbo._api_usage and on run p_run_id in this same transaction. Returns
+-- the ids admitted and, when none could be, how long to wait; with a budget, month_requests is
+-- the app's count of month usage_month (YYYY-MM) after this admission (NULL without one).
 -- Requests of processes that are gone (crash, kill) stop counting as in flight. The caller commits.
-CREATE FUNCTION qbo._api_admit(p_realm text, p_want int, p_per_minute int, p_max_in_flight int,
-                               p_finished bigint[], OUT admitted bigint[], OUT wait_ms int)
+CREATE FUNCTION qbo._api_admit(p_realm text, p_kinds text[], p_per_second int, p_per_minute int,
+                               p_max_in_flight int, p_finished bigint[], p_client_id text,
+                               p_run_id bigint, p_budget bigint,
+                               OUT admitted bigint[], OUT wait_ms int, OUT month_requests bigint,
+                               OUT usage_month text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     now_ts    timestamptz;
     win_start timestamptz;
+    sec_start timestamptz;
+    this_month date;
     in_window int;
+    in_second int;
     in_flight int;
     freed     int;
+    want      int;
     n         int;
+    wait_min  int := 0;
+    wait_sec  int := 0;
 BEGIN
     admitted := '{}';
     wait_ms := 0;
@@ -432,17 +488,37 @@ BEGIN
         UPDATE qbo._api_requests SET finished_at = clock_timestamp()
          WHERE id = ANY (p_finished) AND finished_at IS NULL;
     END IF;
-    IF p_want <= 0 THEN
+    want := coalesce(cardinality(p_kinds), 0);
+    IF want <= 0 THEN
         RETURN;
     END IF;
     INSERT INTO qbo._api_realms VALUES (p_realm) ON CONFLICT DO NOTHING;
     PERFORM 1 FROM qbo._api_realms WHERE realm_id = p_realm FOR UPDATE;
+    IF p_budget > 0 THEN
+        -- one app, many realms: their admissions take turns, so the budget is never overshot
+        PERFORM pg_advisory_xact_lock(1364414290, hashtext(p_client_id));
+    END IF;
     now_ts := clock_timestamp();
+    this_month := date_trunc('month', now_ts AT TIME ZONE 'UTC')::date;
+    IF p_budget > 0 THEN
+        usage_month := to_char(this_month, 'YYYY-MM');
+    END IF;
     win_start := now_ts - interval '61 seconds';
+    sec_start := now_ts - interval '1.2 seconds';
+    IF p_budget > 0 THEN
+        SELECT coalesce(sum(u.requests), 0)::bigint INTO month_requests
+          FROM qbo._api_usage u
+         WHERE u.month = this_month AND u.client_id = p_client_id;
+        IF month_requests >= p_budget THEN
+            -- refused: the caller raises the error
+            RETURN;
+        END IF;
+    END IF;
     DELETE FROM qbo._api_requests
      WHERE realm_id = p_realm AND started_at < win_start AND finished_at IS NOT NULL;
-    SELECT count(*) FILTER (WHERE started_at >= win_start), count(*) FILTER (WHERE finished_at IS NULL)
-      INTO in_window, in_flight
+    SELECT count(*) FILTER (WHERE started_at >= win_start), count(*) FILTER (WHERE started_at >= sec_start),
+           count(*) FILTER (WHERE finished_at IS NULL)
+      INTO in_window, in_second, in_flight
       FROM qbo._api_requests WHERE realm_id = p_realm;
     IF in_flight >= p_max_in_flight THEN
         UPDATE qbo._api_requests r SET finished_at = now_ts
@@ -454,7 +530,10 @@ BEGIN
         GET DIAGNOSTICS freed = ROW_COUNT;
         in_flight := in_flight - freed;
     END IF;
-    n := least(p_want, p_per_minute - in_window, p_max_in_flight - in_flight);
+    n := least(want, p_per_minute - in_window, p_per_second - in_second, p_max_in_flight - in_flight);
+    IF p_budget > 0 THEN
+        n := least(n, p_budget - month_requests);
+    END IF;
     IF n > 0 THEN
         WITH ins AS (
             INSERT INTO qbo._api_requests (realm_id, pid, backend_start, started_at)
@@ -463,22 +542,69 @@ BEGIN
               FROM generate_series(1, n)
             RETURNING id)
         SELECT array_agg(id ORDER BY id) INTO admitted FROM ins;
-    ELSIF in_window >= p_per_minute THEN
-        -- the window frees its oldest admissions one by one: wait for the one that makes room
+        INSERT INTO qbo._api_usage AS u (month, client_id, realm_id, kind, requests)
+        SELECT this_month, p_client_id, p_realm, k.kind, count(*)
+          FROM unnest(p_kinds[1:n]) AS k(kind)
+         GROUP BY k.kind
+        ON CONFLICT (month, client_id, realm_id, kind) DO UPDATE SET requests = u.requests + excluded.requests;
+        IF p_run_id IS NOT NULL THEN
+            UPDATE qbo.runs r
+               SET requests_query = r.requests_query + k.q, requests_count = r.requests_count + k.c
+              FROM (SELECT count(*) FILTER (WHERE x.kind = 'query') AS q,
+                           count(*) FILTER (WHERE x.kind = 'count') AS c
+                      FROM unnest(p_kinds[1:n]) AS x(kind)) k
+             WHERE r.run_id = p_run_id;
+        END IF;
+        IF p_budget > 0 THEN
+            month_requests := month_requests + n;
+        END IF;
+        RETURN;
+    END IF;
+    -- nothing admitted: wait for the first window that makes room (each frees its oldest
+    -- admissions one by one), or look again shortly when every slot is in flight
+    IF in_window >= p_per_minute THEN
         SELECT greatest(1, ceil(extract(epoch FROM (q.started_at + interval '61 seconds' - now_ts)) * 1000))::int
-          INTO wait_ms
+          INTO wait_min
           FROM qbo._api_requests q
          WHERE q.realm_id = p_realm AND q.started_at >= win_start
          ORDER BY q.started_at
         OFFSET greatest(in_window - p_per_minute, 0) LIMIT 1;
-    ELSE
-        -- every slot is in flight: look again shortly (a finished request frees one)
+    END IF;
+    IF in_second >= p_per_second THEN
+        SELECT greatest(1, ceil(extract(epoch FROM (q.started_at + interval '1.2 seconds' - now_ts)) * 1000))::int
+          INTO wait_sec
+          FROM qbo._api_requests q
+         WHERE q.realm_id = p_realm AND q.started_at >= sec_start
+         ORDER BY q.started_at
+        OFFSET greatest(in_second - p_per_second, 0) LIMIT 1;
+    END IF;
+    wait_ms := greatest(coalesce(wait_min, 0), coalesce(wait_sec, 0));
+    IF wait_ms = 0 THEN
         wait_ms := 20;
     END IF;
 END
 $fn$;
-COMMENT ON FUNCTION qbo._api_admit(text, int, int, int, bigint[]) IS
-    'pg_qbo internal: the shared per-realm rate limiter (sliding minute and requests in flight); see qbo.max_requests_per_minute and qbo.max_in_flight.';
+COMMENT ON FUNCTION qbo._api_admit(text, text[], int, int, int, bigint[], text, bigint, bigint) IS
+    'pg_qbo internal: the shared per-realm rate limiter (sliding second and minute, requests in flight) and the monthly count of requests (qbo.api_usage, the run''s requests_* columns); see qbo.max_requests_per_second, qbo.max_requests_per_minute, qbo.max_in_flight and qbo.monthly_request_budget.';
+
+-- Internal: counts one request sent outside the limiter (a token refresh: p_kind 'token') in
+-- qbo._api_usage and on run p_run_id. Never refused: a refresh precedes an admission, which
+-- enforces the budget.
+CREATE FUNCTION qbo._api_count(p_client_id text, p_realm text, p_kind text, p_run_id bigint)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO qbo._api_usage AS u (month, client_id, realm_id, kind, requests)
+    VALUES (date_trunc('month', clock_timestamp() AT TIME ZONE 'UTC')::date, p_client_id, p_realm, p_kind, 1)
+    ON CONFLICT (month, client_id, realm_id, kind) DO UPDATE SET requests = u.requests + 1;
+    IF p_run_id IS NOT NULL AND p_kind = 'token' THEN
+        UPDATE qbo.runs r SET requests_token = r.requests_token + 1 WHERE r.run_id = p_run_id;
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION qbo._api_count(text, text, text, bigint) IS
+    'pg_qbo internal: counts one token refresh (or another request sent outside the rate limiter) in qbo.api_usage and on its run.';
 
 -- Internal: marks every request of this process as finished (end of an execution, any outcome).
 CREATE FUNCTION qbo._api_release_mine()
@@ -628,7 +754,7 @@ DECLARE
     f pg_catalog.regprocedure;
 BEGIN
     PERFORM qbo._grant_common('qbo.grant_operator', role_name,
-        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities');
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities, qbo.api_usage');
     FOR f IN SELECT r.routine FROM qbo._routines() r WHERE r.grantee OPERATOR(pg_catalog.=) 'operator' LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %I', f, role_name);
     END LOOP;
@@ -690,8 +816,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM qbo._grant_common('qbo.grant_reader', role_name,
-        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities');
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities, qbo.api_usage');
 END
 $fn$;
 COMMENT ON FUNCTION qbo.grant_reader(name) IS
-    'pg_qbo: lets a role read raw.* and the run ledger (qbo.runs, run_chunks, run_pages, progress, entities); nothing else.';
+    'pg_qbo: lets a role read raw.* and the run ledger (qbo.runs, run_chunks, run_pages, progress, entities, api_usage); nothing else.';

@@ -2,7 +2,9 @@
 //! setting (`SET qbo.max_retrys = 3`) is an error instead of a silent no-op.
 //!
 //! The two host overrides are superuser-only (SUSET): a configurable outbound URL is an SSRF lever.
-//! So are the realm's request limits: they are shared by every session of every role. And so is
+//! So are the realm's request limits: they are shared by every session of every role, and so is
+//! the monthly request budget (`qbo.monthly_request_budget`, read by each execution, not stored
+//! with the run: see [`Budget`]). And so is
 //! the memory bound of a run (`qbo.max_buffer_mb`): it is what stands between the server and
 //! answers from outside, and a backend killed for memory restarts every session of the cluster,
 //! so the role asking for a run must not lift it.
@@ -13,7 +15,9 @@
 use crate::pg::error::PgError;
 use crate::pg::spi;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use qbo::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUESTS_PER_MINUTE};
+use qbo::client::{
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUESTS_PER_MINUTE, DEFAULT_MAX_REQUESTS_PER_SECOND,
+};
 use qbo::retry::RetryPolicy;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -39,7 +43,11 @@ static BACKOFF_CAP_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static RETRY_AFTER_CAP_MS: GucSetting<i32> = GucSetting::<i32>::new(120_000);
 static MAX_REQUESTS_PER_MINUTE: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_MAX_REQUESTS_PER_MINUTE as i32);
+static MAX_REQUESTS_PER_SECOND: GucSetting<i32> =
+    GucSetting::<i32>::new(DEFAULT_MAX_REQUESTS_PER_SECOND as i32);
 static MAX_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_IN_FLIGHT as i32);
+static MONTHLY_REQUEST_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(0);
+static MONTHLY_REQUEST_WARN_PERCENT: GucSetting<i32> = GucSetting::<i32>::new(80);
 static BUFFER_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_BUFFER_MB as i32);
 static PROGRESS_INTERVAL_MS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_PROGRESS_INTERVAL_MS as i32);
@@ -132,10 +140,40 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"qbo.max_requests_per_second",
+        c"Requests per realm in any sliding second, counted across every session and worker. Superuser only.",
+        c"Intuit answers 429 beyond 10 a second per realm and app; pg_qbo paces itself below it (a 200 ms margin for network delay).",
+        &MAX_REQUESTS_PER_SECOND,
+        1,
+        1000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"qbo.max_in_flight",
         c"Requests per realm in flight at once, across every session and worker. Superuser only.",
         c"QBO answers 429 beyond 10 concurrent requests per realm. 1 fetches sequentially.",
         &MAX_IN_FLIGHT,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"qbo.monthly_request_budget",
+        c"Requests an app (OAuth2 client id) may send in a calendar month (UTC), counted in qbo.api_usage; past it new requests are refused. 0: no budget. Superuser only.",
+        c"Intuit meters an app's read calls per month and blocks the app past its tier until the next month. Read when a run or resume starts executing.",
+        &MONTHLY_REQUEST_BUDGET,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"qbo.monthly_request_warn_percent",
+        c"Share of qbo.monthly_request_budget past which a run warns (once per execution). Superuser only.",
+        c"",
+        &MONTHLY_REQUEST_WARN_PERCENT,
         1,
         100,
         GucContext::Suset,
@@ -256,6 +294,10 @@ pub struct Settings {
     /// Requests per realm in flight at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: u32,
+    /// Requests per realm per sliding second (runs stored before this setting existed get the
+    /// default).
+    #[serde(default = "default_per_second")]
+    pub max_requests_per_second: u32,
     /// Memory bound of the run's buffers, in MB (2^20 bytes; see [`qbo::budget`]).
     #[serde(default = "default_buffer_mb")]
     pub max_buffer_mb: u32,
@@ -266,6 +308,10 @@ pub struct Settings {
 
 fn default_per_minute() -> u32 {
     DEFAULT_MAX_REQUESTS_PER_MINUTE
+}
+
+fn default_per_second() -> u32 {
+    DEFAULT_MAX_REQUESTS_PER_SECOND
 }
 
 fn default_in_flight() -> u32 {
@@ -319,7 +365,7 @@ fn superuser_values_lost() -> Vec<(String, String)> {
     const SQL: &str = "
         WITH lost AS (
             SELECT s.name FROM pg_catalog.pg_settings s
-             WHERE s.name OPERATOR(pg_catalog.=) ANY ('{qbo.api_base_url,qbo.token_url,qbo.max_requests_per_minute,qbo.max_in_flight,qbo.max_buffer_mb}'::pg_catalog.text[])
+             WHERE s.name OPERATOR(pg_catalog.=) ANY ('{qbo.api_base_url,qbo.token_url,qbo.max_requests_per_minute,qbo.max_requests_per_second,qbo.max_in_flight,qbo.max_buffer_mb,qbo.monthly_request_budget,qbo.monthly_request_warn_percent}'::pg_catalog.text[])
                AND s.source OPERATOR(pg_catalog.=) 'default'),
         stored AS (
             SELECT pg_catalog.split_part(c.item, '=', 1) AS name,
@@ -357,6 +403,47 @@ fn superuser_values_lost() -> Vec<(String, String)> {
     })
 }
 
+/// The monthly request budget in force in this process now (`qbo.monthly_request_budget`,
+/// `qbo.monthly_request_warn_percent`). Unlike [`Settings`] it is not stored with a run: every
+/// execution (a run, each resume) reads it when it starts, so a run refused at the budget resumes
+/// once a superuser raised it (or next month). In a background worker that is the value of
+/// `ALTER SYSTEM` / `ALTER DATABASE` / `ALTER ROLE`; a `SET` reaches only `CALL`s of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Requests per app and calendar month (UTC); 0: no budget.
+    pub requests: i64,
+    /// Warn once the month's count passes this share of `requests`.
+    pub warn_percent: i64,
+}
+
+impl Budget {
+    /// The values in force now (never a built-in default standing in for a value a superuser
+    /// set: see [`superuser_values_lost`]).
+    pub fn current() -> Budget {
+        let mut b = Budget {
+            requests: MONTHLY_REQUEST_BUDGET.get().max(0) as i64,
+            warn_percent: MONTHLY_REQUEST_WARN_PERCENT.get().clamp(1, 100) as i64,
+        };
+        for (name, value) in superuser_values_lost() {
+            let v = value.trim();
+            match name.as_str() {
+                "qbo.monthly_request_budget" => {
+                    if let Ok(n) = v.parse::<i64>() {
+                        b.requests = n.clamp(0, i32::MAX as i64);
+                    }
+                }
+                "qbo.monthly_request_warn_percent" => {
+                    if let Ok(n) = v.parse::<i64>() {
+                        b.warn_percent = n.clamp(1, 100);
+                    }
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+}
+
 impl Settings {
     /// The values in force in this session now (for the superuser-only ones, never a built-in
     /// default standing in for a value a superuser set: see [`superuser_values_lost`]).
@@ -370,6 +457,11 @@ impl Settings {
                 "qbo.max_requests_per_minute" => {
                     if let Ok(n) = v.parse::<u32>() {
                         s.max_requests_per_minute = n.clamp(1, 100_000);
+                    }
+                }
+                "qbo.max_requests_per_second" => {
+                    if let Ok(n) = v.parse::<u32>() {
+                        s.max_requests_per_second = n.clamp(1, 1000);
                     }
                 }
                 "qbo.max_in_flight" => {
@@ -402,6 +494,7 @@ impl Settings {
             retry_after_cap_ms: RETRY_AFTER_CAP_MS.get() as u64,
             max_requests_per_minute: MAX_REQUESTS_PER_MINUTE.get().max(1) as u32,
             max_in_flight: MAX_IN_FLIGHT.get().max(1) as u32,
+            max_requests_per_second: MAX_REQUESTS_PER_SECOND.get().max(1) as u32,
             max_buffer_mb: BUFFER_MB.get().max(MIN_BUFFER_MB as i32) as u32,
             progress_interval_ms: PROGRESS_INTERVAL_MS.get().max(0) as u64,
         }
@@ -471,5 +564,19 @@ mod tests {
         let round = serde_json::to_value(&s).unwrap();
         assert_eq!(round["max_buffer_mb"], 256);
         assert_eq!(round["progress_interval_ms"], 10000);
+    }
+
+    #[test]
+    fn settings_stored_before_the_per_second_limit_load_with_intuits_10() {
+        let old = serde_json::json!({
+            "api_base_url": null, "token_url": null, "connect_timeout_ms": 10000,
+            "http_timeout_ms": 120000, "token_timeout_ms": 15000, "max_retries": 6,
+            "backoff_base_ms": 500, "backoff_cap_ms": 60000, "retry_after_cap_ms": 120000,
+            "max_requests_per_minute": 500, "max_in_flight": 10, "max_buffer_mb": 256
+        });
+        let s: Settings = serde_json::from_value(old).unwrap();
+        assert_eq!(s.max_requests_per_second, 10);
+        let round = serde_json::to_value(&s).unwrap();
+        assert_eq!(round["max_requests_per_second"], 10);
     }
 }

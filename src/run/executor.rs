@@ -18,11 +18,11 @@
 //!   its run `running` without its lock: the next entry point marks it `interrupted`.
 
 use crate::pg::error::PgError;
-use crate::pg::guc::Settings;
+use crate::pg::guc::{Budget, Settings};
 use crate::pg::interrupts::{check_interrupts, held, Mode};
 use crate::pg::time::session_ts;
 use crate::pg::xact::{self, attempt, recover};
-use crate::run::limiter::{self, Limiter};
+use crate::run::limiter::{self, Account, Kind, Limiter};
 use crate::run::notices::{self, Backoff, BackoffGate, ProgressClock};
 use crate::run::tokens::TokenCache;
 use crate::store::connections;
@@ -225,12 +225,16 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         ..HttpConfig::default()
     };
     let net = Net::start(http)?;
-    let limiter = Limiter::new(
-        &run.realm_id,
-        settings.max_requests_per_minute,
-        settings.max_in_flight,
-    );
-    let tokens = TokenCache::new(conn, &settings, token_locked)?;
+    // the monthly budget is read anew by every execution (never stored with the run): a run
+    // refused at the budget resumes once it was raised
+    let account = Account {
+        client_id: conn.client_id.clone(),
+        connection: conn.name.clone(),
+        run_id,
+        budget: Budget::current(),
+    };
+    let limiter = Limiter::new(&run.realm_id, &settings, account);
+    let tokens = TokenCache::new(conn, run_id, &settings, token_locked)?;
     let mut ex = Exec {
         run,
         entity,
@@ -253,7 +257,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     };
     let chunks = ledger::pending_chunks(run_id)?;
     ex.run_chunks(chunks)?;
-    ex.limiter.admit(0)?;
+    ex.limiter.admit(&[])?;
     ledger::finish_run_ok(run_id)?;
     if mode == Mode::Call {
         let t = ledger::totals(run_id)?;
@@ -334,6 +338,9 @@ impl Exec<'_> {
         );
         let mut fetched: std::collections::VecDeque<Fetched> = Default::default();
         let mut last_mark = Instant::now();
+        // the monthly budget refused a request: nothing more is sent, the requests in flight are
+        // answered and every page fetched is written (paid for), then the run fails with it
+        let mut refused: Option<PgError> = None;
         loop {
             check_interrupts(self.mode);
             while let Some(done) = self.net.try_next() {
@@ -362,10 +369,17 @@ impl Exec<'_> {
                 debug_assert!(requests.is_idle() && fetched.is_empty());
                 break;
             }
+            if refused.is_some() && requests.in_flight() == 0 && fetched.is_empty() {
+                return Err(refused.take().expect("refused"));
+            }
             // what to send: due retries first, then every open slice's next request, as much as
             // the dispatcher allows (in flight, pages waiting to be written, the limiter's wait)
             let now = Instant::now();
-            let room = requests.room(fetched.len(), now);
+            let room = if refused.is_some() {
+                0
+            } else {
+                requests.room(fetched.len(), now)
+            };
             let mut wants = requests.take_due(now, room);
             if wants.len() < room {
                 // most urgent first (see ChunkSlices::priority)
@@ -403,12 +417,38 @@ impl Exec<'_> {
                 }
             }
             if !wants.is_empty() || self.limiter.has_finished() {
-                let adm = self.limiter.admit(wants.len())?;
-                xact::commit();
-                for (id, want, admission) in
-                    requests.admit(wants, adm.ids, adm.wait, Instant::now())
-                {
-                    self.dispatch(id, want, admission, &mut requests)?;
+                if let Some(w) = wants.first().map(|w| &w.item) {
+                    // a valid token before the admission: nothing may hold admitted requests back
+                    // (a late burst would break the per-second window at Intuit's end)
+                    let (chunk, start_position) = (w.chunk, w.start_position);
+                    self.tokens
+                        .access_token(&self.rt, self.mode)
+                        .map_err(|e| self.context(chunk, start_position, e))?;
+                }
+                let kinds: Vec<Kind> = wants
+                    .iter()
+                    .map(|w| match w.item.purpose {
+                        Purpose::Page => Kind::Query,
+                        Purpose::SliceCount | Purpose::PagerCount => Kind::Count,
+                    })
+                    .collect();
+                match self.limiter.admit(&kinds) {
+                    Ok(adm) => {
+                        xact::commit();
+                        if let Some(w) = &adm.warning {
+                            held(|| warning!("{w}"));
+                        }
+                        for (id, want, admission) in
+                            requests.admit(wants, adm.ids, adm.wait, Instant::now())
+                        {
+                            self.dispatch(id, want, admission, &mut requests)?;
+                        }
+                    }
+                    Err(e) if e.is(PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED) => {
+                        xact::commit();
+                        refused = Some(e);
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             if let Some(page) = fetched.pop_front() {

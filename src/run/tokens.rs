@@ -6,6 +6,10 @@
 //! A refresh in flight is not abandoned by a cancel: it runs without interrupt checks under its own
 //! short timeout (`qbo.token_timeout_ms`), and the cancel is honoured right after it.
 //!
+//! Every refresh request sent (each attempt, retries included) is counted first, in its own
+//! committed transaction, in `qbo._api_usage` (kind `token`) and on the run
+//! (`qbo.runs.requests_token`).
+//!
 //! A 2xx token response that cannot be used ([`QboError::UnusableTokenResponse`]) may still carry
 //! a rotated refresh token: it is stored and committed before the error is raised, or the company
 //! would have to be re-authorized (see [`TokenCache::keep_salvaged`]).
@@ -14,6 +18,7 @@ use crate::pg::error::PgError;
 use crate::pg::guc::Settings;
 use crate::pg::interrupts::{check_interrupts, Mode};
 use crate::pg::xact;
+use crate::run::limiter;
 use crate::store::connections::{self, Connection};
 use crate::store::locks;
 use chrono::{DateTime, Utc};
@@ -34,6 +39,8 @@ fn set_locked(m: &Mutex<Option<String>>, v: Option<String>) {
 pub struct TokenCache<'a> {
     conn_name: String,
     realm: String,
+    /// The run whose refresh requests are counted.
+    run_id: i64,
     cached: Option<(String, DateTime<Utc>)>,
     endpoint: TokenEndpoint,
     policy: RetryPolicy,
@@ -44,6 +51,7 @@ pub struct TokenCache<'a> {
 impl<'a> TokenCache<'a> {
     pub fn new(
         conn: Connection,
+        run_id: i64,
         settings: &Settings,
         locked: &'a Mutex<Option<String>>,
     ) -> Result<Self, PgError> {
@@ -59,6 +67,7 @@ impl<'a> TokenCache<'a> {
         Ok(TokenCache {
             conn_name: conn.name,
             realm: conn.realm_id,
+            run_id,
             cached,
             endpoint,
             // the run's policy, with at most 3 retries: a token endpoint that keeps failing
@@ -134,6 +143,9 @@ impl<'a> TokenCache<'a> {
         let mut retries = 0;
         let mut rng = rand::rng();
         loop {
+            // counted before it is sent: a count is never lost (see crate::run::limiter)
+            limiter::count_token(&conn.client_id, &self.realm, self.run_id)?;
+            xact::commit();
             // Not interruptible on purpose: see the module doc. Bounded by `qbo.token_timeout_ms`.
             let fut =
                 self.endpoint

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Job {
     /// Create a run with these parameters, then execute it.
-    New(request::RunRequest),
+    New(Box<request::RunRequest>),
     /// Continue an existing run.
     Resume(i64),
 }

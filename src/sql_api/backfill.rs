@@ -71,7 +71,7 @@ fn backfill(
     if let Err(e) = validate(&req) {
         e.prefixed("qbo.backfill").raise();
     }
-    let run_id = worker::run_in_worker(Job::New(req));
+    let run_id = worker::run_in_worker(Job::New(Box::new(req)));
     volumetry(run_id)
 }
 

@@ -43,7 +43,7 @@ fn start_backfill(
         req.fecha_fin,
         v.chunks.len() as i64,
     );
-    let started = worker::start_detached(Job::New(req));
+    let started = worker::start_detached(Job::New(Box::new(req)));
     say_started(started, |run_id| {
         notices::opening(run_id, entity, start, end, chunks, &session_ts)
     })

@@ -11,6 +11,8 @@ pub const RUN_LOCK_CLASS: i32 = 1_364_414_287;
 pub const TOKEN_LOCK_CLASS: i32 = 1_364_414_288;
 /// Advisory lock class serialising writes of one (realm, entity).
 pub const WRITE_LOCK_CLASS: i32 = 1_364_414_289;
+// 1_364_414_290: the transaction lock `qbo._api_admit` takes on an app (hashtext of its client id)
+// while it checks and counts the monthly request budget (sql/schema.sql).
 
 pub fn lock_key(class: i32, key: &str) -> String {
     format!("{class}:{key}")

@@ -37,6 +37,8 @@ use crate::retry::parse_retry_after;
 
 /// Intuit's documented limit of requests per minute per realm.
 pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 500;
+/// Intuit's documented limit of requests per second per realm and app.
+pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 10;
 /// Intuit's documented limit of concurrent requests per realm.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10;
 

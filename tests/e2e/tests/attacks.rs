@@ -964,3 +964,103 @@ fn plants_named_like_what_progress_lines_use_never_run_even_before_pg_catalog_on
     let before: Vec<String> = before.into_iter().chain(created).collect();
     assert_nothing_gained(&mut admin, "public.atk_marker", "atk_lines", &before);
 }
+
+/// The limiter and the monthly request count run as the extension owner under a pinned
+/// search_path: functions a role planted in `public`, typed to win over pg_catalog's whenever
+/// `public` is searched (`to_char(date, text)`, used for the budget's month, and `unnest(text[])`,
+/// for the kinds admitted), never run there: with a budget set (both entry points) and a token
+/// refresh counted.
+#[test]
+fn functions_planted_in_public_never_run_in_the_limiter_or_the_request_count() {
+    let emu = Emulator::start(&["--seed", "73"]);
+    let mut admin = fresh_db("e2e_atk_limiter", &emu);
+    fresh_role(&mut admin, "atk_lim");
+    admin
+        .batch_execute("GRANT CREATE ON SCHEMA public TO atk_lim")
+        .unwrap();
+    let mut atk = as_role("e2e_atk_limiter", "atk_lim");
+    atk.batch_execute(&format!(
+        "CREATE TABLE public.atk_marker (who name, what text, at timestamptz DEFAULT clock_timestamp());
+         GRANT INSERT, SELECT ON public.atk_marker TO PUBLIC;
+         CREATE FUNCTION public.to_char(date, text) RETURNS text LANGUAGE plpgsql AS $f$
+         BEGIN
+           {}
+           RETURN pg_catalog.to_char($1::timestamp, $2);
+         END $f$;
+         CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql AS $f$
+         BEGIN
+           {}
+           RETURN QUERY SELECT pg_catalog.unnest($1);
+         END $f$;",
+        plant_body("public.atk_marker", "atk_lim"),
+        plant_body("public.atk_marker", "atk_lim")
+    ))
+    .unwrap();
+    // positive control: with the default search_path both plants win over pg_catalog's
+    let mut control = as_role("e2e_atk_limiter", "atk_lim");
+    let m: String = control
+        .query_one("SELECT to_char(DATE '2026-03-01', 'YYYY-MM')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(m, "2026-03");
+    let n: i64 = control
+        .query_one("SELECT count(*) FROM unnest('{query,count}'::text[])", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    assert_eq!(
+        marker(&mut admin, "public.atk_marker"),
+        vec![
+            ("atk_lim".to_owned(), "fired".to_owned()),
+            ("atk_lim".to_owned(), "fired".to_owned())
+        ],
+        "positive control: both plants run when called"
+    );
+    admin
+        .batch_execute("DELETE FROM public.atk_marker")
+        .unwrap();
+    let before = snapshot(&mut admin, "atk_lim");
+
+    // the attack: a superuser's backfills with a monthly budget (for the worker too) and a token
+    // refresh, default search_path
+    admin
+        .batch_execute(
+            "LOAD 'pg_qbo'; ALTER DATABASE e2e_atk_limiter SET qbo.monthly_request_budget = 1000000;
+             UPDATE qbo._connections SET access_token = NULL, access_token_expires_at = NULL",
+        )
+        .unwrap();
+    let mut dba = connect("e2e_atk_limiter");
+    let path: String = dba.query_one("SHOW search_path", &[]).unwrap().get(0);
+    assert_eq!(path, "\"$user\", public");
+    dba.query_one(
+        "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 100)",
+        &[&FROM, &TO],
+    )
+    .expect("CALL as a superuser");
+    dba.query(
+        "SELECT * FROM qbo.backfill('Customer', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 60, page_size => 20)",
+        &[&FROM, &TO],
+    )
+    .expect("qbo.backfill as a superuser");
+    let counted: String = admin
+        .query_one(
+            "SELECT string_agg(kind || ' ' || requests, ', ' ORDER BY kind) FROM qbo.api_usage",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    println!("counted: {counted}");
+    assert!(
+        counted.contains("token 1"),
+        "the refresh was counted: {counted}"
+    );
+    admin
+        .batch_execute("ALTER DATABASE e2e_atk_limiter RESET qbo.monthly_request_budget")
+        .unwrap();
+    let created: Vec<String> = snapshot(&mut admin, "atk_lim")
+        .into_iter()
+        .filter(|l| l.contains(" raw") || l.contains("raw."))
+        .collect();
+    let before: Vec<String> = before.into_iter().chain(created).collect();
+    assert_nothing_gained(&mut admin, "public.atk_marker", "atk_lim", &before);
+}

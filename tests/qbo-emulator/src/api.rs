@@ -21,6 +21,7 @@ use crate::faults::{
 use crate::query::{self, QueryError};
 use crate::server::{error_response, respond, ConnKill, SlotBody};
 use crate::state::{App, LogEntry};
+use crate::throttle::Refusal;
 use crate::util::{json_str, render_time_ms, StableHash};
 
 /// Largest number of items in one batch request.
@@ -163,6 +164,7 @@ pub async fn pipeline(app: Arc<App>, call: Call, work: Work) -> Response {
         status: 0,
         fault: None,
         attempt,
+        at_us: crate::util::now_us(),
     };
     let now = Utc::now();
     let auth = app
@@ -195,7 +197,7 @@ pub async fn pipeline(app: Arc<App>, call: Call, work: Work) -> Response {
     }
     let slot = match app.throttle.acquire(&call.realm) {
         Ok(s) => s,
-        Err(_) => {
+        Err(refusal) => {
             let xml = StableHash::new(app.cfg.seed)
                 .str(&key)
                 .u64(attempt)
@@ -203,9 +205,21 @@ pub async fn pipeline(app: Arc<App>, call: Call, work: Work) -> Response {
                 .is_multiple_of(2);
             let body = if xml { BodyKind::Xml } else { BodyKind::Json };
             let a = faults::throttle(now, &app.cfg.offset, body, RetryAfter::None);
-            app.count_stat(|s| s.throttled_429 += 1);
+            app.count_stat(|s| {
+                s.throttled_429 += 1;
+                if refusal == Refusal::PerSecond {
+                    s.throttled_per_second += 1;
+                }
+            });
             entry.status = 429;
-            entry.fault = Some("throttle".to_string());
+            entry.fault = Some(
+                if refusal == Refusal::PerSecond {
+                    "throttle-per-second"
+                } else {
+                    "throttle"
+                }
+                .to_string(),
+            );
             app.record(entry);
             return error_response(&a, None);
         }
@@ -702,6 +716,7 @@ pub async fn not_found(
         status: 404,
         fault: None,
         attempt: 1,
+        at_us: crate::util::now_us(),
     });
     let a = ErrorAnswer {
         status: 404,

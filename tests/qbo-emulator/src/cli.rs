@@ -115,6 +115,10 @@ pub struct Cli {
     /// Requests per realm per sliding 60-second window before 429.
     #[arg(long, default_value_t = 500)]
     pub rate_limit: usize,
+    /// Requests per realm per sliding 1-second window before 429 (Intuit: 10 per second per realm
+    /// and app).
+    #[arg(long, default_value_t = 10)]
+    pub rate_limit_per_second: usize,
     /// Concurrent in-flight requests per realm before 429.
     #[arg(long, default_value_t = 10)]
     pub max_concurrent: usize,
@@ -186,6 +190,7 @@ pub struct Config {
     pub no_big_burst: bool,
     pub faults: FaultSpec,
     pub rate_limit: usize,
+    pub rate_limit_per_second: usize,
     pub max_concurrent: usize,
     pub max_consecutive_faults: u32,
 }
@@ -229,8 +234,10 @@ impl Cli {
         for (e, n) in self.records {
             records.insert(e, n);
         }
-        if self.rate_limit == 0 || self.max_concurrent == 0 {
-            bail!("invalid --rate-limit/--max-concurrent: must be at least 1");
+        if self.rate_limit == 0 || self.rate_limit_per_second == 0 || self.max_concurrent == 0 {
+            bail!(
+                "invalid --rate-limit/--rate-limit-per-second/--max-concurrent: must be at least 1"
+            );
         }
         Ok(Config {
             listen: self.listen,
@@ -250,6 +257,7 @@ impl Cli {
             no_big_burst: self.no_big_burst,
             faults: self.faults,
             rate_limit: self.rate_limit,
+            rate_limit_per_second: self.rate_limit_per_second,
             max_concurrent: self.max_concurrent,
             max_consecutive_faults: self.max_consecutive_faults,
         })

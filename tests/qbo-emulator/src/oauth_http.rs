@@ -56,6 +56,7 @@ pub async fn token(
         status: 0,
         fault: None,
         attempt,
+        at_us: crate::util::now_us(),
     };
     // Token-endpoint fault kinds that change the answer of a refresh that does happen.
     let mut answer_fault: Option<Kind> = None;
@@ -173,6 +174,7 @@ pub async fn discovery(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
         status: 200,
         fault: None,
         attempt: 1,
+        at_us: crate::util::now_us(),
     });
     json(200, body.to_string())
 }

@@ -36,6 +36,8 @@ pub struct LogEntry {
     pub status: u16,
     pub fault: Option<String>,
     pub attempt: u64,
+    /// When the request arrived: microseconds since the Unix epoch (tests check rate windows).
+    pub at_us: i64,
 }
 
 #[derive(Debug, Default)]
@@ -49,7 +51,10 @@ struct Attempt {
 pub struct Stats {
     pub requests: BTreeMap<String, BTreeMap<u16, u64>>,
     pub faults_injected: BTreeMap<String, u64>,
+    /// Requests refused by the throttle (any of its limits) with a 429.
     pub throttled_429: u64,
+    /// Of which for the per-second limit (`--rate-limit-per-second`).
+    pub throttled_per_second: u64,
     pub token_refreshes: u64,
     pub invalid_grant: u64,
     pub invalid_client: u64,
@@ -119,7 +124,11 @@ impl App {
             api_nth: AtomicU64::new(0),
             token_nth: AtomicU64::new(0),
             attempts: Mutex::new(HashMap::new()),
-            throttle: Throttle::new(cfg.rate_limit, cfg.max_concurrent),
+            throttle: Throttle::new(
+                cfg.rate_limit,
+                cfg.rate_limit_per_second,
+                cfg.max_concurrent,
+            ),
             stats: Mutex::new(Stats::default()),
             log: Mutex::new(VecDeque::new()),
             seq: AtomicU64::new(0),

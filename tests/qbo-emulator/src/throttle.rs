@@ -1,6 +1,8 @@
 //! Real throttling: per realm, at most `rate_limit` admitted requests in any sliding 60-second
-//! window and at most `max_concurrent` in flight. A [`Slot`] is held until the response body has
-//! been fully written (it travels inside the body), so slow readers count as in flight.
+//! window, at most `per_second` in any sliding 1-second window (Intuit's 10 requests per second
+//! per realm and app) and at most `max_concurrent` in flight. A [`Slot`] is held until the
+//! response body has been fully written (it travels inside the body), so slow readers count as in
+//! flight. A refused request is not admitted: it counts in no window.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(60);
+const SECOND: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct RealmState {
@@ -18,7 +21,10 @@ struct RealmState {
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// The sliding minute is full.
     Rate,
+    /// The sliding second is full.
+    PerSecond,
     Concurrency,
 }
 
@@ -26,6 +32,7 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct Throttle {
     rate_limit: usize,
+    per_second: usize,
     max_concurrent: usize,
     realms: Mutex<HashMap<String, RealmState>>,
     max_seen: AtomicUsize,
@@ -48,9 +55,10 @@ impl Drop for Slot {
 }
 
 impl Throttle {
-    pub fn new(rate_limit: usize, max_concurrent: usize) -> Arc<Self> {
+    pub fn new(rate_limit: usize, per_second: usize, max_concurrent: usize) -> Arc<Self> {
         Arc::new(Throttle {
             rate_limit,
+            per_second,
             max_concurrent,
             realms: Mutex::new(HashMap::new()),
             max_seen: AtomicUsize::new(0),
@@ -77,6 +85,16 @@ impl Throttle {
         }
         if r.admitted.len() >= self.rate_limit {
             return Err(Refusal::Rate);
+        }
+        // admissions are in time order: count the last second's from the newest back
+        let last_second = r
+            .admitted
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) < SECOND)
+            .count();
+        if last_second >= self.per_second {
+            return Err(Refusal::PerSecond);
         }
         r.admitted.push_back(now);
         r.in_flight += 1;
@@ -117,7 +135,7 @@ mod tests {
 
     #[test]
     fn sliding_window() {
-        let t = Throttle::new(3, 100);
+        let t = Throttle::new(3, 100, 100);
         let t0 = Instant::now();
         let mut slots = Vec::new();
         for i in 0..3 {
@@ -139,12 +157,46 @@ mod tests {
 
     #[test]
     fn concurrency_slots_free_on_drop() {
-        let t = Throttle::new(100, 2);
+        let t = Throttle::new(100, 100, 2);
         let a = t.acquire("r").unwrap();
         let _b = t.acquire("r").unwrap();
         assert_eq!(t.acquire("r").unwrap_err(), Refusal::Concurrency);
         drop(a);
         assert!(t.acquire("r").is_ok());
         assert_eq!(t.max_concurrent_seen(), 2);
+    }
+
+    #[test]
+    fn sliding_second() {
+        let t = Throttle::new(500, 3, 100);
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut slots = Vec::new();
+        for at in [0, 300, 600] {
+            slots.push(t.acquire_at("r", ms(at)).unwrap());
+        }
+        // a fourth inside the second of the first is refused, and counts in no window
+        assert_eq!(t.acquire_at("r", ms(999)).unwrap_err(), Refusal::PerSecond);
+        // another realm has its own second
+        assert!(t.acquire_at("other", ms(999)).is_ok());
+        // one second after the first it has left the window: one more fits, then none
+        assert!(t.acquire_at("r", ms(1000)).is_ok());
+        assert_eq!(t.acquire_at("r", ms(1000)).unwrap_err(), Refusal::PerSecond);
+        assert_eq!(t.acquire_at("r", ms(1299)).unwrap_err(), Refusal::PerSecond);
+        assert!(t.acquire_at("r", ms(1300)).is_ok());
+    }
+
+    #[test]
+    fn the_minute_still_binds_when_every_second_is_within_its_limit() {
+        let t = Throttle::new(4, 2, 100);
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut slots = Vec::new();
+        for at in [0, 0, 1, 1] {
+            slots.push(t.acquire_at("r", s(at)).unwrap());
+        }
+        // a fresh second, but the minute holds 4 already
+        assert_eq!(t.acquire_at("r", s(2)).unwrap_err(), Refusal::Rate);
+        assert!(t.acquire_at("r", s(60)).is_ok());
     }
 }

@@ -111,6 +111,11 @@ pub fn intuit_tid(seq: u64, seed: u64) -> String {
     )
 }
 
+/// Now, in microseconds since the Unix epoch (the request log's `at_us`).
+pub fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

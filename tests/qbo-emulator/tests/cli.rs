@@ -27,6 +27,7 @@ fn help_documents_every_flag() {
         "--latency-per-row-us",
         "--faults",
         "--rate-limit",
+        "--rate-limit-per-second",
         "--max-concurrent",
         "--max-consecutive-faults",
         "429json-ra",
@@ -53,6 +54,10 @@ fn bad_flags_fail_naming_the_value() {
         (vec!["--data-from", "yesterday"], "yesterday"),
         (vec!["--realm", "abc"], "abc"),
         (vec!["--seed", "-x"], "-x"),
+        (
+            vec!["--rate-limit-per-second", "0"],
+            "--rate-limit-per-second",
+        ),
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?} should fail");

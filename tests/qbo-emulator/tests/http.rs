@@ -931,6 +931,70 @@ async fn throttling_rate_and_concurrency() {
     );
 }
 
+#[tokio::test]
+async fn throttling_per_second() {
+    // Intuit's default: 10 requests per second per realm
+    let emu = start(&["--rate-limit-per-second", "10"]).await;
+    let tok = emu.token().await;
+    let since = emu
+        .control_get("/__emulator/requests")
+        .await
+        .as_array()
+        .unwrap()
+        .last()
+        .and_then(|e| e["seq"].as_u64())
+        .unwrap_or(0);
+    // back to back at zero latency: the first refusal comes once 10 requests are in the last
+    // second (how many came before it depends on the machine's speed, not the rule)
+    let mut statuses = Vec::new();
+    let refused = loop {
+        let r = emu.query_raw(&tok, REALM, "SELECT * FROM Term").await;
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            break r;
+        }
+        assert!(statuses.len() < 1000, "never refused: {statuses:?}");
+    };
+    let body = refused.text().await.unwrap();
+    assert!(
+        body.contains("3001") && body.contains("ThrottleExceeded"),
+        "{body}"
+    );
+    assert!(
+        statuses.len() > 10,
+        "refused before 10 were admitted: {statuses:?}"
+    );
+    // the log: the 10 admitted just before the refusal arrived within the second before it
+    let log: Vec<Value> = emu
+        .control_get(&format!("/__emulator/requests?since={since}"))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["endpoint"] == "query")
+        .cloned()
+        .collect();
+    assert_eq!(log.len(), statuses.len());
+    let last = log.last().unwrap();
+    assert_eq!(last["status"], 429);
+    assert_eq!(last["fault"], "throttle-per-second");
+    let at = |e: &Value| e["at_us"].as_i64().expect("at_us");
+    let before = &log[log.len() - 11..log.len() - 1];
+    assert!(before.iter().all(|e| e["status"] == 200));
+    assert!(at(last) - at(&before[0]) < 1_000_000, "{before:?} {last}");
+    // other realms have their own second
+    assert_eq!(
+        emu.query_raw(&tok, "9341452000000002", "SELECT * FROM Term")
+            .await
+            .status(),
+        200
+    );
+    let stats = emu.control_get("/__emulator/stats").await;
+    assert_eq!(stats["throttled_429"], 1);
+    assert_eq!(stats["throttled_per_second"], 1);
+    assert_eq!(stats["requests"]["query"]["429"], 1);
+}
+
 async fn futures_join<F: std::future::Future<Output = u16>>(futs: Vec<F>) -> Vec<u16> {
     let mut handles = Vec::new();
     for f in futs {

@@ -87,6 +87,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         format!("Invoice={}", args.invoices),
         "--rate-limit".into(),
         "1000000000".into(),
+        "--rate-limit-per-second".into(),
+        "1000000000".into(),
         "--max-concurrent".into(),
         "100000".into(),
     ])?;

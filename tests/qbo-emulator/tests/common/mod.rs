@@ -14,8 +14,14 @@ pub struct Emu {
     pub http: reqwest::Client,
 }
 
+/// An emulator with these flags. Intuit's 10 requests per second per realm is lifted unless the
+/// test gives `--rate-limit-per-second` itself: most tests send their requests back to back at
+/// zero latency, and only the throttling tests are about that limit.
 pub async fn start(args: &[&str]) -> Emu {
     let mut all = vec!["--listen", "127.0.0.1:0"];
+    if !args.contains(&"--rate-limit-per-second") {
+        all.extend_from_slice(&["--rate-limit-per-second", "1000000"]);
+    }
     all.extend_from_slice(args);
     let cfg = Config::from_args(all).expect("valid flags");
     let server = qbo_emulator::spawn(cfg).await.expect("starts");
