@@ -268,38 +268,10 @@ pub fn run_in_worker(job: Job) -> i64 {
     }
     // before the worker starts: what a resumed run had done is not relayed again
     let mut relay = Relay::new(&job);
-    let seg = hand_over(job, false);
-    // SAFETY: `seg` was just made by hand_over and stays attached until the dsm_detach below,
-    // after the last use of `shared`, or until an ERROR's abort, after which `shared` is never
-    // used (raise does not return).
-    let shared = unsafe { shared_of(seg) };
-    // SAFETY: `seg` is the live segment created above; its handle is a plain number.
-    let worker = start_worker(unsafe { pg_sys::dsm_segment_handle(seg) }, false);
-    let _ = worker.wait_for_startup();
-
-    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
-        wait_loop(&worker, shared, &mut relay);
-    }))
-    .catch_others(|caught| {
-        stop_worker(&worker);
-        let e = PgError::from(&caught);
-        let run_id = shared.run_id.load(Ordering::Acquire);
-        if run_id > 0 {
-            PgError::new(e.code, format!("{} (run {run_id} was stopped; continue it with SELECT * FROM qbo.resume({run_id}))", e.message)).raise()
-        } else {
-            e.raise()
-        }
-    })
-    .execute();
-    let run_id = shared.run_id.load(Ordering::Acquire);
-    let early_error = early_error(shared);
-    // SAFETY: `seg` is still attached (this is its only detach on this path); `shared` is not
-    // used after this line, the texts having been copied into `early_error`. The worker keeps
-    // its own mapping, so the segment outlives this detach as long as the worker needs it.
-    unsafe { pg_sys::dsm_detach(seg) };
-    if let Some(e) = early_error {
-        e.raise();
-    }
+    let (run_id, ()) = start_and_wait(job, false, "SELECT * FROM qbo.resume", |worker, shared| {
+        let _ = worker.wait_for_startup();
+        wait_loop(worker, shared, &mut relay)
+    });
     relay.relay(run_id);
     match ledger::outcome(run_id) {
         Ok((status, _, _)) if status == "succeeded" => match ledger::totals(run_id) {
@@ -457,37 +429,57 @@ pub struct Started {
 /// is raised here with its own text and SQLSTATE (the worker wrote nothing); a cancel of this
 /// short wait stops the worker. The caller validated the job first.
 pub fn start_detached(job: Job) -> Started {
-    let seg = hand_over(job, true);
+    let (run_id, pid) = start_and_wait(job, true, "SELECT qbo.start_resume", wait_published);
+    Started { run_id, pid }
+}
+
+/// Hands `job` to a new worker (detached or serving this session) and runs `wait` on it. An ERROR
+/// in `wait` (a cancel, a lost client) stops the worker and is raised again naming the run and
+/// `resume`, the call that continues it. Then the segment is detached and an error the worker
+/// reported before a run existed is raised. Returns the run id (0: none) and what `wait` gave.
+fn start_and_wait<T>(
+    job: Job,
+    detached: bool,
+    resume: &str,
+    wait: impl FnOnce(&DynamicBackgroundWorker, &Shared) -> T,
+) -> (i64, T) {
+    let seg = hand_over(job, detached);
     // SAFETY: `seg` was just made by hand_over and stays attached until the dsm_detach below,
     // after the last use of `shared`, or until an ERROR's abort, after which `shared` is never
     // used (raise does not return).
     let shared = unsafe { shared_of(seg) };
     // SAFETY: `seg` is the live segment created above; its handle is a plain number.
-    let worker = start_worker(unsafe { pg_sys::dsm_segment_handle(seg) }, true);
-    let pid = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
-        wait_published(&worker, shared)
-    }))
-    .catch_others(|caught| {
-        stop_worker(&worker);
-        let e = PgError::from(&caught);
-        let run_id = shared.run_id.load(Ordering::Acquire);
-        if run_id > 0 {
-            PgError::new(e.code, format!("{} (run {run_id} was stopped; continue it with SELECT qbo.start_resume({run_id}))", e.message)).raise()
-        } else {
-            e.raise()
-        }
-    })
-    .execute();
+    let worker = start_worker(unsafe { pg_sys::dsm_segment_handle(seg) }, detached);
+    let waited = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| wait(&worker, shared)))
+        .catch_others(|caught| {
+            stop_worker(&worker);
+            let e = PgError::from(&caught);
+            let run_id = shared.run_id.load(Ordering::Acquire);
+            if run_id > 0 {
+                PgError::new(
+                    e.code,
+                    format!(
+                        "{} (run {run_id} was stopped; continue it with {resume}({run_id}))",
+                        e.message
+                    ),
+                )
+                .raise()
+            } else {
+                e.raise()
+            }
+        })
+        .execute();
     let run_id = shared.run_id.load(Ordering::Acquire);
     let early_error = early_error(shared);
     // SAFETY: `seg` is still attached (this is its only detach on this path); `shared` is not
-    // used after this line. The worker keeps its own mapping, so the segment lives on as long
-    // as the worker needs it, whatever this session does next.
+    // used after this line, the texts having been copied into `early_error`. The worker keeps
+    // its own mapping, so the segment lives on as long as the worker needs it, whatever this
+    // session does next.
     unsafe { pg_sys::dsm_detach(seg) };
     if let Some(e) = early_error {
         e.raise();
     }
-    Started { run_id, pid }
+    (run_id, waited)
 }
 
 /// Waits, polling every 20 ms and serving cancels, until the detached worker has published its

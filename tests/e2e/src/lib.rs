@@ -78,6 +78,19 @@ impl Notices {
     }
 }
 
+/// Creates (or resets) a login role with no attributes and no settings.
+pub fn fresh_role(admin: &mut postgres::Client, role: &str) {
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF;
+             END $$;
+             ALTER ROLE {role} NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS LOGIN;
+             ALTER ROLE {role} RESET ALL;"
+        ))
+        .unwrap();
+}
+
 /// Connects to `db` as `user`, keeping every NOTICE (and WARNING) the server sends.
 pub fn collecting(db: &str, user: &str) -> (Client, Notices) {
     let notices = Notices::default();

@@ -12,19 +12,6 @@ use pg_qbo_e2e::*;
 const FROM: &str = "2025-01-01T00:00:00Z";
 const TO: &str = "2025-09-11T00:00:00Z";
 
-/// Creates (or resets) a login role with no attributes and no memberships.
-fn fresh_role(admin: &mut postgres::Client, role: &str) {
-    admin
-        .batch_execute(&format!(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF;
-             END $$;
-             ALTER ROLE {role} NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS LOGIN;
-             ALTER ROLE {role} RESET ALL;"
-        ))
-        .unwrap();
-}
-
 /// Superusers, the attributes and memberships of the roles of the attack, and the ACLs and owners
 /// of this database, its schemas and every relation or function of schemas qbo and raw: what an
 /// escalation would change. (Other tests create roles and databases meanwhile: they are left out.)

@@ -17,19 +17,6 @@ const TO: &str = "2025-09-11T00:00:00Z";
 
 const START: &str = "SELECT qbo.start_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 50)";
 
-/// Creates (or resets) a login role with no attributes and no settings.
-fn fresh_role(admin: &mut postgres::Client, role: &str) {
-    admin
-        .batch_execute(&format!(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF;
-             END $$;
-             ALTER ROLE {role} NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS LOGIN;
-             ALTER ROLE {role} RESET ALL;"
-        ))
-        .unwrap();
-}
-
 /// A fresh operator of connection `default`.
 fn operator(admin: &mut postgres::Client, role: &str) {
     fresh_role(admin, role);
