@@ -10,7 +10,7 @@
 # Environment (all optional):
 #   UPGRADE_FROM        commits to update from, space-separated (default: the 0.1.0 release,
 #                       e024112, a pre-release build that called itself 0.1.0, then the 0.2.0
-#                       release).
+#                       and 0.3.0 releases).
 #                       Each is built from `git archive` of that commit, so the repository must
 #                       have its history (not a shallow clone).
 #   UPGRADE_E2E         1 (default) also runs e2e suites on databases created at 0.1.0 and updated
@@ -34,7 +34,9 @@ V010=4c9cb672ef8afd4e1aebff0458c960118ba33671
 E024112=e024112a6a84dd73c85a6a2264303dc5ad4dae32
 # 0.2.0 is commit b01518f (tag v0.2.0).
 V020=b01518f60a0a3d7562c2fd047b3f699cfe579f77
-FROM_COMMITS=${UPGRADE_FROM:-$V010 $E024112 $V020}
+# 0.3.0 is commit 05b4eca (tag v0.3.0).
+V030=05b4eca2fdb8736fab13310490e70518eaf1ef1d
+FROM_COMMITS=${UPGRADE_FROM:-$V010 $E024112 $V020 $V030}
 PORT=${UPGRADE_PORT:-25531}
 E2E=${UPGRADE_E2E:-1}
 E2E_TESTS=${UPGRADE_E2E_TESTS:-backfill roles attacks}
