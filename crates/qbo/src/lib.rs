@@ -13,6 +13,8 @@
 //! - [`pager`]: paging one chunk by a time cursor, exactly (no record missed or repeated at page
 //!   and chunk boundaries), with resumable cursors.
 //! - [`slices`]: cutting a chunk into windows fetched concurrently.
+//! - [`offsets`]: reading a past window by STARTPOSITION, every page at once, each page proven to
+//!   continue the last before it is taken.
 //! - [`client`]: the HTTP client of the Accounting API (one request per call, classified).
 //! - [`oauth`]: the OAuth2 refresh-token grant; [`lifetime`]: how long a token is believed.
 //! - [`fault`]: Intuit's fault bodies; [`error`]: the core error type, masking of upstream text.
@@ -33,6 +35,7 @@ pub mod jsonb;
 pub mod lifetime;
 pub mod net;
 pub mod oauth;
+pub mod offsets;
 pub mod pager;
 pub mod plan;
 pub mod query;

@@ -1438,7 +1438,7 @@ impl Pager {
 }
 
 /// Keeps one record per Id (the highest SyncToken; on a tie, the first), in first-seen order.
-fn dedupe(page: Vec<RawRecord>) -> (Vec<RawRecord>, u64) {
+pub(crate) fn dedupe(page: Vec<RawRecord>) -> (Vec<RawRecord>, u64) {
     let mut index: HashMap<String, usize> = HashMap::with_capacity(page.len());
     let mut out: Vec<RawRecord> = Vec::with_capacity(page.len());
     let mut dups = 0u64;

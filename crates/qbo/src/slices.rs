@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::IdBudget;
 use crate::error::QboError;
+use crate::offsets::{OffsetWindow, Stream, MIN_OFFSET_PAGE};
 use crate::pager::{Pager, PagerState, Request, SecondId};
 use crate::plan::Chunk;
 use crate::query::{ceil_second, window_count_query};
@@ -39,8 +40,8 @@ pub const MAX_PARTS: u64 = 8;
 pub enum Work {
     /// Not counted yet: the next request is its `count(*)`.
     Count,
-    /// Being paged.
-    Page(Box<Pager>),
+    /// Being paged (by time cursor, or by offsets: see [`crate::offsets`]).
+    Page(Box<Stream>),
     /// Complete without paging (counted empty, or done in a saved cursor).
     Done,
 }
@@ -131,6 +132,8 @@ pub struct ChunkSlices {
     live_edge: Option<DateTime<Utc>>,
     /// The run's budget for Ids, given to every pager (see [`Pager::set_id_budget`]).
     ids: Option<IdBudget>,
+    /// Most pages a window read by offsets issues past the one it waits for.
+    lookahead: u32,
 }
 
 fn whole(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -164,6 +167,7 @@ impl ChunkSlices {
             next_id: 0,
             live_edge: None,
             ids: None,
+            lookahead: 10,
         };
         let bad = |e: serde_json::Error| {
             QboError::InvalidParameter(format!(
@@ -213,7 +217,11 @@ impl ChunkSlices {
                     state.clone()
                 };
                 let pager = cs.pager(s.start, s_end, Some(full))?;
-                (Work::Page(Box::new(pager)), Some(state), false)
+                (
+                    Work::Page(Box::new(Stream::Time(pager))),
+                    Some(state),
+                    false,
+                )
             } else {
                 (cs.fresh_work(s.start, s_end)?, None, false)
             };
@@ -256,7 +264,9 @@ impl ChunkSlices {
         if self.split {
             Ok(Work::Count)
         } else {
-            Ok(Work::Page(Box::new(self.pager(start, end, None)?)))
+            Ok(Work::Page(Box::new(Stream::Time(
+                self.pager(start, end, None)?,
+            ))))
         }
     }
 
@@ -303,7 +313,25 @@ impl ChunkSlices {
         &self.slices
     }
 
-    fn pagers_mut(&mut self) -> impl Iterator<Item = &mut Pager> {
+    /// How many pages a window read by offsets may issue past the one it waits for (its share of
+    /// the requests in flight; 10 until set).
+    pub fn set_lookahead(&mut self, pages: u32) {
+        self.lookahead = pages.max(1);
+    }
+
+    /// Pages answered and held by windows read by offsets until the pages ahead of them are in:
+    /// memory like pages waiting to be written.
+    pub fn held_pages(&self) -> usize {
+        self.slices
+            .iter()
+            .map(|s| match &s.work {
+                Work::Page(p) => p.held(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn pagers_mut(&mut self) -> impl Iterator<Item = &mut Stream> {
         self.slices.iter_mut().filter_map(|s| match &mut s.work {
             Work::Page(p) => Some(p.as_mut()),
             _ => None,
@@ -379,8 +407,10 @@ impl ChunkSlices {
         }
     }
 
-    /// Feeds the `count(*)` of a slice in [`Work::Count`]: cuts it into counted parts when it
-    /// holds more than [`SLICE_PAGES`] pages and is wider than a second, else starts paging it.
+    /// Feeds the `count(*)` of a slice in [`Work::Count`]. A slice wider than a second holding
+    /// more than a page is read by offsets, every page at once ([`crate::offsets`]; pages of at
+    /// least [`MIN_OFFSET_PAGE`] records); with smaller pages it is cut into counted parts when
+    /// it holds more than [`SLICE_PAGES`] pages, else paged by time cursor.
     /// A slice that holds nothing and lies wholly before `live_edge` is complete at once (a
     /// record can only leave a past window during the run, never enter it).
     pub fn accept_slice_count(
@@ -408,6 +438,30 @@ impl ChunkSlices {
             }
             return Ok(());
         }
+        let size = self.page_size.min(crate::query::MAX_PAGE);
+        if width >= 2 && count > u64::from(size) && size >= MIN_OFFSET_PAGE {
+            let mut w = OffsetWindow::new(
+                self.entity,
+                self.name_list,
+                Chunk {
+                    index: self.chunk.index,
+                    start,
+                    end,
+                },
+                size,
+                count,
+                self.lookahead,
+            )?;
+            w.set_live_edge(live_edge);
+            if let Some(b) = &self.ids {
+                w.set_id_budget(b.clone());
+            }
+            let s = &mut self.slices[slice];
+            s.work = Work::Page(Box::new(Stream::Offsets(w)));
+            s.expected = Some(count);
+            s.busy = false;
+            return Ok(());
+        }
         if count > per_slice && width >= 2 {
             let parts = count
                 .div_ceil(per_slice)
@@ -432,7 +486,7 @@ impl ChunkSlices {
             pager.begin_second(count)?;
         }
         let s = &mut self.slices[slice];
-        s.work = Work::Page(Box::new(pager));
+        s.work = Work::Page(Box::new(Stream::Time(pager)));
         s.expected = Some(count);
         s.busy = false;
         Ok(())
@@ -452,7 +506,7 @@ impl ChunkSlices {
     }
 
     /// The pager of a slice being paged.
-    pub fn pager_mut(&mut self, slice: u32) -> Result<&mut Pager, QboError> {
+    pub fn pager_mut(&mut self, slice: u32) -> Result<&mut Stream, QboError> {
         let i = self.pos(slice)?;
         match &mut self.slices[i].work {
             Work::Page(p) => Ok(p.as_mut()),
@@ -493,6 +547,22 @@ impl ChunkSlices {
             s.committed_done = true;
         }
         Ok(())
+    }
+
+    /// Every second before this instant is written (the start of the first slice not complete
+    /// and written, or where its last written page left it); the chunk's end once all are.
+    pub fn committed_until(&self) -> DateTime<Utc> {
+        for s in &self.slices {
+            if s.committed_done {
+                continue;
+            }
+            return match &s.committed {
+                // in every mode, the seconds before the cursor are complete
+                Some(st) => st.cursor.max(s.start),
+                None => s.start,
+            };
+        }
+        whole(self.chunk.end)
     }
 
     /// True when every slice is complete and written.
@@ -565,7 +635,7 @@ mod tests {
     #[test]
     fn a_big_count_cuts_into_counted_equal_parts_covering_the_chunk() {
         let mut cs =
-            ChunkSlices::new("Invoice", false, chunk(), 1000, true, None, &mut no_ids).unwrap();
+            ChunkSlices::new("Invoice", false, chunk(), 10, true, None, &mut no_ids).unwrap();
         let w = cs.wanted(10).unwrap();
         let first = cs.slices()[0].id;
         assert_eq!(
@@ -577,8 +647,8 @@ mod tests {
                 }
             )]
         );
-        cs.accept_slice_count(first, 12_500, far()).unwrap();
-        // 12.5k rows at 4 pages of 1000 a slice: 4 parts
+        cs.accept_slice_count(first, 125, t(4, 12)).unwrap();
+        // 125 rows at 4 pages of 10 a slice (pages too small for offsets): 4 parts
         assert_eq!(cs.slices().len(), 4);
         assert_eq!(cs.slices()[0].start, t(1, 0));
         assert_eq!(cs.slices()[3].end, t(8, 0));
@@ -587,11 +657,13 @@ mod tests {
         }
         assert_eq!(cs.wanted(10).unwrap().len(), 4, "one count per slice");
         assert_eq!(cs.wanted(1).unwrap().len(), 4);
-        // a small part is paged, an empty past part is done, a part with a burst is cut again
+        // (the live edge at the end of the second part: the last two may still receive records)
+        // a past part is paged (by offsets), an empty past part is done, a part with a burst
+        // that reaches the present is cut again
         let ids: Vec<u32> = cs.slices().iter().map(|s| s.id).collect();
-        cs.accept_slice_count(ids[0], 3000, far()).unwrap();
-        cs.accept_slice_count(ids[1], 0, far()).unwrap();
-        cs.accept_slice_count(ids[2], 9000, far()).unwrap();
+        cs.accept_slice_count(ids[0], 30, t(4, 12)).unwrap();
+        cs.accept_slice_count(ids[1], 0, t(4, 12)).unwrap();
+        cs.accept_slice_count(ids[2], 90, t(4, 12)).unwrap();
         // ids stay stable across the cut
         assert_eq!(cs.slices()[5].id, ids[3]);
         assert_eq!(cs.slices().len(), 4 - 1 + 3);
@@ -603,18 +675,18 @@ mod tests {
     #[test]
     fn counts_come_first_then_the_slices_with_most_records_left() {
         let mut cs =
-            ChunkSlices::new("Invoice", false, chunk(), 1000, true, None, &mut no_ids).unwrap();
+            ChunkSlices::new("Invoice", false, chunk(), 10, true, None, &mut no_ids).unwrap();
         let id = cs.slices()[0].id;
-        cs.accept_slice_count(id, 9000, far()).unwrap();
+        cs.accept_slice_count(id, 90, t(1, 0)).unwrap();
         let ids: Vec<u32> = cs.slices().iter().map(|s| s.id).collect();
         assert_eq!(ids.len(), 3);
-        cs.accept_slice_count(ids[0], 1500, far()).unwrap();
-        cs.accept_slice_count(ids[1], 3900, far()).unwrap();
+        cs.accept_slice_count(ids[0], 15, t(1, 0)).unwrap();
+        cs.accept_slice_count(ids[1], 39, t(1, 0)).unwrap();
         assert_eq!(cs.priority(ids[2]), u64::MAX, "a count first");
         assert!(cs.priority(ids[1]) > cs.priority(ids[0]));
         // fetching records lowers what is left
-        cs.page_fetched(ids[1], 3000).unwrap();
-        assert_eq!(cs.priority(ids[1]), 900);
+        cs.page_fetched(ids[1], 30).unwrap();
+        assert_eq!(cs.priority(ids[1]), 9);
         assert!(cs.priority(ids[0]) > cs.priority(ids[1]));
     }
 
@@ -664,22 +736,49 @@ mod tests {
     }
 
     #[test]
-    fn saved_cursor_resumes_written_state_and_recounts_the_rest() {
+    fn a_past_slice_is_read_by_offsets_every_page_at_once_without_cutting() {
         let mut cs =
             ChunkSlices::new("Invoice", false, chunk(), 1000, true, None, &mut no_ids).unwrap();
+        cs.set_lookahead(10);
         let id = cs.slices()[0].id;
-        cs.accept_slice_count(id, 8000, far()).unwrap();
+        cs.accept_slice_count(id, 12_500, far()).unwrap();
+        assert_eq!(cs.slices().len(), 1, "not cut");
+        assert!(matches!(&cs.slices()[0].work, Work::Page(s) if matches!(**s, Stream::Offsets(_))));
+        // 12,500 records, 990 new a page: 13 pages, the first 10 at once (the lookahead)
+        let w = cs.wanted(20).unwrap();
+        let starts: Vec<u32> = w
+            .iter()
+            .map(|(_, r)| match r {
+                SliceRequest::Pager(r) => r.start_position,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(starts, (0..10).map(|k| 1 + 990 * k).collect::<Vec<u32>>());
+        // small pages keep the time cursor and the cut
+        let mut cs =
+            ChunkSlices::new("Invoice", false, chunk(), 10, true, None, &mut no_ids).unwrap();
+        let id = cs.slices()[0].id;
+        cs.accept_slice_count(id, 125, far()).unwrap();
+        assert!(cs.slices().len() > 1);
+    }
+
+    #[test]
+    fn saved_cursor_resumes_written_state_and_recounts_the_rest() {
+        let mut cs =
+            ChunkSlices::new("Invoice", false, chunk(), 10, true, None, &mut no_ids).unwrap();
+        let id = cs.slices()[0].id;
+        cs.accept_slice_count(id, 80, t(1, 0)).unwrap();
         assert_eq!(cs.slices().len(), 2);
         let (a, b) = (cs.slices()[0].id, cs.slices()[1].id);
-        cs.accept_slice_count(a, 10, far()).unwrap();
-        cs.accept_slice_count(b, 3000, far()).unwrap();
+        cs.accept_slice_count(a, 5, t(1, 0)).unwrap();
+        cs.accept_slice_count(b, 30, t(1, 0)).unwrap();
         // slice 0: one short page, done; slice 1: one full page fetched but not yet written
         let r0 = match cs.wanted(10).unwrap().remove(0).1 {
             SliceRequest::Pager(r) => r,
             other => panic!("{other:?}"),
         };
         assert_eq!(r0.start_position, 1);
-        let acc = cs.pager_mut(a).unwrap().accept(Vec::new()).unwrap();
+        let acc = cs.pager_mut(a).unwrap().accept_part(0, Vec::new()).unwrap();
         assert!(acc.done);
         let st0 = cs.page_fetched(a, 0).unwrap();
         let saved_before = cs.saved();
@@ -692,7 +791,7 @@ mod tests {
             "Invoice",
             false,
             chunk(),
-            1000,
+            10,
             true,
             Some(&saved),
             &mut no_ids,
@@ -710,7 +809,7 @@ mod tests {
             "Invoice",
             false,
             longer,
-            1000,
+            10,
             true,
             Some(&saved),
             &mut no_ids,
@@ -791,7 +890,10 @@ mod tests {
         .unwrap();
         assert_eq!(asked, vec![t(2, 10)]);
         let id = cs.slices()[0].id;
-        let st = cs.pager_mut(id).unwrap().state().clone();
+        let st = match cs.pager_mut(id).unwrap() {
+            Stream::Time(p) => p.state().clone(),
+            Stream::Offsets(_) => panic!("a second is read by time cursor"),
+        };
         assert_eq!(st.seen_at_cursor.len(), 3);
         assert_eq!(st.seen_at_cursor["1"], 3);
         match st.mode {
