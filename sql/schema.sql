@@ -303,14 +303,14 @@ COMMENT ON COLUMN qbo.run_chunks.chunk IS 'Chunk number, 1-based.';
 COMMENT ON COLUMN qbo.run_chunks.window_start IS 'Chunk start (inclusive).';
 COMMENT ON COLUMN qbo.run_chunks.window_end IS 'Chunk end (exclusive).';
 COMMENT ON COLUMN qbo.run_chunks.status IS 'pending, running, succeeded, failed, cancelled or interrupted.';
-COMMENT ON COLUMN qbo.run_chunks.pages IS 'Successful query responses (data pages, including the last short or empty one).';
+COMMENT ON COLUMN qbo.run_chunks.pages IS 'Query responses that carried records of the chunk (a page spanning chunks counts in each), or empty ones answered while it was the first unfinished chunk; qbo.runs.requests_query counts the requests.';
 COMMENT ON COLUMN qbo.run_chunks.rows IS 'Distinct records accepted = inserted + updated + skipped.';
 COMMENT ON COLUMN qbo.run_chunks.inserted IS 'Records new to the raw table.';
 COMMENT ON COLUMN qbo.run_chunks.updated IS 'Records whose SyncToken was higher than stored, or equal with a different payload.';
 COMMENT ON COLUMN qbo.run_chunks.skipped IS 'Records unchanged or older than stored.';
 COMMENT ON COLUMN qbo.run_chunks.duration IS 'Time spent on the chunk, summed over executions.';
 COMMENT ON COLUMN qbo.run_chunks.attempts IS 'Executions that worked on the chunk.';
-COMMENT ON COLUMN qbo.run_chunks.cursor IS 'Paging cursor after the last committed page (resume continues from it).';
+COMMENT ON COLUMN qbo.run_chunks.cursor IS 'Paging cursor after the last committed page, saved on the last chunk of the window read (consecutive chunks are read as one window; a resume continues from it).';
 COMMENT ON COLUMN qbo.run_chunks.started_at IS 'When work on the chunk first started.';
 COMMENT ON COLUMN qbo.run_chunks.finished_at IS 'When the chunk completed.';
 COMMENT ON COLUMN qbo.run_chunks.error IS 'Error that stopped the chunk.';
@@ -346,16 +346,16 @@ CREATE TABLE qbo.run_pages (
     committed_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, chunk, page)
 );
-COMMENT ON TABLE qbo.run_pages IS 'pg_qbo: one row per committed page: the log of a run''s pages (rows, timing, intuit_tid), committed with each page.';
+COMMENT ON TABLE qbo.run_pages IS 'pg_qbo: one row per committed page and chunk it carried records of: the log of a run''s pages (rows, timing, intuit_tid), committed with each page.';
 COMMENT ON COLUMN qbo.run_pages.run_id IS 'Run (qbo.runs).';
 COMMENT ON COLUMN qbo.run_pages.chunk IS 'Chunk number.';
 COMMENT ON COLUMN qbo.run_pages.page IS 'Page number inside the chunk, 1-based.';
 COMMENT ON COLUMN qbo.run_pages.start_position IS 'STARTPOSITION of the request.';
-COMMENT ON COLUMN qbo.run_pages.rows IS 'Distinct new records accepted from the page.';
+COMMENT ON COLUMN qbo.run_pages.rows IS 'Distinct new records accepted from the page whose LastUpdatedTime falls in the chunk.';
 COMMENT ON COLUMN qbo.run_pages.inserted IS 'Of which inserted.';
 COMMENT ON COLUMN qbo.run_pages.updated IS 'Of which updated.';
 COMMENT ON COLUMN qbo.run_pages.skipped IS 'Of which unchanged or stale.';
-COMMENT ON COLUMN qbo.run_pages.refetched IS 'Records already taken at the cursor second, dropped before counting.';
+COMMENT ON COLUMN qbo.run_pages.refetched IS 'Records already taken (at the cursor second, or in the overlap with the page before), dropped before counting.';
 COMMENT ON COLUMN qbo.run_pages.seconds IS 'Wall time of the page: fetch (with retries) and upsert.';
 COMMENT ON COLUMN qbo.run_pages.intuit_tid IS 'intuit_tid header of the response (Intuit support asks for it).';
 COMMENT ON COLUMN qbo.run_pages.committed_at IS 'Commit time.';

@@ -266,14 +266,64 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     Ok(())
 }
 
-/// A chunk being fetched.
+/// Consecutive chunks fetched as one window: chunks are units of reporting, not of requests.
+/// Every record is written with, and counted in, the chunk its `LastUpdatedTime` falls in; a
+/// chunk is finished once everything before its end is written (an empty one costs nothing).
+/// The window's cursor is saved on its last chunk (the key: the last to finish), with the first
+/// chunk and the start of the window, so a resume takes the same chunks up again.
 struct OpenChunk {
-    row: ChunkRow,
+    /// The group's chunks not yet finished, in order; the last is the key.
+    rows: Vec<ChunkRow>,
+    /// The key chunk (the last): requests, the saved cursor and the Id table of a second go by it.
+    key: i32,
+    /// First chunk and start of the window (a resume: the group's first chunks may be finished).
+    first: i32,
+    start: DateTime<Utc>,
     slices: ChunkSlices,
-    /// Pages committed so far (the next page's number is one more).
-    page_no: i32,
-    /// Since when this execution's time on the chunk has not been added to its duration.
+    /// Pages committed so far, per chunk (the next page's number is one more).
+    page_no: std::collections::HashMap<i32, i32>,
+    /// Chunks marked running.
+    started: std::collections::HashSet<i32>,
+    /// Since when this execution's time on the group has not been added to a chunk's duration.
     mark: Instant,
+}
+
+impl OpenChunk {
+    /// The first chunk not yet finished (what progress and errors name).
+    fn current(&self) -> i32 {
+        self.rows.first().map_or(self.key, |r| r.chunk)
+    }
+
+    /// Where a record of `second` is counted: the chunk whose window holds it (the first
+    /// unfinished one if none does, which a window read from a cursor never gives).
+    fn chunk_of(&self, t: DateTime<Utc>) -> usize {
+        let i = self
+            .rows
+            .partition_point(|r| qbo::query::ceil_second(r.window_end) <= t);
+        i.min(self.rows.len().saturating_sub(1))
+    }
+
+    /// The cursor to save on the key chunk.
+    fn saved(&self) -> serde_json::Value {
+        let mut v = self.slices.saved();
+        if let Some(m) = v.as_object_mut() {
+            m.insert("group_from".into(), self.first.into());
+            m.insert(
+                "group_start".into(),
+                serde_json::to_value(self.start).unwrap_or_default(),
+            );
+        }
+        v
+    }
+}
+
+/// The first chunk of the group whose cursor this is (see [`OpenChunk`]), with the window's
+/// start; `None` for a chunk's own cursor (saved by 0.3.0 and before).
+fn group_of(cursor: Option<&serde_json::Value>) -> Option<(i32, DateTime<Utc>)> {
+    let c = cursor?;
+    let from = i32::try_from(c.get("group_from")?.as_i64()?).ok()?;
+    let start = serde_json::from_value(c.get("group_start")?.clone()).ok()?;
+    Some((from, start))
 }
 
 /// What a request is for.
@@ -346,18 +396,19 @@ impl Exec<'_> {
             while let Some(done) = self.net.try_next() {
                 self.on_done(done, &mut requests, &mut open, &mut fetched)?;
             }
-            // open chunks while fewer slices than requests allowed are open
+            // open groups of chunks while fewer slices than requests allowed are open
             while !pending.is_empty()
                 && open.iter().map(|o| o.slices.open_slices()).sum::<usize>() < open_ahead
             {
-                let row = pending.pop_front().expect("not empty");
-                if let Some(o) = self.open_chunk(row, split)? {
+                let rows = next_group(&mut pending);
+                if let Some(o) = self.open_chunk(rows, split)? {
                     open.push(o);
                 }
             }
-            // finish complete chunks
+            // finish the chunks whose windows are written, and complete groups
             let mut i = 0;
             while i < open.len() {
+                self.finish_written_chunks(&mut open[i])?;
                 if open[i].slices.is_done() {
                     let o = open.remove(i);
                     self.finish_open_chunk(o)?;
@@ -375,10 +426,13 @@ impl Exec<'_> {
             // what to send: due retries first, then every open slice's next request, as much as
             // the dispatcher allows (in flight, pages waiting to be written, the limiter's wait)
             let now = Instant::now();
+            // pages held by windows read by offsets (until the pages ahead of them are in) take
+            // memory like pages waiting to be written
+            let held_pages: usize = open.iter().map(|o| o.slices.held_pages()).sum();
             let room = if refused.is_some() {
                 0
             } else {
-                requests.room(fetched.len(), now)
+                requests.room(fetched.len() + held_pages, now)
             };
             let mut wants = requests.take_due(now, room);
             if wants.len() < room {
@@ -389,7 +443,7 @@ impl Exec<'_> {
                     let reqs = o
                         .slices
                         .wanted(room - wants.len())
-                        .map_err(|e| self.context(o.row.chunk, 0, e))?;
+                        .map_err(|e| self.context(o.current(), 0, e))?;
                     for (slice, req) in reqs {
                         candidates.push((o.slices.priority(slice), k, slice, req));
                     }
@@ -407,7 +461,7 @@ impl Exec<'_> {
                         },
                     };
                     wants.push(Request::new(Want {
-                        chunk: o.row.chunk,
+                        chunk: o.key,
                         slice,
                         purpose,
                         query,
@@ -420,7 +474,11 @@ impl Exec<'_> {
                 if let Some(w) = wants.first().map(|w| &w.item) {
                     // a valid token before the admission: nothing may hold admitted requests back
                     // (a late burst would break the per-second window at Intuit's end)
-                    let (chunk, start_position) = (w.chunk, w.start_position);
+                    let (key, start_position) = (w.chunk, w.start_position);
+                    let chunk = open
+                        .iter()
+                        .find(|o| o.key == key)
+                        .map_or(key, |o| o.current());
                     self.tokens
                         .access_token(&self.rt, self.mode)
                         .map_err(|e| self.context(chunk, start_position, e))?;
@@ -475,27 +533,39 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// Starts a chunk; `None` when it lies wholly after this execution began (finished at once).
-    fn open_chunk(&mut self, row: ChunkRow, split: bool) -> Result<Option<OpenChunk>, PgError> {
+    /// Starts a group of chunks (see [`OpenChunk`]); `None` when it lies wholly after this
+    /// execution began (its chunks finished at once). Chunks starting after that are finished at
+    /// once too: nothing can be there yet.
+    fn open_chunk(
+        &mut self,
+        mut rows: Vec<ChunkRow>,
+        split: bool,
+    ) -> Result<Option<OpenChunk>, PgError> {
         let run_id = self.run.run_id;
-        ledger::start_chunk(run_id, row.chunk)?;
-        xact::commit();
-        let end = row.window_end.min(self.as_of);
-        if end <= row.window_start {
-            // the whole chunk lies after this execution began: nothing can be there yet
-            let c = ledger::finish_chunk(run_id, row.chunk, 0.0)?;
-            xact::commit();
-            if self.mode == Mode::Call {
-                crate::say!("{}", notices::chunk_done(&c, &session_ts));
+        let key_row = rows.last().expect("a group has a chunk").clone();
+        let (first, start) =
+            group_of(key_row.cursor.as_ref()).unwrap_or((rows[0].chunk, rows[0].window_start));
+        while rows.len() > 1 && rows.last().is_some_and(|r| r.window_start >= self.as_of) {
+            let r = rows.pop().expect("checked");
+            self.finish_empty_chunk(r.chunk)?;
+        }
+        let end = rows.last().expect("kept").window_end.min(self.as_of);
+        if end <= start || rows[0].window_start >= self.as_of {
+            for r in rows {
+                self.finish_empty_chunk(r.chunk)?;
             }
             return Ok(None);
         }
+        // the key is the last chunk kept: a cursor saved on a later one (cut off by as_of) moves
+        // with it
+        let key = rows.last().expect("kept").chunk;
+        ledger::start_chunk(run_id, rows[0].chunk)?;
+        xact::commit();
         let plan_chunk = qbo::plan::Chunk {
-            index: row.chunk as u32,
-            start: row.window_start,
+            index: key as u32,
+            start,
             end,
         };
-        let chunk_no = row.chunk;
         // A database error reading the saved Ids keeps its own SQLSTATE and cause; a saved cursor
         // the core cannot use is an internal error of this run.
         enum Opening {
@@ -507,48 +577,100 @@ impl Exec<'_> {
                 Opening::Cursor(e)
             }
         }
+        let saved_on = key_row.chunk;
         let mut read_ids =
-            |second| ledger::read_second_ids(run_id, chunk_no, second).map_err(Opening::Db);
+            |second| ledger::read_second_ids(run_id, saved_on, second).map_err(Opening::Db);
         let mut slices = ChunkSlices::new(
             self.entity.name,
             self.entity.has_active,
             plan_chunk,
             self.run.page_size as u32,
             split,
-            row.cursor.as_ref(),
+            key_row.cursor.as_ref(),
             &mut read_ids,
         )
         .map_err(|e| match e {
-            Opening::Db(e) => e.prefixed(format!("run {run_id} chunk {chunk_no}")),
-            Opening::Cursor(e) => PgError::internal(format!("run {run_id} chunk {chunk_no}: {e}")),
+            Opening::Db(e) => e.prefixed(format!("run {run_id} chunk {saved_on}")),
+            Opening::Cursor(e) => PgError::internal(format!("run {run_id} chunk {saved_on}: {e}")),
         })?;
         slices.set_live_edge(live_edge());
         slices.set_id_budget(&self.ids);
+        slices.set_lookahead(self.settings.max_in_flight);
+        let page_no = rows.iter().map(|r| (r.chunk, r.pages)).collect();
+        let started = std::iter::once(rows[0].chunk).collect();
         Ok(Some(OpenChunk {
-            page_no: row.pages,
-            row,
+            rows,
+            key,
+            first,
+            start,
             slices,
+            page_no,
+            started,
             mark: Instant::now(),
         }))
     }
 
-    fn finish_open_chunk(&mut self, o: OpenChunk) -> Result<(), PgError> {
+    /// Finishes a chunk nothing was fetched for (it lies after this execution began).
+    fn finish_empty_chunk(&mut self, chunk: i32) -> Result<(), PgError> {
+        ledger::start_chunk(self.run.run_id, chunk)?;
+        let c = ledger::finish_chunk(self.run.run_id, chunk, 0.0)?;
+        xact::commit();
+        if self.mode == Mode::Call {
+            crate::say!("{}", notices::chunk_done(&c, &session_ts));
+        }
+        Ok(())
+    }
+
+    /// Finishes every chunk of the group (but the key, which holds the cursor until the group is
+    /// done) whose window is written to its end.
+    fn finish_written_chunks(&mut self, o: &mut OpenChunk) -> Result<(), PgError> {
+        let until = o.slices.committed_until();
+        let mut finished = false;
+        while o.rows.len() > 1 && qbo::query::ceil_second(o.rows[0].window_end) <= until {
+            let row = o.rows.remove(0);
+            self.finish_chunk_of(o, row.chunk)?;
+            finished = true;
+        }
+        // the chunk the group is now in is being worked on (an attempt of it, even if its first
+        // request fails)
+        let current = o.current();
+        if finished && o.started.insert(current) {
+            ledger::start_chunk(self.run.run_id, current)?;
+            xact::commit();
+        }
+        Ok(())
+    }
+
+    /// Marks one chunk of a group succeeded, with the time since the group's mark.
+    fn finish_chunk_of(&mut self, o: &mut OpenChunk, chunk: i32) -> Result<(), PgError> {
+        let run_id = self.run.run_id;
+        if o.started.insert(chunk) {
+            ledger::start_chunk(run_id, chunk)?;
+        }
+        let c = ledger::finish_chunk(run_id, chunk, o.mark.elapsed().as_secs_f64())?;
+        o.mark = Instant::now();
+        xact::commit();
+        if self.mode == Mode::Call {
+            crate::say!("{}", notices::chunk_done(&c, &session_ts));
+        }
+        Ok(())
+    }
+
+    fn finish_open_chunk(&mut self, mut o: OpenChunk) -> Result<(), PgError> {
         let run_id = self.run.run_id;
         let left = o.slices.live_seconds_left();
         if left > 0 {
             let note = format!(
                 "run {run_id} chunk {}/{}: {left} second(s) near now were still receiving records while read; records written into them after this run asked arrive with the next run",
-                o.row.chunk, self.run.chunks_total
+                o.current(), self.run.chunks_total
             );
             if self.mode == Mode::Call {
                 crate::say!("{note}");
             }
             ledger::set_progress(run_id, &note)?;
         }
-        let c = ledger::finish_chunk(run_id, o.row.chunk, o.mark.elapsed().as_secs_f64())?;
-        xact::commit();
-        if self.mode == Mode::Call {
-            crate::say!("{}", notices::chunk_done(&c, &session_ts));
+        for row in std::mem::take(&mut o.rows) {
+            self.finish_chunk_of(&mut o, row.chunk)?;
         }
         Ok(())
     }
@@ -600,7 +722,7 @@ impl Exec<'_> {
         // the response has been read completely: its in-flight slot is free
         self.limiter.finished(f.admission);
         let want = &f.request.item;
-        let Some(o) = open.iter_mut().find(|o| o.row.chunk == want.chunk) else {
+        let Some(o) = open.iter_mut().find(|o| o.key == want.chunk) else {
             return Err(PgError::internal(format!(
                 "answer for chunk {} which is not open",
                 want.chunk
@@ -611,18 +733,42 @@ impl Exec<'_> {
                 if want.purpose == Purpose::SliceCount {
                     o.slices.accept_slice_count(want.slice, n, live_edge())?;
                 } else {
-                    o.slices
+                    let released = o
+                        .slices
                         .pager_mut(want.slice)
-                        .and_then(|p| p.accept_count_part(want.part, n))
+                        .and_then(|p| {
+                            p.accept_count_part(want.part, n)?;
+                            Ok(p.take_released())
+                        })
                         .map_err(|e| self.context(want.chunk, 0, e))?;
-                    o.slices.count_fed(want.slice)?;
+                    // a window read by offsets whose fallback completed on this count may take
+                    // the pages it held: they are written like a page, with the count's query
+                    // (counted as waiting before the slice may be found complete)
+                    let slice = want.slice;
+                    if let Some(accepted) = released {
+                        let state = o.slices.page_fetched(slice, accepted.records.len())?;
+                        let want = f.request.item;
+                        fetched.push_back(Fetched {
+                            chunk: want.chunk,
+                            slice: want.slice,
+                            records: accepted.records,
+                            refetched: accepted.refetched,
+                            state,
+                            second_ids: accepted.second_ids,
+                            query: want.query,
+                            start_position: 0,
+                            intuit_tid: None,
+                            fetch_seconds: f.sent.elapsed().as_secs_f64(),
+                        });
+                    }
+                    o.slices.count_fed(slice)?;
                 }
             }
             Ok(NetFetched::Page(page)) => {
                 // the request is done with: its query text moves into the page's record
                 let (want, sent) = (f.request.item, f.sent);
                 let tid = page.intuit_tid.clone();
-                let chunk = want.chunk;
+                let (chunk, shown) = (want.chunk, o.current());
                 let start_position = want.start_position;
                 let accepted = o
                     .slices
@@ -631,7 +777,7 @@ impl Exec<'_> {
                         p.set_live_edge(live_edge());
                         p.accept_part(want.part, page.entity_records)
                     })
-                    .map_err(|e| self.context(chunk, start_position, e))?;
+                    .map_err(|e| self.context(shown, start_position, e))?;
                 let state = o.slices.page_fetched(want.slice, accepted.records.len())?;
                 fetched.push_back(Fetched {
                     chunk,
@@ -648,8 +794,11 @@ impl Exec<'_> {
             }
             // what happens to a failed request is the dispatcher's decision (see qbo::dispatch)
             Err(e) => {
-                let (chunk, start_position) = (want.chunk, want.start_position);
-                let window = (o.row.window_start, o.row.window_end);
+                let (chunk, start_position) = (o.current(), want.start_position);
+                let window = o
+                    .rows
+                    .first()
+                    .map_or((o.start, o.start), |r| (r.window_start, r.window_end));
                 match requests.failed(f, e, Instant::now(), &mut self.rng) {
                     Ok(Retry::Reauthorize { reject }) => {
                         if let Some(token) = reject {
@@ -713,15 +862,26 @@ impl Exec<'_> {
     ) -> Result<(), PgError> {
         let run_id = self.run.run_id;
         let t0 = Instant::now();
-        let Some(o) = open.iter_mut().find(|o| o.row.chunk == page.chunk) else {
+        let Some(o) = open.iter_mut().find(|o| o.key == page.chunk) else {
             return Err(PgError::internal(format!(
                 "page for chunk {} which is not open",
                 page.chunk
             )));
         };
-        o.page_no += 1;
-        let rows = to_page_rows(page.records);
-        let n_rows = rows.ids.len() as i64;
+        // each record goes with the chunk its LastUpdatedTime falls in (a page may span several
+        // chunks; one without records is counted in the first unfinished chunk)
+        let mut parts: Vec<(usize, Vec<qbo::pager::RawRecord>)> = Vec::new();
+        for r in page.records {
+            let i = o.chunk_of(r.last_updated);
+            match parts.iter_mut().find(|(k, _)| *k == i) {
+                Some((_, v)) => v.push(r),
+                None => parts.push((i, vec![r])),
+            }
+        }
+        if parts.is_empty() {
+            parts.push((0, Vec::new()));
+        }
+        parts.sort_by_key(|(i, _)| *i);
         let request_payload = serde_json::json!({
             "query": page.query,
             "start_position": page.start_position,
@@ -730,43 +890,75 @@ impl Exec<'_> {
             "environment": self.run.environment,
         })
         .to_string();
-        let counts = raw::upsert_page(
-            self.entity,
-            &self.run.realm_id,
-            rows,
-            o.row.window_start,
-            o.row.window_end,
-            o.page_no,
-            self.run.page_size,
-            &request_payload,
-        )?;
         if let Some(ids) = &page.second_ids {
-            ledger::write_second_ids(run_id, o.row.chunk, ids)?;
+            ledger::write_second_ids(run_id, o.key, ids)?;
         }
         o.slices.page_written(page.slice, page.state)?;
-        let secs = page.fetch_seconds + t0.elapsed().as_secs_f64();
-        let chunk_secs = o.mark.elapsed().as_secs_f64();
-        o.mark = Instant::now();
-        ledger::page_done(
+        // a qbo.run_pages row in each chunk the page carried records of (the first one also
+        // takes the page's re-fetched records and times)
+        let mut shown = (0, 0);
+        for (n, (i, records)) in parts.into_iter().enumerate() {
+            let row = &o.rows[i];
+            let chunk = row.chunk;
+            if o.started.insert(chunk) {
+                ledger::start_chunk(run_id, chunk)?;
+            }
+            let page_no = {
+                let p = o.page_no.entry(chunk).or_insert(0);
+                *p += 1;
+                *p
+            };
+            let rows = to_page_rows(records);
+            let n_rows = rows.ids.len() as i64;
+            let counts = raw::upsert_page(
+                self.entity,
+                &self.run.realm_id,
+                rows,
+                row.window_start,
+                row.window_end,
+                page_no,
+                self.run.page_size,
+                &request_payload,
+            )?;
+            let first = n == 0;
+            let (chunk_seconds, refetched, seconds) = if first {
+                shown = (chunk, page_no);
+                let s = o.mark.elapsed().as_secs_f64();
+                o.mark = Instant::now();
+                (
+                    s,
+                    page.refetched as i64,
+                    page.fetch_seconds + t0.elapsed().as_secs_f64(),
+                )
+            } else {
+                (0.0, 0, 0.0)
+            };
+            ledger::page_done(
+                run_id,
+                &ledger::PageDone {
+                    chunk,
+                    page: page_no,
+                    start_position: page.start_position as i32,
+                    rows: n_rows,
+                    inserted: counts.inserted,
+                    updated: counts.updated,
+                    refetched,
+                    seconds,
+                    chunk_seconds,
+                    intuit_tid: page.intuit_tid.clone(),
+                },
+            )?;
+        }
+        ledger::save_cursor(
             run_id,
-            &ledger::PageDone {
-                chunk: o.row.chunk,
-                page: o.page_no,
-                start_position: page.start_position as i32,
-                rows: n_rows,
-                inserted: counts.inserted,
-                updated: counts.updated,
-                refetched: page.refetched as i64,
-                seconds: secs,
-                chunk_seconds: chunk_secs,
-                intuit_tid: page.intuit_tid,
-                cursor: o.slices.saved(),
-                // at most about once a second, and never over a fresh note (a backoff)
-                touch_run: touch_run
-                    && self
-                        .progress_at
-                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(1)),
-            },
+            o.key,
+            &o.saved(),
+            shown,
+            // at most about once a second, and never over a fresh note (a backoff)
+            touch_run
+                && self
+                    .progress_at
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1)),
         )?;
         xact::commit();
 
@@ -812,6 +1004,33 @@ impl Exec<'_> {
             ),
         )
     }
+}
+
+/// The next group of pending chunks read as one window (see [`OpenChunk`]): the first pending
+/// chunk and the chunks after it without a cursor of their own, through the one holding the
+/// group's saved cursor if a resumed group goes on there; a chunk with a cursor saved by 0.3.0 or
+/// before (no group) is a group alone.
+fn next_group(pending: &mut std::collections::VecDeque<ChunkRow>) -> Vec<ChunkRow> {
+    let first = pending.pop_front().expect("not empty");
+    let mut rows = vec![first];
+    loop {
+        let last = rows.last().expect("one");
+        if last.cursor.is_some() {
+            break;
+        }
+        let Some(next) = pending.front() else { break };
+        let joins = next.window_start == last.window_end
+            && match &next.cursor {
+                None => true,
+                // a resumed group whose first chunks are these
+                Some(c) => group_of(Some(c)).is_some_and(|(from, _)| from <= rows[0].chunk),
+            };
+        if !joins {
+            break;
+        }
+        rows.push(pending.pop_front().expect("peeked"));
+    }
+    rows
 }
 
 pub(crate) fn to_page_rows(records: Vec<qbo::pager::RawRecord>) -> PageRows {

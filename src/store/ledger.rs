@@ -261,12 +261,10 @@ pub struct PageDone {
     /// Wall-clock time to add to the chunk's duration (since its last page or its start).
     pub chunk_seconds: f64,
     pub intuit_tid: Option<String>,
-    pub cursor: serde_json::Value,
-    /// Also bump `qbo.runs.updated_at` (done at most about once a second).
-    pub touch_run: bool,
 }
 
-/// Records a page: chunk counters and cursor, and a `qbo.run_pages` row.
+/// Records a page (or the part of a page whose records fall in `p.chunk`): the chunk's counters
+/// and a `qbo.run_pages` row.
 pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), PgError> {
     let skipped = p.rows - p.inserted - p.updated;
     spi::owner_connect(|c| -> SpiResult<()> {
@@ -274,8 +272,8 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), PgError> {
             "UPDATE qbo.run_chunks
                 SET pages = pages OPERATOR(pg_catalog.+) 1, rows = rows OPERATOR(pg_catalog.+) $3,
                     inserted = inserted OPERATOR(pg_catalog.+) $4, updated = updated OPERATOR(pg_catalog.+) $5,
-                    skipped = skipped OPERATOR(pg_catalog.+) $6, cursor = $7,
-                    duration = duration OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $8)
+                    skipped = skipped OPERATOR(pg_catalog.+) $6,
+                    duration = duration OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $7)
               WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2",
             None,
             &[
@@ -285,7 +283,6 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), PgError> {
                 p.inserted.into(),
                 p.updated.into(),
                 skipped.into(),
-                JsonB(p.cursor.clone()).into(),
                 p.chunk_seconds.into(),
             ],
         )?;
@@ -312,13 +309,35 @@ pub fn page_done(run_id: i64, p: &PageDone) -> Result<(), PgError> {
                 p.intuit_tid.clone().into(),
             ],
         )?;
-        if p.touch_run {
+        Ok(())
+    })
+    .map_err(err)
+}
+
+/// Saves the cursor of a group of chunks on its key chunk, in the transaction of the page(s)
+/// it follows; with `touch_run`, also bumps `qbo.runs.updated_at` and says which chunk and page
+/// (`shown`) were committed.
+pub fn save_cursor(
+    run_id: i64,
+    key: i32,
+    cursor: &serde_json::Value,
+    shown: (i32, i32),
+    touch_run: bool,
+) -> Result<(), PgError> {
+    spi::owner_connect(|c| -> SpiResult<()> {
+        c.update(
+            "UPDATE qbo.run_chunks SET cursor = $3
+              WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2",
+            None,
+            &[run_id.into(), key.into(), JsonB(cursor.clone()).into()],
+        )?;
+        if touch_run {
             c.update(
                 "UPDATE qbo.runs SET updated_at = pg_catalog.now(),
                         progress = pg_catalog.format('chunk %s page %s committed', $2, $3)
                   WHERE run_id OPERATOR(pg_catalog.=) $1",
                 None,
-                &[run_id.into(), p.chunk.into(), p.page.into()],
+                &[run_id.into(), shown.0.into(), shown.1.into()],
             )?;
         }
         Ok(())

@@ -284,11 +284,10 @@ fn the_ledger_returns_the_rows_progress_lines_are_made_of() {
                 seconds: 0.25,
                 chunk_seconds: 0.5,
                 intuit_tid: None,
-                cursor: serde_json::Value::Null,
-                touch_run: true,
             },
         )
         .unwrap();
+        ledger::save_cursor(run_id, 1, &serde_json::Value::Null, (1, page), true).unwrap();
     }
     let p = ledger::run_progress(run_id).unwrap();
     assert_eq!(
