@@ -3,7 +3,7 @@
 # it fails loudly (non-zero exit) when something did not run: a run that did not succeed, or a
 # table that does not end with exactly the emulator's ground-truth row count.
 #
-#   bash bench/throughput.sh [b1|b2|b3|b4|all]        (default all)
+#   bash bench/throughput.sh [b1|b2|b3|b4|b6|all]     (default all)
 #
 # Everything runs on a throw-away cluster (TPUT_DIR=/tmp/pg_qbo_tput, TPUT_PORT=25394;
 # shared_buffers 512MB, min/max_wal_size 4GB/8GB, checkpoint_timeout 30min) against local
@@ -34,6 +34,12 @@
 #     empty raw table per run. Prints data pages, pages/min, API requests/min, 429s (must be 0)
 #     and pages/min as a % of the ceiling min(500, 60 x 10 / 1.5 s) = 400 pages/min.
 #     Goal: pg_qbo's default run >= 90 % of the ceiling.
+# B6  a small company over a long window: B6_INVOICES (default 20000) invoices updated between
+#     B6_DATA_FROM and B6_DATA_TO (2023-01 .. 2026-11), B2's latency model, backfilled over
+#     [B6_FROM = 2000-01-01, tomorrow): pg_qbo with chunk_size 7 (about 1,400 chunks) and 36500
+#     (one chunk), and bench/reference_loop.py as a plain offset loop over one window. Prints the
+#     API requests of each (token calls apart) and the seconds. Goal (issue 15): pg_qbo's requests
+#     <= the loop's + 5 %, in <= 1.5 x its time.
 # B3  memory: the peak private (Anonymous, /proc/PID/smaps_rollup) memory above idle of the
 #     backend doing the CALL, sampled every 50 ms, for B3_SIZES (default 10000 100000 1000000)
 #     invoices (an emulator per size, payload cache warmed; 1M takes the emulator ~1.9 GB RAM).
@@ -60,13 +66,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PARTS=${1:-all}
-case "$PARTS" in b1|b2|b3|b4|all) ;; *) echo "usage: bash bench/throughput.sh [b1|b2|b3|b4|all]" >&2; exit 2 ;; esac
+case "$PARTS" in b1|b2|b3|b4|b6|all) ;; *) echo "usage: bash bench/throughput.sh [b1|b2|b3|b4|b6|all]" >&2; exit 2 ;; esac
 want() { [ "$PARTS" = all ] || [ "$PARTS" = "$1" ]; }
 
 INVOICES=${INVOICES:-100000}
 B2_INVOICES=${B2_INVOICES:-200000}
 B2_SEQ_PAGES=${B2_SEQ_PAGES:-40}
 B3_SIZES=${B3_SIZES:-"10000 100000 1000000"}
+B6_INVOICES=${B6_INVOICES:-20000}
+B6_DATA_FROM=${B6_DATA_FROM:-2023-01-01T00:00:00Z}
+B6_DATA_TO=${B6_DATA_TO:-2026-11-01T00:00:00Z}
+B6_FROM=${B6_FROM:-2000-01-01Z}
 PY_ORDER=${PY_ORDER:-id}
 DIR=${TPUT_DIR:-/tmp/pg_qbo_tput}
 PORT=${TPUT_PORT:-25394}
@@ -421,6 +431,12 @@ emu_summary() {
       ([.[] | select(.status == 429)] | length)] | map(tostring) | join(" ")' <<<"$log") $(jq -r .max_concurrent_seen <<<"$stats")"
 }
 
+# overhead TOTAL TOKEN ROWS: the requests that were not data pages (every request but token calls,
+# less ceil(ROWS / PAGE)), as a % of the data pages (issue 15's definition)
+overhead() {
+  calc %.1f%% "100 * (($1 - $2) - int(($3 + $PAGE - 1) / $PAGE)) / int(($3 + $PAGE - 1) / $PAGE)"
+}
+
 part_b2() {
   local emu_args=(--records "$ENTITY=$B2_INVOICES" --latency-ms "$B2_LATENCY_MS" --latency-per-row-us "$B2_PER_ROW_US"
                   --rate-limit "$B2_RATE" --max-concurrent "$B2_CONC")
@@ -479,20 +495,63 @@ else:
     pm=$(calc %.1f "$data * 60 / $R_SECS")
     rpm=$(calc %.1f "$tot * 60 / $R_SECS")
     case $which in default) def_pm=$pm def_429=$t429 def_rows=$truth def_secs=$R_SECS ;; sequential) seq_pm=$pm seq_rows=$truth seq_secs=$R_SECS ;; esac
-    lines+=("$(printf '%-36s %-11s %7s %8s %6s %6s %5s %9s %8s %4s %4s %7s %8s' "$label" "$wend" "$truth" "$R_SECS" "$data" "$cnt" "$tot" "$pm" "$rpm" "$t429" "$conc" \
-      "$(calc %.1f "100 * $pm / $ceiling")%" "$(calc %.1f "100 * $truth * 60 / $R_SECS / ($ceiling * $PAGE)")%")")
+    lines+=("$(printf '%-36s %-11s %7s %8s %6s %6s %5s %9s %8s %4s %4s %7s %8s %9s' "$label" "$wend" "$truth" "$R_SECS" "$data" "$cnt" "$tot" "$pm" "$rpm" "$t429" "$conc" \
+      "$(calc %.1f "100 * $pm / $ceiling")%" "$(calc %.1f "100 * $truth * 60 / $R_SECS / ($ceiling * $PAGE)")%" "$(overhead "$tot" "$tok" "$truth")")")
   done
   echo
   echo "=== B2: latency $B2_LATENCY_MS ms + $B2_PER_ROW_US us/row (a $PAGE-row page: $page_s s), rate limit $B2_RATE/min, $B2_CONC in flight; $B2_INVOICES invoices ==="
   echo "ceiling: min($B2_RATE, 60 x $B2_CONC / $page_s) = $ceiling data pages/min; goal: pg_qbo default >= 90 % of it, 0 x 429"
   echo "pages: data pages answered 200 (short ones included); counts: count(*) queries; reqs: every API request in the"
   echo "emulator's log (data, counts, token, any 429); conc: most requests in flight at once; % ceil: pages/min / $ceiling;"
-  echo "rows %: rows/min / ($ceiling x $PAGE), the same ceiling in rows (a short page costs less than 1.5 s). A fresh emulator per run."
-  printf '%-36s %-11s %7s %8s %6s %6s %5s %9s %8s %4s %4s %7s %8s\n' run "window end" rows seconds pages counts reqs pages/min reqs/min 429s conc "% ceil" "rows %"
+  echo "rows %: rows/min / ($ceiling x $PAGE), the same ceiling in rows (a short page costs less than 1.5 s);"
+  echo "overhead: API requests but token calls, less the data pages ceil(rows / $PAGE), as a % of those data pages. A fresh emulator per run."
+  printf '%-36s %-11s %7s %8s %6s %6s %5s %9s %8s %4s %4s %7s %8s %9s\n' run "window end" rows seconds pages counts reqs pages/min reqs/min 429s conc "% ceil" "rows %" overhead
   printf '%s\n' "${lines[@]}"
   echo "pg_qbo default (evenly spread data): $(calc %.1f "100 * $def_pm / $ceiling") % of the ceiling in pages, $(calc %.1f "100 * $def_rows * 60 / $def_secs / ($ceiling * $PAGE)") % in rows (goal >= 90 %); $(calc %.2f "($def_rows / $def_secs) / ($seq_rows / $seq_secs)")x the sequential pager's rows/s"
   [ "$def_429" = 0 ] || echo "WARNING: pg_qbo's default run received $def_429 x 429 (it must receive none)"
   [ "$HAS_IN_FLIGHT" = 1 ] || echo "note: this build has no qbo.max_in_flight: both runs use its sequential pager"
+}
+
+# ---------------------------------------------------------------------------------------------
+# B6: a small company over a long window (issue 15: requests win over speed)
+# ---------------------------------------------------------------------------------------------
+part_b6() {
+  local emu_args=(--records "$ENTITY=$B6_INVOICES" --start "$B6_DATA_FROM" --end "$B6_DATA_TO" --no-big-burst
+                  --latency-ms "$B2_LATENCY_MS" --latency-per-row-us "$B2_PER_ROW_US" --rate-limit "$B2_RATE" --max-concurrent "$B2_CONC")
+  local wend lines=() truth tot data cnt tok t429 conc label n_run=0 REALM chunk q secs
+  wend=$(date -u -d tomorrow +%Y-%m-%dZ)
+  for chunk in 7 36500 loop; do
+    n_run=$((n_run + 1))
+    REALM=93414520000006$(printf %02d "$n_run")
+    start_emulator "${emu_args[@]}"
+    register_connection
+    truth=$(truth_count)
+    if [ "$(raw_table)" = t ]; then sql "TRUNCATE raw.qb_invoices"; fi
+    quiesce
+    if [ "$chunk" = loop ]; then
+      label="offset loop, one window"
+      sql "DROP TABLE IF EXISTS bench_b6; CREATE TABLE bench_b6 (LIKE raw.qb_invoices INCLUDING ALL)"
+      START=$B6_FROM END=$wend CHUNK=36500 PY_ORDER=id run_python bench_b6
+      check_count bench_b6 "$truth"
+      secs=$P_SECS
+    else
+      label="pg_qbo, chunk_size $chunk"
+      START=$B6_FROM CHUNK=$chunk run_call "$wend"
+      check_count raw.qb_invoices "$truth"
+      secs=$R_SECS
+    fi
+    read -r tot data cnt tok t429 conc <<<"$(emu_summary)"
+    stop_emulator
+    q=$((tot - tok))
+    [ "$chunk" = loop ] && { LOOP_Q=$q; LOOP_SECS=$secs; }
+    lines+=("$(printf '%-28s %7s %8s %6s %6s %8s %4s %9s' "$label" "$truth" "$secs" "$data" "$cnt" "$q" "$t429" "$(overhead "$tot" "$tok" "$truth")")")
+  done
+  echo
+  echo "=== B6: a small company, $B6_INVOICES invoices updated in [$B6_DATA_FROM, $B6_DATA_TO), backfilled over [$B6_FROM, $wend); B2's latency ==="
+  echo "requests: API requests but token calls; goal: pg_qbo's <= the offset loop's + 5 %, in <= 1.5 x its time"
+  printf '%-28s %7s %8s %6s %6s %8s %4s %9s\n' run rows seconds pages counts requests 429s overhead
+  printf '%s\n' "${lines[@]}"
+  echo "(the loop: $LOOP_Q requests in $LOOP_SECS s; pg_qbo's rows above are to be read against them)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -534,5 +593,6 @@ part_b3() {
   fi
   want b2 && part_b2
   want b3 && part_b3
+  want b6 && part_b6
   exit 0
 }
