@@ -72,8 +72,14 @@ use crate::query::{floor_second, literal, literal_exact, window_query};
 pub const MIN_OFFSET_PAGE: u32 = 20;
 
 /// The `part` of an offset page's request: this bit and the page's index. A fallback pager's parts
-/// (a STARTPOSITION, a batch number) stay below it.
+/// (a STARTPOSITION, a batch number) stay below [`SPLIT_PART`].
 const OFFSET_PART: u32 = 1 << 31;
+/// The `part` of a request of a second split by `TxnDate`: this bit and the part's index, or
+/// [`SPLIT_COUNT`] for the second's count.
+const SPLIT_PART: u32 = 1 << 30;
+const SPLIT_COUNT: u32 = SPLIT_PART | (SPLIT_PART - 1);
+/// A second split by `TxnDate` has at most this many parts (one request each).
+const MAX_SPLIT_PARTS: usize = 16;
 
 /// Records repeated between consecutive pages: 1 % of the page (10 of 1000), at least 2. Each
 /// costs a row, never a request; a second on a boundary holding more records than this costs one
@@ -95,9 +101,17 @@ pub struct OffsetWindow {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     size: u32,
-    stride: u32,
-    /// Pages planned from the count (more are added one at a time while pages come back full).
-    planned: u32,
+    /// Records the window held when counted: pages start within it (and one at a time past it
+    /// while pages come back full).
+    count: u64,
+    /// STARTPOSITION of every page issued, by index.
+    positions: Vec<u32>,
+    /// Records the next page issued repeats of the page before it (see [`overlap`]).
+    overlap: u32,
+    /// Boundaries proven in a row since the overlap last changed.
+    proven: u32,
+    /// The last page taken was full and every page issued is taken: one more page goes out.
+    extend: bool,
     /// Next page to issue, and next to take (in order).
     next_issue: u32,
     next_take: u32,
@@ -111,6 +125,10 @@ pub struct OffsetWindow {
     frontier: PagerState,
     /// The time-cursor pager reading seconds in doubt, up to its own end.
     fallback: Option<Box<Pager>>,
+    /// Transactions: a second holding more than a page is split by `TxnDate`.
+    by_txn_date: bool,
+    /// The second being read by `TxnDate` parts.
+    split: Option<Split>,
     /// Window complete.
     done: bool,
     /// Records released by a fallback that completed on a count, for [`OffsetWindow::take_released`].
@@ -120,6 +138,37 @@ pub struct OffsetWindow {
     stats: PagerStats,
     /// Fallback pagers started (seconds in doubt read by time cursor).
     fallbacks: u64,
+    /// Seconds split by `TxnDate`.
+    splits: u64,
+}
+
+/// A second holding more than a page, read as parts split by `TxnDate` (transactions): its
+/// `count(*)` first, then one page per part, all at once. Every record of the second has one
+/// `TxnDate`, so the parts hold every record once; a part that is short is complete. When every
+/// part is short and they hold at least the count (taken before them: records only leave a past
+/// second), the second is complete; otherwise (a part of a page or more, records without a
+/// `TxnDate`, or records that left meanwhile) the time cursor's STARTPOSITION passes read the
+/// rest, with every Id taken so far remembered.
+#[derive(Debug)]
+struct Split {
+    second: DateTime<Utc>,
+    /// Part `i` covers `TxnDate` in `[cuts[i - 1], cuts[i])`, open at both ends.
+    cuts: Vec<chrono::NaiveDate>,
+    count: Option<u64>,
+    count_issued: bool,
+    next_issue: u32,
+    flying: BTreeSet<u32>,
+    answered: u32,
+    /// Distinct Ids the parts returned.
+    ids: BTreeSet<String>,
+    /// A part came back full.
+    overflow: bool,
+}
+
+impl Split {
+    fn parts(&self) -> u32 {
+        self.cuts.len() as u32 + 1
+    }
 }
 
 impl OffsetWindow {
@@ -145,10 +194,6 @@ impl OffsetWindow {
                 "offsets: the window's end must be later than its start".into(),
             ));
         }
-        let stride = size - overlap(size);
-        // pages whose STARTPOSITION is within the count: the last one comes back short
-        let planned = u32::try_from(count.saturating_sub(1) / u64::from(stride) + 1)
-            .map_err(|_| QboError::InvalidParameter(format!("offsets: {count} records")))?;
         Ok(OffsetWindow {
             entity: entity.to_string(),
             name_list,
@@ -156,8 +201,11 @@ impl OffsetWindow {
             start,
             end,
             size,
-            stride,
-            planned,
+            count,
+            positions: Vec::new(),
+            overlap: overlap(size),
+            proven: 0,
+            extend: false,
             next_issue: 0,
             next_take: 0,
             lookahead: lookahead.max(1),
@@ -170,6 +218,10 @@ impl OffsetWindow {
                 ids_in_table: false,
             },
             fallback: None,
+            splits: 0,
+            by_txn_date: crate::entities::lookup(entity)
+                .is_ok_and(|e| e.kind == crate::entities::Kind::Transaction),
+            split: None,
             done: false,
             released: None,
             live_edge: None,
@@ -179,9 +231,26 @@ impl OffsetWindow {
         })
     }
 
-    /// STARTPOSITION of page `k`.
-    fn position(&self, k: u32) -> u32 {
-        k.saturating_mul(self.stride).saturating_add(1)
+    /// STARTPOSITION of the page after one starting at `position`.
+    fn next_position(&self, position: u32) -> u32 {
+        position.saturating_add(self.size - self.overlap)
+    }
+
+    /// The overlap after a boundary: doubled (up to a quarter of the page) when a second wider
+    /// than it sat on the boundary, halved (down to [`overlap`]) after 16 boundaries proven in a
+    /// row. Data with bursts of ties pays in rows (cheap) instead of requests; data without pays
+    /// 1 %. Pages already issued keep their positions.
+    fn adapt(&mut self, proven: bool) {
+        if proven {
+            self.proven += 1;
+            if self.proven >= 16 {
+                self.overlap = (self.overlap / 2).max(overlap(self.size));
+                self.proven = 0;
+            }
+        } else {
+            self.overlap = (self.overlap * 2).min(self.size / 4);
+            self.proven = 0;
+        }
     }
 
     /// Pages answered and waiting for those ahead of them (held in memory).
@@ -192,6 +261,11 @@ impl OffsetWindow {
     /// Fallback pagers started so far.
     pub fn fallbacks(&self) -> u64 {
         self.fallbacks
+    }
+
+    /// Seconds split by `TxnDate` so far.
+    pub fn splits(&self) -> u64 {
+        self.splits
     }
 
     /// See [`Pager::set_live_edge`].
@@ -213,12 +287,12 @@ impl OffsetWindow {
 
     /// True when the window is complete and nothing of it is in flight.
     pub fn is_done(&self) -> bool {
-        self.done && self.flying.is_empty() && self.fallback.is_none()
+        self.done && self.flying.is_empty() && self.fallback.is_none() && self.split.is_none()
     }
 
     /// True while the fallback pager reads a second by STARTPOSITION.
     pub fn in_second_mode(&self) -> bool {
-        self.fallback.as_ref().is_some_and(|p| p.in_second_mode())
+        self.split.is_some() || self.fallback.as_ref().is_some_and(|p| p.in_second_mode())
     }
 
     /// Totals, the fallback pagers' included.
@@ -255,13 +329,55 @@ impl OffsetWindow {
             Some(p) => p.ready(max)?,
             None => Vec::new(),
         };
+        if let Some(sp) = &self.split {
+            let s = sp.second;
+            let next = s + one_second();
+            if !sp.count_issued && out.len() < max {
+                out.push(Request {
+                    kind: RequestKind::SecondCount,
+                    query: crate::query::second_count_query(&self.entity, self.name_list, s),
+                    from: s,
+                    to: next,
+                    start_position: 0,
+                    max_results: 0,
+                    part: SPLIT_COUNT,
+                });
+            }
+            // the parts once the count is in (taken before them: see Split)
+            let mut i = sp.next_issue;
+            while sp.count.is_some() && out.len() < max && i < sp.parts() {
+                let from = (i > 0).then(|| sp.cuts[i as usize - 1]);
+                let to = sp.cuts.get(i as usize).copied();
+                out.push(Request {
+                    kind: RequestKind::SecondPage,
+                    query: crate::query::second_txn_date_query(
+                        &self.entity,
+                        s,
+                        from,
+                        to,
+                        self.size,
+                    ),
+                    from: s,
+                    to: next,
+                    start_position: 1,
+                    max_results: self.size,
+                    part: SPLIT_PART | i,
+                });
+                i += 1;
+            }
+        }
         let mut k = self.next_issue;
+        let mut position = match self.positions.last() {
+            Some(p) => self.next_position(*p),
+            None => 1,
+        };
         while out.len() < max
             && !self.done
-            && k < self.planned
+            && (u64::from(position) <= self.count || (self.extend && k == self.next_issue))
             && k < self.next_take.saturating_add(self.lookahead)
         {
-            let start_position = self.position(k);
+            let start_position = position;
+            position = self.next_position(position);
             out.push(Request {
                 kind: RequestKind::Window,
                 query: window_query(
@@ -285,6 +401,26 @@ impl OffsetWindow {
 
     /// Records that `req` (from [`OffsetWindow::ready`]) is being sent.
     pub fn issue(&mut self, req: &Request) -> Result<(), QboError> {
+        if req.part & OFFSET_PART == 0 && req.part & SPLIT_PART != 0 {
+            let Some(sp) = &mut self.split else {
+                return Err(QboError::InvalidParameter(
+                    "offsets: a request of no split second was issued".into(),
+                ));
+            };
+            if req.part == SPLIT_COUNT && !sp.count_issued {
+                sp.count_issued = true;
+                return Ok(());
+            }
+            let i = req.part & !SPLIT_PART;
+            if i != sp.next_issue || sp.count.is_none() {
+                return Err(QboError::InvalidParameter(format!(
+                    "offsets: part {i} of a split second issued out of turn"
+                )));
+            }
+            sp.next_issue += 1;
+            sp.flying.insert(i);
+            return Ok(());
+        }
         if req.part & OFFSET_PART == 0 {
             return match &mut self.fallback {
                 Some(p) => p.issue(req),
@@ -301,6 +437,8 @@ impl OffsetWindow {
             )));
         }
         self.next_issue += 1;
+        self.extend = false;
+        self.positions.push(req.start_position);
         self.flying.insert(k);
         Ok(())
     }
@@ -315,7 +453,9 @@ impl OffsetWindow {
             done: false,
             second_ids: None,
         };
-        if part & OFFSET_PART == 0 {
+        if part & OFFSET_PART == 0 && part & SPLIT_PART != 0 {
+            self.take_split_part(part & !SPLIT_PART, page, &mut out)?;
+        } else if part & OFFSET_PART == 0 {
             let Some(p) = &mut self.fallback else {
                 return Err(QboError::InvalidParameter(
                     "offsets: a page for no fallback pager".into(),
@@ -361,6 +501,21 @@ impl OffsetWindow {
     /// Feeds a count the fallback pager asked for (see [`Pager::accept_count_part`]). Records
     /// this releases (held pages it unblocked) wait for [`OffsetWindow::take_released`].
     pub fn accept_count_part(&mut self, part: u32, count: u64) -> Result<(), QboError> {
+        if part == SPLIT_COUNT {
+            let Some(sp) = &mut self.split else {
+                return Err(QboError::InvalidParameter(
+                    "offsets: a count for no split second".into(),
+                ));
+            };
+            if !sp.count_issued || sp.count.is_some() {
+                return Err(QboError::InvalidParameter(
+                    "offsets: a split second's count answered twice".into(),
+                ));
+            }
+            sp.count = Some(count);
+            self.stats.counts += 1;
+            return Ok(());
+        }
         let Some(p) = &mut self.fallback else {
             return Err(QboError::InvalidParameter(
                 "offsets: a count for no fallback pager".into(),
@@ -435,13 +590,126 @@ impl OffsetWindow {
         Ok(())
     }
 
+    /// Starts reading the frontier second, which holds more than a page, as parts split by
+    /// `TxnDate` at the dates the pages in hand show for it (see [`Split`]); `false` when they
+    /// show fewer than two dates (nothing to split on).
+    fn start_split(&mut self) -> bool {
+        let f = self.frontier.cursor;
+        let mut dates: Vec<chrono::NaiveDate> = self
+            .held
+            .values()
+            .flatten()
+            .filter(|r| floor_second(r.last_updated) == f)
+            .filter_map(|r| r.txn_date)
+            .collect();
+        dates.sort_unstable();
+        let mut distinct = dates.clone();
+        distinct.dedup();
+        if distinct.len() < 2 {
+            return false;
+        }
+        // one part a date; more dates than parts: cut at equal shares of the dates seen
+        let cuts: Vec<chrono::NaiveDate> = if distinct.len() <= MAX_SPLIT_PARTS {
+            distinct[1..].to_vec()
+        } else {
+            let mut c: Vec<chrono::NaiveDate> = (1..MAX_SPLIT_PARTS)
+                .map(|i| dates[dates.len() * i / MAX_SPLIT_PARTS])
+                .filter(|d| *d > dates[0])
+                .collect();
+            c.dedup();
+            c
+        };
+        self.split = Some(Split {
+            second: f,
+            cuts,
+            count: None,
+            count_issued: false,
+            next_issue: 0,
+            flying: BTreeSet::new(),
+            answered: 0,
+            ids: BTreeSet::new(),
+            overflow: false,
+        });
+        self.splits += 1;
+        true
+    }
+
+    /// Takes the page of part `i` of the split second: its records not taken before.
+    fn take_split_part(
+        &mut self,
+        i: u32,
+        page: Vec<RawRecord>,
+        out: &mut Accepted,
+    ) -> Result<(), QboError> {
+        let Some(sp) = &mut self.split else {
+            return Err(QboError::InvalidParameter(
+                "offsets: a page for no split second".into(),
+            ));
+        };
+        if !sp.flying.remove(&i) {
+            return Err(QboError::InvalidParameter(format!(
+                "offsets: an answer to part {i} of a split second which is not in flight"
+            )));
+        }
+        let s = sp.second;
+        if let Some(bad) = page.iter().find(|r| floor_second(r.last_updated) != s) {
+            return Err(QboError::BadResponse(format!(
+                "{} record Id {} has LastUpdatedTime {} outside the requested second {}",
+                self.entity,
+                bad.id,
+                literal_exact(bad.last_updated),
+                literal(s)
+            )));
+        }
+        self.stats.pages += 1;
+        sp.answered += 1;
+        sp.overflow |= page.len() >= self.size as usize;
+        let (page, duplicates) = dedupe(page);
+        out.duplicates += duplicates;
+        self.stats.duplicates += duplicates;
+        for r in page {
+            sp.ids.insert(r.id.clone());
+            let known = self.frontier.seen_at_cursor.get(&r.id).copied();
+            if known.is_none_or(|tok| r.sync_token > tok) {
+                self.frontier
+                    .seen_at_cursor
+                    .insert(r.id.clone(), r.sync_token);
+                self.stats.accepted += 1;
+                out.records.push(r);
+            } else {
+                self.stats.refetched += 1;
+                out.refetched += 1;
+            }
+        }
+        if sp.answered < sp.parts() {
+            return Ok(());
+        }
+        let sp = self.split.take().expect("checked");
+        let complete = !sp.overflow && sp.count.is_some_and(|n| sp.ids.len() as u64 >= n);
+        if complete {
+            let next = s + one_second();
+            self.frontier = PagerState {
+                cursor: next,
+                seen_at_cursor: BTreeMap::new(),
+                mode: PagerMode::Window,
+                ids_in_table: false,
+            };
+            self.done |= next >= self.end;
+        } else {
+            // the time cursor's passes read the rest, every Id taken so far remembered
+            self.start_fallback(s + one_second())?;
+        }
+        Ok(())
+    }
+
     /// Takes held pages in order while they continue the frontier.
     fn advance(&mut self, out: &mut Accepted) -> Result<(), QboError> {
-        while !self.done && self.fallback.is_none() {
+        while !self.done && self.fallback.is_none() && self.split.is_none() {
             let k = self.next_take;
-            if k == self.planned && self.next_issue == k && self.flying.is_empty() {
-                // every planned page was taken and the last was full: the window goes on
-                self.planned += 1;
+            if self.next_issue == k && self.flying.is_empty() && !self.extend {
+                // every page issued was taken and the last was full: the window goes on past
+                // what was counted, one page at a time
+                self.extend = true;
             }
             let Some(page) = self.held.remove(&k) else {
                 break;
@@ -467,6 +735,10 @@ impl OffsetWindow {
             };
             // page 0 starts at the window's first record
             let continues = k == 0 || (first < f && (last > f || !full));
+            if k > 0 && first <= f {
+                // (a page starting after the frontier is records that left: not the overlap's size)
+                self.adapt(continues);
+            }
             if continues {
                 self.next_take += 1;
                 self.take(page, last, full, out);
@@ -485,10 +757,33 @@ impl OffsetWindow {
                 }
             } else {
                 // seconds in doubt: [f, first] when the page starts at f or later, else the
-                // frontier second alone (wider than the page); then this page again
-                let until = if first >= f { first } else { f } + one_second();
+                // frontier second alone (wider than the page); then this page again. A page
+                // wholly in one second after a gap: the gap first, then that second alone.
+                let single = first == last && full;
+                let until = if first > f && single {
+                    first
+                } else if first >= f {
+                    first + one_second()
+                } else {
+                    f + one_second()
+                };
+                if first < f && last == f && full && self.flying.contains(&(k + 1)) {
+                    // whether the frontier second fills the next page too decides how to read
+                    // it: wait for that page
+                    self.held.insert(k, page);
+                    break;
+                }
+                let next_in_f = self.held.get(&(k + 1)).is_some_and(|p| {
+                    p.len() >= self.size as usize
+                        && p.iter().all(|r| floor_second(r.last_updated) == f)
+                });
+                // the frontier second holds more than a page
+                let wide = until == f + one_second()
+                    && ((single && first == f) || (first < f && last == f && full && next_in_f));
                 self.held.insert(k, page);
-                self.start_fallback(until)?;
+                if !(wide && self.by_txn_date && self.start_split()) {
+                    self.start_fallback(until)?;
+                }
             }
         }
         Ok(())
@@ -558,9 +853,9 @@ fn merge(out: &mut Accepted, a: Accepted) {
 #[derive(Debug)]
 pub enum Stream {
     /// A time cursor (see [`crate::pager`]).
-    Time(Pager),
+    Time(Box<Pager>),
     /// Offsets (see this module).
-    Offsets(OffsetWindow),
+    Offsets(Box<OffsetWindow>),
 }
 
 impl Stream {
@@ -676,14 +971,27 @@ mod tests {
         Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap() + TimeDelta::seconds(n)
     }
 
+    /// A transaction's date in the fake: one of four days, from its Id.
+    fn txn_date(id: &str) -> chrono::NaiveDate {
+        let n: u64 = id.bytes().map(u64::from).sum();
+        chrono::NaiveDate::from_ymd_opt(2024, 12, 28).unwrap() + chrono::Days::new(n % 4)
+    }
+
     fn raw(id: &str, token: i64, t: DateTime<Utc>) -> RawRecord {
         let text = format!(r#"{{"Id":"{id}","SyncToken":"{token}"}}"#);
         RawRecord {
             id: id.to_string(),
             sync_token: token,
             last_updated: t,
+            txn_date: Some(txn_date(id)),
             payload: Payload::Text(RawValue::from_string(text).unwrap()),
         }
+    }
+
+    /// `TxnDate >= 'd'` / `TxnDate < 'd'` of a query, if any.
+    fn date_bound(q: &str, op: &str) -> Option<chrono::NaiveDate> {
+        let (_, rest) = q.split_once(&format!("TxnDate {op} '"))?;
+        chrono::NaiveDate::parse_from_str(&rest[..10], "%Y-%m-%d").ok()
     }
 
     /// An in-memory QBO for one window: ties shuffled per request; records leaving the window
@@ -734,10 +1042,13 @@ mod tests {
                     .filter(|r| r.2 == req.from && ids.as_ref().is_none_or(|s| s.contains(&r.0)))
                     .count() as u64);
             }
+            let (lo, hi) = (date_bound(&req.query, ">="), date_bound(&req.query, "<"));
             let mut v: Vec<_> = self
                 .recs
                 .iter()
                 .filter(|r| r.2 >= req.from && r.2 < req.to)
+                .filter(|r| lo.is_none_or(|d| txn_date(&r.0) >= d))
+                .filter(|r| hi.is_none_or(|d| txn_date(&r.0) < d))
                 .cloned()
                 .collect();
             v.shuffle(&mut self.rng);
@@ -755,6 +1066,7 @@ mod tests {
         got: Vec<RawRecord>,
         requests: u64,
         fallbacks: u64,
+        splits: u64,
         most_held: usize,
     }
 
@@ -762,6 +1074,20 @@ mod tests {
     /// random order; with `crash_at`, the state is saved after that many answers and the rest
     /// read by a time-cursor pager resumed from it (what was in flight is lost).
     fn read(
+        fake: &mut Fake,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        size: u32,
+        in_flight: usize,
+        seed: u64,
+        crash_at: Option<usize>,
+    ) -> Outcome {
+        read_entity("Invoice", fake, start, end, size, in_flight, seed, crash_at)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_entity(
+        entity: &str,
         fake: &mut Fake,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
@@ -779,8 +1105,7 @@ mod tests {
         let count = fake.count(start, end);
         fake.counts += 1;
         fake.requests += 1;
-        let mut w =
-            OffsetWindow::new("Invoice", false, chunk, size, count, in_flight as u32).unwrap();
+        let mut w = OffsetWindow::new(entity, false, chunk, size, count, in_flight as u32).unwrap();
         let mut got = Vec::new();
         let mut flying: Vec<Request> = Vec::new();
         let mut answers = 0;
@@ -813,7 +1138,7 @@ mod tests {
             if crash_at == Some(answers) {
                 let text = serde_json::to_string(&w.persisted_state()).unwrap();
                 let state: PagerState = serde_json::from_str(&text).unwrap();
-                let mut p = Pager::resume("Invoice", false, chunk, size, state).unwrap();
+                let mut p = Pager::resume(entity, false, chunk, size, state).unwrap();
                 while let Some(req) = p.next_request().unwrap() {
                     match fake.serve(&req) {
                         Ok(page) => got.extend(p.accept(page).unwrap().records),
@@ -824,6 +1149,7 @@ mod tests {
                     got,
                     requests: fake.requests,
                     fallbacks: w.fallbacks(),
+                    splits: w.splits(),
                     most_held,
                 };
             }
@@ -833,6 +1159,7 @@ mod tests {
             got,
             requests: fake.requests,
             fallbacks: w.fallbacks(),
+            splits: w.splits(),
             most_held,
         }
     }
@@ -899,18 +1226,54 @@ mod tests {
     }
 
     #[test]
-    fn a_bulk_second_is_read_by_the_pagers_second_mode() {
+    fn a_bulk_second_of_transactions_is_split_by_txn_date_and_of_a_list_read_by_passes() {
         let mut recs = spread(6_000, 11);
         recs.extend((0..3_001).map(|i| (format!("b{i}"), 0, sec(30_001))));
         let (start, end) = (sec(0), sec(70_000));
         for seed in 0..4 {
+            // a transaction: the second's count and one page for each of its four dates
             let mut fake = Fake::new(recs.clone(), seed, 0.0);
             let o = read(&mut fake, start, end, 1000, 10, 10 + seed, None);
             check(&fake, &o.got, start, end);
             println!(
-                "bulk second of 3,001 among 6,000: {} requests ({} counts), {} fallbacks",
-                o.requests, fake.counts, o.fallbacks
+                "Invoice, a bulk second of 3,001 among 6,000: {} requests ({} counts), {} splits, {} fallbacks",
+                o.requests, fake.counts, o.splits, o.fallbacks
             );
+            assert_eq!((o.splits, o.fallbacks), (1, 0));
+            // 10 pages (9,001 records, 990 new a page), their count, the second's, 4 parts
+            assert!(o.requests <= 10 + 2 + 4 + 1, "{} requests", o.requests);
+            // a name list has no TxnDate: the time cursor's passes
+            let mut fake = Fake::new(recs.clone(), seed, 0.0);
+            let o = read_entity("Item", &mut fake, start, end, 1000, 10, 10 + seed, None);
+            check(&fake, &o.got, start, end);
+            assert_eq!(o.splits, 0);
+            assert!(o.fallbacks > 0);
+        }
+    }
+
+    #[test]
+    fn a_split_part_holding_a_page_or_more_is_finished_by_passes() {
+        // 5,000 records in one second over four dates: about 1,250 a part
+        let mut recs = spread(2_000, 11);
+        recs.extend((0..5_000).map(|i| (format!("b{i}"), 0, sec(10_001))));
+        let (start, end) = (sec(0), sec(30_000));
+        let mut fake = Fake::new(recs, 3, 0.0);
+        let o = read(&mut fake, start, end, 1000, 10, 3, None);
+        check(&fake, &o.got, start, end);
+        assert_eq!((o.splits, o.fallbacks), (1, 1));
+    }
+
+    #[test]
+    fn a_split_second_that_loses_records_meanwhile_is_finished_by_passes() {
+        // records leave while the parts are read: the parts fall short of the count taken before
+        // them, and the passes finish the second with what was taken remembered
+        let mut recs = spread(3_000, 11);
+        recs.extend((0..2_500).map(|i| (format!("b{i}"), 0, sec(20_001))));
+        let (start, end) = (sec(0), sec(40_000));
+        for seed in 0..6 {
+            let mut fake = Fake::new(recs.clone(), seed, 0.3);
+            let o = read(&mut fake, start, end, 1000, 10, 20 + seed, None);
+            check(&fake, &o.got, start, end);
         }
     }
 

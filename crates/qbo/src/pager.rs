@@ -89,6 +89,9 @@ pub struct RawRecord {
     pub sync_token: i64,
     /// `MetaData.LastUpdatedTime`, converted to UTC.
     pub last_updated: DateTime<Utc>,
+    /// `TxnDate` of a transaction (`None` if absent or not a date): what a second holding more
+    /// than a page is split on ([`crate::offsets`]).
+    pub txn_date: Option<chrono::NaiveDate>,
     /// The record itself, as text or already in jsonb's binary format.
     pub payload: Payload,
 }
@@ -112,6 +115,8 @@ struct RecordKeys<'a> {
     sync_token: Option<&'a RawValue>,
     #[serde(rename = "MetaData", borrow, default)]
     meta: Option<MetaKeys<'a>>,
+    #[serde(rename = "TxnDate", borrow, default)]
+    txn_date: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -138,7 +143,7 @@ impl RawRecord {
     /// can if `jsonb` (its text is then never copied), else as its text with the `\u0000` policy
     /// of [`crate::jsonb`] applied. Errors are [`QboError::BadResponse`].
     pub fn from_page(json: &RawValue, jsonb: bool) -> Result<RawRecord, QboError> {
-        let (id, sync_token, last_updated) = Self::keys(json)?;
+        let (id, sync_token, last_updated, txn_date) = Self::keys(json)?;
         // the payload's `\u0000` become U+FFFD (jsonb cannot hold NUL); the key follows the
         // same rule, so it stays equal to payload->>'Id' and is valid text (a NUL inside a text
         // datum is an invalid value that changes on dump and restore)
@@ -165,11 +170,15 @@ impl RawRecord {
             id,
             sync_token,
             last_updated,
+            txn_date,
             payload,
         })
     }
 
-    fn keys(json: &RawValue) -> Result<(String, i64, DateTime<Utc>), QboError> {
+    #[allow(clippy::type_complexity)]
+    fn keys(
+        json: &RawValue,
+    ) -> Result<(String, i64, DateTime<Utc>, Option<chrono::NaiveDate>), QboError> {
         if !json.get().trim_start().starts_with('{') {
             return Err(QboError::BadResponse(
                 "a record is not a JSON object".into(),
@@ -211,7 +220,12 @@ impl RawRecord {
                 ))
             })?
             .with_timezone(&Utc);
-        Ok((id, sync_token, last_updated))
+        // a date "YYYY-MM-DD" (anything else: no date to split on)
+        let txn_date = keys
+            .txn_date
+            .and_then(scalar_text)
+            .and_then(|t| chrono::NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok());
+        Ok((id, sync_token, last_updated, txn_date))
     }
 
     /// Bytes the record holds in memory: itself, its Id and its payload, with the allocator's

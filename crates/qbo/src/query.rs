@@ -158,6 +158,31 @@ pub fn second_page_query(
     )
 }
 
+/// `SELECT * FROM <entity> WHERE MetaData.LastUpdatedTime = '<second>' [AND TxnDate >= 'from']
+/// [AND TxnDate < 'to'] ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS m`: one part
+/// of a second split by `TxnDate` (a transaction's date; a date literal, as the field is a date).
+pub fn second_txn_date_query(
+    entity: &str,
+    second: DateTime<Utc>,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+    max_results: u32,
+) -> String {
+    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    let mut q = format!(
+        "SELECT * FROM {entity} WHERE MetaData.LastUpdatedTime = '{}'",
+        literal(second)
+    );
+    if let Some(d) = from {
+        q.push_str(&format!(" AND TxnDate >= '{}'", d.format("%Y-%m-%d")));
+    }
+    if let Some(d) = to {
+        q.push_str(&format!(" AND TxnDate < '{}'", d.format("%Y-%m-%d")));
+    }
+    q.push_str(&paging(1, max_results));
+    q
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ pub enum Work {
     /// Not counted yet: the next request is its `count(*)`.
     Count,
     /// Being paged (by time cursor, or by offsets: see [`crate::offsets`]).
-    Page(Box<Stream>),
+    Page(Stream),
     /// Complete without paging (counted empty, or done in a saved cursor).
     Done,
 }
@@ -218,7 +218,7 @@ impl ChunkSlices {
                 };
                 let pager = cs.pager(s.start, s_end, Some(full))?;
                 (
-                    Work::Page(Box::new(Stream::Time(pager))),
+                    Work::Page(Stream::Time(Box::new(pager))),
                     Some(state),
                     false,
                 )
@@ -264,7 +264,7 @@ impl ChunkSlices {
         if self.split {
             Ok(Work::Count)
         } else {
-            Ok(Work::Page(Box::new(Stream::Time(
+            Ok(Work::Page(Stream::Time(Box::new(
                 self.pager(start, end, None)?,
             ))))
         }
@@ -333,7 +333,7 @@ impl ChunkSlices {
 
     fn pagers_mut(&mut self) -> impl Iterator<Item = &mut Stream> {
         self.slices.iter_mut().filter_map(|s| match &mut s.work {
-            Work::Page(p) => Some(p.as_mut()),
+            Work::Page(p) => Some(p),
             _ => None,
         })
     }
@@ -457,7 +457,7 @@ impl ChunkSlices {
                 w.set_id_budget(b.clone());
             }
             let s = &mut self.slices[slice];
-            s.work = Work::Page(Box::new(Stream::Offsets(w)));
+            s.work = Work::Page(Stream::Offsets(Box::new(w)));
             s.expected = Some(count);
             s.busy = false;
             return Ok(());
@@ -486,7 +486,7 @@ impl ChunkSlices {
             pager.begin_second(count)?;
         }
         let s = &mut self.slices[slice];
-        s.work = Work::Page(Box::new(Stream::Time(pager)));
+        s.work = Work::Page(Stream::Time(Box::new(pager)));
         s.expected = Some(count);
         s.busy = false;
         Ok(())
@@ -509,7 +509,7 @@ impl ChunkSlices {
     pub fn pager_mut(&mut self, slice: u32) -> Result<&mut Stream, QboError> {
         let i = self.pos(slice)?;
         match &mut self.slices[i].work {
-            Work::Page(p) => Ok(p.as_mut()),
+            Work::Page(p) => Ok(p),
             _ => Err(QboError::InvalidParameter(format!(
                 "slices: slice {slice} is not being paged"
             ))),
@@ -743,7 +743,7 @@ mod tests {
         let id = cs.slices()[0].id;
         cs.accept_slice_count(id, 12_500, far()).unwrap();
         assert_eq!(cs.slices().len(), 1, "not cut");
-        assert!(matches!(&cs.slices()[0].work, Work::Page(s) if matches!(**s, Stream::Offsets(_))));
+        assert!(matches!(&cs.slices()[0].work, Work::Page(s) if matches!(s, Stream::Offsets(_))));
         // 12,500 records, 990 new a page: 13 pages, the first 10 at once (the lookahead)
         let w = cs.wanted(20).unwrap();
         let starts: Vec<u32> = w
