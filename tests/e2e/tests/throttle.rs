@@ -132,6 +132,45 @@ fn a_window_filled_by_another_app_is_ridden_out_one_probe_per_wait() {
     assert!((1..=4 + 4).contains(&n), "{n} throttled answers");
 }
 
+/// The same through the background worker (`qbo.backfill`): its relay reads the throttled note
+/// back and says the same.
+#[test]
+fn a_worker_rides_out_a_full_window_and_its_relay_says_it_waits() {
+    let emu = Emulator::start(&["--seed", "34", "--rate-window-ms", "5000"]);
+    fresh_db("e2e_throttle_worker", &emu);
+    let (mut c, notices) = collecting("e2e_throttle_worker", "postgres");
+    c.batch_execute("SET qbo.throttle_wait_ms = 20000; SET qbo.max_in_flight = 4")
+        .unwrap();
+    fill(&emu, REALM1);
+    let rows = c
+        .query(
+            "SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 100)",
+            &[&FROM, &TO],
+        )
+        .unwrap_or_else(|e| panic!("rides out the full window: {e:?}"));
+    assert_eq!(sum_rows(&rows).rows, truth_in_window(&emu, REALM1, "Invoice", FROM, TO).len() as i64);
+    assert_eq!(
+        raw(&mut c, "qb_invoices", REALM1),
+        truth_in_window(&emu, REALM1, "Invoice", FROM, TO)
+    );
+    let all = notices.all();
+    let said: Vec<&String> = all
+        .iter()
+        .filter(|n| n.contains("throttled by QuickBooks (HTTP 429)"))
+        .collect();
+    println!("relayed: {said:#?}");
+    assert!(
+        !said.is_empty()
+            && said.iter().all(|n| n.starts_with("run 1 chunk ")
+                && n.contains(" s before trying again (wait ")
+                && n.contains("gives up after 20 s of throttling")),
+        "{all:#?}"
+    );
+    let n = throttled(&emu, REALM1);
+    println!("429s received: {n}");
+    assert!((1..=4 + 4).contains(&n), "{n} throttled answers");
+}
+
 #[test]
 fn a_realm_throttled_past_the_bound_fails_with_how_long_and_resumes() {
     // Intuit's minute: filled once, the realm refuses everything for 59 s
