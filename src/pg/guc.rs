@@ -100,7 +100,7 @@ pub fn init() {
     );
     int(
         c"qbo.max_retries",
-        c"Retries of a request after 429, 5xx, timeouts and resets.",
+        c"Retries of a request after 5xx, timeouts and resets (and after 429 when qbo.throttle_wait_ms = 0).",
         &MAX_RETRIES,
         0,
         50,
