@@ -597,7 +597,10 @@ mod tests {
         });
         let s: Settings = serde_json::from_value(old).unwrap();
         assert_eq!(s.max_requests_per_second, 10);
-        assert_eq!(s.throttle_wait_ms, 70_000, "0.3.0 runs ride out throttling when resumed");
+        assert_eq!(
+            s.throttle_wait_ms, 70_000,
+            "0.3.0 runs ride out throttling when resumed"
+        );
         let round = serde_json::to_value(&s).unwrap();
         assert_eq!(round["max_requests_per_second"], 10);
     }

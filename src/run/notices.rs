@@ -190,7 +190,11 @@ pub fn parse_backoff_note(note: &str) -> Option<Backoff> {
             let (cause, rest) = rest.rsplit_once(" (throttled, wait ")?;
             let (retry, rest) = rest.split_once(" of at most ")?;
             let (ms, rest) = rest.split_once(" ms; retries this execution: ")?;
-            (cause, (retry.parse().ok()?, 0, Some(ms.parse().ok()?)), rest)
+            (
+                cause,
+                (retry.parse().ok()?, 0, Some(ms.parse().ok()?)),
+                rest,
+            )
         }
     };
     let run_retries = rest.strip_suffix(')')?;

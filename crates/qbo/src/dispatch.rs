@@ -604,7 +604,9 @@ mod tests {
                     done += 1;
                 }
             }
-            now += d.timeout(now, Duration::from_secs(3600)).max(Duration::from_millis(1));
+            now += d
+                .timeout(now, Duration::from_secs(3600))
+                .max(Duration::from_millis(1));
         }
         assert!(!d.is_throttled());
         (throttled, Ok(()))
@@ -690,7 +692,9 @@ mod tests {
             .failed(f, throttled(None), t1 + Duration::from_millis(2), &mut rng)
             .unwrap()
         {
-            Retry::Backoff { delay, retry: 1, .. } => {
+            Retry::Backoff {
+                delay, retry: 1, ..
+            } => {
                 assert_eq!(delay, first - Duration::from_millis(2))
             }
             other => panic!("{other:?}"),

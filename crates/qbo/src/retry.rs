@@ -251,7 +251,14 @@ mod tests {
         let p = RetryPolicy::default();
         let mut rng = StdRng::seed_from_u64(9);
         for _ in 0..500 {
-            for (wait, c) in [(0u64, 1000u64), (1, 2000), (2, 4000), (3, 8000), (4, 15000), (9, 15000)] {
+            for (wait, c) in [
+                (0u64, 1000u64),
+                (1, 2000),
+                (2, 4000),
+                (3, 8000),
+                (4, 15000),
+                (9, 15000),
+            ] {
                 let d = p.throttle_backoff(wait as u32, None, &mut rng).as_millis() as u64;
                 assert!(d >= c / 2 && d <= c, "wait {wait}: {d} ms");
             }

@@ -58,7 +58,9 @@ fn a_window_filled_by_another_app_is_ridden_out_one_probe_per_wait() {
     let filled = fill(&emu, REALM1);
     println!("window filled: {filled}");
     c.batch_execute("SET qbo.throttle_wait_ms = 0").unwrap();
-    let e = c.query_one(BACKFILL, &[&FROM, &TO]).expect_err("0.3.0 policy");
+    let e = c
+        .query_one(BACKFILL, &[&FROM, &TO])
+        .expect_err("0.3.0 policy");
     let msg = e.as_db_error().expect("db error").message().to_owned();
     println!("with qbo.throttle_wait_ms = 0: {msg}");
     assert!(
@@ -87,7 +89,10 @@ fn a_window_filled_by_another_app_is_ridden_out_one_probe_per_wait() {
             if let Some(r) = row {
                 return (r.get::<_, String>(0), r.get::<_, String>(1));
             }
-            assert!(t0.elapsed() < Duration::from_secs(30), "never waiting for throttle");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "never waiting for throttle"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     });
@@ -97,7 +102,8 @@ fn a_window_filled_by_another_app_is_ridden_out_one_probe_per_wait() {
     let (state, detail) = watcher.join().unwrap();
     println!("qbo.progress while throttled: {state} / {detail}");
     assert!(
-        detail.contains("after HTTP 429 (throttled, wait ") && detail.contains(" of at most 30000 ms;"),
+        detail.contains("after HTTP 429 (throttled, wait ")
+            && detail.contains(" of at most 30000 ms;"),
         "{detail}"
     );
     assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth);
@@ -148,7 +154,10 @@ fn a_worker_rides_out_a_full_window_and_its_relay_says_it_waits() {
             &[&FROM, &TO],
         )
         .unwrap_or_else(|e| panic!("rides out the full window: {e:?}"));
-    assert_eq!(sum_rows(&rows).rows, truth_in_window(&emu, REALM1, "Invoice", FROM, TO).len() as i64);
+    assert_eq!(
+        sum_rows(&rows).rows,
+        truth_in_window(&emu, REALM1, "Invoice", FROM, TO).len() as i64
+    );
     assert_eq!(
         raw(&mut c, "qb_invoices", REALM1),
         truth_in_window(&emu, REALM1, "Invoice", FROM, TO)
@@ -192,10 +201,16 @@ fn a_realm_throttled_past_the_bound_fails_with_how_long_and_resumes() {
         without_tid(d.message()),
         "run 1 (Invoice chunk 1/3, start position 1): gave up after being throttled for 3 s (qbo.throttle_wait_ms = 3000): QuickBooks API throttled the request (HTTP 429): SERVICE code 3001: message=ThrottleExceeded; errorCode=003001; statusCode=429 (The request limit was reached. Try again later); resume with SELECT * FROM qbo.resume(1) or CALL qbo.run_resume(1)"
     );
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     let (status, sqlstate): (String, String) = {
         let r = c
-            .query_one("SELECT status, error_sqlstate FROM qbo.runs WHERE run_id = 1", &[])
+            .query_one(
+                "SELECT status, error_sqlstate FROM qbo.runs WHERE run_id = 1",
+                &[],
+            )
             .unwrap();
         (r.get(0), r.get(1))
     };

@@ -197,7 +197,8 @@ mod tests {
         assert!(t.acquire_at("other", t0).is_ok());
         // the filler was stamped a second back: it leaves the window 3 s later
         assert_eq!(
-            t.acquire_at("r", t0 + Duration::from_millis(2999)).unwrap_err(),
+            t.acquire_at("r", t0 + Duration::from_millis(2999))
+                .unwrap_err(),
             Refusal::Rate
         );
         assert!(t.acquire_at("r", t0 + Duration::from_secs(3)).is_ok());
