@@ -352,8 +352,11 @@ impl<T> Dispatcher<T> {
         if let Some(w) = self.limiter_wait {
             t = t.min(w.saturating_duration_since(now));
         }
-        if let Some(th) = self.throttling {
-            t = t.min(th.until.saturating_duration_since(now));
+        match self.throttling {
+            Some(th) if th.until > now => t = t.min(th.until - now),
+            // probing: the requests due wait for the probe's answer, which wakes the loop
+            Some(_) if !self.flights.is_empty() => return t,
+            _ => {}
         }
         if let Some(d) = self.queue.iter().filter_map(|r| r.due).min() {
             t = t.min(d.saturating_duration_since(now));
@@ -710,10 +713,16 @@ mod tests {
             first,
             "the loop wakes up when the wait ends"
         );
+
         // the probe gets through: everything flows again
         let later = t1 + first;
         let ids = send_all(&mut d, &[], "tok", later);
         assert_eq!(ids.len(), 1);
+        assert_eq!(
+            d.timeout(later, Duration::from_secs(9)),
+            Duration::from_secs(9),
+            "the others wait for the probe's answer, not again and again"
+        );
         let f = d.answered(ids[0]).unwrap();
         d.delivered(f.sent);
         assert!(!d.is_throttled());
