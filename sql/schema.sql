@@ -461,9 +461,14 @@ COMMENT ON COLUMN qbo.api_usage.app_month_requests IS 'The app''s requests of th
 -- the ids admitted and, when none could be, how long to wait; with a budget, month_requests is
 -- the app's count of month usage_month (YYYY-MM) after this admission (NULL without one).
 -- Requests of processes that are gone (crash, kill) stop counting as in flight. The caller commits.
+-- After a restart (p_started: when the server started, the caller passes
+-- pg_postmaster_start_time(); NULL: no such pacing) this table may have forgotten the last
+-- minute (a crash empties an unlogged table), which QBO still counts: for 61 s after p_started
+-- the minute before it is taken as full, its p_per_minute requests spread evenly, so at t seconds
+-- after the start at most floor(p_per_minute * t / 61) requests of the realm are admitted in all.
 CREATE FUNCTION qbo._api_admit(p_realm text, p_kinds text[], p_per_second int, p_per_minute int,
                                p_max_in_flight int, p_finished bigint[], p_client_id text,
-                               p_run_id bigint, p_budget bigint,
+                               p_run_id bigint, p_budget bigint, p_started timestamptz DEFAULT NULL,
                                OUT admitted bigint[], OUT wait_ms int, OUT month_requests bigint,
                                OUT usage_month text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -481,6 +486,9 @@ DECLARE
     n         int;
     wait_min  int := 0;
     wait_sec  int := 0;
+    wait_pace int := 0;
+    since     numeric;
+    phantom   int := 0;
 BEGIN
     admitted := '{}';
     wait_ms := 0;
@@ -530,7 +538,13 @@ BEGIN
         GET DIAGNOSTICS freed = ROW_COUNT;
         in_flight := in_flight - freed;
     END IF;
-    n := least(want, p_per_minute - in_window, p_per_second - in_second, p_max_in_flight - in_flight);
+    -- the first 61 s after a restart: the part of the minute before it still in the window,
+    -- taken as full (p_per_minute requests spread evenly over it)
+    IF p_started IS NOT NULL AND now_ts < p_started + interval '61 seconds' THEN
+        since := greatest(extract(epoch FROM (now_ts - p_started)), 0);
+        phantom := ceil(p_per_minute * (61 - since) / 61)::int;
+    END IF;
+    n := least(want, p_per_minute - in_window - phantom, p_per_second - in_second, p_max_in_flight - in_flight);
     IF p_budget > 0 THEN
         n := least(n, p_budget - month_requests);
     END IF;
@@ -578,14 +592,20 @@ BEGIN
          ORDER BY q.started_at
         OFFSET greatest(in_second - p_per_second, 0) LIMIT 1;
     END IF;
-    wait_ms := greatest(coalesce(wait_min, 0), coalesce(wait_sec, 0));
+    IF phantom > 0 AND in_window + phantom >= p_per_minute THEN
+        -- the paced minute makes room for one more when its part still in the window is at most
+        -- p_per_minute - in_window - 1, at since = 61 * (1 - (p_per_minute - in_window - 1) / p_per_minute)
+        wait_pace := greatest(1, ceil((61 * (1 - greatest(p_per_minute - in_window - 1, 0)::numeric / p_per_minute)
+                                       - since) * 1000))::int;
+    END IF;
+    wait_ms := greatest(coalesce(wait_min, 0), coalesce(wait_sec, 0), wait_pace);
     IF wait_ms = 0 THEN
         wait_ms := 20;
     END IF;
 END
 $fn$;
-COMMENT ON FUNCTION qbo._api_admit(text, text[], int, int, int, bigint[], text, bigint, bigint) IS
-    'pg_qbo internal: the shared per-realm rate limiter (sliding second and minute, requests in flight) and the monthly count of requests (qbo.api_usage, the run''s requests_* columns); see qbo.max_requests_per_second, qbo.max_requests_per_minute, qbo.max_in_flight and qbo.monthly_request_budget.';
+COMMENT ON FUNCTION qbo._api_admit(text, text[], int, int, int, bigint[], text, bigint, bigint, timestamptz) IS
+    'pg_qbo internal: the shared per-realm rate limiter (sliding second and minute, requests in flight; the first 61 s after the server started paced as if the minute before had been full) and the monthly count of requests (qbo.api_usage, the run''s requests_* columns); see qbo.max_requests_per_second, qbo.max_requests_per_minute, qbo.max_in_flight and qbo.monthly_request_budget.';
 
 -- Internal: counts one request sent outside the limiter (a token refresh: p_kind 'token') in
 -- qbo._api_usage and on run p_run_id. Never refused: a refresh precedes an admission, which

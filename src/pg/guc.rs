@@ -41,6 +41,7 @@ static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(6);
 static BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(500);
 static BACKOFF_CAP_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static RETRY_AFTER_CAP_MS: GucSetting<i32> = GucSetting::<i32>::new(120_000);
+static THROTTLE_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_THROTTLE_WAIT_MS as i32);
 static MAX_REQUESTS_PER_MINUTE: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_MAX_REQUESTS_PER_MINUTE as i32);
 static MAX_REQUESTS_PER_SECOND: GucSetting<i32> =
@@ -51,6 +52,9 @@ static MONTHLY_REQUEST_WARN_PERCENT: GucSetting<i32> = GucSetting::<i32>::new(80
 static BUFFER_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_BUFFER_MB as i32);
 static PROGRESS_INTERVAL_MS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_PROGRESS_INTERVAL_MS as i32);
+
+/// Default of `qbo.throttle_wait_ms`: Intuit asks to wait 60 s after a 429, plus a margin.
+pub const DEFAULT_THROTTLE_WAIT_MS: u64 = 70_000;
 
 /// Default of `qbo.progress_interval_ms`.
 pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 10_000;
@@ -96,7 +100,7 @@ pub fn init() {
     );
     int(
         c"qbo.max_retries",
-        c"Retries of a request after 429, 5xx, timeouts and resets.",
+        c"Retries of a request after 5xx, timeouts and resets (and after 429 when qbo.throttle_wait_ms = 0).",
         &MAX_RETRIES,
         0,
         50,
@@ -119,6 +123,13 @@ pub fn init() {
         c"qbo.retry_after_cap_ms",
         c"Cap applied to a Retry-After header.",
         &RETRY_AFTER_CAP_MS,
+        0,
+        3_600_000,
+    );
+    int(
+        c"qbo.throttle_wait_ms",
+        c"How long a run rides out throttling (HTTP 429) from the first throttled answer before it fails; 0: throttling counts against qbo.max_retries like other errors.",
+        &THROTTLE_WAIT_MS,
         0,
         3_600_000,
     );
@@ -288,6 +299,10 @@ pub struct Settings {
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
     pub retry_after_cap_ms: u64,
+    /// How long throttling is ridden out (runs stored before this setting existed get the
+    /// default).
+    #[serde(default = "default_throttle_wait")]
+    pub throttle_wait_ms: u64,
     /// Requests per realm per sliding minute (runs stored before this setting existed get the default).
     #[serde(default = "default_per_minute")]
     pub max_requests_per_minute: u32,
@@ -308,6 +323,10 @@ pub struct Settings {
 
 fn default_per_minute() -> u32 {
     DEFAULT_MAX_REQUESTS_PER_MINUTE
+}
+
+fn default_throttle_wait() -> u64 {
+    DEFAULT_THROTTLE_WAIT_MS
 }
 
 fn default_per_second() -> u32 {
@@ -492,6 +511,7 @@ impl Settings {
             backoff_base_ms: BACKOFF_BASE_MS.get() as u64,
             backoff_cap_ms: BACKOFF_CAP_MS.get() as u64,
             retry_after_cap_ms: RETRY_AFTER_CAP_MS.get() as u64,
+            throttle_wait_ms: THROTTLE_WAIT_MS.get().max(0) as u64,
             max_requests_per_minute: MAX_REQUESTS_PER_MINUTE.get().max(1) as u32,
             max_in_flight: MAX_IN_FLIGHT.get().max(1) as u32,
             max_requests_per_second: MAX_REQUESTS_PER_SECOND.get().max(1) as u32,
@@ -511,13 +531,14 @@ impl Settings {
 
     /// Token endpoint.
     /// The retry policy of a run's requests (`qbo.max_retries`, `qbo.backoff_*`,
-    /// `qbo.retry_after_cap_ms`).
+    /// `qbo.retry_after_cap_ms`, `qbo.throttle_wait_ms`).
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_retries: self.max_retries,
             base: Duration::from_millis(self.backoff_base_ms),
             cap: Duration::from_millis(self.backoff_cap_ms),
             retry_after_cap: Duration::from_millis(self.retry_after_cap_ms),
+            throttle_wait: Duration::from_millis(self.throttle_wait_ms),
         }
     }
 
@@ -576,6 +597,10 @@ mod tests {
         });
         let s: Settings = serde_json::from_value(old).unwrap();
         assert_eq!(s.max_requests_per_second, 10);
+        assert_eq!(
+            s.throttle_wait_ms, 70_000,
+            "0.3.0 runs ride out throttling when resumed"
+        );
         let round = serde_json::to_value(&s).unwrap();
         assert_eq!(round["max_requests_per_second"], 10);
     }

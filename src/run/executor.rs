@@ -719,6 +719,10 @@ impl Exec<'_> {
         let Some(f) = requests.answered(done.id) else {
             return Ok(());
         };
+        if done.result.is_ok() {
+            // an answer that was not throttled ends a throttling episode it probed
+            requests.delivered(f.sent);
+        }
         // the response has been read completely: its in-flight slot is free
         self.limiter.finished(f.admission);
         let want = &f.request.item;
@@ -813,6 +817,7 @@ impl Exec<'_> {
                         retry,
                         max,
                         error,
+                        throttle,
                     }) => {
                         self.run_retries += 1;
                         let b = Backoff {
@@ -824,6 +829,7 @@ impl Exec<'_> {
                             retry,
                             max,
                             run_retries: self.run_retries,
+                            throttle_ms: throttle.map(|d| d.as_millis() as u64),
                         };
                         // the note qbo.progress shows, and the relay of a worker reports from
                         self.progress(&notices::backoff_note(&b))?;

@@ -16,6 +16,12 @@
 //! reports it; the executor passes the id back with its next admission). 429s stay the
 //! exception: a well-paced run never sees one.
 //!
+//! A crash empties the unlogged table, but not QBO's memory of the last minute: so for 61 s after
+//! the server started, `qbo._api_admit` takes the minute before the start as full (its requests
+//! spread evenly) and admits at most `floor(per_minute * t / 61)` requests of a realm `t` seconds
+//! after the start. A run that meets throttling all the same (another app filled the realm's
+//! minute) rides it out: see `qbo::dispatch` and `qbo.throttle_wait_ms`.
+//!
 //! Intuit also meters an app's calls per calendar month. The admission that lets requests go
 //! counts them, in the same transaction, in the logged table `qbo._api_usage` (per month, app,
 //! realm and kind) and on the run (`qbo.runs.requests_*`), so a request sent is counted exactly
@@ -119,7 +125,7 @@ impl Limiter {
         let (ids, wait, used, month) = spi::owner_connect(|c| {
             let row = c
                 .update(
-                    "SELECT admitted, wait_ms, month_requests, usage_month FROM qbo._api_admit($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    "SELECT admitted, wait_ms, month_requests, usage_month FROM qbo._api_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.pg_postmaster_start_time())",
                     Some(1),
                     &[
                         self.realm.as_str().into(),

@@ -151,16 +151,25 @@ pub struct Backoff {
     /// Retries of this execution of the run so far, this one included (numbers them, so that
     /// whoever reports a subset can say how many it left out).
     pub run_retries: u64,
+    /// Throttled: for how long (ms, `qbo.throttle_wait_ms`) the run rides it out; `retry` then
+    /// numbers the waits of the throttling episode and `max` is 0.
+    pub throttle_ms: Option<u64>,
 }
 
 /// The note committed to `qbo.runs.progress`:
 /// `chunk 3/37 start 1: backing off 1.20 s after HTTP 429 (retry 1/6; retries this execution: 4)`.
+/// Throttled: `chunk 3/37 start 1: backing off 1.20 s after HTTP 429 (throttled, wait 2 of at
+/// most 70000 ms; retries this execution: 4)`.
 /// `qbo.progress` reads its state from it (`backing off`, `HTTP 429`); [`parse_backoff_note`]
 /// reads it back.
 pub fn backoff_note(b: &Backoff) -> String {
+    let which = match b.throttle_ms {
+        Some(ms) => format!("throttled, wait {} of at most {ms} ms", b.retry),
+        None => format!("retry {}/{}", b.retry, b.max),
+    };
     format!(
-        "chunk {}/{} start {}: backing off {:.2} s after {} (retry {}/{}; retries this execution: {})",
-        b.chunk, b.chunks_total, b.start_position, b.seconds, b.cause, b.retry, b.max, b.run_retries
+        "chunk {}/{} start {}: backing off {:.2} s after {} ({which}; retries this execution: {})",
+        b.chunk, b.chunks_total, b.start_position, b.seconds, b.cause, b.run_retries
     )
 }
 
@@ -171,9 +180,23 @@ pub fn parse_backoff_note(note: &str) -> Option<Backoff> {
     let (total, rest) = rest.split_once(" start ")?;
     let (start, rest) = rest.split_once(": backing off ")?;
     let (seconds, rest) = rest.split_once(" s after ")?;
-    let (cause, rest) = rest.rsplit_once(" (retry ")?;
-    let (retry, rest) = rest.split_once('/')?;
-    let (max, rest) = rest.split_once("; retries this execution: ")?;
+    let (cause, which, rest) = match rest.rsplit_once(" (retry ") {
+        Some((cause, rest)) => {
+            let (retry, rest) = rest.split_once('/')?;
+            let (max, rest) = rest.split_once("; retries this execution: ")?;
+            (cause, (retry.parse().ok()?, max.parse().ok()?, None), rest)
+        }
+        None => {
+            let (cause, rest) = rest.rsplit_once(" (throttled, wait ")?;
+            let (retry, rest) = rest.split_once(" of at most ")?;
+            let (ms, rest) = rest.split_once(" ms; retries this execution: ")?;
+            (
+                cause,
+                (retry.parse().ok()?, 0, Some(ms.parse().ok()?)),
+                rest,
+            )
+        }
+    };
     let run_retries = rest.strip_suffix(')')?;
     Some(Backoff {
         chunk: chunk.parse().ok()?,
@@ -181,9 +204,10 @@ pub fn parse_backoff_note(note: &str) -> Option<Backoff> {
         start_position: start.parse().ok()?,
         cause: cause.to_owned(),
         seconds: seconds.parse().ok()?,
-        retry: retry.parse().ok()?,
-        max: max.parse().ok()?,
+        retry: which.0,
+        max: which.1,
         run_retries: run_retries.parse().ok()?,
+        throttle_ms: which.2,
     })
 }
 
@@ -200,7 +224,9 @@ fn cause(short: &str) -> String {
 
 /// `run 42 chunk 3/37 [...): HTTP 503 from QuickBooks on the page at start position 1; retrying
 /// in 1.20 s (attempt 2 of 7)`, ending `(attempt 2 of 7; 9 other retries not reported)` when
-/// retries were left out since the last such line ([`BackoffGate`]).
+/// retries were left out since the last such line ([`BackoffGate`]). Throttled: `run 42 chunk
+/// 3/37 [...): throttled by QuickBooks (HTTP 429) on the page at start position 1; waiting
+/// 4.20 s before trying again (wait 2; gives up after 70 s of throttling)`.
 pub fn backoff(
     run_id: i64,
     b: &Backoff,
@@ -222,9 +248,18 @@ pub fn backoff(
     } else {
         String::new()
     };
+    let head = chunk_head(run_id, b.chunk, b.chunks_total, start, end, ts);
+    if let Some(ms) = b.throttle_ms {
+        return format!(
+            "{head}: throttled by QuickBooks ({}) {what}; waiting {:.2} s before trying again (wait {}; gives up after {} s of throttling{left_out})",
+            b.cause,
+            b.seconds,
+            b.retry,
+            ms as f64 / 1000.0
+        );
+    }
     format!(
-        "{}: {} {what}; retrying in {:.2} s (attempt {} of {}{left_out})",
-        chunk_head(run_id, b.chunk, b.chunks_total, start, end, ts),
+        "{head}: {} {what}; retrying in {:.2} s (attempt {} of {}{left_out})",
         cause(&b.cause),
         b.seconds,
         b.retry + 1,
@@ -425,7 +460,37 @@ mod tests {
             retry: 1,
             max: 6,
             run_retries: 4,
+            throttle_ms: None,
         }
+    }
+
+    #[test]
+    fn a_throttled_backoff_says_so_and_reads_back() {
+        let x = Backoff {
+            retry: 2,
+            max: 0,
+            throttle_ms: Some(70_000),
+            ..b(1, "HTTP 429", 4.2)
+        };
+        let note = backoff_note(&x);
+        assert_eq!(
+            note,
+            "chunk 2/9 start 1: backing off 4.20 s after HTTP 429 (throttled, wait 2 of at most 70000 ms; retries this execution: 4)"
+        );
+        assert_eq!(parse_backoff_note(&note), Some(x.clone()));
+        assert_eq!(
+            backoff(5, &x, at(8, 0), at(15, 0), 3, &utc_ts),
+            "run 5 chunk 2/9 [2025-01-08 00:00:00+00 → 2025-01-15 00:00:00+00): throttled by QuickBooks (HTTP 429) on the page at start position 1; waiting 4.20 s before trying again (wait 2; gives up after 70 s of throttling; 3 other retries not reported)"
+        );
+        let y = Backoff {
+            max: 0,
+            throttle_ms: Some(2_500),
+            ..b(0, "HTTP 403", 1.0)
+        };
+        assert_eq!(parse_backoff_note(&backoff_note(&y)), Some(y.clone()));
+        assert!(backoff(5, &y, at(8, 0), at(15, 0), 0, &utc_ts).ends_with(
+            "throttled by QuickBooks (HTTP 403) on a count(*) query; waiting 1.00 s before trying again (wait 1; gives up after 2.5 s of throttling)"
+        ));
     }
 
     #[test]

@@ -123,7 +123,7 @@ fn public_operators_and_readers_may_run_exactly_the_routines_the_list_gives_them
     assert_eq!(
         superuser_only,
         vec![
-            "qbo._api_admit(text,text[],integer,integer,integer,bigint[],text,bigint,bigint)",
+            "qbo._api_admit(text,text[],integer,integer,integer,bigint[],text,bigint,bigint,timestamp with time zone)",
             "qbo._api_count(text,text,text,bigint)",
             "qbo._api_release_mine()",
             "qbo._grant_common(text,name,text)",

@@ -16,9 +16,19 @@
 //!   (requests in flight with the same token meet the same fate through no fault of their own, and
 //!   count nothing). Past [`MAX_UNAUTHORIZED`] 401s to fresh tokens for one request, the run fails:
 //!   the API keeps refusing what the token endpoint hands out.
-//! - **Retryable errors** (throttling, 5xx, network errors, unusable answers: see
-//!   [`QboError::is_retryable`]): sent again after the [`RetryPolicy`]'s backoff, at most
-//!   `max_retries` times; then the run fails with [`QboError::RetriesExhausted`].
+//! - **Throttling** (HTTP 429, or the legacy 403 `ThrottleExceeded`), with
+//!   [`RetryPolicy::throttle_wait`] set: ridden out for that long from the first throttled answer
+//!   of an episode, whatever `max_retries` says (the realm's minute may be full of another app's
+//!   requests, and only time empties it); then the run fails with
+//!   [`QboError::ThrottledTooLong`]. While throttled the run holds back: nothing is sent until the
+//!   wait ([`RetryPolicy::throttle_backoff`]) has passed, then one request alone probes the realm
+//!   and the others follow once one answer came back unthrottled. Requests that were already in
+//!   flight when the wait was set come back throttled too: they wait for the same end, without
+//!   lengthening it. So a storm of throttled answers costs one request per wait.
+//! - **Retryable errors** (5xx, network errors, unusable answers, and throttling when
+//!   `throttle_wait` is zero: see [`QboError::is_retryable`]): sent again after the
+//!   [`RetryPolicy`]'s backoff, at most `max_retries` times; then the run fails with
+//!   [`QboError::RetriesExhausted`].
 //! - **Anything else** fails the run at once.
 //! - **The limiter**: requests it did not admit go back to the front of the queue, and nothing is
 //!   sent before the wait it asked for has passed.
@@ -74,13 +84,29 @@ pub struct Flight<T> {
 pub enum Retry {
     /// At once, with a fresh token; `reject`: the token to forget everywhere (its first 401).
     Reauthorize { reject: Option<String> },
-    /// After `delay`: retry number `retry` of at most `max`, after `error`.
+    /// After `delay`: retry number `retry` of at most `max`, after `error`. When `throttle` is
+    /// set the request was throttled: `retry` numbers the waits of the throttling episode, `max`
+    /// is 0, and the episode may last `throttle` from its first throttled answer.
     Backoff {
         delay: Duration,
         retry: u32,
         max: u32,
         error: QboError,
+        throttle: Option<Duration>,
     },
+}
+
+/// A throttling episode: from a first throttled answer to the next unthrottled one.
+#[derive(Debug, Clone, Copy)]
+struct Throttling {
+    /// The first throttled answer.
+    since: Instant,
+    /// When the current wait was set (requests sent before it are part of the storm it answered).
+    set_at: Instant,
+    /// Nothing is sent before this; then one probe at a time.
+    until: Instant,
+    /// Waits so far.
+    waits: u32,
 }
 
 /// The state of one run loop's requests.
@@ -97,6 +123,8 @@ pub struct Dispatcher<T> {
     next_id: u64,
     /// Nothing is sent before this instant (the limiter's wait).
     limiter_wait: Option<Instant>,
+    /// The realm throttles this run's requests.
+    throttling: Option<Throttling>,
 }
 
 impl<T> Dispatcher<T> {
@@ -112,6 +140,7 @@ impl<T> Dispatcher<T> {
             rejected: HashSet::new(),
             next_id: 0,
             limiter_wait: None,
+            throttling: None,
         }
     }
 
@@ -121,9 +150,30 @@ impl<T> Dispatcher<T> {
             return 0;
         }
         let flying = self.flights.len();
-        self.max_in_flight
+        let room = self
+            .max_in_flight
             .saturating_sub(flying)
-            .min((self.max_in_flight + self.slack).saturating_sub(flying + waiting))
+            .min((self.max_in_flight + self.slack).saturating_sub(flying + waiting));
+        match self.throttling {
+            // throttled: nothing before the wait ends, then one probe alone
+            Some(t) if t.until > now => 0,
+            Some(_) => room.min(1usize.saturating_sub(flying)),
+            None => room,
+        }
+    }
+
+    /// A request sent at `sent` was answered without throttling: an episode of throttling it
+    /// probed is over, and requests flow again. (An answer to a request sent before the
+    /// episode's current wait says nothing about the realm now.)
+    pub fn delivered(&mut self, sent: Instant) {
+        if self.throttling.is_some_and(|t| sent >= t.set_at) {
+            self.throttling = None;
+        }
+    }
+
+    /// Whether the run is holding back after throttled answers.
+    pub fn is_throttled(&self) -> bool {
+        self.throttling.is_some()
     }
 
     /// Up to `n` queued requests that are due at `now`, in queue order.
@@ -218,6 +268,54 @@ impl<T> Dispatcher<T> {
                 self.queue.push_front(r);
                 Ok(Retry::Reauthorize { reject })
             }
+            e if self.policy.rides_out(&e) => {
+                let bound = self.policy.throttle_wait;
+                if let Some(t) = self.throttling.filter(|t| flight.sent < t.set_at) {
+                    // in flight when the current wait was set: it waits for the same end
+                    r.due = Some(t.until);
+                    self.queue.push_back(r);
+                    return Ok(Retry::Backoff {
+                        delay: t.until.saturating_duration_since(now),
+                        retry: t.waits,
+                        max: 0,
+                        error: e,
+                        throttle: Some(bound),
+                    });
+                }
+                let since = self.throttling.map_or(now, |t| t.since);
+                let waited = now.saturating_duration_since(since);
+                if waited >= bound {
+                    return Err((
+                        r,
+                        QboError::ThrottledTooLong {
+                            waited,
+                            bound,
+                            last: Box::new(e),
+                        },
+                    ));
+                }
+                let waits = self.throttling.map_or(0, |t| t.waits);
+                // the last wait ends at the bound: one more probe then
+                let delay = self
+                    .policy
+                    .throttle_backoff(waits, e.retry_after(), rng)
+                    .min(bound - waited);
+                self.throttling = Some(Throttling {
+                    since,
+                    set_at: now,
+                    until: now + delay,
+                    waits: waits + 1,
+                });
+                r.due = Some(now + delay);
+                self.queue.push_front(r);
+                Ok(Retry::Backoff {
+                    delay,
+                    retry: waits + 1,
+                    max: 0,
+                    error: e,
+                    throttle: Some(bound),
+                })
+            }
             e => match self.policy.decide(r.retries, &e, rng) {
                 Some(delay) => {
                     r.retries += 1;
@@ -229,6 +327,7 @@ impl<T> Dispatcher<T> {
                         retry,
                         max: self.policy.max_retries,
                         error: e,
+                        throttle: None,
                     })
                 }
                 None if e.is_retryable() => {
@@ -252,6 +351,12 @@ impl<T> Dispatcher<T> {
         let mut t = poll;
         if let Some(w) = self.limiter_wait {
             t = t.min(w.saturating_duration_since(now));
+        }
+        match self.throttling {
+            Some(th) if th.until > now => t = t.min(th.until - now),
+            // probing: the requests due wait for the probe's answer, which wakes the loop
+            Some(_) if !self.flights.is_empty() => return t,
+            _ => {}
         }
         if let Some(d) = self.queue.iter().filter_map(|r| r.due).min() {
             t = t.min(d.saturating_duration_since(now));
@@ -281,7 +386,13 @@ mod tests {
             base: Duration::from_millis(100),
             cap: Duration::from_secs(2),
             retry_after_cap: Duration::from_secs(10),
+            throttle_wait: Duration::ZERO,
         }
+    }
+
+    /// The default policy: throttling ridden out for 70 s.
+    fn riding() -> RetryPolicy {
+        RetryPolicy::default()
     }
 
     fn unauthorized() -> QboError {
@@ -454,6 +565,168 @@ mod tests {
         }
         assert!(d.take_due(now + Duration::from_secs(4), 5).is_empty());
         assert_eq!(d.take_due(now + Duration::from_secs(10), 5).len(), 2);
+    }
+
+    /// Drives a run of `pages` single requests with `max_in_flight` 10 against a realm whose
+    /// minute is full until `full_for`: every request sent before then is throttled. Returns the
+    /// throttled answers and the outcome.
+    fn ride(policy: RetryPolicy, full_for: Duration, pages: usize) -> (u32, Result<(), QboError>) {
+        let mut rng = StdRng::seed_from_u64(11);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut d: Dispatcher<usize> = Dispatcher::new(policy, 10, true);
+        let mut fresh: VecDeque<usize> = (0..pages).collect();
+        let mut throttled = 0;
+        let mut done = 0;
+        while done < pages {
+            let room = d.room(0, now);
+            let mut reqs = d.take_due(now, room);
+            while reqs.len() < room {
+                match fresh.pop_front() {
+                    Some(p) => reqs.push(Request::new(p)),
+                    None => break,
+                }
+            }
+            let n = reqs.len() as i64;
+            let mut ids = Vec::new();
+            for (id, r, adm) in d.admit(reqs, (1..=n).collect(), Duration::ZERO, now) {
+                d.sent(id, r, "tok".into(), adm, now);
+                ids.push(id);
+            }
+            // the answers come back 5 ms later
+            now += Duration::from_millis(5);
+            for id in ids {
+                let f = d.answered(id).unwrap();
+                if now.duration_since(t0) < full_for {
+                    throttled += 1;
+                    if let Err((_, e)) = d.failed(f, throttled_error(), now, &mut rng) {
+                        return (throttled, Err(e));
+                    }
+                } else {
+                    d.delivered(f.sent);
+                    done += 1;
+                }
+            }
+            now += d
+                .timeout(now, Duration::from_secs(3600))
+                .max(Duration::from_millis(1));
+        }
+        assert!(!d.is_throttled());
+        (throttled, Ok(()))
+    }
+
+    fn throttled_error() -> QboError {
+        throttled(None)
+    }
+
+    #[test]
+    fn a_full_minute_of_throttling_is_ridden_out_one_probe_per_wait() {
+        let (n, outcome) = ride(riding(), Duration::from_secs(60), 40);
+        outcome.unwrap();
+        // the 10 in flight, then one probe per wait: about a dozen waits fill a minute
+        assert!((11..=10 + 13).contains(&n), "{n} throttled answers");
+    }
+
+    #[test]
+    fn throttling_past_the_bound_fails_with_how_long_it_waited() {
+        let p = RetryPolicy {
+            throttle_wait: Duration::from_secs(20),
+            ..riding()
+        };
+        let (n, outcome) = ride(p, Duration::from_secs(3600), 40);
+        let e = outcome.unwrap_err();
+        assert!(n <= 10 + 8, "{n} throttled answers");
+        match &e {
+            QboError::ThrottledTooLong { waited, bound, .. } => {
+                assert_eq!(*bound, Duration::from_secs(20));
+                // the last wait ends at the bound, and the probe then is answered 5 ms later
+                assert!(*waited >= *bound && *waited < *bound + Duration::from_millis(50));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            e.to_string(),
+            "gave up after being throttled for 20 s (qbo.throttle_wait_ms = 20000): QuickBooks API throttled the request (HTTP 429)"
+        );
+        assert_eq!(e.sqlstate(), "08000");
+    }
+
+    #[test]
+    fn without_a_throttle_wait_throttling_spends_the_retries_as_in_0_3_0() {
+        let p = RetryPolicy {
+            throttle_wait: Duration::ZERO,
+            ..riding()
+        };
+        let (_, outcome) = ride(p, Duration::from_secs(60), 1);
+        match outcome.unwrap_err() {
+            QboError::RetriesExhausted { attempts, last } => {
+                assert_eq!(attempts, 7);
+                assert!(matches!(*last, QboError::Throttled { status: 429, .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_late_answer_from_before_the_wait_neither_ends_nor_lengthens_it() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let now = Instant::now();
+        let mut d = Dispatcher::new(riding(), 3, true);
+        let ids = send_all(&mut d, &["a", "b", "c"], "tok", now);
+        let t1 = now + Duration::from_millis(10);
+        let f = d.answered(ids[0]).unwrap();
+        let first = match d.failed(f, throttled(None), t1, &mut rng).unwrap() {
+            Retry::Backoff {
+                delay,
+                retry: 1,
+                max: 0,
+                throttle: Some(b),
+                ..
+            } => {
+                assert_eq!(b, Duration::from_secs(70));
+                assert!(delay >= Duration::from_millis(500) && delay <= Duration::from_secs(1));
+                delay
+            }
+            other => panic!("{other:?}"),
+        };
+        // the second was in flight: same end, same wait number
+        let f = d.answered(ids[1]).unwrap();
+        match d
+            .failed(f, throttled(None), t1 + Duration::from_millis(2), &mut rng)
+            .unwrap()
+        {
+            Retry::Backoff {
+                delay, retry: 1, ..
+            } => {
+                assert_eq!(delay, first - Duration::from_millis(2))
+            }
+            other => panic!("{other:?}"),
+        }
+        // the third was sent before the wait too: its good answer does not end the episode
+        let f = d.answered(ids[2]).unwrap();
+        d.delivered(f.sent);
+        assert!(d.is_throttled());
+        assert_eq!(d.room(0, t1 + first - Duration::from_millis(1)), 0);
+        assert_eq!(d.room(0, t1 + first), 1, "one probe");
+        assert_eq!(
+            d.timeout(t1, Duration::from_secs(9)),
+            first,
+            "the loop wakes up when the wait ends"
+        );
+
+        // the probe gets through: everything flows again
+        let later = t1 + first;
+        let ids = send_all(&mut d, &[], "tok", later);
+        assert_eq!(ids.len(), 1);
+        assert_eq!(
+            d.timeout(later, Duration::from_secs(9)),
+            Duration::from_secs(9),
+            "the others wait for the probe's answer, not again and again"
+        );
+        let f = d.answered(ids[0]).unwrap();
+        d.delivered(f.sent);
+        assert!(!d.is_throttled());
+        assert_eq!(d.room(0, later), 3);
     }
 
     #[test]

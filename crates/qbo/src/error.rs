@@ -111,6 +111,18 @@ pub enum QboError {
         last: Box<QboError>,
     },
 
+    /// Throttling (see [`QboError::Throttled`]) went on past the time a run rides it out
+    /// (`qbo.throttle_wait_ms`): retried for `waited` since its first throttled answer.
+    #[error("gave up after being throttled for {} s (qbo.throttle_wait_ms = {}): {last}", waited.as_secs(), bound.as_millis())]
+    ThrottledTooLong {
+        /// How long the requests were throttled, from the first throttled answer to the last.
+        waited: Duration,
+        /// The bound it passed.
+        bound: Duration,
+        /// The last throttled answer.
+        last: Box<QboError>,
+    },
+
     /// Network failure: timeout, connection refused or reset, DNS, TLS. Retryable. The text never
     /// contains a query string.
     #[error("network error talking to QuickBooks: {0}")]
@@ -300,7 +312,9 @@ impl QboError {
             QboError::ResponseTooLarge { .. }
             | QboError::TokenResponseTooLarge { .. }
             | QboError::SecondTooLarge { .. } => "54000",
-            QboError::RetriesExhausted { last, .. } => last.sqlstate(),
+            QboError::RetriesExhausted { last, .. } | QboError::ThrottledTooLong { last, .. } => {
+                last.sqlstate()
+            }
             QboError::Cancelled => "57014",
         }
     }
@@ -338,7 +352,9 @@ impl QboError {
             | QboError::ResponseTooLarge { intuit_tid, .. }
             | QboError::UnusableTokenResponse { intuit_tid, .. }
             | QboError::TokenResponseTooLarge { intuit_tid, .. } => intuit_tid.as_deref(),
-            QboError::RetriesExhausted { last, .. } => last.intuit_tid(),
+            QboError::RetriesExhausted { last, .. } | QboError::ThrottledTooLong { last, .. } => {
+                last.intuit_tid()
+            }
             _ => None,
         }
     }
@@ -363,7 +379,9 @@ impl QboError {
             | QboError::Throttled { status, .. }
             | QboError::Transient { status, .. } => Some(*status),
             QboError::Unauthorized { .. } => Some(401),
-            QboError::RetriesExhausted { last, .. } => last.http_status(),
+            QboError::RetriesExhausted { last, .. } | QboError::ThrottledTooLong { last, .. } => {
+                last.http_status()
+            }
             _ => None,
         }
     }

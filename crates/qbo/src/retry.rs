@@ -7,12 +7,25 @@
 //! The server's hint is a floor (retrying earlier is pointless and burns the realm's quota), the
 //! jitter above it still spreads concurrent backfills apart once the hint is small, and the cap
 //! bounds what a misbehaving server can make us sleep.
+//!
+//! Throttling (HTTP 429, or the legacy 403 `ThrottleExceeded`) has its own budget, a time bound
+//! ([`RetryPolicy::throttle_wait`], default 70 s: Intuit asks to wait 60 s after a 429, plus a
+//! margin) instead of `max_retries`: the realm's minute may be full of somebody else's requests
+//! and only time empties it. Its waits grow towards [`THROTTLE_CAP`] with "equal jitter" (uniform
+//! in the upper half of the ceiling, so they really grow and a run does not probe a full window
+//! every few hundred milliseconds), and honour `Retry-After` the same way. With `throttle_wait`
+//! zero, throttling counts against `max_retries` like any retryable error (the 0.3.0 policy).
 
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
 use crate::error::QboError;
+
+/// The ceiling of the first wait after a throttled answer (it doubles with each wait).
+pub const THROTTLE_BASE: Duration = Duration::from_secs(1);
+/// The largest ceiling of a wait after a throttled answer.
+pub const THROTTLE_CAP: Duration = Duration::from_secs(15);
 
 /// How often and how long to wait between attempts of a retryable request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +38,9 @@ pub struct RetryPolicy {
     pub cap: Duration,
     /// Largest `Retry-After` honoured (default 120 s).
     pub retry_after_cap: Duration,
+    /// How long throttling is ridden out, from the first throttled answer (default 70 s); zero:
+    /// throttling counts against `max_retries` like other retryable errors.
+    pub throttle_wait: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -34,6 +50,7 @@ impl Default for RetryPolicy {
             base: Duration::from_millis(500),
             cap: Duration::from_secs(60),
             retry_after_cap: Duration::from_secs(120),
+            throttle_wait: Duration::from_secs(70),
         }
     }
 }
@@ -65,6 +82,34 @@ impl RetryPolicy {
         let ceiling = self.ceiling(attempt);
         let ceiling_nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         let jittered = Duration::from_nanos(rng.random_range(0..=ceiling_nanos));
+        match retry_after {
+            Some(ra) => ra.min(self.retry_after_cap).max(jittered),
+            None => jittered,
+        }
+    }
+
+    /// Whether `err` is throttling retried on the time budget ([`RetryPolicy::throttle_wait`]).
+    pub fn rides_out(&self, err: &QboError) -> bool {
+        !self.throttle_wait.is_zero() && matches!(err, QboError::Throttled { .. })
+    }
+
+    /// The wait after throttled answer number `wait` (0-based) of an episode: uniform in
+    /// `[c/2, c]` with `c = min(THROTTLE_CAP, THROTTLE_BASE * 2^wait)`; with a `Retry-After`, at
+    /// least that delay capped at `retry_after_cap`.
+    pub fn throttle_backoff(
+        &self,
+        wait: u32,
+        retry_after: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> Duration {
+        let ceiling = RetryPolicy {
+            base: THROTTLE_BASE,
+            cap: THROTTLE_CAP,
+            ..*self
+        }
+        .ceiling(wait);
+        let c = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        let jittered = Duration::from_nanos(rng.random_range(c / 2..=c));
         match retry_after {
             Some(ra) => ra.min(self.retry_after_cap).max(jittered),
             None => jittered,
@@ -127,6 +172,7 @@ mod tests {
         assert_eq!(p.base, Duration::from_millis(500));
         assert_eq!(p.cap, Duration::from_secs(60));
         assert_eq!(p.retry_after_cap, Duration::from_secs(120));
+        assert_eq!(p.throttle_wait, Duration::from_secs(70));
         assert!(p.may_retry(5));
         assert!(!p.may_retry(6));
     }
@@ -198,6 +244,57 @@ mod tests {
             // Zero hint (a past date): plain jitter.
             assert!(p.backoff(1, Some(Duration::ZERO), &mut rng) <= Duration::from_secs(1));
         }
+    }
+
+    #[test]
+    fn throttle_waits_grow_in_the_upper_half_towards_the_cap() {
+        let p = RetryPolicy::default();
+        let mut rng = StdRng::seed_from_u64(9);
+        for _ in 0..500 {
+            for (wait, c) in [
+                (0u64, 1000u64),
+                (1, 2000),
+                (2, 4000),
+                (3, 8000),
+                (4, 15000),
+                (9, 15000),
+            ] {
+                let d = p.throttle_backoff(wait as u32, None, &mut rng).as_millis() as u64;
+                assert!(d >= c / 2 && d <= c, "wait {wait}: {d} ms");
+            }
+            // Retry-After is a floor, capped
+            assert_eq!(
+                p.throttle_backoff(0, Some(Duration::from_secs(30)), &mut rng),
+                Duration::from_secs(30)
+            );
+            assert_eq!(
+                p.throttle_backoff(0, Some(Duration::from_secs(3600)), &mut rng),
+                Duration::from_secs(120)
+            );
+        }
+        // a full minute of throttling costs about a dozen probes at most: the lower bounds of the
+        // waits add up past 60 s by the eleventh
+        let lower: Vec<u64> = (0..11).map(|w| (1000u64 << w).min(15_000) / 2).collect();
+        assert!(lower.iter().sum::<u64>() >= 60_000, "{lower:?}");
+    }
+
+    #[test]
+    fn only_throttling_rides_out_and_only_with_a_bound() {
+        let t = QboError::Throttled {
+            status: 429,
+            retry_after: None,
+            fault: None,
+            intuit_tid: None,
+        };
+        let n = QboError::Network("connection reset".into());
+        let p = RetryPolicy::default();
+        assert!(p.rides_out(&t));
+        assert!(!p.rides_out(&n));
+        let old = RetryPolicy {
+            throttle_wait: Duration::ZERO,
+            ..p
+        };
+        assert!(!old.rides_out(&t));
     }
 
     #[test]

@@ -1051,3 +1051,105 @@ fn functions_planted_in_public_never_run_in_the_limiter_or_the_request_count() {
     let before: Vec<String> = before.into_iter().chain(created).collect();
     assert_nothing_gained(&mut admin, "public.atk_marker", "atk_lim", &before);
 }
+
+/// The limiter's pacing after a start (`qbo._api_admit`'s `p_started`, filled by the executor from
+/// `pg_postmaster_start_time()`) and the throttled backoffs run as the extension owner: plants
+/// named like what they use (`pg_postmaster_start_time()`, `ceil(numeric)`, and an operator
+/// `-(integer, numeric)` typed to win over pg_catalog's for `61 - since`), which win when `public`
+/// comes before pg_catalog, never run there: not in a
+/// superuser's backfill ridden through a full window, nor when a superuser calls the limiter with
+/// a start time inside its paced minute.
+#[test]
+fn plants_named_like_what_the_paced_limiter_uses_never_run_even_before_pg_catalog_on_the_path() {
+    let emu = Emulator::start(&["--seed", "78", "--rate-window-ms", "3000"]);
+    let mut admin = fresh_db("e2e_atk_pace", &emu);
+    fresh_role(&mut admin, "atk_pace");
+    admin
+        .batch_execute("GRANT CREATE ON SCHEMA public TO atk_pace")
+        .unwrap();
+    let mut atk = as_role("e2e_atk_pace", "atk_pace");
+    let body = plant_body("public.atk_marker", "atk_pace");
+    atk.batch_execute(&format!(
+        "CREATE TABLE public.atk_marker (who name, what text, at timestamptz DEFAULT clock_timestamp());
+         GRANT INSERT, SELECT ON public.atk_marker TO PUBLIC;
+         CREATE FUNCTION public.pg_postmaster_start_time() RETURNS timestamptz LANGUAGE plpgsql AS $f$
+         BEGIN
+           {body}
+           RETURN pg_catalog.clock_timestamp();
+         END $f$;
+         CREATE FUNCTION public.ceil(numeric) RETURNS numeric LANGUAGE plpgsql AS $f$
+         BEGIN
+           {body}
+           RETURN pg_catalog.ceil($1);
+         END $f$;
+         CREATE FUNCTION public.atk_sub(integer, numeric) RETURNS numeric LANGUAGE plpgsql AS $f$
+         BEGIN
+           {body}
+           RETURN $1::numeric OPERATOR(pg_catalog.-) $2;
+         END $f$;
+         CREATE OPERATOR public.- (LEFTARG = integer, RIGHTARG = numeric, FUNCTION = public.atk_sub);"
+    ))
+    .unwrap();
+    // positive control: with public before pg_catalog, each plant wins
+    let mut control = as_role("e2e_atk_pace", "atk_pace");
+    control
+        .batch_execute(
+            "SET search_path = public, pg_catalog;
+             SELECT pg_postmaster_start_time(); SELECT ceil(1.5::numeric);
+             SELECT 61 - 1.5::numeric;",
+        )
+        .unwrap();
+    assert_eq!(
+        marker(&mut admin, "public.atk_marker"),
+        vec![("atk_pace".to_owned(), "fired".to_owned()); 3],
+        "positive control: the plants run when called"
+    );
+    admin
+        .batch_execute("DELETE FROM public.atk_marker")
+        .unwrap();
+    let before = snapshot(&mut admin, "atk_pace");
+
+    let mut dba = connect("e2e_atk_pace");
+    dba.batch_execute(
+        "SET search_path = public, pg_catalog; SET qbo.throttle_wait_ms = 20000; SET qbo.max_in_flight = 4",
+    )
+    .unwrap();
+    // the limiter inside its paced minute, called by a superuser
+    let n: i32 = dba
+        .query_one(
+            "SELECT cardinality(admitted) FROM qbo._api_admit('atk', '{query,query,query}', 1000, 610, 100, '{}', 'app', NULL, 0, pg_catalog.clock_timestamp() - interval '1 second')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    // a backfill that rides out a full window
+    emu.post(
+        "/__emulator/fill_window",
+        serde_json::json!({ "realm": REALM1 }),
+    );
+    dba.query_one(
+        "CALL qbo.run_backfill('Invoice', '2025-01-01Z', '2025-02-01Z', 7, 20)",
+        &[],
+    )
+    .expect("CALL as a superuser");
+    let status: String = dba
+        .query_one("SELECT status FROM qbo.runs WHERE run_id = 1", &[])
+        .unwrap()
+        .get(0);
+    let throttled = emu
+        .requests(0)
+        .iter()
+        .filter(|e| e["status"] == 429)
+        .count();
+    println!("run 1: {status} after {throttled} throttled answers");
+    assert_eq!(status, "succeeded");
+    assert!(throttled > 0, "the run rode out the full window");
+    report(&mut admin, "public.atk_marker", "atk_pace");
+    let created: Vec<String> = snapshot(&mut admin, "atk_pace")
+        .into_iter()
+        .filter(|l| l.contains(" raw") || l.contains("raw."))
+        .collect();
+    let before: Vec<String> = before.into_iter().chain(created).collect();
+    assert_nothing_gained(&mut admin, "public.atk_marker", "atk_pace", &before);
+}

@@ -241,7 +241,7 @@ fn a_backing_off_run_shows_it_in_the_ledger_while_it_waits() {
     assert!(progress.starts_with("chunk "), "{progress}");
     assert!(
         progress.ends_with(
-            ": backing off 2.00 s after HTTP 429 (retry 1/6; retries this execution: 1)"
+            ": backing off 2.00 s after HTTP 429 (throttled, wait 1 of at most 70000 ms; retries this execution: 1)"
         ),
         "{progress}"
     );

@@ -115,6 +115,10 @@ pub struct Cli {
     /// Requests per realm per sliding 60-second window before 429.
     #[arg(long, default_value_t = 500)]
     pub rate_limit: usize,
+    /// Length of that sliding window in milliseconds (Intuit's: 60000); tests shorten it so that
+    /// riding out a full window does not take a minute.
+    #[arg(long, default_value_t = 60_000)]
+    pub rate_window_ms: u64,
     /// Requests per realm per sliding 1-second window before 429 (Intuit: 10 per second per realm
     /// and app).
     #[arg(long, default_value_t = 10)]
@@ -190,6 +194,7 @@ pub struct Config {
     pub no_big_burst: bool,
     pub faults: FaultSpec,
     pub rate_limit: usize,
+    pub rate_window_ms: u64,
     pub rate_limit_per_second: usize,
     pub max_concurrent: usize,
     pub max_consecutive_faults: u32,
@@ -234,6 +239,9 @@ impl Cli {
         for (e, n) in self.records {
             records.insert(e, n);
         }
+        if self.rate_window_ms == 0 {
+            bail!("invalid --rate-window-ms: must be at least 1");
+        }
         if self.rate_limit == 0 || self.rate_limit_per_second == 0 || self.max_concurrent == 0 {
             bail!(
                 "invalid --rate-limit/--rate-limit-per-second/--max-concurrent: must be at least 1"
@@ -257,6 +265,7 @@ impl Cli {
             no_big_burst: self.no_big_burst,
             faults: self.faults,
             rate_limit: self.rate_limit,
+            rate_window_ms: self.rate_window_ms,
             rate_limit_per_second: self.rate_limit_per_second,
             max_concurrent: self.max_concurrent,
             max_consecutive_faults: self.max_consecutive_faults,

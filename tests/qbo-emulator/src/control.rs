@@ -30,6 +30,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/__emulator/held", get(held))
         .route("/__emulator/release", post(release))
         .route("/__emulator/tokens", get(tokens))
+        .route("/__emulator/fill_window", post(fill_window))
 }
 
 fn bad(msg: String) -> Response {
@@ -76,6 +77,22 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
     v["in_flight"] = json!(app.throttle.in_flight());
     v["access_tokens_issued"] = json!(app.tokens.lock().unwrap().issued());
     Json(v).into_response()
+}
+
+#[derive(Deserialize)]
+struct Realm {
+    realm: String,
+}
+
+/// Fills a realm's rate window as another app would have (`{"realm": "..."}`): every request of
+/// the realm is answered 429 for a whole window (`--rate-window-ms`).
+async fn fill_window(State(app): State<Arc<App>>, Json(b): Json<Realm>) -> Response {
+    if !app.cfg.realms.contains(&b.realm) {
+        return bad(format!("unknown realm {:?}", b.realm));
+    }
+    let added = app.throttle.fill_at(&b.realm, std::time::Instant::now());
+    Json(json!({"realm": b.realm, "added": added, "window_ms": app.cfg.rate_window_ms}))
+        .into_response()
 }
 
 #[derive(Deserialize)]

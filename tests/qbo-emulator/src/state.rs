@@ -124,10 +124,11 @@ impl App {
             api_nth: AtomicU64::new(0),
             token_nth: AtomicU64::new(0),
             attempts: Mutex::new(HashMap::new()),
-            throttle: Throttle::new(
+            throttle: Throttle::with_window(
                 cfg.rate_limit,
                 cfg.rate_limit_per_second,
                 cfg.max_concurrent,
+                std::time::Duration::from_millis(cfg.rate_window_ms),
             ),
             stats: Mutex::new(Stats::default()),
             log: Mutex::new(VecDeque::new()),

@@ -1,5 +1,5 @@
 //! Real throttling: per realm, at most `rate_limit` admitted requests in any sliding 60-second
-//! window, at most `per_second` in any sliding 1-second window (Intuit's 10 requests per second
+//! window (Intuit's; `--rate-window-ms` shortens it for tests), at most `per_second` in any sliding 1-second window (Intuit's 10 requests per second
 //! per realm and app) and at most `max_concurrent` in flight. A [`Slot`] is held until the
 //! response body has been fully written (it travels inside the body), so slow readers count as in
 //! flight. A refused request is not admitted: it counts in no window.
@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const WINDOW: Duration = Duration::from_secs(60);
+/// Intuit's window.
+pub const WINDOW: Duration = Duration::from_secs(60);
 const SECOND: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
@@ -32,6 +33,7 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct Throttle {
     rate_limit: usize,
+    window: Duration,
     per_second: usize,
     max_concurrent: usize,
     realms: Mutex<HashMap<String, RealmState>>,
@@ -56,8 +58,19 @@ impl Drop for Slot {
 
 impl Throttle {
     pub fn new(rate_limit: usize, per_second: usize, max_concurrent: usize) -> Arc<Self> {
+        Self::with_window(rate_limit, per_second, max_concurrent, WINDOW)
+    }
+
+    /// The same with a sliding window of `window` instead of Intuit's minute.
+    pub fn with_window(
+        rate_limit: usize,
+        per_second: usize,
+        max_concurrent: usize,
+        window: Duration,
+    ) -> Arc<Self> {
         Arc::new(Throttle {
             rate_limit,
+            window,
             per_second,
             max_concurrent,
             realms: Mutex::new(HashMap::new()),
@@ -76,7 +89,7 @@ impl Throttle {
         while r
             .admitted
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
         {
             r.admitted.pop_front();
         }
@@ -119,6 +132,25 @@ impl Throttle {
             .collect()
     }
 
+    /// Fills `realm`'s window as another app would have: `rate_limit` admissions at `now` in all
+    /// (in no second's window, on no slot), so every request is refused for a whole window.
+    /// Returns how many were added.
+    pub fn fill_at(&self, realm: &str, now: Instant) -> usize {
+        let mut realms = self.realms.lock().unwrap();
+        let r = realms.entry(realm.to_string()).or_default();
+        r.admitted.retain(|t| now.duration_since(*t) < self.window);
+        let add = self.rate_limit.saturating_sub(r.admitted.len());
+        // stamped a second back: they count in the window but not in the current second
+        let at = now.checked_sub(SECOND).unwrap_or(now);
+        for _ in 0..add {
+            r.admitted.push_back(at);
+        }
+        let mut v: Vec<Instant> = r.admitted.drain(..).collect();
+        v.sort();
+        r.admitted = v.into();
+        add
+    }
+
     /// Forgets the rate windows (in-flight requests keep their slots).
     pub fn reset(&self) {
         let mut realms = self.realms.lock().unwrap();
@@ -153,6 +185,23 @@ mod tests {
             t.acquire_at("r", t0 + Duration::from_secs(60)).unwrap_err(),
             Refusal::Rate
         );
+    }
+
+    #[test]
+    fn a_filled_window_refuses_everything_for_a_whole_window() {
+        let t = Throttle::with_window(5, 10, 10, Duration::from_secs(4));
+        let t0 = Instant::now() + Duration::from_secs(2);
+        let _a = t.acquire_at("r", t0).unwrap();
+        assert_eq!(t.fill_at("r", t0), 4);
+        assert_eq!(t.acquire_at("r", t0).unwrap_err(), Refusal::Rate);
+        assert!(t.acquire_at("other", t0).is_ok());
+        // the filler was stamped a second back: it leaves the window 3 s later
+        assert_eq!(
+            t.acquire_at("r", t0 + Duration::from_millis(2999))
+                .unwrap_err(),
+            Refusal::Rate
+        );
+        assert!(t.acquire_at("r", t0 + Duration::from_secs(3)).is_ok());
     }
 
     #[test]
