@@ -117,7 +117,10 @@ fn crash_mid_page_then_resume_refetches_no_committed_page() {
     // what was in flight comes again, not necessarily by the same query: the resume continues by
     // time cursor from what was written (the truth above is equal)
     let held_query = held["query"].as_str().unwrap();
-    println!("in flight at the crash: {held_query}; the resume's first query: {:?}", after.first());
+    println!(
+        "in flight at the crash: {held_query}; the resume's first query: {:?}",
+        after.first()
+    );
     assert!(
         after
             .first()
