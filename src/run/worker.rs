@@ -22,6 +22,12 @@
 //! returns its id. That worker has no `bgw_notify_pid` and watches no leader ([`Mode::Detached`]):
 //! the caller's session may end at once; a cancel of the worker itself (`qbo.cancel`) stops it.
 //!
+//! Every worker first claims one of the `qbo.max_workers` slots of the server (the starting
+//! session's value, in the [`Spec`]; [`locks::claim_worker_slot`]: a session advisory lock held
+//! until the worker exits), before it writes anything; with none free it fails before a run exists,
+//! and its starter raises that 53400 ([`no_free_slot`]) at once. The postmaster's own refusal
+//! (`max_worker_processes` exhausted) is a different 53400, raised by [`start_worker`].
+//!
 //! Every worker turns off the session timeouts its role and database may carry
 //! ([`guc::disable_session_timeouts`]) and names its run in `pg_stat_activity.application_name`.
 
@@ -34,7 +40,7 @@ use crate::pg::xact;
 use crate::run::executor;
 use crate::run::notices::{self, BackoffGate, ProgressClock};
 use crate::run::request::{self, Resume};
-use crate::store::ledger;
+use crate::store::{ledger, locks};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
 };
@@ -191,7 +197,7 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
     };
     let result = PgTryBuilder::new(|| {
         // its slot of qbo.max_workers, held until this process ends, before anything is written
-        if crate::store::locks::claim_worker_slot(spec.max_workers).is_none() {
+        if locks::claim_worker_slot(spec.max_workers).is_none() {
             no_free_slot(spec.max_workers).raise();
         }
         let (run_id, resume) = match &spec.job {
