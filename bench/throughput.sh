@@ -666,7 +666,7 @@ run_group() {
   G_BG_CPU=$(calc %.1f "$G_BG_CPU + $avcpu / $TICK")
   G_WALL=0
   for i in $(seq 1 "$k"); do
-    wait "${jobs[i]}" || { cat "$DIR/b5_call_$i.out" >&2; die "B5: CALL of session $i failed"; }
+    wait "${jobs[i]}" || { cat "$DIR/b5_call_$i.out" >&2; kill -0 "$EMU_PID" 2>/dev/null || echo "the emulator (pid $EMU_PID) is gone: $(tail -5 "$DIR"/emu.*.out.err)" >&2; die "B5: CALL of session $i failed"; }
     G_SECS[i]=$(awk '/^Time:/ { t = $2 } END { printf "%.3f", t / 1000 }' "$DIR/b5_call_$i.out")
     G_RUN[i]=$(awk '/^[0-9]+$/ { id = $1 } END { print id }' "$DIR/b5_call_$i.out")
     [ -n "${G_RUN[i]}" ] || { cat "$DIR/b5_call_$i.out" >&2; die "B5: no run id from session $i"; }

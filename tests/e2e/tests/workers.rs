@@ -136,7 +136,9 @@ fn a_start_past_qbo_max_workers_fails_at_once_and_the_slot_frees_when_the_run_en
     assert_refused(&mut other, &mut admin);
     // only a superuser may change it, in a session that has loaded pg_qbo ...
     assert_eq!(
-        other.batch_execute("SET qbo.max_workers = 8").map_err(db_error),
+        other
+            .batch_execute("SET qbo.max_workers = 8")
+            .map_err(db_error),
         Err((
             "42501".to_owned(),
             "permission denied to set parameter \"qbo.max_workers\"".to_owned()
