@@ -775,7 +775,10 @@ part_b5() {
     # realm 0 alone first (the reference at latency), then realms 1..k at once: each run with
     # realms of its own, so no run starts with a minute another one used up
     EMU_REALMS="${realms[*]}" start_emulator "${emu_args[@]}"
-    for i in $(seq 0 "$k"); do truths[i]=$(emu_get "truth/${realms[i]}/$ENTITY" | jq length); done
+    for i in $(seq 0 "$k"); do
+      truths[i]=$(emu_get "truth/${realms[i]}/$ENTITY" | jq length)
+      [ "${truths[i]:-0}" -gt 0 ] || die "emulator truth of realm ${realms[i]} is empty: $(tail -5 "$DIR"/emu.*.out.err)"
+    done
     note "B5: realm ${realms[0]} alone, latency $B2_LATENCY_MS ms + $B2_PER_ROW_US us/row, $data data"
     register_realms "${realms[0]}"
     sql "TRUNCATE raw.qb_invoices"

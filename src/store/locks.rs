@@ -1,5 +1,6 @@
 //! Advisory locks: a run's liveness lock (a dead executor is detectable), the lock serialising
-//! token refreshes of a realm, and the class of the lock serialising writes of one (realm, entity).
+//! token refreshes of a realm, the class of the lock serialising writes of one (realm, entity), and
+//! the server-wide slots of pg_qbo's background workers (`qbo.max_workers`).
 
 use crate::pg::error::{raise, PgError};
 use crate::pg::spi::{exec, one, optional};
