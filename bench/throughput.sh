@@ -3,7 +3,7 @@
 # it fails loudly (non-zero exit) when something did not run: a run that did not succeed, or a
 # table that does not end with exactly the emulator's ground-truth row count.
 #
-#   bash bench/throughput.sh [b1|b2|b3|b4|b6|all]     (default all)
+#   bash bench/throughput.sh [b1|b2|b3|b4|b5|b6|all]  (default all)
 #
 # Everything runs on a throw-away cluster (TPUT_DIR=/tmp/pg_qbo_tput, TPUT_PORT=25394;
 # shared_buffers 512MB, min/max_wal_size 4GB/8GB, checkpoint_timeout 30min) against local
@@ -44,6 +44,23 @@
 #     backend doing the CALL, sampled every 50 ms, for B3_SIZES (default 10000 100000 1000000)
 #     invoices (an emulator per size, payload cache warmed; 1M takes the emulator ~1.9 GB RAM).
 #     Goal: flat in the number of records.
+# B5  many companies at once: B5_REALMS (default 4) realms, each with B5_INVOICES (default 100000)
+#     invoices of the emulator's default data (with its bulk second) in one emulator serving them
+#     all (its limits are per realm, as Intuit's), one connection each, backfilled concurrently
+#     from B5_REALMS psql sessions (CALL qbo.run_backfill, each waiting for one common instant with
+#     pg_sleep_until, so they start together). First at zero latency, with realm 1 alone before
+#     (the reference), after an untimed warm-up load of every realm; then with B2's latency model
+#     (--latency-ms 100 --latency-per-row-us 1400, --rate-limit 500 --max-concurrent 10 per realm,
+#     pg_qbo's default pacing), once with evenly spread data (--no-big-burst) and once with the
+#     default data, fresh realms each time, each time after one more realm alone (the reference at
+#     latency: what one realm's pager reaches). Prints per realm and in aggregate: rows, seconds,
+#     rows/s, data pages, pages/min and % of one realm's ceiling (400 pages/min), requests and
+#     429s; the aggregate against its goal: at zero latency >= 90 % of realm 1 alone's rows/s; at
+#     latency >= 90 % of min(B5_REALMS x one realm's ceiling in rows/s, B5's own zero-latency
+#     aggregate). Where the time goes at zero latency: CPU seconds of each backend, of the
+#     emulator, of the postgres background processes (walwriter,
+#     checkpointer, background writer, autovacuum) and of the whole machine (/proc/stat: what other
+#     processes took too), with the load average before and after.
 #
 # pg_qbo paces itself (qbo.max_requests_per_minute, 500 by default, and qbo.max_requests_per_second,
 # 10, per realm across sessions): in B1, B3 and B4, whose emulator does not throttle, the script
@@ -59,20 +76,27 @@
 #
 # Environment: SKIP_INSTALL=1 uses the installed extension as is (otherwise: scripts/setup.sh,
 # cargo pgrx install --release); KEEP=1 leaves the cluster directory behind; INVOICES, B2_INVOICES,
-# B2_SEQ_PAGES, B3_SIZES as above; PY_ORDER=id|lastupdated (reference loop paging order, see
+# B2_SEQ_PAGES, B3_SIZES, B5_INVOICES, B5_REALMS as above; PG_CONFIG (default
+# /usr/lib/postgresql/15/bin/pg_config, or $PG_BIN/pg_config when PG_BIN is set: a relocated
+# PostgreSQL to install into and run the cluster from; psql is taken from its bindir);
+# QBO_EMULATOR_BIN (default $CARGO_TARGET_DIR/release/qbo-emulator, target/ without it);
+# EMU_PORT (default 0: each emulator on a port the kernel picks; else the emulators listen on
+# EMU_PORT, EMU_PORT + 1, ... in the order they start); PY_ORDER=id|lastupdated (reference loop paging order, see
 # bench/reference_loop.py: lastupdated loses rows in seconds holding more than a page, so B1 then
 # fails its row-count check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PARTS=${1:-all}
-case "$PARTS" in b1|b2|b3|b4|b6|all) ;; *) echo "usage: bash bench/throughput.sh [b1|b2|b3|b4|b6|all]" >&2; exit 2 ;; esac
+case "$PARTS" in b1|b2|b3|b4|b5|b6|all) ;; *) echo "usage: bash bench/throughput.sh [b1|b2|b3|b4|b5|b6|all]" >&2; exit 2 ;; esac
 want() { [ "$PARTS" = all ] || [ "$PARTS" = "$1" ]; }
 
 INVOICES=${INVOICES:-100000}
 B2_INVOICES=${B2_INVOICES:-200000}
 B2_SEQ_PAGES=${B2_SEQ_PAGES:-40}
 B3_SIZES=${B3_SIZES:-"10000 100000 1000000"}
+B5_INVOICES=${B5_INVOICES:-100000}
+B5_REALMS=${B5_REALMS:-4}
 B6_INVOICES=${B6_INVOICES:-20000}
 B6_DATA_FROM=${B6_DATA_FROM:-2023-01-01T00:00:00Z}
 B6_DATA_TO=${B6_DATA_TO:-2026-11-01T00:00:00Z}
@@ -90,9 +114,15 @@ B2_LATENCY_MS=100
 B2_PER_ROW_US=1400
 B2_RATE=500
 B2_CONC=10
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+if [ -n "${PG_BIN:-}" ]; then PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}; fi
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PG_BIN=$("$PG_CONFIG" --bindir)
+export PG_BIN   # scripts/cluster.sh runs the cluster from it
+TARGET=${CARGO_TARGET_DIR:-target}
+EMU_BIN=${QBO_EMULATOR_BIN:-$TARGET/release/qbo-emulator}
+EMU_PORT=${EMU_PORT:-0}
 VENV=target/bench-venv
-PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres)
+PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres)
 export PGOPTIONS="-c client_min_messages=warning"
 DSN="host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
 
@@ -106,14 +136,17 @@ calc() { awk "BEGIN { printf \"$1\", $2 }"; }      # calc FORMAT EXPR
 # ---------------------------------------------------------------------------------------------
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   bash scripts/setup.sh >/dev/null
-  cargo build --release -q -p qbo-emulator
+  [ -n "${QBO_EMULATOR_BIN:-}" ] || cargo build --release -q -p qbo-emulator
   cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
-elif [ ! -x target/release/qbo-emulator ]; then
+elif [ ! -x "$EMU_BIN" ]; then
   cargo build --release -q -p qbo-emulator
 fi
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check -r bench/requirements.txt
-PY="$VENV/bin/python"
+PY=""
+if want b1 || want b2 || want b3 || want b4; then   # B5 needs no Python
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r bench/requirements.txt
+  PY="$VENV/bin/python"
+fi
 
 EMU_PIDS=()
 JOB_PIDS=()
@@ -157,10 +190,13 @@ note "pg_qbo $(sql "SELECT extversion FROM pg_extension WHERE extname = 'pg_qbo'
 # ---------------------------------------------------------------------------------------------
 EMU_URL=""
 EMU_PID=""
-# start_emulator ARGS...: a fresh emulator serving one realm; sets EMU_URL and EMU_PID.
+# start_emulator ARGS...: a fresh emulator serving realm REALM (or the realms listed in EMU_REALMS,
+# if set); sets EMU_URL and EMU_PID.
 start_emulator() {
-  local out="$DIR/emu.${#EMU_PIDS[@]}.out"
-  target/release/qbo-emulator --listen 127.0.0.1:0 --realm "$REALM" "$@" > "$out" 2> "$out.err" &
+  local out="$DIR/emu.${#EMU_PIDS[@]}.out" listen=127.0.0.1:0 r realm_args=()
+  [ "$EMU_PORT" = 0 ] || listen=127.0.0.1:$((EMU_PORT + ${#EMU_PIDS[@]}))
+  for r in ${EMU_REALMS:-$REALM}; do realm_args+=(--realm "$r"); done
+  "$EMU_BIN" --listen "$listen" "${realm_args[@]}" "$@" > "$out" 2> "$out.err" &
   EMU_PID=$!
   EMU_PIDS+=("$EMU_PID")
   for _ in $(seq 1 600); do
@@ -584,15 +620,278 @@ part_b3() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# B5: many companies at once
+# ---------------------------------------------------------------------------------------------
+# register_realms REALM...: points pg_qbo at the current emulator and registers one connection per
+# realm, b5_1, b5_2, ... (each with the emulator's refresh token; its limits are per realm).
+register_realms() {
+  local i=0 r
+  sql "ALTER DATABASE postgres SET qbo.api_base_url = '$EMU_URL'" >/dev/null
+  sql "ALTER DATABASE postgres SET qbo.token_url = '$EMU_URL/oauth2/v1/tokens/bearer'" >/dev/null
+  for r in "$@"; do
+    i=$((i + 1))
+    printf '{"realm_id":"%s","client_id":"emu-client-id","client_secret":"emu-client-secret","refresh_token":"emu-refresh-token-0","environment":"sandbox"}' \
+      "$r" > "$DIR/creds_b5_$i.json"
+    chown postgres "$DIR/creds_b5_$i.json"
+    sql "SELECT qbo.connect_from_file('$DIR/creds_b5_$i.json', 'b5_$i')" >/dev/null
+  done
+}
+
+# busy_ticks: CPU time the whole machine spent busy (all cores; user, nice, system, irq, softirq,
+# steal), in clock ticks, from /proc/stat.
+busy_ticks() {
+  local _ u n s idle io irq sirq st
+  read -r _ u n s idle io irq sirq st _ < /proc/stat
+  echo $(( u + n + s + irq + sirq + st ))
+}
+
+# run_group K [SQL...]: K psql sessions, session i running CALL qbo.run_backfill over [START, END)
+# with connection b5_i (the SQL statements first), all waiting for one common instant
+# (pg_sleep_until) and so starting together; samples every 50 ms the CPU of their backends, of the
+# emulator, of postgres' background processes and of the whole machine. Dies unless every run
+# succeeded. Sets G_WALL (s, the slowest session's CALL), G_SECS[i], G_RUN[i],
+# G_ROWS[i], G_PAGES[i], G_CPU[i] (backend CPU s), G_EMU_CPU, G_BG (text: CPU s of each
+# background process), G_BG_CPU, G_MACHINE_CPU (busy core-seconds of the machine), G_LOAD0/G_LOAD1
+# (1-min load average before and after).
+run_group() {
+  local k=$1; shift
+  local i s at tag="pg_qbo_b5_$$" jobs=() pids=() c0=() c1=() bgpids=() bgnames=() bg0=() bg1=()
+  local pid name emu0 m0 n=0
+  local at_ns
+  read -r at_ns at <<<"$(sql "SELECT (extract(epoch FROM t) * 1e9)::bigint || ' ' || t::text FROM (SELECT date_trunc('milliseconds', clock_timestamp() + interval '3 s') t) s")"
+  for i in $(seq 1 "$k"); do
+    local args=(-c '\timing on' -c "SET client_min_messages = warning" -c "LOAD 'pg_qbo'")
+    for s in "$@"; do args+=(-c "$s"); done
+    args+=(-c "SELECT pg_sleep_until('$at')" -c "CALL qbo.run_backfill('$ENTITY', '$START', '$END', $CHUNK, $PAGE, connection => 'b5_$i')")
+    PGAPPNAME="${tag}_$i" "${PSQL[@]}" -At "${args[@]}" > "$DIR/b5_call_$i.out" 2>&1 &
+    jobs[i]=$!
+    JOB_PIDS+=("${jobs[i]}")
+  done
+  # the backends, once each waits for the instant
+  for _ in $(seq 1 250); do
+    n=0
+    for i in $(seq 1 "$k"); do
+      [ -n "${pids[i]:-}" ] && { n=$((n + 1)); continue; }
+      pids[i]=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = '${tag}_$i' AND query LIKE 'SELECT pg_sleep_until%'")
+      [ -n "${pids[i]}" ] && n=$((n + 1))
+    done
+    [ "$n" = "$k" ] && break
+    sleep 0.01
+  done
+  [ "$n" = "$k" ] || die "B5: only $n of the $k sessions reached the start (raise the 3 s head start?)"
+  while IFS='|' read -r pid name; do
+    bgpids+=("$pid"); bgnames+=("$name")
+  done < <(sql "SELECT pid, backend_type FROM pg_stat_activity WHERE backend_type IN ('walwriter', 'checkpointer', 'background writer', 'autovacuum launcher', 'logical replication launcher') ORDER BY backend_type")
+  # the baselines at the common instant, when the CALLs start
+  while [ "$(date +%s%N)" -lt "$at_ns" ]; do sleep 0.005; done
+  for i in $(seq 1 "$k"); do c0[i]=$(cpu_ticks "${pids[i]}"); c1[i]=${c0[i]}; done
+  for i in "${!bgpids[@]}"; do bg0[i]=$(cpu_ticks "${bgpids[i]}"); done
+  local avcpu=0
+  emu0=$(cpu_ticks "$EMU_PID")
+  G_LOAD0=$(cut -d' ' -f1 /proc/loadavg)
+  m0=$(busy_ticks)
+  local running=1 cur
+  declare -A av0=() av1=()
+  n=0
+  while [ "$running" = 1 ]; do
+    running=0
+    for i in $(seq 1 "$k"); do
+      if kill -0 "${jobs[i]}" 2>/dev/null; then
+        running=1
+        cur=$(cpu_ticks "${pids[i]}"); [ "$cur" -gt 0 ] && c1[i]=$cur
+      fi
+    done
+    n=$((n + 1))
+    if [ $((n % 20)) = 0 ]; then   # about every second: autovacuum workers come and go
+      for pid in $(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"); do
+        cur=$(cpu_ticks "$pid")
+        [ -n "${av0[$pid]:-}" ] || av0[$pid]=$cur
+        av1[$pid]=$cur
+      done
+    fi
+    sleep 0.05
+  done
+  G_MACHINE_CPU=$(calc %.1f "($(busy_ticks) - $m0) / $TICK")
+  G_EMU_CPU=$(calc %.1f "($(cpu_ticks "$EMU_PID") - $emu0) / $TICK")
+  G_LOAD1=$(cut -d' ' -f1 /proc/loadavg)
+  G_BG=""; G_BG_CPU=0
+  for i in "${!bgpids[@]}"; do
+    bg1[i]=$(calc %.1f "($(cpu_ticks "${bgpids[i]}") - ${bg0[i]}) / $TICK")
+    G_BG+="${G_BG:+, }${bgnames[i]} ${bg1[i]}"
+    G_BG_CPU=$(calc %.1f "$G_BG_CPU + ${bg1[i]}")
+  done
+  for pid in "${!av1[@]}"; do avcpu=$((avcpu + ${av1[$pid]} - ${av0[$pid]})); done
+  G_BG+=", autovacuum workers $(calc %.1f "$avcpu / $TICK") (${#av1[@]} seen, sampled each second)"
+  G_BG_CPU=$(calc %.1f "$G_BG_CPU + $avcpu / $TICK")
+  G_WALL=0
+  for i in $(seq 1 "$k"); do
+    wait "${jobs[i]}" || { cat "$DIR/b5_call_$i.out" >&2; kill -0 "$EMU_PID" 2>/dev/null || echo "the emulator (pid $EMU_PID) is gone: $(tail -5 "$DIR"/emu.*.out.err)" >&2; die "B5: CALL of session $i failed"; }
+    G_SECS[i]=$(awk '/^Time:/ { t = $2 } END { printf "%.3f", t / 1000 }' "$DIR/b5_call_$i.out")
+    G_RUN[i]=$(awk '/^[0-9]+$/ { id = $1 } END { print id }' "$DIR/b5_call_$i.out")
+    [ -n "${G_RUN[i]}" ] || { cat "$DIR/b5_call_$i.out" >&2; die "B5: no run id from session $i"; }
+    local status
+    status=$(sql "SELECT status FROM qbo.runs WHERE run_id = ${G_RUN[i]}")
+    [ "$status" = succeeded ] || die "B5: run ${G_RUN[i]} ended $status: $(sql "SELECT error FROM qbo.runs WHERE run_id = ${G_RUN[i]}")"
+    read -r G_ROWS[i] G_PAGES[i] <<<"$(sql "SELECT sum(rows), sum(pages) FROM qbo.run_chunks WHERE run_id = ${G_RUN[i]}" | tr '|' ' ')"
+    G_CPU[i]=$(calc %.1f "(${c1[i]} - ${c0[i]}) / $TICK")
+    G_WALL=$(calc %.3f "(${G_SECS[i]} > $G_WALL) ? ${G_SECS[i]} : $G_WALL")
+  done
+}
+
+# check_realm REALM TRUTH: dies unless raw.qb_invoices holds exactly TRUTH rows of REALM.
+check_realm() {
+  local n
+  n=$(sql "SELECT count(*) FROM raw.qb_invoices WHERE realm_id = '$1'")
+  [ "$n" = "$2" ] || die "raw.qb_invoices holds $n rows of realm $1, the emulator's truth says $2"
+}
+
+# realm_summary REALM: counts of the current emulator's request log for one realm:
+# "total data_pages count_queries 429s"
+realm_summary() {
+  emu_get "requests?since=0" | jq -r --arg r "$1" '[.[] | select(.realm == $r)] | [length,
+      ([.[] | select(.endpoint == "query" and .status == 200 and ((.query // "") | test("count\\(\\*\\)"; "i") | not))] | length),
+      ([.[] | select(.endpoint == "query" and ((.query // "") | test("count\\(\\*\\)"; "i")))] | length),
+      ([.[] | select(.status == 429)] | length)] | map(tostring) | join(" ")'
+}
+
+part_b5() {
+  local k=$B5_REALMS i realms=() truths=() lines=() fmt head
+  local page_s ceiling ceil_rps
+  page_s=$(calc %.3f "($B2_LATENCY_MS + $B2_PER_ROW_US * $PAGE / 1000) / 1000")
+  ceiling=$(calc %.0f "(60 * $B2_CONC / $page_s < $B2_RATE) ? 60 * $B2_CONC / $page_s : $B2_RATE")
+  ceil_rps=$(calc %.1f "$ceiling * $PAGE / 60")
+  fmt='%-22s %-17s %8s %8s %8s %6s %9s %7s %8s\n'
+  head=$(printf "$fmt" run realm rows seconds rows/s pages pages/min "% ceil" "be cpu s")
+  b5line() {   # LABEL REALM ROWS SECS PAGES CPU
+    printf "$fmt" "$1" "$2" "$3" "$4" "$(rps "$3" "$4")" "$5" "$(calc %.1f "$5 * 60 / $4")" \
+      "$(calc %.1f "100 * $5 * 60 / $4 / $ceiling")%" "$6"
+  }
+
+  # ---- zero latency: realm 1 alone, then all k at once
+  for i in $(seq 1 "$k"); do realms[i]=93414520000005$(printf %02d "$i"); done
+  note "B5: one emulator serving $k realms of $B5_INVOICES invoices each (default data), no latency, throttling off"
+  EMU_REALMS="${realms[*]}" start_emulator --records "$ENTITY=$B5_INVOICES" --rate-limit 100000000 --rate-limit-per-second 100000000 --max-concurrent 1000
+  register_realms "${realms[@]}"
+  for i in $(seq 1 "$k"); do
+    truths[i]=$(emu_get "truth/${realms[i]}/$ENTITY" | jq length)
+    [ "${truths[i]}" -gt 0 ] || die "emulator truth of realm ${realms[i]} is empty"
+  done
+  note "B5 warm-up (untimed): the $k realms at once, then TRUNCATE"
+  if [ "$(raw_table)" = t ]; then sql "TRUNCATE raw.qb_invoices"; fi
+  run_group "$k" "${UNPACED[@]}"
+  for i in $(seq 1 "$k"); do check_realm "${realms[i]}" "${truths[i]}"; done
+  sql "TRUNCATE raw.qb_invoices"
+
+  note "B5: realm 1 alone (the reference)"
+  quiesce
+  run_group 1 "${UNPACED[@]}"
+  check_realm "${realms[1]}" "${truths[1]}"
+  local alone_rows=${G_ROWS[1]} alone_secs=${G_SECS[1]} alone_rps alone_where
+  alone_rps=$(calc %.1f "${G_ROWS[1]} / ${G_SECS[1]}")
+  lines+=("$(b5line "alone (reference)" "${realms[1]}" "${G_ROWS[1]}" "${G_SECS[1]}" "${G_PAGES[1]}" "${G_CPU[1]}")")
+  alone_where="backend ${G_CPU[1]} s, emulator $G_EMU_CPU s, postgres background $G_BG_CPU s ($G_BG); machine busy $G_MACHINE_CPU of $(calc %.1f "$(nproc) * ${G_SECS[1]}") core-s; load $G_LOAD0 -> $G_LOAD1"
+  sql "TRUNCATE raw.qb_invoices"
+
+  note "B5: the $k realms at once"
+  quiesce
+  run_group "$k" "${UNPACED[@]}"
+  local agg_rows=0 agg_pages=0 be_cpu=0 be_list=""
+  for i in $(seq 1 "$k"); do
+    check_realm "${realms[i]}" "${truths[i]}"
+    agg_rows=$((agg_rows + G_ROWS[i])); agg_pages=$((agg_pages + G_PAGES[i]))
+    be_cpu=$(calc %.1f "$be_cpu + ${G_CPU[i]}"); be_list+="${be_list:+ + }${G_CPU[i]}"
+    lines+=("$(b5line "$k at once" "${realms[i]}" "${G_ROWS[i]}" "${G_SECS[i]}" "${G_PAGES[i]}" "${G_CPU[i]}")")
+  done
+  lines+=("$(b5line "$k at once: aggregate" "(slowest session)" "$agg_rows" "$G_WALL" "$agg_pages" "$be_cpu")")
+  local zl_rps cores_s other
+  zl_rps=$(calc %.1f "$agg_rows / $G_WALL")
+  cores_s=$(calc %.1f "$(nproc) * $G_WALL")
+  other=$(calc %.1f "$G_MACHINE_CPU - $be_cpu - $G_EMU_CPU - $G_BG_CPU")
+  stop_emulator
+  echo
+  echo "=== B5: $k companies at once, zero latency ($B5_INVOICES invoices each, emulator default data; chunk $CHUNK, page $PAGE; $(nproc) cores) ==="
+  echo "warm-up first, untimed: the $k realms at once, then TRUNCATE; each timed run after CHECKPOINT (autovacuum idle), into an empty raw.qb_invoices"
+  [ ${#UNPACED[@]} = 0 ] || echo "pg_qbo's own pacing lifted (${UNPACED[*]}): this emulator does not throttle"
+  echo "$head"
+  printf '%s\n' "${lines[@]}"
+  echo "aggregate / alone: $(calc %.0f "$zl_rps") / $(calc %.0f "$alone_rps") rows/s = $(calc %.1f "100 * $zl_rps / $alone_rps") %   (goal >= 90 %)"
+  echo "where the time goes, alone: $alone_where"
+  echo "where the time goes, $k at once ($G_WALL s wall = $cores_s core-s on $(nproc) cores): machine busy $G_MACHINE_CPU core-s ($(calc %.0f "100 * $G_MACHINE_CPU / $cores_s") %):"
+  echo "  backends $be_list = $be_cpu s; emulator $G_EMU_CPU s; postgres background $G_BG_CPU s ($G_BG);"
+  echo "  everything else (psql clients, this script's sampling, other users' processes) $other s; 1-min load average $G_LOAD0 before, $G_LOAD1 after"
+  echo "every realm's rows in raw.qb_invoices: exactly the emulator's truth (${truths[*]})"
+
+  # ---- B2's latency model, fresh realms per data set
+  local data n_set=0 emu_args t429_total tot data_p cnt t429
+  lines=()
+  local lfmt='%-8s %-22s %8s %8s %8s %6s %6s %5s %4s %9s %7s\n'
+  for data in even default; do
+    n_set=$((n_set + 1))
+    for i in $(seq 0 "$k"); do realms[i]=9341452000000$((5 + n_set))$(printf %02d "$i"); done
+    emu_args=(--records "$ENTITY=$B5_INVOICES" --latency-ms "$B2_LATENCY_MS" --latency-per-row-us "$B2_PER_ROW_US"
+              --rate-limit "$B2_RATE" --max-concurrent "$B2_CONC")
+    [ "$data" = even ] && emu_args+=(--no-big-burst)
+    # realm 0 alone first (the reference at latency), then realms 1..k at once: each run with
+    # realms of its own, so no run starts with a minute another one used up
+    EMU_REALMS="${realms[*]}" start_emulator "${emu_args[@]}"
+    for i in $(seq 0 "$k"); do
+      truths[i]=$(emu_get "truth/${realms[i]}/$ENTITY" | jq length)
+      [ "${truths[i]:-0}" -gt 0 ] || die "emulator truth of realm ${realms[i]} is empty: $(tail -5 "$DIR"/emu.*.out.err)"
+    done
+    note "B5: realm ${realms[0]} alone, latency $B2_LATENCY_MS ms + $B2_PER_ROW_US us/row, $data data"
+    register_realms "${realms[0]}"
+    sql "TRUNCATE raw.qb_invoices"
+    quiesce
+    run_group 1
+    check_realm "${realms[0]}" "${truths[0]}"
+    read -r tot data_p cnt t429 <<<"$(realm_summary "${realms[0]}")"
+    local alone_pm
+    alone_pm=$(calc %.1f "$data_p * 60 / ${G_SECS[1]}")
+    lines+=("$(printf "$lfmt" "$data" "${realms[0]} alone" "${G_ROWS[1]}" "${G_SECS[1]}" "$(rps "${G_ROWS[1]}" "${G_SECS[1]}")" "$data_p" "$cnt" "$tot" "$t429" \
+      "$alone_pm" "$(calc %.1f "100 * $alone_pm / $ceiling")%")")
+    note "B5: $k realms at once, latency $B2_LATENCY_MS ms + $B2_PER_ROW_US us/row, $data data"
+    register_realms "${realms[@]:1}"
+    sql "TRUNCATE raw.qb_invoices"
+    quiesce
+    run_group "$k"
+    local agg_rows=0 agg_pages=0 conc
+    t429_total=0
+    for i in $(seq 1 "$k"); do
+      check_realm "${realms[i]}" "${truths[i]}"
+      read -r tot data_p cnt t429 <<<"$(realm_summary "${realms[i]}")"
+      agg_rows=$((agg_rows + G_ROWS[i])); agg_pages=$((agg_pages + data_p)); t429_total=$((t429_total + t429))
+      lines+=("$(printf "$lfmt" "$data" "${realms[i]}" "${G_ROWS[i]}" "${G_SECS[i]}" "$(rps "${G_ROWS[i]}" "${G_SECS[i]}")" "$data_p" "$cnt" "$tot" "$t429" \
+        "$(calc %.1f "$data_p * 60 / ${G_SECS[i]}")" "$(calc %.1f "100 * $data_p * 60 / ${G_SECS[i]} / $ceiling")%")")
+    done
+    conc=$(emu_get stats | jq -r .max_concurrent_seen)
+    local agg_rps goal_ref
+    agg_rps=$(calc %.1f "$agg_rows / $G_WALL")
+    goal_ref=$(calc %.1f "($k * $ceil_rps < $zl_rps) ? $k * $ceil_rps : $zl_rps")
+    lines+=("$(printf "$lfmt" "$data" "aggregate" "$agg_rows" "$G_WALL" "$(rps "$agg_rows" "$G_WALL")" "$agg_pages" - - "$t429_total" \
+      "$(calc %.1f "$agg_pages * 60 / $G_WALL")" "$(calc %.1f "100 * $agg_pages * 60 / $G_WALL / ($k * $ceiling)")%")")
+    lines+=("$(echo "$data: aggregate $(calc %.0f "$agg_rps") rows/s = $(calc %.1f "100 * $agg_rps / $goal_ref") % of min($k x $(calc %.0f "$ceil_rps"), $(calc %.0f "$zl_rps")) = $(calc %.0f "$goal_ref") rows/s (goal >= 90 %); $(calc %.1f "100 * $agg_pages * 60 / $G_WALL / $k / $alone_pm") % of $k x realm 0 alone's pages/min; most in flight at once in one realm: $conc; load $G_LOAD0 -> $G_LOAD1")")
+    stop_emulator
+  done
+  echo
+  echo "=== B5: $k companies at once, latency $B2_LATENCY_MS ms + $B2_PER_ROW_US us/row (a $PAGE-row page: $page_s s), $B2_RATE/min and $B2_CONC in flight per realm; $B5_INVOICES invoices each ==="
+  echo "one realm's ceiling: min($B2_RATE, 60 x $B2_CONC / $page_s) = $ceiling data pages/min = $(calc %.0f "$ceil_rps") rows/s; pg_qbo's default pacing; a fresh emulator and fresh realms per data set"
+  echo "even: --no-big-burst; default: the emulator's default data (one bulk second of 1001 + n/50 records per realm)"
+  echo "pages: data pages answered 200; counts: count(*) queries; reqs: the realm's requests in the emulator's log (token requests carry no realm); % ceil: pages/min / $ceiling (aggregate: / $k x $ceiling)"
+  printf "$lfmt" data realm rows seconds rows/s pages counts reqs 429s pages/min "% ceil"
+  printf '%s\n' "${lines[@]}"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Main, in one block: bash parses it whole before running it, so editing this file during a run
 # does not derail the run.
 {
-  echo "pg_qbo throughput benchmark ($PARTS): $(nproc) cores, $(psql --version | awk '{print $3}'), $(date '+%F %T')"
+  echo "pg_qbo throughput benchmark ($PARTS): $(nproc) cores, $("$PG_BIN/psql" --version | awk '{print $3}'), $(date '+%F %T')"
   if want b1 || want b4; then
     part_b1_b4 "$(want b1 && echo 1 || echo 0)" "$(want b4 && echo 1 || echo 0)"
   fi
   want b2 && part_b2
   want b3 && part_b3
+  want b5 && part_b5
   want b6 && part_b6
   exit 0
 }

@@ -11,6 +11,8 @@
 --     comments of qbo.run_chunks.pages and .cursor and of qbo.run_pages say what that changes.
 --   * riding out throttling: qbo._api_admit paces the first 61 s after a restart as if the minute
 --     before had been full (new last argument p_started); qbo.throttle_wait_ms is in the library.
+--   * many companies at once: the setting qbo.max_workers caps pg_qbo's background workers; the
+--     comments of qbo.backfill and qbo.start_backfill say so.
 
 \echo Use "ALTER EXTENSION pg_qbo UPDATE TO '0.4.0'" to load this file. \quit
 
@@ -176,3 +178,14 @@ $fn$;
 COMMENT ON FUNCTION qbo._api_admit(text, text[], int, int, int, bigint[], text, bigint, bigint, timestamptz) IS
     'pg_qbo internal: the shared per-realm rate limiter (sliding second and minute, requests in flight; the first 61 s after the server started paced as if the minute before had been full) and the monthly count of requests (qbo.api_usage, the run''s requests_* columns); see qbo.max_requests_per_second, qbo.max_requests_per_minute, qbo.max_in_flight and qbo.monthly_request_budget.';
 REVOKE ALL ON FUNCTION qbo._api_admit(pg_catalog.text, pg_catalog.text[], pg_catalog.int4, pg_catalog.int4, pg_catalog.int4, pg_catalog.int8[], pg_catalog.text, pg_catalog.int8, pg_catalog.int8, pg_catalog.timestamptz) FROM PUBLIC;
+
+
+-------------------------------------------------------------------------------------------------
+-- Many companies at once
+-------------------------------------------------------------------------------------------------
+-- qbo.max_workers is a setting (nothing to create); the comments of the two starting functions
+-- name it.
+COMMENT ON FUNCTION qbo.backfill(text, timestamptz, timestamptz, int, int, int, text) IS
+    'pg_qbo: backfills one QBO entity over [fecha_inicio, fecha_fin) in chunk_size-day chunks (page_size 1..1000 rows per request) into raw.qb_<entity>, committing page by page in a background worker; relays progress as NOTICEs (each chunk as it completes, the run''s totals every qbo.progress_interval_ms, retries after a backoff) and returns one row of volumetry per chunk (duration: time spent on the chunk, rounded to milliseconds). Cancel stops the run (status cancelled, completed pages kept; continue with qbo.resume). Needs a free pg_qbo worker slot (qbo.max_workers) and background worker slot (max_worker_processes), else fails at once (53400); CALL qbo.run_backfill needs neither.';
+COMMENT ON FUNCTION qbo.start_backfill(text, timestamptz, timestamptz, int, int, int, text) IS
+    'pg_qbo: starts a backfill (the arguments of qbo.backfill) in a background worker tied to no session and returns its run id as soon as the run is committed: closing the session, or losing the connection, does not stop it. No NOTICEs: follow it in qbo.progress, qbo.runs and qbo.run_chunks; stop it with qbo.cancel(run_id). It keeps the qbo.* settings of this session (stored in qbo.runs.settings), never its statement_timeout. Needs a free pg_qbo worker slot (qbo.max_workers) and background worker slot (max_worker_processes), else fails at once (53400); CALL qbo.run_backfill needs neither.';

@@ -7,7 +7,8 @@
 //! with the run: see [`Budget`]). And so is
 //! the memory bound of a run (`qbo.max_buffer_mb`): it is what stands between the server and
 //! answers from outside, and a backend killed for memory restarts every session of the cluster,
-//! so the role asking for a run must not lift it.
+//! so the role asking for a run must not lift it. So is the number of pg_qbo background workers
+//! (`qbo.max_workers`): the slots of `max_worker_processes` belong to the whole server.
 //! Everything else is per session, with bounds. A run resolves the settings once, stores them in
 //! `qbo.runs.settings` and hands them to its background worker: a session's `SET` does not reach a
 //! worker, and a resume must behave like the original run.
@@ -50,11 +51,17 @@ static MAX_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_IN_FL
 static MONTHLY_REQUEST_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MONTHLY_REQUEST_WARN_PERCENT: GucSetting<i32> = GucSetting::<i32>::new(80);
 static BUFFER_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_BUFFER_MB as i32);
+static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_WORKERS);
 static PROGRESS_INTERVAL_MS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_PROGRESS_INTERVAL_MS as i32);
 
 /// Default of `qbo.throttle_wait_ms`: Intuit asks to wait 60 s after a 429, plus a margin.
 pub const DEFAULT_THROTTLE_WAIT_MS: u64 = 70_000;
+/// Default of `qbo.max_workers`: half of PostgreSQL's default `max_worker_processes` (8), whose
+/// other slots parallel query, logical replication and other extensions need.
+pub const DEFAULT_MAX_WORKERS: i32 = 4;
+/// Upper bound of `qbo.max_workers`.
+pub const MAX_MAX_WORKERS: i32 = 1024;
 
 /// Default of `qbo.progress_interval_ms`.
 pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 10_000;
@@ -200,6 +207,16 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_MB,
     );
+    GucRegistry::define_int_guc(
+        c"qbo.max_workers",
+        c"Most pg_qbo background workers (runs of qbo.backfill, qbo.resume, qbo.start_backfill, qbo.start_resume) running at once on the server; past it such a start fails at once (53400). 0: none. Superuser only.",
+        c"Keeps pg_qbo from taking the max_worker_processes slots that parallel query, logical replication and other extensions need: set it at most to max_worker_processes minus what they need. Counted server-wide, across databases, by the slots the workers hold for their lifetime (advisory locks of database 0 in pg_locks, freed when a worker ends, is terminated or crashes). CALL qbo.run_backfill and qbo.run_resume run in the caller's backend and take no slot.",
+        &MAX_WORKERS,
+        0,
+        MAX_MAX_WORKERS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init on the backend's own thread (GUC state is per process and
     // not thread-safe), after every `qbo.*` setting above is defined; the argument is a static
     // NUL-terminated string, and Postgres keeps its own copy (pstrdup in TopMemoryContext).
@@ -223,6 +240,11 @@ fn int(
         GucContext::Userset,
         GucFlags::UNIT_MS,
     );
+}
+
+/// `qbo.max_workers` in this session: how many pg_qbo workers may run at once when it starts one.
+pub fn max_workers() -> i32 {
+    MAX_WORKERS.get()
 }
 
 /// Turns off, for the rest of this process, the session timeouts that `ALTER ROLE ... SET` and

@@ -22,6 +22,12 @@
 //! returns its id. That worker has no `bgw_notify_pid` and watches no leader ([`Mode::Detached`]):
 //! the caller's session may end at once; a cancel of the worker itself (`qbo.cancel`) stops it.
 //!
+//! Every worker first claims one of the `qbo.max_workers` slots of the server (the starting
+//! session's value, in the [`Spec`]; [`locks::claim_worker_slot`]: a session advisory lock held
+//! until the worker exits), before it writes anything; with none free it fails before a run exists,
+//! and its starter raises that 53400 ([`no_free_slot`]) at once. The postmaster's own refusal
+//! (`max_worker_processes` exhausted) is a different 53400, raised by [`start_worker`].
+//!
 //! Every worker turns off the session timeouts its role and database may carry
 //! ([`guc::disable_session_timeouts`]) and names its run in `pg_stat_activity.application_name`.
 
@@ -34,7 +40,7 @@ use crate::pg::xact;
 use crate::run::executor;
 use crate::run::notices::{self, BackoffGate, ProgressClock};
 use crate::run::request::{self, Resume};
-use crate::store::ledger;
+use crate::store::{ledger, locks};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
 };
@@ -63,6 +69,28 @@ pub struct Spec {
     pub detached: bool,
     pub database_oid: u32,
     pub role_oid: u32,
+    /// `qbo.max_workers` of the session that started the worker: the slots it may claim.
+    #[serde(default = "default_max_workers")]
+    pub max_workers: i32,
+}
+
+fn default_max_workers() -> i32 {
+    guc::DEFAULT_MAX_WORKERS
+}
+
+/// The 53400 of a start refused by `qbo.max_workers` (`cap` slots, all held).
+pub fn no_free_slot(cap: i32) -> PgError {
+    let what = if cap == 0 {
+        "qbo.max_workers = 0: this server lets pg_qbo start no background worker; have a superuser raise qbo.max_workers".to_owned()
+    } else {
+        format!("all {cap} pg_qbo background workers that qbo.max_workers = {cap} allows are running; wait for a run to end (qbo.progress), have a superuser raise qbo.max_workers")
+    };
+    PgError::new(
+        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+        format!(
+            "pg_qbo: {what}, or run it with CALL qbo.run_backfill(...) / CALL qbo.run_resume(...) instead, which run in this session and need no worker"
+        ),
+    )
 }
 
 /// Header of the shared segment, followed by the spec's JSON bytes.
@@ -168,6 +196,10 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
         (Mode::Worker { leader_pid }, "function")
     };
     let result = PgTryBuilder::new(|| {
+        // its slot of qbo.max_workers, held until this process ends, before anything is written
+        if locks::claim_worker_slot(spec.max_workers).is_none() {
+            no_free_slot(spec.max_workers).raise();
+        }
         let (run_id, resume) = match &spec.job {
             Job::New(req) => {
                 let v = request::validate(req).unwrap_or_else(|e| e.raise());
@@ -317,6 +349,7 @@ fn hand_over(job: Job, detached: bool) -> *mut pg_sys::dsm_segment {
         // SAFETY: same thread, in a session whose user InitPostgres has set: GetUserId only
         // reads it (the caller's role: this runs outside as_owner).
         role_oid: unsafe { pg_sys::GetUserId() }.to_u32(),
+        max_workers: guc::max_workers(),
     };
     let bytes = serde_json::to_vec(&spec).unwrap_or_else(|e| {
         PgError::internal(format!("pg_qbo: the worker's job cannot be written: {e}")).raise()

@@ -96,7 +96,7 @@ fn cancel(run_id: Option<i64>) -> String {
 extension_sql!(
     r#"
 COMMENT ON FUNCTION qbo.start_backfill(text, timestamptz, timestamptz, int, int, int, text) IS
-    'pg_qbo: starts a backfill (the arguments of qbo.backfill) in a background worker tied to no session and returns its run id as soon as the run is committed: closing the session, or losing the connection, does not stop it. No NOTICEs: follow it in qbo.progress, qbo.runs and qbo.run_chunks; stop it with qbo.cancel(run_id). It keeps the qbo.* settings of this session (stored in qbo.runs.settings), never its statement_timeout. Needs a free background worker slot; otherwise use CALL qbo.run_backfill.';
+    'pg_qbo: starts a backfill (the arguments of qbo.backfill) in a background worker tied to no session and returns its run id as soon as the run is committed: closing the session, or losing the connection, does not stop it. No NOTICEs: follow it in qbo.progress, qbo.runs and qbo.run_chunks; stop it with qbo.cancel(run_id). It keeps the qbo.* settings of this session (stored in qbo.runs.settings), never its statement_timeout. Needs a free pg_qbo worker slot (qbo.max_workers) and background worker slot (max_worker_processes), else fails at once (53400); CALL qbo.run_backfill needs neither.';
 COMMENT ON FUNCTION qbo.start_resume(bigint) IS
     'pg_qbo: continues a failed, cancelled or interrupted run (as qbo.resume: only what did not complete, with the stored plan and settings) in a background worker tied to no session; returns the run id as soon as the run is reopened. Stop it with qbo.cancel(run_id).';
 COMMENT ON FUNCTION qbo.cancel(bigint) IS

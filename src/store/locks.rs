@@ -1,5 +1,6 @@
 //! Advisory locks: a run's liveness lock (a dead executor is detectable), the lock serialising
-//! token refreshes of a realm, and the class of the lock serialising writes of one (realm, entity).
+//! token refreshes of a realm, the class of the lock serialising writes of one (realm, entity), and
+//! the server-wide slots of pg_qbo's background workers (`qbo.max_workers`).
 
 use crate::pg::error::{raise, PgError};
 use crate::pg::spi::{exec, one, optional};
@@ -11,8 +12,37 @@ pub const RUN_LOCK_CLASS: i32 = 1_364_414_287;
 pub const TOKEN_LOCK_CLASS: i32 = 1_364_414_288;
 /// Advisory lock class serialising writes of one (realm, entity).
 pub const WRITE_LOCK_CLASS: i32 = 1_364_414_289;
+/// Advisory lock class of the pg_qbo worker slots (`qbo.max_workers`), taken in database 0 (see
+/// [`claim_worker_slot`]).
+pub const WORKER_SLOT_CLASS: i32 = 1_364_414_291;
 // 1_364_414_290: the transaction lock `qbo._api_admit` takes on an app (hashtext of its client id)
 // while it checks and counts the monthly request budget (sql/schema.sql).
+
+/// Claims one of the `cap` pg_qbo worker slots for the rest of this process, without waiting:
+/// the first free one of the session-level advisory locks (WORKER_SLOT_CLASS, 0 .. cap - 1) in
+/// database 0, so that the count spans every database of the server. Taking a lock is atomic, so
+/// two workers starting at once never get the same slot; the lock goes when the process ends,
+/// however it ends (a crash resets the lock table with the rest of shared memory). `None`: all
+/// `cap` slots are held. Called by a worker on its own thread, connected to its database.
+pub fn claim_worker_slot(cap: i32) -> Option<i32> {
+    use pgrx::pg_sys;
+    (0..cap.max(0)).find(|&slot| {
+        let tag = pg_sys::LOCKTAG {
+            locktag_field1: 0, // database 0: one count for the whole server
+            locktag_field2: WORKER_SLOT_CLASS as u32,
+            locktag_field3: slot as u32,
+            locktag_field4: 2, // the (int4, int4) form of pg_advisory_lock, as pg_locks shows it
+            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+            locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+        };
+        // SAFETY: on the process's own thread, connected to a database (MyProc is set): what
+        // pg_try_advisory_lock does, with a tag that lives across the call. sessionLock = true:
+        // held until the process exits, whatever its transactions do; dontWait = true:
+        // LOCKACQUIRE_NOT_AVAIL instead of waiting.
+        let got = unsafe { pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, true, true) };
+        got != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+    })
+}
 
 pub fn lock_key(class: i32, key: &str) -> String {
     format!("{class}:{key}")
