@@ -110,6 +110,8 @@ pub struct OffsetWindow {
     overlap: u32,
     /// Boundaries proven in a row since the overlap last changed.
     proven: u32,
+    /// Pages before this one have been judged for the overlap.
+    judged: u32,
     /// The last page taken was full and every page issued is taken: one more page goes out.
     extend: bool,
     /// Next page to issue, and next to take (in order).
@@ -205,6 +207,7 @@ impl OffsetWindow {
             positions: Vec::new(),
             overlap: overlap(size),
             proven: 0,
+            judged: 0,
             extend: false,
             next_issue: 0,
             next_take: 0,
@@ -562,6 +565,8 @@ impl OffsetWindow {
         };
         if end >= self.end {
             self.done = true;
+            // pages answered past the end are not needed any more
+            self.held.clear();
         }
     }
 
@@ -735,9 +740,13 @@ impl OffsetWindow {
             };
             // page 0 starts at the window's first record
             let continues = k == 0 || (first < f && (last > f || !full));
-            if k > 0 && first <= f {
-                // (a page starting after the frontier is records that left: not the overlap's size)
+            let waits =
+                !continues && first < f && last == f && full && self.flying.contains(&(k + 1));
+            if k > 0 && first <= f && k >= self.judged && !waits {
+                // once a page (a page starting after the frontier is records that left, not the
+                // overlap's size)
                 self.adapt(continues);
+                self.judged = k + 1;
             }
             if continues {
                 self.next_take += 1;
@@ -767,7 +776,7 @@ impl OffsetWindow {
                 } else {
                     f + one_second()
                 };
-                if first < f && last == f && full && self.flying.contains(&(k + 1)) {
+                if waits {
                     // whether the frontier second fills the next page too decides how to read
                     // it: wait for that page
                     self.held.insert(k, page);
