@@ -165,3 +165,76 @@ fn rerun_skips_everything_and_writes_nothing_then_updates_are_reported() {
         emu.truth(REALM1, "Invoice")
     );
 }
+
+/// Issue 15: chunks are units of reporting, not of requests. A small company (2,000 invoices in
+/// 2025) backfilled over 2000 → 2026 with the default `chunk_size => 7` (1,357 chunks) costs
+/// what one window costs: a count and its pages (a plain offset loop would send 3), or with one
+/// request in flight the time cursor's pages; every chunk reports exactly its own records.
+#[test]
+fn empty_chunks_and_years_cost_no_request() {
+    let emu = Emulator::start(&["--seed", "15", "--records", "Invoice=2000"]);
+    let mut c = fresh_db("e2e_small_company", &emu);
+    let truth = truth_in_window(
+        &emu,
+        REALM1,
+        "Invoice",
+        "2000-01-01T00:00:00Z",
+        "2026-01-01T00:00:00Z",
+    );
+    assert_eq!(truth.len(), 2000);
+    for (run_id, in_flight, most) in [(1i64, 10, 5i64), (2, 1, 4)] {
+        c.batch_execute(&format!(
+            "SET qbo.max_in_flight = {in_flight}; TRUNCATE raw.qb_invoices"
+        ))
+        .or_else(|_| c.batch_execute(&format!("SET qbo.max_in_flight = {in_flight}")))
+        .unwrap();
+        let rows = c
+            .query(
+                "SELECT * FROM qbo.backfill('Invoice', '2000-01-01Z', '2026-01-01Z', chunk_size => 7)",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 1357, "one row per chunk");
+        let v = sum_rows(&rows);
+        assert_eq!((v.rows, v.inserted), (2000, 2000));
+        assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth);
+        let (query, count): (i64, i64) = c
+            .query_one(
+                "SELECT requests_query, requests_count FROM qbo.runs WHERE run_id = $1",
+                &[&run_id],
+            )
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        println!("max_in_flight {in_flight}: {query} pages and {count} counts for 1,357 chunks");
+        assert!(query + count <= most, "{query} + {count} requests");
+        // each chunk counts exactly the records whose LastUpdatedTime falls in it
+        let wrong: i64 = c
+            .query_one(
+                "SELECT count(*) FROM qbo.run_chunks k
+                  WHERE k.run_id = $1
+                    AND k.rows <> (SELECT count(*) FROM raw.qb_invoices r
+                                    WHERE (r.payload->'MetaData'->>'LastUpdatedTime')::timestamptz >= k.window_start
+                                      AND (r.payload->'MetaData'->>'LastUpdatedTime')::timestamptz < k.window_end)",
+                &[&run_id],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            wrong, 0,
+            "chunks whose rows are not the records in their window"
+        );
+        let (empty_pages, status): (i64, String) = c
+            .query_one(
+                "SELECT coalesce(sum(pages) FILTER (WHERE rows = 0), 0)::bigint, (SELECT status FROM qbo.runs WHERE run_id = $1)
+                   FROM qbo.run_chunks WHERE run_id = $1",
+                &[&run_id],
+            )
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!(status, "succeeded");
+        assert!(
+            empty_pages <= 2,
+            "empty chunks carry no pages but the last empty answer: {empty_pages}"
+        );
+    }
+}

@@ -107,11 +107,12 @@ fn access_tokens_expiring_and_refresh_tokens_rotating_every_use() {
 fn exhausted_retries_fail_with_the_full_story_and_resume_refetches_only_the_rest() {
     let emu = Emulator::start(&["--seed", "13"]);
     let mut c = fresh_db("e2e_exhaust", &emu);
-    // sequential, so that the request after the 8th is its retry
+    // sequential, so that the request after the 3rd is its retry (the 3rd is a page of the time
+    // cursor: the pages of a pass over a bulk second would go out one after another instead)
     c.batch_execute("SET qbo.max_retries = 1; SET qbo.max_in_flight = 1")
         .unwrap();
-    // the 8th and 9th API requests fail: the 8th request and its only retry
-    emu.faults("503html@nth=8,503html@nth=9");
+    // the 3rd and 4th API requests fail: the 3rd request and its only retry
+    emu.faults("503html@nth=3,503html@nth=4");
     let err = c
         .query_one("CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)", &[&FROM, &TO])
         .expect_err("retries are exhausted");

@@ -82,8 +82,13 @@ fn cancel_of_call_waiting_on_http_leaves_run_cancelled_and_session_usable() {
         .query_one("SELECT count(*) FROM raw.qb_invoices", &[])
         .unwrap()
         .get(0);
+    // pages committed: one transaction each (a page carrying records of two chunks has a
+    // qbo.run_pages row in each)
     let pages: i64 = c
-        .query_one("SELECT count(*) FROM qbo.run_pages WHERE run_id = 1", &[])
+        .query_one(
+            "SELECT count(DISTINCT committed_at) FROM qbo.run_pages WHERE run_id = 1",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(
@@ -314,9 +319,11 @@ fn another_session_sees_qbo_progress_move_while_a_slow_run_advances() {
     }
     assert!(worker.join().unwrap().is_ok());
     println!("qbo.progress as seen from another session: {seen:?}; at most {most_running} chunks running at once");
+    // consecutive chunks are read as one window: the chunk it is in runs, the ones before it are
+    // done as soon as they are written
     assert!(
-        most_running >= 2,
-        "chunks are fetched concurrently, and qbo.progress says so (chunks_running)"
+        most_running >= 1,
+        "qbo.progress says which chunks are being worked on (chunks_running)"
     );
     let moving: Vec<&(i64, String, Option<String>)> = seen
         .iter()

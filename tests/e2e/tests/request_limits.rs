@@ -338,7 +338,9 @@ fn the_monthly_budget_warns_refuses_and_lifts_when_raised() {
     let r = admin
         .query_one(
             "SELECT status, error_sqlstate, error, requests_query + requests_count + requests_token,
-                    (SELECT sum(pages)::bigint FROM qbo.run_chunks WHERE run_id = $1),
+                    -- pages written: one transaction each (a page carrying records of two chunks
+                    -- has a qbo.run_pages row in each)
+                    (SELECT count(DISTINCT committed_at) FROM qbo.run_pages WHERE run_id = $1),
                     (SELECT sum(rows)::bigint FROM qbo.run_chunks WHERE run_id = $1)
                FROM qbo.runs WHERE run_id = $1",
             &[&run],
@@ -465,7 +467,7 @@ fn a_run_refused_with_requests_in_flight_writes_every_page_it_was_answered() {
         .count() as i64;
     let r = c
         .query_one(
-            "SELECT (SELECT sum(pages)::bigint FROM qbo.run_chunks c WHERE c.run_id = r.run_id),
+            "SELECT (SELECT count(DISTINCT committed_at) FROM qbo.run_pages p WHERE p.run_id = r.run_id),
                     (SELECT sum(rows)::bigint FROM qbo.run_chunks c WHERE c.run_id = r.run_id),
                     (SELECT count(*) FROM raw.qb_invoices),
                     r.requests_query + r.requests_count + r.requests_token
