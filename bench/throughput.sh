@@ -552,7 +552,7 @@ else:
 # B6: a small company over a long window (issue 15: requests win over speed)
 # ---------------------------------------------------------------------------------------------
 part_b6() {
-  local emu_args=(--records "$ENTITY=$B6_INVOICES" --start "$B6_DATA_FROM" --end "$B6_DATA_TO" --no-big-burst
+  local emu_args=(--records "$ENTITY=$B6_INVOICES" --data-from "$B6_DATA_FROM" --data-to "$B6_DATA_TO" --no-big-burst
                   --latency-ms "$B2_LATENCY_MS" --latency-per-row-us "$B2_PER_ROW_US" --rate-limit "$B2_RATE" --max-concurrent "$B2_CONC")
   local wend lines=() truth tot data cnt tok t429 conc label n_run=0 REALM chunk q secs
   wend=$(date -u -d tomorrow +%Y-%m-%dZ)
