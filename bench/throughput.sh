@@ -142,7 +142,7 @@ elif [ ! -x "$EMU_BIN" ]; then
   cargo build --release -q -p qbo-emulator
 fi
 PY=""
-if want b1 || want b2 || want b3 || want b4; then   # B5 needs no Python
+if want b1 || want b2 || want b3 || want b4 || want b6; then   # B5 needs no Python
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r bench/requirements.txt
   PY="$VENV/bin/python"
