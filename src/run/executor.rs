@@ -900,10 +900,19 @@ impl Exec<'_> {
             ledger::write_second_ids(run_id, o.key, ids)?;
         }
         o.slices.page_written(page.slice, page.state)?;
-        // a qbo.run_pages row in each chunk the page carried records of (the first one also
-        // takes the page's re-fetched records and times)
+        // a qbo.run_pages row in each chunk the page carried records of: the first one takes the
+        // page's re-fetched records and fetch time, and the time since the last page is shared
+        // by rows (so each chunk's duration is its part of the window's time)
         let mut shown = (0, 0);
+        let elapsed = o.mark.elapsed().as_secs_f64();
+        o.mark = Instant::now();
+        let total_rows: usize = parts.iter().map(|(_, r)| r.len()).sum();
         for (n, (i, records)) in parts.into_iter().enumerate() {
+            let share = if total_rows == 0 {
+                1.0
+            } else {
+                records.len() as f64 / total_rows as f64
+            };
             let row = &o.rows[i];
             let chunk = row.chunk;
             if o.started.insert(chunk) {
@@ -927,17 +936,15 @@ impl Exec<'_> {
                 &request_payload,
             )?;
             let first = n == 0;
-            let (chunk_seconds, refetched, seconds) = if first {
+            let chunk_seconds = elapsed * share;
+            let (refetched, seconds) = if first {
                 shown = (chunk, page_no);
-                let s = o.mark.elapsed().as_secs_f64();
-                o.mark = Instant::now();
                 (
-                    s,
                     page.refetched as i64,
                     page.fetch_seconds + t0.elapsed().as_secs_f64(),
                 )
             } else {
-                (0.0, 0, 0.0)
+                (0, 0.0)
             };
             ledger::page_done(
                 run_id,
