@@ -364,6 +364,31 @@ struct Fetched {
     fetch_seconds: f64,
 }
 
+impl Fetched {
+    /// What an answer gives to write: its records (an accepted page, or pages a count released),
+    /// with the request they answer.
+    fn new(
+        want: Want,
+        accepted: qbo::pager::Accepted,
+        state: Option<qbo::pager::PagerState>,
+        intuit_tid: Option<String>,
+        fetch_seconds: f64,
+    ) -> Fetched {
+        Fetched {
+            chunk: want.chunk,
+            slice: want.slice,
+            records: accepted.records,
+            refetched: accepted.refetched,
+            state,
+            second_ids: accepted.second_ids,
+            query: want.query,
+            start_position: want.start_position,
+            intuit_tid,
+            fetch_seconds,
+        }
+    }
+}
+
 impl Exec<'_> {
     /// Fetches and writes every pending chunk: up to `max_in_flight` requests on the network
     /// thread (admitted by the realm's shared limiter) while this thread writes the pages that
@@ -751,19 +776,14 @@ impl Exec<'_> {
                     let slice = want.slice;
                     if let Some(accepted) = released {
                         let state = o.slices.page_fetched(slice, accepted.records.len())?;
-                        let want = f.request.item;
-                        fetched.push_back(Fetched {
-                            chunk: want.chunk,
-                            slice: want.slice,
-                            records: accepted.records,
-                            refetched: accepted.refetched,
+                        let secs = f.sent.elapsed().as_secs_f64();
+                        fetched.push_back(Fetched::new(
+                            f.request.item,
+                            accepted,
                             state,
-                            second_ids: accepted.second_ids,
-                            query: want.query,
-                            start_position: 0,
-                            intuit_tid: None,
-                            fetch_seconds: f.sent.elapsed().as_secs_f64(),
-                        });
+                            None,
+                            secs,
+                        ));
                     }
                     o.slices.count_fed(slice)?;
                 }
@@ -772,7 +792,7 @@ impl Exec<'_> {
                 // the request is done with: its query text moves into the page's record
                 let (want, sent) = (f.request.item, f.sent);
                 let tid = page.intuit_tid.clone();
-                let (chunk, shown) = (want.chunk, o.current());
+                let shown = o.current();
                 let start_position = want.start_position;
                 let accepted = o
                     .slices
@@ -783,18 +803,8 @@ impl Exec<'_> {
                     })
                     .map_err(|e| self.context(shown, start_position, e))?;
                 let state = o.slices.page_fetched(want.slice, accepted.records.len())?;
-                fetched.push_back(Fetched {
-                    chunk,
-                    slice: want.slice,
-                    records: accepted.records,
-                    refetched: accepted.refetched,
-                    state,
-                    second_ids: accepted.second_ids,
-                    query: want.query,
-                    start_position,
-                    intuit_tid: tid,
-                    fetch_seconds: sent.elapsed().as_secs_f64(),
-                });
+                let secs = sent.elapsed().as_secs_f64();
+                fetched.push_back(Fetched::new(want, accepted, state, tid, secs));
             }
             // what happens to a failed request is the dispatcher's decision (see qbo::dispatch)
             Err(e) => {

@@ -464,6 +464,18 @@ pub struct PagerStats {
     pub live_seconds_left: u64,
 }
 
+impl std::ops::AddAssign for PagerStats {
+    fn add_assign(&mut self, s: PagerStats) {
+        self.pages += s.pages;
+        self.counts += s.counts;
+        self.accepted += s.accepted;
+        self.refetched += s.refetched;
+        self.duplicates += s.duplicates;
+        self.second_tries += s.second_tries;
+        self.live_seconds_left += s.live_seconds_left;
+    }
+}
+
 /// The paging state machine of one chunk.
 #[derive(Debug)]
 pub struct Pager {
@@ -1724,16 +1736,6 @@ mod tests {
         Page(Vec<RawRecord>),
     }
 
-    fn add_stats(total: &mut PagerStats, s: PagerStats) {
-        total.accepted += s.accepted;
-        total.refetched += s.refetched;
-        total.pages += s.pages;
-        total.counts += s.counts;
-        total.duplicates += s.duplicates;
-        total.second_tries += s.second_tries;
-        total.live_seconds_left += s.live_seconds_left;
-    }
-
     /// What a second's Id table holds (see [`PagerState::ids_in_table`]), kept by the harness as
     /// the executor keeps `qbo._second_ids`: every page's [`Accepted::second_ids`] upserted.
     #[derive(Default)]
@@ -1781,7 +1783,7 @@ mod tests {
         let mut table = IdTable::default();
         for _ in 0..200_000 {
             let Some(req) = pager.next_request()? else {
-                add_stats(&mut stats, pager.stats());
+                stats += pager.stats();
                 return Ok((got, stats));
             };
             match fake.serve(&req) {
@@ -1794,7 +1796,7 @@ mod tests {
                 }
             }
             if resume_each_page {
-                add_stats(&mut stats, pager.stats());
+                stats += pager.stats();
                 let state = table.round_trip(&pager);
                 pager = Pager::resume("Invoice", false, chunk, page_size, state)?;
             }
@@ -1829,7 +1831,7 @@ mod tests {
             assert_eq!(pager.in_flight(), flying.len());
             if flying.is_empty() {
                 assert!(pager.is_done(), "stalled: {:?}", pager.state().mode);
-                add_stats(&mut stats, pager.stats());
+                stats += pager.stats();
                 return Ok((got, stats, most));
             }
             let req = flying.swap_remove(rng.random_range(0..flying.len()));
@@ -1842,7 +1844,7 @@ mod tests {
                 }
             }
             if resume && rng.random_bool(0.1) {
-                add_stats(&mut stats, pager.stats());
+                stats += pager.stats();
                 let state = table.round_trip(&pager);
                 pager = Pager::resume("Invoice", false, chunk, page_size, state)?;
                 flying.clear();

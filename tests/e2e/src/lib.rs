@@ -78,6 +78,14 @@ impl Notices {
     }
 }
 
+/// A statement's error as (SQLSTATE, message); panics if it is not a database error.
+pub fn db_error(e: postgres::Error) -> (String, String) {
+    let d = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {e}"));
+    (d.code().code().to_owned(), d.message().to_owned())
+}
+
 /// Creates (or resets) a login role with no attributes and no settings.
 pub fn fresh_role(admin: &mut postgres::Client, role: &str) {
     admin

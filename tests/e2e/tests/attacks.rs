@@ -130,13 +130,6 @@ fn report(admin: &mut postgres::Client, marker_table: &str, role: &str) {
     println!("{role} is superuser: {}", is_superuser(admin, role));
 }
 
-fn db_error(e: postgres::Error) -> (String, String) {
-    let d = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not a database error: {e}"));
-    (d.code().code().to_owned(), d.message().to_owned())
-}
-
 /// An operator owns a schema with an `=` (text, text) operator, puts it first on its search_path
 /// (in the session, and for its role so the background worker has it too) and runs backfills both
 /// ways. Before the fix the ledger's `name = $1` ran the operator as the extension owner.

@@ -27,13 +27,6 @@ fn operator(admin: &mut postgres::Client, role: &str) {
         .unwrap();
 }
 
-fn db_error(e: postgres::Error) -> (String, String) {
-    let d = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not a database error: {e}"));
-    (d.code().code().to_owned(), d.message().to_owned())
-}
-
 /// Connects to `db` as `role`, collecting the NOTICEs the server sends.
 fn with_notices(db: &str, role: &str) -> (postgres::Client, Arc<Mutex<Vec<String>>>) {
     let notices = Arc::new(Mutex::new(Vec::<String>::new()));

@@ -275,13 +275,6 @@ fn months(c: &mut postgres::Client) -> (String, String) {
     (r.get(0), r.get(1))
 }
 
-fn db_error(e: postgres::Error) -> (String, String) {
-    let d = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not a database error: {e}"));
-    (d.code().code().to_owned(), d.message().to_owned())
-}
-
 #[test]
 fn the_monthly_budget_warns_refuses_and_lifts_when_raised() {
     const DB: &str = "e2e_budget";

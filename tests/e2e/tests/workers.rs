@@ -41,13 +41,6 @@ fn operator(admin: &mut postgres::Client, role: &str, cap: i32) {
         .unwrap();
 }
 
-fn db_error(e: postgres::Error) -> (String, String) {
-    let d = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not a database error: {e}"));
-    (d.code().code().to_owned(), d.message().to_owned())
-}
-
 /// The pids holding a pg_qbo worker slot, with the slot.
 fn slots(c: &mut postgres::Client) -> Vec<(i32, i64)> {
     c.query(
