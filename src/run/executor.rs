@@ -762,30 +762,11 @@ impl Exec<'_> {
                 if want.purpose == Purpose::SliceCount {
                     o.slices.accept_slice_count(want.slice, n, live_edge())?;
                 } else {
-                    let released = o
-                        .slices
+                    o.slices
                         .pager_mut(want.slice)
-                        .and_then(|p| {
-                            p.accept_count_part(want.part, n)?;
-                            Ok(p.take_released())
-                        })
+                        .and_then(|p| p.accept_count_part(want.part, n))
                         .map_err(|e| self.context(want.chunk, 0, e))?;
-                    // a window read by offsets whose fallback completed on this count may take
-                    // the pages it held: they are written like a page, with the count's query
-                    // (counted as waiting before the slice may be found complete)
-                    let slice = want.slice;
-                    if let Some(accepted) = released {
-                        let state = o.slices.page_fetched(slice, accepted.records.len())?;
-                        let secs = f.sent.elapsed().as_secs_f64();
-                        fetched.push_back(Fetched::new(
-                            f.request.item,
-                            accepted,
-                            state,
-                            None,
-                            secs,
-                        ));
-                    }
-                    o.slices.count_fed(slice)?;
+                    o.slices.count_fed(want.slice)?;
                 }
             }
             Ok(NetFetched::Page(page)) => {

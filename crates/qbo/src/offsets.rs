@@ -1,5 +1,5 @@
-//! Reading a past window by STARTPOSITION, every page at once, proven complete page by page:
-//! pure logic, no I/O.
+//! Reading a past window by STARTPOSITION in `Id` order, every page at once, proven complete page
+//! by page: pure logic, no I/O.
 //!
 //! A time cursor ([`crate::pager`]) needs the answer to page *k* before it can ask for page
 //! *k + 1*, so it reads one page per round trip; concurrency then has to come from cutting the
@@ -7,98 +7,96 @@
 //! requests that carry no data (issue 15 measured +61 % over the data pages). Offsets have no such
 //! chain: once `count(*)` of the window says how many records it holds, every page
 //! (`STARTPOSITION 1, 1 + s, 1 + 2s, ...`) can be in flight together, and the window costs its
-//! data pages, one count and the rows of the overlaps below.
+//! data pages and one count.
 //!
-//! Offsets are unsafe in general (QBO orders ties of one `LastUpdatedTime` differently from one
-//! request to the next, and a record updated while the window is read leaves it and shifts every
-//! later position), so each page is used only where it is *proven* to continue what was taken
-//! before it, with the time cursor's own rule:
+//! The pages are ordered by `Id` (`ORDERBY Id`; Intuit's entity reference lists `Id` as sortable).
+//! An Id is unique within an entity, so the order has no ties and two requests agree on it:
+//! whatever comparison QBO applies to Ids (as numbers or as text), it is one strict order. Ordered
+//! by `LastUpdatedTime`, QBO reshuffles the records of one second from one request to the next,
+//! and a bulk import puts thousands in one second; ordered by `Id`, a bulk second is just more
+//! positions.
 //!
-//! - Pages overlap: consecutive pages start `s = size - overlap` records apart, so page *k + 1*
-//!   repeats the last `overlap` records of page *k* when nothing moved.
-//! - The window is taken in offset order. The **frontier** is the time cursor's state: every
-//!   second before the frontier second `f` is taken, and the Ids taken at `f` are remembered.
-//! - Page *k + 1*, whose records span seconds `F ..= L`, continues the frontier when `F < f` and
-//!   (`L > f` or the page is short). QBO orders by `LastUpdatedTime`, so within one answer the
-//!   records of a second are contiguous: a page that starts before second `f` and ends after it
-//!   holds all of `f`, and every record after `f` up to its end, *whatever happened between the
-//!   two requests*: ties shuffled within a second do not matter (the second is whole in the page),
-//!   and records that left the window only moved the page's start earlier. Its records after `f`,
-//!   and those at `f` not taken before (or at a higher SyncToken), are taken; the frontier moves
-//!   to `L`. A short page reached the end of the window: the window is complete.
-//! - A page that does not continue the frontier (its first second is `f` or later: records left
-//!   the window and the overlap was used up, or a second holding more records than the overlap
-//!   sits on the boundary; or it ends at `f`, a second wider than the page) is not guessed at: the
-//!   seconds it leaves in doubt, `[f, F]` (or `f` alone), are read by a time-cursor [`Pager`]
-//!   resumed from the frontier, with every guarantee of the pager (ties, a bulk second read by
-//!   count and passes, Id budget). Its end is the new frontier, and the same page is looked at
-//!   again: it now continues it, or lies wholly before it and is skipped as re-fetched. The pages
-//!   already in flight are never thrown away.
-//! - A page that is empty where records were expected (the window shrank) is the same doubt: the
-//!   pager reads from the frontier to the end of the window.
+//! Offsets are still unsafe alone: a record updated while the window is read moves to the present
+//! and leaves the window, and a deleted one leaves it too, which shifts every later position down
+//! by one. So each page is used only where it is *proven* to continue what was taken before it:
 //!
-//! Records only leave a window while it is read (an update moves a record to the present, a
-//! delete removes it), which is what makes "starts before `f`" prove that nothing was skipped;
-//! records enter it only at its live end (created or updated in seconds that QBO's clock, maybe
-//! behind ours, still stamps inside the window). An entering record only moves later pages'
-//! contents later (more overlap, never a gap), and one entering a second already taken arrives
-//! with the next run, as README says of live seconds for the time cursor.
+//! - Pages overlap: consecutive pages start `s = size - overlap` records apart ([`overlap`]), so
+//!   page *k + 1* repeats the last records of page *k* when nothing moved.
+//! - The window is taken in order. A page continues the last page taken `L` when it holds one of
+//!   `L`'s Ids, say `x`. Every answer is a contiguous run of the window's order at the time it was
+//!   served, and records only leave a past window while it is read (they never enter it, see
+//!   below), so: the page starts at or before `x`, which is at or before `L`'s last record `l`;
+//!   every record still there after `l` up to the page's end is in the page, *whatever happened
+//!   between the two requests*. Its records after the last one it shares with `L` are new and are
+//!   taken (records before that are at or before `l`, hence in `L` or before it).
+//! - The window's first page (STARTPOSITION 1) needs no proof. A short page taken reached the end
+//!   of the window: the window is complete. A full page taken that reaches the count is the end
+//!   too, for a window wholly in the past (`count(*)` was taken before it and records only left);
+//!   a window reaching QBO's present goes on one page at a time while pages come back full.
+//! - A page that holds none of `L`'s Ids (more records left before it than the overlap, or it came
+//!   back empty) is not guessed at: the page `s` positions after `L`'s start, less `back` records,
+//!   is read again (`back` is half a step at first and doubles while such a page fails too; a page
+//!   at STARTPOSITION 1 always succeeds). Once it is taken, the waiting page is looked at again.
+//!   Pages already in flight are never thrown away.
+//!
+//! Records enter a window only at its live end (created or updated in seconds that QBO's clock,
+//! maybe behind ours, still stamps inside it). An entering record moves later positions up (more
+//! overlap, never a gap); one that lands among records already taken, or an update that keeps its
+//! record in the window after it was taken, arrives with the next run, as README says of live
+//! seconds.
 //!
 //! # Memory
 //! Pages answered before the pages ahead of them wait here, at most [`OffsetWindow::held`] of
 //! them; the caller counts them with its pages waiting to be written, and this window never has
 //! more than `lookahead` (its share of the requests in flight) pages issued past the first one it
-//! waits for. The Ids at the frontier are at most one page's.
+//! waits for. It keeps the Ids of one page.
 //!
 //! # What is saved
-//! [`OffsetWindow::persisted_state`] is a [`PagerState`]: the frontier in window mode (or the
-//! fallback pager's own state while it reads), so a resume continues with a time-cursor
-//! [`Pager`] from exactly what was written; pages answered but not yet taken are read again.
+//! [`OffsetWindow::persisted_state`] is a [`PagerState`] whose `offsets` say where the window goes
+//! on: the next STARTPOSITION, the count, and the last Ids taken, so a resume reads on from exactly
+//! what was written and proves its first page against those Ids (pages answered but not yet taken
+//! are read again). Its `cursor` stays at the window's start until the window is complete: in Id
+//! order no second of it is complete before the end.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::budget::IdBudget;
 use crate::error::QboError;
 use crate::pager::{
-    dedupe, Accepted, Pager, PagerMode, PagerState, PagerStats, RawRecord, Request, RequestKind,
+    dedupe, Accepted, OffsetsState, Pager, PagerMode, PagerState, PagerStats, RawRecord, Request,
+    RequestKind,
 };
 use crate::plan::Chunk;
-use crate::query::{floor_second, literal, literal_exact, window_query};
+use crate::query::{literal, literal_exact, window_id_query};
 
-/// Pages of this size or more may be read by offsets; smaller ones leave too little room for an
-/// overlap and keep the time cursor.
+/// Pages of this size or more may be read by offsets; smaller ones keep the time cursor (and
+/// slices cut by `count(*)`).
 pub const MIN_OFFSET_PAGE: u32 = 20;
 
-/// The `part` of an offset page's request: this bit and the page's index. A fallback pager's parts
-/// (a STARTPOSITION, a batch number) stay below [`SPLIT_PART`].
+/// The `part` of an offset page's request: this bit and the page's index.
 const OFFSET_PART: u32 = 1 << 31;
-/// The `part` of a request of a second split by `TxnDate`: this bit and the part's index, or
-/// [`SPLIT_COUNT`] for the second's count.
-const SPLIT_PART: u32 = 1 << 30;
-const SPLIT_COUNT: u32 = SPLIT_PART | (SPLIT_PART - 1);
-/// A second split by `TxnDate` has at most this many parts (one request each).
-const MAX_SPLIT_PARTS: usize = 16;
+/// The `part` of a page read again after a page that could not be proven.
+const REREAD_PART: u32 = 1 << 30;
 
-/// The least overlap between consecutive pages: 1 % of the page (10 of 1000), at least 2. Each
-/// record of overlap costs a row, never a request; a second on a boundary holding more records
-/// than the overlap costs one small request of the fallback pager.
+/// Records consecutive pages share: 0.5 % of the page (5 of 1000), at least 1. One shared record
+/// proves a boundary when nothing left the window before it between the two requests; each more
+/// tolerates one more departure. A boundary that fails costs one request (a page read again).
 pub fn overlap(size: u32) -> u32 {
-    (size / 100).max(2)
+    (size / 200).max(1)
 }
 
-/// The overlap of a window's first pages: 4 % (40 of 1000), halved down to [`overlap`] while
-/// boundaries are proven (see `OffsetWindow::adapt`). Replayed on the emulator's data (100,000
-/// invoices, about a third of them in seconds holding more than 10) by
-/// `bench/offsets_bound.py`, starting at 1 % cost 22-23 requests per 100 data pages and starting
-/// at 4 % 13-19, while data without bursts pays at most 2 pages per 100 for the first 4 %.
-pub fn first_overlap(size: u32) -> u32 {
-    (size / 25).max(overlap(size))
-}
+/// Ids saved past the overlap, for a resume to prove its first page even when a few records left.
+const TAIL_EXTRA: usize = 8;
 
-fn one_second() -> TimeDelta {
-    TimeDelta::seconds(1)
+/// A page read again (see the module documentation).
+#[derive(Debug)]
+struct Reread {
+    position: u32,
+    back: u32,
+    issued: bool,
+    answer: Option<Vec<RawRecord>>,
 }
 
 /// A window `[start, end)` read by offsets (see the module documentation).
@@ -106,23 +104,15 @@ fn one_second() -> TimeDelta {
 pub struct OffsetWindow {
     entity: String,
     name_list: bool,
-    chunk: Chunk,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     size: u32,
     /// Records the window held when counted: pages start within it (and one at a time past it
-    /// while pages come back full).
+    /// while pages come back full at the live end).
     count: u64,
-    /// STARTPOSITION of every page issued, by index.
-    positions: Vec<u32>,
-    /// Records the next page issued repeats of the page before it (see [`overlap`]).
     overlap: u32,
-    /// Boundaries proven in a row since the overlap last changed.
-    proven: u32,
-    /// Pages before this one have been judged for the overlap.
-    judged: u32,
-    /// The last page taken was full and every page issued is taken: one more page goes out.
-    extend: bool,
+    /// STARTPOSITION of page 0 (1, or where a resumed window goes on).
+    base: u32,
     /// Next page to issue, and next to take (in order).
     next_issue: u32,
     next_take: u32,
@@ -132,54 +122,18 @@ pub struct OffsetWindow {
     flying: BTreeSet<u32>,
     /// Pages answered before the ones ahead of them.
     held: BTreeMap<u32, Vec<RawRecord>>,
-    /// The frontier (window mode): seconds before `cursor` taken; Ids taken at `cursor`.
-    frontier: PagerState,
-    /// The time-cursor pager reading seconds in doubt, up to its own end.
-    fallback: Option<Box<Pager>>,
-    /// Transactions: a second holding more than a page is split by `TxnDate`.
-    by_txn_date: bool,
-    /// The second being read by `TxnDate` parts.
-    split: Option<Split>,
-    /// Window complete.
+    /// Ids (with SyncToken) of the last page taken, in the order served; with `chained`, what the
+    /// next page must share one of.
+    last: Vec<(String, i64)>,
+    last_index: HashMap<String, usize>,
+    chained: bool,
+    /// STARTPOSITION of the last page taken.
+    last_position: u32,
+    reread: Option<Reread>,
     done: bool,
-    /// Records released by a fallback that completed on a count, for [`OffsetWindow::take_released`].
-    released: Option<Accepted>,
     live_edge: Option<DateTime<Utc>>,
-    ids: Option<IdBudget>,
     stats: PagerStats,
-    /// Fallback pagers started (seconds in doubt read by time cursor).
-    fallbacks: u64,
-    /// Seconds split by `TxnDate`.
-    splits: u64,
-}
-
-/// A second holding more than a page, read as parts split by `TxnDate` (transactions): its
-/// `count(*)` first, then one page per part, all at once. Every record of the second has one
-/// `TxnDate`, so the parts hold every record once; a part that is short is complete. When every
-/// part is short and they hold at least the count (taken before them: records only leave a past
-/// second), the second is complete; otherwise (a part of a page or more, records without a
-/// `TxnDate`, or records that left meanwhile) the time cursor's STARTPOSITION passes read the
-/// rest, with every Id taken so far remembered.
-#[derive(Debug)]
-struct Split {
-    second: DateTime<Utc>,
-    /// Part `i` covers `TxnDate` in `[cuts[i - 1], cuts[i])`, open at both ends.
-    cuts: Vec<chrono::NaiveDate>,
-    count: Option<u64>,
-    count_issued: bool,
-    next_issue: u32,
-    flying: BTreeSet<u32>,
-    answered: u32,
-    /// Distinct Ids the parts returned.
-    ids: BTreeSet<String>,
-    /// A part came back full.
-    overflow: bool,
-}
-
-impl Split {
-    fn parts(&self) -> u32 {
-        self.cuts.len() as u32 + 1
-    }
+    rereads: u64,
 }
 
 impl OffsetWindow {
@@ -208,112 +162,118 @@ impl OffsetWindow {
         Ok(OffsetWindow {
             entity: entity.to_string(),
             name_list,
-            chunk,
             start,
             end,
             size,
             count,
-            positions: Vec::new(),
-            overlap: first_overlap(size),
-            proven: 0,
-            judged: 0,
-            extend: false,
+            overlap: overlap(size),
+            base: 1,
             next_issue: 0,
             next_take: 0,
             lookahead: lookahead.max(1),
             flying: BTreeSet::new(),
             held: BTreeMap::new(),
-            frontier: PagerState {
-                cursor: start,
-                seen_at_cursor: BTreeMap::new(),
-                mode: PagerMode::Window,
-                ids_in_table: false,
-            },
-            fallback: None,
-            splits: 0,
-            by_txn_date: crate::entities::lookup(entity)
-                .is_ok_and(|e| e.kind == crate::entities::Kind::Transaction),
-            split: None,
+            last: Vec::new(),
+            last_index: HashMap::new(),
+            chained: false,
+            last_position: 0,
+            reread: None,
             done: false,
-            released: None,
             live_edge: None,
-            ids: None,
             stats: PagerStats::default(),
-            fallbacks: 0,
+            rereads: 0,
         })
     }
 
-    /// STARTPOSITION of the page after one starting at `position`.
-    fn next_position(&self, position: u32) -> u32 {
-        position.saturating_add(self.size - self.overlap)
+    /// Goes on with a window from what a saved state says (see [`OffsetsState`]).
+    pub fn resume(
+        entity: &str,
+        name_list: bool,
+        chunk: Chunk,
+        size: u32,
+        saved: &OffsetsState,
+        lookahead: u32,
+    ) -> Result<OffsetWindow, QboError> {
+        let mut w = OffsetWindow::new(entity, name_list, chunk, size, saved.count, lookahead)?;
+        if saved.next == 0 || (saved.next > 1 && saved.tail.is_empty()) {
+            return Err(QboError::InvalidParameter(format!(
+                "offsets: a saved position {} with {} Ids taken before it",
+                saved.next,
+                saved.tail.len()
+            )));
+        }
+        w.base = saved.next;
+        if !saved.tail.is_empty() {
+            w.set_last(saved.tail.iter().map(|id| (id.clone(), i64::MAX)).collect());
+            w.last_position = saved.next.saturating_sub(w.step());
+        }
+        Ok(w)
     }
 
-    /// The overlap after a boundary: doubled (up to a quarter of the page) when a second wider
-    /// than it sat on the boundary, halved (down to [`overlap`]) after 16 boundaries proven in a
-    /// row. Data with bursts of ties pays in rows (cheap) instead of requests; data without pays
-    /// 1 %. Pages already issued keep their positions.
-    fn adapt(&mut self, proven: bool) {
-        if proven {
-            self.proven += 1;
-            if self.proven >= 16 {
-                self.overlap = (self.overlap / 2).max(overlap(self.size));
-                self.proven = 0;
-            }
-        } else {
-            self.overlap = (self.overlap * 2).min(self.size / 4);
-            self.proven = 0;
-        }
+    fn step(&self) -> u32 {
+        self.size - self.overlap
+    }
+
+    /// STARTPOSITION of page `k`.
+    fn position(&self, k: u32) -> u32 {
+        self.base.saturating_add(k.saturating_mul(self.step()))
+    }
+
+    /// Page `k` holds records the count says are there past the page before it (which ends
+    /// `overlap` records after page `k` starts).
+    fn needed(&self, k: u32) -> bool {
+        u64::from(self.position(k)) + u64::from(self.overlap) <= self.count
+    }
+
+    fn set_last(&mut self, last: Vec<(String, i64)>) {
+        self.last_index = last
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.clone(), i))
+            .collect();
+        self.last = last;
+        self.chained = true;
     }
 
     /// Pages answered and waiting for those ahead of them (held in memory).
     pub fn held(&self) -> usize {
         self.held.len()
+            + usize::from(self.reread.as_ref().is_some_and(|r| r.answer.is_some()))
     }
 
-    /// Fallback pagers started so far.
-    pub fn fallbacks(&self) -> u64 {
-        self.fallbacks
+    /// Changes how many pages may be issued past the next one to take (at least 1).
+    pub fn set_lookahead(&mut self, pages: u32) {
+        self.lookahead = pages.max(1);
     }
 
-    /// Seconds split by `TxnDate` so far.
-    pub fn splits(&self) -> u64 {
-        self.splits
+    /// Pages read again because a page could not be proven.
+    pub fn rereads(&self) -> u64 {
+        self.rereads
     }
 
-    /// See [`Pager::set_live_edge`].
+    /// See [`Pager::set_live_edge`]: a window ending after it may still receive records, so it
+    /// ends only on a short page.
     pub fn set_live_edge(&mut self, edge: DateTime<Utc>) {
         self.live_edge = Some(edge);
-        if let Some(p) = &mut self.fallback {
-            p.set_live_edge(edge);
-        }
     }
 
-    /// See [`Pager::set_id_budget`] (for the fallback pager; the frontier holds at most a page's
-    /// Ids).
-    pub fn set_id_budget(&mut self, budget: IdBudget) {
-        if let Some(p) = &mut self.fallback {
-            p.set_id_budget(budget.clone());
-        }
-        self.ids = Some(budget);
-    }
+    /// See [`Pager::set_id_budget`]: nothing to hold within it (the window keeps one page's Ids,
+    /// which the pages waiting to be written bound).
+    pub fn set_id_budget(&mut self, _budget: IdBudget) {}
 
     /// True when the window is complete and nothing of it is in flight.
     pub fn is_done(&self) -> bool {
-        self.done && self.flying.is_empty() && self.fallback.is_none() && self.split.is_none()
+        self.done && self.flying.is_empty() && self.reread.is_none()
     }
 
-    /// True while the fallback pager reads a second by STARTPOSITION.
+    /// Never: a window read by offsets has no second mode.
     pub fn in_second_mode(&self) -> bool {
-        self.split.is_some() || self.fallback.as_ref().is_some_and(|p| p.in_second_mode())
+        false
     }
 
-    /// Totals, the fallback pagers' included.
+    /// Totals.
     pub fn stats(&self) -> PagerStats {
-        let mut s = self.stats;
-        if let Some(p) = &self.fallback {
-            s += p.stats();
-        }
-        s
+        self.stats
     }
 
     /// What a resume continues from (see the module documentation).
@@ -325,87 +285,67 @@ impl OffsetWindow {
                 seen_at_cursor: BTreeMap::new(),
                 mode: PagerMode::Done,
                 ids_in_table: false,
+                offsets: None,
             };
         }
-        match &self.fallback {
-            // never Done: the pager ends where the window goes on (it is replaced once done)
-            Some(p) if !p.is_done() => p.persisted_state(),
-            _ => self.frontier.clone(),
+        let (next, tail) = if self.chained {
+            let keep = self.overlap as usize + TAIL_EXTRA;
+            let from = self.last.len().saturating_sub(keep);
+            (
+                self.last_position.saturating_add(self.step()),
+                self.last[from..].iter().map(|(id, _)| id.clone()).collect(),
+            )
+        } else {
+            (self.base, Vec::new())
+        };
+        PagerState {
+            cursor: self.start,
+            seen_at_cursor: BTreeMap::new(),
+            mode: PagerMode::Window,
+            ids_in_table: false,
+            offsets: Some(OffsetsState {
+                next,
+                count: self.count,
+                tail,
+            }),
         }
     }
 
-    /// The requests that may go now (see [`Pager::ready`]): the fallback pager's, then offset
-    /// pages in order, at most `lookahead` past the next page to take.
+    fn request(&self, start_position: u32, part: u32) -> Request {
+        Request {
+            kind: RequestKind::Window,
+            query: window_id_query(
+                &self.entity,
+                self.name_list,
+                self.start,
+                self.end,
+                start_position,
+                self.size,
+            ),
+            from: self.start,
+            to: self.end,
+            start_position,
+            max_results: self.size,
+            part,
+        }
+    }
+
+    /// The requests that may go now (see [`Pager::ready`]): a page read again, then offset pages
+    /// in order, at most `lookahead` past the next page to take.
     pub fn ready(&self, max: usize) -> Result<Vec<Request>, QboError> {
-        let mut out = match &self.fallback {
-            Some(p) => p.ready(max)?,
-            None => Vec::new(),
-        };
-        if let Some(sp) = &self.split {
-            let s = sp.second;
-            let next = s + one_second();
-            if !sp.count_issued && out.len() < max {
-                out.push(Request {
-                    kind: RequestKind::SecondCount,
-                    query: crate::query::second_count_query(&self.entity, self.name_list, s),
-                    from: s,
-                    to: next,
-                    start_position: 0,
-                    max_results: 0,
-                    part: SPLIT_COUNT,
-                });
-            }
-            // the parts once the count is in (taken before them: see Split)
-            let mut i = sp.next_issue;
-            while sp.count.is_some() && out.len() < max && i < sp.parts() {
-                let from = (i > 0).then(|| sp.cuts[i as usize - 1]);
-                let to = sp.cuts.get(i as usize).copied();
-                out.push(Request {
-                    kind: RequestKind::SecondPage,
-                    query: crate::query::second_txn_date_query(
-                        &self.entity,
-                        s,
-                        from,
-                        to,
-                        self.size,
-                    ),
-                    from: s,
-                    to: next,
-                    start_position: 1,
-                    max_results: self.size,
-                    part: SPLIT_PART | i,
-                });
-                i += 1;
+        let mut out = Vec::new();
+        if let Some(r) = &self.reread {
+            if !r.issued && max > 0 {
+                out.push(self.request(r.position, REREAD_PART));
             }
         }
         let mut k = self.next_issue;
-        let mut position = match self.positions.last() {
-            Some(p) => self.next_position(*p),
-            None => 1,
-        };
         while out.len() < max
             && !self.done
-            && (u64::from(position) <= self.count || (self.extend && k == self.next_issue))
+            && self.needed(k)
             && k < self.next_take.saturating_add(self.lookahead)
         {
-            let start_position = position;
-            position = self.next_position(position);
-            out.push(Request {
-                kind: RequestKind::Window,
-                query: window_query(
-                    &self.entity,
-                    self.name_list,
-                    self.start,
-                    self.end,
-                    start_position,
-                    self.size,
-                ),
-                from: self.start,
-                to: self.end,
-                start_position,
-                max_results: self.size,
-                part: OFFSET_PART | k,
-            });
+            out.push(self.request(self.position(k), OFFSET_PART | k));
             k += 1;
         }
         Ok(out)
@@ -413,46 +353,44 @@ impl OffsetWindow {
 
     /// Records that `req` (from [`OffsetWindow::ready`]) is being sent.
     pub fn issue(&mut self, req: &Request) -> Result<(), QboError> {
-        if req.part & OFFSET_PART == 0 && req.part & SPLIT_PART != 0 {
-            let Some(sp) = &mut self.split else {
-                return Err(QboError::InvalidParameter(
-                    "offsets: a request of no split second was issued".into(),
-                ));
-            };
-            if req.part == SPLIT_COUNT && !sp.count_issued {
-                sp.count_issued = true;
-                return Ok(());
-            }
-            let i = req.part & !SPLIT_PART;
-            if i != sp.next_issue || sp.count.is_none() {
-                return Err(QboError::InvalidParameter(format!(
-                    "offsets: part {i} of a split second issued out of turn"
-                )));
-            }
-            sp.next_issue += 1;
-            sp.flying.insert(i);
-            return Ok(());
-        }
-        if req.part & OFFSET_PART == 0 {
-            return match &mut self.fallback {
-                Some(p) => p.issue(req),
-                None => Err(QboError::InvalidParameter(
-                    "offsets: a request of no fallback pager was issued".into(),
+        if req.part == REREAD_PART {
+            return match &mut self.reread {
+                Some(r) if !r.issued => {
+                    r.issued = true;
+                    Ok(())
+                }
+                _ => Err(QboError::InvalidParameter(
+                    "offsets: a page read again that was not asked for was issued".into(),
                 )),
             };
         }
         let k = req.part & !OFFSET_PART;
-        if k != self.next_issue {
+        if req.part & OFFSET_PART == 0 || k != self.next_issue {
             return Err(QboError::InvalidParameter(format!(
                 "offsets: page {k} issued where {} was next",
                 self.next_issue
             )));
         }
         self.next_issue += 1;
-        self.extend = false;
-        self.positions.push(req.start_position);
         self.flying.insert(k);
         Ok(())
+    }
+
+    fn check_range(&self, page: &[RawRecord]) -> Result<(), QboError> {
+        match page
+            .iter()
+            .find(|r| r.last_updated < self.start || r.last_updated >= self.end)
+        {
+            Some(bad) => Err(QboError::BadResponse(format!(
+                "{} record Id {} has LastUpdatedTime {} outside the requested range [{}, {})",
+                self.entity,
+                bad.id,
+                literal_exact(bad.last_updated),
+                literal(self.start),
+                literal(self.end)
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Feeds the answer to the page request `part`; returns what can be taken now (the records of
@@ -465,40 +403,30 @@ impl OffsetWindow {
             done: false,
             second_ids: None,
         };
-        if part & OFFSET_PART == 0 && part & SPLIT_PART != 0 {
-            self.take_split_part(part & !SPLIT_PART, page, &mut out)?;
-        } else if part & OFFSET_PART == 0 {
-            let Some(p) = &mut self.fallback else {
-                return Err(QboError::InvalidParameter(
-                    "offsets: a page for no fallback pager".into(),
-                ));
-            };
-            let a = p.accept_part(part, page)?;
-            merge(&mut out, a);
-            self.after_fallback_step();
+        if part == REREAD_PART {
+            match &mut self.reread {
+                Some(r) if r.issued && r.answer.is_none() => {
+                    self.check_range(&page)?;
+                    self.stats.pages += 1;
+                    self.reread.as_mut().expect("checked").answer = Some(page);
+                }
+                _ => {
+                    return Err(QboError::InvalidParameter(
+                        "offsets: an answer to a page read again which is not in flight".into(),
+                    ))
+                }
+            }
         } else {
             let k = part & !OFFSET_PART;
-            if !self.flying.remove(&k) {
+            if part & OFFSET_PART == 0 || !self.flying.remove(&k) {
                 return Err(QboError::InvalidParameter(format!(
                     "offsets: an answer to page {k} which is not in flight"
                 )));
             }
-            if let Some(bad) = page
-                .iter()
-                .find(|r| r.last_updated < self.start || r.last_updated >= self.end)
-            {
-                return Err(QboError::BadResponse(format!(
-                    "{} record Id {} has LastUpdatedTime {} outside the requested range [{}, {})",
-                    self.entity,
-                    bad.id,
-                    literal_exact(bad.last_updated),
-                    literal(self.start),
-                    literal(self.end)
-                )));
-            }
+            self.check_range(&page)?;
             self.stats.pages += 1;
             if self.done || k < self.next_take {
-                // the window was completed without it (a fallback read to its end)
+                // the window was complete without it
                 self.stats.refetched += page.len() as u64;
                 out.refetched += page.len() as u64;
             } else {
@@ -510,350 +438,145 @@ impl OffsetWindow {
         Ok(out)
     }
 
-    /// Feeds a count the fallback pager asked for (see [`Pager::accept_count_part`]). Records
-    /// this releases (held pages it unblocked) wait for [`OffsetWindow::take_released`].
-    pub fn accept_count_part(&mut self, part: u32, count: u64) -> Result<(), QboError> {
-        if part == SPLIT_COUNT {
-            let Some(sp) = &mut self.split else {
-                return Err(QboError::InvalidParameter(
-                    "offsets: a count for no split second".into(),
-                ));
-            };
-            if !sp.count_issued || sp.count.is_some() {
-                return Err(QboError::InvalidParameter(
-                    "offsets: a split second's count answered twice".into(),
-                ));
+    /// Never asked for: a window read by offsets sends no count of its own.
+    pub fn accept_count_part(&mut self, _part: u32, _count: u64) -> Result<(), QboError> {
+        Err(QboError::InvalidParameter(
+            "offsets: a count for a window read by offsets".into(),
+        ))
+    }
+
+    /// Where `page` continues the last page taken: the index of its first record after the last
+    /// one they share; `None` when it is not proven to continue it.
+    fn continues(&self, page: &[RawRecord], position: u32) -> Option<usize> {
+        if !self.chained || position == 1 {
+            // the window's first page starts at its first record
+            return Some(
+                page.iter()
+                    .rposition(|r| self.last_index.contains_key(&r.id))
+                    .map_or(0, |i| i + 1),
+            );
+        }
+        page.iter()
+            .rposition(|r| self.last_index.contains_key(&r.id))
+            .map(|i| i + 1)
+    }
+
+    /// Takes `page` (read at `position`) from index `cut` on, and the records before `cut` that
+    /// came back at a higher SyncToken than taken.
+    fn take(&mut self, page: Vec<RawRecord>, cut: usize, position: u32, out: &mut Accepted) {
+        let full = page.len() >= self.size as usize;
+        let ids: Vec<(String, i64)> = page.iter().map(|r| (r.id.clone(), r.sync_token)).collect();
+        for (i, r) in page.into_iter().enumerate() {
+            let newer = i >= cut
+                || self
+                    .last_index
+                    .get(&r.id)
+                    .is_some_and(|&j| r.sync_token > self.last[j].1);
+            if newer {
+                self.stats.accepted += 1;
+                out.records.push(r);
+            } else {
+                self.stats.refetched += 1;
+                out.refetched += 1;
             }
-            sp.count = Some(count);
-            self.stats.counts += 1;
-            return Ok(());
         }
-        let Some(p) = &mut self.fallback else {
-            return Err(QboError::InvalidParameter(
-                "offsets: a count for no fallback pager".into(),
-            ));
-        };
-        p.accept_count_part(part, count)?;
-        self.after_fallback_step();
-        let mut out = self.released.take().unwrap_or(Accepted {
-            records: Vec::new(),
-            refetched: 0,
-            duplicates: 0,
-            done: false,
-            second_ids: None,
-        });
-        self.advance(&mut out)?;
-        out.done = self.is_done();
-        if !out.records.is_empty() || out.refetched > 0 {
-            self.released = Some(out);
+        if cut < ids.len() || !self.chained {
+            // it reaches past the last page taken: it is the one the next must continue
+            self.set_last(ids);
+            self.last_position = position;
         }
-        Ok(())
-    }
-
-    /// Records released by the last count (see [`OffsetWindow::accept_count_part`]), to be written
-    /// like a page's.
-    pub fn take_released(&mut self) -> Option<Accepted> {
-        self.released.take()
-    }
-
-    /// A fallback pager that completed hands the frontier back: every second before its end is
-    /// taken.
-    fn after_fallback_step(&mut self) {
-        let Some(p) = &self.fallback else { return };
-        if !p.is_done() {
-            return;
-        }
-        let p = self.fallback.take().expect("checked");
-        self.stats += p.stats();
-        let end = p.chunk().end;
-        self.frontier = PagerState {
-            cursor: end,
-            seen_at_cursor: BTreeMap::new(),
-            mode: PagerMode::Window,
-            ids_in_table: false,
-        };
-        if end >= self.end {
+        if !full {
             self.done = true;
-            // pages answered past the end are not needed any more
+        } else if u64::from(position) + u64::from(self.size) > self.count
+            && self.live_edge.is_some_and(|e| self.end <= e)
+        {
+            // a full page reaching the count of a past window: nothing can be after it
+            self.done = true;
+        }
+        if self.done {
+            // pages answered past the end are not needed
+            let dropped: u64 = self.held.values().map(|p| p.len() as u64).sum();
+            self.stats.refetched += dropped;
+            out.refetched += dropped;
             self.held.clear();
         }
     }
 
-    /// Reads `[frontier, until)` with a time-cursor pager resumed from the frontier.
-    fn start_fallback(&mut self, until: DateTime<Utc>) -> Result<(), QboError> {
-        let c = Chunk {
-            index: self.chunk.index,
-            start: self.frontier.cursor,
-            end: until.min(self.end),
-        };
-        let mut p = Pager::resume(
-            &self.entity,
-            self.name_list,
-            c,
-            self.size,
-            self.frontier.clone(),
-        )?;
-        if let Some(e) = self.live_edge {
-            p.set_live_edge(e);
-        }
-        if let Some(b) = &self.ids {
-            p.set_id_budget(b.clone());
-        }
-        self.fallback = Some(Box::new(p));
-        self.fallbacks += 1;
-        Ok(())
-    }
-
-    /// Starts reading the frontier second, which holds more than a page, as parts split by
-    /// `TxnDate` at the dates the pages in hand show for it (see [`Split`]); `false` when they
-    /// show fewer than two dates (nothing to split on).
-    fn start_split(&mut self) -> bool {
-        let f = self.frontier.cursor;
-        let mut dates: Vec<chrono::NaiveDate> = self
-            .held
-            .values()
-            .flatten()
-            .filter(|r| floor_second(r.last_updated) == f)
-            .filter_map(|r| r.txn_date)
-            .collect();
-        dates.sort_unstable();
-        let mut distinct = dates.clone();
-        distinct.dedup();
-        if distinct.len() < 2 {
-            return false;
-        }
-        // one part a date; more dates than parts: cut at equal shares of the dates seen
-        let cuts: Vec<chrono::NaiveDate> = if distinct.len() <= MAX_SPLIT_PARTS {
-            distinct[1..].to_vec()
-        } else {
-            let mut c: Vec<chrono::NaiveDate> = (1..MAX_SPLIT_PARTS)
-                .map(|i| dates[dates.len() * i / MAX_SPLIT_PARTS])
-                .filter(|d| *d > dates[0])
-                .collect();
-            c.dedup();
-            c
-        };
-        self.split = Some(Split {
-            second: f,
-            cuts,
-            count: None,
-            count_issued: false,
-            next_issue: 0,
-            flying: BTreeSet::new(),
-            answered: 0,
-            ids: BTreeSet::new(),
-            overflow: false,
+    /// Reads again the page after the last one taken, from half a step before where it starts.
+    fn start_reread(&mut self) {
+        let back = (self.step() / 2).max(1);
+        let from = self.last_position.saturating_add(self.step());
+        self.reread = Some(Reread {
+            position: from.saturating_sub(back).max(1),
+            back,
+            issued: false,
+            answer: None,
         });
-        self.splits += 1;
-        true
+        self.rereads += 1;
     }
 
-    /// Takes the page of part `i` of the split second: its records not taken before.
-    fn take_split_part(
-        &mut self,
-        i: u32,
-        page: Vec<RawRecord>,
-        out: &mut Accepted,
-    ) -> Result<(), QboError> {
-        let Some(sp) = &mut self.split else {
-            return Err(QboError::InvalidParameter(
-                "offsets: a page for no split second".into(),
-            ));
-        };
-        if !sp.flying.remove(&i) {
-            return Err(QboError::InvalidParameter(format!(
-                "offsets: an answer to part {i} of a split second which is not in flight"
-            )));
-        }
-        let s = sp.second;
-        if let Some(bad) = page.iter().find(|r| floor_second(r.last_updated) != s) {
-            return Err(QboError::BadResponse(format!(
-                "{} record Id {} has LastUpdatedTime {} outside the requested second {}",
-                self.entity,
-                bad.id,
-                literal_exact(bad.last_updated),
-                literal(s)
-            )));
-        }
-        self.stats.pages += 1;
-        sp.answered += 1;
-        sp.overflow |= page.len() >= self.size as usize;
-        let (page, duplicates) = dedupe(page);
-        out.duplicates += duplicates;
-        self.stats.duplicates += duplicates;
-        for r in page {
-            sp.ids.insert(r.id.clone());
-            let known = self.frontier.seen_at_cursor.get(&r.id).copied();
-            if known.is_none_or(|tok| r.sync_token > tok) {
-                self.frontier
-                    .seen_at_cursor
-                    .insert(r.id.clone(), r.sync_token);
-                self.stats.accepted += 1;
-                out.records.push(r);
-            } else {
-                self.stats.refetched += 1;
-                out.refetched += 1;
-            }
-        }
-        if sp.answered < sp.parts() {
-            return Ok(());
-        }
-        let sp = self.split.take().expect("checked");
-        let complete = !sp.overflow && sp.count.is_some_and(|n| sp.ids.len() as u64 >= n);
-        if complete {
-            let next = s + one_second();
-            self.frontier = PagerState {
-                cursor: next,
-                seen_at_cursor: BTreeMap::new(),
-                mode: PagerMode::Window,
-                ids_in_table: false,
-            };
-            self.done |= next >= self.end;
-        } else {
-            // the time cursor's passes read the rest, every Id taken so far remembered
-            self.start_fallback(s + one_second())?;
-        }
-        Ok(())
-    }
-
-    /// Takes held pages in order while they continue the frontier.
+    /// Takes pages (and pages read again) in order while they are proven.
     fn advance(&mut self, out: &mut Accepted) -> Result<(), QboError> {
-        while !self.done && self.fallback.is_none() && self.split.is_none() {
+        while !self.done {
+            if let Some(r) = &mut self.reread {
+                let Some(page) = r.answer.take() else {
+                    break;
+                };
+                let (page, duplicates) = dedupe(page);
+                out.duplicates += duplicates;
+                self.stats.duplicates += duplicates;
+                let position = r.position;
+                match self.continues(&page, position) {
+                    Some(cut) => {
+                        self.reread = None;
+                        self.take(page, cut, position, out);
+                    }
+                    None => {
+                        // more left before it than it stepped back: twice as far back
+                        let from = self.last_position.saturating_add(self.step());
+                        let r = self.reread.as_mut().expect("checked");
+                        r.back = r.back.saturating_mul(2);
+                        r.position = from.saturating_sub(r.back).max(1);
+                        r.issued = false;
+                        self.rereads += 1;
+                        break;
+                    }
+                }
+                continue;
+            }
             let k = self.next_take;
-            if self.next_issue == k && self.flying.is_empty() && !self.extend {
-                // every page issued was taken and the last was full: the window goes on past
-                // what was counted, one page at a time
-                self.extend = true;
+            if self.next_issue == k
+                && self.flying.is_empty()
+                && self.chained
+                && !self.needed(k)
+            {
+                // every page up to the count was taken and the last was full, in a window that
+                // may still receive records: read on from half a step back, a page at a time
+                self.start_reread();
+                continue;
             }
             let Some(page) = self.held.remove(&k) else {
                 break;
             };
-            let full = page.len() >= self.size as usize;
             let (page, duplicates) = dedupe(page);
             out.duplicates += duplicates;
             self.stats.duplicates += duplicates;
-            let f = self.frontier.cursor;
-            let (Some(first), Some(last)) = (
-                page.iter().map(|r| floor_second(r.last_updated)).min(),
-                page.iter().map(|r| floor_second(r.last_updated)).max(),
-            ) else {
-                // empty: the window shrank below this page's position
-                if k == 0 {
+            let position = self.position(k);
+            match self.continues(&page, position) {
+                Some(cut) => {
                     self.next_take += 1;
-                    self.done = true;
-                } else {
+                    self.take(page, cut, position, out);
+                }
+                None => {
+                    // not proven: read again from a little before where it should have started,
+                    // then look at it again
                     self.held.insert(k, page);
-                    self.start_fallback(self.end)?;
-                }
-                continue;
-            };
-            // page 0 starts at the window's first record
-            let continues = k == 0 || (first < f && (last > f || !full));
-            let waits =
-                !continues && first < f && last == f && full && self.flying.contains(&(k + 1));
-            if k > 0 && first <= f && k >= self.judged && !waits {
-                // once a page (a page starting after the frontier is records that left, not the
-                // overlap's size)
-                self.adapt(continues);
-                self.judged = k + 1;
-            }
-            if continues {
-                self.next_take += 1;
-                self.take(page, last, full, out);
-                if !full {
-                    self.done = true;
-                }
-            } else if last < f {
-                // wholly before the frontier (a fallback read past it): taken already
-                self.next_take += 1;
-                let n = page.len() as u64;
-                out.refetched += n;
-                self.stats.refetched += n;
-                if !full {
-                    // it reached the end of the window: nothing after the frontier is left
-                    self.done = true;
-                }
-            } else {
-                // seconds in doubt: [f, first] when the page starts at f or later, else the
-                // frontier second alone (wider than the page); then this page again. A page
-                // wholly in one second after a gap: the gap first, then that second alone.
-                let single = first == last && full;
-                let until = if first > f && single {
-                    first
-                } else if first >= f {
-                    first + one_second()
-                } else {
-                    f + one_second()
-                };
-                if waits {
-                    // whether the frontier second fills the next page too decides how to read
-                    // it: wait for that page
-                    self.held.insert(k, page);
+                    self.start_reread();
                     break;
-                }
-                let next_in_f = self.held.get(&(k + 1)).is_some_and(|p| {
-                    p.len() >= self.size as usize
-                        && p.iter().all(|r| floor_second(r.last_updated) == f)
-                });
-                // the frontier second holds more than a page
-                let wide = until == f + one_second()
-                    && ((single && first == f) || (first < f && last == f && full && next_in_f));
-                self.held.insert(k, page);
-                if !(wide && self.by_txn_date && self.start_split()) {
-                    self.start_fallback(until)?;
                 }
             }
         }
         Ok(())
-    }
-
-    /// Takes a page that continues the frontier, and moves the frontier to its last second.
-    fn take(&mut self, page: Vec<RawRecord>, last: DateTime<Utc>, full: bool, out: &mut Accepted) {
-        let f = self.frontier.cursor;
-        let mut at_last: BTreeMap<String, i64> = BTreeMap::new();
-        for r in page {
-            let sec = floor_second(r.last_updated);
-            if sec == last {
-                let e = at_last.entry(r.id.clone()).or_insert(r.sync_token);
-                *e = (*e).max(r.sync_token);
-            }
-            let known = if sec == f {
-                self.frontier.seen_at_cursor.get(&r.id).copied()
-            } else if sec < f {
-                Some(i64::MAX)
-            } else {
-                None
-            };
-            if known.is_none_or(|tok| r.sync_token > tok) {
-                self.stats.accepted += 1;
-                out.records.push(r);
-            } else {
-                self.stats.refetched += 1;
-                out.refetched += 1;
-            }
-        }
-        if !full {
-            return;
-        }
-        if last == f {
-            // page 0 wholly in the window's first second
-            for (id, tok) in at_last {
-                let e = self.frontier.seen_at_cursor.entry(id).or_insert(tok);
-                *e = (*e).max(tok);
-            }
-        } else {
-            self.frontier.cursor = last;
-            self.frontier.seen_at_cursor = at_last;
-        }
-    }
-}
-
-fn merge(out: &mut Accepted, a: Accepted) {
-    out.records.extend(a.records);
-    out.refetched += a.refetched;
-    out.duplicates += a.duplicates;
-    if a.second_ids.is_some() {
-        out.second_ids = a.second_ids;
     }
 }
 
@@ -896,14 +619,6 @@ impl Stream {
         match self {
             Stream::Time(p) => p.accept_count_part(part, count),
             Stream::Offsets(o) => o.accept_count_part(part, count),
-        }
-    }
-
-    /// Records a count released (see [`OffsetWindow::take_released`]); never for a time cursor.
-    pub fn take_released(&mut self) -> Option<Accepted> {
-        match self {
-            Stream::Time(_) => None,
-            Stream::Offsets(o) => o.take_released(),
         }
     }
 
@@ -968,9 +683,8 @@ impl Stream {
 mod tests {
     use super::*;
     use crate::pager::Payload;
-    use chrono::TimeZone;
+    use chrono::{TimeDelta, TimeZone};
     use rand::rngs::StdRng;
-    use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
     use serde_json::value::RawValue;
     use std::collections::{HashMap, HashSet};
@@ -979,38 +693,26 @@ mod tests {
         Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap() + TimeDelta::seconds(n)
     }
 
-    /// A transaction's date in the fake: one of four days, from its Id.
-    fn txn_date(id: &str) -> chrono::NaiveDate {
-        let n: u64 = id.bytes().map(u64::from).sum();
-        chrono::NaiveDate::from_ymd_opt(2024, 12, 28).unwrap() + chrono::Days::new(n % 4)
-    }
-
     fn raw(id: &str, token: i64, t: DateTime<Utc>) -> RawRecord {
         let text = format!(r#"{{"Id":"{id}","SyncToken":"{token}"}}"#);
         RawRecord {
             id: id.to_string(),
             sync_token: token,
             last_updated: t,
-            txn_date: Some(txn_date(id)),
             payload: Payload::Text(RawValue::from_string(text).unwrap()),
         }
     }
 
-    /// `TxnDate >= 'd'` / `TxnDate < 'd'` of a query, if any.
-    fn date_bound(q: &str, op: &str) -> Option<chrono::NaiveDate> {
-        let (_, rest) = q.split_once(&format!("TxnDate {op} '"))?;
-        chrono::NaiveDate::parse_from_str(&rest[..10], "%Y-%m-%d").ok()
-    }
-
-    /// An in-memory QBO for one window: ties shuffled per request; records leaving the window
-    /// (updated into the present, or deleted) between requests.
+    /// An in-memory QBO for one window, ordered by Id as text ("10" before "9": the proof does not
+    /// care how QBO compares Ids); records leave the window (updated into the present, or deleted)
+    /// between requests, and with `enter`, records enter it at its live end.
     struct Fake {
         recs: Vec<(String, i64, DateTime<Utc>)>,
         rng: StdRng,
         leave_prob: f64,
+        enter: u32,
         left: HashSet<String>,
         requests: u64,
-        counts: u64,
     }
 
     impl Fake {
@@ -1019,107 +721,96 @@ mod tests {
                 recs,
                 rng: StdRng::seed_from_u64(seed),
                 leave_prob,
+                enter: 0,
                 left: HashSet::new(),
                 requests: 0,
-                counts: 0,
             }
         }
 
-        fn count(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+        fn count(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+            self.requests += 1;
             self.recs.iter().filter(|r| r.2 >= from && r.2 < to).count() as u64
         }
 
-        fn serve(&mut self, req: &Request) -> Result<Vec<RawRecord>, u64> {
-            self.requests += 1;
+        fn churn(&mut self) {
             if !self.recs.is_empty() && self.rng.random_bool(self.leave_prob) {
                 let i = self.rng.random_range(0..self.recs.len());
                 let r = self.recs.remove(i);
                 self.left.insert(r.0);
             }
-            if req.kind == RequestKind::SecondCount {
-                self.counts += 1;
-                let ids: Option<HashSet<String>> = req.query.split_once("Id IN (").map(|(_, r)| {
-                    let list = r.split_once(')').map(|(l, _)| l).unwrap_or(r);
-                    list.split(',')
-                        .map(|q| q.trim_matches('\'').to_owned())
-                        .collect()
-                });
-                return Err(self
-                    .recs
-                    .iter()
-                    .filter(|r| r.2 == req.from && ids.as_ref().is_none_or(|s| s.contains(&r.0)))
-                    .count() as u64);
+            if self.enter > 0 {
+                self.enter -= 1;
+                let last = self.recs.iter().map(|r| r.2).max().unwrap_or(sec(0));
+                self.recs.push((format!("n{}", self.enter), 0, last));
             }
-            let (lo, hi) = (date_bound(&req.query, ">="), date_bound(&req.query, "<"));
+        }
+
+        fn serve(&mut self, req: &Request) -> Vec<RawRecord> {
+            self.requests += 1;
+            self.churn();
+            assert!(req.query.contains(" ORDERBY Id STARTPOSITION "), "{}", req.query);
             let mut v: Vec<_> = self
                 .recs
                 .iter()
                 .filter(|r| r.2 >= req.from && r.2 < req.to)
-                .filter(|r| lo.is_none_or(|d| txn_date(&r.0) >= d))
-                .filter(|r| hi.is_none_or(|d| txn_date(&r.0) < d))
                 .cloned()
                 .collect();
-            v.shuffle(&mut self.rng);
-            v.sort_by_key(|r| r.2);
+            v.sort_by(|a, b| a.0.cmp(&b.0));
             let skip = req.start_position.saturating_sub(1) as usize;
-            Ok(v.iter()
+            v.iter()
                 .skip(skip)
                 .take(req.max_results as usize)
                 .map(|r| raw(&r.0, r.1, r.2))
-                .collect())
+                .collect()
         }
     }
 
     struct Outcome {
         got: Vec<RawRecord>,
         requests: u64,
-        fallbacks: u64,
-        splits: u64,
+        rereads: u64,
         most_held: usize,
     }
 
-    /// Reads `[start, end)` by offsets with up to `in_flight` requests, answered in a seeded
-    /// random order; with `crash_at`, the state is saved after that many answers and the rest
-    /// read by a time-cursor pager resumed from it (what was in flight is lost).
-    fn read(
-        fake: &mut Fake,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
+    struct Reading {
         size: u32,
         in_flight: usize,
         seed: u64,
+        /// Save the state after this many answers, lose what is in flight, and resume from it.
         crash_at: Option<usize>,
-    ) -> Outcome {
-        read_entity("Invoice", fake, start, end, size, in_flight, seed, crash_at)
+        /// The window ends at or before QBO's present (records cannot enter it).
+        past: bool,
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn read_entity(
-        entity: &str,
-        fake: &mut Fake,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        size: u32,
-        in_flight: usize,
-        seed: u64,
-        crash_at: Option<usize>,
-    ) -> Outcome {
-        let mut rng = StdRng::seed_from_u64(seed);
+    fn reading(size: u32, in_flight: usize, seed: u64) -> Reading {
+        Reading {
+            size,
+            in_flight,
+            seed,
+            crash_at: None,
+            past: true,
+        }
+    }
+
+    /// Reads `[start, end)` by offsets with up to `in_flight` requests, answered in a seeded
+    /// random order.
+    fn read(fake: &mut Fake, start: DateTime<Utc>, end: DateTime<Utc>, o: Reading) -> Outcome {
+        let mut rng = StdRng::seed_from_u64(o.seed);
         let chunk = Chunk {
             index: 1,
             start,
             end,
         };
+        let edge = if o.past { end } else { start };
         let count = fake.count(start, end);
-        fake.counts += 1;
-        fake.requests += 1;
-        let mut w = OffsetWindow::new(entity, false, chunk, size, count, in_flight as u32).unwrap();
+        let mut w =
+            OffsetWindow::new("Invoice", false, chunk, o.size, count, o.in_flight as u32).unwrap();
+        w.set_live_edge(edge);
         let mut got = Vec::new();
         let mut flying: Vec<Request> = Vec::new();
-        let mut answers = 0;
-        let mut most_held = 0;
+        let (mut answers, mut most_held, mut rereads) = (0, 0, 0);
         loop {
-            for r in w.ready(in_flight - flying.len()).unwrap() {
+            for r in w.ready(o.in_flight.saturating_sub(flying.len())).unwrap() {
                 w.issue(&r).unwrap();
                 flying.push(r);
             }
@@ -1128,46 +819,32 @@ mod tests {
                 break;
             }
             let req = flying.swap_remove(rng.random_range(0..flying.len()));
-            match fake.serve(&req) {
-                Ok(page) => {
-                    let a = w.accept_part(req.part, page).unwrap();
-                    got.extend(a.records);
-                }
-                Err(n) => {
-                    w.accept_count_part(req.part, n).unwrap();
-                    if let Some(a) = w.take_released() {
-                        got.extend(a.records);
-                    }
-                }
-            }
+            let page = fake.serve(&req);
+            let a = w.accept_part(req.part, page).unwrap();
+            got.extend(a.records);
             most_held = most_held.max(w.held());
-            assert!(w.held() <= in_flight, "held {} pages", w.held());
+            assert!(w.held() <= o.in_flight + 1, "held {} pages", w.held());
             answers += 1;
-            if crash_at == Some(answers) {
+            if o.crash_at == Some(answers) {
                 let text = serde_json::to_string(&w.persisted_state()).unwrap();
                 let state: PagerState = serde_json::from_str(&text).unwrap();
-                let mut p = Pager::resume(entity, false, chunk, size, state).unwrap();
-                while let Some(req) = p.next_request().unwrap() {
-                    match fake.serve(&req) {
-                        Ok(page) => got.extend(p.accept(page).unwrap().records),
-                        Err(n) => p.accept_count(n).unwrap(),
-                    }
+                rereads += w.rereads();
+                flying.clear();
+                if state.mode == PagerMode::Done {
+                    break;
                 }
-                return Outcome {
-                    got,
-                    requests: fake.requests,
-                    fallbacks: w.fallbacks(),
-                    splits: w.splits(),
-                    most_held,
-                };
+                assert_eq!(state.cursor, start, "no second is complete before the end");
+                let saved = state.offsets.expect("a window in progress saves its offsets");
+                w = OffsetWindow::resume("Invoice", false, chunk, o.size, &saved, 4).unwrap();
+                w.set_live_edge(edge);
             }
         }
-        assert_eq!(w.stats().accepted, got.len() as u64);
+        assert!(w.is_done());
+        assert_eq!(w.persisted_state().mode, PagerMode::Done);
         Outcome {
             got,
             requests: fake.requests,
-            fallbacks: w.fallbacks(),
-            splits: w.splits(),
+            rereads: rereads + w.rereads(),
             most_held,
         }
     }
@@ -1203,86 +880,30 @@ mod tests {
     }
 
     #[test]
-    fn spread_records_cost_their_pages_and_one_count() {
-        let recs = spread(10_000, 7);
-        let (start, end) = (sec(0), sec(70_000));
-        let mut fake = Fake::new(recs, 1, 0.0);
-        let o = read(&mut fake, start, end, 1000, 10, 2, None);
-        check(&fake, &o.got, start, end);
-        // 10,000 records, 990 new a page: 11 pages, and the count
-        assert_eq!((o.requests, fake.counts, o.fallbacks), (12, 1, 0));
-        assert!(o.most_held <= 10);
-    }
-
-    #[test]
-    fn ties_shuffled_on_every_boundary_are_read_again_by_time_cursor() {
-        // 60 records a second: more than the overlap of 40 (and the most it comes down to), so
-        // most boundaries are in doubt
-        let recs: Vec<_> = (0..20_000)
-            .map(|i| ((i + 1).to_string(), 0, sec(i as i64 / 60)))
-            .collect();
-        let (start, end) = (sec(0), sec(1_000));
-        for seed in 0..4 {
-            let mut fake = Fake::new(recs.clone(), seed, 0.0);
-            let o = read(&mut fake, start, end, 1000, 10, seed, None);
+    fn a_window_costs_its_pages_and_one_count() {
+        // 995 new records a page: 10,000 records take 11 pages, 100,000 take 101
+        for (n, requests) in [(10_000, 12), (100_000, 102), (996, 2), (1_001, 3)] {
+            let recs = spread(n, 7);
+            let (start, end) = (sec(0), sec(7 * n as i64));
+            let mut fake = Fake::new(recs, 1, 0.0);
+            let o = read(&mut fake, start, end, reading(1000, 10, 2));
             check(&fake, &o.got, start, end);
-            assert!(o.fallbacks > 0);
-            println!(
-                "60 a second: {} requests for 20,000 records, {} fallbacks",
-                o.requests, o.fallbacks
-            );
+            assert_eq!((o.requests, o.rereads), (requests, 0), "{n} records");
+            assert!(o.most_held <= 10);
         }
     }
 
     #[test]
-    fn a_bulk_second_of_transactions_is_split_by_txn_date_and_of_a_list_read_by_passes() {
-        let mut recs = spread(6_000, 11);
-        recs.extend((0..3_001).map(|i| (format!("b{i}"), 0, sec(30_001))));
-        let (start, end) = (sec(0), sec(70_000));
+    fn a_bulk_second_is_just_more_positions() {
+        // 9,000 of 20,000 records in one second: no second is special in Id order
+        let mut recs = spread(11_000, 11);
+        recs.extend((0..9_000).map(|i| (format!("b{i}"), 0, sec(30_001))));
+        let (start, end) = (sec(0), sec(130_000));
         for seed in 0..4 {
-            // a transaction: the second's count and one page for each of its four dates
             let mut fake = Fake::new(recs.clone(), seed, 0.0);
-            let o = read(&mut fake, start, end, 1000, 10, 10 + seed, None);
+            let o = read(&mut fake, start, end, reading(1000, 10, 10 + seed));
             check(&fake, &o.got, start, end);
-            println!(
-                "Invoice, a bulk second of 3,001 among 6,000: {} requests ({} counts), {} splits, {} fallbacks",
-                o.requests, fake.counts, o.splits, o.fallbacks
-            );
-            assert_eq!((o.splits, o.fallbacks), (1, 0));
-            // 10 pages (9,001 records, 960 new a page), their count, the second's, 4 parts
-            assert!(o.requests <= 10 + 2 + 4 + 1, "{} requests", o.requests);
-            // a name list has no TxnDate: the time cursor's passes
-            let mut fake = Fake::new(recs.clone(), seed, 0.0);
-            let o = read_entity("Item", &mut fake, start, end, 1000, 10, 10 + seed, None);
-            check(&fake, &o.got, start, end);
-            assert_eq!(o.splits, 0);
-            assert!(o.fallbacks > 0);
-        }
-    }
-
-    #[test]
-    fn a_split_part_holding_a_page_or_more_is_finished_by_passes() {
-        // 5,000 records in one second over four dates: about 1,250 a part
-        let mut recs = spread(2_000, 11);
-        recs.extend((0..5_000).map(|i| (format!("b{i}"), 0, sec(10_001))));
-        let (start, end) = (sec(0), sec(30_000));
-        let mut fake = Fake::new(recs, 3, 0.0);
-        let o = read(&mut fake, start, end, 1000, 10, 3, None);
-        check(&fake, &o.got, start, end);
-        assert_eq!((o.splits, o.fallbacks), (1, 1));
-    }
-
-    #[test]
-    fn a_split_second_that_loses_records_meanwhile_is_finished_by_passes() {
-        // records leave while the parts are read: the parts fall short of the count taken before
-        // them, and the passes finish the second with what was taken remembered
-        let mut recs = spread(3_000, 11);
-        recs.extend((0..2_500).map(|i| (format!("b{i}"), 0, sec(20_001))));
-        let (start, end) = (sec(0), sec(40_000));
-        for seed in 0..6 {
-            let mut fake = Fake::new(recs.clone(), seed, 0.3);
-            let o = read(&mut fake, start, end, 1000, 10, 20 + seed, None);
-            check(&fake, &o.got, start, end);
+            assert_eq!((o.requests, o.rereads), (22, 0));
         }
     }
 
@@ -1292,24 +913,23 @@ mod tests {
         for seed in 0..6 {
             let mut rng = StdRng::seed_from_u64(seed);
             let recs: Vec<_> = (0..8_000)
-                .map(|i| {
-                    (
-                        (i + 1).to_string(),
-                        0,
-                        sec(rng.random_range(0..100_000) / 4 * 4),
-                    )
-                })
+                .map(|i| ((i + 1).to_string(), 0, sec(rng.random_range(0..100_000))))
                 .collect();
             let mut fake = Fake::new(recs, seed, 0.5);
-            let o = read(&mut fake, start, end, 100, 8, seed, None);
+            let o = read(&mut fake, start, end, reading(100, 8, seed));
             check(&fake, &o.got, start, end);
             assert!(!fake.left.is_empty());
+            assert!(o.rereads > 0, "departures made some boundary fail");
+            println!(
+                "8,000 records, one leaving every other request: {} requests, {} read again",
+                o.requests, o.rereads
+            );
         }
     }
 
     #[test]
-    fn small_pages_with_heavy_ties_and_departures() {
-        for seed in 0..20 {
+    fn small_pages_with_heavy_departures() {
+        for seed in 0..40 {
             let mut rng = StdRng::seed_from_u64(100 + seed);
             let n = rng.random_range(1..600);
             let span = rng.random_range(1..200);
@@ -1324,7 +944,12 @@ mod tests {
                 .collect();
             let (start, end) = (sec(0), sec(span));
             let mut fake = Fake::new(recs, seed, 0.2);
-            let o = read(&mut fake, start, end, 20, 1 + seed as usize % 6, seed, None);
+            let o = read(
+                &mut fake,
+                start,
+                end,
+                reading(20, 1 + seed as usize % 6, seed),
+            );
             check(&fake, &o.got, start, end);
         }
     }
@@ -1333,19 +958,52 @@ mod tests {
     fn a_resume_continues_from_what_was_taken() {
         let recs = spread(5_000, 3);
         let (start, end) = (sec(0), sec(15_000));
-        for crash_at in [1, 2, 3, 5, 7] {
-            let mut fake = Fake::new(recs.clone(), crash_at as u64, 0.0);
-            let o = read(
-                &mut fake,
-                start,
-                end,
-                500,
-                6,
-                crash_at as u64,
-                Some(crash_at),
-            );
-            check(&fake, &o.got, start, end);
+        for crash_at in [1, 2, 3, 5, 7, 11] {
+            for leave in [0.0, 0.4] {
+                let mut fake = Fake::new(recs.clone(), crash_at as u64, leave);
+                let o = read(
+                    &mut fake,
+                    start,
+                    end,
+                    Reading {
+                        crash_at: Some(crash_at),
+                        ..reading(500, 6, crash_at as u64)
+                    },
+                );
+                check(&fake, &o.got, start, end);
+                if leave == 0.0 {
+                    // what was in flight is read again, nothing more: 11 pages and the count,
+                    // and at most the 6 pages in flight at the crash
+                    assert!(o.requests <= 12 + 6, "{} requests", o.requests);
+                }
+            }
         }
+    }
+
+    #[test]
+    fn a_past_window_ends_on_a_full_page_reaching_the_count_and_a_live_one_reads_on() {
+        // 1,995 records: pages at 1 and 996, the second full and reaching the count (a page at
+        // 1,991 would only repeat the overlap)
+        let recs = spread(1_995, 5);
+        let (start, end) = (sec(0), sec(10_000));
+        let mut fake = Fake::new(recs.clone(), 1, 0.0);
+        let o = read(&mut fake, start, end, reading(1000, 10, 1));
+        check(&fake, &o.got, start, end);
+        assert_eq!((o.requests, o.rereads), (3, 0));
+        // at QBO's present records may enter after the count: read on while pages are full
+        let mut fake = Fake::new(recs, 1, 0.0);
+        fake.enter = 700;
+        let o = read(
+            &mut fake,
+            start,
+            end,
+            Reading {
+                past: false,
+                ..reading(1000, 10, 1)
+            },
+        );
+        check(&fake, &o.got, start, end);
+        assert!(o.got.len() > 1_995 && o.rereads > 0, "{}", o.got.len());
     }
 
     #[test]
@@ -1359,18 +1017,20 @@ mod tests {
             end,
         };
         let mut w = OffsetWindow::new("Invoice", false, c, 1000, 3000, 10).unwrap();
+        w.set_live_edge(end);
         let reqs = w.ready(10).unwrap();
-        assert_eq!(reqs.len(), 4);
+        let starts: Vec<u32> = reqs.iter().map(|r| r.start_position).collect();
+        assert_eq!(starts, vec![1, 996, 1991, 2986]);
         for r in &reqs {
             w.issue(r).unwrap();
         }
         let recs: Vec<RawRecord> = (0..1500)
-            .map(|i| raw(&i.to_string(), 0, sec(i as i64 * 3)))
+            .map(|i| raw(&format!("{i:04}"), 0, sec(i as i64 * 3)))
             .collect();
         let a = w.accept_part(reqs[0].part, recs[..1000].to_vec()).unwrap();
         assert_eq!(a.records.len(), 1000);
-        let a = w.accept_part(reqs[1].part, recs[990..].to_vec()).unwrap();
-        assert_eq!((a.records.len(), a.refetched), (500, 10));
+        let a = w.accept_part(reqs[1].part, recs[995..].to_vec()).unwrap();
+        assert_eq!((a.records.len(), a.refetched), (500, 5));
         assert!(!a.done && !w.is_done());
         assert_ne!(
             w.persisted_state().mode,
@@ -1384,6 +1044,43 @@ mod tests {
     }
 
     #[test]
+    fn a_page_sharing_nothing_with_the_last_is_read_again_from_before_it() {
+        let (start, end) = (sec(0), sec(10_000));
+        let c = Chunk {
+            index: 1,
+            start,
+            end,
+        };
+        let recs: Vec<RawRecord> = (0..2500)
+            .map(|i| raw(&format!("{i:04}"), 0, sec(i as i64 * 3)))
+            .collect();
+        let mut w = OffsetWindow::new("Invoice", false, c, 1000, 2500, 2).unwrap();
+        w.set_live_edge(end);
+        let reqs = w.ready(10).unwrap();
+        assert_eq!(reqs.len(), 2);
+        for r in &reqs {
+            w.issue(r).unwrap();
+        }
+        w.accept_part(reqs[0].part, recs[..1000].to_vec()).unwrap();
+        // ten records before position 996 left before page 2 was read: it starts 10 later
+        let a = w.accept_part(reqs[1].part, recs[1005..2005].to_vec()).unwrap();
+        assert!(a.records.is_empty() && a.refetched == 0);
+        let again = w.ready(10).unwrap();
+        assert_eq!(again[0].start_position, 996 - 497);
+        assert_eq!(again[0].part, REREAD_PART);
+        w.issue(&again[0]).unwrap();
+        let a = w.accept_part(REREAD_PART, recs[489..1489].to_vec()).unwrap();
+        // the page read again gives 1000..1488, then the held page the rest up to 2004
+        assert_eq!(a.records.len(), 1005);
+        assert_eq!(a.records[0].id, "1000");
+        assert_eq!(a.records.last().unwrap().id, "2004");
+        let st = w.persisted_state().offsets.unwrap();
+        assert_eq!(st.next, 996 + 995);
+        assert_eq!(st.tail.last().unwrap(), "2004");
+        assert_eq!(st.tail.len(), 5 + TAIL_EXTRA);
+    }
+
+    #[test]
     fn validates_inputs() {
         let c = Chunk {
             index: 1,
@@ -1393,11 +1090,17 @@ mod tests {
         assert!(OffsetWindow::new("Invoice", false, c, 10, 50, 4).is_err());
         let empty = Chunk { end: sec(0), ..c };
         assert!(OffsetWindow::new("Invoice", false, empty, 100, 50, 4).is_err());
+        let bad_resume = OffsetsState {
+            next: 100,
+            count: 250,
+            tail: Vec::new(),
+        };
+        assert!(OffsetWindow::resume("Invoice", false, c, 100, &bad_resume, 4).is_err());
         let mut w = OffsetWindow::new("Invoice", false, c, 100, 250, 4).unwrap();
         let reqs = w.ready(10).unwrap();
-        // 250 records, 96 new a page (the first overlap is 4 %): STARTPOSITION 1, 97, 193
+        // 250 records, 99 new a page: STARTPOSITION 1, 100, 199
         let starts: Vec<u32> = reqs.iter().map(|r| r.start_position).collect();
-        assert_eq!(starts, vec![1, 97, 193]);
+        assert_eq!(starts, vec![1, 100, 199]);
         assert!(w.issue(&reqs[1]).is_err());
         w.issue(&reqs[0]).unwrap();
         let bad = vec![raw("1", 0, sec(10))];
@@ -1405,5 +1108,6 @@ mod tests {
             w.accept_part(reqs[0].part, bad),
             Err(QboError::BadResponse(_))
         ));
+        assert!(w.accept_count_part(0, 1).is_err());
     }
 }

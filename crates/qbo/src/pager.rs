@@ -89,9 +89,6 @@ pub struct RawRecord {
     pub sync_token: i64,
     /// `MetaData.LastUpdatedTime`, converted to UTC.
     pub last_updated: DateTime<Utc>,
-    /// `TxnDate` of a transaction (`None` if absent or not a date): what a second holding more
-    /// than a page is split on ([`crate::offsets`]).
-    pub txn_date: Option<chrono::NaiveDate>,
     /// The record itself, as text or already in jsonb's binary format.
     pub payload: Payload,
 }
@@ -115,8 +112,6 @@ struct RecordKeys<'a> {
     sync_token: Option<&'a RawValue>,
     #[serde(rename = "MetaData", borrow, default)]
     meta: Option<MetaKeys<'a>>,
-    #[serde(rename = "TxnDate", borrow, default)]
-    txn_date: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -143,7 +138,7 @@ impl RawRecord {
     /// can if `jsonb` (its text is then never copied), else as its text with the `\u0000` policy
     /// of [`crate::jsonb`] applied. Errors are [`QboError::BadResponse`].
     pub fn from_page(json: &RawValue, jsonb: bool) -> Result<RawRecord, QboError> {
-        let (id, sync_token, last_updated, txn_date) = Self::keys(json)?;
+        let (id, sync_token, last_updated) = Self::keys(json)?;
         // the payload's `\u0000` become U+FFFD (jsonb cannot hold NUL); the key follows the
         // same rule, so it stays equal to payload->>'Id' and is valid text (a NUL inside a text
         // datum is an invalid value that changes on dump and restore)
@@ -170,15 +165,12 @@ impl RawRecord {
             id,
             sync_token,
             last_updated,
-            txn_date,
             payload,
         })
     }
 
     #[allow(clippy::type_complexity)]
-    fn keys(
-        json: &RawValue,
-    ) -> Result<(String, i64, DateTime<Utc>, Option<chrono::NaiveDate>), QboError> {
+    fn keys(json: &RawValue) -> Result<(String, i64, DateTime<Utc>), QboError> {
         if !json.get().trim_start().starts_with('{') {
             return Err(QboError::BadResponse(
                 "a record is not a JSON object".into(),
@@ -220,12 +212,7 @@ impl RawRecord {
                 ))
             })?
             .with_timezone(&Utc);
-        // a date "YYYY-MM-DD" (anything else: no date to split on)
-        let txn_date = keys
-            .txn_date
-            .and_then(scalar_text)
-            .and_then(|t| chrono::NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok());
-        Ok((id, sync_token, last_updated, txn_date))
+        Ok((id, sync_token, last_updated))
     }
 
     /// Bytes the record holds in memory: itself, its Id and its payload, with the allocator's
@@ -328,6 +315,23 @@ pub struct PagerState {
     /// storage with both sets empty; [`PagerState::with_second_ids`] fills them in.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ids_in_table: bool,
+    /// Set while the window is read by offsets in Id order ([`crate::offsets`]): where it goes on.
+    /// `cursor` then stays at the window's start (no second of it is complete before its end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsets: Option<OffsetsState>,
+}
+
+/// Where a window read by offsets stands (see [`crate::offsets`]), saved with every page it
+/// writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetsState {
+    /// STARTPOSITION of the next page to read.
+    pub next: u32,
+    /// Records the window held when it was counted.
+    pub count: u64,
+    /// The last Ids taken, in the order QBO served them (the end of the last page taken): the
+    /// next page is proven to continue what was taken when it holds one of them.
+    pub tail: Vec<String>,
 }
 
 /// One Id of a second being read in second mode, as kept in its table: the highest SyncToken
@@ -554,6 +558,7 @@ impl Pager {
             seen_at_cursor: BTreeMap::new(),
             mode: PagerMode::Window,
             ids_in_table: false,
+            offsets: None,
         };
         Pager::resume(entity, name_list, chunk, page_size, state)
     }
@@ -579,6 +584,11 @@ impl Pager {
         if chunk.end <= chunk.start {
             return Err(QboError::InvalidParameter(
                 "chunk end must be later than its start".into(),
+            ));
+        }
+        if state.offsets.is_some() {
+            return Err(QboError::InvalidParameter(
+                "a window read by offsets resumes by offsets, not by time cursor".into(),
             ));
         }
         let mut state = state;
@@ -813,6 +823,7 @@ impl Pager {
             seen_at_cursor: BTreeMap::new(),
             mode,
             ids_in_table: true,
+            offsets: None,
         }
     }
 
@@ -2165,6 +2176,7 @@ mod tests {
                     seen_in_try: (0..700).map(|i| format!("{i:05}")).collect(),
                 },
                 ids_in_table: false,
+                offsets: None,
             },
         )
         .unwrap();
@@ -2526,6 +2538,7 @@ mod tests {
             seen_at_cursor: BTreeMap::new(),
             mode: PagerMode::Window,
             ids_in_table: false,
+            offsets: None,
         };
         assert!(Pager::resume("Invoice", false, chunk, 10, st).is_err());
     }
@@ -2537,6 +2550,7 @@ mod tests {
             seen_at_cursor: BTreeMap::from([("7".to_string(), 2)]),
             mode: PagerMode::SecondCount { second_try: 1 },
             ids_in_table: false,
+            offsets: None,
         };
         assert_eq!(
             serde_json::to_string(&st).unwrap(),

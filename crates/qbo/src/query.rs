@@ -88,6 +88,29 @@ pub fn window_query(
     )
 }
 
+/// `SELECT * FROM <entity> WHERE MetaData.LastUpdatedTime >= '<from>' AND
+/// MetaData.LastUpdatedTime < '<to>' [AND Active IN (true,false)] ORDERBY Id STARTPOSITION n
+/// MAXRESULTS m`: a page of a window read by offsets ([`crate::offsets`]). `Id` is unique, so
+/// the order has no ties: two requests agree on it, whatever comparison QBO applies to Ids.
+pub fn window_id_query(
+    entity: &str,
+    name_list: bool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    start_position: u32,
+    max_results: u32,
+) -> String {
+    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    format!(
+        "SELECT * FROM {entity} WHERE MetaData.LastUpdatedTime >= '{}' AND MetaData.LastUpdatedTime < '{}'{} ORDERBY Id STARTPOSITION {} MAXRESULTS {}",
+        literal(from),
+        literal(to),
+        active_clause(name_list),
+        start_position.max(1),
+        max_results.clamp(1, MAX_PAGE)
+    )
+}
+
 /// `SELECT count(*) FROM <entity> WHERE MetaData.LastUpdatedTime >= '<from>' AND
 /// MetaData.LastUpdatedTime < '<to>' [AND Active IN (true,false)]`: how many records a window
 /// holds, which tells the executor where to split it into sub-windows fetched concurrently.
@@ -158,31 +181,6 @@ pub fn second_page_query(
     )
 }
 
-/// `SELECT * FROM <entity> WHERE MetaData.LastUpdatedTime = '<second>' [AND TxnDate >= 'from']
-/// [AND TxnDate < 'to'] ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS m`: one part
-/// of a second split by `TxnDate` (a transaction's date; a date literal, as the field is a date).
-pub fn second_txn_date_query(
-    entity: &str,
-    second: DateTime<Utc>,
-    from: Option<chrono::NaiveDate>,
-    to: Option<chrono::NaiveDate>,
-    max_results: u32,
-) -> String {
-    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
-    let mut q = format!(
-        "SELECT * FROM {entity} WHERE MetaData.LastUpdatedTime = '{}'",
-        literal(second)
-    );
-    if let Some(d) = from {
-        q.push_str(&format!(" AND TxnDate >= '{}'", d.format("%Y-%m-%d")));
-    }
-    if let Some(d) = to {
-        q.push_str(&format!(" AND TxnDate < '{}'", d.format("%Y-%m-%d")));
-    }
-    q.push_str(&paging(1, max_results));
-    q
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +213,14 @@ mod tests {
             0
         )
         .ends_with("STARTPOSITION 7 MAXRESULTS 1"));
+    }
+
+    #[test]
+    fn window_by_id() {
+        assert_eq!(
+            window_id_query("Customer", true, t(2025, 1, 1, 0, 0, 0), t(2025, 1, 8, 0, 0, 0), 996, 1000),
+            "SELECT * FROM Customer WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' AND MetaData.LastUpdatedTime < '2025-01-08T00:00:00+00:00' AND Active IN (true,false) ORDERBY Id STARTPOSITION 996 MAXRESULTS 1000"
+        );
     }
 
     #[test]

@@ -209,6 +209,34 @@ impl ChunkSlices {
             covered = s_end;
             let (work, committed, committed_done) = if s.done {
                 (Work::Done, None, true)
+            } else if let Some(saved) = s.state.as_ref().and_then(|st| st.offsets.clone()) {
+                // a window read by offsets goes on in its own order, which a window with another
+                // end would not share
+                if s_end != s.end {
+                    return Err(QboError::InvalidParameter(format!(
+                        "chunk {}: a window read by offsets was saved up to {}, not {}",
+                        chunk.index,
+                        crate::query::literal(s.end),
+                        crate::query::literal(s_end)
+                    ))
+                    .into());
+                }
+                let mut w = OffsetWindow::resume(
+                    entity,
+                    name_list,
+                    Chunk {
+                        index: chunk.index,
+                        start: s.start,
+                        end: s_end,
+                    },
+                    page_size.min(crate::query::MAX_PAGE),
+                    &saved,
+                    cs.lookahead,
+                )?;
+                if let Some(e) = cs.live_edge {
+                    w.set_live_edge(e);
+                }
+                (Work::Page(Stream::Offsets(Box::new(w))), s.state, false)
             } else if let Some(state) = s.state {
                 let full = if state.ids_in_table {
                     let rows = second_ids(state.cursor)?;
@@ -317,6 +345,11 @@ impl ChunkSlices {
     /// the requests in flight; 10 until set).
     pub fn set_lookahead(&mut self, pages: u32) {
         self.lookahead = pages.max(1);
+        for p in self.pagers_mut() {
+            if let Stream::Offsets(o) = p {
+                o.set_lookahead(pages);
+            }
+        }
     }
 
     /// Pages answered and held by windows read by offsets until the pages ahead of them are in:
@@ -439,7 +472,7 @@ impl ChunkSlices {
             return Ok(());
         }
         let size = self.page_size.min(crate::query::MAX_PAGE);
-        if width >= 2 && count > u64::from(size) && size >= MIN_OFFSET_PAGE {
+        if count > u64::from(size) && size >= MIN_OFFSET_PAGE {
             let mut w = OffsetWindow::new(
                 self.entity,
                 self.name_list,
@@ -700,7 +733,7 @@ mod tests {
     }
 
     #[test]
-    fn a_one_second_slice_is_never_cut() {
+    fn a_one_second_slice_is_never_cut_and_a_bulk_one_is_read_by_offsets() {
         let c = Chunk {
             index: 1,
             start: t(1, 0),
@@ -710,27 +743,26 @@ mod tests {
         let id = cs.slices()[0].id;
         cs.accept_slice_count(id, 50_000, far()).unwrap();
         assert_eq!(cs.slices().len(), 1);
-        assert!(matches!(cs.slices()[0].work, Work::Page(_)));
-        // read straight by STARTPOSITION, as many pages at once as asked for
+        assert!(matches!(&cs.slices()[0].work, Work::Page(Stream::Offsets(_))));
+        // in Id order a second is no different: as many pages at once as asked for
         let w = cs.wanted(10).unwrap();
         let starts: Vec<u32> = w
             .iter()
             .map(|(_, r)| match r {
                 SliceRequest::Pager(r) => {
-                    assert_eq!(r.kind, crate::pager::RequestKind::SecondPage);
+                    assert_eq!(r.kind, crate::pager::RequestKind::Window);
                     r.start_position
                 }
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(starts, (0..10).map(|k| 1 + 1000 * k).collect::<Vec<u32>>());
-        assert_eq!(cs.priority(id), u64::MAX - 1, "right after the counts");
+        assert_eq!(starts, (0..10).map(|k| 1 + 995 * k).collect::<Vec<u32>>());
         for (slice, r) in &w[..4] {
             cs.issue(*slice, r).unwrap();
         }
         // the next ones follow those in flight; the same request twice is refused
         assert!(
-            matches!(&cs.wanted(1).unwrap()[0].1, SliceRequest::Pager(r) if r.start_position == 4001)
+            matches!(&cs.wanted(1).unwrap()[0].1, SliceRequest::Pager(r) if r.start_position == 1 + 995 * 4)
         );
         assert!(cs.issue(id, &w[0].1).is_err());
     }
@@ -744,8 +776,7 @@ mod tests {
         cs.accept_slice_count(id, 12_500, far()).unwrap();
         assert_eq!(cs.slices().len(), 1, "not cut");
         assert!(matches!(&cs.slices()[0].work, Work::Page(s) if matches!(s, Stream::Offsets(_))));
-        // 12,500 records, 960 new a page (the first overlap is 4 %): 14 pages, the first 10 at
-        // once (the lookahead)
+        // 12,500 records, 995 new a page: 13 pages, the first 10 at once (the lookahead)
         let w = cs.wanted(20).unwrap();
         let starts: Vec<u32> = w
             .iter()
@@ -754,7 +785,54 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(starts, (0..10).map(|k| 1 + 960 * k).collect::<Vec<u32>>());
+        assert_eq!(starts, (0..10).map(|k| 1 + 995 * k).collect::<Vec<u32>>());
+        assert!(w.iter().all(|(_, r)| matches!(r, SliceRequest::Pager(r) if r.query.contains(" ORDERBY Id "))));
+        // what it saves with a page goes on by offsets, from where the page left it
+        for (slice, r) in &w[..2] {
+            cs.issue(*slice, r).unwrap();
+        }
+        let page = |from: usize, n: usize| -> Vec<crate::pager::RawRecord> {
+            (from..from + n)
+                .map(|i| {
+                    let text = format!(
+                        r#"{{"Id":"{i:05}","SyncToken":"0","MetaData":{{"LastUpdatedTime":"2025-03-02T10:00:00Z"}}}}"#
+                    );
+                    let raw = serde_json::value::RawValue::from_string(text).unwrap();
+                    crate::pager::RawRecord::from_page(&raw, false).unwrap()
+                })
+                .collect()
+        };
+        let p = cs.pager_mut(id).unwrap();
+        let SliceRequest::Pager(first) = &w[0].1 else {
+            panic!("a page")
+        };
+        p.accept_part(first.part, page(0, 1000)).unwrap();
+        let state = cs.page_fetched(id, 1000).unwrap();
+        cs.page_written(id, state).unwrap();
+        let saved = cs.saved();
+        assert_eq!(saved["slices"][0]["state"]["offsets"]["next"], 996);
+        assert_eq!(cs.committed_until(), chunk().start, "no second is complete before the end");
+        let mut again =
+            ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&saved), &mut no_ids)
+                .unwrap();
+        again.set_lookahead(2);
+        let w = again.wanted(20).unwrap();
+        let starts: Vec<u32> = w
+            .iter()
+            .map(|(_, r)| match r {
+                SliceRequest::Pager(r) => r.start_position,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(starts, vec![996, 1991]);
+        // a saved window read by offsets goes on only over the same window
+        let shorter = Chunk {
+            end: t(5, 0),
+            ..chunk()
+        };
+        let e = ChunkSlices::new("Invoice", false, shorter, 1000, true, Some(&saved), &mut no_ids)
+            .unwrap_err();
+        assert!(e.to_string().contains("a window read by offsets was saved up to"), "{e}");
         // small pages keep the time cursor and the cut
         let mut cs =
             ChunkSlices::new("Invoice", false, chunk(), 10, true, None, &mut no_ids).unwrap();
@@ -827,6 +905,7 @@ mod tests {
             seen_at_cursor: Default::default(),
             mode: crate::pager::PagerMode::Done,
             ids_in_table: false,
+            offsets: None,
         };
         let v = serde_json::json!({"slices": [
             {"start": "2025-03-01T00:00:00Z", "end": "2025-03-08T00:00:00Z", "state": done}
@@ -948,17 +1027,13 @@ mod tests {
         .unwrap();
         cs.set_id_budget(&budget);
         assert_eq!(budget.held(), 5 * (96 + 1));
-        // a one-second slice counted at a trillion never starts reading its second
+        // a one-second slice counted at a trillion is read by offsets, which hold no Ids: its
+        // pages end at the first short one, whatever the count claimed
         let second = cs.slices()[1].id;
-        let e = cs
-            .accept_slice_count(second, 1_000_000_000_000, far())
-            .unwrap_err();
-        assert_eq!(e.sqlstate(), "54000");
-        assert!(
-            matches!(e, QboError::SecondTooLarge { claimed: 1_000_000_000_000, others, .. } if others == 5 * 97),
-            "{e:?}"
-        );
-        assert!(matches!(cs.slices()[1].work, Work::Count));
+        cs.accept_slice_count(second, 1_000_000_000_000, far())
+            .unwrap();
+        assert!(matches!(&cs.slices()[1].work, Work::Page(Stream::Offsets(_))));
+        assert_eq!(budget.held(), 5 * (96 + 1));
         // a resumed second holding more than a (tiny) budget allows is refused at once
         let tiny = IdBudget::new(1, 400);
         let mut cs = ChunkSlices::new::<QboError>(

@@ -23,7 +23,7 @@ fn crash_mid_page_then_resume_refetches_no_committed_page() {
     c.batch_execute("CREATE EXTENSION pg_qbo").unwrap();
     register(&mut c, "crash", "default", REALM1, "emu-refresh-token-0");
 
-    emu.hold(20);
+    emu.hold(8);
     let runner = std::thread::spawn(move || {
         c.query_one("CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 30, 50)", &[&FROM, &TO])
             .map(|_| ())

@@ -267,6 +267,9 @@ fn a_backing_off_run_shows_it_in_the_ledger_while_it_waits() {
 fn another_session_sees_qbo_progress_move_while_a_slow_run_advances() {
     let emu = Emulator::start(&["--seed", "26", "--latency-ms", "60"]);
     let mut c = fresh_db("e2e_watch", &emu);
+    // two pages in flight: offsets would read every page of the window in one round trip, too fast
+    // to watch
+    c.batch_execute("SET qbo.max_in_flight = 2").unwrap();
     let mut other = connect("e2e_watch");
     let worker = std::thread::spawn(move || {
         c.query("SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 30, page_size => 40)", &[&FROM, &TO])
@@ -488,9 +491,11 @@ fn a_terminated_worker_is_reported_to_its_caller_and_the_run_resumes() {
 fn a_run_cancelled_inside_a_bulk_second_resumes_from_its_id_table() {
     // 3000 invoices: one second holds 1061 of them, read by STARTPOSITION in pages of 100 whose
     // ties the emulator shuffles on every request, so it takes several passes; hold a request of
-    // a later pass, cancel, and resume: nothing taken twice, nothing missed
+    // a later pass, cancel, and resume: nothing taken twice, nothing missed. The time cursor reads
+    // such a second (`qbo.max_in_flight = 1`, the sequential pager); offsets read it in Id order.
     let emu = Emulator::start(&["--seed", "25", "--records", "Invoice=3000"]);
     let mut c = fresh_db("e2e_bulk_resume", &emu);
+    c.batch_execute("SET qbo.max_in_flight = 1").unwrap();
     let mut other = connect("e2e_bulk_resume");
     let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     // pass 1 is 11 pages, then a recount: the 15th request of the second is in pass 2

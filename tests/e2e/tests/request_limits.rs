@@ -64,13 +64,19 @@ fn per_kind(log: &[Value], realm: &str) -> BTreeMap<String, i64> {
 /// Two sessions backfill two entities of realm 1 at once, each after `set`; returns what each
 /// CALL gave.
 fn two_sessions(db: &str, set: &str) -> Vec<Result<(), String>> {
-    let handles: Vec<_> = [("Invoice", 50), ("Bill", 25)]
+    // small pages: enough requests to pass 10 a second if nothing paced them (offsets read a
+    // window's pages all at once)
+    // both CALLs start together, once both sessions are connected and set
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let handles: Vec<_> = [("Invoice", 20), ("Bill", 20)]
         .into_iter()
         .map(|(entity, page)| {
             let (db, set) = (db.to_owned(), set.to_owned());
+            let barrier = std::sync::Arc::clone(&barrier);
             std::thread::spawn(move || {
                 let mut c = connect(&db);
                 c.batch_execute(&set).unwrap();
+                barrier.wait();
                 c.query_one(
                     "CALL qbo.run_backfill($1, $2::text::timestamptz, $3::text::timestamptz, 30, $4)",
                     &[&entity, &FROM, &TO, &page],
@@ -104,6 +110,7 @@ fn realm_queries(log: &[Value]) -> (Vec<&Value>, bool) {
         )
     };
     let (a, b) = (span("FROM Invoice"), span("FROM Bill"));
+    println!("Invoice requests from {} to {} us, Bill from {} to {} us", a.0, a.1, b.0, b.1);
     (q, a.0 < b.1 && b.0 < a.1)
 }
 

@@ -1,8 +1,8 @@
 //! End-to-end: concurrent fetching under the realm's shared limiter. Two sessions backfilling one
 //! realm at once stay within the realm's in-flight limit (counted by the emulator, which answers
 //! 429 beyond it), use it, and both end equal to the truth; the sequential pager
-//! (`qbo.max_in_flight = 1`) never has two requests in flight; the pages of a bulk-import second
-//! are fetched together.
+//! (`qbo.max_in_flight = 1`) never has two requests in flight; the pages of a window read by
+//! offsets are fetched together, and a bulk-import second in it costs no more than its pages.
 
 use pg_qbo_e2e::*;
 
@@ -126,18 +126,17 @@ fn the_sequential_pager_has_one_request_in_flight() {
 }
 
 #[test]
-fn the_pages_of_a_bulk_second_are_fetched_together() {
-    // the emulator's default data has one second holding 1001 + n/50 records (1061 here), read
-    // by STARTPOSITION in pages of 100: hold its first page, and the others of the pass still go
+fn the_pages_of_a_window_are_fetched_together_and_a_bulk_second_costs_nothing_more() {
+    // the emulator's default data has one second holding 1001 + n/50 records (1061 here); read by
+    // offsets in Id order, it is just more positions: hold the window's first page, and the next
+    // ones (up to the lookahead, qbo.max_in_flight) still go
     let emu = Emulator::start(&["--seed", "63", "--records", "Invoice=3000"]);
     let mut c = fresh_db("e2e_bulk_second", &emu);
-    // the bulk second, by the emulator's truth (other seconds may hold a page of 100 too)
-    let (second, n) = bulk_second(&emu, &mut c);
+    let (_, n) = bulk_second(&emu, &mut c);
     assert_eq!(n, 1061);
-    emu.hold_matching(
-        1,
-        &format!("LastUpdatedTime = '{second}' ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 "),
-    );
+    let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);
+    emu.hold_matching(1, "ORDERBY Id STARTPOSITION 1 ");
+    let seq = emu.last_seq();
     let worker = std::thread::spawn(|| {
         let mut c = connect("e2e_bulk_second");
         c.query(
@@ -150,35 +149,41 @@ fn the_pages_of_a_bulk_second_are_fetched_together() {
     let held = emu.wait_held();
     let q = held["query"].as_str().unwrap().to_string();
     assert!(q.contains("STARTPOSITION 1 MAXRESULTS 100"), "{q}");
-    // while page 1 is held, the rest of the pass arrives
+    // while page 1 is held, the next nine arrive (99 new records a page: 101, 199, ...)
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let others = loop {
         let others: Vec<String> = emu
-            .requests(0)
+            .requests(seq)
             .iter()
             .filter_map(|r| r["query"].as_str())
-            .filter(|q| {
-                q.contains(&format!("LastUpdatedTime = '{second}'"))
-                    && q.contains("STARTPOSITION")
-                    && !q.contains("STARTPOSITION 1 ")
-            })
+            .filter(|q| q.contains("ORDERBY Id STARTPOSITION") && !q.contains("STARTPOSITION 1 "))
             .map(str::to_string)
             .collect();
-        if others.len() >= 10 || std::time::Instant::now() > deadline {
+        if others.len() >= 9 || std::time::Instant::now() > deadline {
             break others;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     emu.release();
     let vol = worker.join().unwrap().unwrap();
-    println!(
-        "page 1 of second {second} held; {} other pages of it fetched meanwhile",
-        others.len()
-    );
-    // 1061 records: pages at 101, 201, ..., 1001 (the last one short); none past it
-    assert_eq!(others.len(), 10, "{others:#?}");
-    let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);
+    println!("page 1 held; {} other pages fetched meanwhile", others.len());
+    assert_eq!(others.len(), 9, "{others:#?}");
+    assert!(others.iter().any(|q| q.contains("STARTPOSITION 892 ")), "{others:#?}");
     assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth);
     assert_eq!(vol.rows, truth.len() as i64, "{vol:?}");
     assert_eq!(vol.inserted, truth.len() as i64, "{vol:?}");
+    // the window's records in pages of 99 new ones, and its count: nothing for the bulk second
+    let queries: Vec<String> = emu
+        .requests(seq)
+        .iter()
+        .filter(|r| r["endpoint"] == "query")
+        .filter_map(|r| r["query"].as_str().map(str::to_string))
+        .collect();
+    let pages = (truth.len() as u64 - 1).div_ceil(99);
+    println!(
+        "{} records: {} query requests ({pages} pages and the count)",
+        truth.len(),
+        queries.len()
+    );
+    assert_eq!(queries.len() as u64, pages + 1, "{queries:#?}");
 }
