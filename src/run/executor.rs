@@ -448,6 +448,18 @@ impl Exec<'_> {
             if refused.is_some() && requests.in_flight() == 0 && fetched.is_empty() {
                 return Err(refused.take().expect("refused"));
             }
+            // answers that came in while a page was written are taken now, so the requests they
+            // make room for go out before the next page is written, not after every page waiting
+            // (a window read by offsets gets its pages back nearly together)
+            loop {
+                match self.net.wait(Duration::ZERO) {
+                    Ok(done) => self.on_done(done, &mut requests, &mut open, &mut fetched)?,
+                    Err(Idle::Timeout) => break,
+                    Err(Idle::Gone) => {
+                        return Err(PgError::internal("the network thread stopped unexpectedly"))
+                    }
+                }
+            }
             // what to send: due retries first, then every open slice's next request, as much as
             // the dispatcher allows (in flight, pages waiting to be written, the limiter's wait)
             let now = Instant::now();
