@@ -743,7 +743,10 @@ mod tests {
         let id = cs.slices()[0].id;
         cs.accept_slice_count(id, 50_000, far()).unwrap();
         assert_eq!(cs.slices().len(), 1);
-        assert!(matches!(&cs.slices()[0].work, Work::Page(Stream::Offsets(_))));
+        assert!(matches!(
+            &cs.slices()[0].work,
+            Work::Page(Stream::Offsets(_))
+        ));
         // in Id order a second is no different: as many pages at once as asked for
         let w = cs.wanted(10).unwrap();
         let starts: Vec<u32> = w
@@ -786,7 +789,9 @@ mod tests {
             })
             .collect();
         assert_eq!(starts, (0..10).map(|k| 1 + 995 * k).collect::<Vec<u32>>());
-        assert!(w.iter().all(|(_, r)| matches!(r, SliceRequest::Pager(r) if r.query.contains(" ORDERBY Id "))));
+        assert!(w
+            .iter()
+            .all(|(_, r)| matches!(r, SliceRequest::Pager(r) if r.query.contains(" ORDERBY Id "))));
         // what it saves with a page goes on by offsets, from where the page left it
         for (slice, r) in &w[..2] {
             cs.issue(*slice, r).unwrap();
@@ -811,10 +816,21 @@ mod tests {
         cs.page_written(id, state).unwrap();
         let saved = cs.saved();
         assert_eq!(saved["slices"][0]["state"]["offsets"]["next"], 996);
-        assert_eq!(cs.committed_until(), chunk().start, "no second is complete before the end");
-        let mut again =
-            ChunkSlices::new("Invoice", false, chunk(), 1000, true, Some(&saved), &mut no_ids)
-                .unwrap();
+        assert_eq!(
+            cs.committed_until(),
+            chunk().start,
+            "no second is complete before the end"
+        );
+        let mut again = ChunkSlices::new(
+            "Invoice",
+            false,
+            chunk(),
+            1000,
+            true,
+            Some(&saved),
+            &mut no_ids,
+        )
+        .unwrap();
         again.set_lookahead(2);
         let w = again.wanted(20).unwrap();
         let starts: Vec<u32> = w
@@ -830,9 +846,21 @@ mod tests {
             end: t(5, 0),
             ..chunk()
         };
-        let e = ChunkSlices::new("Invoice", false, shorter, 1000, true, Some(&saved), &mut no_ids)
-            .unwrap_err();
-        assert!(e.to_string().contains("a window read by offsets was saved up to"), "{e}");
+        let e = ChunkSlices::new(
+            "Invoice",
+            false,
+            shorter,
+            1000,
+            true,
+            Some(&saved),
+            &mut no_ids,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a window read by offsets was saved up to"),
+            "{e}"
+        );
         // small pages keep the time cursor and the cut
         let mut cs =
             ChunkSlices::new("Invoice", false, chunk(), 10, true, None, &mut no_ids).unwrap();
@@ -1032,7 +1060,10 @@ mod tests {
         let second = cs.slices()[1].id;
         cs.accept_slice_count(second, 1_000_000_000_000, far())
             .unwrap();
-        assert!(matches!(&cs.slices()[1].work, Work::Page(Stream::Offsets(_))));
+        assert!(matches!(
+            &cs.slices()[1].work,
+            Work::Page(Stream::Offsets(_))
+        ));
         assert_eq!(budget.held(), 5 * (96 + 1));
         // a resumed second holding more than a (tiny) budget allows is refused at once
         let tiny = IdBudget::new(1, 400);

@@ -110,7 +110,10 @@ fn realm_queries(log: &[Value]) -> (Vec<&Value>, bool) {
         )
     };
     let (a, b) = (span("FROM Invoice"), span("FROM Bill"));
-    println!("Invoice requests from {} to {} us, Bill from {} to {} us", a.0, a.1, b.0, b.1);
+    println!(
+        "Invoice requests from {} to {} us, Bill from {} to {} us",
+        a.0, a.1, b.0, b.1
+    );
     (q, a.0 < b.1 && b.0 < a.1)
 }
 

@@ -166,9 +166,15 @@ fn the_pages_of_a_window_are_fetched_together_and_a_bulk_second_costs_nothing_mo
     };
     emu.release();
     let vol = worker.join().unwrap().unwrap();
-    println!("page 1 held; {} other pages fetched meanwhile", others.len());
+    println!(
+        "page 1 held; {} other pages fetched meanwhile",
+        others.len()
+    );
     assert_eq!(others.len(), 9, "{others:#?}");
-    assert!(others.iter().any(|q| q.contains("STARTPOSITION 892 ")), "{others:#?}");
+    assert!(
+        others.iter().any(|q| q.contains("STARTPOSITION 892 ")),
+        "{others:#?}"
+    );
     assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth);
     assert_eq!(vol.rows, truth.len() as i64, "{vol:?}");
     assert_eq!(vol.inserted, truth.len() as i64, "{vol:?}");
