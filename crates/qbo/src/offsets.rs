@@ -30,9 +30,11 @@
 //!   between the two requests*. Its records after the last one it shares with `L` are new and are
 //!   taken (records before that are at or before `l`, hence in `L` or before it).
 //! - The window's first page (STARTPOSITION 1) needs no proof. A short page taken reached the end
-//!   of the window: the window is complete. A full page taken that reaches the count is the end
-//!   too, for a window wholly in the past (`count(*)` was taken before it and records only left);
-//!   a window reaching QBO's present goes on one page at a time while pages come back full.
+//!   of the window: the window is complete, and only that ends it. The count decides how many
+//!   pages go out at once, never where the window ends: past the pages it asks for, the window
+//!   goes on one page at a time while they come back full (records entering at QBO's present,
+//!   or a count that was wrong), and a count too high costs at most `lookahead` pages past the
+//!   end, which come back empty.
 //! - A page that holds none of `L`'s Ids (more records left before it than the overlap, or it came
 //!   back empty) is not guessed at: the page `s` positions after `L`'s start, less `back` records,
 //!   is read again (`back` is half a step at first and doubles while such a page fails too; a page
@@ -132,9 +134,10 @@ pub struct OffsetWindow {
     chained: bool,
     /// STARTPOSITION of the last page taken.
     last_position: u32,
+    /// Every page the count asks for was taken and the last was full: one more page goes out.
+    extend: bool,
     reread: Option<Reread>,
     done: bool,
-    live_edge: Option<DateTime<Utc>>,
     stats: PagerStats,
     rereads: u64,
 }
@@ -180,9 +183,9 @@ impl OffsetWindow {
             last_index: HashMap::new(),
             chained: false,
             last_position: 0,
+            extend: false,
             reread: None,
             done: false,
-            live_edge: None,
             stats: PagerStats::default(),
             rereads: 0,
         })
@@ -252,16 +255,6 @@ impl OffsetWindow {
     pub fn rereads(&self) -> u64 {
         self.rereads
     }
-
-    /// See [`Pager::set_live_edge`]: a window ending after it may still receive records, so it
-    /// ends only on a short page.
-    pub fn set_live_edge(&mut self, edge: DateTime<Utc>) {
-        self.live_edge = Some(edge);
-    }
-
-    /// See [`Pager::set_id_budget`]: nothing to hold within it (the window keeps one page's Ids,
-    /// which the pages waiting to be written bound).
-    pub fn set_id_budget(&mut self, _budget: IdBudget) {}
 
     /// True when the window is complete and nothing of it is in flight.
     pub fn is_done(&self) -> bool {
@@ -344,7 +337,7 @@ impl OffsetWindow {
         let mut k = self.next_issue;
         while out.len() < max
             && !self.done
-            && self.needed(k)
+            && (self.needed(k) || (self.extend && k == self.next_issue))
             && k < self.next_take.saturating_add(self.lookahead)
         {
             out.push(self.request(self.position(k), OFFSET_PART | k));
@@ -374,6 +367,7 @@ impl OffsetWindow {
             )));
         }
         self.next_issue += 1;
+        self.extend = false;
         self.flying.insert(k);
         Ok(())
     }
@@ -489,11 +483,6 @@ impl OffsetWindow {
         }
         if !full {
             self.done = true;
-        } else if u64::from(position) + u64::from(self.size) > self.count
-            && self.live_edge.is_some_and(|e| self.end <= e)
-        {
-            // a full page reaching the count of a past window: nothing can be after it
-            self.done = true;
         }
         if self.done {
             // pages answered past the end are not needed
@@ -548,10 +537,10 @@ impl OffsetWindow {
             }
             let k = self.next_take;
             if self.next_issue == k && self.flying.is_empty() && self.chained && !self.needed(k) {
-                // every page up to the count was taken and the last was full, in a window that
-                // may still receive records: read on from half a step back, a page at a time
-                self.start_reread();
-                continue;
+                // every page the count asks for was taken and the last was full: read on, a page
+                // at a time
+                self.extend = true;
+                break;
             }
             let Some(page) = self.held.remove(&k) else {
                 break;
@@ -624,7 +613,8 @@ impl Stream {
     pub fn set_live_edge(&mut self, edge: DateTime<Utc>) {
         match self {
             Stream::Time(p) => p.set_live_edge(edge),
-            Stream::Offsets(o) => o.set_live_edge(edge),
+            // a window read by offsets ends on a short page only, wherever QBO's present is
+            Stream::Offsets(_) => {}
         }
     }
 
@@ -632,7 +622,8 @@ impl Stream {
     pub fn set_id_budget(&mut self, budget: IdBudget) {
         match self {
             Stream::Time(p) => p.set_id_budget(budget),
-            Stream::Offsets(o) => o.set_id_budget(budget),
+            // a window read by offsets keeps one page's Ids, bounded with the pages
+            Stream::Offsets(_) => {}
         }
     }
 
@@ -709,6 +700,7 @@ mod tests {
         rng: StdRng,
         leave_prob: f64,
         enter: u32,
+        count_lie: Option<u64>,
         left: HashSet<String>,
         requests: u64,
     }
@@ -721,6 +713,7 @@ mod tests {
                 rng: StdRng::seed_from_u64(seed),
                 leave_prob,
                 enter: 0,
+                count_lie: None,
                 left: HashSet::new(),
                 requests: 0,
             }
@@ -728,7 +721,8 @@ mod tests {
 
         fn count(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
             self.requests += 1;
-            self.recs.iter().filter(|r| r.2 >= from && r.2 < to).count() as u64
+            let real = self.recs.iter().filter(|r| r.2 >= from && r.2 < to).count() as u64;
+            self.count_lie.unwrap_or(real)
         }
 
         fn churn(&mut self) {
@@ -778,8 +772,6 @@ mod tests {
         seed: u64,
         /// Save the state after this many answers, lose what is in flight, and resume from it.
         crash_at: Option<usize>,
-        /// The window ends at or before QBO's present (records cannot enter it).
-        past: bool,
     }
 
     fn reading(size: u32, in_flight: usize, seed: u64) -> Reading {
@@ -788,7 +780,6 @@ mod tests {
             in_flight,
             seed,
             crash_at: None,
-            past: true,
         }
     }
 
@@ -801,11 +792,9 @@ mod tests {
             start,
             end,
         };
-        let edge = if o.past { end } else { start };
         let count = fake.count(start, end);
         let mut w =
             OffsetWindow::new("Invoice", false, chunk, o.size, count, o.in_flight as u32).unwrap();
-        w.set_live_edge(edge);
         let mut got = Vec::new();
         let mut flying: Vec<Request> = Vec::new();
         let (mut answers, mut most_held, mut rereads) = (0, 0, 0);
@@ -838,7 +827,6 @@ mod tests {
                     .offsets
                     .expect("a window in progress saves its offsets");
                 w = OffsetWindow::resume("Invoice", false, chunk, o.size, &saved, 4).unwrap();
-                w.set_live_edge(edge);
             }
         }
         assert!(w.is_done());
@@ -984,29 +972,35 @@ mod tests {
     }
 
     #[test]
-    fn a_past_window_ends_on_a_full_page_reaching_the_count_and_a_live_one_reads_on() {
-        // 1,995 records: pages at 1 and 996, the second full and reaching the count (a page at
-        // 1,991 would only repeat the overlap)
-        let recs = spread(1_995, 5);
-        let (start, end) = (sec(0), sec(10_000));
-        let mut fake = Fake::new(recs.clone(), 1, 0.0);
+    fn only_a_short_page_ends_a_window_whatever_the_count_says() {
+        let (start, end) = (sec(0), sec(20_000));
+        // 1,995 records: pages at 1 and 996, the second full: one more page (the overlap, short)
+        // ends it
+        let mut fake = Fake::new(spread(1_995, 5), 1, 0.0);
         let o = read(&mut fake, start, end, reading(1000, 10, 1));
         check(&fake, &o.got, start, end);
-        assert_eq!((o.requests, o.rereads), (3, 0));
-        // at QBO's present records may enter after the count: read on while pages are full
-        let mut fake = Fake::new(recs, 1, 0.0);
+        assert_eq!((o.requests, o.rereads), (4, 0));
+        // records entering after the count (QBO's present): read on while pages are full
+        let mut fake = Fake::new(spread(1_995, 5), 1, 0.0);
         fake.enter = 700;
-        let o = read(
-            &mut fake,
-            start,
-            end,
-            Reading {
-                past: false,
-                ..reading(1000, 10, 1)
-            },
-        );
+        let o = read(&mut fake, start, end, reading(1000, 10, 1));
         check(&fake, &o.got, start, end);
-        assert!(o.got.len() > 1_995 && o.rereads > 0, "{}", o.got.len());
+        assert!(o.got.len() > 1_995, "{}", o.got.len());
+        // a count too low: the pages it asks for, then one at a time to the end
+        let mut fake = Fake::new(spread(3_000, 5), 1, 0.0);
+        fake.count_lie = Some(1_200);
+        let o = read(&mut fake, start, end, reading(1000, 10, 1));
+        check(&fake, &o.got, start, end);
+        assert_eq!(o.got.len(), 3_000);
+        assert_eq!(o.requests, 1 + 4, "pages at 1, 996, 1991 and 2986");
+        // a count too high: at most the lookahead past the end, which comes back empty
+        let mut fake = Fake::new(spread(3_000, 5), 1, 0.0);
+        fake.count_lie = Some(1_000_000_000_000);
+        let o = read(&mut fake, start, end, reading(1000, 10, 1));
+        check(&fake, &o.got, start, end);
+        assert_eq!(o.got.len(), 3_000);
+        // the short page is page 3: pages go out at most the lookahead past the next one to take
+        assert!(o.requests <= 1 + 3 + 10, "{} requests", o.requests);
     }
 
     #[test]
@@ -1020,7 +1014,6 @@ mod tests {
             end,
         };
         let mut w = OffsetWindow::new("Invoice", false, c, 1000, 3000, 10).unwrap();
-        w.set_live_edge(end);
         let reqs = w.ready(10).unwrap();
         let starts: Vec<u32> = reqs.iter().map(|r| r.start_position).collect();
         assert_eq!(starts, vec![1, 996, 1991, 2986]);
@@ -1058,7 +1051,6 @@ mod tests {
             .map(|i| raw(&format!("{i:04}"), 0, sec(i as i64 * 3)))
             .collect();
         let mut w = OffsetWindow::new("Invoice", false, c, 1000, 2500, 2).unwrap();
-        w.set_live_edge(end);
         let reqs = w.ready(10).unwrap();
         assert_eq!(reqs.len(), 2);
         for r in &reqs {

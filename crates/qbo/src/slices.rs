@@ -221,7 +221,7 @@ impl ChunkSlices {
                     ))
                     .into());
                 }
-                let mut w = OffsetWindow::resume(
+                let w = OffsetWindow::resume(
                     entity,
                     name_list,
                     Chunk {
@@ -233,9 +233,6 @@ impl ChunkSlices {
                     &saved,
                     cs.lookahead,
                 )?;
-                if let Some(e) = cs.live_edge {
-                    w.set_live_edge(e);
-                }
                 (Work::Page(Stream::Offsets(Box::new(w))), s.state, false)
             } else if let Some(state) = s.state {
                 let full = if state.ids_in_table {
@@ -473,7 +470,7 @@ impl ChunkSlices {
         }
         let size = self.page_size.min(crate::query::MAX_PAGE);
         if count > u64::from(size) && size >= MIN_OFFSET_PAGE {
-            let mut w = OffsetWindow::new(
+            let w = OffsetWindow::new(
                 self.entity,
                 self.name_list,
                 Chunk {
@@ -485,10 +482,6 @@ impl ChunkSlices {
                 count,
                 self.lookahead,
             )?;
-            w.set_live_edge(live_edge);
-            if let Some(b) = &self.ids {
-                w.set_id_budget(b.clone());
-            }
             let s = &mut self.slices[slice];
             s.work = Work::Page(Stream::Offsets(Box::new(w)));
             s.expected = Some(count);

@@ -256,3 +256,64 @@ fn a_lying_count_fails_within_the_memory_budget() {
         .get(0);
     assert_eq!(status, "failed");
 }
+
+/// A window's `count(*)` sizes how many pages go out at once, never where the window ends: a count
+/// that lies costs requests, never rows. Too high, the pages sent past the real end come back
+/// empty (at most the lookahead, `qbo.max_in_flight`, past the pages taken); too low, the window
+/// reads on a page at a time until a short page. Both end equal to the truth, counted exactly.
+#[test]
+fn a_lying_window_count_costs_requests_never_rows() {
+    for lie in [1_000_000_000_000u64, 1_200] {
+        let emu = Emulator::start(&[
+            "--seed",
+            "9",
+            "--records",
+            "Invoice=3000",
+            "--faults",
+            &format!("windowlie={lie}"),
+        ]);
+        let mut c = fresh_db("e2e_windowlie", &emu);
+        let before = emu.last_seq();
+        let v = sum_rows(
+            &c.query(
+                "SELECT * FROM qbo.backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, chunk_size => 400)",
+                &[&FROM, &TO],
+            )
+            .unwrap(),
+        );
+        let truth = truth_in_window(&emu, REALM1, "Invoice", FROM, TO);
+        assert_eq!(raw(&mut c, "qb_invoices", REALM1), truth, "count {lie}");
+        assert_eq!(
+            (v.rows, v.inserted),
+            (truth.len() as i64, truth.len() as i64),
+            "{v:?}"
+        );
+        let queries: Vec<Value> = emu
+            .requests(before)
+            .into_iter()
+            .filter(|r| r["endpoint"] == "query")
+            .collect();
+        // pages of 1000 overlapping by 5 that the true count asks for
+        let n = truth.len() as u64;
+        let pages = (n - 6) / 995 + 1;
+        let lies = emu.stats()["faults_injected"]["windowlie"].as_u64();
+        println!(
+            "count said {lie} of {n}: {} query requests for {pages} pages and the count ({lies:?} lies told)",
+            queries.len()
+        );
+        assert_eq!(lies, Some(1), "the window's one count lied");
+        if lie > n {
+            assert!(
+                queries.len() as u64 <= 1 + 2 * pages + 10,
+                "{} requests",
+                queries.len()
+            );
+        } else {
+            assert_eq!(
+                queries.len() as u64,
+                1 + pages,
+                "nothing wasted, only later"
+            );
+        }
+    }
+}

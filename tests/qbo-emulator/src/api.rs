@@ -37,10 +37,11 @@ pub struct Page {
     pub max: Option<usize>,
 }
 
-/// The work of a call: given the app, the seed of its tie shuffles, now, and the count a
-/// `countlie=N` fault makes a queried second claim (`None` without one).
+/// The work of a call: given the app, the seed of its tie shuffles, now, and the lie a
+/// `countlie=N` or `windowlie=N` fault makes it tell (`None` without one).
 type Work = Box<
-    dyn FnOnce(&App, StableHash, DateTime<Utc>, Option<u64>) -> Result<Page, ErrorAnswer> + Send,
+    dyn FnOnce(&App, StableHash, DateTime<Utc>, Option<faults::Lie>) -> Result<Page, ErrorAnswer>
+        + Send,
 >;
 
 /// One API call going through the pipeline.
@@ -136,9 +137,12 @@ pub async fn apply_fault(
         }
         // Token-endpoint kinds are answered by the token handler itself (a spec cannot give
         // them to the API); a count lie is told by the query work.
-        Kind::BadExpires | Kind::Expires0 | Kind::EchoAuth | Kind::Flood(_) | Kind::CountLie(_) => {
-            FaultAction::Proceed(None)
-        }
+        Kind::BadExpires
+        | Kind::Expires0
+        | Kind::EchoAuth
+        | Kind::Flood(_)
+        | Kind::CountLie(_)
+        | Kind::WindowLie(_) => FaultAction::Proceed(None),
         k => {
             let a = error_answer(k, now, &app.cfg.offset).expect("HTTP fault kinds answer");
             entry.status = a.status;
@@ -232,8 +236,8 @@ pub async fn pipeline(app: Arc<App>, call: Call, work: Work) -> Response {
     let mut cut = None;
     let mut lie = None;
     if let Some(rule) = app.decide_fault(Target::Api, &key, attempt) {
-        if let Kind::CountLie(n) = rule.kind {
-            lie = Some(n);
+        if let Some(l) = rule.kind.lie() {
+            lie = Some(l);
         } else {
             entry.fault = Some(rule.label.clone());
         }
@@ -342,17 +346,26 @@ fn run_query(
     realm: &str,
     text: &str,
     shuffle: StableHash,
-    lie: Option<u64>,
+    lie: Option<faults::Lie>,
 ) -> Result<(query::Query, Outcome), QueryError> {
     let q = query::parse(text, &app.cfg.offset)?;
     let data = app.data.read().unwrap();
     let realm = &data.realms[realm];
     let mut outcome = exec::run(realm, &q, shuffle);
-    if let Some(n) = lie {
-        let (told, changed) = exec::count_lie(realm, &q, outcome, n);
+    if let Some(l) = lie {
+        let (told, changed, label) = match l {
+            faults::Lie::Second(n) => {
+                let (o, c) = exec::count_lie(realm, &q, outcome, n);
+                (o, c, "countlie")
+            }
+            faults::Lie::Window(n) => {
+                let (o, c) = exec::window_lie(&q, outcome, n);
+                (o, c, "windowlie")
+            }
+        };
         outcome = told;
         if changed {
-            app.count_stat(|s| *s.faults_injected.entry("countlie".into()).or_insert(0) += 1);
+            app.count_stat(|s| *s.faults_injected.entry(label.into()).or_insert(0) += 1);
         }
     }
     Ok((q, outcome))

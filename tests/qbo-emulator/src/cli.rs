@@ -57,7 +57,9 @@ impl std::str::FromStr for Rotation {
 /// and pages past the second's real records are filled with made-up records of fresh Ids
 /// (900000000000 + position, SyncToken 0, LastUpdatedTime T) up to position N. Other queries are
 /// untouched; it is exempt from --max-consecutive-faults and counted in stats when it changes
-/// an answer. Example: countlie=1000000000000 (a second that never ends).
+/// an answer. Example: countlie=1000000000000 (a second that never ends). windowlie=N makes
+/// every count(*) of a window (not pinned to one second) answer N, pages untouched; exempt and
+/// counted the same way.
 #[derive(Debug, Parser, Clone)]
 #[command(name = "qbo-emulator", version, verbatim_doc_comment)]
 pub struct Cli {

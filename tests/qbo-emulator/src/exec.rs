@@ -201,6 +201,19 @@ fn window<K: PartialEq>(
     out
 }
 
+/// The `windowlie=n` fault: a `count(*)` not pinned to one second answers `n`; pages and pinned
+/// counts are left alone. Returns the answer and whether the lie changed it.
+pub fn window_lie(q: &Query, outcome: Outcome, n: u64) -> (Outcome, bool) {
+    let pinned = q
+        .conds
+        .iter()
+        .any(|c| c.field == Field::LastUpdatedTime && c.op == Op::Eq);
+    match outcome {
+        Outcome::Count(real) if !pinned => (Outcome::Count(n as usize), real as u64 != n),
+        other => (other, false),
+    }
+}
+
 /// First Id of the records a `countlie` makes up (real Ids are 1..N per table).
 pub const LIE_ID_BASE: i64 = 900_000_000_000;
 

@@ -79,6 +79,28 @@ pub enum Kind {
     /// ARG, and pages past the second's real records are filled with made-up records of fresh
     /// Ids up to position ARG ([`crate::exec::count_lie`]).
     CountLie(u64),
+    /// API only: every `count(*)` of a window (not pinned to one second) answers ARG; pages are
+    /// left alone ([`crate::exec::window_lie`]).
+    WindowLie(u64),
+}
+
+/// The lie a query is told under: `countlie` (a pinned second) or `windowlie` (a window's count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lie {
+    Second(u64),
+    Window(u64),
+}
+
+impl Kind {
+    /// The lie this kind tells, if it is one (not a failure: no cap, counted where it changes an
+    /// answer).
+    pub fn lie(&self) -> Option<Lie> {
+        match *self {
+            Kind::CountLie(n) => Some(Lie::Second(n)),
+            Kind::WindowLie(n) => Some(Lie::Window(n)),
+            _ => None,
+        }
+    }
 }
 
 /// Bytes a `token:flood` body streams when no ARG is given: generous (a token response is
@@ -262,6 +284,9 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
         "countlie" => Kind::CountLie(
             arg.ok_or_else(|| bad("countlie needs the count to claim: countlie=N".into()))?,
         ),
+        "windowlie" => Kind::WindowLie(
+            arg.ok_or_else(|| bad("windowlie needs the count to claim: windowlie=N".into()))?,
+        ),
         other => {
             let (code, body) = other.split_at(other.len().min(3));
             let code = match code {
@@ -285,6 +310,7 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
         Kind::Hang(_)
             | Kind::Flood(_)
             | Kind::CountLie(_)
+            | Kind::WindowLie(_)
             | Kind::Throttle429 {
                 retry_after: RetryAfter::Secs(_) | RetryAfter::Date(_),
                 ..
@@ -293,7 +319,7 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
     if arg.is_some() && !takes_arg {
         return Err(bad(format!("fault kind {name:?} takes no =ARG")));
     }
-    if matches!(kind, Kind::CountLie(_)) && target == Target::Token {
+    if kind.lie().is_some() && target == Target::Token {
         return Err(bad(format!(
             "fault kind {name:?} is for queries: write it without token:"
         )));
@@ -513,7 +539,8 @@ pub fn error_answer(kind: Kind, now: DateTime<Utc>, off: &FixedOffset) -> Option
         | Kind::Expires0
         | Kind::EchoAuth
         | Kind::Flood(_)
-        | Kind::CountLie(_) => return None,
+        | Kind::CountLie(_)
+        | Kind::WindowLie(_) => return None,
     })
 }
 
@@ -604,6 +631,15 @@ mod tests {
             assert!(error_answer(k, Utc::now(), &off()).is_none());
         }
         assert!(!Kind::Reset.token_only());
+    }
+
+    #[test]
+    fn parses_windowlie() {
+        let s = FaultSpec::parse("windowlie=7").unwrap();
+        assert_eq!(s.rules[0].kind, Kind::WindowLie(7));
+        assert_eq!(s.rules[0].kind.lie(), Some(Lie::Window(7)));
+        assert!(FaultSpec::parse("windowlie").is_err());
+        assert!(FaultSpec::parse("token:windowlie=7").is_err());
     }
 
     #[test]

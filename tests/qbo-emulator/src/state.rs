@@ -189,7 +189,7 @@ impl App {
         match rule {
             // a lie is not a failure to get past: no cap, and it does not count towards one;
             // it is counted in the stats where it changes an answer (the query work)
-            Some(r) if matches!(r.kind, crate::faults::Kind::CountLie(_)) => Some(r),
+            Some(r) if r.kind.lie().is_some() => Some(r),
             Some(_) if a.consecutive_faults >= self.cfg.max_consecutive_faults => {
                 a.consecutive_faults = 0;
                 None
