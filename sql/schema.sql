@@ -294,6 +294,7 @@ CREATE TABLE qbo.run_chunks (
     started_at   timestamptz,
     finished_at  timestamptz,
     error        text,
+    records_expected bigint,
     PRIMARY KEY (run_id, chunk),
     CONSTRAINT chunk_status_ok CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted'))
 );
@@ -314,6 +315,7 @@ COMMENT ON COLUMN qbo.run_chunks.cursor IS 'Paging cursor after the last committ
 COMMENT ON COLUMN qbo.run_chunks.started_at IS 'When work on the chunk first started.';
 COMMENT ON COLUMN qbo.run_chunks.finished_at IS 'When the chunk completed.';
 COMMENT ON COLUMN qbo.run_chunks.error IS 'Error that stopped the chunk.';
+COMMENT ON COLUMN qbo.run_chunks.records_expected IS 'Records QuickBooks counted (count(*)) in the window whose cursor is saved on this chunk, when that window is read by offsets (its chunks finish together at its end): qbo.progress estimates the time left from it.';
 
 -- Internal: the Ids of a second being read by STARTPOSITION (a bulk import: a second holding a page
 -- or more), written with each page instead of in the chunk's cursor, which would otherwise copy
@@ -666,7 +668,9 @@ SELECT r.run_id, r.entity, r.connection, r.realm_id,
        (t.rows / nullif(extract(epoch FROM coalesce(r.finished_at,
                                                     CASE WHEN live.held THEN now() ELSE r.updated_at END)
                                            - r.started_at), 0))::numeric(12, 1) AS rows_per_second,
-       CASE WHEN live.held AND t.done > 0
+       CASE WHEN live.held AND t.expected > 0 AND t.rows > 0
+            THEN (now() - r.started_at) / t.rows * greatest(t.expected + t.rows_done - t.rows, 0)
+            WHEN live.held AND t.done > 0
             THEN (now() - r.started_at) / t.done * (r.chunks_total - t.done) END AS eta,
        CASE WHEN r.status <> 'running' THEN r.status
             WHEN NOT live.held THEN 'interrupted'
@@ -688,7 +692,9 @@ CROSS JOIN LATERAL (
            count(*) FILTER (WHERE c.status = 'running')::int AS running,
            coalesce(sum(c.pages), 0)::bigint AS pages, coalesce(sum(c.rows), 0)::bigint AS rows,
            coalesce(sum(c.inserted), 0)::bigint AS inserted, coalesce(sum(c.updated), 0)::bigint AS updated,
-           coalesce(sum(c.skipped), 0)::bigint AS skipped
+           coalesce(sum(c.skipped), 0)::bigint AS skipped,
+           coalesce(sum(c.records_expected) FILTER (WHERE c.status <> 'succeeded'), 0)::bigint AS expected,
+           coalesce(sum(c.rows) FILTER (WHERE c.status = 'succeeded'), 0)::bigint AS rows_done
       FROM qbo.run_chunks c WHERE c.run_id = r.run_id) t
 CROSS JOIN LATERAL (
     SELECT r.status = 'running' AND EXISTS (
@@ -715,7 +721,7 @@ COMMENT ON COLUMN qbo.progress.inserted IS 'Of which inserted.';
 COMMENT ON COLUMN qbo.progress.updated IS 'Of which updated.';
 COMMENT ON COLUMN qbo.progress.skipped IS 'Of which unchanged or stale.';
 COMMENT ON COLUMN qbo.progress.rows_per_second IS 'Records per second from the run''s start to now (to its end, or its last commit if its process is gone).';
-COMMENT ON COLUMN qbo.progress.eta IS 'Estimated time left (from the chunks done so far); NULL unless the run is alive.';
+COMMENT ON COLUMN qbo.progress.eta IS 'Estimated time left: from the records read so far against those QuickBooks counted while a window read by offsets is open, else from the chunks done so far; NULL unless the run is alive.';
 COMMENT ON COLUMN qbo.progress.state IS 'fetching and upserting, waiting for throttle, backing off, refreshing token, or the final status (interrupted for a run whose process is gone).';
 COMMENT ON COLUMN qbo.progress.detail IS 'The last progress note the run committed.';
 COMMENT ON COLUMN qbo.progress.started_at IS 'When the run was created.';

@@ -773,6 +773,10 @@ impl Exec<'_> {
             Ok(NetFetched::Count(n)) => {
                 if want.purpose == Purpose::SliceCount {
                     o.slices.accept_slice_count(want.slice, n, live_edge())?;
+                    if o.slices.reads_by_offsets(want.slice) {
+                        let n = i64::try_from(n).unwrap_or(i64::MAX);
+                        ledger::set_records_expected(self.run.run_id, o.key, n)?;
+                    }
                 } else {
                     o.slices
                         .pager_mut(want.slice)

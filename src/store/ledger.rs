@@ -248,6 +248,18 @@ pub fn start_chunk(run_id: i64, chunk: i32) -> Result<(), PgError> {
     .map_err(err)
 }
 
+/// Records QuickBooks counted in the window whose cursor is saved on `chunk`, read by offsets
+/// (`qbo.run_chunks.records_expected`: what `qbo.progress` estimates the time left from, as the
+/// window's chunks finish together at its end). Committed with the run's next commit.
+pub fn set_records_expected(run_id: i64, chunk: i32, records: i64) -> Result<(), PgError> {
+    spi::owner_exec(
+        "UPDATE qbo.run_chunks SET records_expected = $3
+          WHERE run_id OPERATOR(pg_catalog.=) $1 AND chunk OPERATOR(pg_catalog.=) $2",
+        &[run_id.into(), chunk.into(), records.into()],
+    )
+    .map_err(err)
+}
+
 /// One committed page.
 pub struct PageDone {
     pub chunk: i32,

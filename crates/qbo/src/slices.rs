@@ -416,6 +416,13 @@ impl ChunkSlices {
         }
     }
 
+    /// True when `slice` is read by offsets (see [`crate::offsets`]).
+    pub fn reads_by_offsets(&self, slice: u32) -> bool {
+        self.slices
+            .iter()
+            .any(|s| s.id == slice && matches!(s.work, Work::Page(Stream::Offsets(_))))
+    }
+
     /// Slices still needing requests (counted or being paged).
     pub fn open_slices(&self) -> usize {
         self.slices.iter().filter(|s| !s.complete()).count()
@@ -772,6 +779,7 @@ mod tests {
         cs.accept_slice_count(id, 12_500, far()).unwrap();
         assert_eq!(cs.slices().len(), 1, "not cut");
         assert!(matches!(&cs.slices()[0].work, Work::Page(s) if matches!(s, Stream::Offsets(_))));
+        assert!(cs.reads_by_offsets(id));
         // 12,500 records, 995 new a page: 13 pages, the first 10 at once (the lookahead)
         let w = cs.wanted(20).unwrap();
         let starts: Vec<u32> = w
