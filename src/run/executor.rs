@@ -266,12 +266,13 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
     Ok(())
 }
 
-/// Consecutive chunks fetched as one window: chunks are units of reporting, not of requests.
+/// A window being read: consecutive chunks fetched together (chunks are units of reporting, not
+/// of requests).
 /// Every record is written with, and counted in, the chunk its `LastUpdatedTime` falls in; a
 /// chunk is finished once everything before its end is written (an empty one costs nothing).
 /// The window's cursor is saved on its last chunk (the key: the last to finish), with the first
 /// chunk and the start of the window, so a resume takes the same chunks up again.
-struct OpenChunk {
+struct OpenWindow {
     /// The group's chunks not yet finished, in order; the last is the key.
     rows: Vec<ChunkRow>,
     /// The key chunk (the last): requests, the saved cursor and the Id table of a second go by it.
@@ -288,7 +289,7 @@ struct OpenChunk {
     mark: Instant,
 }
 
-impl OpenChunk {
+impl OpenWindow {
     /// The first chunk not yet finished (what progress and errors name).
     fn current(&self) -> i32 {
         self.rows.first().map_or(self.key, |r| r.chunk)
@@ -317,7 +318,7 @@ impl OpenChunk {
     }
 }
 
-/// The first chunk of the group whose cursor this is (see [`OpenChunk`]), with the window's
+/// The first chunk of the group whose cursor this is (see [`OpenWindow`]), with the window's
 /// start; `None` for a chunk's own cursor (saved by 0.3.0 and before).
 fn group_of(cursor: Option<&serde_json::Value>) -> Option<(i32, DateTime<Utc>)> {
     let c = cursor?;
@@ -405,7 +406,7 @@ impl Exec<'_> {
         // the end; the sequential pager keeps one chunk at a time (a retry is its next request)
         let open_ahead = if split { 4 * max_flight } else { 1 };
         let mut pending: std::collections::VecDeque<ChunkRow> = chunks.into();
-        let mut open: Vec<OpenChunk> = Vec::new();
+        let mut open: Vec<OpenWindow> = Vec::new();
         let mut requests: Dispatcher<Want> = Dispatcher::new(
             self.settings.retry_policy(),
             self.settings.max_in_flight,
@@ -426,7 +427,7 @@ impl Exec<'_> {
                 && open.iter().map(|o| o.slices.open_slices()).sum::<usize>() < open_ahead
             {
                 let rows = next_group(&mut pending);
-                if let Some(o) = self.open_chunk(rows, split)? {
+                if let Some(o) = self.open_window(rows, split)? {
                     open.push(o);
                 }
             }
@@ -436,7 +437,7 @@ impl Exec<'_> {
                 self.finish_written_chunks(&mut open[i])?;
                 if open[i].slices.is_done() {
                     let o = open.remove(i);
-                    self.finish_open_chunk(o)?;
+                    self.finish_open_window(o)?;
                 } else {
                     i += 1;
                 }
@@ -570,14 +571,14 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// Starts a group of chunks (see [`OpenChunk`]); `None` when it lies wholly after this
+    /// Starts a group of chunks (see [`OpenWindow`]); `None` when it lies wholly after this
     /// execution began (its chunks finished at once). Chunks starting after that are finished at
     /// once too: nothing can be there yet.
-    fn open_chunk(
+    fn open_window(
         &mut self,
         mut rows: Vec<ChunkRow>,
         split: bool,
-    ) -> Result<Option<OpenChunk>, PgError> {
+    ) -> Result<Option<OpenWindow>, PgError> {
         let run_id = self.run.run_id;
         let key_row = rows.last().expect("a group has a chunk").clone();
         let (first, start) =
@@ -635,7 +636,7 @@ impl Exec<'_> {
         slices.set_lookahead(self.settings.max_in_flight);
         let page_no = rows.iter().map(|r| (r.chunk, r.pages)).collect();
         let started = std::iter::once(rows[0].chunk).collect();
-        Ok(Some(OpenChunk {
+        Ok(Some(OpenWindow {
             rows,
             key,
             first,
@@ -660,7 +661,7 @@ impl Exec<'_> {
 
     /// Finishes every chunk of the group (but the key, which holds the cursor until the group is
     /// done) whose window is written to its end.
-    fn finish_written_chunks(&mut self, o: &mut OpenChunk) -> Result<(), PgError> {
+    fn finish_written_chunks(&mut self, o: &mut OpenWindow) -> Result<(), PgError> {
         let until = o.slices.committed_until();
         let mut finished = false;
         while o.rows.len() > 1 && qbo::query::ceil_second(o.rows[0].window_end) <= until {
@@ -679,7 +680,7 @@ impl Exec<'_> {
     }
 
     /// Marks one chunk of a group succeeded, with the time since the group's mark.
-    fn finish_chunk_of(&mut self, o: &mut OpenChunk, chunk: i32) -> Result<(), PgError> {
+    fn finish_chunk_of(&mut self, o: &mut OpenWindow, chunk: i32) -> Result<(), PgError> {
         let run_id = self.run.run_id;
         if o.started.insert(chunk) {
             ledger::start_chunk(run_id, chunk)?;
@@ -693,7 +694,7 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn finish_open_chunk(&mut self, mut o: OpenChunk) -> Result<(), PgError> {
+    fn finish_open_window(&mut self, mut o: OpenWindow) -> Result<(), PgError> {
         let run_id = self.run.run_id;
         let left = o.slices.live_seconds_left();
         if left > 0 {
@@ -750,7 +751,7 @@ impl Exec<'_> {
         &mut self,
         done: qbo::net::Done,
         requests: &mut Dispatcher<Want>,
-        open: &mut [OpenChunk],
+        open: &mut [OpenWindow],
         fetched: &mut std::collections::VecDeque<Fetched>,
     ) -> Result<(), PgError> {
         let Some(f) = requests.answered(done.id) else {
@@ -870,7 +871,7 @@ impl Exec<'_> {
     fn write_page(
         &mut self,
         page: Fetched,
-        open: &mut [OpenChunk],
+        open: &mut [OpenWindow],
         touch_run: bool,
     ) -> Result<(), PgError> {
         let run_id = self.run.run_id;
@@ -1026,7 +1027,7 @@ impl Exec<'_> {
     }
 }
 
-/// The next group of pending chunks read as one window (see [`OpenChunk`]): the first pending
+/// The next group of pending chunks read as one window (see [`OpenWindow`]): the first pending
 /// chunk and the chunks after it without a cursor of their own, through the one holding the
 /// group's saved cursor if a resumed group goes on there; a chunk with a cursor saved by 0.3.0 or
 /// before (no group) is a group alone.
