@@ -137,6 +137,9 @@ pub struct OffsetWindow {
     /// Every page the count asks for was taken and the last was full: one more page goes out.
     extend: bool,
     reread: Option<Reread>,
+    /// The answers so far are in Id order compared as numbers, as text (see `check_page`).
+    by_number: bool,
+    by_text: bool,
     done: bool,
     stats: PagerStats,
     rereads: u64,
@@ -185,6 +188,8 @@ impl OffsetWindow {
             last_position: 0,
             extend: false,
             reread: None,
+            by_number: true,
+            by_text: true,
             done: false,
             stats: PagerStats::default(),
             rereads: 0,
@@ -372,21 +377,38 @@ impl OffsetWindow {
         Ok(())
     }
 
-    fn check_range(&self, page: &[RawRecord]) -> Result<(), QboError> {
-        match page
+    /// Checks an answer: every record in the window's range, and in `Id` order, by number or by
+    /// text as every page before (the proof rests on one order kept between requests: an answer
+    /// QBO did not order by Id is refused, never guessed at).
+    fn check_page(&mut self, page: &[RawRecord], position: u32) -> Result<(), QboError> {
+        if let Some(bad) = page
             .iter()
             .find(|r| r.last_updated < self.start || r.last_updated >= self.end)
         {
-            Some(bad) => Err(QboError::BadResponse(format!(
+            return Err(QboError::BadResponse(format!(
                 "{} record Id {} has LastUpdatedTime {} outside the requested range [{}, {})",
                 self.entity,
                 bad.id,
                 literal_exact(bad.last_updated),
                 literal(self.start),
                 literal(self.end)
-            ))),
-            None => Ok(()),
+            )));
         }
+        let number = |id: &str| id.parse::<u64>().ok();
+        for pair in page.windows(2) {
+            let (a, b) = (&pair[0].id, &pair[1].id);
+            let by_number = matches!((number(a), number(b)), (Some(x), Some(y)) if x <= y);
+            let by_text = a <= b;
+            self.by_number &= by_number;
+            self.by_text &= by_text;
+            if !(self.by_number || self.by_text) {
+                return Err(QboError::BadResponse(format!(
+                    "{} page at STARTPOSITION {position} is not in Id order (Id {a} before Id {b}): QuickBooks did not apply ORDERBY Id, which reading by offsets relies on; a new run with qbo.max_in_flight = 1 reads by time cursor",
+                    self.entity
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Feeds the answer to the page request `part`; returns what can be taken now (the records of
@@ -402,7 +424,8 @@ impl OffsetWindow {
         if part == REREAD_PART {
             match &mut self.reread {
                 Some(r) if r.issued && r.answer.is_none() => {
-                    self.check_range(&page)?;
+                    let position = r.position;
+                    self.check_page(&page, position)?;
                     self.stats.pages += 1;
                     self.reread.as_mut().expect("checked").answer = Some(page);
                 }
@@ -419,7 +442,7 @@ impl OffsetWindow {
                     "offsets: an answer to page {k} which is not in flight"
                 )));
             }
-            self.check_range(&page)?;
+            self.check_page(&page, self.position(k))?;
             self.stats.pages += 1;
             if self.done || k < self.next_take {
                 // the window was complete without it
@@ -1077,6 +1100,42 @@ mod tests {
         assert_eq!(st.next, 996 + 995);
         assert_eq!(st.tail.last().unwrap(), "2004");
         assert_eq!(st.tail.len(), 5 + TAIL_EXTRA);
+    }
+
+    #[test]
+    fn an_answer_not_in_id_order_is_refused() {
+        let (start, end) = (sec(0), sec(10_000));
+        let c = Chunk {
+            index: 1,
+            start,
+            end,
+        };
+        // by number ("9" before "10") or by text ("10" before "9"), as long as every page agrees
+        for ids in [["8", "9", "10"], ["10", "8", "9"]] {
+            let mut w = OffsetWindow::new("Invoice", false, c, 100, 250, 4).unwrap();
+            let reqs = w.ready(1).unwrap();
+            w.issue(&reqs[0]).unwrap();
+            let page: Vec<RawRecord> = ids.iter().map(|id| raw(id, 0, sec(5))).collect();
+            assert_eq!(w.accept_part(reqs[0].part, page).unwrap().records.len(), 3);
+        }
+        // a page QBO did not order by Id (it ignored ORDERBY Id): refused, not guessed at
+        let mut w = OffsetWindow::new("Invoice", false, c, 100, 250, 4).unwrap();
+        let reqs = w.ready(2).unwrap();
+        w.issue(&reqs[0]).unwrap();
+        w.issue(&reqs[1]).unwrap();
+        let page: Vec<RawRecord> = (0..100)
+            .map(|i| raw(&format!("{i:03}"), 0, sec(5)))
+            .collect();
+        w.accept_part(reqs[0].part, page).unwrap();
+        let page: Vec<RawRecord> = ["121", "120", "122"]
+            .iter()
+            .map(|id| raw(id, 0, sec(5)))
+            .collect();
+        let e = w.accept_part(reqs[1].part, page).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unusable response from QuickBooks: Invoice page at STARTPOSITION 100 is not in Id order (Id 121 before Id 120): QuickBooks did not apply ORDERBY Id, which reading by offsets relies on; a new run with qbo.max_in_flight = 1 reads by time cursor"
+        );
     }
 
     #[test]
