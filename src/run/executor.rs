@@ -452,14 +452,8 @@ impl Exec<'_> {
             // answers that came in while a page was written are taken now, so the requests they
             // make room for go out before the next page is written, not after every page waiting
             // (a window read by offsets gets its pages back nearly together)
-            loop {
-                match self.net.wait(Duration::ZERO) {
-                    Ok(done) => self.on_done(done, &mut requests, &mut open, &mut fetched)?,
-                    Err(Idle::Timeout) => break,
-                    Err(Idle::Gone) => {
-                        return Err(PgError::internal("the network thread stopped unexpectedly"))
-                    }
-                }
+            while let Some(done) = self.answer(Duration::ZERO)? {
+                self.on_done(done, &mut requests, &mut open, &mut fetched)?;
             }
             // what to send: due retries first, then every open slice's next request, as much as
             // the dispatcher allows (in flight, pages waiting to be written, the limiter's wait)
@@ -560,15 +554,20 @@ impl Exec<'_> {
             if requests.in_flight() == 0 && timeout.is_zero() {
                 continue;
             }
-            match self.net.wait(timeout.max(Duration::from_millis(1))) {
-                Ok(done) => self.on_done(done, &mut requests, &mut open, &mut fetched)?,
-                Err(Idle::Timeout) => {}
-                Err(Idle::Gone) => {
-                    return Err(PgError::internal("the network thread stopped unexpectedly"))
-                }
+            if let Some(done) = self.answer(timeout.max(Duration::from_millis(1)))? {
+                self.on_done(done, &mut requests, &mut open, &mut fetched)?;
             }
         }
         Ok(())
+    }
+
+    /// The next answer of the network thread, waiting at most `timeout` (`None`: none came).
+    fn answer(&self, timeout: Duration) -> Result<Option<qbo::net::Done>, PgError> {
+        match self.net.wait(timeout) {
+            Ok(done) => Ok(Some(done)),
+            Err(Idle::Timeout) => Ok(None),
+            Err(Idle::Gone) => Err(PgError::internal("the network thread stopped unexpectedly")),
+        }
     }
 
     /// Starts a group of chunks (see [`OpenWindow`]); `None` when it lies wholly after this

@@ -70,11 +70,11 @@ use chrono::{DateTime, Utc};
 use crate::budget::IdBudget;
 use crate::error::QboError;
 use crate::pager::{
-    dedupe, Accepted, OffsetsState, Pager, PagerMode, PagerState, PagerStats, RawRecord, Request,
-    RequestKind,
+    check_in_range, dedupe, quote_id, Accepted, OffsetsState, Pager, PagerMode, PagerState,
+    PagerStats, RawRecord, Request, RequestKind,
 };
 use crate::plan::Chunk;
-use crate::query::{literal, literal_exact, window_id_query};
+use crate::query::{window_query, Order};
 
 /// Pages of this size or more may be read by offsets; smaller ones keep the time cursor (and
 /// slices cut by `count(*)`).
@@ -314,11 +314,11 @@ impl OffsetWindow {
     fn request(&self, start_position: u32, part: u32) -> Request {
         Request {
             kind: RequestKind::Window,
-            query: window_id_query(
+            query: window_query(
                 &self.entity,
                 self.name_list,
-                self.start,
-                self.end,
+                (self.start, self.end),
+                Order::Id,
                 start_position,
                 self.size,
             ),
@@ -381,30 +381,22 @@ impl OffsetWindow {
     /// text as every page before (the proof rests on one order kept between requests: an answer
     /// QBO did not order by Id is refused, never guessed at).
     fn check_page(&mut self, page: &[RawRecord], position: u32) -> Result<(), QboError> {
-        if let Some(bad) = page
-            .iter()
-            .find(|r| r.last_updated < self.start || r.last_updated >= self.end)
-        {
-            return Err(QboError::BadResponse(format!(
-                "{} record Id {} has LastUpdatedTime {} outside the requested range [{}, {})",
-                self.entity,
-                bad.id,
-                literal_exact(bad.last_updated),
-                literal(self.start),
-                literal(self.end)
-            )));
-        }
-        let number = |id: &str| id.parse::<u64>().ok();
+        check_in_range(&self.entity, page, self.start, self.end)?;
         for pair in page.windows(2) {
             let (a, b) = (&pair[0].id, &pair[1].id);
-            let by_number = matches!((number(a), number(b)), (Some(x), Some(y)) if x <= y);
-            let by_text = a <= b;
-            self.by_number &= by_number;
-            self.by_text &= by_text;
+            if self.by_number {
+                self.by_number = matches!(
+                    (a.parse::<u64>(), b.parse::<u64>()),
+                    (Ok(x), Ok(y)) if x <= y
+                );
+            }
+            self.by_text &= a <= b;
             if !(self.by_number || self.by_text) {
                 return Err(QboError::BadResponse(format!(
-                    "{} page at STARTPOSITION {position} is not in Id order (Id {a} before Id {b}): QuickBooks did not apply ORDERBY Id, which reading by offsets relies on; a new run with qbo.max_in_flight = 1 reads by time cursor",
-                    self.entity
+                    "{} page at STARTPOSITION {position} is not in Id order (Id {} before Id {}): QuickBooks did not apply ORDERBY Id, which reading by offsets relies on; a new run with qbo.max_in_flight = 1 reads by time cursor",
+                    self.entity,
+                    quote_id(a),
+                    quote_id(b)
                 )));
             }
         }
@@ -467,17 +459,15 @@ impl OffsetWindow {
     /// Where `page` continues the last page taken: the index of its first record after the last
     /// one they share; `None` when it is not proven to continue it.
     fn continues(&self, page: &[RawRecord], position: u32) -> Option<usize> {
+        let after_shared = page
+            .iter()
+            .rposition(|r| self.last_index.contains_key(&r.id))
+            .map(|i| i + 1);
         if !self.chained || position == 1 {
             // the window's first page starts at its first record
-            return Some(
-                page.iter()
-                    .rposition(|r| self.last_index.contains_key(&r.id))
-                    .map_or(0, |i| i + 1),
-            );
+            return Some(after_shared.unwrap_or(0));
         }
-        page.iter()
-            .rposition(|r| self.last_index.contains_key(&r.id))
-            .map(|i| i + 1)
+        after_shared
     }
 
     /// Takes `page` (read at `position`) from index `cut` on, and the records before `cut` that
@@ -1135,6 +1125,32 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unusable response from QuickBooks: Invoice page at STARTPOSITION 100 is not in Id order (Id 121 before Id 120): QuickBooks did not apply ORDERBY Id, which reading by offsets relies on; a new run with qbo.max_in_flight = 1 reads by time cursor"
+        );
+        // an answer's Ids are quoted as upstream text: a token riding in one is masked
+        const TOKEN: &str = "eyJsecretACCESStoken0123456789abcdefXYZ";
+        let mut w = OffsetWindow::new("Invoice", false, c, 100, 250, 4).unwrap();
+        let reqs = w.ready(1).unwrap();
+        w.issue(&reqs[0]).unwrap();
+        let page = vec![
+            raw("9", 0, sec(5)),
+            raw(&format!("Bearer {TOKEN}"), 0, sec(5)),
+        ];
+        let page = [page, vec![raw("0", 0, sec(5))]].concat();
+        let e = w.accept_part(reqs[0].part, page).unwrap_err().to_string();
+        assert!(
+            e.contains("is not in Id order") && !e.contains(TOKEN) && !e.contains("secretACCESS"),
+            "{e}"
+        );
+        let mut w = OffsetWindow::new("Invoice", false, c, 100, 250, 4).unwrap();
+        let reqs = w.ready(1).unwrap();
+        w.issue(&reqs[0]).unwrap();
+        let e = w
+            .accept_part(reqs[0].part, vec![raw(TOKEN, 0, sec(20_000))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("outside the requested range") && !e.contains("secretACCESS"),
+            "{e}"
         );
     }
 

@@ -74,7 +74,7 @@ use crate::error::QboError;
 use crate::plan::Chunk;
 use crate::query::{
     ceil_second, floor_second, is_valid_entity_name, literal, second_count_query,
-    second_page_query, window_query, MAX_PAGE,
+    second_page_query, window_query, Order, MAX_PAGE,
 };
 
 /// Tries (each with a fresh `count(*)`) allowed to read a second completely.
@@ -1034,7 +1034,7 @@ impl Pager {
         if self.state.mode == PagerMode::Window {
             Request {
                 kind: RequestKind::Window,
-                query: window_query(e, nl, c, self.end, 1, size),
+                query: window_query(e, nl, (c, self.end), Order::Time, 1, size),
                 from: c,
                 to: self.end,
                 start_position: 1,
@@ -1250,19 +1250,7 @@ impl Pager {
                 ))
             }
         };
-        if let Some(bad) = page
-            .iter()
-            .find(|r| r.last_updated < lo || r.last_updated >= hi)
-        {
-            return Err(QboError::BadResponse(format!(
-                "{} record Id {} has LastUpdatedTime {} outside the requested range [{}, {})",
-                self.entity,
-                bad.id,
-                crate::query::literal_exact(bad.last_updated),
-                literal(lo),
-                literal(hi)
-            )));
-        }
+        check_in_range(&self.entity, &page, lo, hi)?;
         self.answered(part)?;
         let (records, duplicates) = dedupe(page);
         self.stats.pages += 1;
@@ -1475,6 +1463,35 @@ impl Pager {
 }
 
 /// Keeps one record per Id (the highest SyncToken; on a tie, the first), in first-seen order.
+/// A record Id as quoted in a message: an answer's text like any other, masked (an Id carrying
+/// a token-like word or a credential shows it masked) and cut ([`crate::error::quote`]).
+pub(crate) fn quote_id(id: &str) -> String {
+    crate::error::quote(id, &crate::error::Secrets::new())
+}
+
+/// Refuses a page holding a record whose `LastUpdatedTime` is outside `[lo, hi)`, the range asked
+/// for.
+pub(crate) fn check_in_range(
+    entity: &str,
+    page: &[RawRecord],
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+) -> Result<(), QboError> {
+    match page
+        .iter()
+        .find(|r| r.last_updated < lo || r.last_updated >= hi)
+    {
+        Some(bad) => Err(QboError::BadResponse(format!(
+            "{entity} record Id {} has LastUpdatedTime {} outside the requested range [{}, {})",
+            quote_id(&bad.id),
+            crate::query::literal_exact(bad.last_updated),
+            literal(lo),
+            literal(hi)
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn dedupe(page: Vec<RawRecord>) -> (Vec<RawRecord>, u64) {
     let mut index: HashMap<String, usize> = HashMap::with_capacity(page.len());
     let mut out: Vec<RawRecord> = Vec::with_capacity(page.len());

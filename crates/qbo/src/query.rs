@@ -59,55 +59,53 @@ fn active_clause(name_list: bool) -> &'static str {
     }
 }
 
+/// The time cursor's order key.
+const BY_TIME: &str = "MetaData.LastUpdatedTime";
+
 fn paging(start_position: u32, max_results: u32) -> String {
+    paging_by(BY_TIME, start_position, max_results)
+}
+
+fn paging_by(order: &str, start_position: u32, max_results: u32) -> String {
     format!(
-        " ORDERBY MetaData.LastUpdatedTime STARTPOSITION {} MAXRESULTS {}",
+        " ORDERBY {order} STARTPOSITION {} MAXRESULTS {}",
         start_position.max(1),
         max_results.clamp(1, MAX_PAGE)
     )
 }
 
+/// The order of a window's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// `ORDERBY MetaData.LastUpdatedTime`: the time cursor's ([`crate::pager`]).
+    Time,
+    /// `ORDERBY Id`: a window read by offsets ([`crate::offsets`]). `Id` is unique, so the order
+    /// has no ties: two requests agree on it, whatever comparison QBO applies to Ids.
+    Id,
+}
+
 /// `SELECT * FROM <entity> WHERE MetaData.LastUpdatedTime >= '<from>' AND
 /// MetaData.LastUpdatedTime < '<to>' [AND Active IN (true,false)] ORDERBY
-/// MetaData.LastUpdatedTime STARTPOSITION n MAXRESULTS m`.
+/// <MetaData.LastUpdatedTime | Id> STARTPOSITION n MAXRESULTS m`.
 pub fn window_query(
     entity: &str,
     name_list: bool,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    order: Order,
     start_position: u32,
     max_results: u32,
 ) -> String {
     debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    let order = match order {
+        Order::Time => BY_TIME,
+        Order::Id => "Id",
+    };
     format!(
         "SELECT * FROM {entity} WHERE MetaData.LastUpdatedTime >= '{}' AND MetaData.LastUpdatedTime < '{}'{}{}",
         literal(from),
         literal(to),
         active_clause(name_list),
-        paging(start_position, max_results)
-    )
-}
-
-/// `SELECT * FROM <entity> WHERE MetaData.LastUpdatedTime >= '<from>' AND
-/// MetaData.LastUpdatedTime < '<to>' [AND Active IN (true,false)] ORDERBY Id STARTPOSITION n
-/// MAXRESULTS m`: a page of a window read by offsets ([`crate::offsets`]). `Id` is unique, so
-/// the order has no ties: two requests agree on it, whatever comparison QBO applies to Ids.
-pub fn window_id_query(
-    entity: &str,
-    name_list: bool,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    start_position: u32,
-    max_results: u32,
-) -> String {
-    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
-    format!(
-        "SELECT * FROM {entity} WHERE MetaData.LastUpdatedTime >= '{}' AND MetaData.LastUpdatedTime < '{}'{} ORDERBY Id STARTPOSITION {} MAXRESULTS {}",
-        literal(from),
-        literal(to),
-        active_clause(name_list),
-        start_position.max(1),
-        max_results.clamp(1, MAX_PAGE)
+        paging_by(order, start_position, max_results)
     )
 }
 
@@ -193,7 +191,7 @@ mod tests {
     #[test]
     fn window_transaction() {
         assert_eq!(
-            window_query("Invoice", false, t(2025, 1, 1, 0, 0, 0), t(2025, 1, 8, 0, 0, 0), 1, 1000),
+            window_query("Invoice", false, (t(2025, 1, 1, 0, 0, 0), t(2025, 1, 8, 0, 0, 0)), Order::Time, 1, 1000),
             "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' AND MetaData.LastUpdatedTime < '2025-01-08T00:00:00+00:00' ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 1000"
         );
     }
@@ -201,14 +199,14 @@ mod tests {
     #[test]
     fn window_name_list_and_clamps() {
         assert_eq!(
-            window_query("Customer", true, t(2025, 1, 1, 0, 0, 0), t(2025, 1, 8, 0, 0, 0), 0, 5000),
+            window_query("Customer", true, (t(2025, 1, 1, 0, 0, 0), t(2025, 1, 8, 0, 0, 0)), Order::Time, 0, 5000),
             "SELECT * FROM Customer WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' AND MetaData.LastUpdatedTime < '2025-01-08T00:00:00+00:00' AND Active IN (true,false) ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 1000"
         );
         assert!(window_query(
             "Item",
             true,
-            t(2025, 1, 1, 0, 0, 0),
-            t(2025, 1, 2, 0, 0, 0),
+            (t(2025, 1, 1, 0, 0, 0), t(2025, 1, 2, 0, 0, 0)),
+            Order::Time,
             7,
             0
         )
@@ -218,7 +216,7 @@ mod tests {
     #[test]
     fn window_by_id() {
         assert_eq!(
-            window_id_query("Customer", true, t(2025, 1, 1, 0, 0, 0), t(2025, 1, 8, 0, 0, 0), 996, 1000),
+            window_query("Customer", true, (t(2025, 1, 1, 0, 0, 0), t(2025, 1, 8, 0, 0, 0)), Order::Id, 996, 1000),
             "SELECT * FROM Customer WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' AND MetaData.LastUpdatedTime < '2025-01-08T00:00:00+00:00' AND Active IN (true,false) ORDERBY Id STARTPOSITION 996 MAXRESULTS 1000"
         );
     }

@@ -732,6 +732,17 @@ mod tests {
         assert!(matches!(cs.slices()[0].work, Work::Page(_)));
     }
 
+    /// STARTPOSITION of every request of `wanted`, all pages.
+    fn page_starts(wanted: &[(u32, SliceRequest)]) -> Vec<u32> {
+        wanted
+            .iter()
+            .map(|(_, r)| match r {
+                SliceRequest::Pager(r) => r.start_position,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_one_second_slice_is_never_cut_and_a_bulk_one_is_read_by_offsets() {
         let c = Chunk {
@@ -749,16 +760,10 @@ mod tests {
         ));
         // in Id order a second is no different: as many pages at once as asked for
         let w = cs.wanted(10).unwrap();
-        let starts: Vec<u32> = w
+        assert!(w
             .iter()
-            .map(|(_, r)| match r {
-                SliceRequest::Pager(r) => {
-                    assert_eq!(r.kind, crate::pager::RequestKind::Window);
-                    r.start_position
-                }
-                other => panic!("{other:?}"),
-            })
-            .collect();
+            .all(|(_, r)| matches!(r, SliceRequest::Pager(r) if r.kind == crate::pager::RequestKind::Window)));
+        let starts = page_starts(&w);
         assert_eq!(starts, (0..10).map(|k| 1 + 995 * k).collect::<Vec<u32>>());
         for (slice, r) in &w[..4] {
             cs.issue(*slice, r).unwrap();
@@ -782,13 +787,7 @@ mod tests {
         assert!(cs.reads_by_offsets(id));
         // 12,500 records, 995 new a page: 13 pages, the first 10 at once (the lookahead)
         let w = cs.wanted(20).unwrap();
-        let starts: Vec<u32> = w
-            .iter()
-            .map(|(_, r)| match r {
-                SliceRequest::Pager(r) => r.start_position,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let starts = page_starts(&w);
         assert_eq!(starts, (0..10).map(|k| 1 + 995 * k).collect::<Vec<u32>>());
         assert!(w
             .iter()
@@ -834,13 +833,7 @@ mod tests {
         .unwrap();
         again.set_lookahead(2);
         let w = again.wanted(20).unwrap();
-        let starts: Vec<u32> = w
-            .iter()
-            .map(|(_, r)| match r {
-                SliceRequest::Pager(r) => r.start_position,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let starts = page_starts(&w);
         assert_eq!(starts, vec![996, 1991]);
         // a saved window read by offsets goes on only over the same window
         let shorter = Chunk {
