@@ -100,10 +100,11 @@ pub struct Cli {
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub access_token_ttl: u64,
-    /// Fixed latency added to every API response, in milliseconds.
+    /// Response time of every API answer, in milliseconds (with the per-row part: the emulator's
+    /// own work on the answer counts in it, and what is left is slept).
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
-    /// Extra latency per returned row, in microseconds.
+    /// Extra response time per returned row, in microseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_per_row_us: u64,
     /// Leave out the single-second bulk import (over 1000 records in one second) that tables of
