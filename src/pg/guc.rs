@@ -200,7 +200,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"qbo.max_buffer_mb",
         c"Memory one run may hold for QuickBooks' answers: response bodies, pages waiting to be written, Ids of a second being read. Superuser only.",
-        c"Three quarters bound the pages (one response may take that share over qbo.max_in_flight + 3), a quarter the Ids of the seconds read by STARTPOSITION.",
+        c"Three quarters bound the pages (one response may take that share over 2 x qbo.max_in_flight + 1), a quarter the Ids of the seconds read by STARTPOSITION.",
         &BUFFER_MB,
         MIN_BUFFER_MB as i32,
         MAX_BUFFER_MB as i32,

@@ -35,7 +35,7 @@ use qbo::client::HttpConfig;
 use qbo::dispatch::{Dispatcher, Request, Retry};
 use qbo::entities::{self, Entity};
 use qbo::error::QboError;
-use qbo::net::{Fetched as NetFetched, Idle, Job, JobKind, Net};
+use qbo::net::{Answer, Fetched as NetFetched, Idle, Job, JobKind, Net};
 use qbo::pager::RequestKind;
 use qbo::runtime;
 use qbo::slices::{ChunkSlices, SliceRequest};
@@ -169,6 +169,8 @@ struct Exec<'a> {
     rt: tokio::runtime::Runtime,
     /// The network thread: requests in flight while this thread writes.
     net: Net,
+    /// Responses it may hold read and not yet parsed (see `Dispatcher::read_ahead`).
+    read_ahead: usize,
     /// The realm's shared request limiter.
     limiter: Limiter,
     /// The Ids the pagers of this run may hold together (`qbo.max_buffer_mb`).
@@ -242,6 +244,7 @@ fn run(run_id: i64, mode: Mode, token_locked: &Mutex<Option<String>>) -> Result<
         mode,
         rt,
         net,
+        read_ahead: qbo::net::DEFAULT_READ_AHEAD,
         limiter,
         ids: budget.ids(),
         tokens,
@@ -419,8 +422,8 @@ impl Exec<'_> {
         let mut refused: Option<PgError> = None;
         loop {
             check_interrupts(self.mode);
-            while let Some(done) = self.net.try_next() {
-                self.on_done(done, &mut requests, &mut open, &mut fetched)?;
+            while let Some(a) = self.net.try_next() {
+                self.on_answer(a, &mut requests, &mut open, &mut fetched)?;
             }
             // open groups of chunks while fewer slices than requests allowed are open
             while !pending.is_empty()
@@ -452,8 +455,8 @@ impl Exec<'_> {
             // answers that came in while a page was written are taken now, so the requests they
             // make room for go out before the next page is written, not after every page waiting
             // (a window read by offsets gets its pages back nearly together)
-            while let Some(done) = self.answer(Duration::ZERO)? {
-                self.on_done(done, &mut requests, &mut open, &mut fetched)?;
+            while let Some(a) = self.answer(Duration::ZERO)? {
+                self.on_answer(a, &mut requests, &mut open, &mut fetched)?;
             }
             // what to send: due retries first, then every open slice's next request, as much as
             // the dispatcher allows (in flight, pages waiting to be written, the limiter's wait)
@@ -554,15 +557,15 @@ impl Exec<'_> {
             if requests.in_flight() == 0 && timeout.is_zero() {
                 continue;
             }
-            if let Some(done) = self.answer(timeout.max(Duration::from_millis(1)))? {
-                self.on_done(done, &mut requests, &mut open, &mut fetched)?;
+            if let Some(a) = self.answer(timeout.max(Duration::from_millis(1)))? {
+                self.on_answer(a, &mut requests, &mut open, &mut fetched)?;
             }
         }
         Ok(())
     }
 
-    /// The next answer of the network thread, waiting at most `timeout` (`None`: none came).
-    fn answer(&self, timeout: Duration) -> Result<Option<qbo::net::Done>, PgError> {
+    /// The next report of the network thread, waiting at most `timeout` (`None`: none came).
+    fn answer(&self, timeout: Duration) -> Result<Option<Answer>, PgError> {
         match self.net.wait(timeout) {
             Ok(done) => Ok(Some(done)),
             Err(Idle::Timeout) => Ok(None),
@@ -632,7 +635,10 @@ impl Exec<'_> {
         })?;
         slices.set_live_edge(live_edge());
         slices.set_id_budget(&self.ids);
-        slices.set_lookahead(self.settings.max_in_flight);
+        // a window read by offsets issues its pages as far ahead as may be read and waiting at
+        // once: the next round goes out while the last one is parsed and taken in order
+        let max = self.settings.max_in_flight.max(1);
+        slices.set_lookahead(max + qbo::dispatch::slack(max, max > 1));
         let page_no = rows.iter().map(|r| (r.chunk, r.pages)).collect();
         let started = std::iter::once(rows[0].chunk).collect();
         Ok(Some(OpenWindow {
@@ -745,7 +751,32 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// Handles one answer from the network thread.
+    /// Handles one report of the network thread: a response read frees its request's slot in
+    /// the limiter at once (the next request may go while it is parsed), an outcome is taken in.
+    fn on_answer(
+        &mut self,
+        answer: Answer,
+        requests: &mut Dispatcher<Want>,
+        open: &mut [OpenWindow],
+        fetched: &mut std::collections::VecDeque<Fetched>,
+    ) -> Result<(), PgError> {
+        match answer {
+            Answer::Read { id, latency } => {
+                if let Some(admission) = requests.read(id, latency) {
+                    self.limiter.finished(admission);
+                }
+                let ahead = requests.read_ahead();
+                if ahead != self.read_ahead {
+                    self.net.set_read_ahead(ahead);
+                    self.read_ahead = ahead;
+                }
+                Ok(())
+            }
+            Answer::Done(done) => self.on_done(done, requests, open, fetched),
+        }
+    }
+
+    /// Handles the outcome of one request.
     fn on_done(
         &mut self,
         done: qbo::net::Done,
@@ -760,8 +791,11 @@ impl Exec<'_> {
             // an answer that was not throttled ends a throttling episode it probed
             requests.delivered(f.sent);
         }
-        // the response has been read completely: its in-flight slot is free
-        self.limiter.finished(f.admission);
+        // the response has been read completely, or never will be: its in-flight slot is free
+        // (unless that was said when it was read)
+        if !f.read {
+            self.limiter.finished(f.admission);
+        }
         let want = &f.request.item;
         let Some(o) = open.iter_mut().find(|o| o.key == want.chunk) else {
             return Err(PgError::internal(format!(

@@ -3,12 +3,14 @@
 //!
 //! A run holds two kinds of things whose size QBO (or whatever answers in its place) decides:
 //!
-//! - **Pages**: response bodies being read, and the records parsed from them until they are
-//!   written. The executor keeps at most `max_in_flight` requests in flight and at most
-//!   `max_in_flight + 2` pages in flight or waiting (`run_chunks`); the network thread parses one
-//!   response at a time, and a response being parsed holds its body and its records together
-//!   for a moment. So at most `max_in_flight + 3` page-sized things exist at once, and three
-//!   quarters of the budget divided by that many is the cap of one response: its body, and
+//! - **Pages**: response bodies being read or waiting to be parsed, and the records parsed from
+//!   them until they are written. The executor keeps at most `max_in_flight` requests in flight
+//!   and at most `max_in_flight + slack` pages in flight, read, or waiting to be written
+//!   ([`crate::dispatch::slack`]: `max_in_flight` when requests run concurrently, 0 for the
+//!   sequential pager); the network thread's parser takes one response at a time, and a response
+//!   being parsed holds its body and its records together for a moment. So at most
+//!   `2 × max_in_flight + 1` page-sized things exist at once (2 for the sequential pager), and
+//!   three quarters of the budget divided by that many is the cap of one response: its body, and
 //!   again its records once parsed ([`MemoryBudget::response_cap`]).
 //! - **Ids of a second**: a second holding a full page or more is read by STARTPOSITION passes
 //!   until the distinct Ids seen equal its `count(*)`, and those Ids are kept in memory. The
@@ -75,10 +77,14 @@ impl MemoryBudget {
         self.total_bytes() / 4
     }
 
-    /// Page-sized things that may exist at once: `max_in_flight + 2` pages in flight or waiting
-    /// to be written, and one more for the response being parsed (body and records together).
+    /// Page-sized things that may exist at once: `max_in_flight + slack` pages in flight, read
+    /// or waiting to be written, and one more for the response being parsed (body and records
+    /// together).
     pub fn page_slots(&self) -> u64 {
-        u64::from(self.max_in_flight) + 3
+        let concurrent = self.max_in_flight > 1;
+        u64::from(self.max_in_flight)
+            + u64::from(crate::dispatch::slack(self.max_in_flight, concurrent))
+            + 1
     }
 
     /// The cap of one response body, and of the records parsed from it: three quarters of the
@@ -177,8 +183,9 @@ mod tests {
     #[test]
     fn the_response_cap_follows_the_budget_and_the_requests_in_flight() {
         let b = MemoryBudget::new(256, 10);
-        // three quarters of 256 MiB over 10 + 3 page slots
-        assert_eq!(b.response_cap(), 192 * 1024 * 1024 / 13);
+        // three quarters of 256 MiB over 2 x 10 + 1 page slots
+        assert_eq!(b.page_slots(), 21);
+        assert_eq!(b.response_cap(), 192 * 1024 * 1024 / 21);
         assert_eq!(b.id_bytes(), 64 * 1024 * 1024);
         assert!(b.bound_bytes() <= b.total_bytes());
         assert_eq!(
@@ -186,13 +193,18 @@ mod tests {
             2 * b.response_cap() + 1
         );
         // fewer requests in flight: bigger responses allowed, same bound
+        let four = MemoryBudget::new(256, 4);
+        assert_eq!(four.response_cap(), 192 * 1024 * 1024 / 9);
+        assert!(four.bound_bytes() <= four.total_bytes());
+        // the sequential pager: one page in flight or waiting, and the one being parsed
         let one = MemoryBudget::new(256, 1);
-        assert_eq!(one.response_cap(), 192 * 1024 * 1024 / 4);
+        assert_eq!(one.page_slots(), 2);
+        assert_eq!(one.response_cap(), MAX_RESPONSE_CAP);
         assert!(one.bound_bytes() <= one.total_bytes());
         // the floor: 100 requests in flight of a 32 MB budget
         let tight = MemoryBudget::new(32, 100);
         assert_eq!(tight.response_cap(), MIN_RESPONSE_CAP);
-        assert_eq!(tight.bound_bytes(), 103 * 4 * 1024 * 1024 + 8 * 1024 * 1024);
+        assert_eq!(tight.bound_bytes(), 201 * 4 * 1024 * 1024 + 8 * 1024 * 1024);
         // the ceiling: a huge budget
         assert_eq!(
             MemoryBudget::new(MAX_BUFFER_MB, 10).response_cap(),

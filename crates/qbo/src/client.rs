@@ -141,7 +141,11 @@ pub fn intuit_tid(h: &HeaderMap) -> Option<String> {
 }
 
 /// A raw HTTP answer.
-struct RawResponse {
+/// A response read completely and not yet looked at: what [`QboClient::read`] hands over, for
+/// [`QboClient::interpret`] to classify and parse (the network thread frees the request's slot in
+/// between, see [`crate::net`]).
+#[derive(Debug)]
+pub struct RawResponse {
     status: u16,
     headers: HeaderMap,
     body: Vec<u8>,
@@ -191,8 +195,33 @@ impl QboClient {
         query: &str,
     ) -> Result<Page, QboError> {
         let resp = self
-            .get(base_url, realm, minor_version, access_token, query)
+            .read(base_url, realm, minor_version, access_token, query)
             .await?;
+        self.interpret(resp, access_token, query)
+    }
+
+    /// The first half of [`QboClient::query`]: sends the query and reads its response completely
+    /// (within the cap), without looking at it.
+    pub async fn read(
+        &self,
+        base_url: &str,
+        realm: &str,
+        minor_version: u32,
+        access_token: &str,
+        query: &str,
+    ) -> Result<RawResponse, QboError> {
+        self.get(base_url, realm, minor_version, access_token, query)
+            .await
+    }
+
+    /// The second half of [`QboClient::query`]: classifies a response [`QboClient::read`] got for
+    /// `query`, sent with `access_token` (masked in every error), and parses its page. CPU only.
+    pub fn interpret(
+        &self,
+        resp: RawResponse,
+        access_token: &str,
+        query: &str,
+    ) -> Result<Page, QboError> {
         let tid = intuit_tid(&resp.headers);
         classify_status(&resp, access_token, tid.as_deref())?;
         parse_page(
@@ -228,6 +257,22 @@ impl QboClient {
         access_token: &str,
         query: &str,
     ) -> Result<RawResponse, QboError> {
+        let pending = self
+            .send(base_url, realm, minor_version, access_token, query)
+            .await?;
+        self.read_body(pending).await
+    }
+
+    /// Sends the query and waits for the response's status and headers (a body announced
+    /// larger than the cap is refused here); [`QboClient::read_body`] reads the rest.
+    pub async fn send(
+        &self,
+        base_url: &str,
+        realm: &str,
+        minor_version: u32,
+        access_token: &str,
+        query: &str,
+    ) -> Result<Pending, QboError> {
         if realm.is_empty() || !realm.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(QboError::InvalidParameter(format!(
                 "realm id {:?} is not valid: letters and digits only",
@@ -251,7 +296,7 @@ impl QboClient {
             )
         })?;
         auth.set_sensitive(true);
-        let mut resp = self
+        let resp = self
             .http
             .get(url)
             .header(AUTHORIZATION, auth)
@@ -261,19 +306,36 @@ impl QboClient {
             .map_err(QboError::from_reqwest)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
+        let announced = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let pending = Pending {
+            resp,
+            status,
+            headers,
+            announced,
+        };
+        if announced.is_some_and(|len| len > self.max_response_bytes as u64) {
+            return Err(pending.too_large(self.max_response_bytes));
+        }
+        Ok(pending)
+    }
+
+    /// Reads the body of a response [`QboClient::send`] got, within the cap.
+    pub async fn read_body(&self, pending: Pending) -> Result<RawResponse, QboError> {
         let limit = self.max_response_bytes;
+        let Pending {
+            mut resp,
+            status,
+            headers,
+            announced,
+        } = pending;
         let too_large = || QboError::ResponseTooLarge {
             limit,
             parsed: false,
             intuit_tid: intuit_tid(&headers),
         };
-        let announced = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|len| len > limit as u64) {
-            return Err(too_large());
-        }
         // an announced length is reserved at once (it is within the cap)
         let mut body: Vec<u8> = Vec::with_capacity(announced.unwrap_or(0) as usize);
         while let Some(chunk) = resp.chunk().await.map_err(QboError::from_reqwest)? {
@@ -286,6 +348,26 @@ impl QboClient {
             headers,
             body,
         })
+    }
+}
+
+/// A response whose status and headers have arrived, its body not read yet (see
+/// [`QboClient::send`]).
+#[derive(Debug)]
+pub struct Pending {
+    resp: reqwest::Response,
+    status: u16,
+    headers: HeaderMap,
+    announced: Option<u64>,
+}
+
+impl Pending {
+    fn too_large(&self, limit: usize) -> QboError {
+        QboError::ResponseTooLarge {
+            limit,
+            parsed: false,
+            intuit_tid: intuit_tid(&self.headers),
+        }
     }
 }
 
@@ -896,7 +978,7 @@ mod tests {
         // the knobs it names exist
         assert_eq!(
             e.to_string(),
-            "QuickBooks response larger than the 1048576-byte cap of one response (intuit_tid tid-123): lower page_size, or raise qbo.max_buffer_mb (one response may take three quarters of it over qbo.max_in_flight + 3), in a new run: a resume keeps the run's page_size and settings"
+            "QuickBooks response larger than the 1048576-byte cap of one response (intuit_tid tid-123): lower page_size, or raise qbo.max_buffer_mb (one response may take three quarters of it over 2 x qbo.max_in_flight + 1), in a new run: a resume keeps the run's page_size and settings"
         );
         assert!(!e.is_retryable());
         assert_eq!(e.sqlstate(), "54000");
@@ -960,7 +1042,7 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            format!("QuickBooks response larger than the {cap}-byte cap of one response once its records are parsed (intuit_tid t): lower page_size, or raise qbo.max_buffer_mb (one response may take three quarters of it over qbo.max_in_flight + 3), in a new run: a resume keeps the run's page_size and settings")
+            format!("QuickBooks response larger than the {cap}-byte cap of one response once its records are parsed (intuit_tid t): lower page_size, or raise qbo.max_buffer_mb (one response may take three quarters of it over 2 x qbo.max_in_flight + 1), in a new run: a resume keeps the run's page_size and settings")
         );
         let p = parse(4 * body.len(), false).unwrap();
         let held: usize = p.entity_records.iter().map(RawRecord::held_bytes).sum();

@@ -7,10 +7,16 @@
 //! are), with no runtime, socket or database.
 //!
 //! Rules:
-//! - **Back-pressure**: at most `max_in_flight` requests in flight, and requests in flight plus
-//!   pages waiting to be written at most `max_in_flight + slack` (`slack` 2 when requests run
-//!   concurrently: a page or two waiting for the writer does not idle a slot; 0 for the
-//!   sequential pager, which sends nothing while a page waits).
+//! - **Back-pressure**: at most `max_in_flight` requests in flight (a request whose response has
+//!   been read completely is no longer in flight: [`Dispatcher::read`]), and requests sent and not
+//!   yet answered (in flight, or read and being parsed) plus pages waiting to be written at most
+//!   `max_in_flight + slack`. The slack is 0 for the sequential pager (it sends nothing while a
+//!   page waits), and 2 when requests run concurrently (a page or two waiting for the writer does
+//!   not idle a slot), or [`slack`] (`max_in_flight`) while answers take [`READ_AHEAD_AFTER`] or
+//!   more: then a round of pages coming back together is read at once (freeing its slots), parsed
+//!   and written while the next round is in flight, and the network thread may hold that many
+//!   responses read and not yet parsed ([`Dispatcher::read_ahead`]); answers that come back at
+//!   once would only pile pages up in memory.
 //! - **401**: the request is sent again at once, with a fresh token; the token it carried is to be
 //!   forgotten ([`Retry::Reauthorize`]`{ reject: Some(token) }`) the first time a 401 names it only
 //!   (requests in flight with the same token meet the same fate through no fault of their own, and
@@ -68,6 +74,25 @@ impl<T> Request<T> {
     }
 }
 
+/// Answers (from a request's sending to its status and headers) taking this long or more make a
+/// run read a round ahead (see the module documentation): a round of ten pages is parsed and
+/// written in about half a second on the development machine, but only a fraction of that is
+/// needed before the first pages of the next round are taken.
+pub const READ_AHEAD_AFTER: Duration = Duration::from_millis(250);
+
+/// The slack of concurrent requests while answers come back at once.
+const SLACK_AT_ONCE: usize = 2;
+
+/// The most pages that may be read, parsed or waiting to be written beyond the requests in flight
+/// (see the module documentation): what [`crate::budget::MemoryBudget`] counts.
+pub fn slack(max_in_flight: u32, concurrent: bool) -> u32 {
+    if concurrent {
+        max_in_flight.max(1)
+    } else {
+        0
+    }
+}
+
 /// A request on its way.
 #[derive(Debug)]
 pub struct Flight<T> {
@@ -77,6 +102,9 @@ pub struct Flight<T> {
     /// The limiter's admission (its in-flight slot is freed when the answer has been read).
     pub admission: i64,
     pub sent: Instant,
+    /// Its response has been read completely ([`Dispatcher::read`]): the admission's slot is
+    /// free already, and the answer is being parsed.
+    pub read: bool,
 }
 
 /// What becomes of a failed request that is sent again (it is back in the queue).
@@ -125,6 +153,8 @@ pub struct Dispatcher<T> {
     limiter_wait: Option<Instant>,
     /// The realm throttles this run's requests.
     throttling: Option<Throttling>,
+    /// How long the last answer read took to come (see [`Dispatcher::read`]).
+    latency: Option<Duration>,
 }
 
 impl<T> Dispatcher<T> {
@@ -134,13 +164,37 @@ impl<T> Dispatcher<T> {
         Dispatcher {
             policy,
             max_in_flight: max_in_flight.max(1) as usize,
-            slack: if concurrent { 2 } else { 0 },
+            slack: slack(max_in_flight, concurrent) as usize,
             queue: VecDeque::new(),
             flights: HashMap::new(),
             rejected: HashSet::new(),
             next_id: 0,
             limiter_wait: None,
             throttling: None,
+            latency: None,
+        }
+    }
+
+    /// Whether answers take long enough to read a round ahead (see the module documentation).
+    pub fn reading_ahead(&self) -> bool {
+        self.latency.is_some_and(|l| l >= READ_AHEAD_AFTER)
+    }
+
+    fn current_slack(&self) -> usize {
+        if self.reading_ahead() {
+            self.slack
+        } else {
+            self.slack.min(SLACK_AT_ONCE)
+        }
+    }
+
+    /// How many responses the network thread may hold read and not yet parsed: a round while
+    /// reading ahead, else [`crate::net::DEFAULT_READ_AHEAD`].
+    pub fn read_ahead(&self) -> usize {
+        if self.reading_ahead() {
+            self.max_in_flight
+        } else {
+            crate::net::DEFAULT_READ_AHEAD
         }
     }
 
@@ -150,10 +204,11 @@ impl<T> Dispatcher<T> {
             return 0;
         }
         let flying = self.flights.len();
+        let on_the_wire = self.flights.values().filter(|f| !f.read).count();
         let room = self
             .max_in_flight
-            .saturating_sub(flying)
-            .min((self.max_in_flight + self.slack).saturating_sub(flying + waiting));
+            .saturating_sub(on_the_wire)
+            .min((self.max_in_flight + self.current_slack()).saturating_sub(flying + waiting));
         match self.throttling {
             // throttled: nothing before the wait ends, then one probe alone
             Some(t) if t.until > now => 0,
@@ -236,11 +291,23 @@ impl<T> Dispatcher<T> {
                 token,
                 admission,
                 sent: now,
+                read: false,
             },
         );
     }
 
-    /// The flight whose answer arrived (`None`: not one of ours).
+    /// The response of request `id` has been read completely, its status and headers `latency`
+    /// after it was sent: it is no longer in flight at QuickBooks. Returns its admission, whose
+    /// slot is to be freed (`None`: not one of ours, or reported before).
+    pub fn read(&mut self, id: u64, latency: Duration) -> Option<i64> {
+        let f = self.flights.get_mut(&id).filter(|f| !f.read)?;
+        f.read = true;
+        self.latency = Some(latency);
+        Some(f.admission)
+    }
+
+    /// The flight whose answer arrived (`None`: not one of ours). Unless it was
+    /// [`Dispatcher::read`] before, its admission's slot is to be freed now.
     pub fn answered(&mut self, id: u64) -> Option<Flight<T>> {
         self.flights.remove(&id)
     }
@@ -754,7 +821,7 @@ mod tests {
         let now = Instant::now();
         let mut d: Dispatcher<&str> = Dispatcher::new(policy(), 4, true);
         assert_eq!(d.room(0, now), 4);
-        send_all(&mut d, &["a", "b", "c"], "t", now);
+        let ids = send_all(&mut d, &["a", "b", "c"], "t", now);
         assert_eq!(d.room(0, now), 1);
         assert_eq!(
             d.room(2, now),
@@ -762,6 +829,40 @@ mod tests {
             "two pages may wait without idling a slot"
         );
         assert_eq!(d.room(3, now), 0);
+        // a response read completely is no longer in flight: its slot goes to the next request
+        // while it is parsed, and it counts with the pages waiting to be written
+        let quick = READ_AHEAD_AFTER / 10;
+        assert_eq!(d.read(ids[0], quick), Some(1));
+        assert_eq!(d.read(ids[0], quick), None, "reported once");
+        assert_eq!(d.read(999, quick), None, "not one of ours");
+        assert_eq!(d.in_flight(), 3);
+        assert!(!d.reading_ahead());
+        assert_eq!(d.read_ahead(), crate::net::DEFAULT_READ_AHEAD);
+        assert_eq!(d.room(0, now), 2);
+        assert_eq!(d.room(2, now), 1);
+        assert_eq!(d.room(3, now), 0);
+        // answers that take long: a round is read ahead, and as many pages may wait as may be in
+        // flight
+        assert_eq!(d.read(ids[1], READ_AHEAD_AFTER), Some(2));
+        assert!(d.reading_ahead());
+        assert_eq!(d.read_ahead(), 4);
+        // one on the wire, two read: 3 slots, and 4 + 4 page things less the 3 requests
+        assert_eq!(d.room(0, now), 3);
+        assert_eq!(d.room(2, now), 3);
+        assert_eq!(d.room(3, now), 2);
+        assert_eq!(d.room(5, now), 0);
+        let f = d.answered(ids[0]).expect("flight");
+        assert!(f.read, "its slot was freed when it was read");
+        assert!(d.answered(ids[1]).expect("flight").read);
+        assert!(!d.answered(ids[2]).expect("flight").read);
+        // and back to at once
+        let more = send_all(&mut d, &["d"], "t", now);
+        d.read(more[0], quick);
+        assert!(!d.reading_ahead());
+        assert_eq!(d.read_ahead(), crate::net::DEFAULT_READ_AHEAD);
+        // one read, waiting for its parse: 4 + 2 page things
+        assert_eq!(d.room(3, now), 2);
+        assert_eq!(d.room(5, now), 0);
         // the sequential pager sends nothing while a page waits
         let mut s: Dispatcher<&str> = Dispatcher::new(policy(), 1, false);
         assert_eq!(s.room(1, now), 0);

@@ -144,7 +144,7 @@ pub enum QboError {
 
     /// A response body, or the records parsed from it, exceeded the cap of one response (see
     /// [`crate::budget::MemoryBudget::response_cap`]). Not retryable.
-    #[error("QuickBooks response larger than the {limit}-byte cap of one response{}{}: lower page_size, or raise qbo.max_buffer_mb (one response may take three quarters of it over qbo.max_in_flight + 3), in a new run: a resume keeps the run's page_size and settings", parsed_note(*parsed), tid_suffix(intuit_tid.as_deref()))]
+    #[error("QuickBooks response larger than the {limit}-byte cap of one response{}{}: lower page_size, or raise qbo.max_buffer_mb (one response may take three quarters of it over 2 x qbo.max_in_flight + 1), in a new run: a resume keeps the run's page_size and settings", parsed_note(*parsed), tid_suffix(intuit_tid.as_deref()))]
     ResponseTooLarge {
         /// The cap in bytes.
         limit: usize,

@@ -17,14 +17,31 @@
 //! [`Net`] closes the job channel: the thread aborts what is in flight and exits, and the drop
 //! joins it (a few milliseconds).
 //!
-//! JSON is parsed here (records split, keys extracted, each record written as jsonb bytes by
-//! [`crate::jsonb::encode`] when the database is UTF-8), so that work also overlaps the writes.
+//! # Two answers per job
+//! JSON is parsed off the backend too (records split, keys extracted, each record written as
+//! jsonb bytes by [`crate::jsonb::encode`] when the database is UTF-8), by a second thread that
+//! the network thread starts (so it inherits the blocked signals) and that parses one response at
+//! a time. A response read completely is reported at once ([`Answer::Read`]): QuickBooks no
+//! longer counts it in flight, so the backend frees its slot and sends the next request while
+//! the page is parsed; its page or error follows ([`Answer::Done`]). Parsing on the thread that
+//! reads would hold every other response behind it: ten pages coming back together took a
+//! quarter of a second to parse one after the other, and the slots of the last ones stayed
+//! taken that long (issue 15, BENCHMARKS.md).
+//!
+//! # Read-ahead
+//! A body read is memory, where one left in the socket is not: at most [`Net::set_read_ahead`]
+//! responses are read and not yet parsed at once (2 until set), the others wait, their status
+//! and headers in, for one to be parsed. The backend raises it to a round of pages while answers
+//! take long (then reading them at once frees their slots, and the parser and the writer have the
+//! time to catch up before the next round comes back), and keeps it low while they come back at
+//! once (then reading ahead would only pile pages up in memory).
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::client::{HttpConfig, Page, QboClient};
+use crate::client::{HttpConfig, Page, QboClient, RawResponse};
 use crate::error::QboError;
 
 /// What to fetch.
@@ -35,6 +52,10 @@ pub enum JobKind {
     /// `SELECT *`: the answer is a page.
     Page,
 }
+
+/// Responses read and not yet parsed at once until [`Net::set_read_ahead`] says otherwise: one
+/// being parsed and the next.
+pub const DEFAULT_READ_AHEAD: usize = 2;
 
 /// One request for the network thread.
 pub struct Job {
@@ -56,18 +77,87 @@ pub enum Fetched {
     Page(Page),
 }
 
-/// The outcome of one job, sent once its response has been read completely (or has failed).
+/// The outcome of one job: its answer parsed, or why there is none.
 #[derive(Debug)]
 pub struct Done {
     pub id: u64,
     pub result: Result<Fetched, QboError>,
 }
 
+/// What the thread reports about a job (see the module documentation).
+#[derive(Debug)]
+pub enum Answer {
+    /// The response of job `id` has been read completely: the request is no longer in flight at
+    /// QuickBooks. Its [`Answer::Done`] follows once it is parsed. A job that fails before its
+    /// response is read (a timeout, a refused connection, a body over the cap) has none.
+    /// `latency`: from sending the request to its status and headers (QuickBooks' time, not
+    /// the wait for the read-ahead).
+    Read { id: u64, latency: Duration },
+    /// The job's outcome; its last report.
+    Done(Done),
+}
+
 /// Handle of the network thread.
 pub struct Net {
     jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
-    results: mpsc::Receiver<Done>,
+    results: mpsc::Receiver<Answer>,
     thread: Option<JoinHandle<()>>,
+    read_ahead: Arc<ReadAhead>,
+}
+
+/// Responses read and not yet parsed, and how many may be (see the module documentation).
+struct ReadAhead {
+    /// (read and not yet parsed, allowed)
+    state: std::sync::Mutex<(usize, usize)>,
+    notify: tokio::sync::Notify,
+}
+
+/// One response read and not yet parsed; dropped once it is parsed (or given up).
+struct Permit(Arc<ReadAhead>);
+
+impl ReadAhead {
+    fn new(allowed: usize) -> ReadAhead {
+        ReadAhead {
+            state: std::sync::Mutex::new((0, allowed.max(1))),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let free = s.0 < s.1;
+        if free {
+            s.0 += 1;
+        }
+        free
+    }
+
+    async fn acquire(self: &Arc<Self>) -> Permit {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // registered before the check: a release between the two is not missed
+            notified.as_mut().enable();
+            if self.try_take() {
+                return Permit(self.clone());
+            }
+            notified.await;
+        }
+    }
+
+    fn set(&self, allowed: usize) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = allowed.max(1);
+        self.notify.notify_waiters();
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(1);
+        drop(s);
+        self.0.notify.notify_waiters();
+    }
 }
 
 /// Why a wait for a result returned nothing.
@@ -84,14 +174,23 @@ impl Net {
     pub fn start(cfg: HttpConfig) -> Result<Net, QboError> {
         let client = QboClient::new(cfg)?;
         let (job_tx, job_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
-        let (done_tx, done_rx) = mpsc::channel::<Done>();
-        let thread = spawn_with_signals_blocked(move || thread_main(client, job_rx, done_tx))
+        let (done_tx, done_rx) = mpsc::channel::<Answer>();
+        let read_ahead = Arc::new(ReadAhead::new(DEFAULT_READ_AHEAD));
+        let gate = read_ahead.clone();
+        let thread = spawn_with_signals_blocked(move || thread_main(client, job_rx, done_tx, gate))
             .map_err(|e| QboError::Network(format!("cannot start the network thread: {e}")))?;
         Ok(Net {
             jobs: Some(job_tx),
             results: done_rx,
             thread: Some(thread),
+            read_ahead,
         })
+    }
+
+    /// How many responses may be read and not yet parsed at once (at least 1; see the module
+    /// documentation).
+    pub fn set_read_ahead(&self, responses: usize) {
+        self.read_ahead.set(responses);
     }
 
     /// Hands a job to the thread.
@@ -102,13 +201,13 @@ impl Net {
             .ok_or_else(|| QboError::Network("the network thread has stopped".into()))
     }
 
-    /// A result that has arrived, without waiting.
-    pub fn try_next(&self) -> Option<Done> {
+    /// A report that has arrived, without waiting.
+    pub fn try_next(&self) -> Option<Answer> {
         self.results.try_recv().ok()
     }
 
-    /// Waits up to `timeout` for a result.
-    pub fn wait(&self, timeout: Duration) -> Result<Done, Idle> {
+    /// Waits up to `timeout` for a report.
+    pub fn wait(&self, timeout: Duration) -> Result<Answer, Idle> {
         match self.results.recv_timeout(timeout) {
             Ok(d) => Ok(d),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(Idle::Timeout),
@@ -155,8 +254,31 @@ fn spawn_with_signals_blocked(
 fn thread_main(
     client: QboClient,
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
-    done: mpsc::Sender<Done>,
+    done: mpsc::Sender<Answer>,
+    gate: Arc<ReadAhead>,
 ) {
+    // answers every job with `msg`, so the backend reports it
+    let refuse = |mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>, msg: String| {
+        while let Some(j) = jobs.blocking_recv() {
+            let _ = done.send(Answer::Done(Done {
+                id: j.id,
+                result: Err(QboError::Network(msg.clone())),
+            }));
+        }
+    };
+    let (to_parse, parse_rx) = mpsc::channel::<(Job, RawResponse, Permit)>();
+    let stopping = Arc::new(AtomicBool::new(false));
+    // started from this thread, whose signals are all blocked: it inherits that mask
+    let parser = {
+        let (client, done, stopping) = (client.clone(), done.clone(), stopping.clone());
+        std::thread::Builder::new()
+            .name("pg_qbo parse".into())
+            .spawn(move || parse_main(client, parse_rx, done, stopping))
+    };
+    let parser = match parser {
+        Ok(h) => h,
+        Err(e) => return refuse(jobs, format!("cannot start the parsing thread: {e}")),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -164,15 +286,9 @@ fn thread_main(
     {
         Ok(rt) => rt,
         Err(e) => {
-            // answer every job with the reason, so the backend reports it
-            let msg = format!("cannot start the network runtime: {e}");
-            while let Some(j) = jobs.blocking_recv() {
-                let _ = done.send(Done {
-                    id: j.id,
-                    result: Err(QboError::Network(msg.clone())),
-                });
-            }
-            return;
+            stopping.store(true, Ordering::Relaxed);
+            let _ = parser.join();
+            return refuse(jobs, format!("cannot start the network runtime: {e}"));
         }
     };
     rt.block_on(async move {
@@ -183,9 +299,34 @@ fn thread_main(
                     Some(job) => {
                         let client = client.clone();
                         let done = done.clone();
+                        let to_parse = to_parse.clone();
+                        let gate = gate.clone();
                         tasks.spawn(async move {
-                            let result = fetch(&client, &job).await;
-                            let _ = done.send(Done { id: job.id, result });
+                            let sent = std::time::Instant::now();
+                            let read = async {
+                                let pending = client
+                                    .send(
+                                        &job.base_url,
+                                        &job.realm,
+                                        job.minor_version,
+                                        &job.access_token,
+                                        &job.query,
+                                    )
+                                    .await?;
+                                let latency = sent.elapsed();
+                                let permit = gate.acquire().await;
+                                let raw = client.read_body(pending).await?;
+                                Ok::<_, QboError>((raw, permit, latency))
+                            };
+                            match read.await {
+                                Ok((raw, permit, latency)) => {
+                                    let _ = done.send(Answer::Read { id: job.id, latency });
+                                    let _ = to_parse.send((job, raw, permit));
+                                }
+                                Err(e) => {
+                                    let _ = done.send(Answer::Done(Done { id: job.id, result: Err(e) }));
+                                }
+                            }
                         });
                     }
                     None => break,
@@ -195,19 +336,47 @@ fn thread_main(
         }
         tasks.abort_all();
     });
+    // responses still waiting to be parsed are dropped, not parsed
+    stopping.store(true, Ordering::Relaxed);
     rt.shutdown_background();
+    let _ = parser.join();
 }
 
-async fn fetch(client: &QboClient, job: &Job) -> Result<Fetched, QboError> {
-    let page = client
-        .query(
-            &job.base_url,
-            &job.realm,
-            job.minor_version,
-            &job.access_token,
-            &job.query,
-        )
-        .await?;
+/// The parsing thread: one response at a time until the network thread stops (then what waits
+/// is dropped unparsed). Of the responses waiting, the job sent first goes first: a window's
+/// pages are sent in order and taken in order, so each page parsed can be taken and written at
+/// once, instead of pages answered early waiting for the first one and being written together.
+fn parse_main(
+    client: QboClient,
+    responses: mpsc::Receiver<(Job, RawResponse, Permit)>,
+    done: mpsc::Sender<Answer>,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut waiting: std::collections::BTreeMap<u64, (Job, RawResponse, Permit)> =
+        Default::default();
+    while !stopping.load(Ordering::Relaxed) {
+        while let Ok((job, raw, permit)) = responses.try_recv() {
+            waiting.insert(job.id, (job, raw, permit));
+        }
+        if let Some((_, (job, raw, permit))) = waiting.pop_first() {
+            let result = interpret(&client, &job, raw);
+            // the body is gone: the next response may be read
+            drop(permit);
+            let _ = done.send(Answer::Done(Done { id: job.id, result }));
+            continue;
+        }
+        match responses.recv_timeout(Duration::from_millis(20)) {
+            Ok((job, raw, permit)) => {
+                waiting.insert(job.id, (job, raw, permit));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+fn interpret(client: &QboClient, job: &Job, raw: RawResponse) -> Result<Fetched, QboError> {
+    let page = client.interpret(raw, &job.access_token, &job.query)?;
     Ok(match job.kind {
         // what QboClient::count returns: `totalCount`, absent meaning 0
         JobKind::Count => Fetched::Count(page.total_count.unwrap_or(0)),
@@ -234,10 +403,27 @@ mod tests {
         }
     }
 
+    /// The next outcome, the `Read` reports before it checked off against `read`: every job
+    /// is reported read once, before its outcome.
+    fn next_done(net: &Net, timeout: Duration, read: &mut Vec<u64>) -> Result<Done, Idle> {
+        loop {
+            match net.wait(timeout)? {
+                Answer::Read { id, .. } => {
+                    assert!(!read.contains(&id), "job {id} reported read twice");
+                    read.push(id);
+                }
+                Answer::Done(d) => return Ok(d),
+            }
+        }
+    }
+
     fn collect(net: &Net, n: usize) -> Vec<Done> {
         let mut out = Vec::new();
+        let mut read = Vec::new();
         while out.len() < n {
-            out.push(net.wait(Duration::from_secs(20)).expect("result"));
+            let d = next_done(net, Duration::from_secs(20), &mut read).expect("result");
+            assert!(read.contains(&d.id), "job {} done before it was read", d.id);
+            out.push(d);
         }
         out
     }
@@ -286,9 +472,9 @@ mod tests {
     #[test]
     fn the_cap_of_one_response_follows_the_memory_budget() {
         use crate::budget::MemoryBudget;
-        // a 10 MiB page: within what 256 MB leaves one of 10 + 3 responses (about 14.8 MiB),
-        // beyond what 128 MB leaves (about 7.4 MiB), or 256 MB with 30 in flight (5.8 MiB)
-        let pad = "x".repeat(10 * 1024 + 512);
+        // a 6 MiB page: within what 256 MB leaves one of 2 x 10 + 1 responses (about 9.1 MiB),
+        // beyond what 128 MB leaves (about 4.6 MiB), or 256 MB with 30 in flight (the 4 MiB floor)
+        let pad = "x".repeat(6 * 1024 + 256);
         let recs: Vec<String> = (0..1000)
             .map(|i| format!(r#"{{"Id":"{i}","SyncToken":"0","MetaData":{{"LastUpdatedTime":"2025-01-01T00:00:00Z"}},"Memo":"{pad}"}}"#))
             .collect();
@@ -296,7 +482,7 @@ mod tests {
             r#"{{"QueryResponse":{{"Invoice":[{}],"startPosition":1,"maxResults":1000}}}}"#,
             recs.join(",")
         );
-        assert!(body.len() > 10 << 20);
+        assert!(body.len() > 6 << 20);
         let rt = crate::runtime::new_runtime().unwrap();
         let server = rt.block_on(MockServer::start());
         rt.block_on(
@@ -311,7 +497,9 @@ mod tests {
             })
             .unwrap();
             net.submit(job(1, &server.uri(), JobKind::Page)).unwrap();
-            net.wait(Duration::from_secs(30)).unwrap().result
+            next_done(&net, Duration::from_secs(30), &mut Vec::new())
+                .unwrap()
+                .result
         };
         match fetch_with(MemoryBudget::new(256, 10)) {
             Ok(Fetched::Page(p)) => assert_eq!(p.entity_records.len(), 1000),
@@ -390,8 +578,11 @@ mod tests {
         // a port nobody listens on
         net.submit(job(9, "http://127.0.0.1:9", JobKind::Count))
             .unwrap();
-        let d = net.wait(Duration::from_secs(20)).unwrap();
+        let mut read = Vec::new();
+        let d = next_done(&net, Duration::from_secs(20), &mut read).unwrap();
         assert_eq!(d.id, 9);
+        // nothing was read: the job's slot is freed with its outcome
+        assert!(read.is_empty(), "{read:?}");
         assert!(
             matches!(d.result, Err(QboError::Network(_))),
             "{:?}",

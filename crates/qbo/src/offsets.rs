@@ -53,8 +53,8 @@
 //! # Memory
 //! Pages answered before the pages ahead of them wait here, at most [`OffsetWindow::held`] of
 //! them; the caller counts them with its pages waiting to be written, and this window never has
-//! more than `lookahead` (its share of the requests in flight) pages issued past the first one it
-//! waits for. It keeps the Ids of one page.
+//! more than `lookahead` (what may be in flight, read or waiting at once) pages issued past the
+//! first one it waits for. It keeps the Ids of one page.
 //!
 //! # What is saved
 //! [`OffsetWindow::persisted_state`] is a [`PagerState`] whose `offsets` say where the window goes

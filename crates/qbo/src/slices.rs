@@ -338,8 +338,9 @@ impl ChunkSlices {
         &self.slices
     }
 
-    /// How many pages a window read by offsets may issue past the one it waits for (its share of
-    /// the requests in flight; 10 until set).
+    /// How many pages a window read by offsets may issue past the one it waits for (the executor
+    /// sets what may be in flight, read or waiting at once: 2 x `qbo.max_in_flight`; 10 until
+    /// set).
     pub fn set_lookahead(&mut self, pages: u32) {
         self.lookahead = pages.max(1);
         for p in self.pagers_mut() {
