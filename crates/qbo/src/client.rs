@@ -140,8 +140,7 @@ pub fn intuit_tid(h: &HeaderMap) -> Option<String> {
     header_str(h, "intuit_tid").or_else(|| header_str(h, "intuit-tid"))
 }
 
-/// A raw HTTP answer.
-/// A response read completely and not yet looked at: what [`QboClient::read`] hands over, for
+/// A response read completely and not yet looked at: what [`QboClient::read_body`] hands over, for
 /// [`QboClient::interpret`] to classify and parse (the network thread frees the request's slot in
 /// between, see [`crate::net`]).
 #[derive(Debug)]
@@ -194,28 +193,16 @@ impl QboClient {
         access_token: &str,
         query: &str,
     ) -> Result<Page, QboError> {
-        let resp = self
-            .read(base_url, realm, minor_version, access_token, query)
+        let pending = self
+            .send(base_url, realm, minor_version, access_token, query)
             .await?;
+        let resp = self.read_body(pending).await?;
         self.interpret(resp, access_token, query)
     }
 
-    /// The first half of [`QboClient::query`]: sends the query and reads its response completely
-    /// (within the cap), without looking at it.
-    pub async fn read(
-        &self,
-        base_url: &str,
-        realm: &str,
-        minor_version: u32,
-        access_token: &str,
-        query: &str,
-    ) -> Result<RawResponse, QboError> {
-        self.get(base_url, realm, minor_version, access_token, query)
-            .await
-    }
-
-    /// The second half of [`QboClient::query`]: classifies a response [`QboClient::read`] got for
-    /// `query`, sent with `access_token` (masked in every error), and parses its page. CPU only.
+    /// The last step of [`QboClient::query`]: classifies a response [`QboClient::read_body`] read
+    /// for `query`, sent with `access_token` (masked in every error), and parses its page. CPU
+    /// only.
     pub fn interpret(
         &self,
         resp: RawResponse,
@@ -247,20 +234,6 @@ impl QboClient {
             .query(base_url, realm, minor_version, access_token, query)
             .await?;
         Ok(page.total_count.unwrap_or(0))
-    }
-
-    async fn get(
-        &self,
-        base_url: &str,
-        realm: &str,
-        minor_version: u32,
-        access_token: &str,
-        query: &str,
-    ) -> Result<RawResponse, QboError> {
-        let pending = self
-            .send(base_url, realm, minor_version, access_token, query)
-            .await?;
-        self.read_body(pending).await
     }
 
     /// Sends the query and waits for the response's status and headers (a body announced
