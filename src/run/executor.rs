@@ -462,12 +462,12 @@ impl Exec<'_> {
             // the dispatcher allows (in flight, pages waiting to be written, the limiter's wait)
             let now = Instant::now();
             // pages held by windows read by offsets (until the pages ahead of them are in) take
-            // memory like pages waiting to be written
+            // memory like pages waiting to be written (see Dispatcher::room_holding)
             let held_pages: usize = open.iter().map(|o| o.slices.held_pages()).sum();
             let room = if refused.is_some() {
                 0
             } else {
-                requests.room(fetched.len() + held_pages, now)
+                requests.room_holding(fetched.len(), held_pages, now)
             };
             let mut wants = requests.take_due(now, room);
             if wants.len() < room {

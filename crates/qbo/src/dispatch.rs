@@ -10,13 +10,16 @@
 //! - **Back-pressure**: at most `max_in_flight` requests in flight (a request whose response has
 //!   been read completely is no longer in flight: [`Dispatcher::read`]), and requests sent and not
 //!   yet answered (in flight, or read and being parsed) plus pages waiting to be written at most
-//!   `max_in_flight + slack`. The slack is 0 for the sequential pager (it sends nothing while a
-//!   page waits), and 2 when requests run concurrently (a page or two waiting for the writer does
-//!   not idle a slot), or [`slack`] (`max_in_flight`) while answers take [`READ_AHEAD_AFTER`] or
-//!   more: then a round of pages coming back together is read at once (freeing its slots), parsed
-//!   and written while the next round is in flight, and the network thread may hold that many
-//!   responses read and not yet parsed ([`Dispatcher::read_ahead`]); answers that come back at
-//!   once would only pile pages up in memory.
+//!   `max_in_flight + slack` ([`slack`]: 0 for the sequential pager, which sends nothing while a
+//!   page waits; `max_in_flight` when requests run concurrently, so a round of pages coming back
+//!   together is parsed and written while the next round is in flight, and a window may hold
+//!   pages that far ahead of the one it waits for and still have a slot to send that one again).
+//!   The rest follows the answers' pace: while they take [`READ_AHEAD_AFTER`] or more, the network
+//!   thread may hold a round of responses read and not yet parsed (reading them frees their
+//!   slots at QBO: [`Dispatcher::read_ahead`]) and the writer's backlog may take the whole slack;
+//!   while they come back at once, 2 responses and 2 pages of backlog (the writer is then the
+//!   limit, and more would only pile pages up in memory; the other responses wait in their
+//!   sockets). See [`Dispatcher::room_holding`].
 //! - **401**: the request is sent again at once, with a fresh token; the token it carried is to be
 //!   forgotten ([`Retry::Reauthorize`]`{ reject: Some(token) }`) the first time a 401 names it only
 //!   (requests in flight with the same token meet the same fate through no fault of their own, and
@@ -80,7 +83,7 @@ impl<T> Request<T> {
 /// needed before the first pages of the next round are taken.
 pub const READ_AHEAD_AFTER: Duration = Duration::from_millis(250);
 
-/// The slack of concurrent requests while answers come back at once.
+/// The writer's backlog beyond the requests in flight while answers come back at once.
 const SLACK_AT_ONCE: usize = 2;
 
 /// The most pages that may be read, parsed or waiting to be written beyond the requests in flight
@@ -180,14 +183,6 @@ impl<T> Dispatcher<T> {
         self.latency.is_some_and(|l| l >= READ_AHEAD_AFTER)
     }
 
-    fn current_slack(&self) -> usize {
-        if self.reading_ahead() {
-            self.slack
-        } else {
-            self.slack.min(SLACK_AT_ONCE)
-        }
-    }
-
     /// How many responses the network thread may hold read and not yet parsed: a round while
     /// reading ahead, else [`crate::net::DEFAULT_READ_AHEAD`].
     pub fn read_ahead(&self) -> usize {
@@ -200,15 +195,32 @@ impl<T> Dispatcher<T> {
 
     /// How many requests may be sent now, with `waiting` pages fetched and not yet written.
     pub fn room(&self, waiting: usize, now: Instant) -> usize {
+        self.room_holding(waiting, 0, now)
+    }
+
+    /// How many requests may be sent now, with `waiting` pages taken and not yet written (the
+    /// writer's backlog) and `held` pages answered and held until a page before them is taken.
+    /// The backlog is kept within `max_in_flight + 2` pages with the requests while answers come
+    /// back at once (more would only pile up in memory: the writer is the limit), within
+    /// `max_in_flight + slack` while they take long; held pages count only against that last
+    /// bound, so that pages held while answers were slow never take the slot that the page they
+    /// wait for needs (see the module documentation).
+    pub fn room_holding(&self, waiting: usize, held: usize, now: Instant) -> usize {
         if self.limiter_wait.is_some_and(|t| t > now) {
             return 0;
         }
         let flying = self.flights.len();
         let on_the_wire = self.flights.values().filter(|f| !f.read).count();
+        let paced = if self.reading_ahead() {
+            self.slack
+        } else {
+            self.slack.min(SLACK_AT_ONCE)
+        };
         let room = self
             .max_in_flight
             .saturating_sub(on_the_wire)
-            .min((self.max_in_flight + self.current_slack()).saturating_sub(flying + waiting));
+            .min((self.max_in_flight + paced).saturating_sub(flying + waiting))
+            .min((self.max_in_flight + self.slack).saturating_sub(flying + waiting + held));
         match self.throttling {
             // throttled: nothing before the wait ends, then one probe alone
             Some(t) if t.until > now => 0,
@@ -826,9 +838,13 @@ mod tests {
         assert_eq!(
             d.room(2, now),
             1,
-            "two pages may wait without idling a slot"
+            "two pages may wait for the writer without idling a slot"
         );
         assert_eq!(d.room(3, now), 0);
+        // pages held for an earlier one count against the whole slack only
+        assert_eq!(d.room_holding(0, 4, now), 1);
+        assert_eq!(d.room_holding(0, 5, now), 0);
+        assert_eq!(d.room_holding(2, 3, now), 0);
         // a response read completely is no longer in flight: its slot goes to the next request
         // while it is parsed, and it counts with the pages waiting to be written
         let quick = READ_AHEAD_AFTER / 10;
@@ -841,8 +857,8 @@ mod tests {
         assert_eq!(d.room(0, now), 2);
         assert_eq!(d.room(2, now), 1);
         assert_eq!(d.room(3, now), 0);
-        // answers that take long: a round is read ahead, and as many pages may wait as may be in
-        // flight
+        // answers that take long: a round is read ahead, and the writer's backlog may take the
+        // whole slack
         assert_eq!(d.read(ids[1], READ_AHEAD_AFTER), Some(2));
         assert!(d.reading_ahead());
         assert_eq!(d.read_ahead(), 4);
@@ -860,9 +876,12 @@ mod tests {
         d.read(more[0], quick);
         assert!(!d.reading_ahead());
         assert_eq!(d.read_ahead(), crate::net::DEFAULT_READ_AHEAD);
-        // one read, waiting for its parse: 4 + 2 page things
-        assert_eq!(d.room(3, now), 2);
-        assert_eq!(d.room(5, now), 0);
+        // the pages that may wait do not follow the pace: a window holding pages up to its
+        // lookahead (2 x max - 1 past the one it waits for) while answers were slow must still
+        // have a slot to send that one again once they come back at once (a first version let
+        // the slack follow the pace too, and a run spun without end in the faults suite)
+        d.answered(more[0]);
+        assert_eq!(d.room_holding(0, 2 * 4 - 1, now), 1);
         // the sequential pager sends nothing while a page waits
         let mut s: Dispatcher<&str> = Dispatcher::new(policy(), 1, false);
         assert_eq!(s.room(1, now), 0);

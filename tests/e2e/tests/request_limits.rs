@@ -92,7 +92,11 @@ fn two_sessions(db: &str, set: &str) -> Vec<Result<(), String>> {
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
-/// Realm 1's query requests of the log, and whether the two entities' requests overlapped in time.
+/// Realm 1's query requests of the log, and whether the two entities' requests met: overlapped in
+/// time, or one session's first requests came within one of the limiter's per-second windows
+/// (1.2 s) of the other's last, so the shared rule decided between them. (With answers read as
+/// soon as they arrive, a session whose window is small can take a whole first second and be
+/// done just as the other's first request is admitted, 3 ms later: seen once in five runs.)
 fn realm_queries(log: &[Value]) -> (Vec<&Value>, bool) {
     let q: Vec<&Value> = log
         .iter()
@@ -114,7 +118,8 @@ fn realm_queries(log: &[Value]) -> (Vec<&Value>, bool) {
         "Invoice requests from {} to {} us, Bill from {} to {} us",
         a.0, a.1, b.0, b.1
     );
-    (q, a.0 < b.1 && b.0 < a.1)
+    const WINDOW_US: i64 = 1_200_000;
+    (q, a.0 < b.1 + WINDOW_US && b.0 < a.1 + WINDOW_US)
 }
 
 #[test]
@@ -137,7 +142,7 @@ fn two_sessions_of_one_realm_never_send_more_than_10_requests_in_a_second() {
     assert!(busiest <= 10, "busiest second: {busiest}");
     assert_eq!(stats["throttled_429"], 0, "{stats}");
     assert_eq!(results, vec![Ok(()), Ok(())]);
-    assert!(overlapped, "the two sessions ran at the same time");
+    assert!(overlapped, "the two sessions' requests met");
     assert!(
         q.len() > 40,
         "enough requests to exceed 10 a second unpaced"
@@ -166,7 +171,7 @@ fn without_the_per_second_rule_the_same_sessions_are_throttled() {
         stats["throttled_429"],
         stats["throttled_per_second"]
     );
-    assert!(overlapped, "the two sessions ran at the same time");
+    assert!(overlapped, "the two sessions' requests met");
     assert!(busiest > 10, "busiest second: {busiest}");
     assert!(
         stats["throttled_per_second"].as_u64().unwrap() > 0,
