@@ -17,10 +17,27 @@ thread). With the count first, the first WINDOW seconds carry at most PER_SECOND
 request slot starts a page only at WINDOW: N / 1000 full pages then take one round more on some
 slot, which no ordering of the same pages avoids.
 
-The last line is what cutting the last pages smaller could reach at best (pg_qbo does not): the
-first F pages full and sent as pg_qbo sends them, then the records left spread over one or two
-more requests per slot so that every slot ends at the same moment (water-filling), with every
-request within the overhead allowance (--allowance, 5 %), the best F.
+The third line is what cutting the last pages smaller could reach (pg_qbo does not): the first F
+pages full and sent as pg_qbo sends them, then the records left spread over one or two more
+requests per slot so that every slot ends at the same moment (water-filling), with every request
+within the overhead allowance (--allowance, 5 %), the best F.
+
+The last two lines are bounds no schedule beats (a relaxation, solved exactly): each request slot
+runs its requests back to back from its first start; a request of r rows (r <= --page) takes
+latency + extra + r x per-row, whatever it is; consecutive pages share --overlap records; at most
+data pages x (1 + allowance) requests in all; every answer's time known in advance, any page size,
+any order, the per-second rule applied to the first WINDOW seconds only. What differs is when each
+slot may start its first page:
+- "learns the size first": a policy that sends at most one page before it knows how many records
+  the window holds (a count, or any probe; a window of one page then costs two requests). The
+  probe and page 1 go at 0, the other pages once the probe answers (after LATENCY), and with the
+  probe one of the first PER_SECOND requests, one slot starts its first page only at WINDOW.
+- "blind": every slot starts a page at 0, before anything is known (a window smaller than
+  IN_FLIGHT pages then pays for the empty ones); its count, needed to end without empty pages,
+  is left out, which only helps it.
+--run-ms adds what a run spends before its first request and after its last answer.
+
+The issue's model (a page 1.5 s, a count 0.3 s): --latency 0.3 --per-row 0.0012.
 """
 import argparse
 import heapq
@@ -36,6 +53,7 @@ ap.add_argument("--per-second", type=int, default=10)
 ap.add_argument("--window", type=float, default=1.2)
 ap.add_argument("--extra-ms", type=float, default=0.0)
 ap.add_argument("--allowance", type=float, default=0.05)
+ap.add_argument("--run-ms", type=float, default=0.0)
 a = ap.parse_args()
 
 
@@ -143,3 +161,51 @@ if b:
     print(f"{'count first, tail balanced':26} ends at {end:6.2f} s: {100 * ceiling / end:5.1f} % of the ceiling in rows,"
           f" {requests} requests ({f_pages} full pages first), overhead {100 * over / -(-a.n // a.page):.1f} %"
           f" (at best: not what pg_qbo does)")
+
+
+def lower_bound(starts, count_requests):
+    """The least end time over every schedule of the relaxation above, slots starting at `starts`,
+    `count_requests` of the request allowance spent on counts."""
+    fixed = a.latency + a.extra_ms / 1000
+    cap = int(-(-a.n // a.page) * (1 + a.allowance) + 1e-9) - count_requests
+    low = float("-inf")
+
+    def coverable(t):
+        # most records the slots can cover by t with at most `cap` requests: a knapsack over the
+        # slots of (requests on the slot, records it covers less the overlaps it repeats)
+        best = [low] * (cap + 1)
+        best[0] = 0.0
+        for s in starts:
+            options = []
+            k = 1
+            while k <= cap:
+                rows = min(a.page * k, (t - s - k * fixed) / a.per_row)
+                if rows <= 0:
+                    break
+                options.append((k, rows - a.overlap * k))
+                k += 1
+            nxt = best[:]
+            for used in range(cap + 1):
+                if best[used] == low:
+                    continue
+                for k, v in options:
+                    if used + k <= cap and best[used] + v > nxt[used + k]:
+                        nxt[used + k] = best[used] + v
+            best = nxt
+        return max(best) + a.overlap  # the first page repeats nothing
+
+    lo, hi = 0.0, 4 * ceiling + 10
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if coverable(mid) >= a.n:
+            hi = mid
+        else:
+            lo = mid
+    return hi + a.run_ms / 1000
+
+
+informed = lower_bound([0.0] + [a.latency] * (a.in_flight - 2) + [a.window], 1)
+blind = lower_bound([0.0] * a.in_flight, 0)
+for label, end in (("bound, learns the size first", informed), ("bound, blind first round", blind)):
+    print(f"{label:26} ends at {end:6.2f} s: {100 * ceiling / end:5.1f} % of the ceiling in rows at most"
+          f" (relaxation: exact times, any page size; run {a.run_ms:.0f} ms)")

@@ -24,8 +24,10 @@
 # B4  right after B1's pg_qbo load, the same CALL again (every row unchanged: all skipped), then
 #     once more after VACUUM (ANALYZE); the Python loop re-run for comparison.
 #     Goal: the immediate re-run is not slower than the first load.
-# B2  realistic latency: an emulator with --latency-ms 100 --latency-per-row-us 1400 (a 1000-row
-#     page takes 1.5 s), --rate-limit 500 --max-concurrent 10, B2_INVOICES (default 200000)
+# B2  realistic latency: an emulator with --latency-ms B2_LATENCY_MS (default 300) and
+#     --latency-per-row-us B2_PER_ROW_US (default 1200): issue 15's model, a 1000-row page takes
+#     1.5 s and a count 0.3 s (before 2026-12-05 the default was 100 + 1400: a count took 0.1 s),
+#     --rate-limit 500 --max-concurrent 10, B2_INVOICES (default 200000)
 #     invoices, evenly spread (--no-big-burst), and once more with the emulator's default data,
 #     which has one bulk-import second of 1001 + n/50 records. pg_qbo with default settings over
 #     the whole range (both data sets), then the sequential pager
@@ -50,7 +52,7 @@
 #     from B5_REALMS psql sessions (CALL qbo.run_backfill, each waiting for one common instant with
 #     pg_sleep_until, so they start together). First at zero latency, with realm 1 alone before
 #     (the reference), after an untimed warm-up load of every realm; then with B2's latency model
-#     (--latency-ms 100 --latency-per-row-us 1400, --rate-limit 500 --max-concurrent 10 per realm,
+#     (B2_LATENCY_MS + B2_PER_ROW_US, --rate-limit 500 --max-concurrent 10 per realm,
 #     pg_qbo's default pacing), once with evenly spread data (--no-big-burst) and once with the
 #     default data, fresh realms each time, each time after one more realm alone (the reference at
 #     latency: what one realm's pager reaches). Prints per realm and in aggregate: rows, seconds,
@@ -110,8 +112,8 @@ START=2025-01-01Z
 END=2025-09-11Z
 CHUNK=30
 PAGE=1000
-B2_LATENCY_MS=100
-B2_PER_ROW_US=1400
+B2_LATENCY_MS=${B2_LATENCY_MS:-300}
+B2_PER_ROW_US=${B2_PER_ROW_US:-1200}
 B2_RATE=500
 B2_CONC=10
 if [ -n "${PG_BIN:-}" ]; then PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}; fi
