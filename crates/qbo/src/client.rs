@@ -116,7 +116,25 @@ pub fn build_http_client(cfg: &HttpConfig) -> Result<reqwest::Client, QboError> 
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode_component(s: &str) -> String {
+/// `{base}/v3/company/{realm}/{rest}`, once the realm id and the base URL are checked.
+fn company_url(base_url: &str, realm: &str, rest: &str) -> Result<String, QboError> {
+    if realm.is_empty() || !realm.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(QboError::InvalidParameter(format!(
+            "realm id {:?} is not valid: letters and digits only",
+            truncate_chars(realm, 40)
+        )));
+    }
+    let base = base_url.trim_end_matches('/');
+    if !(base.starts_with("https://") || base.starts_with("http://")) {
+        return Err(QboError::InvalidParameter(format!(
+            "API base URL {:?} must start with https:// (or http:// for a local emulator)",
+            truncate_chars(base, 100)
+        )));
+    }
+    Ok(format!("{base}/v3/company/{realm}/{rest}"))
+}
+
+pub(crate) fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -246,23 +264,69 @@ impl QboClient {
         access_token: &str,
         query: &str,
     ) -> Result<Pending, QboError> {
-        if realm.is_empty() || !realm.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(QboError::InvalidParameter(format!(
-                "realm id {:?} is not valid: letters and digits only",
-                truncate_chars(realm, 40)
-            )));
-        }
-        let base = base_url.trim_end_matches('/');
-        if !(base.starts_with("https://") || base.starts_with("http://")) {
-            return Err(QboError::InvalidParameter(format!(
-                "API base URL {:?} must start with https:// (or http:// for a local emulator)",
-                truncate_chars(base, 100)
-            )));
-        }
-        let url = format!(
-            "{base}/v3/company/{realm}/query?query={}&minorversion={minor_version}",
-            encode_component(query)
-        );
+        let url = company_url(
+            base_url,
+            realm,
+            &format!(
+                "query?query={}&minorversion={minor_version}",
+                encode_component(query)
+            ),
+        )?;
+        self.send_get(url, access_token).await
+    }
+
+    /// Sends a Change Data Capture call ([`crate::cdc`]) and waits for its status and headers, as
+    /// [`QboClient::send`] does for a query; [`QboClient::read_body`] reads the rest and
+    /// [`QboClient::interpret_cdc`] parses it.
+    pub async fn send_cdc(
+        &self,
+        base_url: &str,
+        realm: &str,
+        minor_version: u32,
+        access_token: &str,
+        call: &crate::cdc::CdcCall,
+    ) -> Result<Pending, QboError> {
+        let url = company_url(base_url, realm, &call.path_and_query(minor_version))?;
+        self.send_get(url, access_token).await
+    }
+
+    /// Classifies a Change Data Capture response read for `call` and parses it (CPU only).
+    pub fn interpret_cdc(
+        &self,
+        resp: RawResponse,
+        access_token: &str,
+        call: &crate::cdc::CdcCall,
+    ) -> Result<crate::cdc::CdcAnswer, QboError> {
+        let tid = intuit_tid(&resp.headers);
+        classify_status(&resp, access_token, tid.as_deref())?;
+        crate::cdc::parse_answer(
+            &resp.body,
+            tid,
+            access_token,
+            self.jsonb_payloads,
+            call,
+            self.max_response_bytes,
+        )
+    }
+
+    /// One Change Data Capture call (one attempt, no retry), classified as [`QboClient::query`]
+    /// classifies a query.
+    pub async fn cdc(
+        &self,
+        base_url: &str,
+        realm: &str,
+        minor_version: u32,
+        access_token: &str,
+        call: &crate::cdc::CdcCall,
+    ) -> Result<crate::cdc::CdcAnswer, QboError> {
+        let pending = self
+            .send_cdc(base_url, realm, minor_version, access_token, call)
+            .await?;
+        let resp = self.read_body(pending).await?;
+        self.interpret_cdc(resp, access_token, call)
+    }
+
+    async fn send_get(&self, url: String, access_token: &str) -> Result<Pending, QboError> {
         let mut auth = HeaderValue::from_str(&format!("Bearer {access_token}")).map_err(|_| {
             QboError::InvalidParameter(
                 "the access token contains characters not allowed in an HTTP header".into(),
@@ -362,7 +426,7 @@ fn append_within(body: &mut Vec<u8>, chunk: &[u8], limit: usize) -> bool {
 
 /// The fault of an error body, every text masked ([`mask_upstream`]: the access token in any
 /// encoding, credentials, token-like words) before it is cut.
-fn scrub_fault(ct: Option<&str>, body: &[u8], secret: &str) -> Option<Box<FaultInfo>> {
+pub(crate) fn scrub_fault(ct: Option<&str>, body: &[u8], secret: &str) -> Option<Box<FaultInfo>> {
     parse_fault_masked(ct, body, &Secrets::new().with(secret)).map(Box::new)
 }
 
@@ -412,7 +476,7 @@ fn classify_status(resp: &RawResponse, secret: &str, tid: Option<&str>) -> Resul
     Err(err)
 }
 
-fn tid_text(tid: &Option<String>) -> String {
+pub(crate) fn tid_text(tid: &Option<String>) -> String {
     match tid {
         Some(t) => format!(" (intuit_tid {t})"),
         None => String::new(),
@@ -437,7 +501,7 @@ const MAX_MEMBERS: usize = 64;
 
 /// The members of a `QueryResponse`, in the order sent (a repeated key keeps its last value, as
 /// a map would), refused beyond [`MAX_MEMBERS`].
-struct Members<'a>(Vec<(String, &'a RawValue)>);
+pub(crate) struct Members<'a>(pub(crate) Vec<(String, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -473,7 +537,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
 
 /// The records of an entity list, refused beyond [`MAX_PAGE`] (QBO never serves more, and each
 /// item costs a pointer before any record is read).
-struct Records<'a>(Vec<&'a RawValue>);
+pub(crate) struct Records<'a>(pub(crate) Vec<&'a RawValue>);
 
 impl<'de> Deserialize<'de> for Records<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -726,6 +790,64 @@ mod tests {
                 crate::pager::Payload::Text(_) => panic!("record {} not encoded", e.id),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_cdc_call_sends_its_entities_and_start_and_is_classified_as_a_query() {
+        let server = MockServer::start().await;
+        let since = chrono::DateTime::parse_from_rfc3339("2020-09-01T00:00:00.700Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let call = crate::cdc::CdcCall::new(&["Estimate", "Customer"], since).unwrap();
+        Mock::given(method("GET"))
+            .and(path("/v3/company/4620816365/cdc"))
+            .and(query_param("entities", "Customer,Estimate"))
+            .and(query_param("changedSince", "2020-09-01T00:00:00+00:00"))
+            .and(query_param("minorversion", "75"))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(
+                sample("qbo_api/vcr/cdc/basic__0.json"),
+                "application/json;charset=utf-8",
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let a = client()
+            .cdc(&server.uri(), "4620816365", 75, TOKEN, &call)
+            .await
+            .unwrap();
+        let counts: Vec<(&str, usize)> = a
+            .changes
+            .iter()
+            .map(|c| (c.entity.name, c.records.len()))
+            .collect();
+        assert_eq!(counts[0], ("Customer", 0));
+        assert_eq!(counts[1].0, "Estimate");
+        assert!(counts[1].1 > 0);
+        assert_eq!(a.body_bytes, sample("qbo_api/vcr/cdc/basic__0.json").len());
+
+        // an error answer is the error a query would get (here: refused, not retried)
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v3/company/4620816365/cdc"))
+            .respond_with(
+                ResponseTemplate::new(400)
+                    .set_body_raw(sample("qbo_api/vcr/error/400__1.json"), "application/json")
+                    .insert_header("intuit_tid", "tid-9"),
+            )
+            .mount(&server)
+            .await;
+        let e = client()
+            .cdc(&server.uri(), "4620816365", 75, TOKEN, &call)
+            .await
+            .unwrap_err();
+        assert!(!e.is_retryable());
+        assert!(
+            e.to_string()
+                .starts_with("QuickBooks API error: HTTP 400: ValidationFault"),
+            "{e}"
+        );
+        no_secret(&e);
     }
 
     #[tokio::test]

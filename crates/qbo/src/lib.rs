@@ -16,6 +16,7 @@
 //! - [`offsets`]: reading a past window by STARTPOSITION, every page at once, each page proven to
 //!   continue the last before it is taken.
 //! - [`client`]: the HTTP client of the Accounting API (one request per call, classified).
+//! - [`cdc`]: Change Data Capture calls and answers (tombstones, the cap, the next watermark).
 //! - [`oauth`]: the OAuth2 refresh-token grant; [`lifetime`]: how long a token is believed.
 //! - [`fault`]: Intuit's fault bodies; [`error`]: the core error type, masking of upstream text.
 //! - [`retry`]: backoff with jitter, `Retry-After`, and the rule of what is retried.
@@ -26,6 +27,7 @@
 //! - [`jsonb`]: what jsonb cannot store, and the encoder of records into jsonb's binary format.
 
 pub mod budget;
+pub mod cdc;
 pub mod client;
 pub mod dispatch;
 pub mod entities;

@@ -121,7 +121,7 @@ struct MetaKeys<'a> {
 }
 
 /// A JSON string or number as text.
-fn scalar_text(raw: &RawValue) -> Option<String> {
+pub(crate) fn scalar_text(raw: &RawValue) -> Option<String> {
     let t = raw.get();
     if t.starts_with('"') {
         serde_json::from_str::<String>(t).ok()
