@@ -72,8 +72,8 @@ pub struct Cli {
     /// Company (realm) id to serve; repeatable. Default: 9341452000000001 and 9341452000000002.
     #[arg(long = "realm")]
     pub realms: Vec<String>,
-    /// Records per entity and realm, ENTITY=N; repeatable. Defaults: Invoice 600, other
-    /// transaction entities 250, name-list entities 60.
+    /// Records per entity and realm, ENTITY=N; repeatable. Defaults: Invoice 600, TimeActivity
+    /// 60, other transaction entities 250, name-list entities 60.
     #[arg(long = "records", value_parser = parse_records)]
     pub records: Vec<(Entity, usize)>,
     /// Start of the range in which record LastUpdatedTime values fall (RFC 3339).

@@ -1,5 +1,5 @@
 //! The control API under `/__emulator/`: ground truth, stats, request log, faults, mutations,
-//! barrier (hold / held / release), tokens and reset.
+//! barrier (hold / held / release), QuickBooks' clock, tokens and reset.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::entity::Entity;
 use crate::faults::FaultSpec;
 use crate::state::{App, Changed, Mutation};
-use crate::util::render_ts;
+use crate::util::{render_time_ms, render_ts};
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -31,6 +31,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/__emulator/release", post(release))
         .route("/__emulator/tokens", get(tokens))
         .route("/__emulator/fill_window", post(fill_window))
+        .route("/__emulator/clock", post(set_clock).get(get_clock))
 }
 
 fn bad(msg: String) -> Response {
@@ -161,22 +162,48 @@ async fn mutate(State(app): State<Arc<App>>, Json(v): Json<Value>) -> Response {
         Err(e) => return bad(format!("bad mutation: {e}")),
     };
     match app.mutate(&m) {
-        Ok(changed) => Json(json!({"changed": changed})).into_response(),
+        Ok(changed) => Json(json!({ "changed": changed })).into_response(),
         Err(e) => bad(e),
     }
 }
 
 fn validate(app: &App, m: &Mutation) -> Result<(), String> {
-    Entity::from_name(&m.entity).ok_or_else(|| format!("unknown entity {:?}", m.entity))?;
-    if !matches!(m.op.as_str(), "update" | "delete") {
-        return Err(format!("unknown op {:?}: expected update or delete", m.op));
-    }
-    if let Some(r) = &m.realm {
-        if !app.cfg.realms.contains(r) {
-            return Err(format!("unknown realm {r:?}"));
+    app.check_mutation(m)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockBody {
+    offset_seconds: i64,
+}
+
+fn clock_json(app: &App) -> Value {
+    json!({
+        "now": render_time_ms(app.qbo_now(), &app.cfg.offset),
+        "offset_seconds": app.clock_offset(),
+    })
+}
+
+/// `POST /__emulator/clock {"offset_seconds": N}`: QuickBooks' clock becomes the real UTC clock
+/// plus N seconds (N may be negative; 0 resets). Answers as `GET`.
+async fn set_clock(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let b: ClockBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return bad(format!(
+            "bad clock: {e}; expected {{\"offset_seconds\": N}} (N whole seconds, may be negative)"
+        ))
         }
+    };
+    match app.set_clock_offset(b.offset_seconds) {
+        Ok(()) => Json(clock_json(&app)).into_response(),
+        Err(e) => bad(e),
     }
-    Ok(())
+}
+
+/// `GET /__emulator/clock`: `{"now": QuickBooks' now in the company offset, "offset_seconds"}`.
+async fn get_clock(State(app): State<Arc<App>>) -> Response {
+    Json(clock_json(&app)).into_response()
 }
 
 async fn reset(State(app): State<Arc<App>>) -> Response {

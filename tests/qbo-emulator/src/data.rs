@@ -24,6 +24,8 @@ pub struct Rec {
     pub lut: i64,
     pub active: bool,
     pub deleted: bool,
+    /// Voided (transactions): amounts render as 0 and PrivateNote as "Voided"; still live.
+    pub voided: bool,
     /// Seed of the record's content.
     pub variant: u64,
     cache: OnceLock<Arc<str>>,
@@ -38,6 +40,7 @@ impl Rec {
             lut,
             active,
             deleted: false,
+            voided: false,
             variant,
             cache: OnceLock::new(),
         }
@@ -80,6 +83,16 @@ impl Table {
         let p = self.by_lut.binary_search(&new).unwrap_or_else(|p| p);
         self.by_lut.insert(p, new);
         self.recs[i].lut = lut;
+    }
+
+    /// Appends a new record (what QuickBooks does on a create): the next Id after the highest,
+    /// SyncToken 0, CreateTime = LastUpdatedTime = `at`, active, content seeded by `variant`.
+    pub fn create(&mut self, at: i64, variant: u64) -> u32 {
+        let id = self.recs.len() as u32 + 1;
+        self.recs.push(Rec::new(id, 0, at, at, true, variant));
+        let p = self.by_lut.binary_search(&(at, id)).unwrap_or_else(|p| p);
+        self.by_lut.insert(p, (at, id));
+        id
     }
 }
 
@@ -488,6 +501,16 @@ struct Ctx<'a> {
     rng: ChaCha8Rng,
 }
 
+/// An amount as a voided transaction or a live one shows it: a voided one has every amount 0,
+/// rendered `0` as in the recording of a voided invoice (`qbo_api/vcr/void/invoice__1.json`).
+fn amt(voided: bool, cents: i64) -> String {
+    if voided {
+        "0".to_string()
+    } else {
+        money(cents)
+    }
+}
+
 impl Ctx<'_> {
     fn r(&mut self) -> u64 {
         self.rng.random()
@@ -545,6 +568,7 @@ pub fn render(e: Entity, rec: &Rec, refs: &RefCounts, off: &FixedOffset) -> Stri
         Entity::JournalEntry => journal_entry(&mut o, &mut c),
         Entity::Customer | Entity::Vendor => party(&mut o, e, &mut c),
         Entity::Employee => employee(&mut o, &mut c),
+        Entity::TimeActivity => time_activity(&mut o, &mut c),
         _ => simple_list(&mut o, e, &mut c),
     }
     o.end();
@@ -552,13 +576,17 @@ pub fn render(e: Entity, rec: &Rec, refs: &RefCounts, off: &FixedOffset) -> Stri
 }
 
 fn private_note(o: &mut Obj, rec: &Rec) {
-    if rec.sync > 0 {
+    if rec.voided {
+        // what QuickBooks writes into a voided transaction (qbo_api/vcr/void/invoice__1.json)
+        o.str("PrivateNote", "Voided");
+    } else if rec.sync > 0 {
         o.str("PrivateNote", &format!("Revision {} — edited", rec.sync));
     }
 }
 
 fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
     let rec = c.rec;
+    let v = rec.voided;
     if e == Entity::Invoice {
         o.bool("AllowIPNPayment", false);
         o.bool("AllowOnlinePayment", false);
@@ -620,15 +648,18 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
                 l.str("Id", &(i + 1).to_string());
                 l.raw("LineNum", &(i + 1).to_string());
                 l.str("Description", &format!("{item_name} — line {}", i + 1));
-                l.raw("Amount", &money(amount));
+                l.raw("Amount", &amt(v, amount));
                 l.str("DetailType", "SalesItemLineDetail");
                 l.obj("SalesItemLineDetail", |d| {
                     d.obj("ItemRef", |r| {
                         r.str("value", &item.to_string());
                         r.str("name", item_name);
                     });
-                    d.raw("UnitPrice", &money(*unit));
-                    d.raw("Qty", &qty.to_string());
+                    // a voided line keeps its item and tax code only (as recorded)
+                    if !v {
+                        d.raw("UnitPrice", &money(*unit));
+                        d.raw("Qty", &qty.to_string());
+                    }
                     d.obj("TaxCodeRef", |r| {
                         r.str("value", if *tax { "TAX" } else { "NON" })
                     });
@@ -636,14 +667,14 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
             });
         }
         a.obj(|l| {
-            l.raw("Amount", &money(subtotal));
+            l.raw("Amount", &amt(v, subtotal));
             l.str("DetailType", "SubTotalLineDetail");
             l.obj("SubTotalLineDetail", |_| {});
         });
     });
     let tax = taxable * 8 / 100;
     let total = subtotal + tax;
-    o.obj("TxnTaxDetail", |t| t.raw("TotalTax", &money(tax)));
+    o.obj("TxnTaxDetail", |t| t.raw("TotalTax", &amt(v, tax)));
     c.reference(o, "CustomerRef", Entity::Customer);
     o.obj("CustomerMemo", |m| {
         m.str("value", MEMOS[(c.rec.variant % 4) as usize])
@@ -665,7 +696,7 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
             ["Pending", "Accepted", "Closed"][(c.r() % 3) as usize],
         );
     }
-    o.raw("TotalAmt", &money(total));
+    o.raw("TotalAmt", &amt(v, total));
     o.bool("ApplyTaxAfterDiscount", false);
     o.str("PrintStatus", "NeedToPrint");
     o.str("EmailStatus", "NotSet");
@@ -675,7 +706,7 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
     match e {
         Entity::Invoice => {
             let paid = c.r().is_multiple_of(3);
-            o.raw("Balance", &money(if paid { 0 } else { total }));
+            o.raw("Balance", &amt(v, if paid { 0 } else { total }));
         }
         Entity::SalesReceipt => {
             o.raw("Balance", "0");
@@ -683,8 +714,8 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
             c.reference(o, "DepositToAccountRef", Entity::Account);
         }
         Entity::CreditMemo => {
-            o.raw("RemainingCredit", &money(total));
-            o.raw("Balance", &money(total));
+            o.raw("RemainingCredit", &amt(v, total));
+            o.raw("Balance", &amt(v, total));
         }
         _ => {}
     }
@@ -692,6 +723,7 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
 
 fn expense_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
     let rec = c.rec;
+    let v = rec.voided;
     header(o, rec, c.off);
     o.str(
         "DocNumber",
@@ -719,11 +751,11 @@ fn expense_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
         .map(|_| c.refs.pick(Entity::Account, c.r()))
         .collect();
     o.arr("Line", |a| {
-        for (i, (amt, acct)) in amounts.iter().zip(&accts).enumerate() {
+        for (i, (cents, acct)) in amounts.iter().zip(&accts).enumerate() {
             a.obj(|l| {
                 l.str("Id", &(i + 1).to_string());
                 l.str("Description", &format!("Expense line {} ✓", i + 1));
-                l.raw("Amount", &money(*amt));
+                l.raw("Amount", &amt(v, *cents));
                 l.str("DetailType", "AccountBasedExpenseLineDetail");
                 l.obj("AccountBasedExpenseLineDetail", |d| {
                     d.obj("AccountRef", |r| {
@@ -745,10 +777,10 @@ fn expense_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
         });
         c.reference(o, "SalesTermRef", Entity::Term);
         o.str("DueDate", &render_date((txn_day + 30) * 86_400, &utc));
-        o.raw("TotalAmt", &money(total));
+        o.raw("TotalAmt", &amt(v, total));
         o.raw(
             "Balance",
-            &money(if c.r().is_multiple_of(2) { total } else { 0 }),
+            &amt(v, if c.r().is_multiple_of(2) { total } else { 0 }),
         );
     } else {
         c.reference(o, "AccountRef", Entity::Account);
@@ -756,14 +788,14 @@ fn expense_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
             "PaymentType",
             ["Cash", "Check", "CreditCard"][(c.r() % 3) as usize],
         );
-        let v = c.refs.pick(Entity::Vendor, c.r());
+        let vendor = c.refs.pick(Entity::Vendor, c.r());
         o.obj("EntityRef", |r| {
-            r.str("value", &v.to_string());
-            r.str("name", &name_of(Entity::Vendor, v));
+            r.str("value", &vendor.to_string());
+            r.str("name", &name_of(Entity::Vendor, vendor));
             r.str("type", "Vendor");
         });
         o.bool("Credit", false);
-        o.raw("TotalAmt", &money(total));
+        o.raw("TotalAmt", &amt(v, total));
         o.obj("PurchaseEx", |x| {
             x.arr("any", |a| {
                 a.obj(|i| {
@@ -793,7 +825,7 @@ fn payment(o: &mut Obj, c: &mut Ctx) {
         r.str("name", "United States Dollar");
     });
     private_note(o, rec);
-    let amt = if rec.id % 10 == 3 {
+    let cents = if rec.id % 10 == 3 {
         1230
     } else {
         (c.r() % 200_000) as i64 + 100
@@ -801,7 +833,7 @@ fn payment(o: &mut Obj, c: &mut Ctx) {
     let inv = 1 + c.r() % 500;
     o.arr("Line", |a| {
         a.obj(|l| {
-            l.raw("Amount", &money(amt));
+            l.raw("Amount", &amt(rec.voided, cents));
             l.arr("LinkedTxn", |a| {
                 a.obj(|t| {
                     t.str("TxnId", &inv.to_string());
@@ -814,7 +846,7 @@ fn payment(o: &mut Obj, c: &mut Ctx) {
     c.reference(o, "DepositToAccountRef", Entity::Account);
     c.reference(o, "PaymentMethodRef", Entity::PaymentMethod);
     o.str("PaymentRefNum", &format!("{}", 10_000 + c.r() % 90_000));
-    o.raw("TotalAmt", &money(amt));
+    o.raw("TotalAmt", &amt(rec.voided, cents));
     o.raw("UnappliedAmt", "0");
     o.bool("ProcessPayment", false);
 }
@@ -830,7 +862,7 @@ fn journal_entry(o: &mut Obj, c: &mut Ctx) {
         r.str("name", "United States Dollar");
     });
     private_note(o, rec);
-    let amt = if rec.id % 10 == 3 {
+    let cents = if rec.id % 10 == 3 {
         1230
     } else {
         (c.r() % 500_000) as i64 + 1
@@ -842,7 +874,7 @@ fn journal_entry(o: &mut Obj, c: &mut Ctx) {
             a.obj(|l| {
                 l.str("Id", &i.to_string());
                 l.str("Description", "Écriture de régularisation");
-                l.raw("Amount", &money(amt));
+                l.raw("Amount", &amt(rec.voided, cents));
                 l.str("DetailType", "JournalEntryLineDetail");
                 l.obj("JournalEntryLineDetail", |d| {
                     d.str("PostingType", posting);
@@ -855,7 +887,60 @@ fn journal_entry(o: &mut Obj, c: &mut Ctx) {
         }
     });
     o.bool("Adjustment", false);
-    o.raw("TotalAmt", &money(amt));
+    o.raw("TotalAmt", &amt(rec.voided, cents));
+}
+
+/// A TimeActivity, shaped as Intuit's (quickbooks-ruby `time_activities.xml`, the JSON answer
+/// quoted in minimul/qbo_api#16): what was done, by whom (an employee or a vendor), for which
+/// customer, how long and at what rate; the common header last, as in that JSON.
+fn time_activity(o: &mut Obj, c: &mut Ctx) {
+    let rec = c.rec;
+    let utc = FixedOffset::east_opt(0).unwrap();
+    o.str("TxnDate", &render_date(rec.txn_day(c.off) * 86_400, &utc));
+    let by_vendor = c.r().is_multiple_of(5);
+    if by_vendor {
+        o.str("NameOf", "Vendor");
+        c.reference(o, "VendorRef", Entity::Vendor);
+    } else {
+        o.str("NameOf", "Employee");
+        c.reference(o, "EmployeeRef", Entity::Employee);
+    }
+    let billable = c.r() % 3;
+    if billable > 0 {
+        c.reference(o, "CustomerRef", Entity::Customer);
+    }
+    c.reference(o, "ItemRef", Entity::Item);
+    o.str(
+        "BillableStatus",
+        ["NotBillable", "Billable", "HasBeenBilled"][billable as usize],
+    );
+    o.bool("Taxable", false);
+    // whole dollars or halves, as Intuit renders a plain number: 115, 37.5
+    let rate = if rec.id % 10 == 3 {
+        "12.5".to_string()
+    } else {
+        let halves = 30 + c.r() % 300;
+        if halves.is_multiple_of(2) {
+            (halves / 2).to_string()
+        } else {
+            format!("{}.5", halves / 2)
+        }
+    };
+    o.raw("HourlyRate", &rate);
+    o.raw("Hours", &(c.r() % 9).to_string());
+    o.raw("Minutes", &(15 * (c.r() % 4)).to_string());
+    let what = [
+        "Site visit",
+        "Design review",
+        "Installation",
+        "Réunion client ✓",
+    ][(rec.variant % 4) as usize];
+    if rec.sync > 0 {
+        o.str("Description", &format!("{what} (revision {})", rec.sync));
+    } else {
+        o.str("Description", what);
+    }
+    header(o, rec, c.off);
 }
 
 fn party(o: &mut Obj, e: Entity, c: &mut Ctx) {
@@ -1173,6 +1258,104 @@ mod tests {
         assert_eq!(t.recs.len(), 2500);
         assert!(*by_sec.values().max().unwrap() < 1000);
         assert!(big_burst_size(2001) > 1000);
+    }
+
+    #[test]
+    fn time_activities_have_intuits_shape() {
+        let c = cfg(&["--realm", "1"]);
+        let d = Dataset::generate(&c);
+        let realm = &d.realms["1"];
+        let t = realm.table(Entity::TimeActivity);
+        assert_eq!(t.recs.len(), 60);
+        let mut by = (0, 0);
+        for r in &t.recs {
+            let v: serde_json::Value =
+                serde_json::from_str(&realm.payload(Entity::TimeActivity, r)).unwrap();
+            let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+            let who = if v["NameOf"] == "Employee" {
+                by.0 += 1;
+                "EmployeeRef"
+            } else {
+                assert_eq!(v["NameOf"], "Vendor");
+                by.1 += 1;
+                "VendorRef"
+            };
+            for k in [
+                "TxnDate",
+                "NameOf",
+                who,
+                "ItemRef",
+                "BillableStatus",
+                "Taxable",
+                "HourlyRate",
+                "Hours",
+                "Minutes",
+                "Description",
+                "domain",
+                "sparse",
+                "Id",
+                "SyncToken",
+                "MetaData",
+            ] {
+                assert!(keys.contains(&k), "{k} missing in {v}");
+            }
+            assert!(v["HourlyRate"].is_number() && v["Hours"].is_u64() && v["Minutes"].is_u64());
+            assert!(["NotBillable", "Billable", "HasBeenBilled"]
+                .contains(&v["BillableStatus"].as_str().unwrap()));
+            assert_eq!(
+                v.get("CustomerRef").is_some(),
+                v["BillableStatus"] != "NotBillable"
+            );
+            assert!(v.get("Active").is_none(), "a transaction has no Active");
+            assert_eq!(v["Id"], r.id.to_string());
+        }
+        assert!(by.0 > 0 && by.1 > 0, "{by:?}");
+    }
+
+    #[test]
+    fn voided_rendering_changes_amounts_only() {
+        let c = cfg(&["--realm", "1"]);
+        let mut d = Dataset::generate(&c);
+        let realm = d.realms.get_mut("1").unwrap();
+        let live: serde_json::Value = serde_json::from_str(&realm.payload(
+            Entity::Invoice,
+            realm.table(Entity::Invoice).get(3).unwrap(),
+        ))
+        .unwrap();
+        {
+            let r = &mut realm.tables.get_mut(&Entity::Invoice).unwrap().recs[2];
+            r.voided = true;
+            r.invalidate();
+        }
+        let text = realm.payload(
+            Entity::Invoice,
+            realm.table(Entity::Invoice).get(3).unwrap(),
+        );
+        let voided: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // the recorded void: every amount 0 (written `0`), PrivateNote "Voided", lines keep
+        // their item and tax code but not UnitPrice or Qty
+        assert!(text.contains("\"TotalAmt\":0,") && text.contains("\"PrivateNote\":\"Voided\""));
+        assert_eq!(voided["Balance"], 0);
+        let mut expect = live.clone();
+        expect["PrivateNote"] = "Voided".into();
+        expect["TotalAmt"] = 0.into();
+        expect["Balance"] = 0.into();
+        expect["TxnTaxDetail"]["TotalTax"] = 0.into();
+        for l in expect["Line"].as_array_mut().unwrap() {
+            l["Amount"] = 0.into();
+            if let Some(d) = l
+                .get_mut("SalesItemLineDetail")
+                .and_then(|d| d.as_object_mut())
+            {
+                d.remove("UnitPrice");
+                d.remove("Qty");
+            }
+        }
+        let mut got = voided.clone();
+        // field order aside (PrivateNote is added where a live record without edits has none)
+        got.as_object_mut().unwrap().sort_keys();
+        expect.as_object_mut().unwrap().sort_keys();
+        assert_eq!(got, expect);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub enum Entity {
     SalesReceipt,
     TaxCode,
     Term,
+    TimeActivity,
     Vendor,
 }
 
@@ -32,7 +33,7 @@ pub enum NameField {
 }
 
 impl Entity {
-    pub const ALL: [Entity; 18] = [
+    pub const ALL: [Entity; 19] = [
         Entity::Account,
         Entity::Bill,
         Entity::Class,
@@ -50,6 +51,7 @@ impl Entity {
         Entity::SalesReceipt,
         Entity::TaxCode,
         Entity::Term,
+        Entity::TimeActivity,
         Entity::Vendor,
     ];
 
@@ -72,6 +74,7 @@ impl Entity {
             Entity::SalesReceipt => "SalesReceipt",
             Entity::TaxCode => "TaxCode",
             Entity::Term => "Term",
+            Entity::TimeActivity => "TimeActivity",
             Entity::Vendor => "Vendor",
         }
     }
@@ -119,14 +122,26 @@ impl Entity {
         }
     }
 
-    /// Entities CDC does not support (of those we serve).
+    /// Whether Change Data Capture serves the entity. Intuit: "You can use the CDC operation for
+    /// all API entities except the following: JournalCode, TaxAgency, TimeActivity, TaxCode,
+    /// TaxRate" (developer.intuit.com, .../explore-the-quickbooks-online-api/change-data-capture).
+    /// Of those, the emulator serves TaxCode and TimeActivity (by queries only).
     pub fn cdc_supported(self) -> bool {
-        !matches!(self, Entity::TaxCode)
+        !matches!(self, Entity::TaxCode | Entity::TimeActivity)
+    }
+
+    /// Whether QuickBooks can void a record of this entity (ops `void` of `/__emulator/mutate`):
+    /// transactions, except TimeActivity, which QuickBooks Online does not void (a time entry is
+    /// deleted, and it carries no posted amount to zero).
+    pub fn voidable(self) -> bool {
+        !self.is_name_list() && self != Entity::TimeActivity
     }
 
     pub fn default_count(self) -> usize {
         match self {
             Entity::Invoice => 600,
+            // a minor entity, small like the name lists
+            Entity::TimeActivity => 60,
             e if e.is_name_list() => 60,
             _ => 250,
         }
@@ -136,5 +151,33 @@ impl Entity {
 impl std::fmt::Display for Entity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdc_and_void_follow_intuits_lists() {
+        let no_cdc: Vec<&str> = Entity::ALL
+            .iter()
+            .filter(|e| !e.cdc_supported())
+            .map(|e| e.name())
+            .collect();
+        assert_eq!(no_cdc, ["TaxCode", "TimeActivity"]);
+        assert!(!Entity::TimeActivity.is_name_list() && Entity::TimeActivity.has_txn_date());
+        assert_eq!(Entity::TimeActivity.name_field(), NameField::None);
+        assert!(!Entity::TimeActivity.voidable() && !Entity::Customer.voidable());
+        assert!(Entity::Invoice.voidable() && Entity::JournalEntry.voidable());
+        assert_eq!(
+            Entity::from_name("TimeActivity"),
+            Some(Entity::TimeActivity)
+        );
+        assert_eq!(
+            Entity::from_name_ci("timeactivity"),
+            Some(Entity::TimeActivity)
+        );
+        assert_eq!(Entity::TimeActivity.default_count(), 60);
     }
 }

@@ -281,27 +281,28 @@ pub fn count_lie(realm: &Realm, q: &Query, outcome: Outcome, n: u64) -> (Outcome
     }
 }
 
-/// One entity's part of a CDC answer: rendered objects (deleted ones minimal).
-pub fn cdc_objects(realm: &Realm, e: Entity, since_ms: i64) -> Vec<(i64, Arc<str>)> {
+/// The Ids of one entity's part of a CDC answer: every record changed at or after `since_ms`
+/// (deleted ones included), oldest change first.
+pub fn cdc_ids(realm: &Realm, e: Entity, since_ms: i64) -> Vec<u32> {
     let table = realm.table(e);
     let lo = table.by_lut.partition_point(|(l, _)| l * 1000 < since_ms);
-    table.by_lut[lo..]
-        .iter()
-        .filter_map(|(_, id)| table.get(*id))
-        .map(|r| {
-            let body: Arc<str> = if r.deleted {
-                format!(
-                    "{{\"domain\":\"QBO\",\"status\":\"Deleted\",\"Id\":\"{}\",\"MetaData\":{{\"LastUpdatedTime\":\"{}\"}}}}",
-                    r.id,
-                    crate::util::render_ts(r.lut, &realm.offset)
-                )
-                .into()
-            } else {
-                realm.payload(e, r)
-            };
-            (r.lut, body)
-        })
-        .collect()
+    table.by_lut[lo..].iter().map(|(_, id)| *id).collect()
+}
+
+/// One object of a CDC answer: the full payload, or for a deleted record the minimal tombstone
+/// QuickBooks sends (`{"domain":"QBO","status":"Deleted","Id":..,"MetaData":{"LastUpdatedTime":..}}`).
+pub fn cdc_object(realm: &Realm, e: Entity, id: u32) -> Arc<str> {
+    let r = realm.table(e).get(id).expect("an Id of the table");
+    if r.deleted {
+        format!(
+            "{{\"domain\":\"QBO\",\"status\":\"Deleted\",\"Id\":\"{}\",\"MetaData\":{{\"LastUpdatedTime\":\"{}\"}}}}",
+            r.id,
+            crate::util::render_ts(r.lut, &realm.offset)
+        )
+        .into()
+    } else {
+        realm.payload(e, r)
+    }
 }
 
 #[cfg(test)]

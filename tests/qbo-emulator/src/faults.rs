@@ -441,7 +441,9 @@ pub fn throttle(
         RetryAfter::Secs(s) => headers.push(("retry-after", s.to_string())),
         RetryAfter::Date(s) => {
             // HTTP-dates have second precision: round up so the client never retries early.
-            let at = now + chrono::Duration::seconds(s as i64 + 1);
+            // When to come back is a matter of the throttle, which keeps to the real clock
+            // (`now` is QuickBooks' clock, which a test may have moved).
+            let at = Utc::now() + chrono::Duration::seconds(s as i64 + 1);
             headers.push((
                 "retry-after",
                 at.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),

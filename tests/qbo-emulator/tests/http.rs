@@ -1318,3 +1318,919 @@ async fn countlie_makes_one_second_claim_n_records_and_pages_them_with_fresh_ids
     assert_eq!(total(&emu.query(&tok, &count("")).await), real as u64 + 5);
     assert_eq!(ids(&emu.query(&tok, &page(real as u64 + 1)).await).len(), 5);
 }
+
+// --- the emulator side of sync: QuickBooks' clock, CDC, TimeActivity, the mutator -------------
+
+fn rfc(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn instant(v: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("{v}"))).unwrap()
+}
+
+/// `|a - b| <= 5 s`: the two were read a moment apart.
+fn close<A: chrono::TimeZone, B: chrono::TimeZone>(
+    a: &chrono::DateTime<A>,
+    b: &chrono::DateTime<B>,
+) -> bool {
+    (a.timestamp() - b.timestamp()).abs() <= 5
+}
+
+/// The items of a CDC answer: (entity key, the objects' Ids); an empty `{}` item is ("", []).
+fn cdc_items(v: &Value) -> Vec<(String, Vec<String>)> {
+    v["CDCResponse"][0]["QueryResponse"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|item| {
+            let obj = item.as_object().unwrap();
+            match obj.iter().find(|(_, x)| x.is_array()) {
+                Some((k, list)) => (
+                    k.clone(),
+                    list.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|o| o["Id"].as_str().unwrap().to_string())
+                        .collect(),
+                ),
+                None => {
+                    assert!(obj.is_empty(), "{item}");
+                    (String::new(), vec![])
+                }
+            }
+        })
+        .collect()
+}
+
+/// The objects of entity `e` in a CDC answer, by Id.
+fn cdc_objects(v: &Value, e: &str) -> BTreeMap<String, Value> {
+    v["CDCResponse"][0]["QueryResponse"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item[e].as_array())
+        .flatten()
+        .map(|o| (o["Id"].as_str().unwrap().to_string(), o.clone()))
+        .collect()
+}
+
+fn strip_time(v: &Value) -> Value {
+    let mut v = v.clone();
+    v.as_object_mut().unwrap().remove("time");
+    v
+}
+
+fn assert_validation_fault(v: &Value, code: &str, message: &str, detail: &str) {
+    assert_eq!(v["Fault"]["type"], "ValidationFault", "{v}");
+    let e = &v["Fault"]["Error"][0];
+    assert_eq!(
+        (
+            e["code"].as_str(),
+            e["Message"].as_str(),
+            e["Detail"].as_str()
+        ),
+        (Some(code), Some(message), Some(detail)),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn clock_moves_qbos_now_the_cdc_limit_and_mutation_stamps() {
+    let emu = start(&[]).await;
+    let tok = emu.token().await;
+    // by default QuickBooks' clock is the real one, rendered in the company offset
+    let c = emu.control_get("/__emulator/clock").await;
+    assert_eq!(c["offset_seconds"], 0);
+    assert!(c["now"].as_str().unwrap().ends_with("-07:00"), "{c}");
+    assert!(close(&instant(&c["now"]), &chrono::Utc::now()));
+    // 40 days ahead
+    let c = emu
+        .control_post("/__emulator/clock", json!({"offset_seconds": 40 * 86_400}))
+        .await;
+    assert_eq!(c["offset_seconds"], 40 * 86_400);
+    let qnow = instant(&c["now"]);
+    assert!(close(
+        &qnow,
+        &(chrono::Utc::now() + chrono::Duration::days(40))
+    ));
+    assert_eq!(
+        emu.control_get("/__emulator/clock").await["offset_seconds"],
+        40 * 86_400
+    );
+    // the `time` of a query answer is QuickBooks' now
+    let v = emu.query(&tok, "SELECT count(*) FROM Invoice").await;
+    assert!(close(&instant(&v["time"]), &qnow), "{v}");
+    // CDC: 31 days before QuickBooks' now is refused, 29 days is answered (although, on this
+    // machine's clock, that is 11 days in the future)
+    let q = qnow.with_timezone(&chrono::Utc);
+    let (s, v) = emu
+        .cdc(&tok, "Invoice", &rfc(q - chrono::Duration::days(31)))
+        .await;
+    assert_eq!(s, 400);
+    assert_validation_fault(
+        &v,
+        "2010",
+        "Request has invalid or unsupported property",
+        "Property Name:changedSince, changedSince is more than 30 days in the past",
+    );
+    assert!(close(&instant(&v["time"]), &qnow), "{v}");
+    let since29 = rfc(q - chrono::Duration::days(29));
+    let (s, v) = emu.cdc(&tok, "Invoice", &since29).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(close(&instant(&v["time"]), &qnow), "{v}");
+    assert_eq!(cdc_items(&v), vec![(String::new(), vec![])]);
+    // 29 days back on the real clock is 69 days back for QuickBooks
+    let (s, _) = emu
+        .cdc(
+            &tok,
+            "Invoice",
+            &rfc(chrono::Utc::now() - chrono::Duration::days(29)),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // a mutation is stamped with QuickBooks' now, and CDC sees it
+    let r = emu
+        .control_post(
+            "/__emulator/mutate",
+            json!({"entity": "Invoice", "op": "update", "ids": ["1"]}),
+        )
+        .await;
+    let lut = instant(&r["changed"][0]["LastUpdatedTime"]);
+    assert!(close(&lut, &qnow), "{r}");
+    let (s, v) = emu.cdc(&tok, "Invoice", &since29).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        cdc_items(&v),
+        vec![("Invoice".to_string(), vec!["1".to_string()])]
+    );
+    // an injected fault's `time` is QuickBooks' now too
+    emu.faults("fault200@nth=1").await;
+    let v = emu.query(&tok, "SELECT * FROM Term").await;
+    assert!(close(&instant(&v["time"]), &qnow), "{v}");
+    emu.faults("").await;
+    // backwards, bad values, and back to the real clock
+    let c = emu
+        .control_post("/__emulator/clock", json!({"offset_seconds": -3600}))
+        .await;
+    assert_eq!(c["offset_seconds"], -3600);
+    assert!(close(
+        &instant(&c["now"]),
+        &(chrono::Utc::now() - chrono::Duration::hours(1))
+    ));
+    let (s, e) = emu
+        .control_post_status("/__emulator/clock", json!({"offset_seconds": "soon"}))
+        .await;
+    assert_eq!(s, 400);
+    assert!(e["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("bad clock: invalid type: string \"soon\", expected i64"));
+    let (s, e) = emu
+        .control_post_status(
+            "/__emulator/clock",
+            json!({"offset_seconds": 4_000_000_000i64}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        e["error"],
+        "offset_seconds 4000000000 is out of range: at most 3162240000 either way"
+    );
+    assert_eq!(
+        emu.control_get("/__emulator/clock").await["offset_seconds"],
+        -3600
+    );
+    emu.control_post("/__emulator/clock", json!({"offset_seconds": 0}))
+        .await;
+    assert!(close(&emu.qbo_now().await, &chrono::Utc::now()));
+    // reset puts the clock back as well
+    emu.control_post("/__emulator/clock", json!({"offset_seconds": 99}))
+        .await;
+    emu.control_post("/__emulator/reset", json!({})).await;
+    assert_eq!(
+        emu.control_get("/__emulator/clock").await["offset_seconds"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn cdc_over_1000_objects_answers_a_seeded_random_1000() {
+    let now = chrono::Utc::now();
+    let (from, to) = (
+        rfc(now - chrono::Duration::days(10)),
+        rfc(now - chrono::Duration::days(1)),
+    );
+    let args = [
+        "--data-from",
+        from.as_str(),
+        "--data-to",
+        to.as_str(),
+        "--records",
+        "Invoice=700",
+        "--records",
+        "Customer=400",
+        "--records",
+        "Bill=300",
+    ];
+    let since = rfc(now - chrono::Duration::days(20));
+    let ents = "Invoice,Customer,Bill";
+    let emu = start(&args).await;
+    let tok = emu.token().await;
+    let (s, a) = emu.cdc(&tok, ents, &since).await;
+    assert_eq!(s, 200);
+    let items = cdc_items(&a);
+    assert_eq!(
+        items.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(),
+        ["Invoice", "Customer", "Bill"]
+    );
+    assert_eq!(items.iter().map(|(_, ids)| ids.len()).sum::<usize>(), 1000);
+    for (e, ids) in &items {
+        let truth = emu.truth(REALM, e).await;
+        let lut = |id: &str| instant(&truth[id.parse::<usize>().unwrap() - 1]["LastUpdatedTime"]);
+        let distinct: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{e}: duplicates");
+        // still oldest change first within an entity
+        assert!(ids.windows(2).all(|w| lut(&w[0]) <= lut(&w[1])), "{e}");
+        let part = a["CDCResponse"][0]["QueryResponse"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i.get(e.as_str()).is_some())
+            .unwrap();
+        assert_eq!(part["maxResults"], ids.len());
+        assert_eq!(part["startPosition"], 1);
+    }
+    // not the oldest 1000 (all 700 invoices and 300 customers): a subset of every entity
+    assert!(items.iter().all(|(_, ids)| !ids.is_empty()));
+    assert!(items[0].1.len() < 700, "{}", items[0].1.len());
+    // the same request of another emulator of the same seed: the same answer
+    let emu2 = start(&args).await;
+    let tok2 = emu2.token().await;
+    let (_, b) = emu2.cdc(&tok2, ents, &since).await;
+    assert_eq!(strip_time(&a), strip_time(&b));
+    // the same request again (its second attempt): another draw of 1000
+    let (_, a2) = emu.cdc(&tok, ents, &since).await;
+    let a2 = cdc_items(&a2);
+    assert_eq!(a2.iter().map(|(_, ids)| ids.len()).sum::<usize>(), 1000);
+    assert_ne!(a2, items);
+    // another seed: another subset of the same 1500 Ids
+    let mut seeded = args.to_vec();
+    seeded.extend_from_slice(&["--seed", "7"]);
+    let emu3 = start(&seeded).await;
+    let tok3 = emu3.token().await;
+    let (_, c) = emu3.cdc(&tok3, ents, &since).await;
+    let c = cdc_items(&c);
+    assert_eq!(c.iter().map(|(_, ids)| ids.len()).sum::<usize>(), 1000);
+    let set = |v: &[(String, Vec<String>)]| -> BTreeSet<(String, String)> {
+        v.iter()
+            .flat_map(|(e, ids)| ids.iter().map(move |i| (e.clone(), i.clone())))
+            .collect()
+    };
+    assert_ne!(set(&c), set(&items));
+    // exactly 1000 is not capped: everything, oldest first
+    let (_, v) = emu.cdc(&tok, "Invoice,Bill", &since).await;
+    let all = cdc_items(&v);
+    assert_eq!(
+        all.iter().map(|(_, ids)| ids.len()).collect::<Vec<_>>(),
+        [700, 300]
+    );
+}
+
+#[tokio::test]
+async fn capped_cdc_answer_keeps_an_entity_with_nothing_chosen_as_an_empty_item() {
+    let now = chrono::Utc::now();
+    let (from, to) = (
+        rfc(now - chrono::Duration::days(10)),
+        rfc(now - chrono::Duration::days(1)),
+    );
+    let emu = start(&[
+        "--data-from",
+        &from,
+        "--data-to",
+        &to,
+        "--records",
+        "Invoice=1500",
+        "--records",
+        "Customer=0",
+    ])
+    .await;
+    let tok = emu.token().await;
+    let r = emu
+        .control_post(
+            "/__emulator/mutate",
+            json!({"entity": "Customer", "op": "create", "count": 1}),
+        )
+        .await;
+    assert_eq!(r["changed"][0]["Id"], "1");
+    let since = rfc(now - chrono::Duration::days(20));
+    // 1501 changes; each attempt draws its own 1000: the new customer is in some, not in others
+    let (mut with, mut without) = (0, 0);
+    for _ in 0..30 {
+        let (s, v) = emu.cdc(&tok, "Customer,Invoice", &since).await;
+        assert_eq!(s, 200);
+        let items = cdc_items(&v);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].0, "Invoice");
+        if items[0].0.is_empty() {
+            assert_eq!(v["CDCResponse"][0]["QueryResponse"][0], json!({}));
+            assert_eq!(items[1].1.len(), 1000);
+            without += 1;
+        } else {
+            assert_eq!(items[0], ("Customer".to_string(), vec!["1".to_string()]));
+            assert_eq!(items[1].1.len(), 999);
+            with += 1;
+        }
+    }
+    assert!(with > 0 && without > 0, "{with} {without}");
+}
+
+#[tokio::test]
+async fn cdc_refuses_entities_it_does_not_serve_with_a_clean_400() {
+    let emu = start(&[]).await;
+    let tok = emu.token().await;
+    let since = rfc(chrono::Utc::now() - chrono::Duration::days(1));
+    for (ents, bad) in [
+        ("TimeActivity", "TimeActivity"),
+        ("timeactivity", "timeactivity"),
+        ("Invoice,TimeActivity", "TimeActivity"),
+        ("TaxCode", "TaxCode"),
+        ("JournalCode", "JournalCode"),
+        ("TaxAgency", "TaxAgency"),
+        ("TaxRate", "TaxRate"),
+    ] {
+        let (s, v) = emu.cdc(&tok, ents, &since).await;
+        assert_eq!(s, 400, "{ents}: {v}");
+        assert_validation_fault(
+            &v,
+            "2010",
+            "Request has invalid or unsupported property",
+            &format!("Property Name:entities, unsupported entity: {bad}"),
+        );
+    }
+    let stats = emu.control_get("/__emulator/stats").await;
+    assert_eq!(stats["requests"]["cdc"], json!({"400": 7}));
+}
+
+#[tokio::test]
+async fn time_activity_is_queried_like_a_transaction_and_hard_deleted() {
+    let emu = start(&[]).await;
+    let tok = emu.token().await;
+    let total = |v: &Value| v["QueryResponse"]["totalCount"].as_u64().unwrap();
+    // no Active rule: every record is served
+    assert_eq!(
+        total(&emu.query(&tok, "SELECT count(*) FROM TimeActivity").await),
+        60
+    );
+    let v = emu
+        .query(
+            &tok,
+            "SELECT * FROM TimeActivity ORDERBY Id STARTPOSITION 1 MAXRESULTS 1000",
+        )
+        .await;
+    let rows = v["QueryResponse"]["TimeActivity"].as_array().unwrap();
+    assert_eq!(rows.len(), 60);
+    assert_eq!(v["QueryResponse"]["maxResults"], 60);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["Id"], (i + 1).to_string());
+        for k in [
+            "TxnDate",
+            "NameOf",
+            "Hours",
+            "Minutes",
+            "HourlyRate",
+            "Description",
+            "BillableStatus",
+            "MetaData",
+            "SyncToken",
+            "domain",
+            "sparse",
+        ] {
+            assert!(r.get(k).is_some(), "{k}: {r}");
+        }
+        assert!(r.get("EmployeeRef").is_some() != r.get("VendorRef").is_some());
+    }
+    assert_eq!(
+        total(
+            &emu.query(
+                &tok,
+                "SELECT count(*) FROM TimeActivity WHERE TxnDate >= '2000-01-01'"
+            )
+            .await
+        ),
+        60
+    );
+    // Active is a name-list field
+    let r = emu
+        .query_raw(
+            &tok,
+            REALM,
+            "SELECT * FROM TimeActivity WHERE Active = true",
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["Fault"]["Error"][0]["code"],
+        "4001"
+    );
+    // a hard delete: gone from queries and counts, kept in truth as deleted
+    let r = emu
+        .control_post(
+            "/__emulator/mutate",
+            json!({"realm": REALM, "entity": "TimeActivity", "op": "delete", "ids": ["5"]}),
+        )
+        .await;
+    assert_eq!(r["changed"][0]["deleted"], true);
+    assert_eq!(
+        total(&emu.query(&tok, "SELECT count(*) FROM TimeActivity").await),
+        59
+    );
+    assert_eq!(
+        emu.query(&tok, "SELECT * FROM TimeActivity WHERE Id = '5'")
+            .await["QueryResponse"],
+        json!({})
+    );
+    let truth = emu.truth(REALM, "TimeActivity").await;
+    assert_eq!(truth.len(), 60);
+    assert_eq!(truth[4]["deleted"], true);
+    // and CDC will not tell of it
+    let (s, _) = emu
+        .cdc(
+            &tok,
+            "TimeActivity",
+            &rfc(chrono::Utc::now() - chrono::Duration::days(1)),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // created ones take the next Id
+    let r = emu
+        .control_post(
+            "/__emulator/mutate",
+            json!({"entity": "TimeActivity", "op": "create", "count": 1}),
+        )
+        .await;
+    assert_eq!(r["changed"][0]["Id"], "61");
+    assert_eq!(
+        total(&emu.query(&tok, "SELECT count(*) FROM TimeActivity").await),
+        60
+    );
+}
+
+#[tokio::test]
+async fn create_void_inactivate_delete_show_in_truth_queries_and_cdc() {
+    let emu = start(&[]).await;
+    let tok = emu.token().await;
+    let since = rfc(emu.qbo_now().await.with_timezone(&chrono::Utc) - chrono::Duration::seconds(2));
+    let mutate = |v: Value| emu.control_post("/__emulator/mutate", v);
+    let q1 = |e: &str, id: &str, extra: &str| format!("SELECT * FROM {e} WHERE Id = '{id}'{extra}");
+    // create
+    let r = mutate(json!({"realm": REALM, "entity": "Invoice", "op": "create", "count": 2})).await;
+    let created = r["changed"].as_array().unwrap().clone();
+    assert_eq!(
+        created
+            .iter()
+            .map(|c| c["Id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["601", "602"]
+    );
+    for c in &created {
+        assert_eq!(
+            keys(c),
+            vec!["Active", "Id", "LastUpdatedTime", "SyncToken", "deleted"]
+        );
+        assert_eq!(
+            (&c["SyncToken"], &c["Active"], &c["deleted"]),
+            (&json!("0"), &json!(true), &json!(false))
+        );
+    }
+    let truth = emu.truth(REALM, "Invoice").await;
+    assert_eq!(truth.len(), 602);
+    assert_eq!(truth[600..].to_vec(), created);
+    let v = emu.query(&tok, &q1("Invoice", "602", "")).await;
+    let inv = &v["QueryResponse"]["Invoice"][0];
+    assert_eq!(inv["SyncToken"], "0");
+    assert_eq!(inv["MetaData"]["CreateTime"], created[1]["LastUpdatedTime"]);
+    assert_eq!(
+        inv["MetaData"]["LastUpdatedTime"],
+        created[1]["LastUpdatedTime"]
+    );
+    // void
+    let before =
+        emu.query(&tok, &q1("Invoice", "5", "")).await["QueryResponse"]["Invoice"][0].clone();
+    let r = mutate(json!({"entity": "Invoice", "op": "void", "ids": ["5"]})).await;
+    let voided = &r["changed"][0];
+    let sync = |v: &Value| v.as_str().unwrap().parse::<u32>().unwrap();
+    assert_eq!(sync(&voided["SyncToken"]), sync(&before["SyncToken"]) + 1);
+    assert_eq!(
+        (&voided["Active"], &voided["deleted"]),
+        (&json!(true), &json!(false))
+    );
+    let after =
+        emu.query(&tok, &q1("Invoice", "5", "")).await["QueryResponse"]["Invoice"][0].clone();
+    assert_eq!(after["SyncToken"], voided["SyncToken"]);
+    assert_eq!(
+        after["MetaData"]["LastUpdatedTime"],
+        voided["LastUpdatedTime"]
+    );
+    assert_eq!(
+        after["MetaData"]["CreateTime"],
+        before["MetaData"]["CreateTime"]
+    );
+    assert_eq!(after["PrivateNote"], "Voided");
+    assert_eq!(
+        (&after["TotalAmt"], &after["Balance"]),
+        (&json!(0), &json!(0))
+    );
+    assert!(after["Line"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["Amount"] == 0));
+    assert_eq!(after["DocNumber"], before["DocNumber"]);
+    // inactivate an active customer
+    let cust = emu
+        .truth(REALM, "Customer")
+        .await
+        .into_iter()
+        .find(|c| c["Active"] == true)
+        .unwrap();
+    let cid = cust["Id"].as_str().unwrap().to_string();
+    let r = mutate(json!({"entity": "Customer", "op": "inactivate", "ids": [cid]})).await;
+    let inactive = r["changed"][0].clone();
+    assert_eq!(inactive["Active"], false);
+    assert_eq!(sync(&inactive["SyncToken"]), sync(&cust["SyncToken"]) + 1);
+    assert_eq!(
+        emu.query(&tok, &q1("Customer", &cid, "")).await["QueryResponse"],
+        json!({})
+    );
+    let c = emu
+        .query(&tok, &q1("Customer", &cid, " AND Active IN (true,false)"))
+        .await["QueryResponse"]["Customer"][0]
+        .clone();
+    assert_eq!(
+        (&c["Active"], &c["SyncToken"]),
+        (&json!(false), &inactive["SyncToken"])
+    );
+    // hard-delete a transaction
+    let r = mutate(json!({"entity": "Invoice", "op": "delete", "ids": ["7"]})).await;
+    let deleted = r["changed"][0].clone();
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(
+        emu.query(&tok, "SELECT count(*) FROM Invoice").await["QueryResponse"]["totalCount"],
+        601
+    );
+    // CDC since just before: exactly these records, each as queries and truth show it
+    let (s, v) = emu.cdc(&tok, "Invoice,Customer", &since).await;
+    assert_eq!(s, 200);
+    let invoices = cdc_objects(&v, "Invoice");
+    assert_eq!(
+        invoices.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        BTreeSet::from(["5", "601", "602", "7"])
+    );
+    assert_eq!(invoices["5"], after);
+    assert_eq!(invoices["602"], *inv);
+    assert_eq!(
+        invoices["7"],
+        json!({"domain": "QBO", "status": "Deleted", "Id": "7",
+               "MetaData": {"LastUpdatedTime": deleted["LastUpdatedTime"]}})
+    );
+    let customers = cdc_objects(&v, "Customer");
+    assert_eq!(customers.len(), 1);
+    assert_eq!(customers[&cid], c);
+    // the truth rows of what changed
+    let truth = emu.truth(REALM, "Invoice").await;
+    assert_eq!(truth[4], *voided);
+    assert_eq!(truth[6], deleted);
+    assert_eq!(
+        emu.truth(REALM, "Customer").await[cid.parse::<usize>().unwrap() - 1],
+        inactive
+    );
+    // refusals: a clear 400 naming the entity, nothing changed
+    for (body, text) in [
+        (
+            json!({"entity": "Customer", "op": "void", "ids": ["1"]}),
+            "op \"void\" does not apply to Customer: Customer is a name list and QuickBooks voids transactions only (make a Customer inactive with \"inactivate\" or \"delete\")",
+        ),
+        (
+            json!({"entity": "Invoice", "op": "inactivate", "ids": ["1"]}),
+            "op \"inactivate\" does not apply to Invoice: Invoice is a transaction and only name lists have Active (use \"void\" or \"delete\")",
+        ),
+        (
+            json!({"entity": "Invoice", "op": "undo", "ids": ["1"]}),
+            "unknown op \"undo\": expected one of update, delete, create, void, inactivate, mix",
+        ),
+    ] {
+        let (s, e) = emu.control_post_status("/__emulator/mutate", body).await;
+        assert_eq!((s, e), (400, json!({ "error": text })));
+    }
+    assert_eq!(emu.control_get("/__emulator/stats").await["mutations"], 5);
+}
+
+#[tokio::test]
+async fn mix_is_repeatable_and_each_change_shows_in_truth_queries_and_cdc() {
+    let a = start(&[]).await;
+    let b = start(&[]).await;
+    let tok = a.token().await;
+    let since = rfc(a.qbo_now().await.with_timezone(&chrono::Utc) - chrono::Duration::seconds(2));
+    let mix = json!({"realm": REALM, "op": "mix", "count": 120});
+    let ra = a.control_post("/__emulator/mutate", mix.clone()).await;
+    let rb = b.control_post("/__emulator/mutate", mix).await;
+    let strip = |v: &Value| -> Vec<Value> {
+        v["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.as_object_mut().unwrap().remove("LastUpdatedTime");
+                c
+            })
+            .collect()
+    };
+    let changes = strip(&ra);
+    assert_eq!(changes.len(), 120);
+    assert_eq!(changes, strip(&rb), "same seed, same mix");
+    let ops: BTreeSet<&str> = changes.iter().map(|c| c["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops,
+        BTreeSet::from(["create", "delete", "inactivate", "update", "void"])
+    );
+    for c in ra["changed"].as_array().unwrap() {
+        assert_eq!(
+            keys(c),
+            vec![
+                "Active",
+                "Id",
+                "LastUpdatedTime",
+                "SyncToken",
+                "deleted",
+                "entity",
+                "op",
+                "realm"
+            ]
+        );
+        assert_eq!(c["realm"], REALM);
+    }
+    // the last change of each record is what truth, queries and CDC show
+    let mut last: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for c in ra["changed"].as_array().unwrap() {
+        last.insert(
+            (
+                c["entity"].as_str().unwrap().to_string(),
+                c["Id"].as_str().unwrap().to_string(),
+            ),
+            c.clone(),
+        );
+    }
+    let cdc_entities: Vec<&str> = ALL_ENTITIES
+        .iter()
+        .copied()
+        .filter(|e| !["TaxCode", "TimeActivity"].contains(e))
+        .collect();
+    let (s, v) = a.cdc(&tok, &cdc_entities.join(","), &since).await;
+    assert_eq!(s, 200, "{v}");
+    for e in ALL_ENTITIES {
+        let truth = a.truth(REALM, e).await;
+        let mine: BTreeMap<&String, &Value> = last
+            .iter()
+            .filter(|((ent, _), _)| ent == e)
+            .map(|((_, id), c)| (id, c))
+            .collect();
+        for (id, c) in &mine {
+            let t = &truth[id.parse::<usize>().unwrap() - 1];
+            for k in ["Id", "SyncToken", "LastUpdatedTime", "Active", "deleted"] {
+                assert_eq!(t[k], c[k], "{e} {id} {k}");
+            }
+            let name_list = ![
+                "Bill",
+                "CreditMemo",
+                "Estimate",
+                "Invoice",
+                "JournalEntry",
+                "Payment",
+                "Purchase",
+                "SalesReceipt",
+                "TimeActivity",
+            ]
+            .contains(&e);
+            let active = if name_list {
+                " AND Active IN (true,false)"
+            } else {
+                ""
+            };
+            let q = a
+                .query(
+                    &tok,
+                    &format!("SELECT * FROM {e} WHERE Id = '{id}'{active}"),
+                )
+                .await;
+            if c["deleted"] == true {
+                assert_eq!(q["QueryResponse"], json!({}), "{e} {id}");
+            } else {
+                let row = &q["QueryResponse"][e][0];
+                assert_eq!(row["SyncToken"], c["SyncToken"], "{e} {id}");
+                if c["op"] == "void" {
+                    assert_eq!(row["PrivateNote"], "Voided", "{e} {id}");
+                    assert_eq!(row["TotalAmt"], 0, "{e} {id}");
+                }
+                if name_list {
+                    assert_eq!(row["Active"], c["Active"], "{e} {id}");
+                }
+            }
+        }
+        if cdc_entities.contains(&e) {
+            let got = cdc_objects(&v, e);
+            assert_eq!(
+                got.keys().collect::<BTreeSet<_>>(),
+                mine.keys().copied().collect::<BTreeSet<_>>(),
+                "{e}"
+            );
+            for (id, o) in got {
+                let c = mine[&id];
+                if c["deleted"] == true {
+                    assert_eq!(o["status"], "Deleted");
+                    assert_eq!(o["MetaData"]["LastUpdatedTime"], c["LastUpdatedTime"]);
+                } else {
+                    assert_eq!(o["SyncToken"], c["SyncToken"], "{e} {id}");
+                }
+            }
+        }
+    }
+    assert_eq!(a.control_get("/__emulator/stats").await["mutations"], 120);
+    // restricted to some entities; a bad list is refused
+    let r = a
+        .control_post(
+            "/__emulator/mutate",
+            json!({"op": "mix", "count": 20, "entities": ["Invoice", "Vendor"]}),
+        )
+        .await;
+    assert!(r["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["entity"] == "Invoice" || c["entity"] == "Vendor"));
+    let (s, e) = a
+        .control_post_status(
+            "/__emulator/mutate",
+            json!({"op": "mix", "count": 1, "entities": ["Nope"]}),
+        )
+        .await;
+    assert_eq!((s, e), (400, json!({"error": "unknown entity \"Nope\""})));
+    // another seed, another mix
+    let c = start(&["--seed", "7"]).await;
+    let rc = c
+        .control_post(
+            "/__emulator/mutate",
+            json!({"realm": REALM, "op": "mix", "count": 120}),
+        )
+        .await;
+    assert_ne!(strip(&rc), changes);
+}
+
+const ALL_ENTITIES: [&str; 19] = [
+    "Account",
+    "Bill",
+    "Class",
+    "CreditMemo",
+    "Customer",
+    "Department",
+    "Employee",
+    "Estimate",
+    "Invoice",
+    "Item",
+    "JournalEntry",
+    "Payment",
+    "PaymentMethod",
+    "Purchase",
+    "SalesReceipt",
+    "TaxCode",
+    "Term",
+    "TimeActivity",
+    "Vendor",
+];
+
+/// Polls the stats until `mutations` reaches `n` (the mutator ticks on its own schedule).
+async fn wait_mutations(emu: &Emu, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = emu.control_get("/__emulator/stats").await["mutations"]
+            .as_u64()
+            .unwrap();
+        if got >= n {
+            assert_eq!(got, n);
+            return;
+        }
+        assert!(Instant::now() < deadline, "{got} of {n} mutations");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn periodic_mutator_runs_every_op() {
+    let emu = start(&[]).await;
+    let r = emu
+        .control_post(
+            "/__emulator/mutate",
+            json!({"schedule": {"every_ms": 5, "count": 3, "per_tick": 2, "entity": "TimeActivity", "realm": REALM, "op": "create"}}),
+        )
+        .await;
+    assert_eq!(r["scheduled"], true);
+    wait_mutations(&emu, 6).await;
+    let truth = emu.truth(REALM, "TimeActivity").await;
+    assert_eq!(truth.len(), 66);
+    assert!(truth[60..].iter().all(|t| t["SyncToken"] == "0"));
+    let r = emu
+        .control_post(
+            "/__emulator/mutate",
+            json!({"schedule": {"every_ms": 5, "count": 2, "per_tick": 3, "op": "mix", "entities": ["Invoice", "Customer"]}}),
+        )
+        .await;
+    assert_eq!(r["scheduled"], true);
+    wait_mutations(&emu, 12).await;
+    let r = emu
+        .control_post(
+            "/__emulator/mutate",
+            json!({"schedule": {"every_ms": 5, "count": 1, "entity": "Invoice", "op": "void"}}),
+        )
+        .await;
+    assert_eq!(r["scheduled"], true);
+    wait_mutations(&emu, 13).await;
+    // a schedule whose op does not apply is refused at once
+    let (s, e) = emu
+        .control_post_status(
+            "/__emulator/mutate",
+            json!({"schedule": {"every_ms": 5, "entity": "Vendor", "op": "void"}}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        e["error"],
+        "op \"void\" does not apply to Vendor: Vendor is a name list and QuickBooks voids transactions only (make a Vendor inactive with \"inactivate\" or \"delete\")"
+    );
+    emu.control_post("/__emulator/mutate", json!({"schedule": null}))
+        .await;
+}
+
+#[tokio::test]
+async fn barrier_holds_a_cdc_call_matching_its_pattern() {
+    let emu = start(&[]).await;
+    let tok = emu.token().await;
+    let since = rfc(chrono::Utc::now() - chrono::Duration::days(1));
+    emu.control_post(
+        "/__emulator/hold",
+        json!({"nth": 1, "match": "changedSince"}),
+    )
+    .await;
+    // a query does not match the pattern
+    assert_eq!(
+        emu.query_raw(&tok, REALM, "SELECT * FROM Term")
+            .await
+            .status(),
+        200
+    );
+    let (base, http, t2, s2) = (
+        emu.base.clone(),
+        emu.http.clone(),
+        tok.clone(),
+        since.clone(),
+    );
+    let held_req = tokio::spawn(async move {
+        http.get(format!("{base}/v3/company/{REALM}/cdc"))
+            .query(&[("entities", "Invoice"), ("changedSince", s2.as_str())])
+            .bearer_auth(t2)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    let h = emu.control_get("/__emulator/held?timeout_ms=5000").await;
+    assert_eq!(h["held"], true, "{h}");
+    assert_eq!(h["query"], format!("entities=Invoice&changedSince={since}"));
+    assert!(!held_req.is_finished());
+    assert_eq!(
+        emu.control_post("/__emulator/release", json!({})).await["released"],
+        true
+    );
+    assert_eq!(held_req.await.unwrap(), 200);
+    // an unpatterned hold counts CDC calls as well as queries
+    emu.control_post("/__emulator/hold", json!({"nth": 2}))
+        .await;
+    let (s, _) = emu.cdc(&tok, "Invoice", &since).await;
+    assert_eq!(s, 200);
+    let (base, http, t2) = (emu.base.clone(), emu.http.clone(), tok.clone());
+    let held_req = tokio::spawn(async move {
+        http.get(format!("{base}/v3/company/{REALM}/query"))
+            .query(&[("query", "SELECT * FROM Term")])
+            .bearer_auth(t2)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    let h = emu.control_get("/__emulator/held?timeout_ms=5000").await;
+    assert_eq!(h["query"], "SELECT * FROM Term");
+    emu.control_post("/__emulator/release", json!({})).await;
+    assert_eq!(held_req.await.unwrap(), 200);
+}

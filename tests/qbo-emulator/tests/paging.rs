@@ -20,7 +20,7 @@ const NAME_LISTS: [&str; 10] = [
     "Term",
     "Vendor",
 ];
-const ALL: [&str; 18] = [
+const ALL: [&str; 19] = [
     "Account",
     "Bill",
     "Class",
@@ -38,6 +38,7 @@ const ALL: [&str; 18] = [
     "SalesReceipt",
     "TaxCode",
     "Term",
+    "TimeActivity",
     "Vendor",
 ];
 

@@ -95,6 +95,42 @@ impl Emu {
             .unwrap()
     }
 
+    /// POSTs to the control API; returns the status with the JSON answer.
+    pub async fn control_post_status(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// A CDC call of `REALM`: status and JSON answer.
+    pub async fn cdc(&self, token: &str, entities: &str, since: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}/v3/company/{REALM}/cdc", self.base))
+            .query(&[
+                ("entities", entities),
+                ("changedSince", since),
+                ("minorversion", "75"),
+            ])
+            .bearer_auth(token)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// QuickBooks' "now" of the emulator (`GET /__emulator/clock`).
+    pub async fn qbo_now(&self) -> chrono::DateTime<chrono::FixedOffset> {
+        let c = self.control_get("/__emulator/clock").await;
+        chrono::DateTime::parse_from_rfc3339(c["now"].as_str().unwrap()).unwrap()
+    }
+
     pub async fn faults(&self, spec: &str) {
         let v = self
             .control_post("/__emulator/faults", serde_json::json!({ "spec": spec }))
