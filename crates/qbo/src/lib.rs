@@ -17,6 +17,7 @@
 //!   continue the last before it is taken.
 //! - [`client`]: the HTTP client of the Accounting API (one request per call, classified).
 //! - [`cdc`]: Change Data Capture calls and answers (tombstones, the cap, the next watermark).
+//! - [`deletes`]: finding deleted records where CDC cannot tell, by comparing counts.
 //! - [`oauth`]: the OAuth2 refresh-token grant; [`lifetime`]: how long a token is believed.
 //! - [`fault`]: Intuit's fault bodies; [`error`]: the core error type, masking of upstream text.
 //! - [`retry`]: backoff with jitter, `Retry-After`, and the rule of what is retried.
@@ -29,6 +30,7 @@
 pub mod budget;
 pub mod cdc;
 pub mod client;
+pub mod deletes;
 pub mod dispatch;
 pub mod entities;
 pub mod error;
