@@ -41,9 +41,9 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::client::{encode_component, scrub_fault, tid_text, Members, Records};
+use crate::client::{encode_component, fault_in_ok, unusable, Members, Records};
 use crate::entities::{lookup, Entity, ENTITIES};
-use crate::error::{mask_upstream, QboError, Secrets};
+use crate::error::QboError;
 use crate::pager::{scalar_text, RawRecord};
 use crate::query::floor_second;
 
@@ -396,13 +396,7 @@ pub fn parse_answer(
     call: &CdcCall,
     cap: usize,
 ) -> Result<CdcAnswer, QboError> {
-    let bad = |what: String| {
-        QboError::BadResponse(format!(
-            "{}{}",
-            mask_upstream(&what, &Secrets::new().with(secret)),
-            tid_text(&tid)
-        ))
-    };
+    let bad = |what: String| unusable(&what, secret, &tid);
     let env: CdcEnvelope<'_> = serde_json::from_slice(body).map_err(|e| {
         bad(format!(
             "invalid JSON in a {}-byte Change Data Capture response: {e}",
@@ -410,9 +404,7 @@ pub fn parse_answer(
         ))
     })?;
     if env.fault.is_some() {
-        let info = scrub_fault(Some("application/json"), body, secret);
-        let text = info.map(|i| i.to_string()).unwrap_or_default();
-        return Err(bad(format!("HTTP 200 carrying a Fault: {text}")));
+        return Err(bad(fault_in_ok(body, secret)));
     }
     let time_text = env.time.ok_or_else(|| {
         bad("a Change Data Capture response without its time (the next call starts from QuickBooks' clock)".into())

@@ -426,7 +426,7 @@ fn append_within(body: &mut Vec<u8>, chunk: &[u8], limit: usize) -> bool {
 
 /// The fault of an error body, every text masked ([`mask_upstream`]: the access token in any
 /// encoding, credentials, token-like words) before it is cut.
-pub(crate) fn scrub_fault(ct: Option<&str>, body: &[u8], secret: &str) -> Option<Box<FaultInfo>> {
+fn scrub_fault(ct: Option<&str>, body: &[u8], secret: &str) -> Option<Box<FaultInfo>> {
     parse_fault_masked(ct, body, &Secrets::new().with(secret)).map(Box::new)
 }
 
@@ -476,7 +476,24 @@ fn classify_status(resp: &RawResponse, secret: &str, tid: Option<&str>) -> Resul
     Err(err)
 }
 
-pub(crate) fn tid_text(tid: &Option<String>) -> String {
+/// The error of a 2xx answer that cannot be used: `what` (serde texts may quote values of the
+/// body) masked like any upstream text, with Intuit's transaction id.
+pub(crate) fn unusable(what: &str, secret: &str, tid: &Option<String>) -> QboError {
+    QboError::BadResponse(format!(
+        "{}{}",
+        mask_upstream(what, &Secrets::new().with(secret)),
+        tid_text(tid)
+    ))
+}
+
+/// What a 2xx answer carrying a Fault says, masked.
+pub(crate) fn fault_in_ok(body: &[u8], secret: &str) -> String {
+    let info = scrub_fault(Some("application/json"), body, secret);
+    let text = info.map(|i| i.to_string()).unwrap_or_default();
+    format!("HTTP 200 carrying a Fault: {text}")
+}
+
+fn tid_text(tid: &Option<String>) -> String {
     match tid {
         Some(t) => format!(" (intuit_tid {t})"),
         None => String::new(),
@@ -578,14 +595,7 @@ fn parse_page(
     expected: Option<&str>,
     cap: usize,
 ) -> Result<Page, QboError> {
-    // serde texts may quote values of the body: masked like any upstream text.
-    let bad = |what: String| {
-        QboError::BadResponse(format!(
-            "{}{}",
-            mask_upstream(&what, &Secrets::new().with(secret)),
-            tid_text(&tid)
-        ))
-    };
+    let bad = |what: String| unusable(&what, secret, &tid);
     let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
         bad(format!(
             "invalid JSON in a {}-byte query response: {e}",
@@ -593,9 +603,7 @@ fn parse_page(
         ))
     })?;
     if env.fault.is_some() {
-        let info = scrub_fault(Some("application/json"), body, secret);
-        let text = info.map(|i| i.to_string()).unwrap_or_default();
-        return Err(bad(format!("HTTP 200 carrying a Fault: {text}")));
+        return Err(bad(fault_in_ok(body, secret)));
     }
     let qr = env
         .query_response

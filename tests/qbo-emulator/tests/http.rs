@@ -2087,28 +2087,6 @@ async fn mix_is_repeatable_and_each_change_shows_in_truth_queries_and_cdc() {
     assert_ne!(strip(&rc), changes);
 }
 
-const ALL_ENTITIES: [&str; 19] = [
-    "Account",
-    "Bill",
-    "Class",
-    "CreditMemo",
-    "Customer",
-    "Department",
-    "Employee",
-    "Estimate",
-    "Invoice",
-    "Item",
-    "JournalEntry",
-    "Payment",
-    "PaymentMethod",
-    "Purchase",
-    "SalesReceipt",
-    "TaxCode",
-    "Term",
-    "TimeActivity",
-    "Vendor",
-];
-
 /// Polls the stats until `mutations` reaches `n` (the mutator ticks on its own schedule).
 async fn wait_mutations(emu: &Emu, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -8,6 +8,30 @@ use serde_json::Value;
 
 pub const REALM: &str = "9341452000000001";
 
+/// Every entity the emulator serves, by name: written out here, not taken from the emulator, so a
+/// test over all of them notices one that goes missing.
+pub const ALL_ENTITIES: [&str; 19] = [
+    "Account",
+    "Bill",
+    "Class",
+    "CreditMemo",
+    "Customer",
+    "Department",
+    "Employee",
+    "Estimate",
+    "Invoice",
+    "Item",
+    "JournalEntry",
+    "Payment",
+    "PaymentMethod",
+    "Purchase",
+    "SalesReceipt",
+    "TaxCode",
+    "Term",
+    "TimeActivity",
+    "Vendor",
+];
+
 pub struct Emu {
     pub server: Server,
     pub base: String,
