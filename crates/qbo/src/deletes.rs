@@ -29,7 +29,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::entities::Entity;
 use crate::error::QboError;
 use crate::pager::RawRecord;
-use crate::query::{ceil_second, floor_second, window_count_query, window_query, Order};
+use crate::query::{ceil_second, floor_second, ids_query, window_count_query, window_query, Order};
 
 /// Ids asked in one confirmation (`Id IN (...)`): one page's worth is well under QBO's query
 /// length limit with numeric Ids.
@@ -498,22 +498,6 @@ impl DeleteHunt {
     pub fn stats(&self) -> HuntStats {
         self.stats
     }
-}
-
-/// `SELECT * FROM <entity> WHERE Id IN ('1','2') STARTPOSITION 1 MAXRESULTS n`: the records of
-/// these Ids wherever their `LastUpdatedTime` is (n = how many were asked: QBO's default page is
-/// 100). Quotes and backslashes inside an Id are escaped with a backslash, QBO's escape.
-pub fn ids_query(entity: &str, ids: &[String]) -> String {
-    debug_assert!(crate::query::is_valid_entity_name(entity));
-    let list: Vec<String> = ids
-        .iter()
-        .map(|id| format!("'{}'", id.replace('\\', "\\\\").replace('\'', "\\'")))
-        .collect();
-    format!(
-        "SELECT * FROM {entity} WHERE Id IN ({}) STARTPOSITION 1 MAXRESULTS {}",
-        list.join(","),
-        ids.len().clamp(1, crate::query::MAX_PAGE as usize)
-    )
 }
 
 #[cfg(test)]
