@@ -804,6 +804,12 @@ impl Exec<'_> {
             )));
         };
         match done.result {
+            Ok(NetFetched::Cdc(_)) => {
+                return Err(PgError::internal(format!(
+                    "run {}: a Change Data Capture answer to a backfill's request",
+                    self.run.run_id
+                )))
+            }
             Ok(NetFetched::Count(n)) => {
                 if want.purpose == Purpose::SliceCount {
                     o.slices.accept_slice_count(want.slice, n, live_edge())?;

@@ -45,12 +45,14 @@ use crate::client::{HttpConfig, Page, QboClient, RawResponse};
 use crate::error::QboError;
 
 /// What to fetch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobKind {
     /// `SELECT count(*)`: the answer is a number.
     Count,
     /// `SELECT *`: the answer is a page.
     Page,
+    /// A Change Data Capture call ([`crate::cdc`]); the job's `query` is not used.
+    Cdc(crate::cdc::CdcCall),
 }
 
 /// Responses read and not yet parsed at once until [`Net::set_read_ahead`] says otherwise: one
@@ -75,6 +77,7 @@ pub struct Job {
 pub enum Fetched {
     Count(u64),
     Page(Page),
+    Cdc(crate::cdc::CdcAnswer),
 }
 
 /// The outcome of one job: its answer parsed, or why there is none.
@@ -304,15 +307,26 @@ fn thread_main(
                         tasks.spawn(async move {
                             let sent = std::time::Instant::now();
                             let read = async {
-                                let pending = client
-                                    .send(
-                                        &job.base_url,
-                                        &job.realm,
-                                        job.minor_version,
-                                        &job.access_token,
-                                        &job.query,
-                                    )
-                                    .await?;
+                                let pending = match &job.kind {
+                                    JobKind::Cdc(call) => client
+                                        .send_cdc(
+                                            &job.base_url,
+                                            &job.realm,
+                                            job.minor_version,
+                                            &job.access_token,
+                                            call,
+                                        )
+                                        .await?,
+                                    JobKind::Count | JobKind::Page => client
+                                        .send(
+                                            &job.base_url,
+                                            &job.realm,
+                                            job.minor_version,
+                                            &job.access_token,
+                                            &job.query,
+                                        )
+                                        .await?,
+                                };
                                 let latency = sent.elapsed();
                                 let permit = gate.acquire().await;
                                 let raw = client.read_body(pending).await?;
@@ -376,11 +390,18 @@ fn parse_main(
 }
 
 fn interpret(client: &QboClient, job: &Job, raw: RawResponse) -> Result<Fetched, QboError> {
+    if let JobKind::Cdc(call) = &job.kind {
+        return Ok(Fetched::Cdc(client.interpret_cdc(
+            raw,
+            &job.access_token,
+            call,
+        )?));
+    }
     let page = client.interpret(raw, &job.access_token, &job.query)?;
     Ok(match job.kind {
         // what QboClient::count returns: `totalCount`, absent meaning 0
         JobKind::Count => Fetched::Count(page.total_count.unwrap_or(0)),
-        JobKind::Page => Fetched::Page(page),
+        _ => Fetched::Page(page),
     })
 }
 
@@ -467,6 +488,41 @@ mod tests {
         println!("8 jobs of 300 ms each took {took:?}");
         // sequential would take 2.4 s
         assert!(took < Duration::from_millis(2000), "{took:?}");
+    }
+
+    #[test]
+    fn a_cdc_job_goes_to_the_cdc_endpoint_and_comes_back_parsed() {
+        use wiremock::matchers::query_param;
+        let rt = crate::runtime::new_runtime().unwrap();
+        let server = rt.block_on(MockServer::start());
+        rt.block_on(
+            Mock::given(method("GET"))
+                .and(path("/v3/company/123/cdc"))
+                .and(query_param("entities", "Estimate"))
+                .respond_with(
+                    ResponseTemplate::new(200).set_body_bytes(crate::fault::tests::sample(
+                        "qbo_api/vcr/cdc/basic__0.json",
+                    )),
+                )
+                .expect(1)
+                .mount(&server),
+        );
+        let since = chrono::DateTime::parse_from_rfc3339("2020-09-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let call = crate::cdc::CdcCall::new(&["Estimate"], since).unwrap();
+        let net = Net::start(HttpConfig::default()).unwrap();
+        net.submit(job(1, &server.uri(), JobKind::Cdc(call)))
+            .unwrap();
+        let got = collect(&net, 1);
+        match &got[0].result {
+            Ok(Fetched::Cdc(a)) => {
+                assert_eq!(a.changes.len(), 1);
+                assert_eq!(a.changes[0].entity.name, "Estimate");
+                assert!(!a.changes[0].records.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
