@@ -44,7 +44,7 @@ use serde_json::value::RawValue;
 use crate::client::{encode_component, fault_in_ok, unusable, Members, Records};
 use crate::entities::{lookup, Entity, ENTITIES};
 use crate::error::QboError;
-use crate::pager::{scalar_text, RawRecord};
+use crate::pager::{scalar_text, MetaKeys, RawRecord};
 use crate::query::floor_second;
 
 /// Most objects (records and tombstones of every entity) one CDC answer holds.
@@ -377,13 +377,7 @@ struct StatusKeys<'a> {
     #[serde(rename = "Id", borrow, default)]
     id: Option<&'a RawValue>,
     #[serde(rename = "MetaData", borrow, default)]
-    meta: Option<TombstoneMeta<'a>>,
-}
-
-#[derive(Deserialize)]
-struct TombstoneMeta<'a> {
-    #[serde(rename = "LastUpdatedTime", borrow, default)]
-    last_updated: Option<Cow<'a, str>>,
+    meta: Option<MetaKeys<'a>>,
 }
 
 /// Parses a 2xx CDC body for `call` (see the module documentation). The parsed records and

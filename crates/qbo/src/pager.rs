@@ -115,9 +115,9 @@ struct RecordKeys<'a> {
 }
 
 #[derive(Deserialize)]
-struct MetaKeys<'a> {
+pub(crate) struct MetaKeys<'a> {
     #[serde(rename = "LastUpdatedTime", borrow, default)]
-    last_updated: Option<Cow<'a, str>>,
+    pub(crate) last_updated: Option<Cow<'a, str>>,
 }
 
 /// A JSON string or number as text.
