@@ -56,6 +56,14 @@ pub fn quiet<R>(f: impl FnOnce() -> R) -> R {
     with_setting(c"client_min_messages", c"warning", f)
 }
 
+/// Runs `f` with `lock_timeout` at `timeout` (`c"5s"`), for exactly that span (as [`pinned`]): a
+/// statement that must wait for a lock another session holds gives up with SQLSTATE 55P03 (DDL on
+/// a table a long report is reading), instead of waiting, and queueing every later reader of the
+/// table behind it, for as long as that session lasts. `f` must not commit.
+pub fn lock_timeout<R>(timeout: &'static std::ffi::CStr, f: impl FnOnce() -> R) -> R {
+    with_setting(c"lock_timeout", timeout, f)
+}
+
 /// Runs `f` with setting `name` at `value` in a GUC nest level of its own, restored when `f`
 /// returns or raises. `f` must not commit (a commit pops every nest level).
 fn with_setting<R>(
@@ -69,7 +77,8 @@ fn with_setting<R>(
     // SAFETY: same thread and transaction; both strings are static and NUL-terminated, and
     // set_config_option copies them. GUC_ACTION_SAVE records the old value at the nest level
     // just opened, as a function's `SET` clause does, and elevel 0 makes a failure an ERROR.
-    // Both settings it is called with are PGC_USERSET.
+    // Every setting it is called with (search_path, client_min_messages, lock_timeout) is
+    // PGC_USERSET.
     unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),
