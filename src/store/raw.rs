@@ -2,7 +2,7 @@
 //! every write, and written one page per statement by an upsert that keeps the newest SyncToken.
 
 use crate::pg::error::PgError;
-use crate::pg::spi::{as_owner, extension_owner, owner_exec, quiet};
+use crate::pg::spi::{as_owner, extension_owner, lock_timeout, owner_exec, quiet};
 use crate::pg::time::tstz;
 use crate::store::locks::{lock_key, WRITE_LOCK_CLASS};
 use chrono::{DateTime, Utc};
@@ -23,12 +23,35 @@ const RAW_COLUMNS: &[(&str, &str)] = &[
     ("page_number", "integer"),
     ("page_size", "integer"),
     ("request_payload", "jsonb"),
+    ("last_updated_utc", "timestamp with time zone"),
+    ("deleted_at_utc", "timestamp with time zone"),
 ];
+
+/// The columns pg_qbo 0.6.0 added ([`RAW_COLUMNS`]' last two): a table made by 0.5.0 or before
+/// lacks them and gains them on first use ([`add_sync_columns`]).
+const SYNC_COLUMNS: [&str; 2] = ["last_updated_utc", "deleted_at_utc"];
+
+/// How long adding [`SYNC_COLUMNS`] to an existing table waits for a lock another session holds
+/// (an `ALTER TABLE` queued behind a reader also queues every later reader of the table behind it).
+const ADD_COLUMNS_LOCK_TIMEOUT: &std::ffi::CStr = c"5s";
+/// [`ADD_COLUMNS_LOCK_TIMEOUT`] in a message.
+const ADD_COLUMNS_LOCK_WAIT: &str = "5 s";
+
+/// The comments of [`SYNC_COLUMNS`] (a new table's, and those an existing one gains).
+fn sync_column_comments(t: &str) -> String {
+    format!(
+        "COMMENT ON COLUMN raw.{t}.last_updated_utc IS 'MetaData.LastUpdatedTime of this version: when QBO last changed the record.';
+         COMMENT ON COLUMN raw.{t}.deleted_at_utc IS 'NULL while the record exists in QBO; once qbo.sync learns it was deleted (a Change Data Capture tombstone, or its deletes hunt), when it was deleted. The payload stays the last version seen before. A later version revives the row (NULL again).';"
+    )
+}
 
 /// Creates schema `raw` and the entity's table on first use (outside extension membership, so the
 /// data outlives `DROP EXTENSION`), or checks that an existing table has the expected shape and
-/// can be trusted ([`check_raw_trust`]). Everything runs as the extension owner, whom `raw` and its
-/// tables belong to.
+/// can be trusted ([`check_raw_trust`]); a trusted table of pg_qbo 0.5.0 or before then gains the
+/// columns of 0.6.0 ([`add_sync_columns`]). Everything runs as the extension owner, whom `raw` and
+/// its tables belong to, in the caller's transaction (the caller commits). An `Err` of
+/// SQLSTATE 55P03 (another session holds a lock on the table) comes from an ERROR caught midway:
+/// the caller rolls back, as after any ERROR.
 pub fn ensure_raw_table(entity: &Entity) -> Result<(), PgError> {
     let t = entity.table;
     let internal = |e: pgrx::spi::Error| {
@@ -79,10 +102,13 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), PgError> {
                  page_number pg_catalog.int4,
                  page_size pg_catalog.int4,
                  request_payload pg_catalog.jsonb{compression},
+                 last_updated_utc pg_catalog.timestamptz,
+                 deleted_at_utc pg_catalog.timestamptz,
                  PRIMARY KEY (realm_id, id));
              CREATE INDEX {t}_ingested_idx ON raw.{t} (ingested_at_utc);
              CREATE INDEX {t}_window_start_idx ON raw.{t} (extract_window_start_utc);
              CREATE INDEX {t}_window_end_idx ON raw.{t} (extract_window_end_utc);
+             CREATE INDEX {t}_last_updated_idx ON raw.{t} (realm_id, last_updated_utc);
              COMMENT ON TABLE raw.{t} IS 'pg_qbo: QBO {name} records, one row per (realm_id, id), latest version seen. Written by pg_qbo only (as the extension owner).';
              COMMENT ON COLUMN raw.{t}.realm_id IS 'QuickBooks company id.';
              COMMENT ON COLUMN raw.{t}.id IS 'QBO Id (unique within realm and entity).';
@@ -92,14 +118,62 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), PgError> {
              COMMENT ON COLUMN raw.{t}.extract_window_end_utc IS 'End (exclusive) of that chunk.';
              COMMENT ON COLUMN raw.{t}.page_number IS 'Page of the chunk that fetched this version.';
              COMMENT ON COLUMN raw.{t}.page_size IS 'MAXRESULTS of that request.';
-             COMMENT ON COLUMN raw.{t}.request_payload IS 'The request: query, start position, page size, minor version, environment (never a token).';",
-            name = entity.name
+             COMMENT ON COLUMN raw.{t}.request_payload IS 'The request: query, start position, page size, minor version, environment (never a token).';
+             {sync_comments}",
+            name = entity.name,
+            sync_comments = sync_column_comments(t),
         );
         // quiet: the caller's NOTICEs are the run's progress, not what this DDL may say
         as_owner(|| quiet(|| Spi::run(&ddl))).map_err(internal)?;
     }
-    check_raw_shape(entity)?;
-    check_raw_trust(entity)
+    let shape = check_raw_shape(entity)?;
+    check_raw_trust(entity)?;
+    if shape == RawShape::Before060 {
+        // only now: no DDL or UPDATE runs as the owner on a table the trust check refused
+        add_sync_columns(entity)?;
+        if check_raw_shape(entity)? != RawShape::Current {
+            return Err(PgError::internal(format!(
+                "pg_qbo raw table: raw.{t} still lacks columns {} after adding them",
+                SYNC_COLUMNS.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Adds [`SYNC_COLUMNS`] to a raw table of pg_qbo 0.5.0 or before that [`check_raw_trust`]
+/// accepted, as the owner and in the caller's transaction: the columns, `last_updated_utc` of the
+/// rows already there (from their payloads), its index and the comments. Waits at most
+/// [`ADD_COLUMNS_LOCK_TIMEOUT`] for a lock on the table (a long report reading it): then an error
+/// of SQLSTATE 55P03 that says to run again, from an ERROR caught midway (the caller rolls back).
+/// Rewrites every row of the table once (the UPDATE), holding it locked until the caller commits.
+fn add_sync_columns(entity: &Entity) -> Result<(), PgError> {
+    let t = entity.table;
+    let sql = format!(
+        "ALTER TABLE raw.{t} ADD COLUMN IF NOT EXISTS last_updated_utc pg_catalog.timestamptz,
+                             ADD COLUMN IF NOT EXISTS deleted_at_utc pg_catalog.timestamptz;
+         UPDATE raw.{t}
+            SET last_updated_utc = (payload OPERATOR(pg_catalog.->) 'MetaData' OPERATOR(pg_catalog.->>) 'LastUpdatedTime')::pg_catalog.timestamptz;
+         CREATE INDEX IF NOT EXISTS {t}_last_updated_idx ON raw.{t} (realm_id, last_updated_utc);
+         {}",
+        sync_column_comments(t)
+    );
+    as_owner(|| {
+        PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+            // quiet: the caller's NOTICEs are the run's progress, not what this DDL may say
+            lock_timeout(ADD_COLUMNS_LOCK_TIMEOUT, || quiet(|| Spi::run(&sql)))
+                .map_err(|e| PgError::internal(format!("pg_qbo raw table: adding columns {} to raw.{t}: {e}", SYNC_COLUMNS.join(", "))))
+        }))
+        .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| {
+            Err(PgError::new(
+                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                format!(
+                    "pg_qbo could not add columns to raw.{t}: pg_qbo 0.6.0 adds columns last_updated_utc and deleted_at_utc to existing raw tables on first use, and another session holds a lock on raw.{t} (waited {ADD_COLUMNS_LOCK_WAIT}). Nothing was changed. Run again once that session is done (pg_locks shows who holds it)"
+                ),
+            ))
+        })
+        .execute()
+    })
 }
 
 /// The extension owner's role name.
@@ -132,7 +206,8 @@ fn raw_table_exists(t: &str) -> SpiResult<bool> {
 }
 
 /// Checks the shape of the entity's raw table, and that it can be trusted, if it already exists
-/// (reads only).
+/// (reads only). A table of pg_qbo 0.5.0 or before passes: it gains the columns of 0.6.0 when a
+/// run executes ([`ensure_raw_table`]).
 pub fn check_existing_raw_table(entity: &Entity) -> Result<(), PgError> {
     let internal = |e: pgrx::spi::Error| {
         PgError::new(
@@ -308,7 +383,18 @@ problems (ord, line) AS (
      WHERE w.owner IS NOT NULL AND w.owner OPERATOR(pg_catalog.<>) ALL (SELECT t.oid FROM trusted t))
 SELECT pg_catalog.array_agg(p.line ORDER BY p.ord, p.line) FILTER (WHERE p.line IS NOT NULL) FROM problems p";
 
-fn check_raw_shape(entity: &Entity) -> Result<(), PgError> {
+/// What [`check_raw_shape`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawShape {
+    /// Every column of [`RAW_COLUMNS`] and the primary key.
+    Current,
+    /// The shape of pg_qbo 0.5.0 and before: the same without [`SYNC_COLUMNS`] (neither column
+    /// there, under any type), which [`ensure_raw_table`] adds.
+    Before060,
+}
+
+/// The shape of the entity's raw table: [`RawShape`], or an error for any other shape.
+fn check_raw_shape(entity: &Entity) -> Result<RawShape, PgError> {
     let t = entity.table;
     let (cols, pk): (Option<Vec<String>>, Option<Vec<String>>) = as_owner(|| {
         Spi::get_two_with_args(
@@ -331,14 +417,27 @@ fn check_raw_shape(entity: &Entity) -> Result<(), PgError> {
     .map_err(|e| PgError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_qbo raw table: {e}")))?;
     let cols = cols.unwrap_or_default();
     let pk = pk.unwrap_or_default();
-    let missing: Vec<String> = RAW_COLUMNS
+    let missing: Vec<&(&str, &str)> = RAW_COLUMNS
         .iter()
         .filter(|(n, ty)| !cols.iter().any(|c| c == &format!("{n} {ty}")))
-        .map(|(n, ty)| format!("{n} {ty}"))
         .collect();
-    if missing.is_empty() && pk == ["realm_id", "id"] {
-        return Ok(());
+    if pk == ["realm_id", "id"] {
+        if missing.is_empty() {
+            return Ok(RawShape::Current);
+        }
+        // both columns of 0.6.0 missing, and no column of their names under another type (each
+        // entry of `cols` is "name type")
+        let named = |n: &str| {
+            cols.iter()
+                .any(|c| c.split_once(' ').is_some_and(|(a, _)| a == n))
+        };
+        if missing.iter().map(|(n, _)| *n).eq(SYNC_COLUMNS)
+            && !SYNC_COLUMNS.iter().any(|n| named(n))
+        {
+            return Ok(RawShape::Before060);
+        }
     }
+    let missing: Vec<String> = missing.iter().map(|(n, ty)| format!("{n} {ty}")).collect();
     Err(PgError::new(PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE, format!(
         "table raw.{t} already exists with another shape (primary key ({}); missing or different columns: {}); pg_qbo needs primary key (realm_id, id) and columns {}. Rename the old table (ALTER TABLE raw.{t} RENAME TO {t}_old) and run the backfill again, then copy what you need from the old table",
         pk.join(", "),

@@ -244,6 +244,268 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
+/// (last_updated_utc, deleted_at_utc, SyncToken, Memo) of a row of `raw.<table>`.
+type RowState = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<String>, Option<String>);
+
+fn row_state(table: &str, realm: &str, id: &str) -> RowState {
+    use pgrx::datum::TimestampWithTimeZone;
+    Spi::connect(|c| {
+        let row = c
+            .select(
+                &format!(
+                    "SELECT last_updated_utc, deleted_at_utc, payload->>'SyncToken', payload->>'Memo'
+                       FROM raw.{table} WHERE realm_id = $1 AND id = $2"
+                ),
+                Some(1),
+                &[realm.into(), id.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((
+            row.get::<TimestampWithTimeZone>(1)?.and_then(crate::pg::time::from_tstz),
+            row.get::<TimestampWithTimeZone>(2)?.and_then(crate::pg::time::from_tstz),
+            row.get::<String>(3)?,
+            row.get::<String>(4)?,
+        ))
+    })
+    .unwrap()
+}
+
+/// Columns of `raw.<table>`, as "name type" in their order.
+fn columns_of(table: &str) -> Vec<String> {
+    Spi::get_one::<Vec<String>>(&format!(
+        "SELECT array_agg(attname || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum)
+           FROM pg_attribute WHERE attrelid = 'raw.{table}'::regclass AND attnum > 0 AND NOT attisdropped"
+    ))
+    .unwrap()
+    .unwrap()
+}
+
+/// A raw table exactly as pg_qbo 0.5.0 made it (columns, primary key, indexes), in a schema `raw`
+/// of the owner, with rows whose payloads carry a LastUpdatedTime (one in each of two realms, one
+/// with a fraction and another offset) and one without MetaData.
+fn make_0_5_0_table(table: &str) {
+    Spi::run(&format!(
+        r#"CREATE SCHEMA IF NOT EXISTS raw;
+         CREATE TABLE raw.{table} (
+             realm_id text NOT NULL, id text NOT NULL, payload jsonb NOT NULL,
+             ingested_at_utc timestamptz NOT NULL DEFAULT now(),
+             extract_window_start_utc timestamptz NOT NULL, extract_window_end_utc timestamptz NOT NULL,
+             page_number int4, page_size int4, request_payload jsonb,
+             PRIMARY KEY (realm_id, id));
+         CREATE INDEX {table}_ingested_idx ON raw.{table} (ingested_at_utc);
+         CREATE INDEX {table}_window_start_idx ON raw.{table} (extract_window_start_utc);
+         CREATE INDEX {table}_window_end_idx ON raw.{table} (extract_window_end_utc);
+         INSERT INTO raw.{table} (realm_id, id, payload, extract_window_start_utc, extract_window_end_utc) VALUES
+           ('r', '1', '{{"Id":"1","SyncToken":"0","MetaData":{{"LastUpdatedTime":"2025-01-02T03:04:05-08:00"}}}}', now(), now()),
+           ('r', '2', '{{"Id":"2","SyncToken":"3","MetaData":{{"LastUpdatedTime":"2024-12-31T23:59:59.5+05:30"}}}}', now(), now()),
+           ('s', '1', '{{"Id":"1","SyncToken":"1","MetaData":{{"LastUpdatedTime":"2025-06-01T00:00:00Z"}}}}', now(), now()),
+           ('s', '9', '{{"Id":"9","SyncToken":"0"}}', now(), now());"#
+    ))
+    .unwrap();
+}
+
+const OLD_COLUMNS: [&str; 9] = [
+    "realm_id text",
+    "id text",
+    "payload jsonb",
+    "ingested_at_utc timestamp with time zone",
+    "extract_window_start_utc timestamp with time zone",
+    "extract_window_end_utc timestamp with time zone",
+    "page_number integer",
+    "page_size integer",
+    "request_payload jsonb",
+];
+
+/// A raw table made by pg_qbo 0.5.0 passes the read-only check as it is, and gains
+/// last_updated_utc (filled from the payloads, whatever the session's TimeZone), deleted_at_utc,
+/// the index and the comments on its first use; a second use changes nothing.
+#[pg_test]
+fn a_raw_table_of_0_5_0_gains_the_columns_of_0_6_0_on_first_use() {
+    let e = qbo::entities::lookup("Customer").unwrap();
+    make_0_5_0_table(e.table);
+    raw::check_existing_raw_table(e).expect("the 0.5.0 shape passes before a run");
+    assert_eq!(columns_of(e.table), OLD_COLUMNS, "the check reads only");
+    Spi::run("SET LOCAL TimeZone = 'America/Mexico_City'").unwrap();
+    raw::ensure_raw_table(e).unwrap();
+    let mut want: Vec<String> = OLD_COLUMNS.iter().map(|c| c.to_string()).collect();
+    want.push("last_updated_utc timestamp with time zone".into());
+    want.push("deleted_at_utc timestamp with time zone".into());
+    assert_eq!(columns_of(e.table), want);
+    assert_eq!(
+        row_state(e.table, "r", "1"),
+        (Some(at("2025-01-02T11:04:05Z")), None, Some("0".into()), None)
+    );
+    assert_eq!(
+        row_state(e.table, "r", "2"),
+        (Some(at("2024-12-31T18:29:59.5Z")), None, Some("3".into()), None)
+    );
+    assert_eq!(
+        row_state(e.table, "s", "1"),
+        (Some(at("2025-06-01T00:00:00Z")), None, Some("1".into()), None)
+    );
+    assert_eq!(row_state(e.table, "s", "9"), (None, None, Some("0".into()), None));
+    let index = Spi::get_one::<String>(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'raw' AND indexname = 'qb_customers_last_updated_idx'",
+    )
+    .unwrap();
+    assert_eq!(
+        index.as_deref(),
+        Some("CREATE INDEX qb_customers_last_updated_idx ON raw.qb_customers USING btree (realm_id, last_updated_utc)")
+    );
+    let comments = Spi::get_two::<String, String>(
+        "SELECT col_description('raw.qb_customers'::regclass, 10), col_description('raw.qb_customers'::regclass, 11)",
+    )
+    .unwrap();
+    assert_eq!(
+        comments,
+        (
+            Some("MetaData.LastUpdatedTime of this version: when QBO last changed the record.".into()),
+            Some("NULL while the record exists in QBO; once qbo.sync learns it was deleted (a Change Data Capture tombstone, or its deletes hunt), when it was deleted. The payload stays the last version seen before. A later version revives the row (NULL again).".into())
+        )
+    );
+    // the same as a table pg_qbo 0.6.0 makes: columns, indexes, comments
+    let new = qbo::entities::lookup("Class").unwrap();
+    raw::ensure_raw_table(new).unwrap();
+    assert_eq!(columns_of(new.table), want);
+    let shape = |t: &str| {
+        Spi::get_two::<Vec<String>, Vec<String>>(&format!(
+            "SELECT (SELECT array_agg(replace(indexdef, '{t}', 'T') ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'raw' AND tablename = '{t}'),
+                    (SELECT array_agg(coalesce(col_description('raw.{t}'::regclass, attnum), '-') ORDER BY attnum)
+                       FROM pg_attribute WHERE attrelid = 'raw.{t}'::regclass AND attnum > 0)"
+        ))
+        .unwrap()
+    };
+    let (old_indexes, _) = shape(e.table);
+    let (new_indexes, new_comments) = shape(new.table);
+    assert_eq!(old_indexes, new_indexes);
+    assert_eq!(new_comments.unwrap()[9..], [comments.0.unwrap(), comments.1.unwrap()]);
+    // a second use adds and rewrites nothing
+    let xmin = || Spi::get_one::<Vec<String>>("SELECT array_agg(xmin::text ORDER BY realm_id, id) FROM raw.qb_customers").unwrap();
+    let before = xmin();
+    raw::ensure_raw_table(e).unwrap();
+    raw::check_existing_raw_table(e).unwrap();
+    assert_eq!(xmin(), before);
+    assert_eq!(columns_of(e.table), want);
+}
+
+/// Only the 0.5.0 shape passes without the new columns: a table that has one of them, or one of
+/// their names under another type, or lacks an older column, is refused with the usual advice
+/// and left as it was; and an old table the trust check refuses gains nothing.
+#[pg_test]
+fn only_the_0_5_0_shape_passes_without_the_new_columns() {
+    let e = qbo::entities::lookup("Customer").unwrap();
+    for (change, missing) in [
+        ("ADD COLUMN last_updated_utc timestamptz", "deleted_at_utc timestamp with time zone"),
+        (
+            "ADD COLUMN last_updated_utc text",
+            "last_updated_utc timestamp with time zone, deleted_at_utc timestamp with time zone",
+        ),
+        (
+            "DROP COLUMN page_size",
+            "page_size integer, last_updated_utc timestamp with time zone, deleted_at_utc timestamp with time zone",
+        ),
+    ] {
+        Spi::run("DROP SCHEMA IF EXISTS raw CASCADE").unwrap();
+        make_0_5_0_table(e.table);
+        Spi::run(&format!("ALTER TABLE raw.qb_customers {change}")).unwrap();
+        let columns = columns_of(e.table);
+        for err in [
+            raw::check_existing_raw_table(e).unwrap_err(),
+            raw::ensure_raw_table(e).unwrap_err(),
+        ] {
+            assert_eq!(err.sqlstate(), "42P07", "{change}: {}", err.message);
+            assert!(
+                err.message.starts_with(&format!(
+                    "table raw.qb_customers already exists with another shape (primary key (realm_id, id); missing or different columns: {missing}); pg_qbo needs primary key (realm_id, id) and columns realm_id text, "
+                )),
+                "{change}: {}",
+                err.message
+            );
+            assert!(err.message.ends_with(", last_updated_utc timestamp with time zone, deleted_at_utc timestamp with time zone. Rename the old table (ALTER TABLE raw.qb_customers RENAME TO qb_customers_old) and run the backfill again, then copy what you need from the old table"), "{}", err.message);
+        }
+        assert_eq!(columns_of(e.table), columns, "{change}");
+    }
+    // an untrusted table of the old shape: refused before any DDL
+    Spi::run("DROP SCHEMA IF EXISTS raw CASCADE").unwrap();
+    make_0_5_0_table(e.table);
+    Spi::run("CREATE ROLE shape_mallory NOLOGIN; ALTER TABLE raw.qb_customers OWNER TO shape_mallory").unwrap();
+    raw::check_existing_raw_table(e).unwrap_err();
+    let err = raw::ensure_raw_table(e).unwrap_err();
+    assert_eq!(err.sqlstate(), "42501", "{}", err.message);
+    assert_eq!(columns_of(e.table), OLD_COLUMNS);
+}
+
+/// Runs `f` in a subtransaction that is then rolled back (as a PL/pgSQL exception block does): what
+/// an ERROR caught in `f` left behind is cleaned up, the test's transaction goes on.
+fn rolled_back_subtransaction<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: on the test backend's own thread, inside its transaction; the memory context and
+    // resource owner are restored after the subtransaction as PL/pgSQL does.
+    unsafe {
+        let ctx = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(ctx);
+        let r = f();
+        pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        pg_sys::MemoryContextSwitchTo(ctx);
+        pg_sys::CurrentResourceOwner = owner;
+        r
+    }
+}
+
+/// Another session reading an old table (holding a lock on it): adding the columns waits 5 s,
+/// then stops with SQLSTATE 55P03 and says to run again, having changed nothing.
+#[pg_test]
+fn adding_the_columns_gives_up_on_a_lock_another_session_holds() {
+    let e = qbo::entities::lookup("Term").unwrap();
+    // the other session (dblink) commits the table, so that both see it, and holds it
+    Spi::run("CREATE EXTENSION IF NOT EXISTS dblink").unwrap();
+    let conn = Spi::get_one::<String>(
+        "SELECT format('dbname=%s port=%s host=%s user=%s', current_database(), current_setting('port'),
+                      split_part(current_setting('unix_socket_directories'), ',', 1), current_user)",
+    )
+    .unwrap()
+    .unwrap();
+    Spi::run_with_args("SELECT dblink_connect('other', $1)", &[conn.as_str().into()]).unwrap();
+    let other = |sql: &str| {
+        Spi::run_with_args("SELECT dblink_exec('other', $1)", &[sql.into()]).unwrap();
+    };
+    let had_raw = Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'raw')")
+        .unwrap()
+        .unwrap();
+    other(
+        "CREATE SCHEMA IF NOT EXISTS raw;
+         CREATE TABLE raw.qb_terms (
+             realm_id text NOT NULL, id text NOT NULL, payload jsonb NOT NULL,
+             ingested_at_utc timestamptz NOT NULL DEFAULT now(),
+             extract_window_start_utc timestamptz NOT NULL, extract_window_end_utc timestamptz NOT NULL,
+             page_number int4, page_size int4, request_payload jsonb,
+             PRIMARY KEY (realm_id, id))",
+    );
+    other("BEGIN");
+    other("LOCK TABLE raw.qb_terms IN ACCESS SHARE MODE");
+    let started = std::time::Instant::now();
+    let result = rolled_back_subtransaction(|| raw::ensure_raw_table(e));
+    let waited = started.elapsed();
+    let columns = columns_of(e.table);
+    other("ROLLBACK");
+    other("DROP TABLE raw.qb_terms");
+    if !had_raw {
+        other("DROP SCHEMA raw");
+    }
+    Spi::run("SELECT dblink_disconnect('other')").unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.sqlstate(), "55P03");
+    assert_eq!(
+        err.message,
+        "pg_qbo could not add columns to raw.qb_terms: pg_qbo 0.6.0 adds columns last_updated_utc and deleted_at_utc to existing raw tables on first use, and another session holds a lock on raw.qb_terms (waited 5 s). Nothing was changed. Run again once that session is done (pg_locks shows who holds it)"
+    );
+    assert!(waited >= std::time::Duration::from_secs(5) && waited < std::time::Duration::from_secs(30), "{waited:?}");
+    assert_eq!(columns, OLD_COLUMNS);
+    // the setting was the statement's only
+    assert_eq!(Spi::get_one::<String>("SHOW lock_timeout").unwrap().as_deref(), Some("0"));
+}
+
 /// The ledger hands back rows, and the progress lines are made of them: pages committed after
 /// what a reader has seen, chunks that finished, a run's totals (the relay of a worker's progress
 /// and the `CALL`'s own NOTICEs print these through `run::notices`).
