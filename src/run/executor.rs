@@ -1098,6 +1098,7 @@ pub(crate) fn to_page_rows(records: Vec<qbo::pager::RawRecord>) -> PageRows {
         ids: Vec::with_capacity(records.len()),
         payloads: Vec::with_capacity(records.len()),
         sync_tokens: Vec::with_capacity(records.len()),
+        last_updated: Vec::with_capacity(records.len()),
     };
     let mut records = records;
     records.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1105,6 +1106,7 @@ pub(crate) fn to_page_rows(records: Vec<qbo::pager::RawRecord>) -> PageRows {
         rows.payloads.push(r.payload);
         rows.ids.push(r.id);
         rows.sync_tokens.push(r.sync_token);
+        rows.last_updated.push(r.last_updated);
     }
     rows
 }

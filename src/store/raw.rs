@@ -1,5 +1,7 @@
-//! The raw tables (`raw.qb_<entity>`): created on first use, checked for shape and trust before
-//! every write, and written one page per statement by an upsert that keeps the newest SyncToken.
+//! The raw tables (`raw.qb_<entity>`): created on first use (tables of pg_qbo 0.5.0 and before
+//! gain the columns of 0.6.0 then), checked for shape and trust before every write, written one
+//! page per statement by an upsert that keeps the newest SyncToken, and marked deleted by the
+//! tombstones of `qbo.sync` (a deleted record keeps its last payload).
 
 use crate::pg::error::PgError;
 use crate::pg::spi::{as_owner, extension_owner, lock_timeout, owner_exec, quiet};
@@ -446,11 +448,13 @@ fn check_raw_shape(entity: &Entity) -> Result<RawShape, PgError> {
     )))
 }
 
-/// One page's records, ready for the upsert.
+/// One page's records, ready for the upsert: one entry per record in each, in the same order.
 pub struct PageRows {
     pub ids: Vec<String>,
     pub payloads: Vec<Payload>,
     pub sync_tokens: Vec<i64>,
+    /// Each record's `MetaData.LastUpdatedTime`.
+    pub last_updated: Vec<DateTime<Utc>>,
 }
 
 /// Whether the current database's encoding is UTF-8 (the network thread then writes records
@@ -528,9 +532,11 @@ pub struct UpsertCounts {
 /// their bytes and rows go in in that order; an ORDER BY, a collation-aware sort of every page's
 /// Ids, was 5% of a load's CPU), so concurrent runs take row locks in one order. Runs on one
 /// (realm, entity) are serialised by a transaction advisory lock, which makes the "unchanged"
-/// pre-filter exact. A row is written when
-/// it is new, has a higher SyncToken, or the same SyncToken with a different payload; stale and
-/// unchanged rows are not touched (a re-run writes nothing).
+/// pre-filter exact. A row is written when it is new, has a higher SyncToken, or the same
+/// SyncToken with a different payload; stale and unchanged rows are not touched (a re-run writes
+/// nothing). A row marked deleted ([`apply_tombstones`]) is written only by a version whose
+/// LastUpdatedTime is later than its deletion, which revives it (counted as updated): a late page
+/// holding the version from before the deletion never does.
 #[allow(clippy::too_many_arguments)]
 pub fn upsert_page(
     entity: &Entity,
@@ -554,19 +560,20 @@ pub fn upsert_page(
             let spi = |e: pgrx::spi::SpiError| {
                 PgError::db(&format!("pg_qbo upsert into raw.{}", entity.table), e)
             };
-            c.update(
-                "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
-                None,
-                &[
-                    WRITE_LOCK_CLASS.into(),
-                    lock_key(WRITE_LOCK_CLASS, &format!("{realm}/{}", entity.name)).into(),
-                ],
-            )
-            .map_err(spi)?;
+            lock_writes(c, realm, entity).map_err(spi)?;
             let payloads = jsonb_array(&rows.payloads)?;
+            let last_updated: Vec<_> = rows.last_updated.into_iter().map(tstz).collect();
+            let plan = kept_plan(
+                c,
+                &UPSERT_PLANS,
+                entity.table,
+                "upsert into",
+                upsert_sql,
+                &UPSERT_TYPES,
+            )?;
             let row = c
                 .update(
-                    upsert_plan(c, entity.table)?,
+                    plan,
                     Some(1),
                     &[
                         rows.ids.into(),
@@ -581,6 +588,7 @@ pub fn upsert_page(
                         page_number.into(),
                         page_size.into(),
                         request_payload.into(),
+                        last_updated.into(),
                     ],
                 )
                 .map_err(spi)?
@@ -594,6 +602,25 @@ pub fn upsert_page(
     })
 }
 
+/// Takes the transaction advisory lock serialising writes of (realm, entity): the page upsert and
+/// the tombstones.
+fn lock_writes(c: &mut pgrx::spi::SpiClient<'_>, realm: &str, entity: &Entity) -> SpiResult<()> {
+    c.update(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
+        None,
+        &[
+            WRITE_LOCK_CLASS.into(),
+            lock_key(WRITE_LOCK_CLASS, &format!("{realm}/{}", entity.name)).into(),
+        ],
+    )
+    .map(|_| ())
+}
+
+/// Statements prepared once per backend and raw table.
+type KeptPlans = std::cell::RefCell<
+    std::collections::HashMap<&'static str, &'static pgrx::spi::OwnedPreparedStatement>,
+>;
+
 thread_local! {
     /// The page upsert of each raw table, prepared once per backend (planning its CTEs on every
     /// page was about 4 % of a load). Kept plans are revalidated by the plan cache when the
@@ -601,44 +628,62 @@ thread_local! {
     /// owner) are checked at every execution. Prepared and always run under
     /// [`SAFE_SEARCH_PATH`], so the cache never replans for a path either. Never freed: a plan
     /// freed during backend exit could raise.
-    static UPSERT_PLANS: std::cell::RefCell<std::collections::HashMap<&'static str, &'static pgrx::spi::OwnedPreparedStatement>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static UPSERT_PLANS: KeptPlans = KeptPlans::default();
+    /// The tombstone update of each raw table ([`apply_tombstones`]), kept as [`UPSERT_PLANS`].
+    static TOMBSTONE_PLANS: KeptPlans = KeptPlans::default();
 }
 
-/// The prepared upsert of `table` (see [`UPSERT_PLANS`]).
-fn upsert_plan(
+/// Parameter types of [`upsert_sql`].
+const UPSERT_TYPES: [pg_sys::Oid; 10] = [
+    pg_sys::TEXTARRAYOID,
+    pg_sys::JSONBARRAYOID,
+    pg_sys::INT8ARRAYOID,
+    pg_sys::TEXTOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT4OID,
+    pg_sys::INT4OID,
+    pg_sys::TEXTOID,
+    pg_sys::TIMESTAMPTZARRAYOID,
+];
+
+/// Parameter types of [`tombstone_sql`].
+const TOMBSTONE_TYPES: [pg_sys::Oid; 3] = [
+    pg_sys::TEXTARRAYOID,
+    pg_sys::TIMESTAMPTZARRAYOID,
+    pg_sys::TEXTOID,
+];
+
+/// The statement `sql(table)` of `table` kept in `plans` (see [`UPSERT_PLANS`]), prepared on first
+/// use with parameter types `types`; `what` names it in an error (`upsert into`).
+fn kept_plan(
     c: &pgrx::spi::SpiClient<'_>,
+    plans: &'static std::thread::LocalKey<KeptPlans>,
     table: &'static str,
+    what: &str,
+    sql: fn(&str) -> String,
+    types: &[pg_sys::Oid],
 ) -> Result<&'static pgrx::spi::OwnedPreparedStatement, PgError> {
-    if let Some(p) = UPSERT_PLANS.with(|m| m.borrow().get(table).copied()) {
+    if let Some(p) = plans.with(|m| m.borrow().get(table).copied()) {
         return Ok(p);
     }
     use pgrx::PgOid;
-    let types = [
-        pg_sys::TEXTARRAYOID,
-        pg_sys::JSONBARRAYOID,
-        pg_sys::INT8ARRAYOID,
-        pg_sys::TEXTOID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT4OID,
-        pg_sys::INT4OID,
-        pg_sys::TEXTOID,
-    ]
-    .map(PgOid::from);
-    let sql = upsert_sql(table);
+    let types: Vec<PgOid> = types.iter().copied().map(PgOid::from).collect();
+    let sql = sql(table);
     let plan = c
         .prepare_mut(sql.as_str(), &types)
-        .map_err(|e| PgError::db(&format!("pg_qbo upsert into raw.{table}"), e))?
+        .map_err(|e| PgError::db(&format!("pg_qbo {what} raw.{table}"), e))?
         .keep();
     let plan: &'static pgrx::spi::OwnedPreparedStatement = Box::leak(Box::new(plan));
-    UPSERT_PLANS.with(|m| m.borrow_mut().insert(table, plan));
+    plans.with(|m| m.borrow_mut().insert(table, plan));
     Ok(plan)
 }
 
 /// The upsert of one page into `raw.<table>`: `$1` Ids, `$2` payloads (jsonb), `$3` SyncTokens,
-/// `$4` realm, `$5`/`$6` window, `$7` page number, `$8` page size, `$9` request payload; returns
-/// (inserted, updated).
+/// `$4` realm, `$5`/`$6` window, `$7` page number, `$8` page size, `$9` request payload, `$10`
+/// LastUpdatedTimes; returns (inserted, updated). A live row (`deleted_at_utc` NULL) is written
+/// when the incoming SyncToken is higher, or equal with another payload; a row marked deleted only
+/// by a version last updated after its deletion, which clears `deleted_at_utc` (a revival).
 pub fn upsert_sql(t: &str) -> String {
     format!(
         "WITH incoming AS (
@@ -647,36 +692,144 @@ pub fn upsert_sql(t: &str) -> String {
              -- page into a tuplestore first (about 5 % of a load's samples)
              SELECT pg_catalog.unnest($1::pg_catalog.text[]) AS id,
                     pg_catalog.unnest($2::pg_catalog.jsonb[]) AS payload,
-                    pg_catalog.unnest($3::pg_catalog.int8[]) AS sync),
+                    pg_catalog.unnest($3::pg_catalog.int8[]) AS sync,
+                    pg_catalog.unnest($10::pg_catalog.timestamptz[]) AS last_updated),
          changed AS (
              -- a scalar subquery, not a join: always one primary-key probe per incoming row,
              -- whatever the table's statistics say (a join planned on a freshly truncated or
              -- never-analyzed table hashed the whole table for every page). LIMIT 1 states what
              -- the key guarantees: without statistics the planner guessed more rows per probe
              -- the bigger the table grew, until the statement cost enough to be JIT-compiled
-             -- (and inlined, optimized) on every page, most of a 1M-record load's CPU
+             -- (and inlined, optimized) on every page, most of a 1M-record load's CPU.
+             -- The same rule as the ON CONFLICT's WHERE below.
              SELECT n.* FROM incoming n
-              WHERE (SELECT NOT (qbo._sync_token(cur.payload) OPERATOR(pg_catalog.>) n.sync
-                                 OR (qbo._sync_token(cur.payload) OPERATOR(pg_catalog.=) n.sync
-                                     AND cur.payload OPERATOR(pg_catalog.=) n.payload))
+              WHERE (SELECT CASE WHEN cur.deleted_at_utc IS NOT NULL
+                                 THEN n.last_updated OPERATOR(pg_catalog.>) cur.deleted_at_utc
+                                 ELSE NOT (qbo._sync_token(cur.payload) OPERATOR(pg_catalog.>) n.sync
+                                           OR (qbo._sync_token(cur.payload) OPERATOR(pg_catalog.=) n.sync
+                                               AND cur.payload OPERATOR(pg_catalog.=) n.payload)) END
                        FROM raw.{t} cur
                       WHERE cur.realm_id OPERATOR(pg_catalog.=) $4 AND cur.id OPERATOR(pg_catalog.=) n.id
                       LIMIT 1) IS NOT FALSE),
          written AS (
              INSERT INTO raw.{t} AS r (realm_id, id, payload, ingested_at_utc, extract_window_start_utc,
-                                      extract_window_end_utc, page_number, page_size, request_payload)
-             SELECT $4, c.id, c.payload, pg_catalog.now(), $5, $6, $7, $8, $9::pg_catalog.jsonb FROM changed c
+                                      extract_window_end_utc, page_number, page_size, request_payload,
+                                      last_updated_utc)
+             SELECT $4, c.id, c.payload, pg_catalog.now(), $5, $6, $7, $8, $9::pg_catalog.jsonb, c.last_updated
+               FROM changed c
              ON CONFLICT (realm_id, id) DO UPDATE
                 SET payload = EXCLUDED.payload, ingested_at_utc = EXCLUDED.ingested_at_utc,
                     extract_window_start_utc = EXCLUDED.extract_window_start_utc,
                     extract_window_end_utc = EXCLUDED.extract_window_end_utc,
                     page_number = EXCLUDED.page_number, page_size = EXCLUDED.page_size,
-                    request_payload = EXCLUDED.request_payload
-              WHERE qbo._sync_token(EXCLUDED.payload) OPERATOR(pg_catalog.>) qbo._sync_token(r.payload)
-                 OR (qbo._sync_token(EXCLUDED.payload) OPERATOR(pg_catalog.=) qbo._sync_token(r.payload)
-                     AND NOT (EXCLUDED.payload OPERATOR(pg_catalog.=) r.payload))
+                    request_payload = EXCLUDED.request_payload,
+                    last_updated_utc = EXCLUDED.last_updated_utc, deleted_at_utc = NULL
+              -- a row marked deleted: only a version last updated after the deletion (the
+              -- tombstone wins a tie, as in apply_tombstones); a live one: the SyncToken rule
+              WHERE CASE WHEN r.deleted_at_utc IS NOT NULL
+                         THEN EXCLUDED.last_updated_utc OPERATOR(pg_catalog.>) r.deleted_at_utc
+                         ELSE qbo._sync_token(EXCLUDED.payload) OPERATOR(pg_catalog.>) qbo._sync_token(r.payload)
+                              OR (qbo._sync_token(EXCLUDED.payload) OPERATOR(pg_catalog.=) qbo._sync_token(r.payload)
+                                  AND NOT (EXCLUDED.payload OPERATOR(pg_catalog.=) r.payload)) END
              RETURNING (r.xmax OPERATOR(pg_catalog.=) 0) AS inserted)
          SELECT pg_catalog.count(*) FILTER (WHERE w.inserted), pg_catalog.count(*) FILTER (WHERE NOT w.inserted)
            FROM written w"
+    )
+}
+
+/// Marks the rows of `ids` in `raw.<entity>` of `realm` deleted, each at its time in `deleted_at`
+/// (same order; for an Id given twice the latest time counts), in one statement as the owner,
+/// under the lock [`upsert_page`] takes. A row is marked only if it exists, is not marked already,
+/// and its version was last updated at or before the deletion (the newer of the live version and
+/// the tombstone wins, as in the upsert); it keeps its payload. A tombstone of an Id the table
+/// does not hold writes nothing: raw holds only records pg_qbo has seen live (one created and
+/// deleted between two syncs leaves no row). Returns the number of rows marked.
+pub fn apply_tombstones(
+    entity: &Entity,
+    realm: &str,
+    ids: &[String],
+    deleted_at: &[DateTime<Utc>],
+) -> Result<i64, PgError> {
+    if ids.len() != deleted_at.len() {
+        return Err(PgError::internal(format!(
+            "pg_qbo tombstones of raw.{}: {} Ids but {} deletion times",
+            entity.table,
+            ids.len(),
+            deleted_at.len()
+        )));
+    }
+    // sorted by their bytes, one per Id with its latest time: rows are probed, and locked, in
+    // the order of the page upsert
+    let mut tombs: Vec<(&str, DateTime<Utc>)> = ids
+        .iter()
+        .map(String::as_str)
+        .zip(deleted_at.iter().copied())
+        .collect();
+    tombs.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+    tombs.dedup_by(|later, first| later.0 == first.0);
+    if tombs.is_empty() {
+        return Ok(0);
+    }
+    let (ids, times): (Vec<&str>, Vec<_>) =
+        tombs.into_iter().map(|(id, at)| (id, tstz(at))).unzip();
+    // as the owner, on a table `check_raw_trust` accepted when the execution started
+    as_owner(|| {
+        Spi::connect_mut(|c| -> Result<i64, PgError> {
+            let spi = |e: pgrx::spi::SpiError| {
+                PgError::db(&format!("pg_qbo tombstones of raw.{}", entity.table), e)
+            };
+            lock_writes(c, realm, entity).map_err(spi)?;
+            let plan = kept_plan(
+                c,
+                &TOMBSTONE_PLANS,
+                entity.table,
+                "tombstones of",
+                tombstone_sql,
+                &TOMBSTONE_TYPES,
+            )?;
+            let marked = c
+                .update(plan, Some(1), &[ids.into(), times.into(), realm.into()])
+                .map_err(spi)?
+                .first()
+                .get_one::<i64>()
+                .map_err(spi)?;
+            Ok(marked.unwrap_or(0))
+        })
+    })
+}
+
+/// The tombstones of `raw.<table>` ([`apply_tombstones`]): `$1` Ids (distinct, sorted), `$2` their
+/// deletion times, `$3` realm; returns the number of rows marked.
+pub fn tombstone_sql(t: &str) -> String {
+    format!(
+        "WITH tombstone AS (
+             -- streamed in the arrays' order (see upsert_sql)
+             SELECT pg_catalog.unnest($1::pg_catalog.text[]) AS id,
+                    pg_catalog.unnest($2::pg_catalog.timestamptz[]) AS deleted_at),
+         target AS MATERIALIZED (
+             -- each row to mark found by a scalar subquery, one primary-key probe per tombstone,
+             -- on the key alone and with LIMIT 1, as in upsert_sql (joined to the table on its
+             -- key, the tombstones were hashed against a scan of the realm's every row of a
+             -- never-analyzed table; conditions on other columns in the probe made it a bitmap
+             -- scan whose guessed rows grow with the table). NULL: nothing to mark. Materialized:
+             -- a small tuplestore of (time, ctid), which the update joins on a plain column.
+             SELECT d.deleted_at,
+                    (SELECT CASE WHEN cur.deleted_at_utc IS NULL
+                                      AND (cur.last_updated_utc IS NULL
+                                           OR cur.last_updated_utc OPERATOR(pg_catalog.<=) d.deleted_at)
+                                 THEN cur.ctid END
+                       FROM raw.{t} cur
+                      WHERE cur.realm_id OPERATOR(pg_catalog.=) $3 AND cur.id OPERATOR(pg_catalog.=) d.id
+                      LIMIT 1) AS row_tid
+               FROM tombstone d),
+         marked AS (
+             -- then each row by its ctid (a TID scan), and by nothing else: a condition on the
+             -- table here (its realm, its key) gave the planner a selectivity to guess, and the
+             -- hash join back. A row changed since its probe has another ctid: not marked.
+             UPDATE raw.{t} AS r SET deleted_at_utc = g.deleted_at
+               FROM target g
+              WHERE r.ctid OPERATOR(pg_catalog.=) g.row_tid
+             RETURNING 1)
+         SELECT pg_catalog.count(*) FROM marked"
     )
 }

@@ -49,14 +49,15 @@ fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
     let ids = list(&|i| i.to_string());
     let payloads = list(&|_| "\"{}\"".to_owned());
     let syncs = list(&|_| "0".to_owned());
+    let times = list(&|_| "\"2025-01-01T00:00:00Z\"".to_owned());
     Spi::run(&format!(
-        "PREPARE up(text[], jsonb[], int8[], text, timestamptz, timestamptz, int, int, text) AS {}",
+        "PREPARE up(text[], jsonb[], int8[], text, timestamptz, timestamptz, int, int, text, timestamptz[]) AS {}",
         raw::upsert_sql(e.table)
     ))
     .unwrap();
     // one plan, read as JSON: its nodes and its estimate
     let plan = Spi::get_one::<pgrx::Json>(&format!(
-        "EXPLAIN (FORMAT JSON) EXECUTE up('{{{ids}}}', '{{{payloads}}}', '{{{syncs}}}', 'r', now(), now(), 1, 1000, '{{}}')"
+        "EXPLAIN (FORMAT JSON) EXECUTE up('{{{ids}}}', '{{{payloads}}}', '{{{syncs}}}', 'r', now(), now(), 1, 1000, '{{}}', '{{{times}}}')"
     ))
     .unwrap()
     .unwrap()
@@ -79,6 +80,34 @@ fn page_upsert_probes_the_primary_key_even_on_a_never_analyzed_table() {
     let total = plan[0]["Plan"]["Total Cost"].as_f64().unwrap();
     println!("upsert of 1000 rows into a never-analyzed 30k-row table: estimated cost {total}");
     assert!(total < 10_000.0, "estimated cost {total}: {text}");
+
+    // the tombstones probe the primary key too, in the arrays' order
+    Spi::run(&format!(
+        "PREPARE tomb(text[], timestamptz[], text) AS {}",
+        raw::tombstone_sql(e.table)
+    ))
+    .unwrap();
+    let plan = Spi::get_one::<pgrx::Json>(&format!(
+        "EXPLAIN (FORMAT JSON) EXECUTE tomb('{{{ids}}}', '{{{times}}}', 'r')"
+    ))
+    .unwrap()
+    .unwrap()
+    .0;
+    let text = plan.to_string();
+    // never a scan of the table (nor of the realm through another index): a probe of the key
+    // per tombstone, then the row by its ctid
+    for node in ["Hash", "Seq Scan", "Bitmap Heap Scan"] {
+        assert!(!text.contains(&format!(r#""Node Type":"{node}""#)), "{node}: {text}");
+    }
+    assert!(text.contains(r#""Node Type":"Tid Scan""#), "{text}");
+    assert!(
+        text.contains(r#""Node Type":"Index Scan""#)
+            && text.contains(r#""Index Name":"qb_invoices_pkey""#),
+        "{text}"
+    );
+    let total = plan[0]["Plan"]["Total Cost"].as_f64().unwrap();
+    println!("tombstones of 1000 rows in a never-analyzed 30k-row table: estimated cost {total}");
+    assert!(total < 20_000.0, "estimated cost {total}: {text}");
 }
 
 /// One page mixing records the network thread wrote as jsonb bytes and records left as text for
@@ -242,6 +271,21 @@ fn raw_tables_with_code_of_untrusted_roles_are_refused() {
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// A record as a QBO page holds it (jsonb bytes, as the network thread writes them).
+fn record(id: &str, sync: i64, last_updated: &str, memo: &str) -> qbo::pager::RawRecord {
+    let doc = format!(
+        r#"{{"Id":"{id}","SyncToken":"{sync}","MetaData":{{"CreateTime":"2024-01-01T00:00:00Z","LastUpdatedTime":"{last_updated}"}},"Memo":"{memo}"}}"#
+    );
+    let raw = serde_json::value::RawValue::from_string(doc).unwrap();
+    qbo::pager::RawRecord::from_page(&raw, true).unwrap()
+}
+
+/// Upserts `records` as one page into the entity's table, for realm `realm`.
+fn upsert(e: &qbo::entities::Entity, realm: &str, records: Vec<qbo::pager::RawRecord>) -> raw::UpsertCounts {
+    let t = at("2025-01-01T00:00:00Z");
+    raw::upsert_page(e, realm, executor::to_page_rows(records), t, t, 1, 1000, "{}").unwrap()
 }
 
 /// (last_updated_utc, deleted_at_utc, SyncToken, Memo) of a row of `raw.<table>`.
@@ -504,6 +548,133 @@ fn adding_the_columns_gives_up_on_a_lock_another_session_holds() {
     assert_eq!(columns, OLD_COLUMNS);
     // the setting was the statement's only
     assert_eq!(Spi::get_one::<String>("SHOW lock_timeout").unwrap().as_deref(), Some("0"));
+}
+
+/// The upsert writes each record's LastUpdatedTime with it (the page sorted by Id, each time
+/// with its record), on insert and on update; a stale version leaves it.
+#[pg_test]
+fn page_upsert_writes_last_updated_utc() {
+    let e = qbo::entities::lookup("Bill").unwrap();
+    raw::ensure_raw_table(e).unwrap();
+    let rows = executor::to_page_rows(vec![
+        record("2", 3, "2025-03-01T10:00:00-07:00", "b"),
+        record("10", 0, "2025-03-01T08:00:00Z", "c"),
+        record("1", 0, "2025-03-01T09:00:00.25Z", "a"),
+    ]);
+    assert_eq!(rows.ids, ["1", "10", "2"]);
+    assert_eq!(
+        rows.last_updated,
+        [at("2025-03-01T09:00:00.25Z"), at("2025-03-01T08:00:00Z"), at("2025-03-01T17:00:00Z")]
+    );
+    let t = at("2025-01-01T00:00:00Z");
+    assert_eq!(
+        raw::upsert_page(e, "r", rows, t, t, 1, 1000, "{}").unwrap(),
+        raw::UpsertCounts { inserted: 3, updated: 0 }
+    );
+    assert_eq!(
+        row_state(e.table, "r", "1"),
+        (Some(at("2025-03-01T09:00:00.25Z")), None, Some("0".into()), Some("a".into()))
+    );
+    assert_eq!(
+        row_state(e.table, "r", "10"),
+        (Some(at("2025-03-01T08:00:00Z")), None, Some("0".into()), Some("c".into()))
+    );
+    assert_eq!(
+        row_state(e.table, "r", "2"),
+        (Some(at("2025-03-01T17:00:00Z")), None, Some("3".into()), Some("b".into()))
+    );
+    // a new version updates it; a stale one (lower SyncToken) leaves the row as it is
+    assert_eq!(
+        upsert(e, "r", vec![record("1", 1, "2025-03-02T00:00:00Z", "a2"), record("2", 2, "2025-02-01T00:00:00Z", "old")]),
+        raw::UpsertCounts { inserted: 0, updated: 1 }
+    );
+    assert_eq!(
+        row_state(e.table, "r", "1"),
+        (Some(at("2025-03-02T00:00:00Z")), None, Some("1".into()), Some("a2".into()))
+    );
+    assert_eq!(
+        row_state(e.table, "r", "2"),
+        (Some(at("2025-03-01T17:00:00Z")), None, Some("3".into()), Some("b".into()))
+    );
+}
+
+/// Tombstones mark live rows whose version is not newer than the deletion, at the tombstone's
+/// time (the latest of an Id's), in the realm given only; unknown Ids add no row; a second call
+/// marks nothing and moves no time.
+#[pg_test]
+fn tombstones_mark_only_live_rows_not_newer_than_the_deletion() {
+    let e = qbo::entities::lookup("Bill").unwrap();
+    raw::ensure_raw_table(e).unwrap();
+    let (t1, t2, t3) = ("2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z", "2025-03-03T00:00:00Z");
+    assert_eq!(
+        upsert(e, "r", vec![record("1", 0, t1, "a"), record("2", 0, t3, "b"), record("3", 0, t2, "c"), record("4", 0, t2, "d")]),
+        raw::UpsertCounts { inserted: 4, updated: 0 }
+    );
+    assert_eq!(upsert(e, "s", vec![record("1", 0, t1, "other realm")]).inserted, 1);
+    let ids: Vec<String> = ["3", "1", "2", "99", "4", "4", "1"].map(String::from).to_vec();
+    let times = [t2, t2, t2, t2, t1, t3, "2025-03-01T12:00:00Z"].map(at);
+    assert_eq!(raw::apply_tombstones(e, "r", &ids, &times).unwrap(), 3);
+    // 1: its latest tombstone (t2) after its version (t1); 2: its version (t3) is newer than the
+    // deletion (t2): kept live; 3: deleted at the very time of its version (the tombstone wins
+    // a tie); 4: the later of its two tombstones (t3) is after its version (t2)
+    assert_eq!(row_state(e.table, "r", "1"), (Some(at(t1)), Some(at(t2)), Some("0".into()), Some("a".into())));
+    assert_eq!(row_state(e.table, "r", "2"), (Some(at(t3)), None, Some("0".into()), Some("b".into())));
+    assert_eq!(row_state(e.table, "r", "3"), (Some(at(t2)), Some(at(t2)), Some("0".into()), Some("c".into())));
+    assert_eq!(row_state(e.table, "r", "4"), (Some(at(t2)), Some(at(t3)), Some("0".into()), Some("d".into())));
+    assert_eq!(row_state(e.table, "s", "1"), (Some(at(t1)), None, Some("0".into()), Some("other realm".into())));
+    let count = || Spi::get_one::<i64>("SELECT count(*) FROM raw.qb_bills").unwrap();
+    assert_eq!(count(), Some(5), "no row for Id 99");
+    // again: nothing marked; later tombstones of rows already marked move no time
+    assert_eq!(raw::apply_tombstones(e, "r", &ids, &times).unwrap(), 0);
+    let marked = ["1", "3", "4"].map(String::from);
+    assert_eq!(raw::apply_tombstones(e, "r", &marked, &[at("2025-04-01T00:00:00Z"); 3]).unwrap(), 0);
+    assert_eq!(row_state(e.table, "r", "1").1, Some(at(t2)));
+    assert_eq!(row_state(e.table, "r", "3").1, Some(at(t2)));
+    assert_eq!(row_state(e.table, "r", "4").1, Some(at(t3)));
+    assert_eq!(row_state(e.table, "r", "2").1, None);
+    assert_eq!(count(), Some(5));
+    assert_eq!(raw::apply_tombstones(e, "r", &[], &[]).unwrap(), 0);
+    assert_eq!(raw::apply_tombstones(e, "r", &ids, &times[..1]).unwrap_err().sqlstate(), "XX000");
+}
+
+/// A row marked deleted is not written by a version last updated at or before its deletion, even
+/// with a higher SyncToken (a late backfill page); a later version revives it (counted updated),
+/// after which the SyncToken rule applies again.
+#[pg_test]
+fn a_deleted_row_is_revived_only_by_a_later_version() {
+    let e = qbo::entities::lookup("Bill").unwrap();
+    raw::ensure_raw_table(e).unwrap();
+    let (t1, t2, t3) = ("2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z", "2025-03-03T00:00:00Z");
+    assert_eq!(upsert(e, "r", vec![record("1", 3, t1, "a")]).inserted, 1);
+    assert_eq!(raw::apply_tombstones(e, "r", &["1".to_owned()], &[at(t2)]).unwrap(), 1);
+    let nothing = raw::UpsertCounts { inserted: 0, updated: 0 };
+    // older, then equal to the deletion: not written, whatever their SyncToken
+    assert_eq!(upsert(e, "r", vec![record("1", 5, t1, "late page")]), nothing);
+    assert_eq!(upsert(e, "r", vec![record("1", 6, t2, "same second")]), nothing);
+    assert_eq!(row_state(e.table, "r", "1"), (Some(at(t1)), Some(at(t2)), Some("3".into()), Some("a".into())));
+    // in a page with a new record: that one is inserted, the deleted one skipped
+    assert_eq!(
+        upsert(e, "r", vec![record("1", 7, "2025-03-01T23:59:59.999999Z", "late"), record("5", 0, t1, "new")]),
+        raw::UpsertCounts { inserted: 1, updated: 0 }
+    );
+    // later than the deletion: revived, even with a lower SyncToken
+    assert_eq!(
+        upsert(e, "r", vec![record("1", 1, "2025-03-02T00:00:00.000001Z", "back")]),
+        raw::UpsertCounts { inserted: 0, updated: 1 }
+    );
+    assert_eq!(
+        row_state(e.table, "r", "1"),
+        (Some(at("2025-03-02T00:00:00.000001Z")), None, Some("1".into()), Some("back".into()))
+    );
+    // live again: the SyncToken rule (the same version writes nothing; a lower SyncToken,
+    // however late, neither; a higher one does)
+    assert_eq!(upsert(e, "r", vec![record("1", 1, "2025-03-02T00:00:00.000001Z", "back")]), nothing);
+    assert_eq!(upsert(e, "r", vec![record("1", 0, t3, "stale")]), nothing);
+    assert_eq!(
+        upsert(e, "r", vec![record("1", 2, t3, "next")]),
+        raw::UpsertCounts { inserted: 0, updated: 1 }
+    );
+    assert_eq!(row_state(e.table, "r", "1"), (Some(at(t3)), None, Some("2".into()), Some("next".into())));
 }
 
 /// The ledger hands back rows, and the progress lines are made of them: pages committed after
