@@ -343,6 +343,14 @@ impl CdcRound {
         Ok(Vec::new())
     }
 
+    /// Gives up `call` (asked and not answered): its entities are completed another way, by the
+    /// caller.
+    pub fn abandon(&mut self, call: &CdcCall) {
+        if let Some(at) = self.flying.iter().position(|(c, _)| c == call) {
+            self.flying.swap_remove(at);
+        }
+    }
+
     /// Every call answered and nothing left to ask.
     pub fn is_done(&self) -> bool {
         self.queue.is_empty() && self.flying.is_empty()
@@ -886,5 +894,20 @@ mod tests {
         assert!(!reachable(now - MAX_AGE + AGE_SAFETY, now));
         assert!(!reachable(now - TimeDelta::days(31), now));
         assert!(reachable(now, now));
+    }
+
+    #[test]
+    fn an_abandoned_call_leaves_nothing_to_ask() {
+        let inv = lookup("Invoice").unwrap();
+        let bill = lookup("Bill").unwrap();
+        let t = "2026-12-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let mut round = CdcRound::new(&[(inv, t), (bill, t)]).unwrap();
+        let calls = round.ready().unwrap();
+        assert_eq!(calls.len(), 1);
+        assert!(!round.is_done());
+        round.abandon(&calls[0]);
+        assert!(round.is_done());
+        assert!(round.ready().unwrap().is_empty());
+        assert_eq!(round.calls(), 1);
     }
 }
