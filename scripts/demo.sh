@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, on a fresh Debian 12 machine, as root: builds and installs pg_qbo, starts a local
 # PostgreSQL 15 cluster and the bundled QBO emulator, registers a connection (secrets from a file,
-# never in SQL text), backfills Customer, Invoice and Item, and prints the volumetry.
+# never in SQL text), backfills Customer, Invoice and Item, and prints the volumetry; then keeps
+# them current with qbo.sync after changes in QuickBooks (deletes included).
 # KEEP=1 leaves the cluster and the emulator running (see the psql line printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +67,29 @@ lo=datetime.fromisoformat('${FROM%Z}+00:00'); hi=datetime.fromisoformat('${TO%Z}
 print(sum(1 for r in rows if not r.get('deleted') and lo <= datetime.fromisoformat(r['LastUpdatedTime']) < hi))")
   got=$("${PSQL[@]}" -Atc "SELECT count(*) FROM raw.$table")
   printf '    %-9s raw.%-13s %6s rows, emulator truth %6s: %s\n' "$entity" "$table" "$got" "$truth" "$([ "$got" = "$truth" ] && echo equal || echo DIFFERENT)"
+  [ "$got" = "$truth" ]
+done
+
+# Keeping raw current: a first sync (each entity's whole history: every record already there is
+# skipped), changes in QuickBooks (the emulator's mutator: creates, updates, voids, inactivations,
+# hard deletes), then a sync through Change Data Capture.
+SYNC="SELECT entity, route, requests, changed, inserted, updated, deleted, skipped, duration FROM qbo.sync(ARRAY['Customer', 'Invoice', 'Item'])"
+echo
+echo "==> $SYNC;   -- first sync"
+"${PSQL[@]}" -c "SET client_min_messages = warning" -c "$SYNC"
+curl -sf -X POST -H 'Content-Type: application/json' \
+  -d '{"op": "mix", "count": 25, "realm": "9341452000000001", "entities": ["Customer", "Invoice", "Item"]}' \
+  "$EMU_URL/__emulator/mutate" > /dev/null
+echo "==> 25 changes in QuickBooks, then $SYNC;"
+"${PSQL[@]}" -c "SET client_min_messages = warning" -c "$SYNC"
+echo "==> live rows (deleted_at_utc IS NULL) compared with the emulator's ground truth"
+for pair in Customer:qb_customers Invoice:qb_invoices Item:qb_items; do
+  entity=${pair%%:*}; table=${pair##*:}
+  truth=$(curl -s "$EMU_URL/__emulator/truth/9341452000000001/$entity" |
+    python3 -c "import json,sys; print(sum(1 for r in json.load(sys.stdin) if not r.get('deleted')))")
+  got=$("${PSQL[@]}" -Atc "SELECT count(*) FROM raw.$table WHERE deleted_at_utc IS NULL")
+  gone=$("${PSQL[@]}" -Atc "SELECT count(*) FROM raw.$table WHERE deleted_at_utc IS NOT NULL")
+  printf '    %-9s raw.%-13s %6s live rows (%s marked deleted), emulator truth %6s: %s\n' "$entity" "$table" "$got" "$gone" "$truth" "$([ "$got" = "$truth" ] && echo equal || echo DIFFERENT)"
   [ "$got" = "$truth" ]
 done
 if [ "${KEEP:-0}" = 1 ]; then

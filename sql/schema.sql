@@ -35,6 +35,10 @@ INSERT INTO qbo._routine_grants (routine, grantee) VALUES
     ('resume', 'operator'),
     ('schedule_backfill', 'operator'),
     ('run_backfill', 'operator'),
+    ('run_sync', 'operator'),
+    ('run_sync_all', 'operator'),
+    ('sync', 'operator'),
+    ('start_sync', 'operator'),
     ('run_resume', 'operator'),
     ('run_scheduled', 'operator'),
     ('start_backfill', 'operator'),
@@ -245,6 +249,10 @@ CREATE TABLE qbo.runs (
     requests_query bigint NOT NULL DEFAULT 0,
     requests_count bigint NOT NULL DEFAULT 0,
     requests_token bigint NOT NULL DEFAULT 0,
+    kind          text NOT NULL DEFAULT 'backfill',
+    parent_run_id bigint REFERENCES qbo.runs ON DELETE SET NULL,
+    requests_cdc  bigint NOT NULL DEFAULT 0,
+    CONSTRAINT kind_ok CHECK (kind IN ('backfill', 'sync')),
     CONSTRAINT status_ok CHECK (status IN ('scheduled', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
     CONSTRAINT entry_point_ok CHECK (entry_point IN ('call', 'function', 'cron', 'detached'))
 );
@@ -276,6 +284,9 @@ COMMENT ON COLUMN qbo.runs.progress IS 'What a running run is doing (last page, 
 COMMENT ON COLUMN qbo.runs.requests_query IS 'Query requests (pages) the run sent to QuickBooks, retries included, over all its executions (counted when admitted, with qbo.api_usage; 0 for runs of pg_qbo before 0.3.0).';
 COMMENT ON COLUMN qbo.runs.requests_count IS 'count(*) requests the run sent to QuickBooks (sizing slices and seconds), retries included.';
 COMMENT ON COLUMN qbo.runs.requests_token IS 'Token refresh requests the run sent to Intuit''s OAuth2 endpoint, retries included.';
+COMMENT ON COLUMN qbo.runs.kind IS 'backfill (qbo.backfill and the other backfill entry points; also the passes a sync runs through the pager, with parent_run_id set) or sync (CALL qbo.run_sync: one row per sync, one qbo.run_chunks row per entity).';
+COMMENT ON COLUMN qbo.runs.parent_run_id IS 'For a backfill a sync ran (an entity''s first sync, or its changes read through the pager): the sync''s run id.';
+COMMENT ON COLUMN qbo.runs.requests_cdc IS 'Change Data Capture requests the run (a sync) sent, retries included.';
 
 CREATE TABLE qbo.run_chunks (
     run_id       bigint NOT NULL REFERENCES qbo.runs ON DELETE CASCADE,
@@ -295,6 +306,11 @@ CREATE TABLE qbo.run_chunks (
     finished_at  timestamptz,
     error        text,
     records_expected bigint,
+    entity       text,
+    route        text,
+    deleted      bigint NOT NULL DEFAULT 0,
+    requests     bigint NOT NULL DEFAULT 0,
+    child_run_id bigint,
     PRIMARY KEY (run_id, chunk),
     CONSTRAINT chunk_status_ok CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted'))
 );
@@ -316,6 +332,11 @@ COMMENT ON COLUMN qbo.run_chunks.started_at IS 'When work on the chunk first sta
 COMMENT ON COLUMN qbo.run_chunks.finished_at IS 'When the chunk completed.';
 COMMENT ON COLUMN qbo.run_chunks.error IS 'Error that stopped the chunk.';
 COMMENT ON COLUMN qbo.run_chunks.records_expected IS 'Records QuickBooks counted (count(*)) in the window whose cursor is saved on this chunk, when that window is read by offsets (its chunks finish together at its end): qbo.progress estimates the time left from it.';
+COMMENT ON COLUMN qbo.run_chunks.entity IS 'For a sync: the entity of this row (a sync has one row per entity; NULL for a backfill''s chunks).';
+COMMENT ON COLUMN qbo.run_chunks.route IS 'For a sync: how the entity''s changes were read: cdc (Change Data Capture), first_sync (its whole history, by a backfill: child_run_id), pager (a backfill over [window_start, window_end): CDC does not serve the entity, its watermark is older than CDC reaches, or a CDC answer reached the 1000-object cap).';
+COMMENT ON COLUMN qbo.run_chunks.deleted IS 'For a sync: records marked deleted (raw.*.deleted_at_utc set) from QuickBooks'' tombstones.';
+COMMENT ON COLUMN qbo.run_chunks.requests IS 'For a sync: requests spent on the entity: its backfill''s (child_run_id) and the CDC requests whose first entity (in qbo.entities order) it was, so the rows of a sync add up to its requests_* exactly.';
+COMMENT ON COLUMN qbo.run_chunks.child_run_id IS 'For a sync: the backfill run (qbo.runs.kind = backfill, parent_run_id = this run) that read the entity through the pager.';
 
 -- Internal: the Ids of a second being read by STARTPOSITION (a bulk import: a second holding a page
 -- or more), written with each page instead of in the chunk's cursor, which would otherwise copy
@@ -362,6 +383,28 @@ COMMENT ON COLUMN qbo.run_pages.seconds IS 'Wall time of the page: fetch (with r
 COMMENT ON COLUMN qbo.run_pages.intuit_tid IS 'intuit_tid header of the response (Intuit support asks for it).';
 COMMENT ON COLUMN qbo.run_pages.committed_at IS 'Commit time.';
 
+-- Where each entity of each company is synced up to: every change QuickBooks made to the entity
+-- before the watermark is in raw. Written in the same transaction as the rows it covers.
+CREATE TABLE qbo.sync_state (
+    realm_id   text NOT NULL,
+    entity     text NOT NULL,
+    watermark  timestamptz NOT NULL,
+    connection text NOT NULL,
+    run_id     bigint,
+    route      text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (realm_id, entity)
+);
+COMMENT ON TABLE qbo.sync_state IS 'pg_qbo: how far each entity of each company is synced (CALL qbo.run_sync): every change QuickBooks made to it before watermark is in raw.*. Committed with the rows it covers; delete a row to make the next sync read that entity''s whole history again.';
+COMMENT ON COLUMN qbo.sync_state.realm_id IS 'QuickBooks company id (raw.* rows are per realm, so watermarks are too: two connections to one company share them).';
+COMMENT ON COLUMN qbo.sync_state.entity IS 'QBO entity.';
+COMMENT ON COLUMN qbo.sync_state.watermark IS 'Every change before it is applied, on QuickBooks'' clock (a CDC answer''s time less the request''s round trip and 120 s; for a pass through the pager, its end less 120 s). The next sync reads from here; changes seen again are skipped.';
+COMMENT ON COLUMN qbo.sync_state.connection IS 'Connection of the sync that set it.';
+COMMENT ON COLUMN qbo.sync_state.run_id IS 'Sync run (qbo.runs) that set it.';
+COMMENT ON COLUMN qbo.sync_state.route IS 'How that sync read the entity: cdc, first_sync or pager (see qbo.run_chunks.route).';
+COMMENT ON COLUMN qbo.sync_state.updated_at IS 'When it was set.';
+
+SELECT pg_catalog.pg_extension_config_dump('qbo.sync_state', '');
 SELECT pg_catalog.pg_extension_config_dump('qbo.runs', '');
 SELECT pg_catalog.pg_extension_config_dump('qbo.runs_run_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('qbo.run_chunks', '');
@@ -445,7 +488,7 @@ COMMENT ON VIEW qbo.api_usage IS 'pg_qbo: requests pg_qbo sent per calendar mont
 COMMENT ON COLUMN qbo.api_usage.month IS 'First day of the calendar month (UTC) the requests were sent in.';
 COMMENT ON COLUMN qbo.api_usage.client_id IS 'The Intuit app (OAuth2 client id of the connection; not a secret) whose monthly meter the requests count against.';
 COMMENT ON COLUMN qbo.api_usage.realm_id IS 'QuickBooks company id.';
-COMMENT ON COLUMN qbo.api_usage.kind IS 'query (a page of records), count (a count(*) sizing a slice or a second) or token (a refresh at Intuit''s OAuth2 endpoint).';
+COMMENT ON COLUMN qbo.api_usage.kind IS 'query (a page of records), count (a count(*) sizing a slice or a second), cdc (a Change Data Capture request of a sync) or token (a refresh at Intuit''s OAuth2 endpoint).';
 COMMENT ON COLUMN qbo.api_usage.requests IS 'Requests sent, counted when admitted (a request admitted then never sent, because its run stopped in that instant, stays counted).';
 COMMENT ON COLUMN qbo.api_usage.app_month_requests IS 'The app''s requests of that month, every realm and kind: what qbo.monthly_request_budget is compared with.';
 
@@ -565,9 +608,11 @@ BEGIN
         ON CONFLICT (month, client_id, realm_id, kind) DO UPDATE SET requests = u.requests + excluded.requests;
         IF p_run_id IS NOT NULL THEN
             UPDATE qbo.runs r
-               SET requests_query = r.requests_query + k.q, requests_count = r.requests_count + k.c
+               SET requests_query = r.requests_query + k.q, requests_count = r.requests_count + k.c,
+                   requests_cdc = r.requests_cdc + k.d
               FROM (SELECT count(*) FILTER (WHERE x.kind = 'query') AS q,
-                           count(*) FILTER (WHERE x.kind = 'count') AS c
+                           count(*) FILTER (WHERE x.kind = 'count') AS c,
+                           count(*) FILTER (WHERE x.kind = 'cdc') AS d
                       FROM unnest(p_kinds[1:n]) AS x(kind)) k
              WHERE r.run_id = p_run_id;
         END IF;
@@ -780,14 +825,14 @@ DECLARE
     f pg_catalog.regprocedure;
 BEGIN
     PERFORM qbo._grant_common('qbo.grant_operator', role_name,
-        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities, qbo.api_usage');
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.connections, qbo.entities, qbo.api_usage, qbo.sync_state');
     FOR f IN SELECT r.routine FROM qbo._routines() r WHERE r.grantee OPERATOR(pg_catalog.=) 'operator' LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %I', f, role_name);
     END LOOP;
 END
 $fn$;
 COMMENT ON FUNCTION qbo.grant_operator(name) IS
-    'pg_qbo: lets a role run backfills of the connections granted to it with qbo.grant_connection (qbo.backfill, qbo.resume, qbo.start_backfill, qbo.start_resume, qbo.schedule_backfill, CALL qbo.run_*), cancel the runs it started (qbo.cancel), and read raw.* and the ledger; raw.* is written by those backfills only (as the extension owner), never by the role itself. It can never read a secret or token, change qbo.api_base_url/qbo.token_url, or alter the ledger.';
+    'pg_qbo: lets a role run backfills and syncs of the connections granted to it with qbo.grant_connection (qbo.backfill, qbo.resume, qbo.start_backfill, qbo.start_resume, qbo.schedule_backfill, CALL qbo.run_*, CALL qbo.run_sync), cancel the runs it started (qbo.cancel), and read raw.*, the ledger and qbo.sync_state; raw.* is written by those backfills only (as the extension owner), never by the role itself. It can never read a secret or token, change qbo.api_base_url/qbo.token_url, or alter the ledger.';
 
 CREATE FUNCTION qbo.grant_connection(connection text, role_name name)
 RETURNS void
@@ -842,8 +887,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM qbo._grant_common('qbo.grant_reader', role_name,
-        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities, qbo.api_usage');
+        'qbo.runs, qbo.run_chunks, qbo.run_pages, qbo.progress, qbo.entities, qbo.api_usage, qbo.sync_state');
 END
 $fn$;
 COMMENT ON FUNCTION qbo.grant_reader(name) IS
-    'pg_qbo: lets a role read raw.* and the run ledger (qbo.runs, run_chunks, run_pages, progress, entities, api_usage); nothing else.';
+    'pg_qbo: lets a role read raw.* and the run ledger (qbo.runs, run_chunks, run_pages, progress, entities, api_usage, sync_state); nothing else.';

@@ -23,8 +23,14 @@ pub(crate) unsafe fn require_nonatomic(fcinfo: pg_sys::FunctionCallInfo, name: &
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_TERMINATION,
             format!(
-                "{name} commits page by page, so it must be run with CALL outside an explicit transaction block (and not from a function or a multi-statement string); inside a transaction use SELECT * FROM {}(...)",
-                if name.ends_with("resume") { "qbo.resume" } else { "qbo.backfill" }
+                "{name} commits page by page, so it must be run with CALL outside an explicit transaction block (and not from a function or a multi-statement string){}",
+                if name.ends_with("resume") {
+                    "; inside a transaction use SELECT * FROM qbo.resume(...)"
+                } else if name.ends_with("sync") {
+                    ""
+                } else {
+                    "; inside a transaction use SELECT * FROM qbo.backfill(...)"
+                }
             ),
         );
     }
@@ -63,6 +69,18 @@ macro_rules! finfo_v1 {
 /// must live until Postgres has read the returned row: the context the procedure was called in
 /// (after `SPI_finish`, which switches back to it).
 pub unsafe fn result_row(fcinfo: pg_sys::FunctionCallInfo, run_id: i64) -> pg_sys::Datum {
+    // SAFETY: passed on from the caller (see `# Safety`).
+    unsafe { result_row_opt(fcinfo, Some(run_id)) }
+}
+
+/// [`result_row`], with a NULL run_id for `None`.
+///
+/// # Safety
+/// As [`result_row`].
+pub unsafe fn result_row_opt(
+    fcinfo: pg_sys::FunctionCallInfo,
+    run_id: Option<i64>,
+) -> pg_sys::Datum {
     let mut tupdesc: pg_sys::TupleDesc = std::ptr::null_mut();
     // SAFETY: `fcinfo` is the live FunctionCallInfo of this call (caller's guarantee), whose
     // flinfo/fn_expr get_call_result_type reads; the result type oid is not asked for (null is
@@ -71,14 +89,14 @@ pub unsafe fn result_row(fcinfo: pg_sys::FunctionCallInfo, run_id: i64) -> pg_sy
     if class != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || tupdesc.is_null() {
         raise(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "qbo.run_backfill: cannot determine its result row type",
+            "pg_qbo procedure: cannot determine its result row type",
         );
     }
     // SAFETY: `tupdesc` is the non-null descriptor of a composite result that
     // get_call_result_type just returned (checked above; `raise` does not return).
     let tupdesc = unsafe { pg_sys::BlessTupleDesc(tupdesc) };
-    let mut values = [pg_sys::Datum::from(run_id)];
-    let mut nulls = [false];
+    let mut values = [pg_sys::Datum::from(run_id.unwrap_or(0))];
+    let mut nulls = [run_id.is_none()];
     // SAFETY: `tupdesc` is the blessed descriptor of the procedure's output row, which has one
     // column (the caller's guarantee: the bigint run_id), so heap_form_tuple reads one element of
     // each of the local one-element `values` and `nulls` arrays; a bigint is passed by value.

@@ -46,6 +46,14 @@ use std::time::{Duration, Instant};
 /// Executes (or continues) run `run_id`. Requires a non-atomic SPI connection. On error the run is
 /// marked and the error re-raised; returns normally only when the run succeeded.
 pub fn execute(run_id: i64, mode: Mode) {
+    if let Err(e) = execute_result(run_id, mode) {
+        e.raise();
+    }
+}
+
+/// [`execute`], returning the error it would raise (the run already marked, its locks released):
+/// a sync runs its backfills with it and stops with their error.
+pub fn execute_result(run_id: i64, mode: Mode) -> Result<(), PgError> {
     // The caller took the run's liveness lock in the transaction that created or reopened it
     // (see `lock_new_run` / `request::prepare_resume`), so the run is never `running` unlocked.
     let token_locked: Mutex<Option<String>> = Mutex::new(None);
@@ -67,6 +75,7 @@ pub fn execute(run_id: i64, mode: Mode) {
                 });
             }
             xact::commit();
+            Ok(())
         }
         Err(e) => {
             // undo the page in flight, record why the run stopped, and raise it (without pgrx's
@@ -86,7 +95,7 @@ pub fn execute(run_id: i64, mode: Mode) {
             } else {
                 PgError::new(code, format!("{} (the run could not be marked in qbo.runs: is pg_qbo still installed in this database?)", e.message))
             };
-            e.raise();
+            Err(e)
         }
     }
 }
@@ -94,7 +103,7 @@ pub fn execute(run_id: i64, mode: Mode) {
 /// What to do after a run stopped with `code`, as the tail of its message: resume it, unless
 /// a memory limit (54000) stopped it, which a resume (same settings, same page size) meets again;
 /// that error's own text says to start a new run.
-fn next_step(code: PgSqlErrorCode, run_id: i64) -> String {
+pub(crate) fn next_step(code: PgSqlErrorCode, run_id: i64) -> String {
     if code == PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED {
         String::new()
     } else {
@@ -116,7 +125,7 @@ pub fn names_run(msg: &str, run_id: i64) -> bool {
 /// Undoes the page in flight and records why the run stopped. Each step may fail in turn (the
 /// extension dropped during the run takes the ledger and the limiter with it): a failed step is
 /// rolled back and the others still run. Returns whether the run's outcome was recorded.
-fn after_error(run_id: i64, token_locked: &Mutex<Option<String>>, e: &PgError) -> bool {
+pub(crate) fn after_error(run_id: i64, token_locked: &Mutex<Option<String>>, e: &PgError) -> bool {
     recover();
     attempt(|| {
         if let Err(e) = limiter::release_mine() {

@@ -43,6 +43,8 @@ pub enum Kind {
     Query,
     /// A `count(*)`.
     Count,
+    /// A Change Data Capture request (a sync).
+    Cdc,
 }
 
 impl Kind {
@@ -50,6 +52,7 @@ impl Kind {
         match self {
             Kind::Query => "query",
             Kind::Count => "count",
+            Kind::Cdc => "cdc",
         }
     }
 }

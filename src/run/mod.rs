@@ -1,6 +1,6 @@
 //! One run: what was asked ([`request`]), its execution ([`executor`], one code path for every
 //! entry point), the access tokens it uses ([`tokens`]), the realm's shared request limiter
-//! ([`limiter`]), the background worker of the set-returning and detached entry points
+//! ([`limiter`]), a sync of a company's entities ([`sync`]), the background worker of the set-returning and detached entry points
 //! ([`worker`]), the pg_cron job of a scheduled run ([`cron`]), cancelling a run by its id
 //! ([`cancel`]) and the progress text it prints ([`notices`]).
 
@@ -10,6 +10,7 @@ pub mod executor;
 pub mod limiter;
 pub mod notices;
 pub mod request;
+pub mod sync;
 pub mod tokens;
 pub mod worker;
 

@@ -37,9 +37,10 @@ use crate::pg::interrupts::{self, held, Mode};
 use crate::pg::spi;
 use crate::pg::time::session_ts;
 use crate::pg::xact;
-use crate::run::executor;
 use crate::run::notices::{self, BackoffGate, ProgressClock};
 use crate::run::request::{self, Resume};
+use crate::run::{executor, sync};
+use crate::store::syncs;
 use crate::store::{ledger, locks};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
@@ -57,6 +58,20 @@ pub enum Job {
     New(Box<request::RunRequest>),
     /// Continue an existing run.
     Resume(i64),
+    /// Create a sync run with these parameters, then execute it (see [`crate::run::sync`]).
+    Sync(Box<crate::run::sync::SyncRequest>),
+}
+
+impl Job {
+    /// What continues the run of this job after it was stopped, for run `run_id`.
+    fn continue_with(&self, run_id: i64, resume: &str) -> String {
+        match self {
+            Job::Sync(_) => {
+                "CALL qbo.run_sync(...) or SELECT * FROM qbo.sync(...) again: it goes on from the watermarks committed".to_owned()
+            }
+            _ => format!("{resume}({run_id})"),
+        }
+    }
 }
 
 /// Everything the worker needs, handed over explicitly.
@@ -206,13 +221,35 @@ pub extern "C-unwind" fn pg_qbo_worker_main(arg: pg_sys::Datum) {
                 (request::create_run(req, &v, entry_point), Resume::Execute)
             }
             Job::Resume(id) => (*id, request::prepare_resume(*id)),
+            Job::Sync(req) => {
+                let f = if spec.detached {
+                    "qbo.start_sync"
+                } else {
+                    "qbo.sync"
+                };
+                match sync::start(req, entry_point, f).unwrap_or_else(|e| e.raise()) {
+                    sync::Started::Created(id) => (id, Resume::Execute),
+                    // another session's sync took the company since the caller looked
+                    sync::Started::Busy(notice) => {
+                        raise(PgSqlErrorCode::ERRCODE_OBJECT_IN_USE, notice)
+                    }
+                }
+            }
         };
+        let is_sync = matches!(spec.job, Job::Sync(_));
         guc::set_application_name(&format!("pg_qbo run {run_id}"));
         xact::commit();
         shared.run_id.store(run_id, Ordering::Release);
         shared.state.store(1, Ordering::Release);
         // a run that succeeded meanwhile (another session resumed it) is left as it is
-        if resume == Resume::Execute {
+        if resume == Resume::Execute && is_sync {
+            sync::execute(run_id, mode);
+            if mode == Mode::Detached {
+                let line = sync::summary_line(run_id)
+                    .unwrap_or_else(|_| format!("sync run {run_id} succeeded"));
+                held(|| log!("pg_qbo: detached {line}"));
+            }
+        } else if resume == Resume::Execute {
             executor::execute(run_id, mode);
             if mode == Mode::Detached {
                 // nobody waits for a detached run: its end goes to the server log (a failure's is
@@ -300,12 +337,19 @@ pub fn run_in_worker(job: Job) -> i64 {
     }
     // before the worker starts: what a resumed run had done is not relayed again
     let mut relay = Relay::new(&job);
+    let is_sync = relay.sync;
     let (run_id, ()) = start_and_wait(job, false, "SELECT * FROM qbo.resume", |worker, shared| {
         let _ = worker.wait_for_startup();
         wait_loop(worker, shared, &mut relay)
     });
     relay.relay(run_id);
     match ledger::outcome(run_id) {
+        Ok((status, _, _)) if status == "succeeded" && is_sync => match sync::summary_line(run_id) {
+            Ok(line) => crate::say!("{line}"),
+            Err(e) => held(|| {
+                warning!("sync run {run_id} succeeded; its totals could not be read: {}", e.message)
+            }),
+        },
         Ok((status, _, _)) if status == "succeeded" => match ledger::totals(run_id) {
             Ok(t) => crate::say!("{}", notices::succeeded(&t)),
             Err(e) => held(|| {
@@ -476,7 +520,8 @@ fn start_and_wait<T>(
     resume: &str,
     wait: impl FnOnce(&DynamicBackgroundWorker, &Shared) -> T,
 ) -> (i64, T) {
-    let seg = hand_over(job, detached);
+    let continue_with = |run_id: i64| job.continue_with(run_id, resume);
+    let seg = hand_over(job.clone(), detached);
     // SAFETY: `seg` was just made by hand_over and stays attached until the dsm_detach below,
     // after the last use of `shared`, or until an ERROR's abort, after which `shared` is never
     // used (raise does not return).
@@ -492,8 +537,9 @@ fn start_and_wait<T>(
                 PgError::new(
                     e.code,
                     format!(
-                        "{} (run {run_id} was stopped; continue it with {resume}({run_id}))",
-                        e.message
+                        "{} (run {run_id} was stopped; continue it with {})",
+                        e.message,
+                        continue_with(run_id)
                     ),
                 )
                 .raise()
@@ -646,6 +692,9 @@ fn stop_worker(worker: &DynamicBackgroundWorker) {
 /// settings, and the backoffs the worker records in `qbo.runs.progress` (numbered, so that the
 /// same [`BackoffGate`] as a `CALL`'s says how many went unreported).
 struct Relay {
+    /// The run is a sync: each entity is reported as it finishes (the backfills it runs are
+    /// followed in qbo.progress), and its backoffs.
+    sync: bool,
     /// Since when the relay runs (this execution's pace is counted from it).
     started: Instant,
     /// A resume: its run exists, and is announced by no opening line.
@@ -667,6 +716,7 @@ impl Relay {
     /// starts, so that only what this execution does is relayed.
     fn new(job: &Job) -> Relay {
         let mut r = Relay {
+            sync: matches!(job, Job::Sync(_)),
             started: Instant::now(),
             resumed: false,
             known: false,
@@ -690,6 +740,9 @@ impl Relay {
     /// Prints what committed since the last flush, each line once. An error reading the ledger
     /// is returned; nothing was printed twice.
     fn flush(&mut self, run_id: i64) -> Result<(), PgError> {
+        if self.sync {
+            return self.flush_sync(run_id);
+        }
         if !self.known {
             let run = ledger::load_run(run_id)?;
             let interval = serde_json::from_value::<Settings>(run.settings.clone())
@@ -733,6 +786,32 @@ impl Relay {
             if p.pages > self.pages && clock.due(now) {
                 crate::say!("{}", clock.line(&p, now));
                 self.pages = p.pages;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Relay::flush`] of a sync: each entity as it finishes (once), and its backoffs.
+    fn flush_sync(&mut self, run_id: i64) -> Result<(), PgError> {
+        for (k, r) in syncs::report(run_id)?.iter().enumerate() {
+            let chunk = k as i32 + 1;
+            if r.status == "succeeded" && self.chunks_done.insert(chunk) {
+                crate::say!("{}", sync::entity_line(run_id, r));
+            }
+        }
+        let p = ledger::run_progress(run_id)?;
+        if let Some(b) = p.note.as_deref().and_then(notices::parse_backoff_note) {
+            if let Some(unreported) = self.backoffs.offer(b.run_retries, Instant::now()) {
+                let others = if unreported > 0 {
+                    format!("; {unreported} other retries not reported")
+                } else {
+                    String::new()
+                };
+                crate::say!(
+                    "sync run {run_id}: {} on a request to QuickBooks; retrying in {:.2} s{others}",
+                    b.cause,
+                    b.seconds
+                );
             }
         }
         Ok(())

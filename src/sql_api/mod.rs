@@ -8,12 +8,14 @@
 //! - [`detached`]: `qbo.start_backfill`, `qbo.start_resume` (a run in a background worker tied
 //!   to no session) and `qbo.cancel` (stops a run by its id).
 //! - [`schedule`]: `qbo.schedule_backfill` and the procedure its pg_cron job calls.
+//! - [`sync`]: `CALL qbo.run_sync` (keeps raw.* current through Change Data Capture).
 //! - [`args`]: reading the arguments (NULLs, infinite timestamps) into a run request.
 
 pub mod args;
 pub mod backfill;
 pub mod detached;
 pub mod schedule;
+pub mod sync;
 
 pgrx::extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 

@@ -111,6 +111,10 @@ fn public_operators_and_readers_may_run_exactly_the_routines_the_list_gives_them
         "qbo.schedule_backfill(text,timestamp with time zone,timestamp with time zone,integer,integer,integer,text,timestamp with time zone)",
         "qbo.start_backfill(text,timestamp with time zone,timestamp with time zone,integer,integer,integer,text)",
         "qbo.start_resume(bigint)",
+        "qbo.run_sync(text[],text,integer,bigint)",
+        "qbo.run_sync_all(text[],integer)",
+        "qbo.start_sync(text[],text,integer)",
+        "qbo.sync(text[],text,integer)",
     ]);
     operator.sort();
     assert_eq!(may_run("qbo_acl_op"), operator);

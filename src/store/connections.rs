@@ -92,6 +92,21 @@ pub fn check_may_use(conn: &str) -> Result<(), PgError> {
     ))
 }
 
+/// The connections the current role may use (`qbo._may_use`), by name.
+pub fn usable_connections() -> Result<Vec<String>, PgError> {
+    // SAFETY: as in check_may_use: the caller's role, read before as_owner switches.
+    let caller = unsafe { pg_sys::GetUserId() };
+    as_owner(|| {
+        Spi::get_one_with_args::<Vec<String>>(
+            "SELECT coalesce(pg_catalog.array_agg(c.name ORDER BY c.name USING OPERATOR(pg_catalog.<)), '{}'::pg_catalog.text[])
+               FROM qbo._connections c WHERE qbo._may_use(c.name, $1)",
+            &[caller.into()],
+        )
+    })
+    .map(|v| v.unwrap_or_default())
+    .map_err(|e| PgError::db("pg_qbo connections", e))
+}
+
 /// Stores tokens just received from Intuit (the caller commits at once).
 pub fn store_tokens(
     conn: &str,

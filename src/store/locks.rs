@@ -15,6 +15,9 @@ pub const WRITE_LOCK_CLASS: i32 = 1_364_414_289;
 /// Advisory lock class of the pg_qbo worker slots (`qbo.max_workers`), taken in database 0 (see
 /// [`claim_worker_slot`]).
 pub const WORKER_SLOT_CLASS: i32 = 1_364_414_291;
+/// Advisory lock class of a realm's sync (session lock, held while the sync executes): a second
+/// sync of the realm finds it taken and returns at once.
+pub const SYNC_LOCK_CLASS: i32 = 1_364_414_292;
 // 1_364_414_290: the transaction lock `qbo._api_admit` takes on an app (hashtext of its client id)
 // while it checks and counts the monthly request budget (sql/schema.sql).
 
@@ -62,6 +65,25 @@ pub fn unlock_token(realm: &str) -> Result<(), PgError> {
     exec(
         "SELECT pg_catalog.pg_advisory_unlock($1, pg_catalog.hashtext($2))",
         &[TOKEN_LOCK_CLASS.into(), realm.into()],
+    )
+    .map_err(|e| PgError::db("pg_qbo advisory lock", e))
+}
+
+/// Takes the sync lock of realm `realm` without waiting. `false`: a sync of the realm is running.
+pub fn try_lock_sync(realm: &str) -> Result<bool, PgError> {
+    one::<bool>(
+        "SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2))",
+        &[SYNC_LOCK_CLASS.into(), realm.into()],
+    )
+    .map(|v| v.unwrap_or(false))
+    .map_err(|e| PgError::db("pg_qbo advisory lock", e))
+}
+
+/// Releases [`try_lock_sync`].
+pub fn unlock_sync(realm: &str) -> Result<(), PgError> {
+    exec(
+        "SELECT pg_catalog.pg_advisory_unlock($1, pg_catalog.hashtext($2))",
+        &[SYNC_LOCK_CLASS.into(), realm.into()],
     )
     .map_err(|e| PgError::db("pg_qbo advisory lock", e))
 }

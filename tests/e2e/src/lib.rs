@@ -486,6 +486,74 @@ pub fn parse_rfc3339(s: &str) -> i64 {
     days * 86400 + hh * 3600 + mm * 60 + ss - off
 }
 
+/// The raw table of `entity`, as `qbo.entities` names it.
+pub fn table_of(c: &mut Client, entity: &str) -> String {
+    let t: String = c
+        .query_one(
+            "SELECT raw_table FROM qbo.entities WHERE entity = $1",
+            &[&entity],
+        )
+        .unwrap()
+        .get(0);
+    t
+}
+
+/// Live rows (Id -> SyncToken) and the Ids marked deleted, of one raw table and realm.
+pub fn mirror(
+    c: &mut Client,
+    entity: &str,
+    realm: &str,
+) -> (BTreeMap<String, i64>, std::collections::BTreeSet<String>) {
+    let t = table_of(c, entity);
+    let mut live = BTreeMap::new();
+    let mut deleted = std::collections::BTreeSet::new();
+    for r in c
+        .query(
+            &format!(
+                "SELECT id, qbo._sync_token(payload), deleted_at_utc IS NOT NULL,
+                        last_updated_utc = (payload->'MetaData'->>'LastUpdatedTime')::timestamptz
+                   FROM {t} WHERE realm_id = $1"
+            ),
+            &[&realm],
+        )
+        .unwrap()
+    {
+        let id: String = r.get(0);
+        assert_eq!(
+            r.get::<_, Option<bool>>(3),
+            Some(true),
+            "{entity} {id}: last_updated_utc is the payload's MetaData.LastUpdatedTime"
+        );
+        if r.get::<_, bool>(2) {
+            deleted.insert(id);
+        } else {
+            live.insert(id, r.get(1));
+        }
+    }
+    (live, deleted)
+}
+
+/// Asserts raw equals the truth under the documented rule: live rows are exactly the live
+/// records (same SyncToken); a row is marked deleted exactly when its record was hard-deleted
+/// (a record created and deleted between two syncs leaves no row).
+pub fn assert_mirrors(c: &mut Client, emu: &Emulator, entity: &str, realm: &str) -> usize {
+    let (live, deleted) = mirror(c, entity, realm);
+    let truth = emu.truth(realm, entity);
+    assert_eq!(live, truth, "{entity}: live rows equal the live records");
+    let truth_deleted: std::collections::BTreeSet<String> = emu
+        .truth_rows(realm, entity)
+        .iter()
+        .filter(|r| r["deleted"].as_bool().unwrap_or(false))
+        .map(|r| r["Id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        deleted.is_subset(&truth_deleted),
+        "{entity}: rows marked deleted that QuickBooks still has: {:?}",
+        deleted.difference(&truth_deleted).collect::<Vec<_>>()
+    );
+    deleted.len()
+}
+
 /// A cluster of a test's own (for crashing it), started with `scripts/cluster.sh`.
 pub struct PrivateCluster {
     pub dir: PathBuf,

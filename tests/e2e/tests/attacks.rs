@@ -1146,3 +1146,89 @@ fn plants_named_like_what_the_paced_limiter_uses_never_run_even_before_pg_catalo
     let before: Vec<String> = before.into_iter().chain(created).collect();
     assert_nothing_gained(&mut admin, "public.atk_marker", "atk_pace", &before);
 }
+
+/// An operator plants `=` (text, text), `+` and `-` (bigint, bigint) and `>` (timestamptz,
+/// timestamptz) in its own schema, first on its search_path, and runs syncs: a first sync (its
+/// backfills), then a Change Data Capture sync after changes and deletions (the tombstones, the
+/// counters, the watermarks, the sync lock). Nothing it planted runs as the owner.
+#[test]
+fn an_operators_own_operators_never_run_in_a_sync() {
+    let emu = Emulator::start(&["--seed", "72"]);
+    let mut admin = fresh_db("e2e_atk_sync", &emu);
+    fresh_role(&mut admin, "atk_sync");
+    admin
+        .batch_execute(
+            "SELECT qbo.grant_operator('atk_sync');
+             SELECT qbo.grant_connection('default', 'atk_sync');
+             GRANT CREATE ON DATABASE e2e_atk_sync TO atk_sync;",
+        )
+        .unwrap();
+    let mut op = as_role("e2e_atk_sync", "atk_sync");
+    let body = plant_body("evil.marker", "atk_sync");
+    op.batch_execute(&format!(
+        "CREATE SCHEMA evil;
+         CREATE TABLE evil.marker (who name, what text, at timestamptz DEFAULT clock_timestamp());
+         GRANT USAGE ON SCHEMA evil TO PUBLIC;
+         GRANT INSERT, SELECT ON evil.marker TO PUBLIC;
+         CREATE FUNCTION evil.eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS $f$
+         BEGIN {body} RETURN a OPERATOR(pg_catalog.=) b; END $f$;
+         CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.eq);
+         CREATE FUNCTION evil.plus(a bigint, b bigint) RETURNS bigint LANGUAGE plpgsql AS $f$
+         BEGIN {body} RETURN a OPERATOR(pg_catalog.+) b; END $f$;
+         CREATE OPERATOR evil.+ (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.plus);
+         CREATE FUNCTION evil.minus(a bigint, b bigint) RETURNS bigint LANGUAGE plpgsql AS $f$
+         BEGIN {body} RETURN a OPERATOR(pg_catalog.-) b; END $f$;
+         CREATE OPERATOR evil.- (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.minus);
+         CREATE FUNCTION evil.gt(a timestamptz, b timestamptz) RETURNS boolean LANGUAGE plpgsql AS $f$
+         BEGIN {body} RETURN a OPERATOR(pg_catalog.>) b; END $f$;
+         CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.gt);"
+    ))
+    .unwrap();
+    // positive control: the plants fire when used
+    op.batch_execute("SET search_path = evil, pg_catalog")
+        .unwrap();
+    let v: i64 = op
+        .query_one("SELECT 2::bigint + 1::bigint", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 3);
+    assert!(
+        !marker(&mut admin, "evil.marker").is_empty(),
+        "positive control"
+    );
+    admin.batch_execute("DELETE FROM evil.marker").unwrap();
+
+    op.batch_execute("ALTER ROLE atk_sync SET search_path = evil, pg_catalog, public")
+        .unwrap();
+    let mut op = as_role("e2e_atk_sync", "atk_sync");
+    op.batch_execute("SET search_path = evil, pg_catalog, public")
+        .unwrap();
+    let ents = "ARRAY['Invoice', 'Customer']";
+    op.query_one(&format!("CALL qbo.run_sync({ents})"), &[])
+        .expect("first sync as the operator");
+    let before = snapshot(&mut admin, "atk_sync");
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"op": "mix", "count": 20, "realm": REALM1, "entities": ["Invoice", "Customer"]}),
+    );
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"op": "delete", "count": 2, "realm": REALM1, "entity": "Invoice"}),
+    );
+    op.query_one(&format!("CALL qbo.run_sync({ents})"), &[])
+        .expect("CDC sync as the operator");
+    report(&mut admin, "evil.marker", "atk_sync");
+    let deleted: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM raw.qb_invoices WHERE deleted_at_utc IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(deleted >= 2, "the sync applied the deletions ({deleted})");
+    assert_eq!(
+        raw(&mut admin, "qb_customers", REALM1),
+        emu.truth(REALM1, "Customer")
+    );
+    assert_nothing_gained(&mut admin, "evil.marker", "atk_sync", &before);
+}

@@ -298,3 +298,90 @@ fn a_cron_job_that_resumes_a_run_detached_fires_once_and_removes_itself() {
     };
     assert_eq!((executions, entry_point.as_str()), (2, "call"));
 }
+
+/// `CALL qbo.run_sync(...)` every minute from pg_cron while the emulator's mutator creates,
+/// updates, voids and deletes records; once it stops and one more sync ran, raw equals the truth.
+#[test]
+fn a_sync_every_minute_from_pg_cron_keeps_raw_equal_to_truth_while_records_change() {
+    let _turn = CRON_DB.lock().unwrap_or_else(|e| e.into_inner());
+    let emu = Emulator::start(&["--seed", "52"]);
+    let mut c = cron_db(&emu);
+    let call = "CALL qbo.run_sync(ARRAY['Invoice', 'Customer', 'TimeActivity'])";
+    c.batch_execute(call).unwrap();
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"schedule": {"every_ms": 500, "count": 400, "per_tick": 2, "op": "mix",
+                                        "realm": REALM1, "entities": ["Invoice", "Customer", "TimeActivity"]}}),
+    );
+    let since: i64 = c
+        .query_one("SELECT max(run_id) FROM qbo.runs", &[])
+        .unwrap()
+        .get(0);
+    c.query_one(
+        "SELECT cron.schedule('qbo-sync', '* * * * *', $1)",
+        &[&call],
+    )
+    .unwrap();
+    // two syncs fired by pg_cron while records change
+    let t0 = Instant::now();
+    loop {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM qbo.runs WHERE kind = 'sync' AND run_id > $1 AND status = 'succeeded'",
+                &[&since],
+            )
+            .unwrap()
+            .get(0);
+        if n >= 2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(200),
+            "pg_cron ran {n} syncs in 200 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    emu.post("/__emulator/mutate", serde_json::json!({"schedule": null}));
+    c.query_one("SELECT cron.unschedule('qbo-sync')", &[])
+        .unwrap();
+    // a sync pg_cron started may still run: the next one waits for nothing, it returns at once
+    // with a NOTICE while one runs; so wait until none runs, then one more
+    let t0 = Instant::now();
+    while c
+        .query_one(
+            "SELECT count(*) FROM qbo.runs WHERE kind = 'sync' AND status = 'running'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.batch_execute(call).unwrap();
+    let failed: Vec<String> = c
+        .query(
+            "SELECT status || ': ' || coalesce(return_message, '') FROM cron.job_run_details WHERE command = $1 AND status <> 'succeeded'",
+            &[&call],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(failed, Vec::<String>::new(), "every pg_cron sync succeeded");
+    let runs: Vec<(i64, i64)> = c
+        .query(
+            "SELECT r.run_id, (SELECT sum(k.rows)::bigint FROM qbo.run_chunks k WHERE k.run_id = r.run_id)
+               FROM qbo.runs r WHERE r.kind = 'sync' AND r.run_id > $1 ORDER BY 1",
+            &[&since],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    println!("syncs after the first (run id, records changed): {runs:?}");
+    for e in ["Invoice", "Customer", "TimeActivity"] {
+        assert_mirrors(&mut c, &emu, e, REALM1);
+    }
+}
