@@ -73,7 +73,7 @@ pub struct Cli {
     #[arg(long = "realm")]
     pub realms: Vec<String>,
     /// Records per entity and realm, ENTITY=N; repeatable. Defaults: Invoice 600, TimeActivity
-    /// 60, other transaction entities 250, name-list entities 60.
+    /// and Attachable 60, other transaction entities 250, name-list entities 60.
     #[arg(long = "records", value_parser = parse_records)]
     pub records: Vec<(Entity, usize)>,
     /// Start of the range in which record LastUpdatedTime values fall (RFC 3339).

@@ -124,7 +124,7 @@ impl Realm {
     /// The payload of a record, rendered once and cached.
     pub fn payload(&self, e: Entity, rec: &Rec) -> Arc<str> {
         rec.cache
-            .get_or_init(|| render(e, rec, &self.refs, &self.offset).into())
+            .get_or_init(|| render(e, rec, &self.refs, &self.offset, &self.id).into())
             .clone()
     }
 }
@@ -445,6 +445,40 @@ const STREETS: &[&str] = &[
     "Elm Ave.",
     "Boise Ave",
 ];
+const BUDGETS: &[&str] = &[
+    "Operating Budget",
+    "Marketing Plan",
+    "Landscaping Division",
+    "Capital Expenditures",
+    "Budget prévisionnel ✓",
+];
+/// (Name, RateValue in percent as Intuit renders it, AgencyRef)
+const TAX_RATES: &[(&str, &str, &str)] = &[
+    ("California", "7.25", "1"),
+    ("Santa Clara County", "0.5", "1"),
+    ("Mountain View", "10", "1"),
+    ("Arizona", "5.6", "2"),
+    ("Tucson City", "2.6", "2"),
+    ("Zürich MWST ✓", "8.1", "3"),
+];
+/// (file name stem, extension, ContentType) of an Attachable holding a file
+const ATTACHMENTS: &[(&str, &str, &str)] = &[
+    ("receipt", "pdf", "application/pdf"),
+    ("site-photo", "jpg", "image/jpeg"),
+    (
+        "signed-contract",
+        "docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ),
+    ("no_detail", "xml", "text/xml"),
+    ("invoice-scan", "png", "image/png"),
+];
+const ATTACHMENT_NOTES: &[&str] = &[
+    "This is an attached note.",
+    "Customer called about the delivery date.",
+    "Reçu envoyé par courriel ✓",
+    "Approved by the site manager.",
+];
 const MEMOS: &[&str] = &[
     "Thank you for your business and have a great day!",
     "Merci beaucoup — à bientôt ✓",
@@ -482,6 +516,8 @@ pub fn name_of(e: Entity, id: u32) -> String {
         Entity::Term => listed(TERMS.len(), pick(TERMS, id).0, id),
         Entity::TaxCode => listed(TAX_CODES.len(), pick(TAX_CODES, id), id),
         Entity::PaymentMethod => listed(PAYMENT_METHODS.len(), pick(PAYMENT_METHODS, id).0, id),
+        Entity::Budget => listed(BUDGETS.len(), pick(BUDGETS, id), id),
+        Entity::TaxRate => listed(TAX_RATES.len(), pick(TAX_RATES, id).0, id),
         _ => String::new(),
     }
 }
@@ -498,6 +534,8 @@ struct Ctx<'a> {
     rec: &'a Rec,
     refs: &'a RefCounts,
     off: &'a FixedOffset,
+    /// The company's Id (in an Attachable's download URIs).
+    realm: &'a str,
     rng: ChaCha8Rng,
 }
 
@@ -550,25 +588,35 @@ fn address(o: &mut Obj, key: &str, addr_id: u64, r: u64) {
 }
 
 /// Renders the payload JSON of one record.
-pub fn render(e: Entity, rec: &Rec, refs: &RefCounts, off: &FixedOffset) -> String {
+pub fn render(e: Entity, rec: &Rec, refs: &RefCounts, off: &FixedOffset, realm: &str) -> String {
     let mut out = String::with_capacity(1600);
     let mut c = Ctx {
         rec,
         refs,
         off,
+        realm,
         rng: ChaCha8Rng::seed_from_u64(rec.variant),
     };
     let mut o = Obj::new(&mut out);
     match e {
-        Entity::Invoice | Entity::Estimate | Entity::SalesReceipt | Entity::CreditMemo => {
-            sales_txn(&mut o, e, &mut c)
-        }
-        Entity::Bill | Entity::Purchase => expense_txn(&mut o, e, &mut c),
+        Entity::Invoice
+        | Entity::Estimate
+        | Entity::SalesReceipt
+        | Entity::CreditMemo
+        | Entity::RefundReceipt => sales_txn(&mut o, e, &mut c),
+        Entity::Bill | Entity::Purchase | Entity::VendorCredit => expense_txn(&mut o, e, &mut c),
         Entity::Payment => payment(&mut o, &mut c),
         Entity::JournalEntry => journal_entry(&mut o, &mut c),
         Entity::Customer | Entity::Vendor => party(&mut o, e, &mut c),
         Entity::Employee => employee(&mut o, &mut c),
         Entity::TimeActivity => time_activity(&mut o, &mut c),
+        Entity::BillPayment => bill_payment(&mut o, &mut c),
+        Entity::Deposit => deposit(&mut o, &mut c),
+        Entity::Transfer => transfer(&mut o, &mut c),
+        Entity::PurchaseOrder => purchase_order(&mut o, &mut c),
+        Entity::Attachable => attachable(&mut o, &mut c),
+        Entity::Budget => budget(&mut o, &mut c),
+        Entity::TaxRate => tax_rate(&mut o, &mut c),
         _ => simple_list(&mut o, e, &mut c),
     }
     o.end();
@@ -699,7 +747,9 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
     o.raw("TotalAmt", &amt(v, total));
     o.bool("ApplyTaxAfterDiscount", false);
     o.str("PrintStatus", "NeedToPrint");
-    o.str("EmailStatus", "NotSet");
+    if e != Entity::RefundReceipt {
+        o.str("EmailStatus", "NotSet");
+    }
     o.obj("BillEmail", |m| {
         m.str("Address", &format!("billing{}@example.com", c.rec.id))
     });
@@ -717,6 +767,16 @@ fn sales_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
             o.raw("RemainingCredit", &amt(v, total));
             o.raw("Balance", &amt(v, total));
         }
+        // as quickbooks-ruby's refund_receipt.xml (no EmailStatus): paid back at once, from an
+        // account
+        Entity::RefundReceipt => {
+            o.raw("Balance", "0");
+            c.reference(o, "PaymentMethodRef", Entity::PaymentMethod);
+            o.str("PaymentRefNum", "To Print");
+            c.reference(o, "DepositToAccountRef", Entity::Account);
+            c.reference(o, "ClassRef", Entity::Class);
+            c.reference(o, "DepartmentRef", Entity::Department);
+        }
         _ => {}
     }
 }
@@ -727,7 +787,15 @@ fn expense_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
     header(o, rec, c.off);
     o.str(
         "DocNumber",
-        &format!("{}-{}", if e == Entity::Bill { "B" } else { "P" }, rec.id),
+        &format!(
+            "{}-{}",
+            match e {
+                Entity::Bill => "B",
+                Entity::VendorCredit => "VC",
+                _ => "P",
+            },
+            rec.id
+        ),
     );
     let txn_day = rec.txn_day(c.off);
     let utc = FixedOffset::east_opt(0).unwrap();
@@ -781,6 +849,19 @@ fn expense_txn(o: &mut Obj, e: Entity, c: &mut Ctx) {
         o.raw(
             "Balance",
             &amt(v, if c.r().is_multiple_of(2) { total } else { 0 }),
+        );
+    } else if e == Entity::VendorCredit {
+        // as quickbooks-ruby's vendor_credit.xml, with the Balance (credit not yet applied)
+        // of minor versions since
+        c.reference(o, "VendorRef", Entity::Vendor);
+        o.obj("APAccountRef", |r| {
+            r.str("value", "5");
+            r.str("name", "Accounts Payable (A/P)");
+        });
+        o.raw("TotalAmt", &amt(v, total));
+        o.raw(
+            "Balance",
+            &amt(v, if c.r().is_multiple_of(3) { 0 } else { total }),
         );
     } else {
         c.reference(o, "AccountRef", Entity::Account);
@@ -940,6 +1021,404 @@ fn time_activity(o: &mut Obj, c: &mut Ctx) {
     } else {
         o.str("Description", what);
     }
+    header(o, rec, c.off);
+}
+
+/// A reference to a fixed account of the chart (`ACCOUNTS`): Id `id` and its name.
+fn account_ref(o: &mut Obj, key: &str, id: u32) {
+    o.obj(key, |r| {
+        r.str("value", &id.to_string());
+        r.str("name", &name_of(Entity::Account, id));
+    });
+}
+
+/// Account Ids of `ACCOUNTS` the new transactions refer to.
+const CHECKING: u32 = 1;
+const SAVINGS: u32 = 2;
+const MASTERCARD: u32 = 12;
+
+fn txn_date(o: &mut Obj, c: &Ctx) {
+    let utc = FixedOffset::east_opt(0).unwrap();
+    o.str("TxnDate", &render_date(c.rec.txn_day(c.off) * 86_400, &utc));
+}
+
+fn usd(o: &mut Obj) {
+    o.obj("CurrencyRef", |r| {
+        r.str("value", "USD");
+        r.str("name", "United States Dollar");
+    });
+}
+
+/// An amount in cents: 12.30 on every tenth record (a literal decimal to keep), else up to `max`.
+fn cents(c: &mut Ctx, max: u64) -> i64 {
+    if c.rec.id % 10 == 3 {
+        1230
+    } else {
+        (c.r() % max) as i64 + 100
+    }
+}
+
+/// A BillPayment, shaped as quickbooks-ruby's `bill_payments.xml`, `bill_payment_cc_response.xml`
+/// and the BillPayments of `change_data_capture_response.xml`: the bills it pays (lines linked to
+/// a Bill), the vendor, and how: a check from a bank account or a credit card.
+fn bill_payment(o: &mut Obj, c: &mut Ctx) {
+    let rec = c.rec;
+    let v = rec.voided;
+    header(o, rec, c.off);
+    o.str("DocNumber", &(5000 + rec.id).to_string());
+    txn_date(o, c);
+    usd(o);
+    private_note(o, rec);
+    let n = 1 + (c.r() % 2) as usize;
+    let lines: Vec<(i64, u32)> = (0..n)
+        .map(|i| {
+            let amount = if i == 0 {
+                cents(c, 150_000)
+            } else {
+                (c.r() % 90_000) as i64 + 100
+            };
+            (amount, c.refs.pick(Entity::Bill, c.r()))
+        })
+        .collect();
+    o.arr("Line", |a| {
+        for (amount, bill) in &lines {
+            a.obj(|l| {
+                l.raw("Amount", &amt(v, *amount));
+                l.arr("LinkedTxn", |a| {
+                    a.obj(|t| {
+                        t.str("TxnId", &bill.to_string());
+                        t.str("TxnType", "Bill");
+                    })
+                });
+            });
+        }
+    });
+    c.reference(o, "VendorRef", Entity::Vendor);
+    if c.r().is_multiple_of(3) {
+        o.str("PayType", "CreditCard");
+        o.obj("CreditCardPayment", |p| {
+            account_ref(p, "CCAccountRef", MASTERCARD)
+        });
+    } else {
+        o.str("PayType", "Check");
+        o.obj("CheckPayment", |p| {
+            account_ref(p, "BankAccountRef", CHECKING);
+            p.str("PrintStatus", "NotSet");
+        });
+    }
+    let total: i64 = lines.iter().map(|(a, _)| a).sum();
+    o.raw("TotalAmt", &amt(v, total));
+}
+
+/// A Deposit, shaped as quickbooks-ruby's `deposit.xml` and `deposits.xml`: payments taken out of
+/// Undeposited Funds (lines linked to a Payment) and/or other deposits (a `DepositLineDetail`
+/// line naming the customer and the account), the bank account deposited to, sometimes cash back.
+fn deposit(o: &mut Obj, c: &mut Ctx) {
+    let rec = c.rec;
+    let v = rec.voided;
+    header(o, rec, c.off);
+    txn_date(o, c);
+    usd(o);
+    private_note(o, rec);
+    let shape = c.r() % 3; // 0 linked payments, 1 a deposit line, 2 both
+    let linked: Vec<(i64, u32)> = if shape == 1 {
+        vec![]
+    } else {
+        (0..1 + c.r() % 3)
+            .map(|i| {
+                let amount = if i == 0 {
+                    cents(c, 80_000)
+                } else {
+                    (c.r() % 80_000) as i64 + 100
+                };
+                (amount, c.refs.pick(Entity::Payment, c.r()))
+            })
+            .collect()
+    };
+    let other = (shape != 0).then(|| {
+        let amount = if linked.is_empty() {
+            cents(c, 500_000)
+        } else {
+            (c.r() % 50_000) as i64 + 100
+        };
+        let customer = c.refs.pick(Entity::Customer, c.r());
+        let account = c.refs.pick(Entity::Account, c.r());
+        let method = c.refs.pick(Entity::PaymentMethod, c.r());
+        (amount, customer, account, method)
+    });
+    o.arr("Line", |a| {
+        for (amount, payment) in &linked {
+            a.obj(|l| {
+                l.raw("Amount", &amt(v, *amount));
+                l.arr("LinkedTxn", |a| {
+                    a.obj(|t| {
+                        t.str("TxnId", &payment.to_string());
+                        t.str("TxnType", "Payment");
+                        t.str("TxnLineId", "0");
+                    })
+                });
+            });
+        }
+        if let Some((amount, customer, account, method)) = other {
+            a.obj(|l| {
+                l.str("Id", "1");
+                l.raw("LineNum", "1");
+                l.raw("Amount", &amt(v, amount));
+                l.str("DetailType", "DepositLineDetail");
+                l.obj("DepositLineDetail", |d| {
+                    d.obj("Entity", |r| {
+                        r.str("value", &customer.to_string());
+                        r.str("name", &name_of(Entity::Customer, customer));
+                        r.str("type", "CUSTOMER");
+                    });
+                    d.obj("AccountRef", |r| {
+                        r.str("value", &account.to_string());
+                        r.str("name", &name_of(Entity::Account, account));
+                    });
+                    d.obj("PaymentMethodRef", |r| {
+                        r.str("value", &method.to_string());
+                        r.str("name", &name_of(Entity::PaymentMethod, method));
+                    });
+                });
+            });
+        }
+    });
+    account_ref(o, "DepositToAccountRef", CHECKING);
+    let sum: i64 = linked.iter().map(|(a, _)| a).sum::<i64>() + other.map_or(0, |x| x.0);
+    let cash_back = if c.r().is_multiple_of(8) { sum / 4 } else { 0 };
+    if cash_back > 0 {
+        o.obj("CashBack", |b| {
+            account_ref(b, "AccountRef", SAVINGS);
+            b.raw("Amount", &amt(v, cash_back));
+            b.str("Memo", "Money to savings");
+        });
+    }
+    o.raw("TotalAmt", &amt(v, sum - cash_back));
+}
+
+/// A Transfer between two accounts, shaped as quickbooks-ruby's `transfer.xml`: one `Amount`, no
+/// lines and no TotalAmt.
+fn transfer(o: &mut Obj, c: &mut Ctx) {
+    let rec = c.rec;
+    header(o, rec, c.off);
+    txn_date(o, c);
+    usd(o);
+    private_note(o, rec);
+    let (from, to) = if c.r().is_multiple_of(2) {
+        (SAVINGS, CHECKING)
+    } else {
+        (CHECKING, SAVINGS)
+    };
+    account_ref(o, "FromAccountRef", from);
+    account_ref(o, "ToAccountRef", to);
+    let amount = cents(c, 1_000_000);
+    o.raw("Amount", &amt(rec.voided, amount));
+}
+
+/// A PurchaseOrder, shaped as quickbooks-ruby's `purchase_order.xml`: item lines, the vendor and
+/// its address, where to ship, and whether it is still open.
+fn purchase_order(o: &mut Obj, c: &mut Ctx) {
+    let rec = c.rec;
+    let v = rec.voided;
+    header(o, rec, c.off);
+    o.str("DocNumber", &(2000 + rec.id).to_string());
+    txn_date(o, c);
+    usd(o);
+    private_note(o, rec);
+    let n = 1 + (c.r() % 3) as usize;
+    let lines: Vec<(u32, i64, i64)> = (0..n)
+        .map(|i| {
+            let item = c.refs.pick(Entity::Item, c.r());
+            let (unit, qty) = if i == 0 && rec.id % 10 == 3 {
+                (1230, 1)
+            } else {
+                ((c.r() % 20_000) as i64 + 50, (c.r() % 12) as i64 + 1)
+            };
+            (item, unit, qty)
+        })
+        .collect();
+    o.arr("Line", |a| {
+        for (i, (item, unit, qty)) in lines.iter().enumerate() {
+            let item_name = name_of(Entity::Item, *item);
+            a.obj(|l| {
+                l.str("Id", &(i + 1).to_string());
+                l.str(
+                    "Description",
+                    &format!("{item_name} — order line {}", i + 1),
+                );
+                l.raw("Amount", &amt(v, unit * qty));
+                l.str("DetailType", "ItemBasedExpenseLineDetail");
+                l.obj("ItemBasedExpenseLineDetail", |d| {
+                    d.obj("ItemRef", |r| {
+                        r.str("value", &item.to_string());
+                        r.str("name", &item_name);
+                    });
+                    if !v {
+                        d.raw("UnitPrice", &money(*unit));
+                        d.raw("Qty", &qty.to_string());
+                    }
+                    d.obj("TaxCodeRef", |r| r.str("value", "NON"));
+                    d.str("BillableStatus", "NotBillable");
+                });
+            });
+        }
+    });
+    c.reference(o, "VendorRef", Entity::Vendor);
+    o.obj("APAccountRef", |r| {
+        r.str("value", "5");
+        r.str("name", "Accounts Payable (A/P)");
+    });
+    let total: i64 = lines.iter().map(|(_, u, q)| u * q).sum();
+    o.raw("TotalAmt", &amt(v, total));
+    let r1 = c.r();
+    address(o, "VendorAddr", r1 % 500 + 2, r1);
+    let r2 = c.r();
+    address(o, "ShipAddr", r2 % 500 + 2, r2);
+    o.str(
+        "POStatus",
+        if c.r().is_multiple_of(4) {
+            "Closed"
+        } else {
+            "Open"
+        },
+    );
+}
+
+/// An Attachable, shaped as the recorded one (`qbo_api/vcr/attachment/read_attachment__0.json`)
+/// and quickbooks-ruby's `attachables.xml`: a file (name, download URIs, size, content type, a
+/// thumbnail for images) or a note alone (quickbooks-go's `attachable.json`), linked to the
+/// record it is attached to. No TxnDate, no Active.
+fn attachable(o: &mut Obj, c: &mut Ctx) {
+    let rec = c.rec;
+    let note_only = c.r().is_multiple_of(5);
+    let note = ATTACHMENT_NOTES[(rec.variant % ATTACHMENT_NOTES.len() as u64) as usize];
+    if note_only {
+        if rec.sync > 0 {
+            o.str("Note", &format!("{note} (revision {})", rec.sync));
+        } else {
+            o.str("Note", note);
+        }
+    } else {
+        let (stem, ext, content_type) = ATTACHMENTS[(c.r() % ATTACHMENTS.len() as u64) as usize];
+        let file = format!("{stem}-{}.{ext}", rec.id);
+        let key = format!("{:016x}", c.r());
+        let (realm, id) = (c.realm, rec.id);
+        o.str("FileName", &file);
+        o.str(
+            "FileAccessUri",
+            &format!("/v3/company/{realm}/download/{id}"),
+        );
+        o.str(
+            "TempDownloadUri",
+            &format!("https://intuit-qbo-emulator.s3.amazonaws.com/{realm}/attachments/{key}{file}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=900"),
+        );
+        o.raw("Size", &(200 + c.r() % 2_000_000).to_string());
+        o.str("ContentType", content_type);
+        if content_type.starts_with("image/") {
+            o.str(
+                "ThumbnailFileAccessUri",
+                &format!("/v3/company/{realm}/attachable-thumbnail/{id}"),
+            );
+            o.str(
+                "ThumbnailTempDownloadUri",
+                &format!("https://intuit-qbo-emulator.s3.amazonaws.com/{realm}/attachmentthumbnails/{key}tn_{file}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=900"),
+            );
+        }
+        if rec.sync > 0 {
+            o.str("Note", &format!("{note} (revision {})", rec.sync));
+        }
+    }
+    header(o, rec, c.off);
+    let (ty, e) = [
+        ("Invoice", Entity::Invoice),
+        ("Bill", Entity::Bill),
+        ("Purchase", Entity::Purchase),
+        ("Estimate", Entity::Estimate),
+        ("Customer", Entity::Customer),
+        ("Vendor", Entity::Vendor),
+    ][(c.r() % 6) as usize];
+    let target = c.refs.pick(e, c.r());
+    o.arr("AttachableRef", |a| {
+        a.obj(|r| {
+            r.obj("EntityRef", |x| {
+                x.str("value", &target.to_string());
+                x.str("type", ty);
+            });
+            r.bool("IncludeOnSend", false);
+        })
+    });
+}
+
+/// A Budget, shaped as quickbooks-ruby's `budgets.xml`: a name, the fiscal year it covers, its
+/// type and period, and one amount per account and period (most of them 0, as recorded).
+fn budget(o: &mut Obj, c: &mut Ctx) {
+    let rec = c.rec;
+    o.str("Name", &name_of(Entity::Budget, rec.id));
+    let year: i32 = render_date(rec.create, c.off)[..4].parse().expect("a year");
+    o.str("StartDate", &format!("{year}-01-01"));
+    o.str("EndDate", &format!("{year}-12-31"));
+    o.str("BudgetType", "ProfitAndLoss");
+    let quarterly = c.r().is_multiple_of(4);
+    o.str(
+        "BudgetEntryType",
+        if quarterly { "Quarterly" } else { "Monthly" },
+    );
+    o.bool("Active", rec.active);
+    let accounts: Vec<u32> = (0..1 + c.r() % 2)
+        .map(|_| c.refs.pick(Entity::Account, c.r()))
+        .collect();
+    let months: Vec<u32> = if quarterly {
+        vec![1, 4, 7, 10]
+    } else {
+        (1..=12).collect()
+    };
+    o.arr("BudgetDetail", |a| {
+        for acct in &accounts {
+            for m in &months {
+                let amount = if c.r().is_multiple_of(3) {
+                    money((c.r() % 500_000) as i64 + 100)
+                } else {
+                    "0".to_string()
+                };
+                a.obj(|d| {
+                    d.str("BudgetDate", &format!("{year}-{m:02}-01"));
+                    d.raw("Amount", &amount);
+                    d.obj("AccountRef", |r| {
+                        r.str("value", &acct.to_string());
+                        r.str("name", &name_of(Entity::Account, *acct));
+                    });
+                });
+            }
+        }
+    });
+    header(o, rec, c.off);
+}
+
+/// A TaxRate, shaped as quickbooks-ruby's `tax_rate.xml` and `tax_rates.xml`: a name, the rate in
+/// percent, the agency that collects it and since when it applies.
+fn tax_rate(o: &mut Obj, c: &mut Ctx) {
+    let rec = c.rec;
+    let (_, rate, agency) = pick(TAX_RATES, rec.id);
+    o.str("Name", &name_of(Entity::TaxRate, rec.id));
+    if rec.sync > 0 {
+        o.str("Description", &format!("Sales Tax (revision {})", rec.sync));
+    } else {
+        o.str("Description", "Sales Tax");
+    }
+    o.bool("Active", rec.active);
+    o.raw("RateValue", rate);
+    o.obj("AgencyRef", |r| r.str("value", agency));
+    // in effect from the company-local midnight of the day it was created
+    let off = i64::from(c.off.local_minus_utc());
+    let since = local_day(rec.create, c.off) * 86_400 - off;
+    o.arr("EffectiveTaxRate", |a| {
+        a.obj(|t| {
+            t.raw("RateValue", rate);
+            t.str("EffectiveDate", &render_ts(since, c.off));
+        })
+    });
+    o.str("SpecialTaxType", "NONE");
+    o.str("DisplayType", "ReadOnly");
     header(o, rec, c.off);
 }
 

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::Config;
 use crate::data::{Dataset, Rec, Table};
-use crate::entity::Entity;
+use crate::entity::{Entity, Kind};
 use crate::faults::{FaultSpec, Rule, Target};
 use crate::oauth::Tokens;
 use crate::throttle::Throttle;
@@ -147,10 +147,11 @@ pub struct Mutation {
 /// What a mutation does to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// SyncToken + 1, LastUpdatedTime = now, a field changed (PrivateNote, Notes, Description).
+    /// SyncToken + 1, LastUpdatedTime = now, a field changed (PrivateNote, Notes, Description,
+    /// Note).
     Update,
-    /// A transaction is hard-deleted (gone from queries and counts, a tombstone in CDC); a
-    /// name-list record is made inactive, as QuickBooks never hard-deletes name lists.
+    /// A transaction or an Attachable is hard-deleted (gone from queries and counts, a tombstone
+    /// in CDC); a name-list record is made inactive, as QuickBooks never hard-deletes name lists.
     Delete,
     /// A new record with the next Id after the highest; SyncToken 0, CreateTime =
     /// LastUpdatedTime = now.
@@ -193,8 +194,14 @@ impl Op {
             Op::Void if e.is_name_list() => Some(format!(
                 "op \"void\" does not apply to {e}: {e} is a name list and QuickBooks voids transactions only (make a {e} inactive with \"inactivate\" or \"delete\")"
             )),
+            Op::Void if e.kind() == Kind::Other => Some(format!(
+                "op \"void\" does not apply to {e}: {e} is not a transaction and QuickBooks voids transactions only (delete it with \"delete\")"
+            )),
             Op::Void if !e.voidable() => Some(format!(
                 "op \"void\" does not apply to {e}: QuickBooks Online does not void a {e} (delete it with \"delete\")"
+            )),
+            Op::Inactivate if e.kind() == Kind::Other => Some(format!(
+                "op \"inactivate\" does not apply to {e}: {e} is not a name list and only name lists have Active (use \"delete\")"
             )),
             Op::Inactivate if !e.is_name_list() => Some(format!(
                 "op \"inactivate\" does not apply to {e}: {e} is a transaction and only name lists have Active (use \"void\" or \"delete\")"
@@ -584,9 +591,9 @@ impl App {
                 let mut out = Vec::with_capacity(count);
                 // Each change: an entity drawn uniformly, then an op by weight, in percent:
                 // update 40, create 25, void (transactions) or inactivate (name lists) 15,
-                // delete 20. An entity with neither void nor inactivate (TimeActivity) gets an
-                // update instead; an op that finds no record to change (an empty table, every
-                // record deleted, voided or inactive) becomes a create.
+                // delete 20. An entity with neither void nor inactivate (TimeActivity,
+                // Attachable) gets an update instead; an op that finds no record to change (an
+                // empty table, every record deleted, voided or inactive) becomes a create.
                 for _ in 0..count {
                     let entity = entities[rng.random_range(0..entities.len())];
                     let roll = rng.random_range(0..100u32);
@@ -1076,7 +1083,7 @@ mod tests {
             }
         }
         // the weights, with the shares of entities that have neither void nor inactivate
-        // (TimeActivity, 1 of 19) moved to update
+        // (TimeActivity and Attachable, 2 of 28) moved to update
         let share = |op: &str| *by_op.get(op).unwrap_or(&0) as f64 / 400.0;
         assert!((0.33..0.50).contains(&share("update")), "{by_op:?}");
         assert!((0.18..0.32).contains(&share("create")), "{by_op:?}");

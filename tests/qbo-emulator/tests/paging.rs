@@ -8,18 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use serde_json::Value;
 
-const NAME_LISTS: [&str; 10] = [
-    "Account",
-    "Class",
-    "Customer",
-    "Department",
-    "Employee",
-    "Item",
-    "PaymentMethod",
-    "TaxCode",
-    "Term",
-    "Vendor",
-];
 type Row = (String, String, String);
 
 fn row(v: &Value) -> Row {
@@ -44,11 +32,7 @@ fn rows(v: &Value, entity: &str) -> Vec<Value> {
 /// STARTPOSITION 1 MAXRESULTS n`; when a page is full, its last second is re-read completely in
 /// Id order (`WHERE LastUpdatedTime = T ORDERBY Id STARTPOSITION k`), which has no ties.
 async fn page_entity(emu: &Emu, tok: &str, entity: &str, page: usize) -> Vec<Row> {
-    let active = if NAME_LISTS.contains(&entity) {
-        " AND Active IN (true,false)"
-    } else {
-        ""
-    };
+    let active = all_active(entity);
     let mut out = Vec::new();
     let mut cursor = "1970-01-01T00:00:00Z".to_string();
     let mut op = ">=";

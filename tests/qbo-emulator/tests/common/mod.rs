@@ -9,8 +9,9 @@ use serde_json::Value;
 pub const REALM: &str = "9341452000000001";
 
 /// Every entity the emulator serves, by name: written out here, not taken from the emulator, so a
-/// test over all of them notices one that goes missing.
-pub const ALL_ENTITIES: [&str; 19] = [
+/// test over all of them notices one that goes missing. The first nineteen as they came, then
+/// those added for the rest of pg_qbo's catalog.
+pub const ALL_ENTITIES: [&str; 28] = [
     "Account",
     "Bill",
     "Class",
@@ -30,7 +31,47 @@ pub const ALL_ENTITIES: [&str; 19] = [
     "Term",
     "TimeActivity",
     "Vendor",
+    "Attachable",
+    "BillPayment",
+    "Budget",
+    "Deposit",
+    "PurchaseOrder",
+    "RefundReceipt",
+    "TaxRate",
+    "Transfer",
+    "VendorCredit",
 ];
+
+/// The name lists among them: `Active`, only active rows unless a query filters on it.
+pub const NAME_LISTS: [&str; 12] = [
+    "Account",
+    "Budget",
+    "Class",
+    "Customer",
+    "Department",
+    "Employee",
+    "Item",
+    "PaymentMethod",
+    "TaxCode",
+    "TaxRate",
+    "Term",
+    "Vendor",
+];
+
+/// Those that are neither name lists nor transactions (no `Active`, no `TxnDate`).
+pub const OTHERS: [&str; 1] = ["Attachable"];
+
+/// Those Change Data Capture does not serve.
+pub const NO_CDC: [&str; 3] = ["TaxCode", "TaxRate", "TimeActivity"];
+
+/// `" AND Active IN (true,false)"` for a name list (to see its inactive rows too), else `""`.
+pub fn all_active(entity: &str) -> &'static str {
+    if NAME_LISTS.contains(&entity) {
+        " AND Active IN (true,false)"
+    } else {
+        ""
+    }
+}
 
 pub struct Emu {
     pub server: Server,
