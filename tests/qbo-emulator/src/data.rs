@@ -1791,6 +1791,213 @@ mod tests {
         assert!(by.0 > 0 && by.1 > 0, "{by:?}");
     }
 
+    /// An amount of a payload in cents.
+    fn cents_of(v: &serde_json::Value) -> i64 {
+        (v.as_f64().unwrap_or_else(|| panic!("{v} is not a number")) * 100.0).round() as i64
+    }
+
+    /// Every payload of one entity of realm "1" (default counts).
+    fn payloads(e: Entity) -> Vec<serde_json::Value> {
+        let c = cfg(&["--realm", "1"]);
+        let d = Dataset::generate(&c);
+        let realm = &d.realms["1"];
+        realm
+            .table(e)
+            .recs
+            .iter()
+            .map(|r| {
+                let p = realm.payload(e, r);
+                let v: serde_json::Value =
+                    serde_json::from_str(&p).unwrap_or_else(|err| panic!("{e}: {err}: {p}"));
+                assert_eq!(v["Id"], r.id.to_string());
+                assert_eq!(v["SyncToken"], r.sync.to_string());
+                assert_eq!(v["domain"], "QBO");
+                assert_eq!(v["sparse"], false);
+                assert!(v["MetaData"]["CreateTime"].is_string());
+                // a transaction has a TxnDate and no Active, a name list the other way round, an
+                // Attachable neither
+                assert_eq!(v.get("TxnDate").is_some(), e.has_txn_date(), "{e}: {v}");
+                assert_eq!(v.get("Active").is_some(), e.is_name_list(), "{e}: {v}");
+                if e.is_name_list() {
+                    assert_eq!(v["Active"], r.active);
+                    assert_eq!(v["Name"], name_of(e, r.id));
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn lines_total(v: &serde_json::Value) -> i64 {
+        v["Line"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["DetailType"] != "SubTotalLineDetail")
+            .map(|l| cents_of(&l["Amount"]))
+            .sum()
+    }
+
+    #[test]
+    fn new_transactions_have_their_recorded_shapes() {
+        for e in [
+            Entity::BillPayment,
+            Entity::Deposit,
+            Entity::PurchaseOrder,
+            Entity::RefundReceipt,
+            Entity::Transfer,
+            Entity::VendorCredit,
+        ] {
+            let all = payloads(e);
+            assert_eq!(all.len(), 250, "{e}");
+            let text: String = all.iter().map(|v| v.to_string()).collect();
+            assert!(text.contains("12.3"), "{e}: a literal decimal");
+            for v in &all {
+                assert_eq!(v["CurrencyRef"]["value"], "USD", "{e}");
+                match e {
+                    Entity::Transfer => {
+                        assert!(v.get("Line").is_none() && v.get("TotalAmt").is_none());
+                        assert!(cents_of(&v["Amount"]) > 0);
+                        assert_ne!(v["FromAccountRef"], v["ToAccountRef"]);
+                    }
+                    Entity::Deposit => {
+                        let back = v.get("CashBack").map_or(0, |b| cents_of(&b["Amount"]));
+                        assert_eq!(cents_of(&v["TotalAmt"]), lines_total(v) - back, "{v}");
+                        assert_eq!(v["DepositToAccountRef"]["name"], "Checking");
+                        for l in v["Line"].as_array().unwrap() {
+                            let linked = l.get("LinkedTxn").is_some();
+                            assert_eq!(linked, l.get("DepositLineDetail").is_none(), "{l}");
+                            if linked {
+                                assert_eq!(l["LinkedTxn"][0]["TxnType"], "Payment");
+                            } else {
+                                assert_eq!(l["DetailType"], "DepositLineDetail");
+                                assert_eq!(l["DepositLineDetail"]["Entity"]["type"], "CUSTOMER");
+                            }
+                        }
+                    }
+                    Entity::BillPayment => {
+                        assert_eq!(cents_of(&v["TotalAmt"]), lines_total(v), "{v}");
+                        assert!(v["Line"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .all(|l| l["LinkedTxn"][0]["TxnType"] == "Bill"));
+                        let how = match v["PayType"].as_str().unwrap() {
+                            "Check" => "CheckPayment",
+                            "CreditCard" => "CreditCardPayment",
+                            p => panic!("PayType {p}"),
+                        };
+                        assert!(v.get(how).is_some(), "{v}");
+                        assert!(v["VendorRef"]["value"].is_string());
+                    }
+                    Entity::PurchaseOrder => {
+                        assert_eq!(cents_of(&v["TotalAmt"]), lines_total(v), "{v}");
+                        for l in v["Line"].as_array().unwrap() {
+                            let d = &l["ItemBasedExpenseLineDetail"];
+                            assert_eq!(
+                                cents_of(&l["Amount"]),
+                                cents_of(&d["UnitPrice"]) * d["Qty"].as_i64().unwrap()
+                            );
+                        }
+                        assert!(["Open", "Closed"].contains(&v["POStatus"].as_str().unwrap()));
+                        assert!(v["VendorAddr"]["City"].is_string());
+                    }
+                    Entity::VendorCredit => {
+                        assert_eq!(cents_of(&v["TotalAmt"]), lines_total(v), "{v}");
+                        assert!(v["VendorRef"]["value"].is_string());
+                        assert_eq!(v["APAccountRef"]["value"], "5");
+                    }
+                    Entity::RefundReceipt => {
+                        assert_eq!(v["Balance"], 0);
+                        assert!(v.get("EmailStatus").is_none());
+                        for k in ["CustomerRef", "PaymentMethodRef", "DepositToAccountRef"] {
+                            assert!(v[k]["value"].is_string(), "{k}: {v}");
+                        }
+                    }
+                    _ => unreachable!(),
+                }
+            }
+            // both ways of paying a bill, both kinds of deposit lines, cash back, both statuses
+            let has = |needle: &str| text.contains(needle);
+            match e {
+                Entity::BillPayment => assert!(has("CheckPayment") && has("CreditCardPayment")),
+                Entity::Deposit => {
+                    assert!(has("LinkedTxn") && has("DepositLineDetail") && has("CashBack"))
+                }
+                Entity::PurchaseOrder => assert!(has("\"Open\"") && has("\"Closed\"")),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn attachables_budgets_and_tax_rates_have_their_recorded_shapes() {
+        let all = payloads(Entity::Attachable);
+        assert_eq!(all.len(), 60);
+        let (mut files, mut notes) = (0, 0);
+        for v in &all {
+            let id = v["Id"].as_str().unwrap();
+            if let Some(f) = v.get("FileName") {
+                files += 1;
+                assert!(f.as_str().unwrap().contains(id));
+                assert_eq!(v["FileAccessUri"], format!("/v3/company/1/download/{id}"));
+                assert!(v["TempDownloadUri"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("https://"));
+                assert!(v["Size"].is_u64());
+                let image = v["ContentType"].as_str().unwrap().starts_with("image/");
+                assert_eq!(v.get("ThumbnailFileAccessUri").is_some(), image);
+            } else {
+                notes += 1;
+                assert!(v["Note"].is_string() && v.get("ContentType").is_none());
+            }
+            let r = &v["AttachableRef"][0];
+            assert!(r["EntityRef"]["value"].is_string());
+            assert_eq!(r["IncludeOnSend"], false);
+            let ty = r["EntityRef"]["type"].as_str().unwrap();
+            assert!(
+                ["Invoice", "Bill", "Purchase", "Estimate", "Customer", "Vendor"].contains(&ty)
+            );
+        }
+        assert!(files > 0 && notes > 0, "{files} {notes}");
+
+        let all = payloads(Entity::Budget);
+        assert_eq!(all.len(), 60);
+        for v in &all {
+            let year = &v["StartDate"].as_str().unwrap()[..4];
+            assert_eq!(v["EndDate"], format!("{year}-12-31"));
+            assert_eq!(v["BudgetType"], "ProfitAndLoss");
+            let periods = match v["BudgetEntryType"].as_str().unwrap() {
+                "Monthly" => 12,
+                "Quarterly" => 4,
+                t => panic!("BudgetEntryType {t}"),
+            };
+            let details = v["BudgetDetail"].as_array().unwrap();
+            assert!(
+                details.len() == periods || details.len() == 2 * periods,
+                "{v}"
+            );
+            for d in details {
+                assert!(d["BudgetDate"].as_str().unwrap().starts_with(year));
+                assert!(d["Amount"].is_number() && d["AccountRef"]["value"].is_string());
+            }
+        }
+
+        let all = payloads(Entity::TaxRate);
+        assert_eq!(all.len(), 60);
+        for v in &all {
+            assert!(v["RateValue"].is_number());
+            assert_eq!(v["EffectiveTaxRate"][0]["RateValue"], v["RateValue"]);
+            assert!(v["EffectiveTaxRate"][0]["EffectiveDate"]
+                .as_str()
+                .unwrap()
+                .ends_with("T00:00:00-07:00"));
+            assert!(v["AgencyRef"]["value"].is_string());
+            assert_eq!(v["SpecialTaxType"], "NONE");
+        }
+        assert!(all.iter().any(|v| v["Name"] == "Zürich MWST ✓"));
+    }
+
     #[test]
     fn voided_rendering_changes_amounts_only() {
         let c = cfg(&["--realm", "1"]);

@@ -994,6 +994,180 @@ mod tests {
         assert_eq!(a.stats.lock().unwrap().mutations, 1);
     }
 
+    /// Every amount of a payload, wherever it is (`Amount`, `TotalAmt`, `Balance`, …).
+    fn amounts(v: &serde_json::Value, out: &mut Vec<f64>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    if [
+                        "Amount",
+                        "TotalAmt",
+                        "Balance",
+                        "TotalTax",
+                        "RemainingCredit",
+                    ]
+                    .contains(&k.as_str())
+                    {
+                        out.push(x.as_f64().unwrap());
+                    } else {
+                        amounts(x, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| amounts(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn void_of_the_new_transactions_zeroes_every_amount() {
+        let a = app(&[]);
+        for e in [
+            Entity::BillPayment,
+            Entity::Deposit,
+            Entity::PurchaseOrder,
+            Entity::RefundReceipt,
+            Entity::Transfer,
+            Entity::VendorCredit,
+        ] {
+            // a record with a non-zero amount somewhere (a Deposit with cash back if any)
+            let id = (1..=250)
+                .find(|id| {
+                    let p = payload(&a, e, *id);
+                    e != Entity::Deposit || p.get("CashBack").is_some()
+                })
+                .unwrap();
+            let before = payload(&a, e, id);
+            let mut was = Vec::new();
+            amounts(&before, &mut was);
+            assert!(was.iter().any(|x| *x != 0.0), "{e}");
+            let got = records(
+                a.mutate(&m(
+                    serde_json::json!({"entity": e.name(), "op": "void", "ids": [id.to_string()]}),
+                ))
+                .unwrap(),
+            );
+            assert!(got[0].active && !got[0].deleted, "{e}");
+            let after = payload(&a, e, id);
+            let mut now = Vec::new();
+            amounts(&after, &mut now);
+            assert_eq!(now.len(), was.len(), "{e}: the same amounts");
+            assert!(now.iter().all(|x| *x == 0.0), "{e}: {after}");
+            assert_eq!(after["PrivateNote"], "Voided", "{e}");
+            for k in [
+                "TxnDate",
+                "DocNumber",
+                "VendorRef",
+                "CustomerRef",
+                "FromAccountRef",
+            ] {
+                assert_eq!(after.get(k), before.get(k), "{e} {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn ops_on_the_new_entities_apply_as_qbo_allows() {
+        let a = app(&[]);
+        let err = |e: &str, op: &str| {
+            a.mutate(&m(serde_json::json!({"entity": e, "op": op, "ids": ["1"]})))
+                .unwrap_err()
+        };
+        assert_eq!(
+            err("Attachable", "void"),
+            "op \"void\" does not apply to Attachable: Attachable is not a transaction and QuickBooks voids transactions only (delete it with \"delete\")"
+        );
+        assert_eq!(
+            err("Attachable", "inactivate"),
+            "op \"inactivate\" does not apply to Attachable: Attachable is not a name list and only name lists have Active (use \"delete\")"
+        );
+        for e in ["Budget", "TaxRate"] {
+            assert_eq!(
+                err(e, "void"),
+                format!("op \"void\" does not apply to {e}: {e} is a name list and QuickBooks voids transactions only (make a {e} inactive with \"inactivate\" or \"delete\")")
+            );
+        }
+        for e in [
+            "BillPayment",
+            "Deposit",
+            "PurchaseOrder",
+            "RefundReceipt",
+            "Transfer",
+            "VendorCredit",
+        ] {
+            assert_eq!(
+                err(e, "inactivate"),
+                format!("op \"inactivate\" does not apply to {e}: {e} is a transaction and only name lists have Active (use \"void\" or \"delete\")")
+            );
+        }
+        assert_eq!(a.stats.lock().unwrap().mutations, 0);
+        // delete: an Attachable is hard-deleted, a Budget or a TaxRate made inactive
+        let got = records(
+            a.mutate(&m(
+                serde_json::json!({"entity": "Attachable", "op": "delete", "ids": ["2"]}),
+            ))
+            .unwrap(),
+        );
+        assert!(got[0].deleted);
+        for e in [Entity::Budget, Entity::TaxRate] {
+            let id = {
+                let d = a.data.read().unwrap();
+                d.realms["1"]
+                    .table(e)
+                    .recs
+                    .iter()
+                    .find(|r| r.active)
+                    .unwrap()
+                    .id
+            };
+            for op in ["delete", "update", "inactivate"] {
+                let got = records(
+                    a.mutate(&m(
+                        serde_json::json!({"entity": e.name(), "op": op, "ids": [id.to_string()]}),
+                    ))
+                    .unwrap(),
+                );
+                assert!(!got[0].active && !got[0].deleted, "{e} {op}");
+            }
+            assert_eq!(payload(&a, e, id)["Active"], false);
+        }
+        // update changes the text QuickBooks would show
+        a.mutate(&m(
+            serde_json::json!({"entity": "Attachable", "op": "update", "ids": ["1"]}),
+        ))
+        .unwrap();
+        let p = payload(&a, Entity::Attachable, 1);
+        let sync = p["SyncToken"].as_str().unwrap();
+        assert!(
+            p["Note"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("(revision {sync})")),
+            "{p}"
+        );
+        // a mix of the new entities voids transactions only and inactivates name lists only
+        let got = mixed(
+            a.mutate(&m(
+                serde_json::json!({"op": "mix", "count": 300, "entities": [
+                "Attachable", "BillPayment", "Budget", "Deposit", "PurchaseOrder",
+                "RefundReceipt", "TaxRate", "Transfer", "VendorCredit"]}),
+            ))
+            .unwrap(),
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for x in &got {
+            let e = Entity::from_name(x.entity).unwrap();
+            seen.insert(x.entity);
+            match x.op {
+                "void" => assert!(e.voidable(), "{e}"),
+                "inactivate" => assert!(e.is_name_list(), "{e}"),
+                "delete" => assert_eq!(x.changed.deleted, !e.is_name_list(), "{e}"),
+                _ => {}
+            }
+        }
+        assert_eq!(seen.len(), 9);
+    }
+
     #[test]
     fn inactivate_and_delete_of_a_name_list_keep_the_record() {
         let a = app(&[]);

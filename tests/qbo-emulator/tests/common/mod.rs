@@ -1,6 +1,7 @@
 //! Helpers shared by the HTTP-level tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use qbo_emulator::{Config, Server};
@@ -244,4 +245,52 @@ pub fn sample_header(rel_meta: &str, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// The fields of the records of `entity` in a recorded XML sample (quickbooks-ruby's fixtures):
+/// the names of the direct children of every `<entity …>` element, with its `domain` and
+/// `sparse` attributes (which JSON carries as fields). Their union over the file.
+pub fn xml_record_keys(rel: &str, entity: &str) -> BTreeSet<String> {
+    let text = sample_text(rel);
+    let open = format!("<{entity}");
+    let close = format!("</{entity}>");
+    let mut keys = BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        if !after.starts_with([' ', '>']) {
+            rest = after;
+            continue;
+        }
+        let tag_end = after.find('>').expect("an opening tag's end");
+        for attr in ["domain", "sparse"] {
+            if after[..tag_end].contains(&format!("{attr}=")) {
+                keys.insert(attr.to_string());
+            }
+        }
+        let body_end = after.find(&close).expect("a closing tag");
+        let body = &after[tag_end + 1..body_end];
+        let mut depth = 0;
+        let mut at = 0;
+        while let Some(k) = body[at..].find('<') {
+            let tag_text = &body[at + k + 1..];
+            let end = tag_text.find('>').expect("a tag's end");
+            let tag = &tag_text[..end];
+            if tag.starts_with('/') {
+                depth -= 1;
+            } else if !tag.starts_with(['?', '!']) {
+                if depth == 0 {
+                    let name = tag.split([' ', '/']).next().expect("a name");
+                    keys.insert(name.to_string());
+                }
+                if !tag.ends_with('/') {
+                    depth += 1;
+                }
+            }
+            at += k + 1 + end + 1;
+        }
+        rest = &after[body_end + close.len()..];
+    }
+    assert!(!keys.is_empty(), "no {entity} in {rel}");
+    keys
 }
