@@ -708,3 +708,106 @@ fn a_crash_and_a_cancel_in_the_middle_of_a_sync_then_the_next_sync_ends_equal_to
         assert_mirrors(&mut c, &emu, e, REALM1);
     }
 }
+
+/// Between the pass through the pager and the deletes hunt (held at the emulator's barrier on
+/// the hunt's first count), two TimeActivity records are updated and two deleted: the hunt
+/// confirms the four candidates, upserts the two that moved and tombstones the two gone; the
+/// sync ends equal to the truth.
+#[test]
+fn records_updated_and_deleted_between_the_pager_and_the_hunt_end_equal_to_truth() {
+    let emu = Emulator::start(&["--seed", "66"]);
+    let _ = fresh_db("e2e_sync5", &emu);
+    let (mut c, notices) = collecting("e2e_sync5", "postgres");
+    sync(&mut c, &["TimeActivity"]);
+    let ids: Vec<String> = emu
+        .truth_rows(REALM1, "TimeActivity")
+        .iter()
+        .filter(|r| !r["deleted"].as_bool().unwrap_or(false))
+        .map(|r| r["Id"].as_str().unwrap().to_owned())
+        .take(4)
+        .collect();
+    // the hunt's first count is the only request reading from 2000-01-01
+    emu.hold_matching(1, "2000-01-01");
+    let runner = std::thread::spawn(move || {
+        let mut c = connect("e2e_sync5");
+        c.query_one("CALL qbo.run_sync(ARRAY['TimeActivity'])", &[])
+            .map(|r| r.get::<_, i64>(0))
+            .map_err(|e| e.to_string())
+    });
+    let held = emu.wait_held();
+    println!("held: {held}");
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"op": "update", "realm": REALM1, "entity": "TimeActivity", "ids": &ids[..2]}),
+    );
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"op": "delete", "realm": REALM1, "entity": "TimeActivity", "ids": &ids[2..]}),
+    );
+    emu.release();
+    let run_id = runner.join().unwrap().expect("the sync");
+    let _ = notices.take();
+    let (deleted, updated): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT deleted, updated FROM qbo.run_chunks WHERE run_id = $1 AND entity = 'TimeActivity'",
+                &[&run_id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (deleted, updated),
+        (2, 2),
+        "two tombstoned, two upserted as they are now"
+    );
+    assert_mirrors(&mut c, &emu, "TimeActivity", REALM1);
+}
+
+/// `CALL qbo.run_sync()` with no arguments: every entity pg_qbo knows, all of which the emulator
+/// serves; after a mix of changes over all of them, one more sync ends equal to the truth with
+/// one CDC request for every entity CDC serves.
+#[test]
+fn every_entity_by_default() {
+    let emu = Emulator::start(&["--seed", "67"]);
+    let _ = fresh_db("e2e_sync6", &emu);
+    let (mut c, _notices) = collecting("e2e_sync6", "postgres");
+    let all: Vec<String> = c
+        .query("SELECT entity FROM qbo.entities ORDER BY entity", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    c.batch_execute("CALL qbo.run_sync()").unwrap();
+    for e in &all {
+        assert_mirrors(&mut c, &emu, e, REALM1);
+    }
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"op": "mix", "count": 120, "realm": REALM1}),
+    );
+    let seq = emu.last_seq();
+    let run_id: i64 = c.query_one("CALL qbo.run_sync()", &[]).unwrap().get(0);
+    let mut deleted = 0;
+    for e in &all {
+        deleted += assert_mirrors(&mut c, &emu, e, REALM1);
+    }
+    let (total, attributed) = total_requests(&mut c, run_id);
+    let routes: BTreeMap<String, i64> = c
+        .query(
+            "SELECT route, count(*) FROM qbo.run_chunks WHERE run_id = $1 GROUP BY 1",
+            &[&run_id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    println!(
+        "{} entities: routes {routes:?}, {} CDC request(s), {total} requests in all, {deleted} rows marked deleted",
+        all.len(),
+        cdc_requests(&emu, seq)
+    );
+    assert_eq!(cdc_requests(&emu, seq), 1);
+    assert_eq!(total, attributed);
+    assert!(deleted > 0);
+}
