@@ -62,22 +62,7 @@ pub fn validate(r: &RunRequest) -> Result<Validated, PgError> {
             r.page_size
         )));
     }
-    if !(75..=999).contains(&r.minor_version) {
-        return Err(bad(format!(
-            "minor_version must be between 75 and 999 (got {}): QBO answers versions below 75 as 75",
-            r.minor_version
-        )));
-    }
-    for (name, url) in [
-        ("qbo.api_base_url", &r.settings.api_base_url),
-        ("qbo.token_url", &r.settings.token_url),
-    ] {
-        if url.as_deref().is_some_and(qbo::client::url_has_credentials) {
-            return Err(bad(format!(
-                "{name} holds credentials (user:password@host): every run stores its settings in qbo.runs.settings, which readers can see; use a URL without them"
-            )));
-        }
-    }
+    check_version_and_hosts(r.minor_version, &r.settings)?;
     let chunks = plan::plan_chunks(r.fecha_inicio, r.fecha_fin, r.chunk_size)?;
     let conn = connections::require_connection(&r.connection)?;
     connections::check_may_use(&conn.name)?;
@@ -94,6 +79,27 @@ pub fn validate(r: &RunRequest) -> Result<Validated, PgError> {
         realm_id: conn.realm_id,
         environment: conn.environment,
     })
+}
+
+/// The checks every run shares, a backfill's or a sync's: the minor version, and hosts that
+/// carry no credentials (the settings are stored in `qbo.runs.settings`, which readers see).
+pub fn check_version_and_hosts(minor_version: i32, settings: &Settings) -> Result<(), PgError> {
+    if !(75..=999).contains(&minor_version) {
+        return Err(bad(format!(
+            "minor_version must be between 75 and 999 (got {minor_version}): QBO answers versions below 75 as 75"
+        )));
+    }
+    for (name, url) in [
+        ("qbo.api_base_url", &settings.api_base_url),
+        ("qbo.token_url", &settings.token_url),
+    ] {
+        if url.as_deref().is_some_and(qbo::client::url_has_credentials) {
+            return Err(bad(format!(
+                "{name} holds credentials (user:password@host): every run stores its settings in qbo.runs.settings, which readers can see; use a URL without them"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the run and its chunk plan and takes its liveness lock (the caller commits and executes).

@@ -112,22 +112,7 @@ pub fn entities_of(names: Option<&[String]>) -> Result<Vec<&'static Entity>, PgE
 pub fn validate(r: &SyncRequest) -> Result<(Vec<&'static Entity>, Connection), PgError> {
     crate::pg::spi::forget_owner();
     let list = entities_of(r.entities.as_deref())?;
-    if !(75..=999).contains(&r.minor_version) {
-        return Err(bad(format!(
-            "minor_version must be between 75 and 999 (got {}): QBO answers versions below 75 as 75",
-            r.minor_version
-        )));
-    }
-    for (name, url) in [
-        ("qbo.api_base_url", &r.settings.api_base_url),
-        ("qbo.token_url", &r.settings.token_url),
-    ] {
-        if url.as_deref().is_some_and(qbo::client::url_has_credentials) {
-            return Err(bad(format!(
-                "{name} holds credentials (user:password@host): every run stores its settings in qbo.runs.settings, which readers can see; use a URL without them"
-            )));
-        }
-    }
+    request::check_version_and_hosts(r.minor_version, &r.settings)?;
     let conn = connections::require_connection(&r.connection)?;
     connections::check_may_use(&conn.name)?;
     if conn.client_id.is_empty() || conn.client_secret.is_empty() || conn.refresh_token.is_empty() {

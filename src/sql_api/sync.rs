@@ -31,17 +31,11 @@ pub unsafe extern "C-unwind" fn qbo_run_sync(fcinfo: pg_sys::FunctionCallInfo) -
     let (entities, connection, minor_version) = unsafe {
         (
             arg::<Vec<Option<String>>>(fcinfo, 0),
-            arg::<&str>(fcinfo, 1).map(str::to_owned),
+            arg::<&str>(fcinfo, 1),
             arg::<i32>(fcinfo, 2),
         )
     };
-    let entities = entity_list(entities, f);
-    let req = SyncRequest {
-        entities,
-        connection: required(connection, "connection", f),
-        minor_version: required(minor_version, "minor_version", f),
-        settings: Settings::current(),
-    };
+    let req = sync_request(f, entities, connection, minor_version);
     // SAFETY: require_nonatomic above raised unless this is a non-atomic CALL.
     let run_id = unsafe { xact::in_call(|| sync_here(&req, f)) };
     // SAFETY: `fcinfo` as above; qbo.run_sync's only output parameter is INOUT run_id bigint,
@@ -80,6 +74,21 @@ fn entity_list(list: Option<Vec<Option<String>>>, f: &str) -> Option<Vec<String>
             })
             .collect()
     })
+}
+
+/// The request of a sync entry point's arguments (NULLs refused by name).
+fn sync_request(
+    f: &str,
+    entities: Option<Vec<Option<String>>>,
+    connection: Option<&str>,
+    minor_version: Option<i32>,
+) -> SyncRequest {
+    SyncRequest {
+        entities: entity_list(entities, f),
+        connection: required(connection, "connection", f).to_owned(),
+        minor_version: required(minor_version, "minor_version", f),
+        settings: Settings::current(),
+    }
 }
 
 crate::finfo_v1!(pg_finfo_qbo_run_sync_all);
@@ -219,12 +228,7 @@ fn sync_rows(
     ),
 > {
     let f = "qbo.sync";
-    let req = SyncRequest {
-        entities: entity_list(entities, f),
-        connection: required(connection, "connection", f).to_owned(),
-        minor_version: required(minor_version, "minor_version", f),
-        settings: Settings::current(),
-    };
+    let req = sync_request(f, entities, connection, minor_version);
     if let Some(notice) = sync::busy(&req, f).unwrap_or_else(|e| e.raise()) {
         crate::say!("{notice}");
         return rows_of(None);
@@ -242,12 +246,7 @@ fn start_sync(
     minor_version: default!(Option<i32>, 75),
 ) -> Option<i64> {
     let f = "qbo.start_sync";
-    let req = SyncRequest {
-        entities: entity_list(entities, f),
-        connection: required(connection, "connection", f).to_owned(),
-        minor_version: required(minor_version, "minor_version", f),
-        settings: Settings::current(),
-    };
+    let req = sync_request(f, entities, connection, minor_version);
     if let Some(notice) = sync::busy(&req, f).unwrap_or_else(|e| e.raise()) {
         crate::say!("{notice}");
         return None;
