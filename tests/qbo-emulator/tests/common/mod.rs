@@ -213,10 +213,16 @@ impl Emu {
     }
 }
 
-/// The shared samples: `$QBO_SAMPLES_DIR`, else `<repo>/../shared/qbo-samples`.
+/// The shared samples: `$QBO_SAMPLES_DIR`, else `/work/shared/qbo-samples`, else
+/// `<repo>/../shared/qbo-samples` (as the core's `qbo::fault::samples_dir`: a clean clone made
+/// elsewhere, as CI's, has no `../shared` beside it).
 pub fn samples_dir() -> PathBuf {
     if let Ok(d) = std::env::var("QBO_SAMPLES_DIR") {
         return PathBuf::from(d);
+    }
+    let fixed = PathBuf::from("/work/shared/qbo-samples");
+    if fixed.is_dir() {
+        return fixed;
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/qbo-samples")
 }
