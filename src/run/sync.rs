@@ -423,6 +423,8 @@ fn run(
         for capped in ex.cdc_pass(&cdc)? {
             pager.push(capped);
         }
+        // the CDC requests' in-flight slots are freed now, not after the backfills below
+        ex.release_slots()?;
     }
     for (e, since, route) in pager {
         let end = ex.pager_pass(e, since, route)?;
@@ -431,12 +433,10 @@ fn run(
         // the watermark's margin by the pass before, and deleted since, lies just before it)
         if route == "pager" && !e.has_active {
             ex.hunt_pass(e, end)?;
+            ex.release_slots()?;
         }
     }
-    if let Some(w) = ex.wire.as_mut() {
-        w.limiter.admit(&[])?;
-        xact::commit();
-    }
+    ex.release_slots()?;
     syncs::attribute_tokens(run_id)?;
     ledger::finish_run_ok(run_id)?;
     xact::commit();
@@ -458,6 +458,18 @@ impl<'a> SyncExec<'a> {
         } else {
             held(|| log!("pg_qbo: {line}"));
         }
+    }
+
+    /// Reports the sync's finished requests to the realm's limiter (their in-flight slots are
+    /// free for the backfills that come next).
+    fn release_slots(&mut self) -> Result<(), PgError> {
+        if let Some(w) = self.wire.as_mut() {
+            if w.limiter.has_finished() {
+                w.limiter.admit(&[])?;
+                xact::commit();
+            }
+        }
+        Ok(())
     }
 
     fn wire(&mut self) -> Result<&mut Wire<'a>, PgError> {

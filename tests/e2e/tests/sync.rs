@@ -811,3 +811,63 @@ fn every_entity_by_default() {
     assert_eq!(total, attributed);
     assert!(deleted > 0);
 }
+
+/// `CALL qbo.run_sync_all()` with one connection whose refresh token Intuit rejects: the other
+/// company is synced all the same, and the call ends with an ERROR naming the failed sync.
+#[test]
+fn a_failing_connection_does_not_stop_the_others_in_run_sync_all() {
+    let emu = Emulator::start(&["--seed", "68"]);
+    let mut c0 = fresh_db("e2e_sync7", &emu);
+    register(
+        &mut c0,
+        "e2e_sync7",
+        "broken",
+        REALM2,
+        "a-refresh-token-intuit-never-issued",
+    );
+    let (mut c, notices) = collecting("e2e_sync7", "postgres");
+    let err = c
+        .batch_execute("CALL qbo.run_sync_all(ARRAY['Invoice', 'Customer'])")
+        .unwrap_err();
+    let (state, msg) = db_error(err);
+    println!("{state}: {msg}");
+    assert!(
+        msg.starts_with(
+            "qbo.run_sync_all: 1 sync(s) failed, the others succeeded: \"broken\" (sync run "
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("refresh token was rejected by Intuit"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("a-refresh-token-intuit-never-issued"),
+        "no secret in the error"
+    );
+    let said = notices.take();
+    assert!(
+        said.iter()
+            .any(|n| n.starts_with("qbo.run_sync_all: the sync of connection \"broken\" failed: ")),
+        "{said:?}"
+    );
+    for e in ["Invoice", "Customer"] {
+        assert_mirrors(&mut c, &emu, e, REALM1);
+    }
+    let statuses: Vec<(String, String)> = c
+        .query(
+            "SELECT connection, status FROM qbo.runs WHERE kind = 'sync' ORDER BY connection",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("broken".to_owned(), "failed".to_owned()),
+            ("default".to_owned(), "succeeded".to_owned())
+        ]
+    );
+}
