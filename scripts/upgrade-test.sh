@@ -377,6 +377,23 @@ upgrade_from() {
   check "$short: extversion after ALTER EXTENSION pg_qbo UPDATE" "$new_version" \
     "$(q upg "SELECT extversion FROM pg_extension WHERE extname = 'pg_qbo'")"
 
+  # --- (b) data preserved -------------------------------------------------------------------------------
+  fingerprint upg "$WORK/columns-$short" >"$WORK/after.txt"
+  if diff -u "$WORK/before.txt" "$WORK/after.txt" >"$WORK/data.diff"; then
+    ok "$short: data preserved (raw rows, runs, chunks, pages, connections: counts and md5 identical)"
+  else
+    fail "$short: data changed by the update:"
+    cat "$WORK/data.diff"
+  fi
+
+  # --- raw tables made before the update gain 0.6.0's columns on their first use ------------------
+  # (after (b): the new columns are new data; before (a): a fresh install's raw tables have them)
+  q upg "CALL qbo.run_backfill('Customer', '1999-01-01T00:00:00Z', '1999-01-02T00:00:00Z', 1, 20)" >/dev/null
+  q upg "CALL qbo.run_backfill('Invoice', '1999-01-01T00:00:00Z', '1999-01-02T00:00:00Z', 1, 20)" >/dev/null
+  check "$short: raw tables made before the update gain last_updated_utc (filled from the payloads) and deleted_at_utc on first use" \
+    "0 0" "$(q upg "SELECT (SELECT count(*) FROM raw.qb_customers WHERE last_updated_utc IS DISTINCT FROM (payload->'MetaData'->>'LastUpdatedTime')::timestamptz OR deleted_at_utc IS NOT NULL)
+                      || ' ' || (SELECT count(*) FROM raw.qb_invoices WHERE last_updated_utc IS DISTINCT FROM (payload->'MetaData'->>'LastUpdatedTime')::timestamptz OR deleted_at_utc IS NOT NULL)")"
+
   # --- (a) the same schema as a fresh install -------------------------------------------------------
   setup_db fresh
   q fresh "CALL qbo.run_backfill('Customer', '$FROM_TS', '$TO_TS', 30, 20)" >/dev/null
@@ -389,15 +406,6 @@ upgrade_from() {
   else
     fail "$short: updated schema differs from a fresh $new_version install (--- fresh, +++ updated):"
     cat "$WORK/schema.diff"
-  fi
-
-  # --- (b) data preserved -------------------------------------------------------------------------------
-  fingerprint upg "$WORK/columns-$short" >"$WORK/after.txt"
-  if diff -u "$WORK/before.txt" "$WORK/after.txt" >"$WORK/data.diff"; then
-    ok "$short: data preserved (raw rows, runs, chunks, pages, connections: counts and md5 identical)"
-  else
-    fail "$short: data changed by the update:"
-    cat "$WORK/data.diff"
   fi
 
   # --- (d) the privilege hole is closed ---------------------------------------------------------------

@@ -404,7 +404,6 @@ COMMENT ON COLUMN qbo.sync_state.run_id IS 'Sync run (qbo.runs) that set it.';
 COMMENT ON COLUMN qbo.sync_state.route IS 'How that sync read the entity: cdc, first_sync or pager (see qbo.run_chunks.route).';
 COMMENT ON COLUMN qbo.sync_state.updated_at IS 'When it was set.';
 
-SELECT pg_catalog.pg_extension_config_dump('qbo.sync_state', '');
 SELECT pg_catalog.pg_extension_config_dump('qbo.runs', '');
 SELECT pg_catalog.pg_extension_config_dump('qbo.runs_run_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('qbo.run_chunks', '');
@@ -479,6 +478,9 @@ REVOKE ALL ON qbo._api_usage FROM PUBLIC;
 COMMENT ON TABLE qbo._api_usage IS
     'pg_qbo internal: requests sent to QuickBooks and Intuit per calendar month (UTC), app (client id), realm and kind; read it through qbo.api_usage.';
 SELECT pg_catalog.pg_extension_config_dump('qbo._api_usage', '');
+-- (after _api_usage: an update from 0.5.0 appends qbo.sync_state to the list, and a fresh install
+-- must list the tables in the same order)
+SELECT pg_catalog.pg_extension_config_dump('qbo.sync_state', '');
 
 CREATE VIEW qbo.api_usage AS
 SELECT u.month, u.client_id, u.realm_id, u.kind, u.requests,
