@@ -435,9 +435,11 @@ fn a_raw_table_of_0_5_0_gains_the_columns_of_0_6_0_on_first_use() {
 /// Only the 0.5.0 shape passes without the new columns: a table that has one of them, or one of
 /// their names under another type, or lacks an older column, is refused with the usual advice
 /// and left as it was; and an old table the trust check refuses gains nothing.
+// Each test of raw tables uses an entity (a table) of its own: the suites run at once, each in a
+// transaction of its own, and two of them writing the same rows of one table can deadlock.
 #[pg_test]
 fn only_the_0_5_0_shape_passes_without_the_new_columns() {
-    let e = qbo::entities::lookup("Customer").unwrap();
+    let e = qbo::entities::lookup("Department").unwrap();
     for (change, missing) in [
         ("ADD COLUMN last_updated_utc timestamptz", "deleted_at_utc timestamp with time zone"),
         (
@@ -451,7 +453,7 @@ fn only_the_0_5_0_shape_passes_without_the_new_columns() {
     ] {
         Spi::run("DROP SCHEMA IF EXISTS raw CASCADE").unwrap();
         make_0_5_0_table(e.table);
-        Spi::run(&format!("ALTER TABLE raw.qb_customers {change}")).unwrap();
+        Spi::run(&format!("ALTER TABLE raw.qb_departments {change}")).unwrap();
         let columns = columns_of(e.table);
         for err in [
             raw::check_existing_raw_table(e).unwrap_err(),
@@ -460,19 +462,19 @@ fn only_the_0_5_0_shape_passes_without_the_new_columns() {
             assert_eq!(err.sqlstate(), "42P07", "{change}: {}", err.message);
             assert!(
                 err.message.starts_with(&format!(
-                    "table raw.qb_customers already exists with another shape (primary key (realm_id, id); missing or different columns: {missing}); pg_qbo needs primary key (realm_id, id) and columns realm_id text, "
+                    "table raw.qb_departments already exists with another shape (primary key (realm_id, id); missing or different columns: {missing}); pg_qbo needs primary key (realm_id, id) and columns realm_id text, "
                 )),
                 "{change}: {}",
                 err.message
             );
-            assert!(err.message.ends_with(", last_updated_utc timestamp with time zone, deleted_at_utc timestamp with time zone. Rename the old table (ALTER TABLE raw.qb_customers RENAME TO qb_customers_old) and run the backfill again, then copy what you need from the old table"), "{}", err.message);
+            assert!(err.message.ends_with(", last_updated_utc timestamp with time zone, deleted_at_utc timestamp with time zone. Rename the old table (ALTER TABLE raw.qb_departments RENAME TO qb_departments_old) and run the backfill again, then copy what you need from the old table"), "{}", err.message);
         }
         assert_eq!(columns_of(e.table), columns, "{change}");
     }
     // an untrusted table of the old shape: refused before any DDL
     Spi::run("DROP SCHEMA IF EXISTS raw CASCADE").unwrap();
     make_0_5_0_table(e.table);
-    Spi::run("CREATE ROLE shape_mallory NOLOGIN; ALTER TABLE raw.qb_customers OWNER TO shape_mallory").unwrap();
+    Spi::run("CREATE ROLE shape_mallory NOLOGIN; ALTER TABLE raw.qb_departments OWNER TO shape_mallory").unwrap();
     raw::check_existing_raw_table(e).unwrap_err();
     let err = raw::ensure_raw_table(e).unwrap_err();
     assert_eq!(err.sqlstate(), "42501", "{}", err.message);
@@ -603,7 +605,7 @@ fn page_upsert_writes_last_updated_utc() {
 /// marks nothing and moves no time.
 #[pg_test]
 fn tombstones_mark_only_live_rows_not_newer_than_the_deletion() {
-    let e = qbo::entities::lookup("Bill").unwrap();
+    let e = qbo::entities::lookup("Deposit").unwrap();
     raw::ensure_raw_table(e).unwrap();
     let (t1, t2, t3) = ("2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z", "2025-03-03T00:00:00Z");
     assert_eq!(
@@ -622,7 +624,7 @@ fn tombstones_mark_only_live_rows_not_newer_than_the_deletion() {
     assert_eq!(row_state(e.table, "r", "3"), (Some(at(t2)), Some(at(t2)), Some("0".into()), Some("c".into())));
     assert_eq!(row_state(e.table, "r", "4"), (Some(at(t2)), Some(at(t3)), Some("0".into()), Some("d".into())));
     assert_eq!(row_state(e.table, "s", "1"), (Some(at(t1)), None, Some("0".into()), Some("other realm".into())));
-    let count = || Spi::get_one::<i64>("SELECT count(*) FROM raw.qb_bills").unwrap();
+    let count = || Spi::get_one::<i64>("SELECT count(*) FROM raw.qb_deposits").unwrap();
     assert_eq!(count(), Some(5), "no row for Id 99");
     // again: nothing marked; later tombstones of rows already marked move no time
     assert_eq!(raw::apply_tombstones(e, "r", &ids, &times).unwrap(), 0);
@@ -642,7 +644,7 @@ fn tombstones_mark_only_live_rows_not_newer_than_the_deletion() {
 /// after which the SyncToken rule applies again.
 #[pg_test]
 fn a_deleted_row_is_revived_only_by_a_later_version() {
-    let e = qbo::entities::lookup("Bill").unwrap();
+    let e = qbo::entities::lookup("Transfer").unwrap();
     raw::ensure_raw_table(e).unwrap();
     let (t1, t2, t3) = ("2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z", "2025-03-03T00:00:00Z");
     assert_eq!(upsert(e, "r", vec![record("1", 3, t1, "a")]).inserted, 1);
