@@ -328,8 +328,13 @@ fn columns_of(table: &str) -> Vec<String> {
 /// of the owner, with rows whose payloads carry a LastUpdatedTime (one in each of two realms, one
 /// with a fraction and another offset) and one without MetaData.
 fn make_0_5_0_table(table: &str) {
+    // under the lock pg_qbo takes around its own raw DDL (ensure_raw_table): the suites run at
+    // once, and creating schema raw here while another suite's ensure_raw_table holds that lock
+    // and creates it too made each wait for the other (a deadlock in the fresh-clone CI)
+    let class = crate::store::locks::WRITE_LOCK_CLASS;
     Spi::run(&format!(
-        r#"CREATE SCHEMA IF NOT EXISTS raw;
+        r#"SELECT pg_catalog.pg_advisory_xact_lock({class}, pg_catalog.hashtext('pg_qbo raw ddl'));
+         CREATE SCHEMA IF NOT EXISTS raw;
          CREATE TABLE raw.{table} (
              realm_id text NOT NULL, id text NOT NULL, payload jsonb NOT NULL,
              ingested_at_utc timestamptz NOT NULL DEFAULT now(),
