@@ -80,7 +80,10 @@ echo "==> $SYNC;   -- first sync"
 curl -sf -X POST -H 'Content-Type: application/json' \
   -d '{"op": "mix", "count": 25, "realm": "9341452000000001", "entities": ["Customer", "Invoice", "Item"]}' \
   "$EMU_URL/__emulator/mutate" > /dev/null
-echo "==> 25 changes in QuickBooks, then $SYNC;"
+curl -sf -X POST -H 'Content-Type: application/json' \
+  -d '{"op": "delete", "count": 2, "realm": "9341452000000001", "entity": "Invoice"}' \
+  "$EMU_URL/__emulator/mutate" > /dev/null
+echo "==> 25 changes and 2 invoices hard-deleted in QuickBooks, then $SYNC;"
 "${PSQL[@]}" -c "SET client_min_messages = warning" -c "$SYNC"
 echo "==> live rows (deleted_at_utc IS NULL) compared with the emulator's ground truth"
 for pair in Customer:qb_customers Invoice:qb_invoices Item:qb_items; do
