@@ -9,8 +9,8 @@
 #
 # Environment (all optional):
 #   UPGRADE_FROM        commits to update from, space-separated (default: the 0.1.0 release,
-#                       e024112, a pre-release build that called itself 0.1.0, then the 0.2.0
-#                       and 0.3.0 releases).
+#                       e024112, a pre-release build that called itself 0.1.0, then the 0.2.0,
+#                       0.3.0, 0.4.0 and 0.5.0 releases).
 #                       Each is built from `git archive` of that commit, so the repository must
 #                       have its history (not a shallow clone).
 #   UPGRADE_E2E         1 (default) also runs e2e suites on databases created at 0.1.0 and updated
