@@ -62,9 +62,7 @@ use std::time::{Duration, Instant};
 /// Where an entity's first sync starts reading: 2000-01-01 UTC, before QuickBooks Online existed,
 /// so every `MetaData.LastUpdatedTime` is after it.
 pub fn history_start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    DateTime::from_timestamp(946_684_800, 0).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
 /// Days per chunk of a first sync's backfill (its volumetry is per year).
@@ -918,7 +916,7 @@ impl<'a> SyncExec<'a> {
                     settings: self.settings.clone(),
                 };
                 let v = request::validate(&req)?;
-                let child = request::create_run(&req, &v, &self.entry_point()?);
+                let child = request::create_run(&req, &v, &self.run.entry_point);
                 self.say(format!(
                     "{}: reading [{}, {}) through the pager as run {child}{}",
                     entity.name,
@@ -1110,17 +1108,5 @@ impl<'a> SyncExec<'a> {
         )?;
         xact::commit();
         Ok(())
-    }
-
-    /// The entry point the sync was started from (its backfills say the same).
-    fn entry_point(&self) -> Result<String, PgError> {
-        crate::pg::spi::as_owner(|| {
-            crate::pg::spi::one::<String>(
-                "SELECT entry_point FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
-                &[self.run.run_id.into()],
-            )
-        })
-        .map(|v| v.unwrap_or_else(|| "call".to_owned()))
-        .map_err(|e| PgError::db("pg_qbo ledger", e))
     }
 }

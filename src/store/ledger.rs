@@ -103,6 +103,8 @@ pub struct RunRow {
     pub status: String,
     pub fecha_inicio: DateTime<Utc>,
     pub fecha_fin: DateTime<Utc>,
+    /// How the run was started (`qbo.runs.entry_point`).
+    pub entry_point: String,
 }
 
 /// Loads a run; a clear error if it does not exist.
@@ -110,7 +112,7 @@ pub fn load_run(run_id: i64) -> Result<RunRow, PgError> {
     let row = spi::owner_connect(|c| -> SpiResult<Option<RunRow>> {
         let t = c.update(
             "SELECT entity, connection, realm_id, environment, page_size, minor_version, chunks_total, settings, status,
-                    fecha_inicio, fecha_fin
+                    fecha_inicio, fecha_fin, entry_point
                FROM qbo.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
             Some(1),
             &[run_id.into()],
@@ -132,6 +134,7 @@ pub fn load_run(run_id: i64) -> Result<RunRow, PgError> {
             status: r.get::<String>(9)?.unwrap_or_default(),
             fecha_inicio: r.get::<TimestampWithTimeZone>(10)?.and_then(from_tstz).unwrap_or_default(),
             fecha_fin: r.get::<TimestampWithTimeZone>(11)?.and_then(from_tstz).unwrap_or_default(),
+            entry_point: r.get::<String>(12)?.unwrap_or_default(),
         }))
     })
     .map_err(err)?;
