@@ -10,7 +10,7 @@
 # Environment (all optional):
 #   UPGRADE_FROM        commits to update from, space-separated (default: the 0.1.0 release,
 #                       e024112, a pre-release build that called itself 0.1.0, then the 0.2.0,
-#                       0.3.0, 0.4.0 and 0.5.0 releases).
+#                       0.3.0, 0.4.0, 0.5.0 and 0.6.0 releases).
 #                       Each is built from `git archive` of that commit, so the repository must
 #                       have its history (not a shallow clone).
 #   UPGRADE_E2E         1 (default) also runs e2e suites on databases created at 0.1.0 and updated
@@ -40,7 +40,9 @@ V030=05b4eca2fdb8736fab13310490e70518eaf1ef1d
 V040=f9b4e4b63879c75621156cfc7c99dc3325cd8d93
 # 0.5.0 is commit 899bab8 (tag v0.5.0).
 V050=899bab8fe26bcd27b9e697e97f7f891eea61aec9
-FROM_COMMITS=${UPGRADE_FROM:-$V010 $E024112 $V020 $V030 $V040 $V050}
+# 0.6.0 is commit 1890415 (tag v0.6.0).
+V060=189041524bf30864373c40433df0f6fcadf9b0e2
+FROM_COMMITS=${UPGRADE_FROM:-$V010 $E024112 $V020 $V030 $V040 $V050 $V060}
 PORT=${UPGRADE_PORT:-25531}
 E2E=${UPGRADE_E2E:-1}
 E2E_TESTS=${UPGRADE_E2E_TESTS:-backfill roles attacks}

@@ -333,9 +333,9 @@ COMMENT ON COLUMN qbo.run_chunks.finished_at IS 'When the chunk completed.';
 COMMENT ON COLUMN qbo.run_chunks.error IS 'Error that stopped the chunk.';
 COMMENT ON COLUMN qbo.run_chunks.records_expected IS 'Records QuickBooks counted (count(*)) in the window whose cursor is saved on this chunk, when that window is read by offsets (its chunks finish together at its end): qbo.progress estimates the time left from it.';
 COMMENT ON COLUMN qbo.run_chunks.entity IS 'For a sync: the entity of this row (a sync has one row per entity; NULL for a backfill''s chunks).';
-COMMENT ON COLUMN qbo.run_chunks.route IS 'For a sync: how the entity''s changes were read: cdc (Change Data Capture), first_sync (its whole history, by a backfill: child_run_id), pager (a backfill over [window_start, window_end): CDC does not serve the entity, its watermark is older than CDC reaches, or a CDC answer reached the 1000-object cap).';
+COMMENT ON COLUMN qbo.run_chunks.route IS 'For a sync: how the entity''s changes were read: cdc (Change Data Capture), first_sync (its whole history, by a backfill: child_run_id), query (CDC does not serve the entity: one query, of every record for a transaction entity that fits a page, else of those changed since window_start), not_due (CDC does not serve the entity and its watermark is younger than qbo.sync_non_cdc_interval_ms: not read), pager (a backfill over [window_start, window_end): its watermark is older than CDC reaches, or a CDC answer or its query filled the page alone).';
 COMMENT ON COLUMN qbo.run_chunks.deleted IS 'For a sync: records marked deleted (raw.*.deleted_at_utc set) from QuickBooks'' tombstones.';
-COMMENT ON COLUMN qbo.run_chunks.requests IS 'For a sync: requests spent on the entity: its backfill''s (child_run_id) and the CDC requests whose first entity (in qbo.entities order) it was, so the rows of a sync add up to its requests_* exactly.';
+COMMENT ON COLUMN qbo.run_chunks.requests IS 'For a sync: requests spent on the entity: its backfill''s (child_run_id), its queries and deletes hunt, the CDC requests whose first entity (in qbo.entities order) it was, and the sync''s own token refreshes on its first entity read by CDC (else by query, else through the pager), so the rows of a sync add up to its requests_* exactly.';
 COMMENT ON COLUMN qbo.run_chunks.child_run_id IS 'For a sync: the backfill run (qbo.runs.kind = backfill, parent_run_id = this run) that read the entity through the pager.';
 
 -- Internal: the Ids of a second being read by STARTPOSITION (a bulk import: a second holding a page
@@ -398,10 +398,10 @@ CREATE TABLE qbo.sync_state (
 COMMENT ON TABLE qbo.sync_state IS 'pg_qbo: how far each entity of each company is synced (CALL qbo.run_sync): every change QuickBooks made to it before watermark is in raw.*. Committed with the rows it covers; delete a row to make the next sync read that entity''s whole history again.';
 COMMENT ON COLUMN qbo.sync_state.realm_id IS 'QuickBooks company id (raw.* rows are per realm, so watermarks are too: two connections to one company share them).';
 COMMENT ON COLUMN qbo.sync_state.entity IS 'QBO entity.';
-COMMENT ON COLUMN qbo.sync_state.watermark IS 'Every change before it is applied, on QuickBooks'' clock (a CDC answer''s time less the request''s round trip and 120 s; for a pass through the pager, its end less 120 s). The next sync reads from here; changes seen again are skipped.';
+COMMENT ON COLUMN qbo.sync_state.watermark IS 'Every change before it is applied, on QuickBooks'' clock (a CDC or query answer''s time less the request''s round trip and 120 s; for a pass through the pager, its end less 120 s). The next sync reads from here; changes seen again are skipped.';
 COMMENT ON COLUMN qbo.sync_state.connection IS 'Connection of the sync that set it.';
 COMMENT ON COLUMN qbo.sync_state.run_id IS 'Sync run (qbo.runs) that set it.';
-COMMENT ON COLUMN qbo.sync_state.route IS 'How that sync read the entity: cdc, first_sync or pager (see qbo.run_chunks.route).';
+COMMENT ON COLUMN qbo.sync_state.route IS 'How that sync read the entity: cdc, first_sync, query or pager (see qbo.run_chunks.route).';
 COMMENT ON COLUMN qbo.sync_state.updated_at IS 'When it was set.';
 
 SELECT pg_catalog.pg_extension_config_dump('qbo.runs', '');

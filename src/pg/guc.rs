@@ -54,6 +54,8 @@ static BUFFER_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_BUFFER_MB as 
 static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_WORKERS);
 static PROGRESS_INTERVAL_MS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_PROGRESS_INTERVAL_MS as i32);
+static SYNC_NON_CDC_INTERVAL_MS: GucSetting<i32> =
+    GucSetting::<i32>::new(qbo::poll::DEFAULT_INTERVAL_MS as i32);
 
 /// Default of `qbo.throttle_wait_ms`: Intuit asks to wait 60 s after a 429, plus a margin.
 pub const DEFAULT_THROTTLE_WAIT_MS: u64 = 70_000;
@@ -146,6 +148,13 @@ pub fn init() {
         &PROGRESS_INTERVAL_MS,
         0,
         86_400_000,
+    );
+    int(
+        c"qbo.sync_non_cdc_interval_ms",
+        c"Least age of the watermark of an entity Change Data Capture does not serve (TaxCode, TaxRate, TimeActivity) before a sync reads it again; a sync sooner leaves it as it is (route not_due). 0: every sync reads it. Default 12 h.",
+        &SYNC_NON_CDC_INTERVAL_MS,
+        0,
+        i32::MAX,
     );
     GucRegistry::define_int_guc(
         c"qbo.max_requests_per_minute",
@@ -341,6 +350,14 @@ pub struct Settings {
     /// Least time between two progress lines of the run's totals, in ms (0: after every page).
     #[serde(default = "default_progress_interval")]
     pub progress_interval_ms: u64,
+    /// Least age of the watermark of an entity CDC does not serve before a sync reads it again,
+    /// in ms (0: every sync). See [`qbo::poll`].
+    #[serde(default = "default_non_cdc_interval")]
+    pub sync_non_cdc_interval_ms: u64,
+}
+
+fn default_non_cdc_interval() -> u64 {
+    qbo::poll::DEFAULT_INTERVAL_MS
 }
 
 fn default_per_minute() -> u32 {
@@ -539,6 +556,7 @@ impl Settings {
             max_requests_per_second: MAX_REQUESTS_PER_SECOND.get().max(1) as u32,
             max_buffer_mb: BUFFER_MB.get().max(MIN_BUFFER_MB as i32) as u32,
             progress_interval_ms: PROGRESS_INTERVAL_MS.get().max(0) as u64,
+            sync_non_cdc_interval_ms: SYNC_NON_CDC_INTERVAL_MS.get().max(0) as u64,
         }
     }
 

@@ -11,8 +11,15 @@
 //!     watermarks ([`qbo::cdc::CdcRound`]); an answer at the 1000-object cap is applied and its
 //!     entities asked again in halves, and an entity that fills an answer alone goes on through
 //!     the pager from its watermark;
-//!   - **pager** (CDC does not serve the entity, or its watermark is older than CDC reaches, or
-//!     it filled a CDC answer alone): a backfill run over [watermark, now), then, for a
+//!   - **query** (CDC does not serve the entity: TaxCode, TaxRate, TimeActivity): read at most
+//!     once per `qbo.sync_non_cdc_interval_ms` (default 12 h; a sync sooner leaves it as it is,
+//!     route **not_due**), with one query ([`qbo::poll`]): a transaction entity that fits a page
+//!     is read whole, its deletes found at once (each confirmed by `Id IN (...)`); any other is
+//!     read from its watermark, a transaction's deletes then found by the hunt below. The
+//!     watermark comes from the answer's `time`, as after CDC. An answer that fills its page
+//!     is applied and the pager takes over;
+//!   - **pager** (the watermark is older than CDC reaches, or the entity filled a CDC answer or
+//!     its query's page alone): a backfill run over [watermark, now), then, for a
 //!     transaction (name lists are never deleted), the deletes hunt ([`qbo::deletes`]): live
 //!     local counts against QuickBooks' `count(*)` by window of `LastUpdatedTime`, narrowed where
 //!     they differ, each candidate confirmed by `Id IN (...)` before it is tombstoned.
@@ -26,7 +33,8 @@
 //!   span after its end follows with the sync after that.
 //!
 //! Requests: a CDC request is counted on the sync (`qbo.runs.requests_cdc`), and in the report on
-//! the first entity it asked for; the sync's own token refreshes on its first CDC entity; a
+//! the first entity it asked for; a query or hunt request on its entity; the sync's own token
+//! refreshes on its first entity read by CDC (else by a query, else through the pager); a
 //! backfill's requests on the backfill run, and in the report on its entity. The report's
 //! `requests` add up to the sync's total exactly.
 
@@ -333,6 +341,26 @@ struct Wire<'a> {
 /// An entity to read through the pager: from when, on which route (`first_sync`, `pager`).
 type PagerPass = (&'static Entity, DateTime<Utc>, &'static str);
 
+/// What is left of an entity after [`SyncExec::poll_pass`].
+enum PollLeft {
+    /// Nothing: its watermark moved (or it was not due).
+    Done,
+    /// Its deletes, by the hunt over everything up to this instant.
+    Hunt(DateTime<Utc>),
+    /// The answer filled its page: the pager reads its changes since its watermark.
+    Pager,
+}
+
+/// An interval in ms as a person reads it (`12 h`, `90 min`, `45 s`).
+fn human_ms(ms: u64) -> String {
+    match ms {
+        m if m >= 3_600_000 && m % 3_600_000 == 0 => format!("{} h", m / 3_600_000),
+        m if m >= 60_000 && m % 60_000 == 0 => format!("{} min", m / 60_000),
+        m if m % 1000 == 0 => format!("{} s", m / 1000),
+        m => format!("{m} ms"),
+    }
+}
+
 struct SyncExec<'a> {
     run: RunRow,
     settings: Settings,
@@ -397,15 +425,13 @@ fn run(
     let marks = syncs::watermarks(&ex.run.realm_id)?;
     let mut cdc: Vec<(&'static Entity, DateTime<Utc>)> = Vec::new();
     let mut pager: Vec<PagerPass> = Vec::new();
+    let mut polls: Vec<(&'static Entity, DateTime<Utc>)> = Vec::new();
     for e in &order {
         let mark = marks.get(e.name).copied();
         match qbo::cdc::route(e, mark, now) {
             Route::FirstSync => pager.push((e, history_start(), "first_sync")),
             Route::Cdc => cdc.push((e, mark.expect("routed by its watermark"))),
-            Route::Unsupported => {
-                let w = mark.expect("routed by its watermark");
-                pager.push((e, w, "pager"));
-            }
+            Route::Unsupported => polls.push((e, mark.expect("routed by its watermark"))),
             Route::TooOld => {
                 let w = mark.expect("routed by its watermark");
                 ex.say(format!(
@@ -423,6 +449,17 @@ fn run(
         }
         // the CDC requests' in-flight slots are freed now, not after the backfills below
         ex.release_slots()?;
+    }
+    // after the CDC calls, which tell QuickBooks' clock (what "due" is measured on)
+    for (e, since) in polls {
+        match ex.poll_pass(e, since)? {
+            PollLeft::Done => {}
+            PollLeft::Hunt(to) => {
+                ex.hunt_pass(e, to)?;
+                ex.release_slots()?;
+            }
+            PollLeft::Pager => pager.push((e, since, "pager")),
+        }
     }
     for (e, since, route) in pager {
         let end = ex.pager_pass(e, since, route)?;
@@ -950,6 +987,142 @@ impl<'a> SyncExec<'a> {
         Ok(end)
     }
 
+    /// Reads an entity CDC does not serve, watermark `since`, with one query when it is due
+    /// ([`qbo::poll`]): whole (a transaction small enough: its deletes found at once, each
+    /// confirmed by `Id IN (...)`) or from its watermark. A complete answer moves the watermark
+    /// from QuickBooks' clock in the transaction that writes it (or its last confirmation's);
+    /// an answer that filled its page is written and the pager takes over.
+    fn poll_pass(
+        &mut self,
+        entity: &'static Entity,
+        since: DateTime<Utc>,
+    ) -> Result<PollLeft, PgError> {
+        let run_id = self.run.run_id;
+        let chunk = self.rows[entity.name].chunk;
+        let realm = self.run.realm_id.clone();
+        let every_ms = self.settings.sync_non_cdc_interval_ms;
+        let every = TimeDelta::milliseconds(every_ms.min(i64::MAX as u64) as i64);
+        let qbo_now = Utc::now() + self.qbo_ahead.unwrap_or_default();
+        if !qbo::poll::due(since, qbo_now, every) {
+            syncs::start_entity(run_id, chunk, "not_due", since)?;
+            syncs::finish_entity(run_id, chunk, since)?;
+            xact::commit();
+            self.say(format!(
+                "{}: not due: Change Data Capture does not serve it, so it is read at most every {} (qbo.sync_non_cdc_interval_ms) and its watermark ({}) is younger; next read from {}",
+                entity.name,
+                human_ms(every_ms),
+                session_ts(since),
+                session_ts(qbo::poll::due_at(since, every))
+            ));
+            return Ok(PollLeft::Done);
+        }
+        let live = syncs::live_count(entity, &realm, history_start(), DateTime::<Utc>::MAX_UTC)?;
+        let plan = qbo::poll::Plan::new(entity, since, live);
+        syncs::start_entity(run_id, chunk, "query", since)?;
+        xact::commit();
+        let what = match plan.read {
+            qbo::poll::Read::Whole => format!("a query of every {} record", entity.name),
+            qbo::poll::Read::Since(_) => {
+                format!(
+                    "a query of the {} records changed since its watermark",
+                    entity.name
+                )
+            }
+        };
+        let t0 = Instant::now();
+        let (answer, round_trip) =
+            self.fetch(JobKind::Page, Kind::Query, plan.query.clone(), &what, chunk)?;
+        let Fetched::Page(page) = answer else {
+            return Err(PgError::internal(format!(
+                "an answer of another kind to {what}"
+            )));
+        };
+        let Some(time) = page.time else {
+            return Err(PgError::from(qbo::error::QboError::BadResponse(format!(
+                "QuickBooks answered {what} without its time (intuit_tid {}): the watermark is set from QuickBooks' clock",
+                page.intuit_tid.as_deref().unwrap_or("absent")
+            ))));
+        };
+        self.qbo_ahead = Some(time - Utc::now());
+        let records = page.entity_records;
+        let window = (
+            match plan.read {
+                qbo::poll::Read::Whole => history_start(),
+                qbo::poll::Read::Since(w) => w,
+            },
+            time,
+        );
+        if plan.full(records.len()) {
+            self.write_answer(
+                entity,
+                chunk,
+                &plan.query,
+                "sync query",
+                window,
+                records,
+                Vec::new(),
+                t0,
+                None,
+            )?;
+            self.say(format!(
+                "{}: {what} filled its page ({} records): the rest is read through the pager",
+                entity.name,
+                qbo::query::MAX_PAGE
+            ));
+            return Ok(PollLeft::Pager);
+        }
+        let watermark = plan.watermark(time, round_trip);
+        let candidates = match plan.read {
+            // a local record written after the answer was computed is not judged by it
+            qbo::poll::Read::Whole => qbo::poll::missing(
+                syncs::live_ids(entity, &realm, history_start(), time)?,
+                &records,
+            ),
+            qbo::poll::Read::Since(_) => Vec::new(),
+        };
+        let confirmations = qbo::poll::confirmations(entity, &candidates);
+        let last = confirmations.len();
+        self.write_answer(
+            entity,
+            chunk,
+            &plan.query,
+            "sync query",
+            window,
+            records,
+            Vec::new(),
+            t0,
+            (last == 0).then_some(watermark),
+        )?;
+        for (i, (query, asked)) in confirmations.into_iter().enumerate() {
+            let t0 = Instant::now();
+            let what = format!("a query of {} by Id confirming deletes", entity.name);
+            let (answer, _) =
+                self.fetch(JobKind::Page, Kind::Query, query.clone(), &what, chunk)?;
+            let Fetched::Page(page) = answer else {
+                return Err(PgError::internal(format!(
+                    "an answer of another kind to {what}"
+                )));
+            };
+            let (up, gone) = qbo::poll::confirmed(&asked, page.entity_records);
+            self.write_answer(
+                entity,
+                chunk,
+                &query,
+                "deletes confirmation",
+                (history_start(), time),
+                up,
+                gone,
+                t0,
+                (i + 1 == last).then_some(watermark),
+            )?;
+        }
+        if plan.needs_hunt() {
+            let to = qbo::query::floor_second(time - round_trip.max(TimeDelta::zero()));
+            return Ok(PollLeft::Hunt(to));
+        }
+        Ok(PollLeft::Done)
+    }
+
     /// Finds the records of `entity` QuickBooks deleted before `to` that raw still has live,
     /// where CDC could not say (see [`qbo::deletes`]): after its changes up to `to` were
     /// applied, a window of `LastUpdatedTime` whose live local count differs from QuickBooks'
@@ -1057,9 +1230,37 @@ impl<'a> SyncExec<'a> {
         entity: &'static Entity,
         chunk: i32,
         req: &HuntRequest,
+        records: Vec<qbo::pager::RawRecord>,
+        tombstones: Vec<String>,
+        t0: Instant,
+    ) -> Result<(), PgError> {
+        self.write_answer(
+            entity,
+            chunk,
+            &req.query,
+            "deletes hunt",
+            (req.from, req.to),
+            records,
+            tombstones,
+            t0,
+            None,
+        )
+    }
+
+    /// Writes what one query answer gave (records upserted, Ids tombstoned as found now), the
+    /// entity's counters (one request) and, when given, its new watermark, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    fn write_answer(
+        &mut self,
+        entity: &'static Entity,
+        chunk: i32,
+        query: &str,
+        purpose: &str,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
         mut records: Vec<qbo::pager::RawRecord>,
         tombstones: Vec<String>,
         t0: Instant,
+        watermark: Option<DateTime<Utc>>,
     ) -> Result<(), PgError> {
         records.sort_by(|a, b| a.id.cmp(&b.id).then(b.sync_token.cmp(&a.sync_token)));
         records.dedup_by(|a, b| a.id == b.id);
@@ -1068,19 +1269,19 @@ impl<'a> SyncExec<'a> {
             raw::UpsertCounts::default()
         } else {
             let request_payload = serde_json::json!({
-                "query": req.query,
+                "query": query,
                 "page_size": 1000,
                 "minor_version": self.run.minor_version,
                 "environment": self.run.environment,
-                "purpose": "deletes hunt",
+                "purpose": purpose,
             })
             .to_string();
             raw::upsert_page(
                 entity,
                 &self.run.realm_id,
                 executor::to_page_rows(records),
-                req.from,
-                req.to,
+                from,
+                to,
                 0,
                 1000,
                 &request_payload,
@@ -1106,6 +1307,17 @@ impl<'a> SyncExec<'a> {
                 seconds: t0.elapsed().as_secs_f64(),
             },
         )?;
+        if let Some(w) = watermark {
+            syncs::set_watermark(
+                &self.run.realm_id,
+                entity.name,
+                w,
+                &self.run.connection,
+                self.run.run_id,
+                "query",
+            )?;
+            syncs::finish_entity(self.run.run_id, chunk, w)?;
+        }
         xact::commit();
         Ok(())
     }

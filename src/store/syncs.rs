@@ -278,17 +278,20 @@ pub fn take_child_totals(run_id: i64, chunk: i32, child: i64) -> Result<(), PgEr
     .map_err(err)
 }
 
-/// Counts the token refreshes the sync sent itself (for its CDC calls) on its first CDC entity,
-/// so that the entity rows' `requests` add up to the sync's total.
+/// Counts the token refreshes the sync sent itself (for its own requests: CDC calls, queries of
+/// entities CDC does not serve, deletes hunts) on its first entity read by CDC, else by a query,
+/// else through the pager, so that the entity rows' `requests` add up to the sync's total.
 pub fn attribute_tokens(run_id: i64) -> Result<(), PgError> {
     owner_exec(
         "UPDATE qbo.run_chunks c
             SET requests = c.requests OPERATOR(pg_catalog.+)
                            (SELECT r.requests_token FROM qbo.runs r WHERE r.run_id OPERATOR(pg_catalog.=) $1)
           WHERE c.run_id OPERATOR(pg_catalog.=) $1
-            AND c.chunk OPERATOR(pg_catalog.=) (SELECT pg_catalog.min(k.chunk) FROM qbo.run_chunks k
+            AND c.chunk OPERATOR(pg_catalog.=) (SELECT k.chunk FROM qbo.run_chunks k
                                                  WHERE k.run_id OPERATOR(pg_catalog.=) $1
-                                                   AND k.route OPERATOR(pg_catalog.=) 'cdc')",
+                                                   AND k.route OPERATOR(pg_catalog.=) ANY ('{cdc,query,pager}'::pg_catalog.text[])
+                                                 ORDER BY pg_catalog.array_position('{cdc,query,pager}'::pg_catalog.text[], k.route), k.chunk
+                                                 LIMIT 1)",
         &[run_id.into()],
     )
     .map_err(err)

@@ -205,10 +205,10 @@ pub enum Route {
     FirstSync,
     /// Through CDC calls, with the other entities routed there.
     Cdc,
-    /// CDC does not serve the entity: its changes through the pager, its deletes by comparing
-    /// counts.
+    /// CDC does not serve the entity: read with one query when due ([`crate::poll`]).
     Unsupported,
-    /// The watermark is further back than CDC reaches ([`reachable`]): as [`Route::Unsupported`].
+    /// The watermark is further back than CDC reaches ([`reachable`]): its changes through the
+    /// pager, its deletes by comparing counts ([`crate::deletes`]).
     TooOld,
 }
 

@@ -86,6 +86,9 @@ pub struct Page {
     pub intuit_tid: Option<String>,
     /// Size of the response body in bytes.
     pub body_bytes: usize,
+    /// The answer's `time` (QuickBooks' clock when it answered), when present as an ISO-8601
+    /// timestamp (the lowercase fault variant's epoch milliseconds are not a page's).
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The QBO API client (cheap to clone: the connection pool is shared).
@@ -174,6 +177,8 @@ struct Envelope<'a> {
     query_response: Option<&'a RawValue>,
     #[serde(rename = "Fault", alias = "fault", borrow, default)]
     fault: Option<&'a RawValue>,
+    #[serde(rename = "time", borrow, default)]
+    time: Option<&'a RawValue>,
 }
 
 impl QboClient {
@@ -668,6 +673,11 @@ fn parse_page(
         max_results,
         intuit_tid: tid,
         body_bytes: body.len(),
+        time: env
+            .time
+            .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
     })
 }
 
@@ -1199,6 +1209,25 @@ mod tests {
         let body = r#"{"QueryResponse":{"totalCount":1,"totalCount":7}}"#;
         let p = parse_page(body.as_bytes(), None, TOKEN, false, Some("Vendor"), 1 << 24).unwrap();
         assert_eq!(p.total_count, Some(7));
+    }
+
+    #[test]
+    fn a_pages_time_is_quickbooks_clock_in_utc_when_it_is_a_timestamp() {
+        let body = r#"{"QueryResponse":{},"time":"2025-09-11T08:15:02.181-07:00"}"#;
+        let p = parse_page(body.as_bytes(), None, TOKEN, false, Some("Vendor"), 1 << 24).unwrap();
+        assert_eq!(
+            p.time.map(|t| t.to_rfc3339()),
+            Some("2025-09-11T15:15:02.181+00:00".to_owned())
+        );
+        for body in [
+            r#"{"QueryResponse":{}}"#,
+            r#"{"QueryResponse":{},"time":1757603702181}"#,
+            r#"{"QueryResponse":{},"time":"yesterday"}"#,
+        ] {
+            let p =
+                parse_page(body.as_bytes(), None, TOKEN, false, Some("Vendor"), 1 << 24).unwrap();
+            assert_eq!(p.time, None, "{body}");
+        }
     }
 
     #[tokio::test]

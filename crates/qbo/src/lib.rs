@@ -42,6 +42,7 @@ pub mod oauth;
 pub mod offsets;
 pub mod pager;
 pub mod plan;
+pub mod poll;
 pub mod query;
 pub mod retry;
 pub mod runtime;

@@ -325,7 +325,8 @@ fn configure_db(name: &str, emu: &Emulator) -> Client {
              ALTER DATABASE {name} SET qbo.backoff_base_ms = 5;
              ALTER DATABASE {name} SET qbo.backoff_cap_ms = 40;
              ALTER DATABASE {name} SET qbo.http_timeout_ms = 3000;
-             ALTER DATABASE {name} SET qbo.max_requests_per_second = 1000;",
+             ALTER DATABASE {name} SET qbo.max_requests_per_second = 1000;
+             ALTER DATABASE {name} RESET qbo.sync_non_cdc_interval_ms;",
             u = emu.url
         ))
         .expect("settings");

@@ -1147,10 +1147,12 @@ fn plants_named_like_what_the_paced_limiter_uses_never_run_even_before_pg_catalo
     assert_nothing_gained(&mut admin, "public.atk_marker", "atk_pace", &before);
 }
 
-/// An operator plants `=` (text, text), `+` and `-` (bigint, bigint) and `>` (timestamptz,
+/// An operator plants `=` (text, text), `+` and `-` (bigint, bigint), `>` and `<` (timestamptz,
 /// timestamptz) in its own schema, first on its search_path, and runs syncs: a first sync (its
-/// backfills), then a Change Data Capture sync after changes and deletions (the tombstones, the
-/// counters, the watermarks, the sync lock). Nothing it planted runs as the owner.
+/// backfills), then a sync after changes and deletions: Change Data Capture (the tombstones, the
+/// counters, the watermarks, the sync lock) and, for TimeActivity, which CDC does not serve, the
+/// whole read with its confirmation of deletes and the token attribution; then one more in which
+/// TimeActivity is not due. Nothing it planted runs as the owner.
 #[test]
 fn an_operators_own_operators_never_run_in_a_sync() {
     let emu = Emulator::start(&["--seed", "72"]);
@@ -1181,7 +1183,10 @@ fn an_operators_own_operators_never_run_in_a_sync() {
          CREATE OPERATOR evil.- (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.minus);
          CREATE FUNCTION evil.gt(a timestamptz, b timestamptz) RETURNS boolean LANGUAGE plpgsql AS $f$
          BEGIN {body} RETURN a OPERATOR(pg_catalog.>) b; END $f$;
-         CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.gt);"
+         CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.gt);
+         CREATE FUNCTION evil.lt(a timestamptz, b timestamptz) RETURNS boolean LANGUAGE plpgsql AS $f$
+         BEGIN {body} RETURN a OPERATOR(pg_catalog.<) b; END $f$;
+         CREATE OPERATOR evil.< (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.lt);"
     ))
     .unwrap();
     // positive control: the plants fire when used
@@ -1203,7 +1208,7 @@ fn an_operators_own_operators_never_run_in_a_sync() {
     let mut op = as_role("e2e_atk_sync", "atk_sync");
     op.batch_execute("SET search_path = evil, pg_catalog, public")
         .unwrap();
-    let ents = "ARRAY['Invoice', 'Customer']";
+    let ents = "ARRAY['Invoice', 'Customer', 'TimeActivity']";
     op.query_one(&format!("CALL qbo.run_sync({ents})"), &[])
         .expect("first sync as the operator");
     let before = snapshot(&mut admin, "atk_sync");
@@ -1215,9 +1220,40 @@ fn an_operators_own_operators_never_run_in_a_sync() {
         "/__emulator/mutate",
         serde_json::json!({"op": "delete", "count": 2, "realm": REALM1, "entity": "Invoice"}),
     );
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"op": "delete", "count": 2, "realm": REALM1, "entity": "TimeActivity"}),
+    );
+    op.batch_execute("SET qbo.sync_non_cdc_interval_ms = 0")
+        .unwrap();
     op.query_one(&format!("CALL qbo.run_sync({ents})"), &[])
         .expect("CDC sync as the operator");
+    op.batch_execute("RESET qbo.sync_non_cdc_interval_ms")
+        .unwrap();
+    let last: i64 = op
+        .query_one(&format!("CALL qbo.run_sync({ents})"), &[])
+        .expect("a sync where TimeActivity is not due")
+        .get(0);
     report(&mut admin, "evil.marker", "atk_sync");
+    let routes: Vec<String> = admin
+        .query(
+            "SELECT c.route FROM qbo.run_chunks c JOIN qbo.runs r USING (run_id)
+              WHERE r.kind = 'sync' AND c.entity = 'TimeActivity' ORDER BY run_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(routes, ["first_sync", "query", "not_due"], "sync {last}");
+    let gone: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM raw.qb_time_activities WHERE deleted_at_utc IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(gone, 2, "the whole read found TimeActivity's deletions");
     let deleted: i64 = admin
         .query_one(
             "SELECT count(*) FROM raw.qb_invoices WHERE deleted_at_utc IS NOT NULL",

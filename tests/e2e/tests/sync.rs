@@ -15,9 +15,25 @@ const CDC_ENTITIES: [&str; 6] = [
     "Item",
     "JournalEntry",
 ];
-/// Entities CDC does not serve (read through the pager): a name list, and a transaction whose
-/// deletes the count comparison finds.
+/// Entities CDC does not serve (read with one query, at every sync in these tests): a name list,
+/// and a transaction small enough to be read whole, whose deletes that read finds.
 const PAGER_ENTITIES: [&str; 2] = ["TaxCode", "TimeActivity"];
+
+/// Makes every later sync of database `db` read the entities CDC does not serve (the default
+/// reads them at most every 12 h).
+fn every_sync_reads_non_cdc_entities(c: &mut postgres::Client, db: &str) {
+    c.batch_execute(&format!(
+        "ALTER DATABASE {db} SET qbo.sync_non_cdc_interval_ms = 0"
+    ))
+    .unwrap();
+}
+
+fn query_requests(emu: &Emulator, since: u64) -> usize {
+    emu.requests(since)
+        .iter()
+        .filter(|r| r["endpoint"] == "query")
+        .count()
+}
 
 fn cdc_requests(emu: &Emulator, since: u64) -> usize {
     emu.requests(since)
@@ -56,7 +72,8 @@ fn total_requests(c: &mut postgres::Client, run_id: i64) -> (i64, i64) {
 fn first_sync_then_rounds_of_mutations_end_equal_to_truth_with_one_cdc_request_each() {
     let emu = Emulator::start(&["--seed", "61"]);
     let (mut c, notices) = {
-        let _ = fresh_db("e2e_sync", &emu);
+        let mut c0 = fresh_db("e2e_sync", &emu);
+        every_sync_reads_non_cdc_entities(&mut c0, "e2e_sync");
         collecting("e2e_sync", "postgres")
     };
     let mut all: Vec<&str> = CDC_ENTITIES.to_vec();
@@ -171,22 +188,33 @@ fn first_sync_then_rounds_of_mutations_end_equal_to_truth_with_one_cdc_request_e
                 .any(|n| n.contains("Invoice (cdc)") && n.contains(&format!("sync run {run_id}"))),
             "{said:?}"
         );
-        let hunt = said
-            .iter()
-            .find(|n| n.contains("TimeActivity: deletes looked for without Change Data Capture"))
-            .unwrap_or_else(|| panic!("{said:?}"));
-        println!("{hunt}");
-        let hunted: i64 = c
-            .query_one(
-                "SELECT deleted FROM qbo.run_chunks WHERE run_id = $1 AND entity = 'TimeActivity'",
+        // the entities CDC does not serve: one query each (TimeActivity's whole, its deletes
+        // among the Ids it lacks), and one confirmation of those candidates
+        let queries = query_requests(&emu, seq);
+        let read: Vec<(String, String, i64, i64)> = c
+            .query(
+                "SELECT entity, route, requests, deleted FROM qbo.run_chunks
+                  WHERE run_id = $1 AND entity IN ('TaxCode', 'TimeActivity') ORDER BY entity",
                 &[&run_id],
             )
             .unwrap()
-            .get(0);
-        assert!(
-            hunted >= 2,
-            "the hunt tombstoned TimeActivity's deletes ({hunted})"
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        println!("round {round}: {queries} query request(s); {read:?}");
+        assert_eq!(read[0].0, "TaxCode");
+        assert_eq!((read[0].1.as_str(), read[0].2), ("query", 1));
+        assert_eq!(
+            (read[1].1.as_str(), read[1].2),
+            ("query", 2),
+            "a whole read and one confirmation"
         );
+        assert!(
+            read[1].3 >= 2,
+            "the whole read tombstoned TimeActivity's deletes ({})",
+            read[1].3
+        );
+        assert_eq!(queries, 3);
     }
     assert!(deleted_total > 0, "the rounds hard-deleted records");
 
@@ -400,6 +428,7 @@ fn every_connection_in_one_call_and_the_worker_entry_points() {
         REALM2,
         "emu-refresh-token-0",
     );
+    every_sync_reads_non_cdc_entities(&mut c0, "e2e_sync4");
     let (mut c, notices) = collecting("e2e_sync4", "postgres");
     let ents = ["Invoice", "Customer", "TimeActivity"];
     let list: Vec<String> = ents.iter().map(|s| s.to_string()).collect();
@@ -445,7 +474,7 @@ fn every_connection_in_one_call_and_the_worker_entry_points() {
         );
         assert_eq!(changed, ins + upd + del + skip, "{entity}");
         let expected = if entity == "TimeActivity" {
-            "pager"
+            "query"
         } else {
             "cdc"
         };
@@ -544,7 +573,7 @@ fn a_crash_and_a_cancel_in_the_middle_of_a_sync_then_the_next_sync_ends_equal_to
     );
     let mut c = cluster.connect("postgres");
     c.batch_execute(&format!(
-        "ALTER DATABASE postgres SET qbo.api_base_url = '{u}'; ALTER DATABASE postgres SET qbo.token_url = '{u}/oauth2/v1/tokens/bearer'",
+        "ALTER DATABASE postgres SET qbo.api_base_url = '{u}'; ALTER DATABASE postgres SET qbo.token_url = '{u}/oauth2/v1/tokens/bearer'; ALTER DATABASE postgres SET qbo.sync_non_cdc_interval_ms = 0",
         u = emu.url
     ))
     .unwrap();
@@ -613,13 +642,19 @@ fn a_crash_and_a_cancel_in_the_middle_of_a_sync_then_the_next_sync_ends_equal_to
         assert_mirrors(&mut c, &emu, e, REALM1);
     }
 
-    // changes again; a cancel while the pager reads TimeActivity (its first request held), after
-    // the CDC answer was applied and committed
+    // changes again, and Bill's watermark older than CDC reaches; a cancel while the pager reads
+    // Bill (its first request held), after the CDC answer and TimeActivity's query were applied
+    // and committed
     emu.post(
         "/__emulator/mutate",
         serde_json::json!({"op": "mix", "count": 30, "realm": REALM1, "entities": ents}),
     );
-    emu.hold(2);
+    c.execute(
+        "UPDATE qbo.sync_state SET watermark = now() - interval '40 days' WHERE entity = 'Bill'",
+        &[],
+    )
+    .unwrap();
+    emu.hold_matching(1, "FROM Bill");
     let mut c2 = cluster.connect("postgres");
     let runner = std::thread::spawn(move || {
         c2.batch_execute(call).map_err(|e| {
@@ -660,10 +695,10 @@ fn a_crash_and_a_cancel_in_the_middle_of_a_sync_then_the_next_sync_ends_equal_to
             ("backfill".to_owned(), "cancelled".to_owned())
         ]
     );
-    let (ins, upd, del) = written(&mut c, run_id, &["Invoice", "Bill"]);
+    let (ins, upd, del) = written(&mut c, run_id, &["Invoice", "TimeActivity"]);
     assert!(
         ins + upd + del > 0,
-        "the CDC answer was applied before the cancel"
+        "the CDC answer and the query were applied before the cancel"
     );
     let cancelled_child: i64 = c
         .query_one(
@@ -678,10 +713,13 @@ fn a_crash_and_a_cancel_in_the_middle_of_a_sync_then_the_next_sync_ends_equal_to
         .query_one("SELECT max(run_id) FROM qbo.runs WHERE kind = 'sync'", &[])
         .unwrap()
         .get(0);
-    assert_eq!(written(&mut c, next, &["Invoice", "Bill"]), (0, 0, 0));
+    assert_eq!(
+        written(&mut c, next, &["Invoice", "TimeActivity"]),
+        (0, 0, 0)
+    );
     let resumed: i64 = c
         .query_one(
-            "SELECT child_run_id FROM qbo.run_chunks WHERE run_id = $1 AND entity = 'TimeActivity'",
+            "SELECT child_run_id FROM qbo.run_chunks WHERE run_id = $1 AND entity = 'Bill'",
             &[&next],
         )
         .unwrap()
@@ -709,14 +747,16 @@ fn a_crash_and_a_cancel_in_the_middle_of_a_sync_then_the_next_sync_ends_equal_to
     }
 }
 
-/// Between the pass through the pager and the deletes hunt (held at the emulator's barrier on
-/// the hunt's first count), two TimeActivity records are updated and two deleted: the hunt
+/// TimeActivity too large to be read whole (1200 records): the sync reads its changes since
+/// the watermark with one query, then hunts its deletes. Between the two (the hunt held at the
+/// emulator's barrier on its first count), two records are updated and two deleted: the hunt
 /// confirms the four candidates, upserts the two that moved and tombstones the two gone; the
 /// sync ends equal to the truth.
 #[test]
-fn records_updated_and_deleted_between_the_pager_and_the_hunt_end_equal_to_truth() {
-    let emu = Emulator::start(&["--seed", "66"]);
-    let _ = fresh_db("e2e_sync5", &emu);
+fn records_updated_and_deleted_between_the_query_and_the_hunt_end_equal_to_truth() {
+    let emu = Emulator::start(&["--seed", "66", "--records", "TimeActivity=1200"]);
+    let mut c0 = fresh_db("e2e_sync5", &emu);
+    every_sync_reads_non_cdc_entities(&mut c0, "e2e_sync5");
     let (mut c, notices) = collecting("e2e_sync5", "postgres");
     sync(&mut c, &["TimeActivity"]);
     let ids: Vec<String> = emu
@@ -747,6 +787,14 @@ fn records_updated_and_deleted_between_the_pager_and_the_hunt_end_equal_to_truth
     emu.release();
     let run_id = runner.join().unwrap().expect("the sync");
     let _ = notices.take();
+    let route: String = c
+        .query_one(
+            "SELECT route FROM qbo.run_chunks WHERE run_id = $1 AND entity = 'TimeActivity'",
+            &[&run_id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(route, "query");
     let (deleted, updated): (i64, i64) = {
         let r = c
             .query_one(
@@ -770,7 +818,8 @@ fn records_updated_and_deleted_between_the_pager_and_the_hunt_end_equal_to_truth
 #[test]
 fn every_entity_by_default() {
     let emu = Emulator::start(&["--seed", "67"]);
-    let _ = fresh_db("e2e_sync6", &emu);
+    let mut c0 = fresh_db("e2e_sync6", &emu);
+    every_sync_reads_non_cdc_entities(&mut c0, "e2e_sync6");
     let (mut c, _notices) = collecting("e2e_sync6", "postgres");
     let all: Vec<String> = c
         .query("SELECT entity FROM qbo.entities ORDER BY entity", &[])
@@ -810,6 +859,11 @@ fn every_entity_by_default() {
     assert_eq!(cdc_requests(&emu, seq), 1);
     assert_eq!(total, attributed);
     assert!(deleted > 0);
+    assert_eq!(
+        routes.get("query"),
+        Some(&3),
+        "TaxCode, TaxRate, TimeActivity"
+    );
 }
 
 /// `CALL qbo.run_sync_all()` with one connection whose refresh token Intuit rejects: the other
@@ -869,5 +923,117 @@ fn a_failing_connection_does_not_stop_the_others_in_run_sync_all() {
             ("broken".to_owned(), "failed".to_owned()),
             ("default".to_owned(), "succeeded".to_owned())
         ]
+    );
+}
+
+/// By default an entity CDC does not serve is read at most every 12 hours: a sync sooner leaves
+/// it as it is (route `not_due`, no request, a NOTICE saying when it is next read); the first
+/// sync once its watermark is 12 h old on QuickBooks' clock reads it with one query (and one
+/// confirmation of the deletes it reveals). `SET qbo.sync_non_cdc_interval_ms = 0` reads it at
+/// every sync; a negative value is refused.
+#[test]
+fn an_entity_cdc_does_not_serve_is_read_at_most_once_per_interval() {
+    let emu = Emulator::start(&["--seed", "69"]);
+    let _ = fresh_db("e2e_sync8", &emu);
+    let (mut c, notices) = collecting("e2e_sync8", "postgres");
+    let ents = ["Invoice", "TimeActivity"];
+    sync(&mut c, &ents);
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"op": "update", "count": 3, "realm": REALM1, "entity": "TimeActivity"}),
+    );
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"op": "delete", "count": 2, "realm": REALM1, "entity": "TimeActivity"}),
+    );
+    let row = |c: &mut postgres::Client, run_id: i64| -> (String, i64, i64, i64, i64) {
+        let r = c
+            .query_one(
+                "SELECT route, requests, rows, updated, deleted FROM qbo.run_chunks
+                  WHERE run_id = $1 AND entity = 'TimeActivity'",
+                &[&run_id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+    };
+    let live = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM raw.qb_time_activities WHERE deleted_at_utc IS NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let truth_live = emu
+        .truth_rows(REALM1, "TimeActivity")
+        .iter()
+        .filter(|r| !r["deleted"].as_bool().unwrap_or(false))
+        .count() as i64;
+
+    // at once, and 11 hours later on QuickBooks' clock: not due
+    for hours in [0, 11] {
+        emu.post(
+            "/__emulator/clock",
+            serde_json::json!({"offset_seconds": hours * 3600}),
+        );
+        notices.take();
+        let seq = emu.last_seq();
+        let run_id = sync(&mut c, &ents);
+        let said = notices.take();
+        println!("{hours} h: {:?}", row(&mut c, run_id));
+        assert_eq!(row(&mut c, run_id), ("not_due".to_owned(), 0, 0, 0, 0));
+        assert_eq!(query_requests(&emu, seq), 0, "{hours} h: no query");
+        assert_eq!(cdc_requests(&emu, seq), 1);
+        assert!(
+            said.iter().any(|n| n.contains(&format!(
+                "sync run {run_id}: TimeActivity: not due: Change Data Capture does not serve it, so it is read at most every 12 h (qbo.sync_non_cdc_interval_ms)"
+            ))),
+            "{said:?}"
+        );
+        assert_eq!(live(&mut c), truth_live + 2, "the deletes are not seen yet");
+    }
+
+    // 12 hours later: one query of every TimeActivity, one confirmation of the two it lacks
+    emu.post(
+        "/__emulator/clock",
+        serde_json::json!({"offset_seconds": 12 * 3600}),
+    );
+    let seq = emu.last_seq();
+    let run_id = sync(&mut c, &ents);
+    println!("12 h: {:?}", row(&mut c, run_id));
+    let (route, requests, _, updated, deleted) = row(&mut c, run_id);
+    assert_eq!(
+        (route.as_str(), requests, updated, deleted),
+        ("query", 2, 3, 2)
+    );
+    assert_eq!(query_requests(&emu, seq), 2);
+    assert_mirrors(&mut c, &emu, "TimeActivity", REALM1);
+    let (total, attributed) = total_requests(&mut c, run_id);
+    assert_eq!(total, attributed);
+
+    // interval 0: read at every sync (one query, nothing new)
+    c.batch_execute("SET qbo.sync_non_cdc_interval_ms = 0")
+        .unwrap();
+    let seq = emu.last_seq();
+    let run_id = sync(&mut c, &ents);
+    let (route, requests, rows, updated, deleted) = row(&mut c, run_id);
+    assert_eq!(
+        (
+            route.as_str(),
+            requests,
+            rows - truth_live,
+            updated,
+            deleted
+        ),
+        ("query", 1, 0, 0, 0),
+        "every live record read once, all skipped"
+    );
+    assert_eq!(query_requests(&emu, seq), 1);
+    let err = c
+        .batch_execute("SET qbo.sync_non_cdc_interval_ms = -1")
+        .unwrap_err();
+    assert_eq!(
+        db_error(err).1,
+        "-1 ms is outside the valid range for parameter \"qbo.sync_non_cdc_interval_ms\" (0 .. 2147483647)"
     );
 }
