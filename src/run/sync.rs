@@ -351,16 +351,6 @@ enum PollLeft {
     Pager,
 }
 
-/// An interval in ms as a person reads it (`12 h`, `90 min`, `45 s`).
-fn human_ms(ms: u64) -> String {
-    match ms {
-        m if m >= 3_600_000 && m % 3_600_000 == 0 => format!("{} h", m / 3_600_000),
-        m if m >= 60_000 && m % 60_000 == 0 => format!("{} min", m / 60_000),
-        m if m % 1000 == 0 => format!("{} s", m / 1000),
-        m => format!("{m} ms"),
-    }
-}
-
 struct SyncExec<'a> {
     run: RunRow,
     settings: Settings,
@@ -1010,7 +1000,7 @@ impl<'a> SyncExec<'a> {
             self.say(format!(
                 "{}: not due: Change Data Capture does not serve it, so it is read at most every {} (qbo.sync_non_cdc_interval_ms) and its watermark ({}) is younger; next read from {}",
                 entity.name,
-                human_ms(every_ms),
+                qbo::poll::interval_text(every_ms),
                 session_ts(since),
                 session_ts(qbo::poll::due_at(since, every))
             ));
@@ -1052,33 +1042,15 @@ impl<'a> SyncExec<'a> {
             },
             time,
         );
-        if plan.full(records.len()) {
-            self.write_answer(
-                entity,
-                chunk,
-                &plan.query,
-                "sync query",
-                window,
-                records,
-                Vec::new(),
-                t0,
-                None,
-            )?;
-            self.say(format!(
-                "{}: {what} filled its page ({} records): the rest is read through the pager",
-                entity.name,
-                qbo::query::MAX_PAGE
-            ));
-            return Ok(PollLeft::Pager);
-        }
+        let full = plan.full(records.len());
         let watermark = plan.watermark(time, round_trip);
         let candidates = match plan.read {
             // a local record written after the answer was computed is not judged by it
-            qbo::poll::Read::Whole => qbo::poll::missing(
+            qbo::poll::Read::Whole if !full => qbo::poll::missing(
                 syncs::live_ids(entity, &realm, history_start(), time)?,
                 &records,
             ),
-            qbo::poll::Read::Since(_) => Vec::new(),
+            _ => Vec::new(),
         };
         let confirmations = qbo::poll::confirmations(entity, &candidates);
         let last = confirmations.len();
@@ -1091,8 +1063,16 @@ impl<'a> SyncExec<'a> {
             records,
             Vec::new(),
             t0,
-            (last == 0).then_some(watermark),
+            (!full && last == 0).then_some(watermark),
         )?;
+        if full {
+            self.say(format!(
+                "{}: {what} filled its page ({} records): the rest is read through the pager",
+                entity.name,
+                qbo::query::MAX_PAGE
+            ));
+            return Ok(PollLeft::Pager);
+        }
         for (i, (query, asked)) in confirmations.into_iter().enumerate() {
             let t0 = Instant::now();
             let what = format!("a query of {} by Id confirming deletes", entity.name);

@@ -50,6 +50,17 @@ pub fn due_at(watermark: DateTime<Utc>, interval: TimeDelta) -> DateTime<Utc> {
     watermark.checked_add_signed(interval).unwrap_or(watermark)
 }
 
+/// An interval in ms as a person reads it, in its largest whole unit (`12 h`, `90 min`, `45 s`,
+/// `1500 ms`).
+pub fn interval_text(ms: u64) -> String {
+    match ms {
+        m if m >= 3_600_000 && m % 3_600_000 == 0 => format!("{} h", m / 3_600_000),
+        m if m >= 60_000 && m % 60_000 == 0 => format!("{} min", m / 60_000),
+        m if m >= 1000 && m % 1000 == 0 => format!("{} s", m / 1000),
+        m => format!("{m} ms"),
+    }
+}
+
 /// How an entity is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
@@ -187,6 +198,15 @@ mod tests {
         assert!(!due(w, t("2025-02-28T00:00:00Z"), h12));
         assert!(due(w, w, TimeDelta::zero()));
         assert_eq!(due_at(w, h12), t("2025-03-01T12:00:00Z"));
+    }
+
+    #[test]
+    fn intervals_read_in_their_largest_whole_unit() {
+        assert_eq!(interval_text(DEFAULT_INTERVAL_MS), "12 h");
+        assert_eq!(interval_text(90 * 60_000), "90 min");
+        assert_eq!(interval_text(45_000), "45 s");
+        assert_eq!(interval_text(1500), "1500 ms");
+        assert_eq!(interval_text(0), "0 ms");
     }
 
     #[test]

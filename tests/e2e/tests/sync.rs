@@ -810,6 +810,36 @@ fn records_updated_and_deleted_between_the_query_and_the_hunt_end_equal_to_truth
         "two tombstoned, two upserted as they are now"
     );
     assert_mirrors(&mut c, &emu, "TimeActivity", REALM1);
+
+    // more changes than one query's page holds: the page is applied, the pager reads the rest
+    emu.post(
+        "/__emulator/mutate",
+        serde_json::json!({"op": "update", "count": 1100, "realm": REALM1, "entity": "TimeActivity"}),
+    );
+    notices.take();
+    let run_id = sync(&mut c, &["TimeActivity"]);
+    let said = notices.take();
+    assert!(
+        said.iter().any(|n| n.contains(
+            "TimeActivity: a query of the TimeActivity records changed since its watermark filled its page (1000 records): the rest is read through the pager"
+        )),
+        "{said:?}"
+    );
+    let (route, child, updated): (String, Option<i64>, i64) = {
+        let r = c
+            .query_one(
+                "SELECT route, child_run_id, updated FROM qbo.run_chunks WHERE run_id = $1 AND entity = 'TimeActivity'",
+                &[&run_id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    println!("1100 updates: route {route}, child {child:?}, updated {updated}");
+    assert_eq!((route.as_str(), updated), ("pager", 1100));
+    assert!(child.is_some());
+    let (total, attributed) = total_requests(&mut c, run_id);
+    assert_eq!(total, attributed);
+    assert_mirrors(&mut c, &emu, "TimeActivity", REALM1);
 }
 
 /// `CALL qbo.run_sync()` with no arguments: every entity pg_qbo knows, all of which the emulator
