@@ -45,6 +45,46 @@ pub fn held<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` with interrupts held (see [`held`]) and a pending cancel or termination set aside
+/// until `f` returns or unwinds: for work that must complete once begun (storing the tokens
+/// Intuit just rotated). Holding alone is not enough: a regular expression (the CHECK constraints
+/// of `qbo._connections`, evaluated by every UPDATE of a row) gives up with "operation cancelled"
+/// whenever a cancel or termination is pending, held or not. What was pending, or arrived
+/// meanwhile, is pending again afterwards and served at the next interrupt check.
+pub fn deferred<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore {
+        cancel: i32,
+        die: i32,
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: plain flags of this backend process, on its own thread; a signal handler
+            // only ever sets them to 1, so OR-ing keeps what it set meanwhile.
+            unsafe {
+                pg_sys::QueryCancelPending |= self.cancel;
+                pg_sys::ProcDiePending |= self.die;
+                if pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 {
+                    pg_sys::InterruptPending = 1;
+                }
+            }
+        }
+    }
+    held(|| {
+        // SAFETY: as above; the flags are restored by `Restore` whether `f` returns or unwinds
+        // (interrupts stay held until `held` ends, after it)
+        let _restore = unsafe {
+            let r = Restore {
+                cancel: pg_sys::QueryCancelPending,
+                die: pg_sys::ProcDiePending,
+            };
+            pg_sys::QueryCancelPending = 0;
+            pg_sys::ProcDiePending = 0;
+            r
+        };
+        f()
+    })
+}
+
 /// `notice!` with interrupts held (see [`held`]).
 #[macro_export]
 macro_rules! say {

@@ -16,7 +16,7 @@
 
 use crate::pg::error::PgError;
 use crate::pg::guc::Settings;
-use crate::pg::interrupts::{check_interrupts, Mode};
+use crate::pg::interrupts::{check_interrupts, deferred, Mode};
 use crate::pg::xact;
 use crate::run::limiter;
 use crate::store::connections::{self, Connection};
@@ -28,6 +28,21 @@ use qbo::oauth::{SalvagedTokens, TokenEndpoint};
 use qbo::retry::RetryPolicy;
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// Stores what Intuit just sent (`store`) and commits it with interrupts deferred
+/// ([`deferred`]): a cancel or a termination (`pg_terminate_backend`) arriving while the token
+/// request was in flight, or meanwhile, is served only once the tokens are committed. Without
+/// this, PostgreSQL's own interrupt check inside the UPDATE (or the regular expressions of the
+/// table's CHECK constraints) raised it there, the transaction holding the rotated refresh token
+/// rolled back, and the company had to be re-authorized (seen in tests/e2e token_soak: a
+/// termination landing in the store). Bounded: one UPDATE of one row and a commit.
+fn keep(store: impl FnOnce() -> Result<(), PgError>) -> Result<(), PgError> {
+    deferred(|| {
+        store()?;
+        xact::commit();
+        Ok(())
+    })
+}
 
 fn set_locked(m: &Mutex<Option<String>>, v: Option<String>) {
     if let Ok(mut g) = m.lock() {
@@ -155,14 +170,15 @@ impl<'a> TokenCache<'a> {
                     let now = Utc::now();
                     let exp = access_expiry(now, ts.expires_in);
                     let rexp = refresh_expiry(now, ts.x_refresh_token_expires_in);
-                    connections::store_tokens(
-                        &self.conn_name,
-                        &ts.access_token,
-                        exp,
-                        ts.refresh_token.as_deref(),
-                        rexp,
-                    )?;
-                    xact::commit();
+                    keep(|| {
+                        connections::store_tokens(
+                            &self.conn_name,
+                            &ts.access_token,
+                            exp,
+                            ts.refresh_token.as_deref(),
+                            rexp,
+                        )
+                    })?;
                     self.cached = Some((ts.access_token.clone(), exp));
                     return Ok(ts.access_token);
                 }
@@ -193,19 +209,19 @@ impl<'a> TokenCache<'a> {
         let rexp = refresh_expiry(now, s.x_refresh_token_expires_in);
         let lifetime = s.expires_in.filter(|d| !d.is_zero());
         match (&s.access_token, lifetime, &s.refresh_token) {
-            (Some(access), Some(d), refresh) => connections::store_tokens(
-                &self.conn_name,
-                access,
-                access_expiry(now, Some(d)),
-                refresh.as_deref(),
-                rexp,
-            )?,
+            (Some(access), Some(d), refresh) => keep(|| {
+                connections::store_tokens(
+                    &self.conn_name,
+                    access,
+                    access_expiry(now, Some(d)),
+                    refresh.as_deref(),
+                    rexp,
+                )
+            }),
             (_, _, Some(refresh)) => {
-                connections::store_refresh_token(&self.conn_name, refresh, rexp)?
+                keep(|| connections::store_refresh_token(&self.conn_name, refresh, rexp))
             }
-            _ => return Ok(()),
+            _ => Ok(()),
         }
-        xact::commit();
-        Ok(())
     }
 }
