@@ -5,11 +5,13 @@
 -- one, after the earlier scripts) to exactly that (scripts/upgrade-test.sh compares an updated
 -- database with a fresh 0.7.0 one). Written idempotently and fully qualified, like every update.
 --
--- What changes: the entities Change Data Capture does not serve (TaxCode, TaxRate, TimeActivity)
--- are read by a sync with one query, at most every qbo.sync_non_cdc_interval_ms (a new setting,
--- default 12 h), on the new routes `query` and `not_due` of qbo.run_chunks. No table, function
--- signature or privilege changes, no row changes: only the documentation of the routes, of
--- where requests are counted and of the watermark.
+-- What changes (no table or row changes):
+--   * the entities Change Data Capture does not serve (TaxCode, TaxRate, TimeActivity) are read
+--     by a sync with one query, at most every qbo.sync_non_cdc_interval_ms (a new setting,
+--     default 12 h), on the new routes `query` and `not_due` of qbo.run_chunks: the comments of
+--     the routes, of where requests are counted and of the watermark say so;
+--   * Citus: qbo.distribute_raw_tables() (new, superusers only) distributes existing raw tables;
+--     new ones are created distributed where Citus is installed (qbo.citus_distribute_raw_tables).
 
 \echo Use "ALTER EXTENSION pg_qbo UPDATE TO '0.7.0'" to load this file. \quit
 
@@ -23,3 +25,18 @@ COMMENT ON PROCEDURE qbo.run_sync(text[], text, int, bigint) IS
 
 COMMENT ON FUNCTION qbo.sync(text[], text, int) IS
     'pg_qbo: the sync of CALL qbo.run_sync (same arguments, same work, same NOTICEs) run in a background worker of this session, returning one row per entity: entity, since, until (the window it read, until = the new watermark), requests (a CDC request counted on the first entity it asked for, so the rows add up to the sync''s total), changed (= inserted + updated + deleted + skipped; records read, for an entity read through the pager), inserted, updated, deleted, skipped, duration, route (cdc, first_sync, query, not_due, pager). No rows, and a NOTICE, when a sync of the company was already running. Needs a free pg_qbo worker slot (qbo.max_workers); CALL qbo.run_sync needs none.';
+
+-- Citus
+CREATE OR REPLACE FUNCTION qbo."distribute_raw_tables"() RETURNS TABLE (
+	"raw_table" TEXT,  /* String */
+	"rows" bigint,  /* i64 */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'distribute_raw_tables_wrapper';
+COMMENT ON FUNCTION qbo.distribute_raw_tables() IS
+    'pg_qbo: where Citus is installed in this database (CREATE EXTENSION citus, workers added), distributes every raw table pg_qbo made that is still local, by realm_id and co-located with each other, moving its rows into the shards, in one transaction; returns one row per raw table (raw_table, rows, action: distributed or already distributed). New raw tables are created distributed already (qbo.citus_distribute_raw_tables, on by default). Superusers only: it runs as the extension owner, takes the raw DDL lock, and refuses a raw table another role attached something to. Blocks writes to each table while its rows move: run it between runs. The ledger, connections and limiter stay on the coordinator.';
+-- superusers only (as the end of the extension script makes it for every routine
+-- qbo._routine_grants does not list)
+REVOKE ALL ON FUNCTION qbo.distribute_raw_tables() FROM PUBLIC;

@@ -54,6 +54,7 @@ static BUFFER_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_BUFFER_MB as 
 static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_WORKERS);
 static PROGRESS_INTERVAL_MS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_PROGRESS_INTERVAL_MS as i32);
+static CITUS_DISTRIBUTE_RAW_TABLES: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SYNC_NON_CDC_INTERVAL_MS: GucSetting<i32> =
     GucSetting::<i32>::new(qbo::poll::DEFAULT_INTERVAL_MS as i32);
 
@@ -226,6 +227,14 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"qbo.citus_distribute_raw_tables",
+        c"Where the Citus extension is installed in the database, create each new raw table distributed by realm_id, co-located with the other raw tables. Superuser only.",
+        c"Off: new raw tables stay local to the coordinator. Existing local raw tables are distributed by SELECT * FROM qbo.distribute_raw_tables().",
+        &CITUS_DISTRIBUTE_RAW_TABLES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init on the backend's own thread (GUC state is per process and
     // not thread-safe), after every `qbo.*` setting above is defined; the argument is a static
     // NUL-terminated string, and Postgres keeps its own copy (pstrdup in TopMemoryContext).
@@ -249,6 +258,11 @@ fn int(
         GucContext::Userset,
         GucFlags::UNIT_MS,
     );
+}
+
+/// `qbo.citus_distribute_raw_tables` in this session.
+pub fn citus_distribute_raw_tables() -> bool {
+    CITUS_DISTRIBUTE_RAW_TABLES.get()
 }
 
 /// `qbo.max_workers` in this session: how many pg_qbo workers may run at once when it starts one.

@@ -9,10 +9,12 @@
 //!   to no session) and `qbo.cancel` (stops a run by its id).
 //! - [`schedule`]: `qbo.schedule_backfill` and the procedure its pg_cron job calls.
 //! - [`sync`]: `CALL qbo.run_sync` (keeps raw.* current through Change Data Capture).
+//! - [`citus`]: `qbo.distribute_raw_tables()` (Citus distribution of existing raw tables).
 //! - [`args`]: reading the arguments (NULLs, infinite timestamps) into a run request.
 
 pub mod args;
 pub mod backfill;
+pub mod citus;
 pub mod detached;
 pub mod schedule;
 pub mod sync;

@@ -127,6 +127,9 @@ pub fn ensure_raw_table(entity: &Entity) -> Result<(), PgError> {
         );
         // quiet: the caller's NOTICEs are the run's progress, not what this DDL may say
         as_owner(|| quiet(|| Spi::run(&ddl))).map_err(internal)?;
+        if crate::pg::guc::citus_distribute_raw_tables() && citus_installed()? {
+            distribute(entity)?;
+        }
     }
     let shape = check_raw_shape(entity)?;
     check_raw_trust(entity)?;
@@ -631,6 +634,8 @@ thread_local! {
     static UPSERT_PLANS: KeptPlans = KeptPlans::default();
     /// The tombstone update of each raw table ([`apply_tombstones`]), kept as [`UPSERT_PLANS`].
     static TOMBSTONE_PLANS: KeptPlans = KeptPlans::default();
+    /// The same for a raw table Citus distributes ([`tombstone_sql_distributed`]).
+    static TOMBSTONE_DIST_PLANS: KeptPlans = KeptPlans::default();
 }
 
 /// Parameter types of [`upsert_sql`].
@@ -772,6 +777,8 @@ pub fn apply_tombstones(
     }
     let (ids, times): (Vec<&str>, Vec<_>) =
         tombs.into_iter().map(|(id, at)| (id, tstz(at))).unzip();
+    // Citus cannot plan the update by ctid on a distributed table
+    let distributed = is_distributed(entity.table)?;
     // as the owner, on a table `check_raw_trust` accepted when the execution started
     as_owner(|| {
         Spi::connect_mut(|c| -> Result<i64, PgError> {
@@ -779,14 +786,25 @@ pub fn apply_tombstones(
                 PgError::db(&format!("pg_qbo tombstones of raw.{}", entity.table), e)
             };
             lock_writes(c, realm, entity).map_err(spi)?;
-            let plan = kept_plan(
-                c,
-                &TOMBSTONE_PLANS,
-                entity.table,
-                "tombstones of",
-                tombstone_sql,
-                &TOMBSTONE_TYPES,
-            )?;
+            let plan = if distributed {
+                kept_plan(
+                    c,
+                    &TOMBSTONE_DIST_PLANS,
+                    entity.table,
+                    "tombstones of",
+                    tombstone_sql_distributed,
+                    &TOMBSTONE_TYPES,
+                )?
+            } else {
+                kept_plan(
+                    c,
+                    &TOMBSTONE_PLANS,
+                    entity.table,
+                    "tombstones of",
+                    tombstone_sql,
+                    &TOMBSTONE_TYPES,
+                )?
+            };
             let marked = c
                 .update(plan, Some(1), &[ids.into(), times.into(), realm.into()])
                 .map_err(spi)?
@@ -796,6 +814,118 @@ pub fn apply_tombstones(
             Ok(marked.unwrap_or(0))
         })
     })
+}
+
+/// Whether `raw.<entity>` exists (schema and table).
+pub fn raw_table_is_there(entity: &Entity) -> Result<bool, PgError> {
+    let internal = |e: pgrx::spi::Error| PgError::internal(format!("pg_qbo raw table: {e}"));
+    Ok(check_raw_schema()? && raw_table_exists(entity.table).map_err(internal)?)
+}
+
+/// The rows of `raw.<entity>`.
+pub fn row_count(entity: &Entity) -> Result<i64, PgError> {
+    let t = entity.table;
+    as_owner(|| Spi::get_one::<i64>(&format!("SELECT pg_catalog.count(*) FROM raw.{t}")))
+        .map(|n| n.unwrap_or(0))
+        .map_err(|e| PgError::db(&format!("pg_qbo: rows of raw.{t}"), e))
+}
+
+/// Whether the Citus extension is installed in this database.
+pub fn citus_installed() -> Result<bool, PgError> {
+    as_owner(|| {
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus')",
+        )
+    })
+    .map(|b| b.unwrap_or(false))
+    .map_err(|e| PgError::db("pg_qbo: is Citus installed", e))
+}
+
+/// Distributes `raw.<entity>` with Citus by `realm_id`, co-located with the raw tables already
+/// distributed (the first of them by name; Citus' default group of text-distributed tables when
+/// there is none), as the owner, in the caller's transaction; Citus moves the rows a local table
+/// holds into the shards and pg_qbo then empties the local copy. Returns the rows moved. The
+/// caller holds the raw DDL lock and checked the table's trust.
+pub fn distribute(entity: &Entity) -> Result<i64, PgError> {
+    let t = entity.table;
+    let tables: Vec<String> = qbo::entities::ENTITIES
+        .iter()
+        .filter(|e| e.table != t)
+        .map(|e| e.table.to_owned())
+        .collect();
+    let err = |e: pgrx::spi::Error| {
+        PgError::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("pg_qbo could not distribute raw.{t} with Citus: {e}"),
+        )
+    };
+    as_owner(|| {
+        let rows = Spi::get_one::<i64>(&format!("SELECT pg_catalog.count(*) FROM raw.{t}"))?
+            .unwrap_or(0);
+        let colocate = Spi::get_one_with_args::<String>(
+            "SELECT coalesce((SELECT 'raw.' OPERATOR(pg_catalog.||) c.relname::pg_catalog.text
+                                FROM pg_catalog.pg_dist_partition p
+                                JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.logicalrelid
+                               WHERE c.relnamespace OPERATOR(pg_catalog.=) 'raw'::pg_catalog.regnamespace
+                                 AND c.relname OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.name[])
+                               ORDER BY c.relname LIMIT 1), 'default')",
+            &[tables.into()],
+        )?
+        .unwrap_or_else(|| "default".to_owned());
+        quiet(|| {
+            Spi::run_with_args(
+                "SELECT pg_catalog.create_distributed_table($1::pg_catalog.regclass, 'realm_id', colocate_with => $2)",
+                &[format!("raw.{t}").into(), colocate.into()],
+            )?;
+            if rows > 0 {
+                Spi::run_with_args(
+                    "SELECT pg_catalog.truncate_local_data_after_distributing_table($1::pg_catalog.regclass)",
+                    &[format!("raw.{t}").into()],
+                )?;
+            }
+            Ok(rows)
+        })
+    })
+    .map_err(err)
+}
+
+/// Whether Citus distributes `raw.<table>` (false where Citus is not installed).
+pub fn is_distributed(t: &str) -> Result<bool, PgError> {
+    as_owner(|| {
+        let citus = Spi::get_one::<bool>(
+            "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+        )?
+        .unwrap_or(false);
+        if !citus {
+            return Ok(false);
+        }
+        Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                             WHERE p.logicalrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1))",
+            &[format!("raw.{t}").into()],
+        )
+        .map(|b| b.unwrap_or(false))
+    })
+    .map_err(|e| PgError::db(&format!("pg_qbo: is raw.{t} distributed by Citus"), e))
+}
+
+/// [`tombstone_sql`] for a raw table Citus distributes: one `UPDATE ... FROM` the tombstones,
+/// on the realm (the distribution column: the statement goes to that realm's shard alone) and the
+/// key, with the same rule; Citus cannot plan the update by `ctid` of [`tombstone_sql`].
+pub fn tombstone_sql_distributed(t: &str) -> String {
+    format!(
+        "WITH tombstone AS (
+             SELECT pg_catalog.unnest($1::pg_catalog.text[]) AS id,
+                    pg_catalog.unnest($2::pg_catalog.timestamptz[]) AS deleted_at),
+         marked AS (
+             UPDATE raw.{t} AS r SET deleted_at_utc = d.deleted_at
+               FROM tombstone d
+              WHERE r.realm_id OPERATOR(pg_catalog.=) $3 AND r.id OPERATOR(pg_catalog.=) d.id
+                AND r.deleted_at_utc IS NULL
+                AND (r.last_updated_utc IS NULL OR r.last_updated_utc OPERATOR(pg_catalog.<=) d.deleted_at)
+             RETURNING 1)
+         SELECT pg_catalog.count(*) FROM marked"
+    )
 }
 
 /// The tombstones of `raw.<table>` ([`apply_tombstones`]): `$1` Ids (distinct, sorted), `$2` their

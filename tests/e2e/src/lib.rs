@@ -559,14 +559,25 @@ pub fn assert_mirrors(c: &mut Client, emu: &Emulator, entity: &str, realm: &str)
 pub struct PrivateCluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// The PostgreSQL bin directory it runs from (the system's by default).
+    pub pg_bin: PathBuf,
+    /// Extra `postgresql.conf` lines (first start only).
+    pub conf: Vec<String>,
 }
 
 impl PrivateCluster {
     /// Initialises and starts a cluster in `dir` on `port` (removing what was there).
     pub fn start(dir: &str, port: u16) -> PrivateCluster {
+        PrivateCluster::start_with(dir, port, "/usr/lib/postgresql/15/bin", &[])
+    }
+
+    /// [`PrivateCluster::start`] from the PostgreSQL in `pg_bin`, with extra configuration lines.
+    pub fn start_with(dir: &str, port: u16, pg_bin: &str, conf: &[&str]) -> PrivateCluster {
         let c = PrivateCluster {
             dir: PathBuf::from(dir),
             port,
+            pg_bin: PathBuf::from(pg_bin),
+            conf: conf.iter().map(|s| s.to_string()).collect(),
         };
         let _ = c.pg_ctl(&["-m", "immediate", "stop"]);
         let _ = std::fs::remove_dir_all(&c.dir);
@@ -579,6 +590,8 @@ impl PrivateCluster {
         let st = Command::new("bash")
             .arg(repo_root().join("scripts/cluster.sh"))
             .args(["start", &self.dir.to_string_lossy(), &self.port.to_string()])
+            .args(&self.conf)
+            .env("PG_BIN", &self.pg_bin)
             .status()
             .expect("cluster.sh");
         assert!(st.success(), "cluster.sh start failed");
@@ -586,19 +599,20 @@ impl PrivateCluster {
 
     fn pg_ctl(&self, args: &[&str]) -> std::process::ExitStatus {
         Command::new("runuser")
-            .args([
-                "-u",
-                "postgres",
-                "--",
-                "/usr/lib/postgresql/15/bin/pg_ctl",
-                "-D",
-            ])
+            .args(["-u", "postgres", "--"])
+            .arg(self.pg_bin.join("pg_ctl"))
+            .arg("-D")
             .arg(self.dir.join("data"))
             .args(["-w"])
             .args(args)
             .stdout(Stdio::null())
             .status()
             .expect("pg_ctl")
+    }
+
+    /// `pg_ctl stop -m fast`: a clean stop (a node taken down on purpose).
+    pub fn stop(&self) {
+        assert!(self.pg_ctl(&["-m", "fast", "stop"]).success());
     }
 
     /// `pg_ctl stop -m immediate`: every process killed at once, no shutdown checkpoint.

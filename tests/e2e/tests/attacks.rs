@@ -1268,3 +1268,45 @@ fn an_operators_own_operators_never_run_in_a_sync() {
     );
     assert_nothing_gained(&mut admin, "evil.marker", "atk_sync", &before);
 }
+
+/// `qbo.distribute_raw_tables()` changes every raw table of the database as the owner: an
+/// operator may not run it, and where Citus is not installed a superuser gets a clear error that
+/// names what to do, before anything is locked or changed.
+#[test]
+fn distributing_raw_tables_is_for_superusers_and_needs_citus() {
+    let emu = Emulator::start(&["--seed", "73"]);
+    let mut admin = fresh_db("e2e_atk_dist", &emu);
+    fresh_role(&mut admin, "atk_dist");
+    admin
+        .batch_execute("SELECT qbo.grant_operator('atk_dist')")
+        .unwrap();
+    admin
+        .batch_execute("CALL qbo.run_backfill('Customer', '2000-01-01Z', '2100-01-01Z', 36500)")
+        .unwrap();
+    let mut op = as_role("e2e_atk_dist", "atk_dist");
+    let err = op
+        .batch_execute("SELECT * FROM qbo.distribute_raw_tables()")
+        .unwrap_err();
+    assert_eq!(
+        db_error(err),
+        (
+            "42501".to_owned(),
+            "permission denied for function distribute_raw_tables".to_owned()
+        )
+    );
+    let err = admin
+        .batch_execute("SELECT * FROM qbo.distribute_raw_tables()")
+        .unwrap_err();
+    assert_eq!(
+        db_error(err),
+        (
+            "0A000".to_owned(),
+            "qbo.distribute_raw_tables: Citus is not installed in this database: CREATE EXTENSION citus first (README, \"Scaling out\")".to_owned()
+        )
+    );
+    assert_eq!(
+        raw(&mut admin, "qb_customers", REALM1),
+        emu.truth(REALM1, "Customer"),
+        "the raw table is as it was"
+    );
+}
