@@ -134,6 +134,7 @@ fn public_operators_and_readers_may_run_exactly_the_routines_the_list_gives_them
             "qbo._routines()",
             "qbo.connect(text,text,text,text,text,text)",
             "qbo.connect_from_file(text,text)",
+            "qbo.distribute_raw_tables()",
             "qbo.grant_connection(text,name)",
             "qbo.grant_operator(name)",
             "qbo.grant_reader(name)",
