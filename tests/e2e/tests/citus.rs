@@ -513,3 +513,106 @@ fn citus_a_worker_stopped_mid_run_then_resume_ends_equal_to_truth() {
     c.execute("CALL qbo.run_resume($1)", &[&run_id]).unwrap();
     assert_mirrors(&mut c, &emu, "Invoice", realm);
 }
+
+/// A backfill cancelled on the coordinator while its request is held, and a second backfill of
+/// the same company and entity started meanwhile (with `qbo.max_in_flight = 1` they share the
+/// realm's one request slot; the limiter, like pg_qbo's per-(realm, entity) write lock, lives on
+/// the coordinator). The first ends `cancelled`, the second succeeds and raw equals the truth; a
+/// resume of the first writes nothing (every record skipped).
+#[test]
+fn citus_a_cancel_and_a_concurrent_run_of_the_same_company() {
+    let Some(bin) = citus_bin("citus_a_cancel_and_a_concurrent_run_of_the_same_company") else {
+        return;
+    };
+    let emu = Emulator::start(&[
+        "--seed",
+        "84",
+        "--realm",
+        REALM1,
+        "--records",
+        "Invoice=1500",
+    ]);
+    let citus = start_citus(&bin, "citus-d", port() + 32);
+    let mut c = citus.coordinator.connect("postgres");
+    install_pg_qbo(&mut c, &emu, "citus-d");
+    let port = citus.coordinator.port;
+    let call = |range: (&'static str, &'static str)| {
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(
+                &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+                postgres::NoTls,
+            )
+            .unwrap();
+            c.batch_execute("SET qbo.max_in_flight = 1").unwrap();
+            c.query_one(
+                "CALL qbo.run_backfill('Invoice', $1::text::timestamptz, $2::text::timestamptz, 36500, 100, 75, 'c1')",
+                &[&range.0, &range.1],
+            )
+            .map(|r| r.get::<_, i64>(0))
+            .map_err(|e| {
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+            })
+        })
+    };
+    emu.hold(5);
+    let first = call(("2000-01-01Z", "2100-01-01Z"));
+    emu.wait_held();
+    let run_id: i64 = c
+        .query_one("SELECT max(run_id) FROM qbo.runs", &[])
+        .unwrap()
+        .get(0);
+    // the same company and entity, all of it, while the first waits
+    let second = call(("2000-01-01Z", "2100-01-01Z"));
+    let t0 = std::time::Instant::now();
+    while c
+        .query_one("SELECT count(*) FROM qbo.runs", &[])
+        .unwrap()
+        .get::<_, i64>(0)
+        < 2
+    {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid: i32 = c
+        .query_one("SELECT pid FROM qbo.runs WHERE run_id = $1", &[&run_id])
+        .unwrap()
+        .get(0);
+    c.query_one("SELECT pg_cancel_backend($1::int)", &[&pid])
+        .unwrap();
+    emu.release();
+    let err = first.join().unwrap().unwrap_err();
+    assert!(
+        err.contains("canceling statement due to user request"),
+        "{err}"
+    );
+    let other = second.join().unwrap().expect("the concurrent run");
+    let statuses: Vec<String> = c
+        .query(
+            "SELECT status FROM qbo.runs WHERE run_id IN ($1, $2) ORDER BY run_id",
+            &[&run_id, &other],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(statuses, ["cancelled", "succeeded"]);
+    assert_mirrors(&mut c, &emu, "Invoice", REALM1);
+    c.execute("CALL qbo.run_resume($1)", &[&run_id]).unwrap();
+    let (ins, upd): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT sum(inserted)::bigint, sum(updated)::bigint FROM qbo.run_pages WHERE run_id = $1
+                   AND committed_at > (SELECT max(committed_at) FROM qbo.run_pages WHERE run_id = $2)",
+                &[&run_id, &other],
+            )
+            .unwrap();
+        (
+            r.get::<_, Option<i64>>(0).unwrap_or(0),
+            r.get::<_, Option<i64>>(1).unwrap_or(0),
+        )
+    };
+    println!("the resume after the other run: {ins} inserted, {upd} updated");
+    assert_eq!((ins, upd), (0, 0), "nothing written twice");
+    assert_mirrors(&mut c, &emu, "Invoice", REALM1);
+}
