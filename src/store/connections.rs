@@ -51,6 +51,7 @@ pub fn load_connection(name: &str) -> Result<Option<Connection>, PgError> {
 /// A registered connection with its secrets; an error naming it (cut to 70 characters) and how to
 /// register one when there is none.
 pub fn require_connection(name: &str) -> Result<Connection, PgError> {
+    crate::store::raw::refuse_citus_worker()?;
     load_connection(name)?.ok_or_else(|| {
         PgError::invalid(format!(
             "unknown connection \"{}\": register it with qbo.connect(...) or qbo.connect_from_file(...) (see qbo.connections)",

@@ -841,6 +841,36 @@ pub fn citus_installed() -> Result<bool, PgError> {
     .map_err(|e| PgError::db("pg_qbo: is Citus installed", e))
 }
 
+/// Refuses to run on a Citus worker: pg_qbo's runs belong on the coordinator, where the
+/// connections, the ledger, the per-company limiter and the write locks are (Citus creates pg_qbo
+/// on the workers too, with empty tables of its own). Nothing to check where Citus is not
+/// installed, or is older than `citus_is_coordinator()` (Citus 11).
+pub fn refuse_citus_worker() -> Result<(), PgError> {
+    let worker = as_owner(|| {
+        let has = Spi::get_one::<bool>(
+            "SELECT pg_catalog.to_regproc('pg_catalog.citus_is_coordinator') IS NOT NULL",
+        )?
+        .unwrap_or(false);
+        if !has {
+            return Ok(false);
+        }
+        // a node with workers registered and not the coordinator: a worker of a cluster
+        Spi::get_one::<bool>(
+            "SELECT NOT pg_catalog.citus_is_coordinator()
+                AND EXISTS (SELECT FROM pg_catalog.pg_dist_node n WHERE n.noderole OPERATOR(pg_catalog.=) 'primary')",
+        )
+        .map(|b| b.unwrap_or(false))
+    })
+    .map_err(|e| PgError::db("pg_qbo: is this a Citus worker", e))?;
+    if worker {
+        return Err(PgError::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "pg_qbo runs on the Citus coordinator only: this node is a worker of a Citus cluster (connections, the run ledger and the per-company request limiter live on the coordinator); run it there",
+        ));
+    }
+    Ok(())
+}
+
 /// Distributes `raw.<entity>` with Citus by `realm_id`, co-located with the raw tables already
 /// distributed (the first of them by name; Citus' default group of text-distributed tables when
 /// there is none), as the owner, in the caller's transaction; Citus moves the rows a local table

@@ -240,6 +240,25 @@ fn citus_four_companies_at_once_end_equal_to_truth() {
         "every company's deletes applied ({deleted})"
     );
 
+    // runs belong on the coordinator: a worker (where Citus created pg_qbo too) refuses them
+    let mut w = citus.workers[0].connect("postgres");
+    for (f, call) in [
+        (
+            "qbo.run_backfill",
+            "CALL qbo.run_backfill('Invoice', '2000-01-01Z', '2100-01-01Z', 36500, 1000, 75, 'c1')",
+        ),
+        ("qbo.run_sync", "CALL qbo.run_sync(NULL, 'c1')"),
+    ] {
+        let err = w.batch_execute(call).unwrap_err();
+        assert_eq!(
+            db_error(err),
+            (
+                "0A000".to_owned(),
+                format!("{f}: pg_qbo runs on the Citus coordinator only: this node is a worker of a Citus cluster (connections, the run ledger and the per-company request limiter live on the coordinator); run it there")
+            )
+        );
+    }
+
     // a re-backfill of a company writes nothing
     let run: i64 = c
         .query_one(
