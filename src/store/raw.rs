@@ -554,6 +554,8 @@ pub fn upsert_page(
     if rows.ids.is_empty() {
         return Ok(UpsertCounts::default());
     }
+    // Citus would carry a page to the shard, back, and to the shard again with upsert_sql
+    let distributed = citus_statements(entity.table)?;
     // everything is built inside the SPI connection: its memory context (the page's arrays,
     // a megabyte or two) is freed when the connection closes, after each page. It runs as the
     // extension owner (roles that run backfills hold no write privilege on raw tables), on a
@@ -566,14 +568,25 @@ pub fn upsert_page(
             lock_writes(c, realm, entity).map_err(spi)?;
             let payloads = jsonb_array(&rows.payloads)?;
             let last_updated: Vec<_> = rows.last_updated.into_iter().map(tstz).collect();
-            let plan = kept_plan(
-                c,
-                &UPSERT_PLANS,
-                entity.table,
-                "upsert into",
-                upsert_sql,
-                &UPSERT_TYPES,
-            )?;
+            let plan = if distributed {
+                kept_plan(
+                    c,
+                    &UPSERT_DIST_PLANS,
+                    entity.table,
+                    "upsert into",
+                    upsert_sql_distributed,
+                    &UPSERT_TYPES,
+                )?
+            } else {
+                kept_plan(
+                    c,
+                    &UPSERT_PLANS,
+                    entity.table,
+                    "upsert into",
+                    upsert_sql,
+                    &UPSERT_TYPES,
+                )?
+            };
             let row = c
                 .update(
                     plan,
@@ -636,6 +649,8 @@ thread_local! {
     static TOMBSTONE_PLANS: KeptPlans = KeptPlans::default();
     /// The same for a raw table Citus distributes ([`tombstone_sql_distributed`]).
     static TOMBSTONE_DIST_PLANS: KeptPlans = KeptPlans::default();
+    /// The page upsert of a raw table Citus distributes ([`upsert_sql_distributed`]).
+    static UPSERT_DIST_PLANS: KeptPlans = KeptPlans::default();
 }
 
 /// Parameter types of [`upsert_sql`].
@@ -742,6 +757,41 @@ pub fn upsert_sql(t: &str) -> String {
     )
 }
 
+/// [`upsert_sql`] for a raw table Citus distributes: the same parameters, rule and result, in one
+/// `INSERT ... ON CONFLICT ... WHERE` of every incoming record. On a distributed table Citus runs
+/// [`upsert_sql`]'s probe of the changed records on the shard, pulls them back to the coordinator
+/// and sends them to the shard again (`EXPLAIN`: "pull to coordinator"); here the page goes to the
+/// shard once, the rule applied there by the conflict's `WHERE` (`qbo._sync_token` exists on the
+/// workers: Citus creates pg_qbo there too). A record the rule keeps out is not written either way.
+pub fn upsert_sql_distributed(t: &str) -> String {
+    format!(
+        "WITH written AS (
+             INSERT INTO raw.{t} AS r (realm_id, id, payload, ingested_at_utc, extract_window_start_utc,
+                                      extract_window_end_utc, page_number, page_size, request_payload,
+                                      last_updated_utc)
+             SELECT $4, n.id, n.payload, pg_catalog.now(), $5, $6, $7, $8, $9::pg_catalog.jsonb, n.last_updated
+               FROM (SELECT pg_catalog.unnest($1::pg_catalog.text[]) AS id,
+                            pg_catalog.unnest($2::pg_catalog.jsonb[]) AS payload,
+                            pg_catalog.unnest($3::pg_catalog.int8[]) AS sync,
+                            pg_catalog.unnest($10::pg_catalog.timestamptz[]) AS last_updated) n
+             ON CONFLICT (realm_id, id) DO UPDATE
+                SET payload = EXCLUDED.payload, ingested_at_utc = EXCLUDED.ingested_at_utc,
+                    extract_window_start_utc = EXCLUDED.extract_window_start_utc,
+                    extract_window_end_utc = EXCLUDED.extract_window_end_utc,
+                    page_number = EXCLUDED.page_number, page_size = EXCLUDED.page_size,
+                    request_payload = EXCLUDED.request_payload,
+                    last_updated_utc = EXCLUDED.last_updated_utc, deleted_at_utc = NULL
+              WHERE CASE WHEN r.deleted_at_utc IS NOT NULL
+                         THEN EXCLUDED.last_updated_utc OPERATOR(pg_catalog.>) r.deleted_at_utc
+                         ELSE qbo._sync_token(EXCLUDED.payload) OPERATOR(pg_catalog.>) qbo._sync_token(r.payload)
+                              OR (qbo._sync_token(EXCLUDED.payload) OPERATOR(pg_catalog.=) qbo._sync_token(r.payload)
+                                  AND NOT (EXCLUDED.payload OPERATOR(pg_catalog.=) r.payload)) END
+             RETURNING (r.xmax OPERATOR(pg_catalog.=) 0) AS inserted)
+         SELECT pg_catalog.count(*) FILTER (WHERE w.inserted), pg_catalog.count(*) FILTER (WHERE NOT w.inserted)
+           FROM written w"
+    )
+}
+
 /// Marks the rows of `ids` in `raw.<entity>` of `realm` deleted, each at its time in `deleted_at`
 /// (same order; for an Id given twice the latest time counts), in one statement as the owner,
 /// under the lock [`upsert_page`] takes. A row is marked only if it exists, is not marked already,
@@ -778,7 +828,7 @@ pub fn apply_tombstones(
     let (ids, times): (Vec<&str>, Vec<_>) =
         tombs.into_iter().map(|(id, at)| (id, tstz(at))).unzip();
     // Citus cannot plan the update by ctid on a distributed table
-    let distributed = is_distributed(entity.table)?;
+    let distributed = citus_statements(entity.table)?;
     // as the owner, on a table `check_raw_trust` accepted when the execution started
     as_owner(|| {
         Spi::connect_mut(|c| -> Result<i64, PgError> {
@@ -917,6 +967,23 @@ pub fn distribute(entity: &Entity) -> Result<i64, PgError> {
         })
     })
     .map_err(err)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+thread_local! {
+    /// Tests: the statements for distributed tables on a local one (they are plain SQL), to show
+    /// they keep the rule of the local ones.
+    pub static FORCE_CITUS_STATEMENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the writes of `raw.<table>` use the statements written for Citus (the table is
+/// distributed).
+fn citus_statements(t: &str) -> Result<bool, PgError> {
+    #[cfg(any(test, feature = "pg_test"))]
+    if FORCE_CITUS_STATEMENTS.with(|f| f.get()) {
+        return Ok(true);
+    }
+    is_distributed(t)
 }
 
 /// Whether Citus distributes `raw.<table>` (false where Citus is not installed).

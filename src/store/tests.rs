@@ -819,3 +819,48 @@ fn a_pending_cancel_does_not_stop_storing_rotated_tokens() {
     assert!(still_pending, "the cancel is served after the store, not dropped");
     assert_eq!(stored(), "refresh-2");
 }
+
+/// The page upsert and the tombstones written for Citus keep exactly the rule of the local ones:
+/// the same pages and tombstones (a new record, the same version again, an equal SyncToken with
+/// another payload, a lower SyncToken, a deletion, a late page older than it, a later version
+/// reviving it) give the same counts and the same rows through both, run here on local tables.
+#[pg_test]
+fn the_statements_for_citus_keep_the_rule_of_the_local_ones() {
+    let (t1, t2, t3, t4) = (
+        "2025-03-01T00:00:00Z",
+        "2025-03-02T00:00:00Z",
+        "2025-03-03T00:00:00Z",
+        "2025-03-04T00:00:00Z",
+    );
+    let scenario = |name: &str, citus: bool| {
+        let e = qbo::entities::lookup(name).unwrap();
+        raw::ensure_raw_table(e).unwrap();
+        raw::FORCE_CITUS_STATEMENTS.with(|f| f.set(citus));
+        let page = |records| {
+            let c = upsert(e, "r", records);
+            (c.inserted, c.updated, 0)
+        };
+        let mut counts = vec![
+            page(vec![record("1", 0, t1, "a"), record("2", 0, t1, "b"), record("3", 2, t1, "c")]),
+            page(vec![record("1", 0, t1, "a"), record("2", 0, t1, "b2"), record("3", 1, t2, "older")]),
+        ];
+        let marked = raw::apply_tombstones(e, "r", &["1".into(), "9".into()], &[at(t3), at(t3)]).unwrap();
+        counts.push((0, 0, marked));
+        counts.push(page(vec![record("1", 5, t2, "late page"), record("4", 0, t2, "d")]));
+        counts.push(page(vec![record("1", 6, t4, "revived")]));
+        counts.push(page(vec![record("1", 6, t4, "revived")]));
+        raw::FORCE_CITUS_STATEMENTS.with(|f| f.set(false));
+        let rows: Vec<RowState> = ["1", "2", "3", "4"].iter().map(|id| row_state(e.table, "r", id)).collect();
+        (counts, rows)
+    };
+    let local = scenario("Transfer", false);
+    let citus = scenario("VendorCredit", true);
+    assert_eq!(
+        local.0,
+        vec![(3, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 0)],
+        "the local rule"
+    );
+    assert_eq!(citus, local);
+    assert_eq!(local.1[0], (Some(at(t4)), None, Some("6".into()), Some("revived".into())));
+    assert_eq!(local.1[2].3.as_deref(), Some("c"), "a lower SyncToken is not written");
+}
