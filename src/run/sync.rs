@@ -1083,7 +1083,8 @@ impl<'a> SyncExec<'a> {
                     "an answer of another kind to {what}"
                 )));
             };
-            let (up, gone) = qbo::poll::confirmed(&asked, page.entity_records);
+            let c = qbo::deletes::confirm(asked, page.entity_records).map_err(PgError::from)?;
+            let (up, gone) = (c.upsert, c.tombstone);
             self.write_answer(
                 entity,
                 chunk,

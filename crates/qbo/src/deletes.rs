@@ -93,6 +93,26 @@ pub struct Confirmed {
     pub tombstone: Vec<String>,
 }
 
+/// What the answer to `Id IN (asked)` settles: the records it returned exist (to upsert), the
+/// Ids it did not return are gone (to tombstone). An answer holding an Id that was not asked is
+/// refused: it would write a record no confirmation vouched for.
+pub fn confirm(asked: Vec<String>, records: Vec<RawRecord>) -> Result<Confirmed, QboError> {
+    let asked_set: HashSet<&str> = asked.iter().map(String::as_str).collect();
+    if let Some(r) = records.iter().find(|r| !asked_set.contains(r.id.as_str())) {
+        return Err(QboError::BadResponse(format!(
+            "an Id IN query returned Id {}, which it did not ask for ({} asked)",
+            crate::pager::quote_id(&r.id),
+            asked.len()
+        )));
+    }
+    let back: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+    let tombstone: Vec<String> = asked.into_iter().filter(|id| !back.contains(id)).collect();
+    Ok(Confirmed {
+        upsert: records,
+        tombstone,
+    })
+}
+
 #[derive(Debug)]
 enum State {
     /// Waiting for its local count and QBO's (either may come first).
@@ -471,22 +491,10 @@ impl DeleteHunt {
         let asked = self.confirms.remove(&batch).ok_or_else(|| {
             QboError::InvalidParameter(format!("no confirmation {batch} in flight"))
         })?;
-        let asked_set: HashSet<&str> = asked.iter().map(String::as_str).collect();
-        if let Some(r) = records.iter().find(|r| !asked_set.contains(r.id.as_str())) {
-            return Err(QboError::BadResponse(format!(
-                "an Id IN query returned Id {}, which it did not ask for ({} asked)",
-                crate::pager::quote_id(&r.id),
-                asked.len()
-            )));
-        }
-        let back: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
-        let tombstone: Vec<String> = asked.into_iter().filter(|id| !back.contains(id)).collect();
-        self.stats.deleted += tombstone.len() as u64;
-        self.stats.moved += records.len() as u64;
-        Ok(Confirmed {
-            upsert: records,
-            tombstone,
-        })
+        let c = confirm(asked, records)?;
+        self.stats.deleted += c.tombstone.len() as u64;
+        self.stats.moved += c.upsert.len() as u64;
+        Ok(c)
     }
 
     /// Nothing left to ask, read or confirm.

@@ -28,7 +28,7 @@ use crate::cdc::{next_watermark, WATERMARK_MARGIN};
 use crate::deletes::CONFIRM_BATCH;
 use crate::entities::Entity;
 use crate::pager::RawRecord;
-use crate::query::{ids_query, literal, MAX_PAGE};
+use crate::query::{ids_query, since_query, whole_query, MAX_PAGE};
 
 /// Largest live local count of a transaction entity read whole: a page (1000) less room for
 /// the records created since it was last read. Past it the entity is read from its watermark.
@@ -81,32 +81,17 @@ pub struct Plan {
 impl Plan {
     /// The read of `entity`, last read up to `watermark`, with `live_local` live records in raw.
     pub fn new(entity: &'static Entity, watermark: DateTime<Utc>, live_local: u64) -> Plan {
-        let active = if entity.has_active {
-            " Active IN (true,false)"
-        } else {
-            ""
-        };
-        let paging = format!(" STARTPOSITION 1 MAXRESULTS {MAX_PAGE}");
         if !entity.has_active && live_local <= WHOLE_READ_MAX {
             return Plan {
                 entity,
                 read: Read::Whole,
-                query: format!("SELECT * FROM {}{paging}", entity.name),
+                query: whole_query(entity.name),
             };
         }
-        let and_active = if active.is_empty() {
-            String::new()
-        } else {
-            format!(" AND{active}")
-        };
         Plan {
             entity,
             read: Read::Since(watermark),
-            query: format!(
-                "SELECT * FROM {} WHERE MetaData.LastUpdatedTime >= '{}'{and_active}{paging}",
-                entity.name,
-                literal(watermark)
-            ),
+            query: since_query(entity.name, entity.has_active, watermark),
         }
     }
 
@@ -143,31 +128,12 @@ pub fn missing(local: Vec<String>, answer: &[RawRecord]) -> Vec<String> {
 }
 
 /// The confirmations of candidates: `Id IN (...)` queries of at most [`CONFIRM_BATCH`] Ids, with
-/// the Ids each asks.
+/// the Ids each asks; an answer is settled by [`crate::deletes::confirm`], as the hunt's are.
 pub fn confirmations(entity: &Entity, candidates: &[String]) -> Vec<(String, Vec<String>)> {
     candidates
         .chunks(CONFIRM_BATCH)
         .map(|ids| (ids_query(entity.name, ids), ids.to_vec()))
         .collect()
-}
-
-/// What a confirmation settles: the records it returned (they exist: upserted) and the Ids it
-/// asked that did not come back (deleted: tombstoned), sorted.
-pub fn confirmed(asked: &[String], returned: Vec<RawRecord>) -> (Vec<RawRecord>, Vec<String>) {
-    let back: HashSet<String> = returned.iter().map(|r| r.id.clone()).collect();
-    let mut gone: Vec<String> = asked
-        .iter()
-        .filter(|id| !back.contains(id.as_str()))
-        .cloned()
-        .collect();
-    gone.sort();
-    gone.dedup();
-    let asked: HashSet<&str> = asked.iter().map(String::as_str).collect();
-    let records = returned
-        .into_iter()
-        .filter(|r| asked.contains(r.id.as_str()))
-        .collect();
-    (records, gone)
 }
 
 #[cfg(test)]
@@ -274,11 +240,15 @@ mod tests {
             qs[0].0,
             "SELECT * FROM TimeActivity WHERE Id IN ('2','4') STARTPOSITION 1 MAXRESULTS 2"
         );
-        // "4" came back (updated since: it moved), "2" did not (deleted); a record not asked
-        // for is never taken
-        let (up, gone) = confirmed(&qs[0].1, vec![rec("4"), rec("9")]);
-        assert_eq!(up.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["4"]);
-        assert_eq!(gone, vec!["2".to_owned()]);
+        // "4" came back (updated since: it moved), "2" did not (deleted); an answer with a
+        // record not asked for is refused
+        let c = crate::deletes::confirm(qs[0].1.clone(), vec![rec("4")]).unwrap();
+        assert_eq!(
+            c.upsert.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["4"]
+        );
+        assert_eq!(c.tombstone, vec!["2".to_owned()]);
+        assert!(crate::deletes::confirm(qs[0].1.clone(), vec![rec("4"), rec("9")]).is_err());
         let many: Vec<String> = (0..250).map(|i| i.to_string()).collect();
         let qs = confirmations(ta, &many);
         assert_eq!(

@@ -109,6 +109,25 @@ pub fn window_query(
     )
 }
 
+/// `SELECT * FROM <entity> WHERE MetaData.LastUpdatedTime >= '<since>' [AND Active IN
+/// (true,false)] STARTPOSITION 1 MAXRESULTS 1000`: one page of what changed since, with no end
+/// (a sync's read of an entity CDC does not serve, [`crate::poll`]).
+pub fn since_query(entity: &str, name_list: bool, since: DateTime<Utc>) -> String {
+    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    format!(
+        "SELECT * FROM {entity} WHERE MetaData.LastUpdatedTime >= '{}'{} STARTPOSITION 1 MAXRESULTS {MAX_PAGE}",
+        literal(since),
+        active_clause(name_list)
+    )
+}
+
+/// `SELECT * FROM <entity> STARTPOSITION 1 MAXRESULTS 1000`: every record of a transaction entity
+/// in one page (a name list would need `Active IN (true,false)`).
+pub fn whole_query(entity: &str) -> String {
+    debug_assert!(is_valid_entity_name(entity), "bad entity name {entity:?}");
+    format!("SELECT * FROM {entity} STARTPOSITION 1 MAXRESULTS {MAX_PAGE}")
+}
+
 /// `SELECT count(*) FROM <entity> WHERE MetaData.LastUpdatedTime >= '<from>' AND
 /// MetaData.LastUpdatedTime < '<to>' [AND Active IN (true,false)]`: how many records a window
 /// holds, which tells the executor where to split it into sub-windows fetched concurrently.
